@@ -1,0 +1,99 @@
+//! Attaching the egress classifier: TCX where the kernel has it (≥ 6.6),
+//! otherwise a filter on the clsact qdisc.
+
+use std::{fmt, io};
+
+use aya::programs::{
+    LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+    tc::{self, NlOptions, TcAttachOptions, TcError},
+};
+
+use super::DatapathError;
+
+/// How to attach; `Auto` tries TCX and falls back to clsact when the kernel
+/// does not support TCX links.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    #[default]
+    Auto,
+    Tcx,
+    Clsact,
+}
+
+/// The mechanism an attachment ended up using.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mechanism {
+    Tcx,
+    Clsact,
+}
+
+impl fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcx => "tcx",
+            Self::Clsact => "clsact",
+        })
+    }
+}
+
+pub(super) fn attach_egress(
+    program: &mut SchedClassifier,
+    interface: &str,
+    mode: AttachMode,
+) -> Result<Mechanism, DatapathError> {
+    match mode {
+        AttachMode::Tcx => attach_tcx(program, interface).map(|()| Mechanism::Tcx),
+        AttachMode::Clsact => attach_clsact(program, interface).map(|()| Mechanism::Clsact),
+        AttachMode::Auto => match attach_tcx(program, interface) {
+            Ok(()) => Ok(Mechanism::Tcx),
+            Err(DatapathError::Attach { source, .. }) if tcx_unsupported(&source) => {
+                tracing::info!(interface, error = %source, "TCX unavailable, falling back to clsact");
+                attach_clsact(program, interface).map(|()| Mechanism::Clsact)
+            }
+            Err(err) => Err(err),
+        },
+    }
+}
+
+fn attach_tcx(program: &mut SchedClassifier, interface: &str) -> Result<(), DatapathError> {
+    let options = TcAttachOptions::TcxOrder(LinkOrder::default());
+    program
+        .attach_with_options(interface, TcAttachType::Egress, options)
+        .map(drop)
+        .map_err(|source| DatapathError::Attach {
+            interface: interface.to_owned(),
+            mechanism: Mechanism::Tcx,
+            source,
+        })
+}
+
+fn attach_clsact(program: &mut SchedClassifier, interface: &str) -> Result<(), DatapathError> {
+    match tc::qdisc_add_clsact(interface) {
+        Ok(()) => {}
+        Err(TcError::NetlinkError(err)) if err.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(source) => {
+            return Err(DatapathError::Clsact { interface: interface.to_owned(), source });
+        }
+    }
+    let options = TcAttachOptions::Netlink(NlOptions::default());
+    program
+        .attach_with_options(interface, TcAttachType::Egress, options)
+        .map(drop)
+        .map_err(|source| DatapathError::Attach {
+            interface: interface.to_owned(),
+            mechanism: Mechanism::Clsact,
+            source,
+        })
+}
+
+/// Kernels without TCX reject the link type with EINVAL (unknown attach
+/// type) or EOPNOTSUPP.
+fn tcx_unsupported(error: &ProgramError) -> bool {
+    let ProgramError::SyscallError(syscall) = error else {
+        return false;
+    };
+    matches!(
+        syscall.io_error.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP)
+    ) || syscall.io_error.kind() == io::ErrorKind::Unsupported
+}
