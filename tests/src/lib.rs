@@ -1,1 +1,75 @@
+//! Throwaway hosts in network namespaces: the seed lab and the pieces the
+//! privileged tests build from. Used by the integration tests in `tests/`
+//! and by `cargo xtask lab`.
+//!
+//! Fixtures shell out to `ip` and `nft` (the product never does).
 
+pub mod netns;
+pub mod probe;
+pub mod seed_lab;
+
+use std::process::{Command, Output};
+
+pub use netns::Netns;
+pub use seed_lab::SeedLab;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unexpected output from `{command}`: {output}")]
+    Parse { command: String, output: String },
+}
+
+impl LabError {
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Io { what, source }
+    }
+}
+
+pub type Result<T, E = LabError> = std::result::Result<T, E>;
+
+/// Renders a command the way a person would type it.
+pub(crate) fn describe(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|arg| arg.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs a command to completion; fails unless it exits 0.
+pub(crate) fn checked(command: &mut Command) -> Result<Output> {
+    let shown = describe(command);
+    let output = command.output().map_err(LabError::io(format!("could not start `{shown}`")))?;
+    if !output.status.success() {
+        return Err(LabError::Command {
+            command: shown,
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(output)
+}
+
+/// Privileged tests need root; they fail (never skip) without it, so a
+/// run that could not check anything is never green.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { nix::libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this privileged test needs root (network namespaces, bpf): run it through `cargo xtask test` as root"
+    );
+}

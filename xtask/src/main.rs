@@ -1,1 +1,48 @@
-fn main() {}
+//! `cargo xtask`: the one place that knows about toolchains, bpf-linker,
+//! system packages, privileges, the lab and benchmarks.
+
+mod cmd;
+mod lab;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "mhr project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what building and testing need: nightly + rust-src, a
+    /// bpf-linker matching the nightly's LLVM, Debian packages, bpffs.
+    /// Idempotent; a no-op when everything is present.
+    Setup(setup::SetupArgs),
+    /// Setup, fmt, clippy (host and eBPF), unit tests, privileged tests.
+    Test(test::TestArgs),
+    /// Bring up the seed lab, show the multihoming problem and mhr's
+    /// counters, tear it down.
+    Lab(lab::LabArgs),
+}
+
+fn main() -> ExitCode {
+    cmd::put_cargo_bin_on_path();
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup(args) => setup::run(&args).map(drop),
+        Task::Test(args) => test::run(&args),
+        Task::Lab(args) => lab::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The seed's scenario as a lab: a multihomed host with two uplinks (ens3,
+//! ens4), each behind its own router that does 1:1 NAT for a floating IPv4
+//! address, routes the uplink's IPv6 prefix, and drops forwarded packets
+//! whose source is not from its own LAN (as cloud providers do); an internet
+//! client sits behind both routers.
+//!
+//! ```text
+//!  client ── br0 ─┬─ wan [r3] lan ── ens3 ┐
+//!  192.0.2.100    │  NAT 198.51.100.3      ├ [host] (both default routes in main)
+//!                 └─ wan [r4] lan ── ens4 ┘
+//!                    NAT 198.51.100.4
+//! ```
+//!
+//! Without policy routing, replies from ens4's address leave through ens3
+//! (main's best default route) and r3 drops them: the secondary floating IP
+//! and ens4's IPv6 address are unreachable.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::{Netns, Result, checked};
+
+/// One uplink of the lab host and the router behind it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Uplink {
+    pub interface: &'static str,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    /// The public address the router maps 1:1 to `address`.
+    pub floating: Ipv4Addr,
+    pub address6: Ipv6Addr,
+    pub prefix6_len: u8,
+    pub gateway6: Ipv6Addr,
+    /// The router's address on the internet segment.
+    pub router_wan: Ipv4Addr,
+    pub router_wan6: Ipv6Addr,
+    /// Metric of this uplink's default routes in main (as DHCP would set).
+    pub metric: u32,
+}
+
+impl Uplink {
+    /// The addresses a client on the internet uses to reach this uplink.
+    pub fn public_addresses(&self) -> [IpAddr; 2] {
+        [IpAddr::V4(self.floating), IpAddr::V6(self.address6)]
+    }
+
+    fn subnet(&self) -> String {
+        let octets = self.address.octets();
+        format!("{}.{}.{}.0/{}", octets[0], octets[1], octets[2], self.prefix_len)
+    }
+
+    fn subnet6(&self) -> String {
+        let segments = self.address6.segments();
+        format!("{:x}:{:x}:{:x}::/{}", segments[0], segments[1], segments[2], self.prefix6_len)
+    }
+}
+
+/// ens3 is the primary (lowest metric), ens4 the secondary.
+pub const UPLINKS: [Uplink; 2] = [
+    Uplink {
+        interface: "ens3",
+        address: Ipv4Addr::new(10, 0, 3, 10),
+        prefix_len: 24,
+        gateway: Ipv4Addr::new(10, 0, 3, 1),
+        floating: Ipv4Addr::new(198, 51, 100, 3),
+        address6: Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 0x10),
+        prefix6_len: 64,
+        gateway6: Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 1),
+        router_wan: Ipv4Addr::new(192, 0, 2, 3),
+        router_wan6: Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 3),
+        metric: 100,
+    },
+    Uplink {
+        interface: "ens4",
+        address: Ipv4Addr::new(10, 0, 4, 10),
+        prefix_len: 24,
+        gateway: Ipv4Addr::new(10, 0, 4, 1),
+        floating: Ipv4Addr::new(198, 51, 100, 4),
+        address6: Ipv6Addr::new(0x2001, 0xdb8, 4, 0, 0, 0, 0, 0x10),
+        prefix6_len: 64,
+        gateway6: Ipv6Addr::new(0x2001, 0xdb8, 4, 0, 0, 0, 0, 1),
+        router_wan: Ipv4Addr::new(192, 0, 2, 4),
+        router_wan6: Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 4),
+        metric: 200,
+    },
+];
+
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 0x100);
+const INTERNET_PREFIX_LEN: u8 = 24;
+const INTERNET_PREFIX6_LEN: u8 = 64;
+
+/// The running lab. Dropping it removes every namespace (and with them every
+/// interface), unless it was started to be kept.
+pub struct SeedLab {
+    pub host: Netns,
+    /// One router per uplink, in [`UPLINKS`] order.
+    pub routers: Vec<Netns>,
+    pub client: Netns,
+}
+
+impl SeedLab {
+    /// Builds the lab; it is removed when dropped.
+    pub fn start() -> Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// Builds the lab; with `keep` its namespaces outlive this process.
+    pub fn start_with(keep: bool) -> Result<Self> {
+        let client = Netns::create_with("client", keep)?;
+        let host = Netns::create_with("host", keep)?;
+        let mut routers = Vec::with_capacity(UPLINKS.len());
+        for uplink in &UPLINKS {
+            routers.push(Netns::create_with(&format!("r{}", &uplink.interface[3..]), keep)?);
+        }
+        let lab = Self { host, routers, client };
+        lab.build_client()?;
+        for (uplink, router) in UPLINKS.iter().zip(&lab.routers) {
+            lab.build_uplink(uplink, router)?;
+        }
+        Ok(lab)
+    }
+
+    pub fn uplinks(&self) -> &'static [Uplink] {
+        &UPLINKS
+    }
+
+    fn build_client(&self) -> Result<()> {
+        let c = &self.client;
+        c.ip(["link", "add", "br0", "type", "bridge"])?;
+        c.ip(["addr", "add", &format!("{CLIENT}/{INTERNET_PREFIX_LEN}"), "dev", "br0"])?;
+        c.ip(["addr", "add", &format!("{CLIENT6}/{INTERNET_PREFIX6_LEN}"), "dev", "br0", "nodad"])?;
+        c.ip(["link", "set", "br0", "up"])?;
+        Ok(())
+    }
+
+    fn build_uplink(&self, uplink: &Uplink, router: &Netns) -> Result<()> {
+        let (host, client) = (&self.host, &self.client);
+        let port = format!("to-{}", router_suffix(router));
+
+        // Links: host uplink <-> router lan, router wan <-> client bridge port.
+        host.ip(["link", "add", uplink.interface, "type", "veth", "peer", "name", "lan", "netns", router.name()])?;
+        router.ip(["link", "add", "wan", "type", "veth", "peer", "name", &port, "netns", client.name()])?;
+        client.ip(["link", "set", &port, "master", "br0", "up"])?;
+
+        // Router: addresses, forwarding, NAT and the anti-spoofing filter.
+        router.ip(["addr", "add", &format!("{}/{}", uplink.gateway, uplink.prefix_len), "dev", "lan"])?;
+        router.ip(["addr", "add", &format!("{}/{}", uplink.gateway6, uplink.prefix6_len), "dev", "lan", "nodad"])?;
+        router.ip(["addr", "add", &format!("{}/{INTERNET_PREFIX_LEN}", uplink.router_wan), "dev", "wan"])?;
+        router.ip(["addr", "add", &format!("{}/{INTERNET_PREFIX6_LEN}", uplink.router_wan6), "dev", "wan", "nodad"])?;
+        router.ip(["link", "set", "lan", "up"])?;
+        router.ip(["link", "set", "wan", "up"])?;
+        router.sysctl("net.ipv4.ip_forward", "1")?;
+        router.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        nft(router, &router_ruleset(uplink))?;
+
+        // Host: the uplink as a DHCP client would leave it, default route
+        // in main included (with this uplink's metric).
+        let ifname = uplink.interface;
+        host.ip(["addr", "add", &format!("{}/{}", uplink.address, uplink.prefix_len), "dev", ifname])?;
+        host.ip(["addr", "add", &format!("{}/{}", uplink.address6, uplink.prefix6_len), "dev", ifname, "nodad"])?;
+        host.ip(["link", "set", ifname, "up"])?;
+        let metric = uplink.metric.to_string();
+        host.ip(["route", "add", "default", "via", &uplink.gateway.to_string(), "dev", ifname, "metric", &metric])?;
+        host.ip(["-6", "route", "add", "default", "via", &uplink.gateway6.to_string(), "dev", ifname, "metric", &metric])?;
+
+        // Client: reach the floating IP and the routed prefix via this router.
+        client.ip(["route", "add", &format!("{}/32", uplink.floating), "via", &uplink.router_wan.to_string()])?;
+        client.ip(["-6", "route", "add", &uplink.subnet6(), "via", &uplink.router_wan6.to_string()])?;
+        Ok(())
+    }
+
+    /// Packets the router of `uplink_index` dropped because their source was
+    /// not from its LAN.
+    pub fn spoof_drops(&self, uplink_index: usize) -> Result<u64> {
+        let router = &self.routers[uplink_index];
+        let output = checked(router.command("nft").args(["list", "chain", "inet", "mhr_lab_filter", "forward"]))?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        Ok(text
+            .split("counter packets ")
+            .skip(1)
+            .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .sum())
+    }
+
+    /// Commands a person can paste to look inside the lab.
+    pub fn enter_hints(&self) -> Vec<String> {
+        std::iter::once(&self.host)
+            .chain(&self.routers)
+            .chain(std::iter::once(&self.client))
+            .map(|ns| format!("ip netns exec {} bash", ns.name()))
+            .collect()
+    }
+
+    /// The command that removes the lab (for a kept lab).
+    pub fn teardown_hint(&self) -> String {
+        let names: Vec<&str> = std::iter::once(&self.host)
+            .chain(&self.routers)
+            .chain(std::iter::once(&self.client))
+            .map(Netns::name)
+            .collect();
+        format!("for ns in {}; do ip netns del $ns; done", names.join(" "))
+    }
+}
+
+fn router_suffix(router: &Netns) -> &str {
+    router.name().rsplit('-').next().unwrap_or("r")
+}
+
+fn router_ruleset(uplink: &Uplink) -> String {
+    let (address, floating) = (uplink.address, uplink.floating);
+    let (subnet, subnet6) = (uplink.subnet(), uplink.subnet6());
+    format!(
+        r#"table ip mhr_lab_nat {{
+    chain prerouting {{
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname "wan" ip daddr {floating} dnat to {address}
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "wan" ip saddr {address} snat to {floating}
+    }}
+}}
+table inet mhr_lab_filter {{
+    chain forward {{
+        type filter hook forward priority filter; policy accept;
+        iifname "lan" ip saddr != {subnet} counter drop
+        iifname "lan" ip6 saddr != {subnet6} counter drop
+    }}
+}}
+"#
+    )
+}
+
+fn nft(netns: &Netns, ruleset: &str) -> Result<()> {
+    use std::io::Write as _;
+
+    let mut command = netns.command("nft");
+    command.args(["-f", "-"]).stdin(std::process::Stdio::piped());
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let shown = crate::describe(&command);
+    let mut child = command.spawn().map_err(crate::LabError::io(format!("could not start `{shown}`")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(ruleset.as_bytes())
+            .map_err(crate::LabError::io(format!("writing the ruleset to `{shown}`")))?;
+    }
+    let output = child.wait_with_output().map_err(crate::LabError::io(format!("waiting for `{shown}`")))?;
+    if !output.status.success() {
+        return Err(crate::LabError::Command {
+            command: shown,
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}
