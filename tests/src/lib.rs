@@ -6,6 +6,7 @@
 
 pub mod netns;
 pub mod probe;
+pub mod quiet_host;
 pub mod seed_lab;
 
 use std::process::{Command, Output};

@@ -62,6 +62,16 @@ impl Netns {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// `tc -n <name> ARGS`, returning stdout.
+    pub fn tc<I, S>(&self, args: I) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let output = checked(Command::new("tc").arg("-n").arg(&self.name).args(args))?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// A command that runs `program` inside this namespace.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut command = Command::new("ip");

@@ -114,10 +114,16 @@ impl SeedLab {
             routers.push(Netns::create_with(&format!("r{}", &uplink.interface[3..]), keep)?);
         }
         let lab = Self { host, routers, client };
+        for netns in lab.namespaces() {
+            // Addresses usable at once: no duplicate address detection delay.
+            netns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+            netns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+        }
         lab.build_client()?;
         for (uplink, router) in UPLINKS.iter().zip(&lab.routers) {
             lab.build_uplink(uplink, router)?;
         }
+        lab.learn_neighbours()?;
         Ok(lab)
     }
 
@@ -127,7 +133,8 @@ impl SeedLab {
 
     fn build_client(&self) -> Result<()> {
         let c = &self.client;
-        c.ip(["link", "add", "br0", "type", "bridge"])?;
+        // No multicast snooping: neighbour discovery is flooded from the start.
+        c.ip(["link", "add", "br0", "type", "bridge", "mcast_snooping", "0"])?;
         c.ip(["addr", "add", &format!("{CLIENT}/{INTERNET_PREFIX_LEN}"), "dev", "br0"])?;
         c.ip(["addr", "add", &format!("{CLIENT6}/{INTERNET_PREFIX6_LEN}"), "dev", "br0", "nodad"])?;
         c.ip(["link", "set", "br0", "up"])?;
@@ -170,6 +177,35 @@ impl SeedLab {
         Ok(())
     }
 
+    /// Resolves the neighbours on every segment (host–router, router–client),
+    /// as the host's DHCP client and router discovery would have. Without it
+    /// the first IPv6 reply may leave by another uplink: the kernel prefers
+    /// default routers whose neighbour entry is known reachable over the
+    /// lower metric.
+    fn learn_neighbours(&self) -> Result<()> {
+        for (uplink, router) in UPLINKS.iter().zip(&self.routers) {
+            let pairs = [
+                (&self.host, IpAddr::V4(uplink.gateway)),
+                (&self.host, IpAddr::V6(uplink.gateway6)),
+                (router, IpAddr::V4(uplink.address)),
+                (router, IpAddr::V6(uplink.address6)),
+                (&self.client, IpAddr::V4(uplink.router_wan)),
+                (&self.client, IpAddr::V6(uplink.router_wan6)),
+            ];
+            for (from, to) in pairs {
+                let reachable =
+                    (0..5).any(|_| crate::probe::ping(from, to, std::time::Duration::from_secs(1)).unwrap_or(false));
+                if !reachable {
+                    return Err(crate::LabError::Parse {
+                        command: format!("ping {to} from {}", from.name()),
+                        output: "no answer after 5 tries".into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Packets the router of `uplink_index` dropped because their source was
     /// not from its LAN.
     pub fn spoof_drops(&self, uplink_index: usize) -> Result<u64> {
@@ -183,22 +219,19 @@ impl SeedLab {
             .sum())
     }
 
+    /// Every namespace of the lab: host, routers, client.
+    pub fn namespaces(&self) -> impl Iterator<Item = &Netns> {
+        std::iter::once(&self.host).chain(&self.routers).chain(std::iter::once(&self.client))
+    }
+
     /// Commands a person can paste to look inside the lab.
     pub fn enter_hints(&self) -> Vec<String> {
-        std::iter::once(&self.host)
-            .chain(&self.routers)
-            .chain(std::iter::once(&self.client))
-            .map(|ns| format!("ip netns exec {} bash", ns.name()))
-            .collect()
+        self.namespaces().map(|ns| format!("ip netns exec {} bash", ns.name())).collect()
     }
 
     /// The command that removes the lab (for a kept lab).
     pub fn teardown_hint(&self) -> String {
-        let names: Vec<&str> = std::iter::once(&self.host)
-            .chain(&self.routers)
-            .chain(std::iter::once(&self.client))
-            .map(Netns::name)
-            .collect();
+        let names: Vec<&str> = self.namespaces().map(Netns::name).collect();
         format!("for ns in {}; do ip netns del $ns; done", names.join(" "))
     }
 }
