@@ -74,8 +74,20 @@ mod tests {
 
     #[test]
     fn merging_sums_each_field() {
-        let a = InterfaceCounters { packets: 2, bytes: 100 };
-        let b = InterfaceCounters { packets: 3, bytes: 60 };
-        assert_eq!(a.merge(b), InterfaceCounters { packets: 5, bytes: 160 });
+        let a = InterfaceCounters {
+            packets: 2,
+            bytes: 100,
+        };
+        let b = InterfaceCounters {
+            packets: 3,
+            bytes: 60,
+        };
+        assert_eq!(
+            a.merge(b),
+            InterfaceCounters {
+                packets: 5,
+                bytes: 160
+            }
+        );
     }
 }

@@ -46,8 +46,13 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn watch(datapath: &Datapath, interval: Duration, duration: Option<Duration>) -> anyhow::Result<()> {
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+async fn watch(
+    datapath: &Datapath,
+    interval: Duration,
+    duration: Option<Duration>,
+) -> anyhow::Result<()> {
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let deadline = tokio::time::sleep(duration.unwrap_or(Duration::MAX));
     tokio::pin!(deadline);
@@ -66,7 +71,11 @@ async fn watch(datapath: &Datapath, interval: Duration, duration: Option<Duratio
 fn print_reports(reports: &[InterfaceReport], heading: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{heading}:")?;
-    writeln!(out, "  {:<16} {:>8} {:>7} {:>12} {:>14}", "interface", "ifindex", "attach", "packets", "bytes")?;
+    writeln!(
+        out,
+        "  {:<16} {:>8} {:>7} {:>12} {:>14}",
+        "interface", "ifindex", "attach", "packets", "bytes"
+    )?;
     for report in reports {
         let a = &report.attachment;
         writeln!(

@@ -53,7 +53,9 @@ pub(crate) fn describe(command: &Command) -> String {
 /// Runs a command to completion; fails unless it exits 0.
 pub(crate) fn checked(command: &mut Command) -> Result<Output> {
     let shown = describe(command);
-    let output = command.output().map_err(LabError::io(format!("could not start `{shown}`")))?;
+    let output = command
+        .output()
+        .map_err(LabError::io(format!("could not start `{shown}`")))?;
     if !output.status.success() {
         return Err(LabError::Command {
             command: shown,

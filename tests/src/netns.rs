@@ -94,7 +94,9 @@ impl Netns {
                     .map_err(|errno| LabError::io(format!("entering {path}"))(errno.into()))?;
                 Ok(f())
             });
-            worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
 
@@ -102,7 +104,10 @@ impl Netns {
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         self.run(|| std::fs::write(&path, value))?
-            .map_err(LabError::io(format!("writing {value} to {path} in {}", self.name)))
+            .map_err(LabError::io(format!(
+                "writing {value} to {path} in {}",
+                self.name
+            )))
     }
 }
 
@@ -112,7 +117,10 @@ impl Drop for Netns {
             return;
         }
         if let Err(err) = checked(Command::new("ip").args(["netns", "del", &self.name])) {
-            eprintln!("warning: could not remove network namespace {}: {err}", self.name);
+            eprintln!(
+                "warning: could not remove network namespace {}: {err}",
+                self.name
+            );
         }
     }
 }
@@ -120,10 +128,15 @@ impl Drop for Netns {
 /// Removes namespaces left by test processes that were killed before their
 /// Drop ran (their pid no longer exists).
 fn remove_orphans() {
-    let Ok(entries) = std::fs::read_dir(NETNS_DIR) else { return };
+    let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(PREFIX).and_then(|rest| rest.split('-').next()) else {
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('-').next())
+        else {
             continue;
         };
         if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {

@@ -47,18 +47,64 @@ impl QuietHost {
             let peer_mac = format!("02:00:00:00:{subnet:02x}:01");
             let peer_port = format!("p{index}");
             host.ip([
-                "link", "add", interface, "address", &host_mac, "type", "veth", "peer", "name", &peer_port,
-                "address", &peer_mac, "netns", peer.name(),
+                "link",
+                "add",
+                interface,
+                "address",
+                &host_mac,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer_port,
+                "address",
+                &peer_mac,
+                "netns",
+                peer.name(),
             ])?;
             host.ip(["addr", "add", &format!("{address}/24"), "dev", interface])?;
-            peer.ip(["addr", "add", &format!("{peer_address}/24"), "dev", &peer_port])?;
-            host.ip(["neigh", "replace", &peer_address.to_string(), "lladdr", &peer_mac, "dev", interface, "nud", "permanent"])?;
-            peer.ip(["neigh", "replace", &address.to_string(), "lladdr", &host_mac, "dev", &peer_port, "nud", "permanent"])?;
+            peer.ip([
+                "addr",
+                "add",
+                &format!("{peer_address}/24"),
+                "dev",
+                &peer_port,
+            ])?;
+            host.ip([
+                "neigh",
+                "replace",
+                &peer_address.to_string(),
+                "lladdr",
+                &peer_mac,
+                "dev",
+                interface,
+                "nud",
+                "permanent",
+            ])?;
+            peer.ip([
+                "neigh",
+                "replace",
+                &address.to_string(),
+                "lladdr",
+                &host_mac,
+                "dev",
+                &peer_port,
+                "nud",
+                "permanent",
+            ])?;
             host.ip(["link", "set", interface, "up"])?;
             peer.ip(["link", "set", &peer_port, "up"])?;
-            uplinks.push(QuietUplink { interface: (*interface).to_owned(), address, peer_address });
+            uplinks.push(QuietUplink {
+                interface: (*interface).to_owned(),
+                address,
+                peer_address,
+            });
         }
-        Ok(Self { host, peer, uplinks })
+        Ok(Self {
+            host,
+            peer,
+            uplinks,
+        })
     }
 
     /// Sends `count` UDP datagrams of `payload_len` bytes out of uplink

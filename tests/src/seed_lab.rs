@@ -46,12 +46,18 @@ impl Uplink {
 
     fn subnet(&self) -> String {
         let octets = self.address.octets();
-        format!("{}.{}.{}.0/{}", octets[0], octets[1], octets[2], self.prefix_len)
+        format!(
+            "{}.{}.{}.0/{}",
+            octets[0], octets[1], octets[2], self.prefix_len
+        )
     }
 
     fn subnet6(&self) -> String {
         let segments = self.address6.segments();
-        format!("{:x}:{:x}:{:x}::/{}", segments[0], segments[1], segments[2], self.prefix6_len)
+        format!(
+            "{:x}:{:x}:{:x}::/{}",
+            segments[0], segments[1], segments[2], self.prefix6_len
+        )
     }
 }
 
@@ -111,9 +117,16 @@ impl SeedLab {
         let host = Netns::create_with("host", keep)?;
         let mut routers = Vec::with_capacity(UPLINKS.len());
         for uplink in &UPLINKS {
-            routers.push(Netns::create_with(&format!("r{}", &uplink.interface[3..]), keep)?);
+            routers.push(Netns::create_with(
+                &format!("r{}", &uplink.interface[3..]),
+                keep,
+            )?);
         }
-        let lab = Self { host, routers, client };
+        let lab = Self {
+            host,
+            routers,
+            client,
+        };
         for netns in lab.namespaces() {
             // Addresses usable at once: no duplicate address detection delay.
             netns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
@@ -134,9 +147,30 @@ impl SeedLab {
     fn build_client(&self) -> Result<()> {
         let c = &self.client;
         // No multicast snooping: neighbour discovery is flooded from the start.
-        c.ip(["link", "add", "br0", "type", "bridge", "mcast_snooping", "0"])?;
-        c.ip(["addr", "add", &format!("{CLIENT}/{INTERNET_PREFIX_LEN}"), "dev", "br0"])?;
-        c.ip(["addr", "add", &format!("{CLIENT6}/{INTERNET_PREFIX6_LEN}"), "dev", "br0", "nodad"])?;
+        c.ip([
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ])?;
+        c.ip([
+            "addr",
+            "add",
+            &format!("{CLIENT}/{INTERNET_PREFIX_LEN}"),
+            "dev",
+            "br0",
+        ])?;
+        c.ip([
+            "addr",
+            "add",
+            &format!("{CLIENT6}/{INTERNET_PREFIX6_LEN}"),
+            "dev",
+            "br0",
+            "nodad",
+        ])?;
         c.ip(["link", "set", "br0", "up"])?;
         Ok(())
     }
@@ -146,15 +180,63 @@ impl SeedLab {
         let port = format!("to-{}", router_suffix(router));
 
         // Links: host uplink <-> router lan, router wan <-> client bridge port.
-        host.ip(["link", "add", uplink.interface, "type", "veth", "peer", "name", "lan", "netns", router.name()])?;
-        router.ip(["link", "add", "wan", "type", "veth", "peer", "name", &port, "netns", client.name()])?;
+        host.ip([
+            "link",
+            "add",
+            uplink.interface,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lan",
+            "netns",
+            router.name(),
+        ])?;
+        router.ip([
+            "link",
+            "add",
+            "wan",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            client.name(),
+        ])?;
         client.ip(["link", "set", &port, "master", "br0", "up"])?;
 
         // Router: addresses, forwarding, NAT and the anti-spoofing filter.
-        router.ip(["addr", "add", &format!("{}/{}", uplink.gateway, uplink.prefix_len), "dev", "lan"])?;
-        router.ip(["addr", "add", &format!("{}/{}", uplink.gateway6, uplink.prefix6_len), "dev", "lan", "nodad"])?;
-        router.ip(["addr", "add", &format!("{}/{INTERNET_PREFIX_LEN}", uplink.router_wan), "dev", "wan"])?;
-        router.ip(["addr", "add", &format!("{}/{INTERNET_PREFIX6_LEN}", uplink.router_wan6), "dev", "wan", "nodad"])?;
+        router.ip([
+            "addr",
+            "add",
+            &format!("{}/{}", uplink.gateway, uplink.prefix_len),
+            "dev",
+            "lan",
+        ])?;
+        router.ip([
+            "addr",
+            "add",
+            &format!("{}/{}", uplink.gateway6, uplink.prefix6_len),
+            "dev",
+            "lan",
+            "nodad",
+        ])?;
+        router.ip([
+            "addr",
+            "add",
+            &format!("{}/{INTERNET_PREFIX_LEN}", uplink.router_wan),
+            "dev",
+            "wan",
+        ])?;
+        router.ip([
+            "addr",
+            "add",
+            &format!("{}/{INTERNET_PREFIX6_LEN}", uplink.router_wan6),
+            "dev",
+            "wan",
+            "nodad",
+        ])?;
         router.ip(["link", "set", "lan", "up"])?;
         router.ip(["link", "set", "wan", "up"])?;
         router.sysctl("net.ipv4.ip_forward", "1")?;
@@ -164,16 +246,63 @@ impl SeedLab {
         // Host: the uplink as a DHCP client would leave it, default route
         // in main included (with this uplink's metric).
         let ifname = uplink.interface;
-        host.ip(["addr", "add", &format!("{}/{}", uplink.address, uplink.prefix_len), "dev", ifname])?;
-        host.ip(["addr", "add", &format!("{}/{}", uplink.address6, uplink.prefix6_len), "dev", ifname, "nodad"])?;
+        host.ip([
+            "addr",
+            "add",
+            &format!("{}/{}", uplink.address, uplink.prefix_len),
+            "dev",
+            ifname,
+        ])?;
+        host.ip([
+            "addr",
+            "add",
+            &format!("{}/{}", uplink.address6, uplink.prefix6_len),
+            "dev",
+            ifname,
+            "nodad",
+        ])?;
         host.ip(["link", "set", ifname, "up"])?;
         let metric = uplink.metric.to_string();
-        host.ip(["route", "add", "default", "via", &uplink.gateway.to_string(), "dev", ifname, "metric", &metric])?;
-        host.ip(["-6", "route", "add", "default", "via", &uplink.gateway6.to_string(), "dev", ifname, "metric", &metric])?;
+        host.ip([
+            "route",
+            "add",
+            "default",
+            "via",
+            &uplink.gateway.to_string(),
+            "dev",
+            ifname,
+            "metric",
+            &metric,
+        ])?;
+        host.ip([
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &uplink.gateway6.to_string(),
+            "dev",
+            ifname,
+            "metric",
+            &metric,
+        ])?;
 
         // Client: reach the floating IP and the routed prefix via this router.
-        client.ip(["route", "add", &format!("{}/32", uplink.floating), "via", &uplink.router_wan.to_string()])?;
-        client.ip(["-6", "route", "add", &uplink.subnet6(), "via", &uplink.router_wan6.to_string()])?;
+        client.ip([
+            "route",
+            "add",
+            &format!("{}/32", uplink.floating),
+            "via",
+            &uplink.router_wan.to_string(),
+        ])?;
+        client.ip([
+            "-6",
+            "route",
+            "add",
+            &uplink.subnet6(),
+            "via",
+            &uplink.router_wan6.to_string(),
+        ])?;
         Ok(())
     }
 
@@ -193,8 +322,9 @@ impl SeedLab {
                 (&self.client, IpAddr::V6(uplink.router_wan6)),
             ];
             for (from, to) in pairs {
-                let reachable =
-                    (0..5).any(|_| crate::probe::ping(from, to, std::time::Duration::from_secs(1)).unwrap_or(false));
+                let reachable = (0..5).any(|_| {
+                    crate::probe::ping(from, to, std::time::Duration::from_secs(1)).unwrap_or(false)
+                });
                 if !reachable {
                     return Err(crate::LabError::Parse {
                         command: format!("ping {to} from {}", from.name()),
@@ -210,7 +340,13 @@ impl SeedLab {
     /// not from its LAN.
     pub fn spoof_drops(&self, uplink_index: usize) -> Result<u64> {
         let router = &self.routers[uplink_index];
-        let output = checked(router.command("nft").args(["list", "chain", "inet", "mhr_lab_filter", "forward"]))?;
+        let output = checked(router.command("nft").args([
+            "list",
+            "chain",
+            "inet",
+            "mhr_lab_filter",
+            "forward",
+        ]))?;
         let text = String::from_utf8_lossy(&output.stdout);
         Ok(text
             .split("counter packets ")
@@ -221,12 +357,16 @@ impl SeedLab {
 
     /// Every namespace of the lab: host, routers, client.
     pub fn namespaces(&self) -> impl Iterator<Item = &Netns> {
-        std::iter::once(&self.host).chain(&self.routers).chain(std::iter::once(&self.client))
+        std::iter::once(&self.host)
+            .chain(&self.routers)
+            .chain(std::iter::once(&self.client))
     }
 
     /// Commands a person can paste to look inside the lab.
     pub fn enter_hints(&self) -> Vec<String> {
-        self.namespaces().map(|ns| format!("ip netns exec {} bash", ns.name())).collect()
+        self.namespaces()
+            .map(|ns| format!("ip netns exec {} bash", ns.name()))
+            .collect()
     }
 
     /// The command that removes the lab (for a kept lab).
@@ -269,16 +409,26 @@ fn nft(netns: &Netns, ruleset: &str) -> Result<()> {
     use std::io::Write as _;
 
     let mut command = netns.command("nft");
-    command.args(["-f", "-"]).stdin(std::process::Stdio::piped());
-    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    command
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped());
+    command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let shown = crate::describe(&command);
-    let mut child = command.spawn().map_err(crate::LabError::io(format!("could not start `{shown}`")))?;
+    let mut child = command
+        .spawn()
+        .map_err(crate::LabError::io(format!("could not start `{shown}`")))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(ruleset.as_bytes())
-            .map_err(crate::LabError::io(format!("writing the ruleset to `{shown}`")))?;
+            .map_err(crate::LabError::io(format!(
+                "writing the ruleset to `{shown}`"
+            )))?;
     }
-    let output = child.wait_with_output().map_err(crate::LabError::io(format!("waiting for `{shown}`")))?;
+    let output = child
+        .wait_with_output()
+        .map_err(crate::LabError::io(format!("waiting for `{shown}`")))?;
     if !output.status.success() {
         return Err(crate::LabError::Command {
             command: shown,

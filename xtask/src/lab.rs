@@ -101,8 +101,13 @@ fn probe_all(lab: &SeedLab, port: u16) -> anyhow::Result<()> {
     for uplink in lab.uplinks() {
         for address in uplink.public_addresses() {
             let ping = probe::ping(&lab.client, address, PROBE_TIMEOUT)?;
-            let tcp = probe::tcp_exchange(&lab.client, SocketAddr::new(address, port), PROBE_TIMEOUT)?;
-            let family = if matches!(address, IpAddr::V4(_)) { "IPv4" } else { "IPv6" };
+            let tcp =
+                probe::tcp_exchange(&lab.client, SocketAddr::new(address, port), PROBE_TIMEOUT)?;
+            let family = if matches!(address, IpAddr::V4(_)) {
+                "IPv4"
+            } else {
+                "IPv6"
+            };
             println!(
                 "   {} {family} {:<22} ping {:<6} tcp/{port} {}",
                 uplink.interface,

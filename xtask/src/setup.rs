@@ -70,15 +70,22 @@ pub fn run(_args: &SetupArgs) -> anyhow::Result<SetupReport> {
 fn rustup() -> anyhow::Result<Command> {
     match cmd::which("rustup") {
         Some(path) => Ok(Command::new(path)),
-        None => bail!("rustup not found on PATH: install it from https://rustup.rs (the eBPF build needs a nightly toolchain)"),
+        None => bail!(
+            "rustup not found on PATH: install it from https://rustup.rs (the eBPF build needs a nightly toolchain)"
+        ),
     }
 }
 
 fn ensure_nightly(report: &mut SetupReport) -> anyhow::Result<()> {
-    let version = rustup()?.args(["run", "nightly", "rustc", "--version"]).output();
+    let version = rustup()?
+        .args(["run", "nightly", "rustc", "--version"])
+        .output();
     match version {
         Ok(out) if out.status.success() => {
-            report.ok("nightly toolchain", String::from_utf8_lossy(&out.stdout).trim());
+            report.ok(
+                "nightly toolchain",
+                String::from_utf8_lossy(&out.stdout).trim(),
+            );
         }
         _ => {
             report.installing("nightly toolchain", "not installed");
@@ -94,7 +101,13 @@ fn ensure_nightly(report: &mut SetupReport) -> anyhow::Result<()> {
             .context("installing the nightly toolchain with rustup")?;
         }
     }
-    let installed = cmd::stdout(rustup()?.args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
+    let installed = cmd::stdout(rustup()?.args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
     if installed.lines().any(|line| line.starts_with("rust-src")) {
         report.ok("rust-src (nightly)", "installed");
     } else {
@@ -114,10 +127,10 @@ struct NightlyLlvm {
 impl NightlyLlvm {
     fn discover() -> anyhow::Result<Self> {
         let version = cmd::stdout(rustup()?.args(["run", "nightly", "rustc", "-vV"]))?;
-        let major = llvm_major(&version).with_context(|| {
-            format!("`rustc +nightly -vV` shows no LLVM version:\n{version}")
-        })?;
-        let sysroot = cmd::stdout(rustup()?.args(["run", "nightly", "rustc", "--print", "sysroot"]))?;
+        let major = llvm_major(&version)
+            .with_context(|| format!("`rustc +nightly -vV` shows no LLVM version:\n{version}"))?;
+        let sysroot =
+            cmd::stdout(rustup()?.args(["run", "nightly", "rustc", "--print", "sysroot"]))?;
         let lib_dir = Path::new(sysroot.trim()).join("lib");
         let library = fs::read_dir(&lib_dir)
             .with_context(|| format!("reading {}", lib_dir.display()))?
@@ -134,13 +147,18 @@ impl NightlyLlvm {
     }
 
     fn library_name(&self) -> String {
-        self.library.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        self.library
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 }
 
 /// `LLVM version: 22.1.4` → 22.
 fn llvm_major(rustc_verbose_version: &str) -> Option<u32> {
-    let line = rustc_verbose_version.lines().find_map(|l| l.strip_prefix("LLVM version:"))?;
+    let line = rustc_verbose_version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version:"))?;
     line.trim().split('.').next()?.parse().ok()
 }
 
@@ -163,7 +181,10 @@ fn ensure_bpf_linker(report: &mut SetupReport) -> anyhow::Result<()> {
             Some(problem) => problem,
         },
     };
-    report.installing("bpf-linker", &format!("{why}; building against the nightly's LLVM {}", llvm.major));
+    report.installing(
+        "bpf-linker",
+        &format!("{why}; building against the nightly's LLVM {}", llvm.major),
+    );
     build_bpf_linker(&llvm)
 }
 
@@ -189,7 +210,10 @@ fn bpf_linker_problem(path: &Path, wanted_library: &str) -> Option<String> {
     if memchr::memmem::find(&binary, wanted_library.as_bytes()).is_some() {
         None
     } else {
-        Some(format!("{} is linked against another LLVM than {wanted_library}", path.display()))
+        Some(format!(
+            "{} is linked against another LLVM than {wanted_library}",
+            path.display()
+        ))
     }
 }
 
@@ -210,7 +234,13 @@ fn build_bpf_linker(llvm: &NightlyLlvm) -> anyhow::Result<()> {
     let feature = format!("llvm-{}", llvm.major);
     cmd::run(
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args(["install", "--force", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args([
+                "install",
+                "--force",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
             .args(["--no-default-features", "--features", &feature])
             .env("LLVM_PREFIX", &prefix),
     )
@@ -237,10 +267,14 @@ fn ensure_system_packages(report: &mut SetupReport) -> anyhow::Result<()> {
     }
     let list = missing.join(" ");
     if !cmd::is_root() {
-        bail!("missing packages {list}: run `sudo apt-get install {list}` or `cargo xtask setup` as root");
+        bail!(
+            "missing packages {list}: run `sudo apt-get install {list}` or `cargo xtask setup` as root"
+        );
     }
     if cmd::which("apt-get").is_none() {
-        bail!("missing packages {list} and no apt-get here: install them with this system's package manager");
+        bail!(
+            "missing packages {list} and no apt-get here: install them with this system's package manager"
+        );
     }
     cmd::run(Command::new("apt-get").arg("update").arg("-q"))
         .context("apt-get update (needs the Debian package mirror)")?;
@@ -261,7 +295,9 @@ fn ensure_bpffs(report: &mut SetupReport) -> anyhow::Result<()> {
     }
     report.installing("bpffs", &format!("not mounted at {BPFFS}"));
     if !cmd::is_root() {
-        bail!("bpffs is not mounted: run `sudo mount -t bpf bpf {BPFFS}` or `cargo xtask setup` as root");
+        bail!(
+            "bpffs is not mounted: run `sudo mount -t bpf bpf {BPFFS}` or `cargo xtask setup` as root"
+        );
     }
     cmd::run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))
         .with_context(|| format!("mounting bpffs at {BPFFS}"))
@@ -289,12 +325,18 @@ mod tests {
     #[test]
     fn only_a_bpf_mount_at_the_bpffs_path_counts() {
         assert!(bpffs_mounted("bpf /sys/fs/bpf bpf rw,relatime 0 0\n"));
-        assert!(!bpffs_mounted("none /sys/fs/bpf tmpfs rw 0 0\nbpf /mnt bpf rw 0 0\n"));
+        assert!(!bpffs_mounted(
+            "none /sys/fs/bpf tmpfs rw 0 0\nbpf /mnt bpf rw 0 0\n"
+        ));
     }
 
     #[test]
     fn versioned_libllvm_is_recognised() {
-        assert!(is_versioned_libllvm(Path::new("/x/lib/libLLVM.so.22.1-rust-1.97.0-nightly")));
-        assert!(!is_versioned_libllvm(Path::new("/x/lib/libLLVM-22-rust-1.97.0-nightly.so")));
+        assert!(is_versioned_libllvm(Path::new(
+            "/x/lib/libLLVM.so.22.1-rust-1.97.0-nightly"
+        )));
+        assert!(!is_versioned_libllvm(Path::new(
+            "/x/lib/libLLVM-22-rust-1.97.0-nightly.so"
+        )));
     }
 }

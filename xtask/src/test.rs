@@ -28,7 +28,16 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
 
     section("clippy (host crates)");
-    cmd::run(cmd::cargo().args(["clippy", "--workspace", "--exclude", "mhr-ebpf", "--all-targets", "--", "-D", "warnings"]))?;
+    cmd::run(cmd::cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "mhr-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     section("clippy (eBPF crate, bpfel-unknown-none)");
     cmd::run(nightly_cargo()?.args([
         "clippy",
@@ -44,7 +53,14 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     ]))?;
 
     section("unit tests");
-    let mut passed = cargo_test(cmd::cargo().args(["test", "--workspace", "--exclude", "mhr-tests", "--exclude", "mhr-ebpf"]))?;
+    let mut passed = cargo_test(cmd::cargo().args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "mhr-tests",
+        "--exclude",
+        "mhr-ebpf",
+    ]))?;
 
     section("privileged tests (network namespaces, bpf)");
     if !cmd::is_root() {
@@ -57,7 +73,13 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             "the privileged tests need root (network namespaces, bpf): rerun as root, e.g. `sudo -E env PATH=$PATH cargo xtask test`, or pass --skip-privileged to run only the rest"
         );
     }
-    passed += cargo_test(cmd::cargo().args(["test", "--package", "mhr-tests", "--", "--test-threads=1"]))?;
+    passed += cargo_test(cmd::cargo().args([
+        "test",
+        "--package",
+        "mhr-tests",
+        "--",
+        "--test-threads=1",
+    ]))?;
     println!("\nall checks passed: {passed} tests");
     Ok(())
 }
@@ -70,7 +92,9 @@ fn section(title: &str) {
 fn nightly_cargo() -> anyhow::Result<Command> {
     let rustup = cmd::which("rustup").context("rustup not found on PATH")?;
     let mut command = Command::new(rustup);
-    command.args(["run", "nightly", "cargo"]).current_dir(cmd::workspace_root());
+    command
+        .args(["run", "nightly", "cargo"])
+        .current_dir(cmd::workspace_root());
     // Let the nightly cargo pick its own rustc, not the stable one xtask runs under.
     for var in ["RUSTC", "RUSTDOC", "CARGO", "RUSTUP_TOOLCHAIN"] {
         command.env_remove(var);
@@ -93,7 +117,9 @@ fn cargo_test(command: &mut Command) -> anyhow::Result<usize> {
         println!("{line}");
         passed += passed_count(&line).unwrap_or(0);
     }
-    let status = child.wait().with_context(|| format!("waiting for `{shown}`"))?;
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{shown}`"))?;
     if !status.success() {
         bail!("`{shown}` failed ({status})");
     }

@@ -72,7 +72,10 @@ fn attach_clsact(program: &mut SchedClassifier, interface: &str) -> Result<(), D
         Ok(()) => {}
         Err(TcError::NetlinkError(err)) if err.raw_os_error() == Some(libc::EEXIST) => {}
         Err(source) => {
-            return Err(DatapathError::Clsact { interface: interface.to_owned(), source });
+            return Err(DatapathError::Clsact {
+                interface: interface.to_owned(),
+                source,
+            });
         }
     }
     let options = TcAttachOptions::Netlink(NlOptions::default());

@@ -103,11 +103,18 @@ impl Datapath {
             name: INTERFACE_COUNTERS_MAP,
             source,
         })?;
-        let mut datapath = Self { ebpf, counters, attachments: Vec::new() };
+        let mut datapath = Self {
+            ebpf,
+            counters,
+            attachments: Vec::new(),
+        };
         datapath
             .egress_program()?
             .load()
-            .map_err(|source| DatapathError::ProgramLoad { name: EGRESS_PROGRAM, source })?;
+            .map_err(|source| DatapathError::ProgramLoad {
+                name: EGRESS_PROGRAM,
+                source,
+            })?;
         Ok(datapath)
     }
 
@@ -117,15 +124,26 @@ impl Datapath {
             .program_mut(EGRESS_PROGRAM)
             .ok_or(DatapathError::MissingProgram(EGRESS_PROGRAM))?
             .try_into()
-            .map_err(|source| DatapathError::ProgramType { name: EGRESS_PROGRAM, source })
+            .map_err(|source| DatapathError::ProgramType {
+                name: EGRESS_PROGRAM,
+                source,
+            })
     }
 
     /// Attaches the egress classifier to `interface`; see [`AttachMode`].
-    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<&Attachment, DatapathError> {
+    pub fn attach(
+        &mut self,
+        interface: &str,
+        mode: AttachMode,
+    ) -> Result<&Attachment, DatapathError> {
         let ifindex = interface_index(interface)?;
         let program = self.egress_program()?;
         let mechanism = attach::attach_egress(program, interface, mode)?;
-        self.attachments.push(Attachment { interface: interface.to_owned(), ifindex, mechanism });
+        self.attachments.push(Attachment {
+            interface: interface.to_owned(),
+            ifindex,
+            mechanism,
+        });
         Ok(self.attachments.last().expect("pushed above"))
     }
 
@@ -138,10 +156,16 @@ impl Datapath {
         self.attachments
             .iter()
             .map(|attachment| {
-                let counters = self.counters_for_ifindex(attachment.ifindex).map_err(|source| {
-                    DatapathError::ReadCounters { interface: attachment.interface.clone(), source }
-                })?;
-                Ok(InterfaceReport { attachment: attachment.clone(), counters })
+                let counters = self
+                    .counters_for_ifindex(attachment.ifindex)
+                    .map_err(|source| DatapathError::ReadCounters {
+                        interface: attachment.interface.clone(),
+                        source,
+                    })?;
+                Ok(InterfaceReport {
+                    attachment: attachment.clone(),
+                    counters,
+                })
             })
             .collect()
     }
@@ -149,7 +173,9 @@ impl Datapath {
     /// Counters of the slot `ifindex` is counted in, summed over CPUs.
     pub fn counters_for_ifindex(&self, ifindex: u32) -> Result<InterfaceCounters, MapError> {
         let per_cpu = self.counters.get(&counter_slot(ifindex), 0)?;
-        Ok(per_cpu.iter().fold(InterfaceCounters::default(), |sum, cpu| sum.merge(*cpu)))
+        Ok(per_cpu
+            .iter()
+            .fold(InterfaceCounters::default(), |sum, cpu| sum.merge(*cpu)))
     }
 }
 
