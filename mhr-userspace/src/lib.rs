@@ -1,6 +1,16 @@
 //! mhr: policy routing enforcer for multihomed Linux hosts.
 //!
-//! The binary (`mhr`) is a thin CLI over these modules so the integration
-//! tests can drive the same code in network namespaces.
+//! The binary (`mhr`) is a thin shell over [`cli`] so the integration tests
+//! can drive the same code in network namespaces.
 
+pub mod apply;
+pub mod check;
+pub mod cli;
+pub mod config;
 pub mod datapath;
+pub mod engine;
+pub mod model;
+pub mod observe;
+pub mod plan;
+pub mod state;
+pub mod status;

@@ -1,9 +1,9 @@
 //! `mhr monitor`: attach, print counters periodically, detach on exit.
 
-use std::{io::Write as _, time::Duration};
+use std::{io::Write, time::Duration};
 
+use crate::datapath::{AttachMode, Datapath, InterfaceReport};
 use anyhow::Context as _;
-use mhr_userspace::datapath::{AttachMode, Datapath, InterfaceReport};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, clap::Args)]
@@ -22,27 +22,28 @@ pub struct MonitorArgs {
     duration: Option<Duration>,
 }
 
-pub fn run(args: MonitorArgs) -> anyhow::Result<()> {
+pub fn run(args: &MonitorArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if args.interval.is_zero() {
         anyhow::bail!("--interval must be greater than zero");
     }
     let mut datapath = Datapath::load()?;
     for interface in &args.interfaces {
         let attachment = datapath.attach(interface, args.attach)?;
-        println!(
+        writeln!(
+            out,
             "attached {} (ifindex {}) via {}",
             attachment.interface, attachment.ifindex, attachment.mechanism
-        );
+        )?;
     }
-    println!("monitoring; Ctrl-C to stop");
-    std::io::stdout().flush().context("writing to stdout")?;
+    writeln!(out, "monitoring; Ctrl-C to stop")?;
+    out.flush().context("writing the output")?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(watch(&datapath, args.interval, args.duration))?;
-    print_reports(&datapath.reports()?, "final")?;
+    runtime.block_on(watch(&datapath, args.interval, args.duration, out))?;
+    print_reports(&datapath.reports()?, "final", out)?;
     Ok(())
 }
 
@@ -50,6 +51,7 @@ async fn watch(
     datapath: &Datapath,
     interval: Duration,
     duration: Option<Duration>,
+    out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -60,7 +62,7 @@ async fn watch(
     ticks.tick().await; // the first tick is immediate
     loop {
         tokio::select! {
-            _ = ticks.tick() => print_reports(&datapath.reports()?, "counters")?,
+            _ = ticks.tick() => print_reports(&datapath.reports()?, "counters", out)?,
             _ = terminate.recv() => return Ok(()),
             _ = interrupt.recv() => return Ok(()),
             () = &mut deadline, if duration.is_some() => return Ok(()),
@@ -68,8 +70,11 @@ async fn watch(
     }
 }
 
-fn print_reports(reports: &[InterfaceReport], heading: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+fn print_reports(
+    reports: &[InterfaceReport],
+    heading: &str,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     writeln!(out, "{heading}:")?;
     writeln!(
         out,

@@ -1,0 +1,259 @@
+//! The one place that changes routes and rules: executes a plan's actions
+//! over rtnetlink and, if one fails, undoes the ones already done.
+
+use std::{net::IpAddr, path::Path};
+
+use rtnetlink::{
+    Handle,
+    packet_route::{
+        AddressFamily,
+        route::{
+            RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope,
+            RouteType,
+        },
+        rule::{RuleAction, RuleAttribute, RuleMessage},
+    },
+};
+
+use crate::{
+    model::{Family, Names, Route, Rule},
+    plan::Action,
+    state::{self, MovedRoute, StateError},
+};
+
+/// `RT_TABLE_UNSPEC` in the header when the id only fits the attribute (as iproute2 does).
+const TABLE_IN_ATTRIBUTE: u8 = 0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{action} failed: {reason}{}", rollback_note(.rollback))]
+    Action {
+        action: String,
+        reason: String,
+        rollback: Vec<String>,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+fn rollback_note(rollback: &[String]) -> String {
+    if rollback.is_empty() {
+        "; every change made before it was undone".to_owned()
+    } else {
+        format!(
+            "; undoing earlier changes also failed: {}",
+            rollback.join("; ")
+        )
+    }
+}
+
+/// Whether an action changed the kernel (and so needs undoing on failure).
+enum Outcome {
+    Changed,
+    AlreadyDone,
+}
+
+/// Executes `actions` in order. On the first failure, undoes the changed
+/// ones in reverse order and reports the failed action.
+pub async fn execute(
+    handle: &Handle,
+    actions: &[Action],
+    names: &Names,
+    state_dir: &Path,
+) -> Result<usize, ApplyError> {
+    let mut done: Vec<&Action> = Vec::new();
+    for action in actions {
+        match execute_one(handle, action, state_dir).await {
+            Ok(Outcome::Changed) => done.push(action),
+            Ok(Outcome::AlreadyDone) => {}
+            Err(reason) => {
+                let mut rollback = Vec::new();
+                for earlier in done.iter().rev() {
+                    let undo = earlier.inverse();
+                    if let Err(err) = execute_one(handle, &undo, state_dir).await {
+                        rollback.push(format!("{}: {err}", undo.describe(names)));
+                    }
+                }
+                tracing::warn!(action = %action.describe(names), %reason, undone = done.len(), "apply failed");
+                return Err(ApplyError::Action {
+                    action: action.describe(names),
+                    reason,
+                    rollback,
+                });
+            }
+        }
+    }
+    Ok(done.len())
+}
+
+async fn execute_one(
+    handle: &Handle,
+    action: &Action,
+    state_dir: &Path,
+) -> Result<Outcome, String> {
+    match action {
+        Action::AddRoute { route } => add_route(handle, route).await,
+        Action::DeleteRoute { route } => delete_route(handle, route).await,
+        Action::AddRule { rule } => {
+            let mut request = handle.rule().add();
+            *request.message_mut() = rule_message(rule);
+            changed(request.execute().await)
+        }
+        Action::DeleteRule { rule } => {
+            tolerate_missing(handle.rule().del(rule_message(rule)).execute().await)
+        }
+        Action::ReleaseDefault { route, interface } => {
+            // Record first: if mhr dies right after the delete, `down` still
+            // knows what to put back.
+            let record = MovedRoute {
+                interface: interface.clone(),
+                route: route.clone(),
+            };
+            update_moved(state_dir, |moved| {
+                if !moved.contains(&record) {
+                    moved.push(record.clone());
+                }
+            })
+            .map_err(|err| err.to_string())?;
+            let outcome = delete_route(handle, route).await;
+            if outcome.is_err() {
+                let _ = update_moved(state_dir, |moved| moved.retain(|m| m != &record));
+            }
+            outcome
+        }
+        Action::RestoreDefault { route, interface } => {
+            let outcome = add_route(handle, route).await?;
+            update_moved(state_dir, |moved| {
+                moved.retain(|m| !(m.interface == *interface && same_default(&m.route, route)));
+            })
+            .map_err(|err| err.to_string())?;
+            Ok(outcome)
+        }
+    }
+}
+
+/// A recorded route and its restored copy differ at most in ifindex.
+fn same_default(recorded: &Route, restored: &Route) -> bool {
+    Route {
+        interface: restored.interface,
+        ..recorded.clone()
+    } == *restored
+}
+
+fn update_moved(
+    state_dir: &Path,
+    change: impl FnOnce(&mut Vec<MovedRoute>),
+) -> Result<(), StateError> {
+    let mut moved = state::read_moved(state_dir)?;
+    change(&mut moved);
+    state::write_moved(state_dir, &moved)
+}
+
+async fn add_route(handle: &Handle, route: &Route) -> Result<Outcome, String> {
+    changed(handle.route().add(route_message(route)).execute().await)
+}
+
+async fn delete_route(handle: &Handle, route: &Route) -> Result<Outcome, String> {
+    tolerate_missing(handle.route().del(route_message(route)).execute().await)
+}
+
+fn changed(result: Result<(), rtnetlink::Error>) -> Result<Outcome, String> {
+    result
+        .map(|()| Outcome::Changed)
+        .map_err(|err| describe_error(&err))
+}
+
+/// Deleting what is already gone is done (ENOENT/ESRCH).
+fn tolerate_missing(result: Result<(), rtnetlink::Error>) -> Result<Outcome, String> {
+    match result {
+        Ok(()) => Ok(Outcome::Changed),
+        Err(rtnetlink::Error::NetlinkError(message))
+            if matches!(-message.raw_code(), libc::ENOENT | libc::ESRCH) =>
+        {
+            Ok(Outcome::AlreadyDone)
+        }
+        Err(err) => Err(describe_error(&err)),
+    }
+}
+
+pub fn describe_error(err: &rtnetlink::Error) -> String {
+    match err {
+        rtnetlink::Error::NetlinkError(message) => message.to_io().to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn address_family(family: Family) -> AddressFamily {
+    match family {
+        Family::V4 => AddressFamily::Inet,
+        Family::V6 => AddressFamily::Inet6,
+    }
+}
+
+fn header_table(table: u32) -> u8 {
+    u8::try_from(table).unwrap_or(TABLE_IN_ATTRIBUTE)
+}
+
+pub fn route_message(route: &Route) -> RouteMessage {
+    let mut message = RouteMessage::default();
+    let header = &mut message.header;
+    header.address_family = address_family(route.family());
+    header.destination_prefix_length = route.destination.prefix_len();
+    header.table = header_table(route.table);
+    header.protocol = RouteProtocol::from(route.protocol);
+    header.scope = RouteScope::from(route.scope);
+    header.kind = RouteType::Unicast;
+    if route.onlink {
+        header.flags |= RouteFlags::Onlink;
+    }
+    let attributes = &mut message.attributes;
+    attributes.push(RouteAttribute::Table(route.table));
+    if !route.is_default() {
+        attributes.push(RouteAttribute::Destination(route_address(
+            route.destination.addr(),
+        )));
+    }
+    if let Some(gateway) = route.gateway {
+        attributes.push(RouteAttribute::Gateway(route_address(gateway)));
+    }
+    if let Some(index) = route.interface {
+        attributes.push(RouteAttribute::Oif(index));
+    }
+    if let Some(source) = route.source {
+        attributes.push(RouteAttribute::PrefSource(route_address(source)));
+    }
+    if let Some(metric) = route.metric {
+        attributes.push(RouteAttribute::Priority(metric));
+    }
+    message
+}
+
+fn route_address(address: IpAddr) -> RouteAddress {
+    RouteAddress::from(address)
+}
+
+pub fn rule_message(rule: &Rule) -> RuleMessage {
+    let mut message = RuleMessage::default();
+    message.header.family = address_family(rule.family);
+    message.header.table = header_table(rule.table);
+    message.header.action = RuleAction::ToTable;
+    let attributes = &mut message.attributes;
+    attributes.push(RuleAttribute::Priority(rule.priority));
+    attributes.push(RuleAttribute::Table(rule.table));
+    if let Some(source) = rule.source {
+        message.header.src_len = source.prefix_len();
+        attributes.push(RuleAttribute::Source(source.addr()));
+    }
+    if let Some(destination) = rule.destination {
+        message.header.dst_len = destination.prefix_len();
+        attributes.push(RuleAttribute::Destination(destination.addr()));
+    }
+    attributes.push(RuleAttribute::Protocol(RouteProtocol::from(rule.protocol)));
+    message
+}
+
+/// IPv6 keeps a route cache; IPv4 has had none since Linux 3.6, so there is
+/// nothing to flush there.
+pub fn flush_ipv6_route_cache() -> std::io::Result<()> {
+    std::fs::write("/proc/sys/net/ipv6/route/flush", "1")
+}

@@ -1,0 +1,295 @@
+//! `mhr check`: the seed's verification, asked of the kernel. For every
+//! uplink address, a route lookup from that source must leave by its own
+//! uplink via its gateway; the main default must be the primary's; and the
+//! reverse-path check (rp_filter) must accept traffic to each address.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use futures::TryStreamExt as _;
+use ipnet::IpNet;
+use rtnetlink::{Handle, RouteMessageBuilder};
+use serde::Serialize;
+
+use crate::{
+    apply::describe_error,
+    engine::{Engine, EngineError},
+    model::{Family, Names, rule_args},
+    observe::{Observed, route_from_message},
+    plan::{Desired, Gateway, UplinkPlan},
+};
+
+/// Off-link destinations for the lookups (documentation ranges: nothing is
+/// sent, the kernel only answers "which way would it go").
+pub const PROBE_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+pub const PROBE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub ok: bool,
+    pub check: String,
+    /// What the kernel said.
+    pub observed: String,
+    /// What is wrong and how to fix it (empty when ok).
+    pub advice: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CheckReport {
+    pub findings: Vec<Finding>,
+}
+
+impl CheckReport {
+    pub fn passed(&self) -> bool {
+        self.findings.iter().all(|f| f.ok)
+    }
+}
+
+/// Where a lookup says a packet goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Path {
+    interface: Option<u32>,
+    gateway: Option<IpAddr>,
+}
+
+impl Engine {
+    pub async fn check(&self) -> Result<CheckReport, EngineError> {
+        let planned = self.plan().await?;
+        let (observed, desired, names) = (&planned.observed, &planned.desired, &planned.names);
+        let mut findings = Vec::new();
+        for uplink in &desired.uplinks {
+            for address in &uplink.addresses {
+                findings.push(
+                    source_lookup(self.handle(), observed, desired, uplink, address, names).await,
+                );
+                if address.addr().is_ipv4() {
+                    findings.push(reverse_path(self.handle(), uplink, address.addr()).await);
+                }
+            }
+        }
+        if let Some(primary) = desired.uplinks.iter().find(|u| u.primary) {
+            for family in [Family::V4, Family::V6] {
+                if primary.gateway(family).is_some() {
+                    findings.push(main_default(self.handle(), primary, family, names).await);
+                }
+            }
+        }
+        Ok(CheckReport { findings })
+    }
+}
+
+fn probe(family: Family) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4(PROBE_V4),
+        Family::V6 => IpAddr::V6(PROBE_V6),
+    }
+}
+
+async fn lookup(
+    handle: &Handle,
+    destination: IpAddr,
+    source: Option<IpAddr>,
+    iif: Option<u32>,
+) -> Result<Path, String> {
+    let mut builder = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(destination, if destination.is_ipv4() { 32 } else { 128 })
+        .map_err(|err| err.to_string())?;
+    if let Some(source) = source {
+        builder = builder
+            .source_prefix(source, if source.is_ipv4() { 32 } else { 128 })
+            .map_err(|err| err.to_string())?;
+    }
+    if let Some(iif) = iif {
+        builder = builder.input_interface(iif);
+    }
+    let messages: Vec<_> = handle
+        .route()
+        .get(builder.build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|err| describe_error(&err))?;
+    let route = messages
+        .iter()
+        .find_map(route_from_message)
+        .ok_or_else(|| "no route".to_owned())?;
+    Ok(Path {
+        interface: route.interface,
+        gateway: route.gateway,
+    })
+}
+
+fn expected_path(uplink: &UplinkPlan, family: Family) -> Path {
+    let gateway = match uplink.gateway(family) {
+        Some(Gateway::Via(via)) => Some(via),
+        _ => None,
+    };
+    Path {
+        interface: Some(uplink.index),
+        gateway,
+    }
+}
+
+fn show(path: &Path, names: &Names) -> String {
+    let interface = path
+        .interface
+        .map_or_else(|| "nowhere".to_owned(), |i| names.interface(i));
+    match path.gateway {
+        Some(gateway) => format!("{interface} via {gateway}"),
+        None => format!("{interface} (on-link)"),
+    }
+}
+
+async fn source_lookup(
+    handle: &Handle,
+    observed: &Observed,
+    desired: &Desired,
+    uplink: &UplinkPlan,
+    address: &IpNet,
+    names: &Names,
+) -> Finding {
+    let family = Family::of(&address.addr());
+    let check = format!(
+        "replies from {} ({}) leave by {}",
+        address.addr(),
+        uplink.interface,
+        uplink.interface
+    );
+    let expected = expected_path(uplink, family);
+    match lookup(handle, probe(family), Some(address.addr()), None).await {
+        Ok(path) if path == expected => Finding {
+            ok: true,
+            check,
+            observed: show(&path, names),
+            advice: String::new(),
+        },
+        Ok(path) => {
+            let missing_rule = desired.rules.iter().find(|rule| {
+                rule.table == uplink.table
+                    && rule.source == Some(IpNet::from(address.addr()))
+                    && !observed.rules.contains(rule)
+            });
+            let missing_routes = desired
+                .routes
+                .iter()
+                .filter(|r| r.table == uplink.table && !observed.routes.contains(r))
+                .count();
+            let advice = match (missing_rule, missing_routes) {
+                (Some(rule), _) => {
+                    format!("the rule `{}` is missing; run `mhr apply`", rule_args(rule))
+                }
+                (None, n) if n > 0 => format!(
+                    "{n} route(s) of table {} are missing; run `mhr apply`",
+                    uplink.table
+                ),
+                _ => format!(
+                    "expected {}; a rule before mhr's (priority {}) or a route elsewhere wins: inspect `ip rule` and `ip route get {} from {}`",
+                    show(&expected, names),
+                    uplink.to_priority,
+                    probe(family),
+                    address.addr()
+                ),
+            };
+            Finding {
+                ok: false,
+                check,
+                observed: show(&path, names),
+                advice,
+            }
+        }
+        Err(reason) => Finding {
+            ok: false,
+            check,
+            observed: reason,
+            advice: "no route for this source at all; run `mhr apply`".to_owned(),
+        },
+    }
+}
+
+async fn main_default(
+    handle: &Handle,
+    primary: &UplinkPlan,
+    family: Family,
+    names: &Names,
+) -> Finding {
+    let check = format!(
+        "main's {family} default route is the primary's ({})",
+        primary.interface
+    );
+    let expected = expected_path(primary, family);
+    match lookup(handle, probe(family), None, None).await {
+        Ok(path) if path.interface == expected.interface => Finding {
+            ok: true,
+            check,
+            observed: show(&path, names),
+            advice: String::new(),
+        },
+        Ok(path) => Finding {
+            ok: false,
+            check,
+            observed: show(&path, names),
+            advice: format!(
+                "another uplink's default route wins in main; run `mhr apply` to move it out"
+            ),
+        },
+        Err(reason) => Finding {
+            ok: false,
+            check,
+            observed: reason,
+            advice: "main has no default route; run `mhr apply`".to_owned(),
+        },
+    }
+}
+
+/// Effective IPv4 rp_filter of an interface: the maximum of `all` and its own.
+pub fn rp_filter(interface: &str) -> Option<u8> {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"))
+            .ok()?
+            .trim()
+            .parse::<u8>()
+            .ok()
+    };
+    Some(read("all")?.max(read(interface)?))
+}
+
+fn rp_filter_name(mode: u8) -> &'static str {
+    match mode {
+        0 => "off",
+        1 => "strict",
+        _ => "loose",
+    }
+}
+
+async fn reverse_path(handle: &Handle, uplink: &UplinkPlan, address: IpAddr) -> Finding {
+    let mode = rp_filter(&uplink.interface);
+    let mode_name = mode.map_or("unknown", rp_filter_name);
+    let check = format!(
+        "rp_filter ({mode_name}) accepts traffic to {address} arriving on {}",
+        uplink.interface
+    );
+    // An input lookup on the uplink runs the kernel's source validation.
+    match lookup(
+        handle,
+        address,
+        Some(IpAddr::V4(PROBE_V4)),
+        Some(uplink.index),
+    )
+    .await
+    {
+        Ok(_) => Finding {
+            ok: true,
+            check,
+            observed: "accepted".to_owned(),
+            advice: String::new(),
+        },
+        Err(reason) => Finding {
+            ok: false,
+            check,
+            observed: reason,
+            advice: format!(
+                "the reverse path of {address} does not leave by {}; run `mhr apply`, or set rp_filter to loose (2)",
+                uplink.interface
+            ),
+        },
+    }
+}

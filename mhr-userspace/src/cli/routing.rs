@@ -1,0 +1,247 @@
+//! plan, apply, down, status, check.
+
+use std::{io::Write, path::Path};
+
+use anyhow::Context as _;
+
+use super::{Command, Outcome};
+use crate::{
+    check::CheckReport,
+    config::Config,
+    engine::{Engine, Planned},
+    state,
+    status::Status,
+};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    /// One sentence per change.
+    #[default]
+    Human,
+    /// The equivalent `ip` commands, ready to paste.
+    Ip,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
+    format: PlanFormat,
+    /// Print the actions as JSON.
+    #[arg(long, conflicts_with = "format")]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// Only show what would change (same as `mhr plan`).
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OutputArgs {
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let config = Config::load(config_path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let engine = Engine::connect(config)?;
+        match command {
+            Command::Plan(args) => {
+                let planned = engine.plan().await?;
+                print_plan(&planned, &engine, args, out)?;
+            }
+            Command::Apply(args) => {
+                let planned = engine.plan().await?;
+                if args.dry_run {
+                    print_plan(
+                        &planned,
+                        &engine,
+                        &PlanArgs {
+                            format: PlanFormat::Human,
+                            json: false,
+                        },
+                        out,
+                    )?;
+                    return Ok(Outcome::Success);
+                }
+                let applied = engine.apply(&planned).await?;
+                for note in &planned.desired.notes {
+                    writeln!(out, "note: {note}")?;
+                }
+                if applied.actions.is_empty() {
+                    writeln!(out, "no changes: the host is as desired")?;
+                } else {
+                    for action in &applied.actions {
+                        writeln!(out, "  {action}")?;
+                    }
+                    writeln!(out, "applied {} change(s)", applied.actions.len())?;
+                }
+            }
+            Command::Down => {
+                let applied = engine.down().await?;
+                if applied.actions.is_empty() {
+                    writeln!(out, "no changes: mhr owns nothing here")?;
+                } else {
+                    for action in &applied.actions {
+                        writeln!(out, "  {action}")?;
+                    }
+                    writeln!(
+                        out,
+                        "removed mhr's routing ({} change(s))",
+                        applied.actions.len()
+                    )?;
+                }
+            }
+            Command::Status(args) => {
+                let status = engine.status().await?;
+                if args.json {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
+                } else {
+                    print_status(&status, out)?;
+                }
+            }
+            Command::Check(args) => {
+                let report = engine.check().await?;
+                if args.json {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+                } else {
+                    print_check(&report, out)?;
+                }
+                if !report.passed() {
+                    return Ok(Outcome::ChecksFailed);
+                }
+            }
+            Command::Monitor(_) => unreachable!("handled by cli::run"),
+        }
+        Ok(Outcome::Success)
+    })
+}
+
+fn print_plan(
+    planned: &Planned,
+    engine: &Engine,
+    args: &PlanArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&planned.actions)?)?;
+        return Ok(());
+    }
+    let routing = &engine.config().routing;
+    let tables_path = state::tables_path(&routing.rt_tables_dir);
+    let tables_changed = state::read_tables(&routing.rt_tables_dir)?
+        != planned
+            .tables
+            .iter()
+            .map(|(id, name)| (name.clone(), *id))
+            .collect();
+    match args.format {
+        PlanFormat::Ip => {
+            for action in &planned.actions {
+                writeln!(out, "{}", action.ip_command(&planned.names))?;
+            }
+            if tables_changed {
+                let lines: String = planned
+                    .tables
+                    .iter()
+                    .map(|(id, name)| format!("{id} {name}\\n"))
+                    .collect();
+                writeln!(out, "printf '{lines}' > {}", tables_path.display())?;
+            }
+            if !planned.actions.is_empty() {
+                writeln!(out, "ip -6 route flush cache")?;
+            }
+        }
+        PlanFormat::Human => {
+            for note in &planned.desired.notes {
+                writeln!(out, "note: {note}")?;
+            }
+            for action in &planned.actions {
+                writeln!(out, "  {}", action.describe(&planned.names))?;
+            }
+            if tables_changed {
+                writeln!(out, "  name the tables in {}", tables_path.display())?;
+            }
+            match planned.actions.len() {
+                0 => writeln!(out, "no changes: the host is as desired")?,
+                n => writeln!(out, "{n} change(s) planned")?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mark(present: bool) -> &'static str {
+    if present { "ok     " } else { "MISSING" }
+}
+
+fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
+    for uplink in &status.uplinks {
+        let role = if uplink.primary { ", primary" } else { "" };
+        let state = if uplink.up { "up" } else { "DOWN" };
+        writeln!(
+            out,
+            "{} (ifindex {}, {state}{role}), table {}",
+            uplink.interface, uplink.index, uplink.table
+        )?;
+        writeln!(
+            out,
+            "  addresses: {}",
+            if uplink.addresses.is_empty() {
+                "none".into()
+            } else {
+                uplink.addresses.join(", ")
+            }
+        )?;
+        for (family, gateway) in [("IPv4", &uplink.gateway4), ("IPv6", &uplink.gateway6)] {
+            if let Some(gateway) = gateway {
+                writeln!(
+                    out,
+                    "  {family} gateway: {} (from {:?})",
+                    gateway.gateway, gateway.learned_from
+                )?;
+            }
+        }
+        for object in uplink.rules.iter().chain(&uplink.routes) {
+            writeln!(out, "  {} {}", mark(object.present), object.object)?;
+        }
+    }
+    for note in &status.notes {
+        writeln!(out, "note: {note}")?;
+    }
+    if status.in_sync {
+        writeln!(out, "in sync: apply would change nothing")?;
+    } else {
+        writeln!(out, "NOT in sync; `mhr apply` would:")?;
+        for pending in &status.pending {
+            writeln!(out, "  {pending}")?;
+        }
+    }
+    Ok(())
+}
+
+fn print_check(report: &CheckReport, out: &mut dyn Write) -> anyhow::Result<()> {
+    for finding in &report.findings {
+        if finding.ok {
+            writeln!(out, "ok    {}: {}", finding.check, finding.observed)?;
+        } else {
+            writeln!(out, "FAIL  {}: {}", finding.check, finding.observed)?;
+            writeln!(out, "      {}", finding.advice)?;
+        }
+    }
+    let failed = report.findings.iter().filter(|f| !f.ok).count();
+    if failed == 0 {
+        writeln!(out, "all {} checks passed", report.findings.len())?;
+    } else {
+        writeln!(out, "{failed} of {} checks failed", report.findings.len())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! The routing engine: observe, plan, apply, tear down. Ties the pure
+//! planner to the kernel (rtnetlink) and to mhr's files.
+
+use std::collections::BTreeMap;
+
+use rtnetlink::Handle;
+
+use crate::{
+    apply::{self, ApplyError},
+    config::{Config, ConfigError},
+    model::Names,
+    observe::{self, ObserveError, Observed},
+    plan::{self, Action, Desired, PlanError},
+    state::{self, MovedRoute, StateError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("opening a netlink socket failed")]
+    Connect(#[source] std::io::Error),
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What `apply` would do, and everything it was computed from.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    pub observed: Observed,
+    pub desired: Desired,
+    pub actions: Vec<Action>,
+    pub names: Names,
+    /// The rt_tables.d content after applying.
+    pub tables: BTreeMap<u32, String>,
+}
+
+/// The outcome of `apply` or `down`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub actions: Vec<String>,
+    pub changed: usize,
+}
+
+pub struct Engine {
+    config: Config,
+    handle: Handle,
+}
+
+impl Engine {
+    /// Opens the netlink socket in the calling thread's network namespace.
+    /// Needs a tokio runtime.
+    pub fn connect(config: Config) -> Result<Self, EngineError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(EngineError::Connect)?;
+        tokio::spawn(connection);
+        Ok(Self { config, handle })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    pub async fn observe(&self) -> Result<Observed, EngineError> {
+        Ok(observe::observe(&self.handle).await?)
+    }
+
+    fn moved(&self) -> Result<Vec<MovedRoute>, StateError> {
+        state::read_moved(&self.config.routing.state_dir)
+    }
+
+    /// Computes the actions `apply` would take. Changes nothing.
+    pub async fn plan(&self) -> Result<Planned, EngineError> {
+        let observed = self.observe().await?;
+        let registry = state::read_tables(&self.config.routing.rt_tables_dir)?;
+        let desired = plan::desired(&self.config, &observed, &registry, &self.moved()?)?;
+        let actions = plan::diff(&desired, &observed, self.config.routing.protocol);
+        Ok(Planned {
+            names: observed.names(),
+            tables: desired.table_names(),
+            observed,
+            desired,
+            actions,
+        })
+    }
+
+    /// Executes a plan: all of it, or (after undoing) none of it.
+    pub async fn apply(&self, planned: &Planned) -> Result<Applied, EngineError> {
+        let routing = &self.config.routing;
+        let changed = apply::execute(
+            &self.handle,
+            &planned.actions,
+            &planned.names,
+            &routing.state_dir,
+        )
+        .await?;
+        state::write_tables(&routing.rt_tables_dir, &planned.tables)?;
+        if changed > 0 {
+            flush_ipv6_cache();
+        }
+        Ok(Applied {
+            actions: describe(&planned.actions, &planned.names),
+            changed,
+        })
+    }
+
+    /// Removes every route and rule mhr owns and restores the default
+    /// routes it moved out of main.
+    pub async fn down(&self) -> Result<Applied, EngineError> {
+        let routing = &self.config.routing;
+        let observed = self.observe().await?;
+        let moved = self.moved()?;
+        let actions = plan::teardown(&observed, routing.protocol, &moved);
+        let names = observed.names();
+        let changed = apply::execute(&self.handle, &actions, &names, &routing.state_dir).await?;
+        state::write_tables(&routing.rt_tables_dir, &BTreeMap::new())?;
+        // Records of interfaces that are gone cannot be restored; keep them
+        // out of the way rather than replaying them on a later interface.
+        state::write_moved(&routing.state_dir, &[])?;
+        if changed > 0 {
+            flush_ipv6_cache();
+        }
+        Ok(Applied {
+            actions: describe(&actions, &names),
+            changed,
+        })
+    }
+}
+
+fn describe(actions: &[Action], names: &Names) -> Vec<String> {
+    actions
+        .iter()
+        .map(|action| action.describe(names))
+        .collect()
+}
+
+fn flush_ipv6_cache() {
+    if let Err(err) = apply::flush_ipv6_route_cache() {
+        tracing::warn!(%err, "flushing the IPv6 route cache failed");
+    }
+}

@@ -1,0 +1,264 @@
+//! Reading the kernel's links, addresses, routes and rules over rtnetlink
+//! into plain data.
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt as _;
+use ipnet::IpNet;
+use rtnetlink::packet_route::{
+    AddressFamily,
+    address::{AddressAttribute, AddressMessage, AddressScope},
+    link::{LinkAttribute, LinkFlags, LinkMessage},
+    route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteType},
+    rule::{RuleAction, RuleAttribute, RuleMessage},
+};
+use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
+
+use crate::model::{Family, Names, Route, Rule};
+
+#[derive(Debug, thiserror::Error)]
+#[error("reading {what} from the kernel failed")]
+pub struct ObserveError {
+    pub what: &'static str,
+    #[source]
+    pub source: rtnetlink::Error,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub up: bool,
+    pub point_to_point: bool,
+}
+
+/// A global-scope address on a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Address {
+    pub interface: u32,
+    pub address: IpAddr,
+    pub prefix_len: u8,
+}
+
+impl Address {
+    pub fn network(&self) -> IpNet {
+        IpNet::new(self.address, self.prefix_len)
+            .map_or_else(|_| IpNet::from(self.address), |n| n.trunc())
+    }
+
+    pub fn family(&self) -> Family {
+        Family::of(&self.address)
+    }
+}
+
+/// Everything mhr needs to know about the host's routing state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub links: Vec<Link>,
+    pub addresses: Vec<Address>,
+    pub routes: Vec<Route>,
+    pub rules: Vec<Rule>,
+}
+
+impl Observed {
+    pub fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|link| link.name == name)
+    }
+
+    pub fn names(&self) -> Names {
+        Names(
+            self.links
+                .iter()
+                .map(|link| (link.index, link.name.clone()))
+                .collect(),
+        )
+    }
+
+    pub fn addresses_of(&self, interface: u32) -> impl Iterator<Item = &Address> {
+        self.addresses
+            .iter()
+            .filter(move |a| a.interface == interface)
+    }
+}
+
+/// Dumps links, global addresses, unicast routes of every table and rules.
+pub async fn observe(handle: &Handle) -> Result<Observed, ObserveError> {
+    let err = |what| move |source| ObserveError { what, source };
+    let links: Vec<LinkMessage> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(err("links"))?;
+    let addresses: Vec<AddressMessage> = handle
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(err("addresses"))?;
+    let mut routes = Vec::new();
+    for request in [
+        RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+        RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+    ] {
+        let messages: Vec<RouteMessage> = handle
+            .route()
+            .get(request)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(err("routes"))?;
+        routes.extend(messages.iter().filter_map(route_from_message));
+    }
+    let mut rules = Vec::new();
+    for version in [IpVersion::V4, IpVersion::V6] {
+        let messages: Vec<RuleMessage> = handle
+            .rule()
+            .get(version)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(err("rules"))?;
+        rules.extend(messages.iter().filter_map(rule_from_message));
+    }
+    Ok(Observed {
+        links: links.iter().filter_map(link_from_message).collect(),
+        addresses: addresses.iter().filter_map(address_from_message).collect(),
+        routes,
+        rules,
+    })
+}
+
+fn link_from_message(message: &LinkMessage) -> Option<Link> {
+    let name = message.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::IfName(name) => Some(name.clone()),
+        _ => None,
+    })?;
+    let flags = message.header.flags;
+    Some(Link {
+        index: message.header.index,
+        name,
+        up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp),
+        point_to_point: flags.contains(LinkFlags::Pointopoint),
+    })
+}
+
+fn address_from_message(message: &AddressMessage) -> Option<Address> {
+    if message.header.scope != AddressScope::Universe {
+        return None;
+    }
+    // IFA_LOCAL is the address itself; IFA_ADDRESS is the peer on
+    // point-to-point links (and equal to IFA_LOCAL elsewhere).
+    let local = message.attributes.iter().find_map(|attr| match attr {
+        AddressAttribute::Local(address) => Some(*address),
+        _ => None,
+    });
+    let address = local.or_else(|| {
+        message.attributes.iter().find_map(|attr| match attr {
+            AddressAttribute::Address(address) => Some(*address),
+            _ => None,
+        })
+    })?;
+    Some(Address {
+        interface: message.header.index,
+        address,
+        prefix_len: message.header.prefix_len,
+    })
+}
+
+fn ip_of(address: &RouteAddress) -> Option<IpAddr> {
+    match address {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+/// Unicast routes only; cached clones and other kinds are not mhr's business.
+pub fn route_from_message(message: &RouteMessage) -> Option<Route> {
+    let header = &message.header;
+    if header.kind != RouteType::Unicast || header.flags.contains(RouteFlags::Cloned) {
+        return None;
+    }
+    let family = match header.address_family {
+        AddressFamily::Inet => Family::V4,
+        AddressFamily::Inet6 => Family::V6,
+        _ => return None,
+    };
+    let mut route = Route {
+        table: u32::from(header.table),
+        destination: family.default_route(),
+        gateway: None,
+        interface: None,
+        source: None,
+        protocol: header.protocol.into(),
+        scope: header.scope.into(),
+        metric: None,
+        onlink: header.flags.contains(RouteFlags::Onlink),
+    };
+    for attribute in &message.attributes {
+        match attribute {
+            RouteAttribute::Table(table) => route.table = *table,
+            RouteAttribute::Destination(address) => {
+                let address = ip_of(address)?;
+                route.destination = IpNet::new(address, header.destination_prefix_length).ok()?;
+            }
+            RouteAttribute::Gateway(address) => route.gateway = ip_of(address),
+            RouteAttribute::Oif(index) => route.interface = Some(*index),
+            RouteAttribute::PrefSource(address) => route.source = ip_of(address),
+            RouteAttribute::Priority(metric) => route.metric = Some(*metric),
+            _ => {}
+        }
+    }
+    Some(route)
+}
+
+pub fn rule_from_message(message: &RuleMessage) -> Option<Rule> {
+    let header = &message.header;
+    let family = match header.family {
+        AddressFamily::Inet => Family::V4,
+        AddressFamily::Inet6 => Family::V6,
+        _ => return None,
+    };
+    let mut rule = Rule {
+        family,
+        priority: 0,
+        table: u32::from(header.table),
+        source: None,
+        destination: None,
+        protocol: 0,
+        other_selectors: header.action != RuleAction::ToTable
+            || header.tos != 0
+            || !header.flags.is_empty(),
+    };
+    for attribute in &message.attributes {
+        match attribute {
+            RuleAttribute::Priority(priority) => rule.priority = *priority,
+            RuleAttribute::Table(table) => rule.table = *table,
+            RuleAttribute::Source(address) => {
+                rule.source = IpNet::new(*address, header.src_len).ok()
+            }
+            RuleAttribute::Destination(address) => {
+                rule.destination = IpNet::new(*address, header.dst_len).ok()
+            }
+            RuleAttribute::Protocol(protocol) => rule.protocol = (*protocol).into(),
+            RuleAttribute::Iifname(_)
+            | RuleAttribute::Oifname(_)
+            | RuleAttribute::FwMark(_)
+            | RuleAttribute::FwMask(_)
+            | RuleAttribute::Goto(_)
+            | RuleAttribute::UidRange(_)
+            | RuleAttribute::IpProtocol(_)
+            | RuleAttribute::SourcePortRange(_)
+            | RuleAttribute::DestinationPortRange(_)
+            | RuleAttribute::L3MDev(_)
+            | RuleAttribute::TunId(_)
+            | RuleAttribute::SuppressIfGroup(_)
+            | RuleAttribute::SuppressPrefixLen(_) => rule.other_selectors = true,
+            _ => {}
+        }
+    }
+    Some(rule)
+}

@@ -1,0 +1,723 @@
+//! From config and observed kernel state to the desired state, and from
+//! there to the actions that reach it. Pure functions: no kernel, no files.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::IpAddr,
+};
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::{
+    config::{Config, UplinkConfig},
+    model::{
+        Family, IPV6_DEFAULT_METRIC, MAIN_TABLE, Names, Route, Rule, SCOPE_LINK, SCOPE_UNIVERSE,
+        rule_args,
+    },
+    observe::{Address, Observed},
+    state::MovedRoute,
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("{path}: uplink `{interface}` does not exist on this host")]
+    UnknownInterface { path: String, interface: String },
+    #[error(
+        "cannot learn the {family} gateway of `{interface}`: no default route via `{interface}` in any table; set `{key}` for this uplink in {path}"
+    )]
+    GatewayUnknown {
+        path: String,
+        interface: String,
+        family: Family,
+        key: &'static str,
+    },
+    #[error(
+        "table {table} (for `{interface}`) is already used by a route mhr does not own: {object}"
+    )]
+    TableHasForeignRoute {
+        table: u32,
+        interface: String,
+        object: String,
+    },
+    #[error(
+        "table {table} (for `{interface}`) is already used by a rule mhr does not own: {object}"
+    )]
+    TableHasForeignRule {
+        table: u32,
+        interface: String,
+        object: String,
+    },
+    #[error(
+        "priority {priority} (for `{interface}`) is already used by a rule mhr does not own: {object}"
+    )]
+    PriorityTaken {
+        priority: u32,
+        interface: String,
+        object: String,
+    },
+    #[error("no free table left in table_range {start}–{end} for `{interface}`")]
+    TablesExhausted {
+        start: u32,
+        end: u32,
+        interface: String,
+    },
+}
+
+/// A default gateway: an address, or the link itself (point-to-point).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gateway {
+    Via(IpAddr),
+    OnLink,
+}
+
+impl fmt::Display for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Via(address) => write!(f, "{address}"),
+            Self::OnLink => f.write_str("on-link (point-to-point)"),
+        }
+    }
+}
+
+/// Where a gateway came from, for status and errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GatewaySource {
+    Config,
+    MainTable,
+    OtherTable,
+    Owned,
+    Moved,
+    PointToPoint,
+}
+
+/// An uplink as mhr will route it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UplinkPlan {
+    pub interface: String,
+    pub index: u32,
+    pub primary: bool,
+    pub up: bool,
+    pub table: u32,
+    pub addresses: Vec<IpNet>,
+    pub gateway4: Option<(Gateway, GatewaySource)>,
+    pub gateway6: Option<(Gateway, GatewaySource)>,
+    pub to_priority: u32,
+    pub from_priority: u32,
+}
+
+impl UplinkPlan {
+    pub fn gateway(&self, family: Family) -> Option<Gateway> {
+        match family {
+            Family::V4 => self.gateway4.map(|(g, _)| g),
+            Family::V6 => self.gateway6.map(|(g, _)| g),
+        }
+    }
+}
+
+/// The state mhr wants: every route and rule it owns, and the foreign
+/// default routes it must move out of main.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub uplinks: Vec<UplinkPlan>,
+    pub routes: BTreeSet<Route>,
+    pub rules: BTreeSet<Rule>,
+    pub release: BTreeSet<Route>,
+    /// Uplinks that have nothing to route yet (no global address).
+    pub notes: Vec<String>,
+}
+
+impl Desired {
+    /// `table name` lines for rt_tables.d.
+    pub fn table_names(&self) -> BTreeMap<u32, String> {
+        self.uplinks
+            .iter()
+            .map(|u| (u.table, u.interface.clone()))
+            .collect()
+    }
+}
+
+/// Computes the desired state. `registry` holds the tables mhr named in an
+/// earlier run (interface → table) so an uplink keeps its table; `moved`
+/// holds the main-table default routes mhr moved earlier.
+pub fn desired(
+    config: &Config,
+    observed: &Observed,
+    registry: &BTreeMap<String, u32>,
+    moved: &[MovedRoute],
+) -> Result<Desired, PlanError> {
+    let protocol = config.routing.protocol;
+    let path = config.path.display().to_string();
+    let tables = allocate_tables(config, observed, registry)?;
+    let mut desired = Desired::default();
+
+    for (position, uplink) in config.uplinks.iter().enumerate() {
+        let link = observed
+            .link(&uplink.interface)
+            .ok_or_else(|| PlanError::UnknownInterface {
+                path: path.clone(),
+                interface: uplink.interface.clone(),
+            })?;
+        let table = tables[position];
+        let base = config.routing.priority_range[0] + 2 * position as u32;
+        let addresses: Vec<&Address> = observed.addresses_of(link.index).collect();
+        let mut plan = UplinkPlan {
+            interface: uplink.interface.clone(),
+            index: link.index,
+            primary: uplink.primary,
+            up: link.up,
+            table,
+            addresses: addresses
+                .iter()
+                .filter_map(|a| IpNet::new(a.address, a.prefix_len).ok())
+                .collect(),
+            gateway4: None,
+            gateway6: None,
+            to_priority: base,
+            from_priority: base + 1,
+        };
+        if addresses.is_empty() {
+            desired.notes.push(format!(
+                "{}: no global address yet, nothing to route",
+                uplink.interface
+            ));
+        }
+        for family in [Family::V4, Family::V6] {
+            let family_addresses: Vec<&Address> = addresses
+                .iter()
+                .copied()
+                .filter(|a| a.family() == family)
+                .collect();
+            if family_addresses.is_empty() {
+                continue;
+            }
+            let gateway = learn_gateway(
+                config,
+                uplink,
+                link.index,
+                link.point_to_point,
+                family,
+                table,
+                observed,
+                moved,
+            )
+            .ok_or_else(|| PlanError::GatewayUnknown {
+                path: path.clone(),
+                interface: uplink.interface.clone(),
+                family,
+                key: if family == Family::V4 {
+                    "gateway"
+                } else {
+                    "gateway6"
+                },
+            })?;
+            match family {
+                Family::V4 => plan.gateway4 = Some(gateway),
+                Family::V6 => plan.gateway6 = Some(gateway),
+            }
+            table_routes(
+                &mut desired.routes,
+                protocol,
+                table,
+                link.index,
+                &family_addresses,
+                gateway.0,
+            );
+            for address in &family_addresses {
+                let host = IpNet::from(address.address);
+                let rule = |priority, source, destination| Rule {
+                    family,
+                    priority,
+                    table,
+                    source,
+                    destination,
+                    protocol,
+                    other_selectors: false,
+                };
+                desired
+                    .rules
+                    .insert(rule(plan.from_priority, Some(host), None));
+                if config.routing.to_rules {
+                    desired
+                        .rules
+                        .insert(rule(plan.to_priority, None, Some(host)));
+                }
+            }
+            main_default(
+                &mut desired,
+                observed,
+                protocol,
+                uplink,
+                link.index,
+                family,
+                gateway.0,
+            );
+        }
+        desired.uplinks.push(plan);
+    }
+    check_clashes(config, observed, &desired)?;
+    Ok(desired)
+}
+
+/// Tables per uplink (config order): explicit, else the one named in an
+/// earlier run, else the lowest free id of `table_range`.
+fn allocate_tables(
+    config: &Config,
+    observed: &Observed,
+    registry: &BTreeMap<String, u32>,
+) -> Result<Vec<u32>, PlanError> {
+    let range = config.routing.tables();
+    let protocol = config.routing.protocol;
+    let foreign_tables: BTreeSet<u32> = observed
+        .routes
+        .iter()
+        .filter(|r| r.protocol != protocol)
+        .map(|r| r.table)
+        .chain(
+            observed
+                .rules
+                .iter()
+                .filter(|r| r.protocol != protocol)
+                .map(|r| r.table),
+        )
+        .collect();
+    let kept = |uplink: &UplinkConfig| {
+        uplink.table.or_else(|| {
+            registry
+                .get(&uplink.interface)
+                .copied()
+                .filter(|t| range.contains(t))
+        })
+    };
+    // Tables spoken for: explicit ones, and every registry entry (also of
+    // uplinks no longer configured, whose routes are about to go).
+    let mut taken: BTreeSet<u32> = config.uplinks.iter().filter_map(|u| u.table).collect();
+    taken.extend(registry.values().copied());
+    let mut tables = Vec::with_capacity(config.uplinks.len());
+    for uplink in &config.uplinks {
+        let table = match kept(uplink) {
+            Some(table) => table,
+            None => {
+                let free = range
+                    .clone()
+                    .find(|t| !taken.contains(t) && !foreign_tables.contains(t));
+                free.ok_or_else(|| PlanError::TablesExhausted {
+                    start: *range.start(),
+                    end: *range.end(),
+                    interface: uplink.interface.clone(),
+                })?
+            }
+        };
+        taken.insert(table);
+        tables.push(table);
+    }
+    Ok(tables)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn learn_gateway(
+    config: &Config,
+    uplink: &UplinkConfig,
+    index: u32,
+    point_to_point: bool,
+    family: Family,
+    table: u32,
+    observed: &Observed,
+    moved: &[MovedRoute],
+) -> Option<(Gateway, GatewaySource)> {
+    let configured = match family {
+        Family::V4 => uplink.gateway.map(IpAddr::V4),
+        Family::V6 => uplink.gateway6.map(IpAddr::V6),
+    };
+    if let Some(gateway) = configured {
+        return Some((Gateway::Via(gateway), GatewaySource::Config));
+    }
+    let protocol = config.routing.protocol;
+    let defaults = || {
+        observed.routes.iter().filter(move |r| {
+            r.is_default()
+                && r.family() == family
+                && r.interface == Some(index)
+                && r.gateway.is_some()
+        })
+    };
+    let pick = |source, found: Option<&Route>| {
+        found
+            .and_then(|r| r.gateway)
+            .map(|g| (Gateway::Via(g), source))
+    };
+    pick(
+        GatewaySource::MainTable,
+        defaults().find(|r| r.table == MAIN_TABLE && r.protocol != protocol),
+    )
+    .or_else(|| {
+        pick(
+            GatewaySource::OtherTable,
+            defaults().find(|r| r.table != table && r.protocol != protocol),
+        )
+    })
+    .or_else(|| {
+        pick(
+            GatewaySource::Owned,
+            defaults().find(|r| r.table == table && r.protocol == protocol),
+        )
+    })
+    .or_else(|| {
+        let recorded = moved
+            .iter()
+            .find(|m| m.interface == uplink.interface && m.route.family() == family);
+        pick(GatewaySource::Moved, recorded.map(|m| &m.route))
+    })
+    .or_else(|| point_to_point.then_some((Gateway::OnLink, GatewaySource::PointToPoint)))
+}
+
+/// The uplink's table: connected prefix routes (with `src` for IPv4), a host
+/// route to a gateway outside every prefix, and the default route.
+fn table_routes(
+    routes: &mut BTreeSet<Route>,
+    protocol: u8,
+    table: u32,
+    index: u32,
+    addresses: &[&Address],
+    gateway: Gateway,
+) {
+    let family = addresses[0].family();
+    let metric = (family == Family::V6).then_some(IPV6_DEFAULT_METRIC);
+    let route =
+        |destination: IpNet, gateway: Option<IpAddr>, source: Option<IpAddr>, scope: u8| Route {
+            table,
+            destination,
+            gateway,
+            interface: Some(index),
+            source,
+            protocol,
+            scope,
+            metric,
+            onlink: false,
+        };
+    let source_for = |address: &Address| (family == Family::V4).then_some(address.address);
+    let mut seen = BTreeSet::new();
+    for address in addresses {
+        let network = address.network();
+        if network.prefix_len() == network.max_prefix_len() || !seen.insert(network) {
+            continue;
+        }
+        let scope = if family == Family::V4 {
+            SCOPE_LINK
+        } else {
+            SCOPE_UNIVERSE
+        };
+        routes.insert(route(network, None, source_for(address), scope));
+    }
+    match gateway {
+        Gateway::Via(via) => {
+            let on_link = seen.iter().any(|network| network.contains(&via)) || is_link_local(via);
+            if !on_link {
+                let scope = if family == Family::V4 {
+                    SCOPE_LINK
+                } else {
+                    SCOPE_UNIVERSE
+                };
+                routes.insert(route(
+                    IpNet::from(via),
+                    None,
+                    source_for(addresses[0]),
+                    scope,
+                ));
+            }
+            routes.insert(route(
+                family.default_route(),
+                Some(via),
+                None,
+                SCOPE_UNIVERSE,
+            ));
+        }
+        Gateway::OnLink => {
+            let scope = if family == Family::V4 {
+                SCOPE_LINK
+            } else {
+                SCOPE_UNIVERSE
+            };
+            routes.insert(route(family.default_route(), None, None, scope));
+        }
+    }
+}
+
+fn is_link_local(address: IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+    }
+}
+
+/// Main keeps exactly one default route per family: the primary's. Other
+/// uplinks' default routes leave main; if the primary has none, mhr adds it.
+fn main_default(
+    desired: &mut Desired,
+    observed: &Observed,
+    protocol: u8,
+    uplink: &UplinkConfig,
+    index: u32,
+    family: Family,
+    gateway: Gateway,
+) {
+    let in_main = observed.routes.iter().filter(|r| {
+        r.table == MAIN_TABLE
+            && r.is_default()
+            && r.family() == family
+            && r.interface == Some(index)
+    });
+    if uplink.primary {
+        if in_main.clone().any(|r| r.protocol != protocol) {
+            return;
+        }
+        let (gateway, scope) = match gateway {
+            Gateway::Via(via) => (Some(via), SCOPE_UNIVERSE),
+            Gateway::OnLink => (
+                None,
+                if family == Family::V4 {
+                    SCOPE_LINK
+                } else {
+                    SCOPE_UNIVERSE
+                },
+            ),
+        };
+        desired.routes.insert(Route {
+            table: MAIN_TABLE,
+            destination: family.default_route(),
+            gateway,
+            interface: Some(index),
+            source: None,
+            protocol,
+            scope,
+            metric: (family == Family::V6).then_some(IPV6_DEFAULT_METRIC),
+            onlink: false,
+        });
+    } else {
+        desired
+            .release
+            .extend(in_main.filter(|r| r.protocol != protocol).cloned());
+    }
+}
+
+/// Refuses, before any change, to use a table or priority that a foreign
+/// object already uses.
+fn check_clashes(config: &Config, observed: &Observed, desired: &Desired) -> Result<(), PlanError> {
+    let protocol = config.routing.protocol;
+    let names = observed.names();
+    for uplink in &desired.uplinks {
+        let interface = || uplink.interface.clone();
+        if let Some(route) = observed
+            .routes
+            .iter()
+            .find(|r| r.table == uplink.table && r.protocol != protocol)
+        {
+            return Err(PlanError::TableHasForeignRoute {
+                table: uplink.table,
+                interface: interface(),
+                object: names.route_args(route),
+            });
+        }
+        let foreign_rules = observed.rules.iter().filter(|r| r.protocol != protocol);
+        if let Some(rule) = foreign_rules.clone().find(|r| r.table == uplink.table) {
+            return Err(PlanError::TableHasForeignRule {
+                table: uplink.table,
+                interface: interface(),
+                object: rule_args(rule),
+            });
+        }
+        for priority in [uplink.to_priority, uplink.from_priority] {
+            if let Some(rule) = foreign_rules.clone().find(|r| r.priority == priority) {
+                return Err(PlanError::PriorityTaken {
+                    priority,
+                    interface: interface(),
+                    object: rule_args(rule),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One change to the kernel.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    AddRoute {
+        route: Route,
+    },
+    AddRule {
+        rule: Rule,
+    },
+    DeleteRule {
+        rule: Rule,
+    },
+    DeleteRoute {
+        route: Route,
+    },
+    /// Move a foreign default route out of main, recording it for `down`.
+    ReleaseDefault {
+        route: Route,
+        interface: String,
+    },
+    /// Put a recorded default route back into main.
+    RestoreDefault {
+        route: Route,
+        interface: String,
+    },
+}
+
+impl Action {
+    /// The action that undoes this one.
+    pub fn inverse(&self) -> Self {
+        match self.clone() {
+            Self::AddRoute { route } => Self::DeleteRoute { route },
+            Self::DeleteRoute { route } => Self::AddRoute { route },
+            Self::AddRule { rule } => Self::DeleteRule { rule },
+            Self::DeleteRule { rule } => Self::AddRule { rule },
+            Self::ReleaseDefault { route, interface } => Self::RestoreDefault { route, interface },
+            Self::RestoreDefault { route, interface } => Self::ReleaseDefault { route, interface },
+        }
+    }
+
+    /// The equivalent `ip` command.
+    pub fn ip_command(&self, names: &Names) -> String {
+        match self {
+            Self::AddRoute { route } | Self::RestoreDefault { route, .. } => {
+                names.route_command("add", route)
+            }
+            Self::DeleteRoute { route } | Self::ReleaseDefault { route, .. } => {
+                names.route_command("del", route)
+            }
+            Self::AddRule { rule } => crate::model::rule_command("add", rule),
+            Self::DeleteRule { rule } => crate::model::rule_command("del", rule),
+        }
+    }
+
+    /// A sentence for people.
+    pub fn describe(&self, names: &Names) -> String {
+        match self {
+            Self::AddRoute { route } => format!("add route {}", names.route_args(route)),
+            Self::DeleteRoute { route } => format!("delete route {}", names.route_args(route)),
+            Self::AddRule { rule } => format!("add rule {}", rule_args(rule)),
+            Self::DeleteRule { rule } => format!("delete rule {}", rule_args(rule)),
+            Self::ReleaseDefault { route, interface } => {
+                format!(
+                    "move {interface}'s default route out of main (restored by `mhr down`): {}",
+                    names.route_args(route)
+                )
+            }
+            Self::RestoreDefault { route, interface } => {
+                format!(
+                    "restore {interface}'s default route to main: {}",
+                    names.route_args(route)
+                )
+            }
+        }
+    }
+}
+
+/// Actions taking the observed state to the desired one, in a safe order:
+/// new routes before the rules that point at them, stale rules before the
+/// routes they point at, and main's extra default routes last.
+pub fn diff(desired: &Desired, observed: &Observed, protocol: u8) -> Vec<Action> {
+    let owned_routes: BTreeSet<&Route> = observed
+        .routes
+        .iter()
+        .filter(|r| r.protocol == protocol)
+        .collect();
+    let owned_rules: BTreeSet<&Rule> = observed
+        .rules
+        .iter()
+        .filter(|r| r.protocol == protocol)
+        .collect();
+    let names = observed.names();
+    let mut actions = Vec::new();
+    let (main_adds, table_adds): (Vec<&Route>, Vec<&Route>) = desired
+        .routes
+        .iter()
+        .filter(|r| !owned_routes.contains(r))
+        .partition(|r| r.table == MAIN_TABLE);
+    actions.extend(table_adds.into_iter().map(|route| Action::AddRoute {
+        route: route.clone(),
+    }));
+    actions.extend(
+        desired
+            .rules
+            .iter()
+            .filter(|r| !owned_rules.contains(r))
+            .map(|rule| Action::AddRule { rule: rule.clone() }),
+    );
+    actions.extend(
+        owned_rules
+            .iter()
+            .filter(|r| !desired.rules.contains(r))
+            .map(|rule| Action::DeleteRule {
+                rule: (*rule).clone(),
+            }),
+    );
+    actions.extend(
+        owned_routes
+            .iter()
+            .filter(|r| !desired.routes.contains(r))
+            .map(|route| Action::DeleteRoute {
+                route: (*route).clone(),
+            }),
+    );
+    actions.extend(main_adds.into_iter().map(|route| Action::AddRoute {
+        route: route.clone(),
+    }));
+    actions.extend(desired.release.iter().map(|route| {
+        Action::ReleaseDefault {
+            route: route.clone(),
+            interface: route
+                .interface
+                .map(|i| names.interface(i))
+                .unwrap_or_default(),
+        }
+    }));
+    actions
+}
+
+/// Actions that remove everything mhr owns and put moved routes back.
+pub fn teardown(observed: &Observed, protocol: u8, moved: &[MovedRoute]) -> Vec<Action> {
+    let mut actions: Vec<Action> = observed
+        .rules
+        .iter()
+        .filter(|r| r.protocol == protocol)
+        .map(|rule| Action::DeleteRule { rule: rule.clone() })
+        .collect();
+    // Restore main's default routes before removing mhr's own copies, so
+    // the host never lacks one.
+    for record in moved {
+        let Some(link) = observed.link(&record.interface) else {
+            continue;
+        };
+        let route = Route {
+            interface: Some(link.index),
+            ..record.route.clone()
+        };
+        if !observed.routes.contains(&route) {
+            actions.push(Action::RestoreDefault {
+                route,
+                interface: record.interface.clone(),
+            });
+        }
+    }
+    actions.extend(
+        observed
+            .routes
+            .iter()
+            .filter(|r| r.protocol == protocol)
+            .map(|route| Action::DeleteRoute {
+                route: route.clone(),
+            }),
+    );
+    actions
+}
+
+#[cfg(test)]
+mod tests;
