@@ -14,7 +14,7 @@ use crate::{
     apply::describe_error,
     engine::{Engine, EngineError},
     model::{Family, Names, rule_args},
-    observe::{Observed, route_from_message},
+    observe::{Observed, route_fields},
     plan::{Desired, Gateway, UplinkPlan},
 };
 
@@ -110,7 +110,7 @@ async fn lookup(
         .map_err(|err| describe_error(&err))?;
     let route = messages
         .iter()
-        .find_map(route_from_message)
+        .find_map(route_fields)
         .ok_or_else(|| "no route".to_owned())?;
     Ok(Path {
         interface: route.interface,

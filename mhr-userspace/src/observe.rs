@@ -182,6 +182,12 @@ pub fn route_from_message(message: &RouteMessage) -> Option<Route> {
     if header.kind != RouteType::Unicast || header.flags.contains(RouteFlags::Cloned) {
         return None;
     }
+    route_fields(message)
+}
+
+/// The route fields of any route message, also a lookup's answer.
+pub fn route_fields(message: &RouteMessage) -> Option<Route> {
+    let header = &message.header;
     let family = match header.address_family {
         AddressFamily::Inet => Family::V4,
         AddressFamily::Inet6 => Family::V6,
@@ -254,9 +260,11 @@ pub fn rule_from_message(message: &RuleMessage) -> Option<Rule> {
             | RuleAttribute::SourcePortRange(_)
             | RuleAttribute::DestinationPortRange(_)
             | RuleAttribute::L3MDev(_)
-            | RuleAttribute::TunId(_)
-            | RuleAttribute::SuppressIfGroup(_)
-            | RuleAttribute::SuppressPrefixLen(_) => rule.other_selectors = true,
+            | RuleAttribute::TunId(_) => rule.other_selectors = true,
+            // The kernel reports these on every rule; u32::MAX means unset.
+            RuleAttribute::SuppressIfGroup(value) | RuleAttribute::SuppressPrefixLen(value) => {
+                rule.other_selectors |= *value != u32::MAX;
+            }
             _ => {}
         }
     }

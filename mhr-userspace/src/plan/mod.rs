@@ -94,6 +94,19 @@ pub enum GatewaySource {
     PointToPoint,
 }
 
+impl fmt::Display for GatewaySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Config => "config",
+            Self::MainTable => "main table",
+            Self::OtherTable => "another table",
+            Self::Owned => "mhr's table",
+            Self::Moved => "the route mhr moved out of main",
+            Self::PointToPoint => "point-to-point link",
+        })
+    }
+}
+
 /// An uplink as mhr will route it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UplinkPlan {
