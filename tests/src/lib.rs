@@ -8,11 +8,13 @@ pub mod netns;
 pub mod probe;
 pub mod quiet_host;
 pub mod seed_lab;
+pub mod temp_dir;
 
 use std::process::{Command, Output};
 
 pub use netns::Netns;
 pub use seed_lab::SeedLab;
+pub use temp_dir::TempDir;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {

@@ -376,6 +376,24 @@ impl SeedLab {
     }
 }
 
+/// An mhr config for the lab host: both uplinks, ens3 primary, gateways
+/// learned; mhr's files go under `dir` so nothing outside the lab changes.
+pub fn mhr_config(dir: &std::path::Path) -> String {
+    format!(
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n\n[[uplink]]\ninterface = \"ens4\"\n\n{}",
+        routing_section(dir)
+    )
+}
+
+/// A `[routing]` section keeping mhr's files under `dir`.
+pub fn routing_section(dir: &std::path::Path) -> String {
+    format!(
+        "[routing]\nrt_tables_dir = \"{}\"\nstate_dir = \"{}\"\n",
+        dir.join("rt_tables.d").display(),
+        dir.join("state").display()
+    )
+}
+
 fn router_suffix(router: &Netns) -> &str {
     router.name().rsplit('-').next().unwrap_or("r")
 }
