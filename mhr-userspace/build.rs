@@ -13,22 +13,15 @@ fn main() -> anyhow::Result<()> {
         env::var_os("CARGO_MANIFEST_DIR").ok_or_else(|| anyhow!("CARGO_MANIFEST_DIR not set"))?,
     );
     let ebpf_dir = manifest_dir.join("..").join(EBPF_PACKAGE);
-    let ebpf_dir = ebpf_dir
-        .to_str()
-        .ok_or_else(|| anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
+    let ebpf_dir = ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
 
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
-        let out_dir =
-            PathBuf::from(env::var_os("OUT_DIR").ok_or_else(|| anyhow!("OUT_DIR not set"))?);
+        let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or_else(|| anyhow!("OUT_DIR not set"))?);
         let stub = out_dir.join(EBPF_PACKAGE);
         fs::write(&stub, []).with_context(|| format!("writing stub {}", stub.display()))?;
     }
-    let package = Package {
-        name: EBPF_PACKAGE,
-        root_dir: ebpf_dir,
-        ..Default::default()
-    };
+    let package = Package { name: EBPF_PACKAGE, root_dir: ebpf_dir, ..Default::default() };
     aya_build::build_ebpf([package], Toolchain::default())
         .context("building the eBPF object failed; `cargo xtask setup` installs the nightly toolchain and bpf-linker it needs")
 }

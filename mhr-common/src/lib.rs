@@ -49,11 +49,7 @@ impl InterfaceCounters {
 /// The array slot a packet on `ifindex` is counted in.
 #[inline(always)]
 pub fn counter_slot(ifindex: u32) -> u32 {
-    if ifindex < MAX_IFINDEX {
-        ifindex
-    } else {
-        OVERFLOW_SLOT
-    }
+    if ifindex < MAX_IFINDEX { ifindex } else { OVERFLOW_SLOT }
 }
 
 #[cfg(feature = "user")]
@@ -74,20 +70,8 @@ mod tests {
 
     #[test]
     fn merging_sums_each_field() {
-        let a = InterfaceCounters {
-            packets: 2,
-            bytes: 100,
-        };
-        let b = InterfaceCounters {
-            packets: 3,
-            bytes: 60,
-        };
-        assert_eq!(
-            a.merge(b),
-            InterfaceCounters {
-                packets: 5,
-                bytes: 160
-            }
-        );
+        let a = InterfaceCounters { packets: 2, bytes: 100 };
+        let b = InterfaceCounters { packets: 3, bytes: 60 };
+        assert_eq!(a.merge(b), InterfaceCounters { packets: 5, bytes: 160 });
     }
 }

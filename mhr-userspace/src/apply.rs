@@ -8,8 +8,7 @@ use rtnetlink::{
     packet_route::{
         AddressFamily,
         route::{
-            RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope,
-            RouteType,
+            RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope, RouteType,
         },
         rule::{RuleAction, RuleAttribute, RuleMessage},
     },
@@ -27,11 +26,7 @@ const TABLE_IN_ATTRIBUTE: u8 = 0;
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error("{action} failed: {reason}{}", rollback_note(.rollback))]
-    Action {
-        action: String,
-        reason: String,
-        rollback: Vec<String>,
-    },
+    Action { action: String, reason: String, rollback: Vec<String> },
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -40,10 +35,7 @@ fn rollback_note(rollback: &[String]) -> String {
     if rollback.is_empty() {
         "; every change made before it was undone".to_owned()
     } else {
-        format!(
-            "; undoing earlier changes also failed: {}",
-            rollback.join("; ")
-        )
+        format!("; undoing earlier changes also failed: {}", rollback.join("; "))
     }
 }
 
@@ -75,22 +67,14 @@ pub async fn execute(
                     }
                 }
                 tracing::warn!(action = %action.describe(names), %reason, undone = done.len(), "apply failed");
-                return Err(ApplyError::Action {
-                    action: action.describe(names),
-                    reason,
-                    rollback,
-                });
+                return Err(ApplyError::Action { action: action.describe(names), reason, rollback });
             }
         }
     }
     Ok(done.len())
 }
 
-async fn execute_one(
-    handle: &Handle,
-    action: &Action,
-    state_dir: &Path,
-) -> Result<Outcome, String> {
+async fn execute_one(handle: &Handle, action: &Action, state_dir: &Path) -> Result<Outcome, String> {
     match action {
         Action::AddRoute { route } => add_route(handle, route).await,
         Action::DeleteRoute { route } => delete_route(handle, route).await,
@@ -105,10 +89,7 @@ async fn execute_one(
         Action::ReleaseDefault { route, interface } => {
             // Record first: if mhr dies right after the delete, `down` still
             // knows what to put back.
-            let record = MovedRoute {
-                interface: interface.clone(),
-                route: route.clone(),
-            };
+            let record = MovedRoute { interface: interface.clone(), route: route.clone() };
             update_moved(state_dir, |moved| {
                 if !moved.contains(&record) {
                     moved.push(record.clone());
@@ -134,16 +115,10 @@ async fn execute_one(
 
 /// A recorded route and its restored copy differ at most in ifindex.
 fn same_default(recorded: &Route, restored: &Route) -> bool {
-    Route {
-        interface: restored.interface,
-        ..recorded.clone()
-    } == *restored
+    Route { interface: restored.interface, ..recorded.clone() } == *restored
 }
 
-fn update_moved(
-    state_dir: &Path,
-    change: impl FnOnce(&mut Vec<MovedRoute>),
-) -> Result<(), StateError> {
+fn update_moved(state_dir: &Path, change: impl FnOnce(&mut Vec<MovedRoute>)) -> Result<(), StateError> {
     let mut moved = state::read_moved(state_dir)?;
     change(&mut moved);
     state::write_moved(state_dir, &moved)
@@ -158,9 +133,7 @@ async fn delete_route(handle: &Handle, route: &Route) -> Result<Outcome, String>
 }
 
 fn changed(result: Result<(), rtnetlink::Error>) -> Result<Outcome, String> {
-    result
-        .map(|()| Outcome::Changed)
-        .map_err(|err| describe_error(&err))
+    result.map(|()| Outcome::Changed).map_err(|err| describe_error(&err))
 }
 
 /// Deleting what is already gone is done (ENOENT/ESRCH).
@@ -209,9 +182,7 @@ pub fn route_message(route: &Route) -> RouteMessage {
     let attributes = &mut message.attributes;
     attributes.push(RouteAttribute::Table(route.table));
     if !route.is_default() {
-        attributes.push(RouteAttribute::Destination(route_address(
-            route.destination.addr(),
-        )));
+        attributes.push(RouteAttribute::Destination(route_address(route.destination.addr())));
     }
     if let Some(gateway) = route.gateway {
         attributes.push(RouteAttribute::Gateway(route_address(gateway)));

@@ -58,9 +58,7 @@ impl Engine {
         let mut findings = Vec::new();
         for uplink in &desired.uplinks {
             for address in &uplink.addresses {
-                findings.push(
-                    source_lookup(self.handle(), observed, desired, uplink, address, names).await,
-                );
+                findings.push(source_lookup(self.handle(), observed, desired, uplink, address, names).await);
                 if address.addr().is_ipv4() {
                     findings.push(reverse_path(self.handle(), uplink, address.addr()).await);
                 }
@@ -108,14 +106,8 @@ async fn lookup(
         .try_collect()
         .await
         .map_err(|err| describe_error(&err))?;
-    let route = messages
-        .iter()
-        .find_map(route_fields)
-        .ok_or_else(|| "no route".to_owned())?;
-    Ok(Path {
-        interface: route.interface,
-        gateway: route.gateway,
-    })
+    let route = messages.iter().find_map(route_fields).ok_or_else(|| "no route".to_owned())?;
+    Ok(Path { interface: route.interface, gateway: route.gateway })
 }
 
 fn expected_path(uplink: &UplinkPlan, family: Family) -> Path {
@@ -123,16 +115,11 @@ fn expected_path(uplink: &UplinkPlan, family: Family) -> Path {
         Some(Gateway::Via(via)) => Some(via),
         _ => None,
     };
-    Path {
-        interface: Some(uplink.index),
-        gateway,
-    }
+    Path { interface: Some(uplink.index), gateway }
 }
 
 fn show(path: &Path, names: &Names) -> String {
-    let interface = path
-        .interface
-        .map_or_else(|| "nowhere".to_owned(), |i| names.interface(i));
+    let interface = path.interface.map_or_else(|| "nowhere".to_owned(), |i| names.interface(i));
     match path.gateway {
         Some(gateway) => format!("{interface} via {gateway}"),
         None => format!("{interface} (on-link)"),
@@ -148,20 +135,13 @@ async fn source_lookup(
     names: &Names,
 ) -> Finding {
     let family = Family::of(&address.addr());
-    let check = format!(
-        "replies from {} ({}) leave by {}",
-        address.addr(),
-        uplink.interface,
-        uplink.interface
-    );
+    let check =
+        format!("replies from {} ({}) leave by {}", address.addr(), uplink.interface, uplink.interface);
     let expected = expected_path(uplink, family);
     match lookup(handle, probe(family), Some(address.addr()), None).await {
-        Ok(path) if path == expected => Finding {
-            ok: true,
-            check,
-            observed: show(&path, names),
-            advice: String::new(),
-        },
+        Ok(path) if path == expected => {
+            Finding { ok: true, check, observed: show(&path, names), advice: String::new() }
+        }
         Ok(path) => {
             let missing_rule = desired.rules.iter().find(|rule| {
                 rule.table == uplink.table
@@ -177,10 +157,9 @@ async fn source_lookup(
                 (Some(rule), _) => {
                     format!("the rule `{}` is missing; run `mhr apply`", rule_args(rule))
                 }
-                (None, n) if n > 0 => format!(
-                    "{n} route(s) of table {} are missing; run `mhr apply`",
-                    uplink.table
-                ),
+                (None, n) if n > 0 => {
+                    format!("{n} route(s) of table {} are missing; run `mhr apply`", uplink.table)
+                }
                 _ => format!(
                     "expected {}; a rule before mhr's (priority {}) or a route elsewhere wins: inspect `ip rule` and `ip route get {} from {}`",
                     show(&expected, names),
@@ -189,12 +168,7 @@ async fn source_lookup(
                     address.addr()
                 ),
             };
-            Finding {
-                ok: false,
-                check,
-                observed: show(&path, names),
-                advice,
-            }
+            Finding { ok: false, check, observed: show(&path, names), advice }
         }
         Err(reason) => Finding {
             ok: false,
@@ -205,31 +179,18 @@ async fn source_lookup(
     }
 }
 
-async fn main_default(
-    handle: &Handle,
-    primary: &UplinkPlan,
-    family: Family,
-    names: &Names,
-) -> Finding {
-    let check = format!(
-        "main's {family} default route is the primary's ({})",
-        primary.interface
-    );
+async fn main_default(handle: &Handle, primary: &UplinkPlan, family: Family, names: &Names) -> Finding {
+    let check = format!("main's {family} default route is the primary's ({})", primary.interface);
     let expected = expected_path(primary, family);
     match lookup(handle, probe(family), None, None).await {
-        Ok(path) if path.interface == expected.interface => Finding {
-            ok: true,
-            check,
-            observed: show(&path, names),
-            advice: String::new(),
-        },
+        Ok(path) if path.interface == expected.interface => {
+            Finding { ok: true, check, observed: show(&path, names), advice: String::new() }
+        }
         Ok(path) => Finding {
             ok: false,
             check,
             observed: show(&path, names),
-            advice: format!(
-                "another uplink's default route wins in main; run `mhr apply` to move it out"
-            ),
+            advice: format!("another uplink's default route wins in main; run `mhr apply` to move it out"),
         },
         Err(reason) => Finding {
             ok: false,
@@ -263,25 +224,11 @@ fn rp_filter_name(mode: u8) -> &'static str {
 async fn reverse_path(handle: &Handle, uplink: &UplinkPlan, address: IpAddr) -> Finding {
     let mode = rp_filter(&uplink.interface);
     let mode_name = mode.map_or("unknown", rp_filter_name);
-    let check = format!(
-        "rp_filter ({mode_name}) accepts traffic to {address} arriving on {}",
-        uplink.interface
-    );
+    let check =
+        format!("rp_filter ({mode_name}) accepts traffic to {address} arriving on {}", uplink.interface);
     // An input lookup on the uplink runs the kernel's source validation.
-    match lookup(
-        handle,
-        address,
-        Some(IpAddr::V4(PROBE_V4)),
-        Some(uplink.index),
-    )
-    .await
-    {
-        Ok(_) => Finding {
-            ok: true,
-            check,
-            observed: "accepted".to_owned(),
-            advice: String::new(),
-        },
+    match lookup(handle, address, Some(IpAddr::V4(PROBE_V4)), Some(uplink.index)).await {
+        Ok(_) => Finding { ok: true, check, observed: "accepted".to_owned(), advice: String::new() },
         Err(reason) => Finding {
             ok: false,
             check,

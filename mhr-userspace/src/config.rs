@@ -35,62 +35,28 @@ pub enum ConfigError {
     #[error("cannot read config {path}: {reason}")]
     Read { path: PathBuf, reason: String },
     #[error("{path}:{line}:{column}: {message}")]
-    Syntax {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Syntax { path: PathBuf, line: usize, column: usize, message: String },
     #[error("{path}: no [[uplink]] configured")]
     NoUplinks { path: PathBuf },
     #[error("{path}: uplink `{interface}` is configured twice")]
     DuplicateUplink { path: PathBuf, interface: String },
     #[error("{path}: `{interface}` is not a valid interface name")]
     BadInterfaceName { path: PathBuf, interface: String },
-    #[error(
-        "{path}: no uplink has `primary = true`; exactly one must carry the main default route"
-    )]
+    #[error("{path}: no uplink has `primary = true`; exactly one must carry the main default route")]
     NoPrimary { path: PathBuf },
     #[error("{path}: uplinks `{first}` and `{second}` both have `primary = true`; exactly one may")]
-    SeveralPrimaries {
-        path: PathBuf,
-        first: String,
-        second: String,
-    },
+    SeveralPrimaries { path: PathBuf, first: String, second: String },
     #[error(
         "{path}: uplink `{interface}`: table {table} is reserved by the kernel (0, 253 default, 254 main, 255 local)"
     )]
-    ReservedTable {
-        path: PathBuf,
-        interface: String,
-        table: u32,
-    },
+    ReservedTable { path: PathBuf, interface: String, table: u32 },
     #[error("{path}: uplinks `{first}` and `{second}` both use table {table}")]
-    SharedTable {
-        path: PathBuf,
-        table: u32,
-        first: String,
-        second: String,
-    },
+    SharedTable { path: PathBuf, table: u32, first: String, second: String },
     #[error("{path}: [routing] {key} = [{start}, {end}] is not a valid range: {reason}")]
-    BadRange {
-        path: PathBuf,
-        key: &'static str,
-        start: u32,
-        end: u32,
-        reason: &'static str,
-    },
-    #[error(
-        "{path}: [routing] priority_range holds {have} priorities, {needed} are needed (two per uplink)"
-    )]
-    PriorityRangeTooSmall {
-        path: PathBuf,
-        needed: usize,
-        have: u64,
-    },
-    #[error(
-        "{path}: [routing] protocol {protocol} is reserved (0–4 belong to the kernel and iproute2)"
-    )]
+    BadRange { path: PathBuf, key: &'static str, start: u32, end: u32, reason: &'static str },
+    #[error("{path}: [routing] priority_range holds {have} priorities, {needed} are needed (two per uplink)")]
+    PriorityRangeTooSmall { path: PathBuf, needed: usize, have: u64 },
+    #[error("{path}: [routing] protocol {protocol} is reserved (0–4 belong to the kernel and iproute2)")]
     ReservedProtocol { path: PathBuf, protocol: u8 },
 }
 
@@ -170,19 +136,15 @@ pub struct Config {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
-            path: path.to_owned(),
-            reason: err.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| ConfigError::Read { path: path.to_owned(), reason: err.to_string() })?;
         Self::parse(&text, path)
     }
 
     /// Parses and validates `text`; `path` only names the source in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|err| {
-            let (line, column) = err
-                .span()
-                .map_or((1, 1), |span| line_column(text, span.start));
+            let (line, column) = err.span().map_or((1, 1), |span| line_column(text, span.start));
             ConfigError::Syntax {
                 path: path.to_owned(),
                 line,
@@ -190,20 +152,13 @@ impl Config {
                 message: err.message().trim().to_owned(),
             }
         })?;
-        let config = Self {
-            path: path.to_owned(),
-            uplinks: raw.uplinks,
-            routing: raw.routing,
-        };
+        let config = Self { path: path.to_owned(), uplinks: raw.uplinks, routing: raw.routing };
         config.validate()?;
         Ok(config)
     }
 
     pub fn primary(&self) -> &UplinkConfig {
-        self.uplinks
-            .iter()
-            .find(|u| u.primary)
-            .unwrap_or(&self.uplinks[0])
+        self.uplinks.iter().find(|u| u.primary).unwrap_or(&self.uplinks[0])
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -247,10 +202,7 @@ impl Config {
                     table,
                 });
             }
-            if let Some(other) = self.uplinks[..index]
-                .iter()
-                .find(|u| u.table == Some(table))
-            {
+            if let Some(other) = self.uplinks[..index].iter().find(|u| u.table == Some(table)) {
                 return Err(ConfigError::SharedTable {
                     path: path(),
                     table,
@@ -260,17 +212,10 @@ impl Config {
             }
         }
         let routing = &self.routing;
-        for (key, [start, end]) in [
-            ("table_range", routing.table_range),
-            ("priority_range", routing.priority_range),
-        ] {
-            let bad = |reason| ConfigError::BadRange {
-                path: path(),
-                key,
-                start,
-                end,
-                reason,
-            };
+        for (key, [start, end]) in
+            [("table_range", routing.table_range), ("priority_range", routing.priority_range)]
+        {
+            let bad = |reason| ConfigError::BadRange { path: path(), key, start, end, reason };
             if start > end {
                 return Err(bad("start is after end"));
             }
@@ -287,17 +232,10 @@ impl Config {
         let have = u64::from(routing.priority_range[1] - routing.priority_range[0]) + 1;
         let needed = self.uplinks.len() * 2;
         if have < needed as u64 {
-            return Err(ConfigError::PriorityRangeTooSmall {
-                path: path(),
-                needed,
-                have,
-            });
+            return Err(ConfigError::PriorityRangeTooSmall { path: path(), needed, have });
         }
         if RESERVED_PROTOCOLS.contains(&routing.protocol) {
-            return Err(ConfigError::ReservedProtocol {
-                path: path(),
-                protocol: routing.protocol,
-            });
+            return Err(ConfigError::ReservedProtocol { path: path(), protocol: routing.protocol });
         }
         Ok(())
     }
@@ -308,9 +246,7 @@ fn valid_interface_name(name: &str) -> bool {
         && name.len() <= MAX_INTERFACE_NAME
         && name != "."
         && name != ".."
-        && !name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
 }
 
 /// 1-based line and column of byte `offset` in `text`.
@@ -375,17 +311,8 @@ to_rules = false
     #[test]
     fn unknown_keys_are_errors_with_position() {
         let err =
-            parse("[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngatway = \"10.0.0.1\"\n")
-                .unwrap_err();
-        let ConfigError::Syntax {
-            line,
-            column,
-            message,
-            ..
-        } = err
-        else {
-            panic!("{err:?}")
-        };
+            parse("[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngatway = \"10.0.0.1\"\n").unwrap_err();
+        let ConfigError::Syntax { line, column, message, .. } = err else { panic!("{err:?}") };
         assert_eq!((line, column), (4, 1));
         assert!(message.contains("gatway"), "{message}");
     }
@@ -393,44 +320,34 @@ to_rules = false
     #[test]
     fn malformed_toml_reports_line_and_column() {
         let err = parse("[[uplink]]\ninterface = \"ens3\nprimary = true\n").unwrap_err();
-        assert!(
-            matches!(err, ConfigError::Syntax { line: 2, .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, ConfigError::Syntax { line: 2, .. }), "{err:?}");
         assert!(err.to_string().starts_with("mhr.toml:2:"), "{err}");
     }
 
     #[test]
     fn bad_addresses_are_rejected_with_position() {
-        let err =
-            parse("[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"10.0.0.300\"\n")
-                .unwrap_err();
-        assert!(
-            matches!(err, ConfigError::Syntax { line: 4, .. }),
-            "{err:?}"
-        );
-        let err =
-            parse("[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"2001:db8::1\"\n")
-                .unwrap_err();
+        let err = parse("[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"10.0.0.300\"\n")
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { line: 4, .. }), "{err:?}");
+        let err = parse("[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"2001:db8::1\"\n")
+            .unwrap_err();
         assert!(
             matches!(err, ConfigError::Syntax { line: 4, .. }),
             "an IPv6 gateway is not an IPv4 one: {err:?}"
         );
-        let err =
-            parse("[[uplink]]\ninterface = \"ens3\"\nprimary = true\nallow = [\"10.0.0.0/33\"]\n")
-                .unwrap_err();
-        assert!(
-            matches!(err, ConfigError::Syntax { line: 4, .. }),
-            "{err:?}"
-        );
+        let err = parse("[[uplink]]\ninterface = \"ens3\"\nprimary = true\nallow = [\"10.0.0.0/33\"]\n")
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { line: 4, .. }), "{err:?}");
     }
 
     #[test]
     fn exactly_one_primary() {
         let none = parse("[[uplink]]\ninterface = \"ens3\"\n").unwrap_err();
         assert!(matches!(none, ConfigError::NoPrimary { .. }));
-        let two = parse("[[uplink]]\ninterface = \"a\"\nprimary = true\n[[uplink]]\ninterface = \"b\"\nprimary = true\n")
-            .unwrap_err();
+        let two = parse(
+            "[[uplink]]\ninterface = \"a\"\nprimary = true\n[[uplink]]\ninterface = \"b\"\nprimary = true\n",
+        )
+        .unwrap_err();
         assert!(
             matches!(two, ConfigError::SeveralPrimaries { ref first, ref second, .. } if first == "a" && second == "b")
         );
@@ -438,31 +355,20 @@ to_rules = false
 
     #[test]
     fn duplicate_and_invalid_uplinks_are_rejected() {
-        let dup = parse(
-            "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens3\"\n",
-        )
-        .unwrap_err();
-        assert!(
-            matches!(dup, ConfigError::DuplicateUplink { ref interface, .. } if interface == "ens3")
-        );
-        let long = parse("[[uplink]]\ninterface = \"averyveryverylongname\"\nprimary = true\n")
-            .unwrap_err();
+        let dup =
+            parse("[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens3\"\n")
+                .unwrap_err();
+        assert!(matches!(dup, ConfigError::DuplicateUplink { ref interface, .. } if interface == "ens3"));
+        let long = parse("[[uplink]]\ninterface = \"averyveryverylongname\"\nprimary = true\n").unwrap_err();
         assert!(matches!(long, ConfigError::BadInterfaceName { .. }));
-        assert!(matches!(
-            parse("").unwrap_err(),
-            ConfigError::NoUplinks { .. }
-        ));
+        assert!(matches!(parse("").unwrap_err(), ConfigError::NoUplinks { .. }));
     }
 
     #[test]
     fn kernel_tables_and_shared_tables_are_rejected() {
         for table in [0, 253, 254, 255] {
-            let text =
-                format!("[[uplink]]\ninterface = \"ens3\"\nprimary = true\ntable = {table}\n");
-            assert!(
-                matches!(parse(&text).unwrap_err(), ConfigError::ReservedTable { .. }),
-                "table {table}"
-            );
+            let text = format!("[[uplink]]\ninterface = \"ens3\"\nprimary = true\ntable = {table}\n");
+            assert!(matches!(parse(&text).unwrap_err(), ConfigError::ReservedTable { .. }), "table {table}");
         }
         let shared =
             parse("[[uplink]]\ninterface = \"a\"\nprimary = true\ntable = 9\n[[uplink]]\ninterface = \"b\"\ntable = 9\n")
@@ -475,35 +381,16 @@ to_rules = false
         let with = |routing: &str| parse(&format!("{MINIMAL}[routing]\n{routing}\n"));
         assert!(matches!(
             with("table_range = [10, 5]").unwrap_err(),
-            ConfigError::BadRange {
-                key: "table_range",
-                ..
-            }
+            ConfigError::BadRange { key: "table_range", .. }
         ));
-        assert!(matches!(
-            with("table_range = [250, 260]").unwrap_err(),
-            ConfigError::BadRange { .. }
-        ));
-        assert!(matches!(
-            with("priority_range = [0, 10]").unwrap_err(),
-            ConfigError::BadRange { .. }
-        ));
-        assert!(matches!(
-            with("priority_range = [32000, 32766]").unwrap_err(),
-            ConfigError::BadRange { .. }
-        ));
+        assert!(matches!(with("table_range = [250, 260]").unwrap_err(), ConfigError::BadRange { .. }));
+        assert!(matches!(with("priority_range = [0, 10]").unwrap_err(), ConfigError::BadRange { .. }));
+        assert!(matches!(with("priority_range = [32000, 32766]").unwrap_err(), ConfigError::BadRange { .. }));
         assert!(matches!(
             with("priority_range = [100, 102]").unwrap_err(),
-            ConfigError::PriorityRangeTooSmall {
-                needed: 4,
-                have: 3,
-                ..
-            }
+            ConfigError::PriorityRangeTooSmall { needed: 4, have: 3, .. }
         ));
-        assert!(matches!(
-            with("protocol = 4").unwrap_err(),
-            ConfigError::ReservedProtocol { .. }
-        ));
+        assert!(matches!(with("protocol = 4").unwrap_err(), ConfigError::ReservedProtocol { .. }));
         assert!(with("priority_range = [100, 103]").is_ok());
     }
 

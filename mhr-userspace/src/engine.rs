@@ -84,33 +84,19 @@ impl Engine {
         let registry = state::read_tables(&self.config.routing.rt_tables_dir)?;
         let desired = plan::desired(&self.config, &observed, &registry, &self.moved()?)?;
         let actions = plan::diff(&desired, &observed, self.config.routing.protocol);
-        Ok(Planned {
-            names: observed.names(),
-            tables: desired.table_names(),
-            observed,
-            desired,
-            actions,
-        })
+        Ok(Planned { names: observed.names(), tables: desired.table_names(), observed, desired, actions })
     }
 
     /// Executes a plan: all of it, or (after undoing) none of it.
     pub async fn apply(&self, planned: &Planned) -> Result<Applied, EngineError> {
         let routing = &self.config.routing;
-        let changed = apply::execute(
-            &self.handle,
-            &planned.actions,
-            &planned.names,
-            &routing.state_dir,
-        )
-        .await?;
+        let changed =
+            apply::execute(&self.handle, &planned.actions, &planned.names, &routing.state_dir).await?;
         state::write_tables(&routing.rt_tables_dir, &planned.tables)?;
         if changed > 0 {
             flush_ipv6_cache();
         }
-        Ok(Applied {
-            actions: describe(&planned.actions, &planned.names),
-            changed,
-        })
+        Ok(Applied { actions: describe(&planned.actions, &planned.names), changed })
     }
 
     /// Removes every route and rule mhr owns and restores the default
@@ -129,18 +115,12 @@ impl Engine {
         if changed > 0 {
             flush_ipv6_cache();
         }
-        Ok(Applied {
-            actions: describe(&actions, &names),
-            changed,
-        })
+        Ok(Applied { actions: describe(&actions, &names), changed })
     }
 }
 
 fn describe(actions: &[Action], names: &Names) -> Vec<String> {
-    actions
-        .iter()
-        .map(|action| action.describe(names))
-        .collect()
+    actions.iter().map(|action| action.describe(names)).collect()
 }
 
 fn flush_ipv6_cache() {

@@ -99,19 +99,12 @@ pub struct Names(pub BTreeMap<u32, String>);
 
 impl Names {
     pub fn interface(&self, index: u32) -> String {
-        self.0
-            .get(&index)
-            .cloned()
-            .unwrap_or_else(|| format!("if{index}"))
+        self.0.get(&index).cloned().unwrap_or_else(|| format!("if{index}"))
     }
 
     /// `ip route …` arguments after the verb.
     pub fn route_args(&self, route: &Route) -> String {
-        let mut out = if route.is_default() {
-            "default".to_owned()
-        } else {
-            route.destination.to_string()
-        };
+        let mut out = if route.is_default() { "default".to_owned() } else { route.destination.to_string() };
         if let Some(gateway) = route.gateway {
             out += &format!(" via {gateway}");
         }
@@ -130,21 +123,13 @@ impl Names {
         if let Some(metric) = route.metric {
             out += &format!(" metric {metric}");
         }
-        out += &format!(
-            " proto {} table {}",
-            route.protocol,
-            table_name(route.table)
-        );
+        out += &format!(" proto {} table {}", route.protocol, table_name(route.table));
         out
     }
 
     /// The `ip` command that performs `verb` (add/del) on `route`.
     pub fn route_command(&self, verb: &str, route: &Route) -> String {
-        format!(
-            "ip {} route {verb} {}",
-            route.family().ip_flag(),
-            self.route_args(route)
-        )
+        format!("ip {} route {verb} {}", route.family().ip_flag(), self.route_args(route))
     }
 }
 
@@ -158,29 +143,17 @@ pub fn rule_args(rule: &Rule) -> String {
     if let Some(destination) = rule.destination {
         out += &format!(" to {}", host_or_prefix(destination));
     }
-    out += &format!(
-        " lookup {} priority {} protocol {}",
-        table_name(rule.table),
-        rule.priority,
-        rule.protocol
-    );
+    out +=
+        &format!(" lookup {} priority {} protocol {}", table_name(rule.table), rule.priority, rule.protocol);
     out
 }
 
 pub fn rule_command(verb: &str, rule: &Rule) -> String {
-    format!(
-        "ip {} rule {verb} {}",
-        rule.family.ip_flag(),
-        rule_args(rule)
-    )
+    format!("ip {} rule {verb} {}", rule.family.ip_flag(), rule_args(rule))
 }
 
 fn host_or_prefix(net: IpNet) -> String {
-    if net.prefix_len() == net.max_prefix_len() {
-        net.addr().to_string()
-    } else {
-        net.to_string()
-    }
+    if net.prefix_len() == net.max_prefix_len() { net.addr().to_string() } else { net.to_string() }
 }
 
 fn table_name(table: u32) -> String {

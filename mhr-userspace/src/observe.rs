@@ -42,8 +42,7 @@ pub struct Address {
 
 impl Address {
     pub fn network(&self) -> IpNet {
-        IpNet::new(self.address, self.prefix_len)
-            .map_or_else(|_| IpNet::from(self.address), |n| n.trunc())
+        IpNet::new(self.address, self.prefix_len).map_or_else(|_| IpNet::from(self.address), |n| n.trunc())
     }
 
     pub fn family(&self) -> Family {
@@ -66,61 +65,33 @@ impl Observed {
     }
 
     pub fn names(&self) -> Names {
-        Names(
-            self.links
-                .iter()
-                .map(|link| (link.index, link.name.clone()))
-                .collect(),
-        )
+        Names(self.links.iter().map(|link| (link.index, link.name.clone())).collect())
     }
 
     pub fn addresses_of(&self, interface: u32) -> impl Iterator<Item = &Address> {
-        self.addresses
-            .iter()
-            .filter(move |a| a.interface == interface)
+        self.addresses.iter().filter(move |a| a.interface == interface)
     }
 }
 
 /// Dumps links, global addresses, unicast routes of every table and rules.
 pub async fn observe(handle: &Handle) -> Result<Observed, ObserveError> {
     let err = |what| move |source| ObserveError { what, source };
-    let links: Vec<LinkMessage> = handle
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(err("links"))?;
-    let addresses: Vec<AddressMessage> = handle
-        .address()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(err("addresses"))?;
+    let links: Vec<LinkMessage> = handle.link().get().execute().try_collect().await.map_err(err("links"))?;
+    let addresses: Vec<AddressMessage> =
+        handle.address().get().execute().try_collect().await.map_err(err("addresses"))?;
     let mut routes = Vec::new();
     for request in [
         RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
         RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
     ] {
-        let messages: Vec<RouteMessage> = handle
-            .route()
-            .get(request)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(err("routes"))?;
+        let messages: Vec<RouteMessage> =
+            handle.route().get(request).execute().try_collect().await.map_err(err("routes"))?;
         routes.extend(messages.iter().filter_map(route_from_message));
     }
     let mut rules = Vec::new();
     for version in [IpVersion::V4, IpVersion::V6] {
-        let messages: Vec<RuleMessage> = handle
-            .rule()
-            .get(version)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(err("rules"))?;
+        let messages: Vec<RuleMessage> =
+            handle.rule().get(version).execute().try_collect().await.map_err(err("rules"))?;
         rules.extend(messages.iter().filter_map(rule_from_message));
     }
     Ok(Observed {
@@ -161,11 +132,7 @@ fn address_from_message(message: &AddressMessage) -> Option<Address> {
             _ => None,
         })
     })?;
-    Some(Address {
-        interface: message.header.index,
-        address,
-        prefix_len: message.header.prefix_len,
-    })
+    Some(Address { interface: message.header.index, address, prefix_len: message.header.prefix_len })
 }
 
 fn ip_of(address: &RouteAddress) -> Option<IpAddr> {
@@ -235,17 +202,13 @@ pub fn rule_from_message(message: &RuleMessage) -> Option<Rule> {
         source: None,
         destination: None,
         protocol: 0,
-        other_selectors: header.action != RuleAction::ToTable
-            || header.tos != 0
-            || !header.flags.is_empty(),
+        other_selectors: header.action != RuleAction::ToTable || header.tos != 0 || !header.flags.is_empty(),
     };
     for attribute in &message.attributes {
         match attribute {
             RuleAttribute::Priority(priority) => rule.priority = *priority,
             RuleAttribute::Table(table) => rule.table = *table,
-            RuleAttribute::Source(address) => {
-                rule.source = IpNet::new(*address, header.src_len).ok()
-            }
+            RuleAttribute::Source(address) => rule.source = IpNet::new(*address, header.src_len).ok(),
             RuleAttribute::Destination(address) => {
                 rule.destination = IpNet::new(*address, header.dst_len).ok()
             }

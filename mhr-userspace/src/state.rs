@@ -69,18 +69,15 @@ fn parse_tables(text: &str) -> Result<BTreeMap<String, u32>, String> {
         let (Some(id), Some(name), None) = (fields.next(), fields.next(), fields.next()) else {
             return Err(format!("line {}: expected `<table> <name>`", number + 1));
         };
-        let id = id
-            .parse()
-            .map_err(|_| format!("line {}: `{id}` is not a table number", number + 1))?;
+        let id = id.parse().map_err(|_| format!("line {}: `{id}` is not a table number", number + 1))?;
         tables.insert(name.to_owned(), id);
     }
     Ok(tables)
 }
 
 pub fn render_tables(tables: &BTreeMap<u32, String>) -> String {
-    let mut text = String::from(
-        "# Written by mhr: one routing table per uplink. `mhr down` removes this file.\n",
-    );
+    let mut text =
+        String::from("# Written by mhr: one routing table per uplink. `mhr down` removes this file.\n");
     for (id, name) in tables {
         text += &format!("{id} {name}\n");
     }
@@ -88,10 +85,7 @@ pub fn render_tables(tables: &BTreeMap<u32, String>) -> String {
 }
 
 /// Writes the table names, or removes the file when there are none.
-pub fn write_tables(
-    rt_tables_dir: &Path,
-    tables: &BTreeMap<u32, String>,
-) -> Result<(), StateError> {
+pub fn write_tables(rt_tables_dir: &Path, tables: &BTreeMap<u32, String>) -> Result<(), StateError> {
     let path = tables_path(rt_tables_dir);
     if tables.is_empty() {
         return remove_optional(&path);
@@ -104,10 +98,7 @@ pub fn read_moved(state_dir: &Path) -> Result<Vec<MovedRoute>, StateError> {
     let Some(text) = read_optional(&path)? else {
         return Ok(Vec::new());
     };
-    serde_json::from_str(&text).map_err(|err| StateError::Corrupt {
-        path,
-        reason: err.to_string(),
-    })
+    serde_json::from_str(&text).map_err(|err| StateError::Corrupt { path, reason: err.to_string() })
 }
 
 /// Writes the moved routes, or removes the file when there are none.
@@ -116,10 +107,8 @@ pub fn write_moved(state_dir: &Path, moved: &[MovedRoute]) -> Result<(), StateEr
     if moved.is_empty() {
         return remove_optional(&path);
     }
-    let text = serde_json::to_string_pretty(moved).map_err(|err| StateError::Write {
-        path: path.clone(),
-        source: io::Error::other(err),
-    })?;
+    let text = serde_json::to_string_pretty(moved)
+        .map_err(|err| StateError::Write { path: path.clone(), source: io::Error::other(err) })?;
     write_atomically(&path, &text)
 }
 
@@ -127,10 +116,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, StateError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StateError::Read {
-            path: path.to_owned(),
-            source,
-        }),
+        Err(source) => Err(StateError::Read { path: path.to_owned(), source }),
     }
 }
 
@@ -138,19 +124,13 @@ fn remove_optional(path: &Path) -> Result<(), StateError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(StateError::Write {
-            path: path.to_owned(),
-            source,
-        }),
+        Err(source) => Err(StateError::Write { path: path.to_owned(), source }),
     }
 }
 
 /// Temp file + rename: a crash leaves the old or the new content, never half.
 fn write_atomically(path: &Path, text: &str) -> Result<(), StateError> {
-    let fail = |source| StateError::Write {
-        path: path.to_owned(),
-        source,
-    };
+    let fail = |source| StateError::Write { path: path.to_owned(), source };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(fail)?;
     }
@@ -172,23 +152,13 @@ mod tests {
         let text = render_tables(&tables);
         assert!(text.contains("7100 ens3\n7101 ens4\n"));
         let parsed = parse_tables(&text).unwrap();
-        assert_eq!(
-            parsed,
-            BTreeMap::from([("ens3".to_owned(), 7100), ("ens4".to_owned(), 7101)])
-        );
+        assert_eq!(parsed, BTreeMap::from([("ens3".to_owned(), 7100), ("ens4".to_owned(), 7101)]));
     }
 
     #[test]
     fn corrupt_tables_file_names_the_line() {
-        assert_eq!(
-            parse_tables("7100 ens3\nbogus\n").unwrap_err(),
-            "line 2: expected `<table> <name>`"
-        );
-        assert!(
-            parse_tables("x ens3\n")
-                .unwrap_err()
-                .contains("not a table number")
-        );
+        assert_eq!(parse_tables("7100 ens3\nbogus\n").unwrap_err(), "line 2: expected `<table> <name>`");
+        assert!(parse_tables("x ens3\n").unwrap_err().contains("not a table number"));
     }
 
     #[test]
@@ -205,10 +175,7 @@ mod tests {
             metric: Some(200),
             onlink: false,
         };
-        let moved = vec![MovedRoute {
-            interface: "ens4".into(),
-            route,
-        }];
+        let moved = vec![MovedRoute { interface: "ens4".into(), route }];
         write_moved(&dir, &moved).unwrap();
         assert_eq!(read_moved(&dir).unwrap(), moved);
         write_moved(&dir, &[]).unwrap();

@@ -46,10 +46,7 @@ pub struct Status {
 }
 
 fn gateway_status(gateway: Option<(Gateway, GatewaySource)>) -> Option<GatewayStatus> {
-    gateway.map(|(gateway, learned_from)| GatewayStatus {
-        gateway: gateway.to_string(),
-        learned_from,
-    })
+    gateway.map(|(gateway, learned_from)| GatewayStatus { gateway: gateway.to_string(), learned_from })
 }
 
 impl Engine {
@@ -80,9 +77,7 @@ impl Engine {
                 routes: desired
                     .routes
                     .iter()
-                    .filter(|route| {
-                        route.table == uplink.table || route.interface == Some(uplink.index)
-                    })
+                    .filter(|route| route.table == uplink.table || route.interface == Some(uplink.index))
                     .map(|route| ObjectStatus {
                         object: names.route_args(route),
                         present: observed.routes.contains(route),

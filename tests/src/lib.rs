@@ -19,11 +19,7 @@ pub use temp_dir::TempDir;
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     #[error("`{command}` failed ({status}): {stderr}")]
-    Command {
-        command: String,
-        status: std::process::ExitStatus,
-        stderr: String,
-    },
+    Command { command: String, status: std::process::ExitStatus, stderr: String },
     #[error("{what}")]
     Io {
         what: String,
@@ -55,9 +51,7 @@ pub(crate) fn describe(command: &Command) -> String {
 /// Runs a command to completion; fails unless it exits 0.
 pub(crate) fn checked(command: &mut Command) -> Result<Output> {
     let shown = describe(command);
-    let output = command
-        .output()
-        .map_err(LabError::io(format!("could not start `{shown}`")))?;
+    let output = command.output().map_err(LabError::io(format!("could not start `{shown}`")))?;
     if !output.status.success() {
         return Err(LabError::Command {
             command: shown,

@@ -94,9 +94,7 @@ impl Netns {
                     .map_err(|errno| LabError::io(format!("entering {path}"))(errno.into()))?;
                 Ok(f())
             });
-            worker
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
 
@@ -104,10 +102,7 @@ impl Netns {
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         self.run(|| std::fs::write(&path, value))?
-            .map_err(LabError::io(format!(
-                "writing {value} to {path} in {}",
-                self.name
-            )))
+            .map_err(LabError::io(format!("writing {value} to {path} in {}", self.name)))
     }
 }
 
@@ -117,10 +112,7 @@ impl Drop for Netns {
             return;
         }
         if let Err(err) = checked(Command::new("ip").args(["netns", "del", &self.name])) {
-            eprintln!(
-                "warning: could not remove network namespace {}: {err}",
-                self.name
-            );
+            eprintln!("warning: could not remove network namespace {}: {err}", self.name);
         }
     }
 }
@@ -133,10 +125,7 @@ fn remove_orphans() {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split('-').next())
-        else {
+        let Some(pid) = name.strip_prefix(PREFIX).and_then(|rest| rest.split('-').next()) else {
             continue;
         };
         if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {

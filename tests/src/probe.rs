@@ -21,10 +21,7 @@ pub fn ping(from: &Netns, to: IpAddr, timeout: Duration) -> Result<bool> {
     let seconds = timeout.as_secs().max(1).to_string();
     let mut command = from.command("ping");
     command.args(["-n", "-q", "-c", "1", "-W", &seconds, &to.to_string()]);
-    let output = command.output().map_err(LabError::io(format!(
-        "could not run ping in {}",
-        from.name()
-    )))?;
+    let output = command.output().map_err(LabError::io(format!("could not run ping in {}", from.name())))?;
     Ok(output.status.success())
 }
 
@@ -41,10 +38,7 @@ pub fn tcp_exchange(from: &Netns, to: SocketAddr, timeout: Duration) -> Result<b
         let mut banner = [0u8; BANNER.len()];
         Ok(stream.read_exact(&mut banner).is_ok() && banner == BANNER)
     })?
-    .map_err(LabError::io(format!(
-        "TCP probe from {} to {to}",
-        from.name()
-    )))
+    .map_err(LabError::io(format!("TCP probe from {} to {to}", from.name())))
 }
 
 /// A TCP server inside a namespace that greets every connection with
@@ -59,17 +53,9 @@ impl TcpResponder {
     pub fn start(netns: &Netns, port: u16) -> Result<Self> {
         let listener = netns
             .run(move || TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)))?
-            .map_err(LabError::io(format!(
-                "listening on port {port} in {}",
-                netns.name()
-            )))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(LabError::io("making the listener non-blocking"))?;
-        let port = listener
-            .local_addr()
-            .map_err(LabError::io("reading the listener address"))?
-            .port();
+            .map_err(LabError::io(format!("listening on port {port} in {}", netns.name())))?;
+        listener.set_nonblocking(true).map_err(LabError::io("making the listener non-blocking"))?;
+        let port = listener.local_addr().map_err(LabError::io("reading the listener address"))?.port();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
@@ -82,11 +68,7 @@ impl TcpResponder {
                 }
             }
         });
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-            port,
-        })
+        Ok(Self { stop, thread: Some(thread), port })
     }
 
     pub fn port(&self) -> u16 {

@@ -63,13 +63,7 @@ impl QuietHost {
                 peer.name(),
             ])?;
             host.ip(["addr", "add", &format!("{address}/24"), "dev", interface])?;
-            peer.ip([
-                "addr",
-                "add",
-                &format!("{peer_address}/24"),
-                "dev",
-                &peer_port,
-            ])?;
+            peer.ip(["addr", "add", &format!("{peer_address}/24"), "dev", &peer_port])?;
             host.ip([
                 "neigh",
                 "replace",
@@ -94,17 +88,9 @@ impl QuietHost {
             ])?;
             host.ip(["link", "set", interface, "up"])?;
             peer.ip(["link", "set", &peer_port, "up"])?;
-            uplinks.push(QuietUplink {
-                interface: (*interface).to_owned(),
-                address,
-                peer_address,
-            });
+            uplinks.push(QuietUplink { interface: (*interface).to_owned(), address, peer_address });
         }
-        Ok(Self {
-            host,
-            peer,
-            uplinks,
-        })
+        Ok(Self { host, peer, uplinks })
     }
 
     /// Sends `count` UDP datagrams of `payload_len` bytes out of uplink

@@ -46,18 +46,12 @@ impl Uplink {
 
     fn subnet(&self) -> String {
         let octets = self.address.octets();
-        format!(
-            "{}.{}.{}.0/{}",
-            octets[0], octets[1], octets[2], self.prefix_len
-        )
+        format!("{}.{}.{}.0/{}", octets[0], octets[1], octets[2], self.prefix_len)
     }
 
     fn subnet6(&self) -> String {
         let segments = self.address6.segments();
-        format!(
-            "{:x}:{:x}:{:x}::/{}",
-            segments[0], segments[1], segments[2], self.prefix6_len
-        )
+        format!("{:x}:{:x}:{:x}::/{}", segments[0], segments[1], segments[2], self.prefix6_len)
     }
 }
 
@@ -117,16 +111,9 @@ impl SeedLab {
         let host = Netns::create_with("host", keep)?;
         let mut routers = Vec::with_capacity(UPLINKS.len());
         for uplink in &UPLINKS {
-            routers.push(Netns::create_with(
-                &format!("r{}", &uplink.interface[3..]),
-                keep,
-            )?);
+            routers.push(Netns::create_with(&format!("r{}", &uplink.interface[3..]), keep)?);
         }
-        let lab = Self {
-            host,
-            routers,
-            client,
-        };
+        let lab = Self { host, routers, client };
         for netns in lab.namespaces() {
             // Addresses usable at once: no duplicate address detection delay.
             netns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
@@ -147,30 +134,9 @@ impl SeedLab {
     fn build_client(&self) -> Result<()> {
         let c = &self.client;
         // No multicast snooping: neighbour discovery is flooded from the start.
-        c.ip([
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ])?;
-        c.ip([
-            "addr",
-            "add",
-            &format!("{CLIENT}/{INTERNET_PREFIX_LEN}"),
-            "dev",
-            "br0",
-        ])?;
-        c.ip([
-            "addr",
-            "add",
-            &format!("{CLIENT6}/{INTERNET_PREFIX6_LEN}"),
-            "dev",
-            "br0",
-            "nodad",
-        ])?;
+        c.ip(["link", "add", "br0", "type", "bridge", "mcast_snooping", "0"])?;
+        c.ip(["addr", "add", &format!("{CLIENT}/{INTERNET_PREFIX_LEN}"), "dev", "br0"])?;
+        c.ip(["addr", "add", &format!("{CLIENT6}/{INTERNET_PREFIX6_LEN}"), "dev", "br0", "nodad"])?;
         c.ip(["link", "set", "br0", "up"])?;
         Ok(())
     }
@@ -192,28 +158,11 @@ impl SeedLab {
             "netns",
             router.name(),
         ])?;
-        router.ip([
-            "link",
-            "add",
-            "wan",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &port,
-            "netns",
-            client.name(),
-        ])?;
+        router.ip(["link", "add", "wan", "type", "veth", "peer", "name", &port, "netns", client.name()])?;
         client.ip(["link", "set", &port, "master", "br0", "up"])?;
 
         // Router: addresses, forwarding, NAT and the anti-spoofing filter.
-        router.ip([
-            "addr",
-            "add",
-            &format!("{}/{}", uplink.gateway, uplink.prefix_len),
-            "dev",
-            "lan",
-        ])?;
+        router.ip(["addr", "add", &format!("{}/{}", uplink.gateway, uplink.prefix_len), "dev", "lan"])?;
         router.ip([
             "addr",
             "add",
@@ -222,13 +171,7 @@ impl SeedLab {
             "lan",
             "nodad",
         ])?;
-        router.ip([
-            "addr",
-            "add",
-            &format!("{}/{INTERNET_PREFIX_LEN}", uplink.router_wan),
-            "dev",
-            "wan",
-        ])?;
+        router.ip(["addr", "add", &format!("{}/{INTERNET_PREFIX_LEN}", uplink.router_wan), "dev", "wan"])?;
         router.ip([
             "addr",
             "add",
@@ -246,13 +189,7 @@ impl SeedLab {
         // Host: the uplink as a DHCP client would leave it, default route
         // in main included (with this uplink's metric).
         let ifname = uplink.interface;
-        host.ip([
-            "addr",
-            "add",
-            &format!("{}/{}", uplink.address, uplink.prefix_len),
-            "dev",
-            ifname,
-        ])?;
+        host.ip(["addr", "add", &format!("{}/{}", uplink.address, uplink.prefix_len), "dev", ifname])?;
         host.ip([
             "addr",
             "add",
@@ -295,14 +232,7 @@ impl SeedLab {
             "via",
             &uplink.router_wan.to_string(),
         ])?;
-        client.ip([
-            "-6",
-            "route",
-            "add",
-            &uplink.subnet6(),
-            "via",
-            &uplink.router_wan6.to_string(),
-        ])?;
+        client.ip(["-6", "route", "add", &uplink.subnet6(), "via", &uplink.router_wan6.to_string()])?;
         Ok(())
     }
 
@@ -340,13 +270,8 @@ impl SeedLab {
     /// not from its LAN.
     pub fn spoof_drops(&self, uplink_index: usize) -> Result<u64> {
         let router = &self.routers[uplink_index];
-        let output = checked(router.command("nft").args([
-            "list",
-            "chain",
-            "inet",
-            "mhr_lab_filter",
-            "forward",
-        ]))?;
+        let output =
+            checked(router.command("nft").args(["list", "chain", "inet", "mhr_lab_filter", "forward"]))?;
         let text = String::from_utf8_lossy(&output.stdout);
         Ok(text
             .split("counter packets ")
@@ -357,16 +282,12 @@ impl SeedLab {
 
     /// Every namespace of the lab: host, routers, client.
     pub fn namespaces(&self) -> impl Iterator<Item = &Netns> {
-        std::iter::once(&self.host)
-            .chain(&self.routers)
-            .chain(std::iter::once(&self.client))
+        std::iter::once(&self.host).chain(&self.routers).chain(std::iter::once(&self.client))
     }
 
     /// Commands a person can paste to look inside the lab.
     pub fn enter_hints(&self) -> Vec<String> {
-        self.namespaces()
-            .map(|ns| format!("ip netns exec {} bash", ns.name()))
-            .collect()
+        self.namespaces().map(|ns| format!("ip netns exec {} bash", ns.name())).collect()
     }
 
     /// The command that removes the lab (for a kept lab).
@@ -427,26 +348,16 @@ fn nft(netns: &Netns, ruleset: &str) -> Result<()> {
     use std::io::Write as _;
 
     let mut command = netns.command("nft");
-    command
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped());
-    command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+    command.args(["-f", "-"]).stdin(std::process::Stdio::piped());
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let shown = crate::describe(&command);
-    let mut child = command
-        .spawn()
-        .map_err(crate::LabError::io(format!("could not start `{shown}`")))?;
+    let mut child = command.spawn().map_err(crate::LabError::io(format!("could not start `{shown}`")))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(ruleset.as_bytes())
-            .map_err(crate::LabError::io(format!(
-                "writing the ruleset to `{shown}`"
-            )))?;
+            .map_err(crate::LabError::io(format!("writing the ruleset to `{shown}`")))?;
     }
-    let output = child
-        .wait_with_output()
-        .map_err(crate::LabError::io(format!("waiting for `{shown}`")))?;
+    let output = child.wait_with_output().map_err(crate::LabError::io(format!("waiting for `{shown}`")))?;
     if !output.status.success() {
         return Err(crate::LabError::Command {
             command: shown,

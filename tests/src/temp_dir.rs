@@ -9,19 +9,26 @@ use crate::{LabError, Result};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-pub struct TempDir(PathBuf);
+pub struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
 
 impl TempDir {
     pub fn new(label: &str) -> Result<Self> {
         let seq = NEXT.fetch_add(1, Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!("mhr-{label}-{}-{seq}", std::process::id()));
-        std::fs::create_dir_all(&path)
-            .map_err(LabError::io(format!("creating {}", path.display())))?;
-        Ok(Self(path))
+        std::fs::create_dir_all(&path).map_err(LabError::io(format!("creating {}", path.display())))?;
+        Ok(Self { path, keep: false })
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
+        &self.path
+    }
+
+    /// Leaves the directory in place when dropped.
+    pub fn keep(&mut self) {
+        self.keep = true;
     }
 
     /// Every file below the directory, relative to it.
@@ -40,7 +47,7 @@ impl TempDir {
             }
         }
         let mut files = Vec::new();
-        walk(&self.0, &self.0, &mut files);
+        walk(&self.path, &self.path, &mut files);
         files.sort();
         files
     }
@@ -48,6 +55,8 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }

@@ -12,10 +12,7 @@ use mhr_userspace::datapath::{AttachMode, Datapath, DatapathError, Mechanism, in
 const PAYLOAD: usize = 100;
 
 fn expected(packets: u64) -> InterfaceCounters {
-    InterfaceCounters {
-        packets,
-        bytes: packets * (PAYLOAD as u64 + UDP4_FRAME_OVERHEAD),
-    }
+    InterfaceCounters { packets, bytes: packets * (PAYLOAD as u64 + UDP4_FRAME_OVERHEAD) }
 }
 
 /// Counters of `interface` as the loaded datapath sees them.
@@ -33,14 +30,8 @@ fn counts_exact_packets_and_bytes_per_uplink() {
         .run(|| {
             let mut datapath = Datapath::load().expect("eBPF object loads");
             for interface in ["ens3", "ens4"] {
-                let attachment = datapath
-                    .attach(interface, AttachMode::Auto)
-                    .expect("attaches");
-                assert_eq!(
-                    attachment.mechanism,
-                    Mechanism::Tcx,
-                    "this kernel has TCX (≥ 6.6)"
-                );
+                let attachment = datapath.attach(interface, AttachMode::Auto).expect("attaches");
+                assert_eq!(attachment.mechanism, Mechanism::Tcx, "this kernel has TCX (≥ 6.6)");
             }
             datapath
         })
@@ -49,10 +40,8 @@ fn counts_exact_packets_and_bytes_per_uplink() {
     lab.send_udp(1, 11, PAYLOAD).unwrap();
 
     let reports = datapath.reports().expect("counters read");
-    let by_name: Vec<(&str, InterfaceCounters)> = reports
-        .iter()
-        .map(|r| (r.attachment.interface.as_str(), r.counters))
-        .collect();
+    let by_name: Vec<(&str, InterfaceCounters)> =
+        reports.iter().map(|r| (r.attachment.interface.as_str(), r.counters)).collect();
     assert_eq!(by_name, vec![("ens3", expected(7)), ("ens4", expected(11))]);
     // TCX links are file descriptors: dropping the datapath detaches them.
     drop(datapath);
@@ -62,35 +51,21 @@ fn counts_exact_packets_and_bytes_per_uplink() {
 fn clsact_attachment_counts_the_same_and_detaches_on_drop() {
     require_root();
     let lab = QuietHost::start(&["ens3", "ens4"]).expect("host starts");
-    let filters = || {
-        lab.host
-            .tc(["filter", "show", "dev", "ens3", "egress"])
-            .expect("tc lists filters")
-    };
+    let filters = || lab.host.tc(["filter", "show", "dev", "ens3", "egress"]).expect("tc lists filters");
     lab.host
         .run(|| {
             let mut datapath = Datapath::load().expect("eBPF object loads");
             for interface in ["ens3", "ens4"] {
-                let attachment = datapath
-                    .attach(interface, AttachMode::Clsact)
-                    .expect("attaches");
+                let attachment = datapath.attach(interface, AttachMode::Clsact).expect("attaches");
                 assert_eq!(attachment.mechanism, Mechanism::Clsact);
             }
-            assert!(
-                filters().contains("mhr_egress"),
-                "tc shows the filter: {}",
-                filters()
-            );
+            assert!(filters().contains("mhr_egress"), "tc shows the filter: {}", filters());
             lab.send_udp(0, 5, PAYLOAD).unwrap();
             lab.send_udp(1, 3, PAYLOAD).unwrap();
             assert_eq!(counters(&datapath, "ens3"), expected(5));
             assert_eq!(counters(&datapath, "ens4"), expected(3));
             drop(datapath);
-            assert!(
-                !filters().contains("mhr_egress"),
-                "filter removed: {}",
-                filters()
-            );
+            assert!(!filters().contains("mhr_egress"), "filter removed: {}", filters());
         })
         .unwrap();
 }
@@ -104,12 +79,8 @@ fn a_program_after_mhr_in_the_tcx_chain_still_sees_every_packet() {
         .run(|| {
             let mut first = Datapath::load().expect("first instance loads");
             let mut second = Datapath::load().expect("second instance loads");
-            first
-                .attach("ens3", AttachMode::Tcx)
-                .expect("first attaches");
-            second
-                .attach("ens3", AttachMode::Tcx)
-                .expect("second attaches after it");
+            first.attach("ens3", AttachMode::Tcx).expect("first attaches");
+            second.attach("ens3", AttachMode::Tcx).expect("second attaches after it");
             (first, second)
         })
         .unwrap();
@@ -117,11 +88,7 @@ fn a_program_after_mhr_in_the_tcx_chain_still_sees_every_packet() {
     let first_counts = first.reports().unwrap()[0].counters;
     let second_counts = second.reports().unwrap()[0].counters;
     assert_eq!(first_counts, expected(9));
-    assert_eq!(
-        second_counts,
-        expected(9),
-        "TCX_NEXT lets the next program run"
-    );
+    assert_eq!(second_counts, expected(9), "TCX_NEXT lets the next program run");
 }
 
 /// `__sk_buff` up to and including `ifindex` (offset 40): the fields
@@ -154,19 +121,9 @@ fn test_run_returns_tcx_next_and_counts_only_the_context_interface() {
                 repeat: 10,
                 ..Default::default()
             };
-            let result = datapath
-                .egress_program()
-                .unwrap()
-                .test_run(options)
-                .expect("test run");
+            let result = datapath.egress_program().unwrap().test_run(options).expect("test run");
             assert_eq!(result.return_value as i32, TCX_NEXT);
-            assert_eq!(
-                counters(&datapath, "ens3"),
-                InterfaceCounters {
-                    packets: 10,
-                    bytes: 600
-                }
-            );
+            assert_eq!(counters(&datapath, "ens3"), InterfaceCounters { packets: 10, bytes: 600 });
             assert_eq!(counters(&datapath, "ens4"), InterfaceCounters::default());
         })
         .unwrap();
@@ -178,18 +135,7 @@ fn interfaces_beyond_the_counter_array_are_counted_in_the_overflow_slot() {
     let lab = QuietHost::start(&["ens3"]).expect("host starts");
     let big_index = MAX_IFINDEX + 100;
     lab.host
-        .ip([
-            "link",
-            "add",
-            "big0",
-            "index",
-            &big_index.to_string(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "big1",
-        ])
+        .ip(["link", "add", "big0", "index", &big_index.to_string(), "type", "veth", "peer", "name", "big1"])
         .expect("interface with a large ifindex");
     lab.host
         .run(|| {
@@ -203,22 +149,11 @@ fn interfaces_beyond_the_counter_array_are_counted_in_the_overflow_slot() {
                 repeat: 3,
                 ..Default::default()
             };
-            let result = datapath
-                .egress_program()
-                .unwrap()
-                .test_run(options)
-                .expect("test run");
+            let result = datapath.egress_program().unwrap().test_run(options).expect("test run");
             assert_eq!(result.return_value as i32, TCX_NEXT);
-            let overflow = InterfaceCounters {
-                packets: 3,
-                bytes: 192,
-            };
+            let overflow = InterfaceCounters { packets: 3, bytes: 192 };
             assert_eq!(datapath.counters_for_ifindex(big_index).unwrap(), overflow);
-            assert_eq!(
-                datapath.counters_for_ifindex(MAX_IFINDEX + 7).unwrap(),
-                overflow,
-                "one shared slot"
-            );
+            assert_eq!(datapath.counters_for_ifindex(MAX_IFINDEX + 7).unwrap(), overflow, "one shared slot");
             assert_eq!(counters(&datapath, "ens3"), InterfaceCounters::default());
         })
         .unwrap();
@@ -231,9 +166,7 @@ fn attaching_to_a_missing_interface_names_it_and_attaches_nothing() {
     lab.host
         .run(|| {
             let mut datapath = Datapath::load().expect("eBPF object loads");
-            let err = datapath
-                .attach("nosuch0", AttachMode::Auto)
-                .expect_err("no such interface");
+            let err = datapath.attach("nosuch0", AttachMode::Auto).expect_err("no such interface");
             assert!(matches!(err, DatapathError::UnknownInterface(ref name) if name == "nosuch0"));
             assert_eq!(err.to_string(), "no interface named `nosuch0`");
             assert!(datapath.attachments().is_empty());

@@ -28,12 +28,7 @@ fn reachability(lab: &SeedLab, responder: &TcpResponder) -> Vec<(String, bool, b
         .flat_map(|uplink| uplink.public_addresses())
         .map(|address| {
             let ping = ping(&lab.client, address, TIMEOUT).unwrap();
-            let tcp = tcp_exchange(
-                &lab.client,
-                SocketAddr::new(address, responder.port()),
-                TIMEOUT,
-            )
-            .unwrap();
+            let tcp = tcp_exchange(&lab.client, SocketAddr::new(address, responder.port()), TIMEOUT).unwrap();
             (address.to_string(), ping, tcp)
         })
         .collect()
@@ -49,25 +44,14 @@ fn apply_makes_both_floating_ips_answer_over_ipv4_and_ipv6() {
 
     let before = reachability(&lab, &responder);
     let expected_before: Vec<bool> = vec![true, true, false, false];
-    assert_eq!(
-        before.iter().map(|(_, ping, _)| *ping).collect::<Vec<_>>(),
-        expected_before,
-        "{before:?}"
-    );
-    assert_eq!(
-        before.iter().map(|(_, _, tcp)| *tcp).collect::<Vec<_>>(),
-        expected_before,
-        "{before:?}"
-    );
+    assert_eq!(before.iter().map(|(_, ping, _)| *ping).collect::<Vec<_>>(), expected_before, "{before:?}");
+    assert_eq!(before.iter().map(|(_, _, tcp)| *tcp).collect::<Vec<_>>(), expected_before, "{before:?}");
 
     let applied = mhr(&lab.host, &config, &["apply"]);
     assert!(applied.succeeded(), "{applied:?}");
 
     let after = reachability(&lab, &responder);
-    assert!(
-        after.iter().all(|(_, ping, tcp)| *ping && *tcp),
-        "every address answers after apply: {after:?}"
-    );
+    assert!(after.iter().all(|(_, ping, tcp)| *ping && *tcp), "every address answers after apply: {after:?}");
     let checked = mhr(&lab.host, &config, &["check"]);
     assert!(checked.succeeded(), "{}", checked.output);
 }
@@ -79,45 +63,15 @@ fn second_apply_changes_nothing_and_down_restores_the_host_with_foreign_objects_
     let dir = TempDir::new("routing").unwrap();
     let config = write_config(&dir, &mhr_config(dir.path()));
     // A neighbour's table and rule that mhr must leave alone.
-    lab.host
-        .ip([
-            "route",
-            "add",
-            "192.0.2.0/24",
-            "via",
-            "10.0.3.1",
-            "dev",
-            "ens3",
-            "table",
-            "500",
-        ])
-        .unwrap();
-    lab.host
-        .ip([
-            "rule",
-            "add",
-            "from",
-            "192.0.2.99",
-            "lookup",
-            "500",
-            "priority",
-            "500",
-        ])
-        .unwrap();
+    lab.host.ip(["route", "add", "192.0.2.0/24", "via", "10.0.3.1", "dev", "ens3", "table", "500"]).unwrap();
+    lab.host.ip(["rule", "add", "from", "192.0.2.99", "lookup", "500", "priority", "500"]).unwrap();
     let before = snapshot(&lab.host);
 
     let first = mhr(&lab.host, &config, &["apply"]);
     assert!(first.succeeded(), "{first:?}");
-    assert!(
-        first.output.contains("applied 18 change(s)"),
-        "{}",
-        first.output
-    );
+    assert!(first.output.contains("applied 18 change(s)"), "{}", first.output);
     let applied = snapshot(&lab.host);
-    assert!(
-        applied.contains("from 192.0.2.99 lookup 500"),
-        "foreign rule kept:\n{applied}"
-    );
+    assert!(applied.contains("from 192.0.2.99 lookup 500"), "foreign rule kept:\n{applied}");
     assert!(
         applied.contains("192.0.2.0/24 via 10.0.3.1 dev ens3 table 500"),
         "foreign route kept:\n{applied}"
@@ -125,33 +79,18 @@ fn second_apply_changes_nothing_and_down_restores_the_host_with_foreign_objects_
     let tables = std::fs::read_to_string(dir.path().join("rt_tables.d/mhr.conf")).unwrap();
     assert!(tables.ends_with("7100 ens3\n7101 ens4\n"), "{tables}");
     assert!(
-        lab.host
-            .ip(["route", "show", "table", "7101"])
-            .unwrap()
-            .contains("default via 10.0.4.1 dev ens4")
+        lab.host.ip(["route", "show", "table", "7101"]).unwrap().contains("default via 10.0.4.1 dev ens4")
     );
 
     let second = mhr(&lab.host, &config, &["apply"]);
     assert!(second.succeeded(), "{second:?}");
     assert_eq!(second.output, "no changes: the host is as desired\n");
-    assert_eq!(
-        snapshot(&lab.host),
-        applied,
-        "a second apply changes nothing"
-    );
+    assert_eq!(snapshot(&lab.host), applied, "a second apply changes nothing");
 
     let down = mhr(&lab.host, &config, &["down"]);
     assert!(down.succeeded(), "{down:?}");
-    assert_eq!(
-        snapshot(&lab.host),
-        before,
-        "down restores every rule and route"
-    );
-    assert_eq!(
-        dir.files(),
-        vec![std::path::PathBuf::from("mhr.toml")],
-        "mhr's files are gone"
-    );
+    assert_eq!(snapshot(&lab.host), before, "down restores every rule and route");
+    assert_eq!(dir.files(), vec![std::path::PathBuf::from("mhr.toml")], "mhr's files are gone");
     let again = mhr(&lab.host, &config, &["down"]);
     assert_eq!(again.output, "no changes: mhr owns nothing here\n");
 }
@@ -166,63 +105,32 @@ fn plan_and_dry_run_change_nothing_and_plan_prints_pasteable_commands() {
     let plan = mhr(&lab.host, &config, &["plan", "--format", "ip"]);
     assert!(plan.succeeded(), "{plan:?}");
     assert!(
-        plan.output
-            .contains("ip -4 rule add from 10.0.4.10 lookup 7101 priority 7103 protocol 210\n"),
+        plan.output.contains("ip -4 rule add from 10.0.4.10 lookup 7101 priority 7103 protocol 210\n"),
         "{}",
         plan.output
     );
     assert!(
-        plan.output.contains(
-            "ip -4 route del default via 10.0.4.1 dev ens4 metric 200 proto 3 table main\n"
-        )
+        plan.output.contains("ip -4 route del default via 10.0.4.1 dev ens4 metric 200 proto 3 table main\n")
     );
     let dry = mhr(&lab.host, &config, &["apply", "--dry-run"]);
-    assert!(
-        dry.output.ends_with("18 change(s) planned\n"),
-        "{}",
-        dry.output
-    );
+    assert!(dry.output.ends_with("18 change(s) planned\n"), "{}", dry.output);
     assert_eq!(snapshot(&lab.host), before);
-    assert!(
-        dir.files().len() == 1,
-        "no files written: {:?}",
-        dir.files()
-    );
+    assert!(dir.files().len() == 1, "no files written: {:?}", dir.files());
 
     // Pasting the commands gives the same result as `mhr apply`.
     for line in plan.output.lines().filter(|l| l.starts_with("ip ")) {
         let args: Vec<&str> = line.split_whitespace().skip(1).collect();
-        lab.host
-            .ip(&args)
-            .unwrap_or_else(|err| panic!("{line}: {err}"));
+        lab.host.ip(&args).unwrap_or_else(|err| panic!("{line}: {err}"));
     }
     let status = mhr(&lab.host, &config, &["status"]);
-    assert!(
-        status
-            .output
-            .contains("in sync: apply would change nothing"),
-        "{}",
-        status.output
-    );
+    assert!(status.output.contains("in sync: apply would change nothing"), "{}", status.output);
 }
 
 #[test]
 fn bad_input_is_one_clear_error_and_leaves_the_kernel_byte_identical() {
     require_root();
     let lab = SeedLab::start().unwrap();
-    lab.host
-        .ip([
-            "route",
-            "add",
-            "192.0.2.0/24",
-            "via",
-            "10.0.3.1",
-            "dev",
-            "ens3",
-            "table",
-            "500",
-        ])
-        .unwrap();
+    lab.host.ip(["route", "add", "192.0.2.0/24", "via", "10.0.3.1", "dev", "ens3", "table", "500"]).unwrap();
     let dir = TempDir::new("routing").unwrap();
     let routing = routing_section(dir.path());
     let uplink = |name: &str, extra: &str| format!("[[uplink]]\ninterface = \"{name}\"\n{extra}\n");
@@ -232,59 +140,34 @@ fn bad_input_is_one_clear_error_and_leaves_the_kernel_byte_identical() {
             "uplink `ens9` does not exist",
         ),
         (
-            format!(
-                "{}{}",
-                uplink("ens3", "primary = true"),
-                uplink("ens4", "primary = true")
-            ),
+            format!("{}{}", uplink("ens3", "primary = true"), uplink("ens4", "primary = true")),
             "both have `primary = true`",
         ),
+        (format!("{}{}", uplink("ens3", ""), uplink("ens4", "")), "no uplink has `primary = true`"),
         (
-            format!("{}{}", uplink("ens3", ""), uplink("ens4", "")),
-            "no uplink has `primary = true`",
-        ),
-        (
-            format!(
-                "{}{}",
-                uplink("ens3", "primary = true"),
-                uplink("ens4", "gateway = \"10.0.4.300\"")
-            ),
+            format!("{}{}", uplink("ens3", "primary = true"), uplink("ens4", "gateway = \"10.0.4.300\"")),
             "mhr.toml:6:11: invalid IPv4 address syntax",
         ),
         (
-            format!(
-                "{}{}",
-                uplink("ens3", "primary = true"),
-                uplink("ens4", "table = 254")
-            ),
+            format!("{}{}", uplink("ens3", "primary = true"), uplink("ens4", "table = 254")),
             "table 254 is reserved",
         ),
         (
-            format!(
-                "{}{}",
-                uplink("ens3", "primary = true"),
-                uplink("ens4", "table = 500")
-            ),
+            format!("{}{}", uplink("ens3", "primary = true"), uplink("ens4", "table = 500")),
             "table 500 (for `ens4`) is already used by a route mhr does not own: 192.0.2.0/24 via 10.0.3.1 dev ens3",
         ),
         (
             format!("{}{}", uplink("ens3", "primary = true"), uplink("ens3", "")),
             "uplink `ens3` is configured twice",
         ),
-        (
-            format!("{}[[uplink\n", uplink("ens3", "primary = true")),
-            "mhr.toml:4:",
-        ),
+        (format!("{}[[uplink\n", uplink("ens3", "primary = true")), "mhr.toml:4:"),
     ];
     let before = snapshot(&lab.host);
     for (text, expected) in cases {
         let config = write_config(&dir, &format!("{text}{routing}"));
         let run = mhr(&lab.host, &config, &["apply"]);
         let error = run.error();
-        assert!(
-            error.contains(expected),
-            "config:\n{text}\nexpected `{expected}` in: {error}"
-        );
+        assert!(error.contains(expected), "config:\n{text}\nexpected `{expected}` in: {error}");
         assert!(!error.contains('\n'), "one line: {error}");
         assert_eq!(snapshot(&lab.host), before, "kernel untouched by:\n{text}");
         assert_eq!(dir.files(), vec![std::path::PathBuf::from("mhr.toml")]);
@@ -301,10 +184,7 @@ fn a_failure_midway_undoes_everything_already_applied() {
     let result = lab
         .host
         .run(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async {
                 let engine = Engine::connect(config).unwrap();
                 let planned = engine.plan().await.unwrap();
@@ -320,20 +200,10 @@ fn a_failure_midway_undoes_everything_already_applied() {
     let err = outcome.expect_err("apply fails");
     assert!(matches!(err, EngineError::Apply(_)), "{err:?}");
     let message = err.to_string();
-    assert!(
-        message.contains("dev ens4") && message.contains("failed"),
-        "names the failed action: {message}"
-    );
-    assert!(
-        message.contains("every change made before it was undone"),
-        "{message}"
-    );
+    assert!(message.contains("dev ens4") && message.contains("failed"), "names the failed action: {message}");
+    assert!(message.contains("every change made before it was undone"), "{message}");
     assert_eq!(snapshot(&lab.host), vanished, "no partial state");
-    assert_eq!(
-        dir.files(),
-        vec![std::path::PathBuf::from("mhr.toml")],
-        "no state written"
-    );
+    assert_eq!(dir.files(), vec![std::path::PathBuf::from("mhr.toml")], "no state written");
 }
 
 #[test]
@@ -344,52 +214,29 @@ fn check_fails_when_a_rule_is_deleted_by_hand_and_passes_after_apply() {
     let config = write_config(&dir, &mhr_config(dir.path()));
 
     let unmanaged = mhr(&lab.host, &config, &["check"]);
-    assert!(
-        matches!(unmanaged.result, Ok(Outcome::ChecksFailed)),
-        "{unmanaged:?}"
-    );
+    assert!(matches!(unmanaged.result, Ok(Outcome::ChecksFailed)), "{unmanaged:?}");
 
     assert!(mhr(&lab.host, &config, &["apply"]).succeeded());
     let healthy = mhr(&lab.host, &config, &["check", "--json"]);
     assert!(healthy.succeeded(), "{}", healthy.output);
     assert!(healthy.output.contains("\"ok\": true"));
 
-    lab.host
-        .ip([
-            "rule",
-            "del",
-            "from",
-            "10.0.4.10",
-            "lookup",
-            "7101",
-            "priority",
-            "7103",
-        ])
-        .unwrap();
+    lab.host.ip(["rule", "del", "from", "10.0.4.10", "lookup", "7101", "priority", "7103"]).unwrap();
     let drifted = mhr(&lab.host, &config, &["check"]);
+    assert!(matches!(drifted.result, Ok(Outcome::ChecksFailed)), "{drifted:?}");
     assert!(
-        matches!(drifted.result, Ok(Outcome::ChecksFailed)),
-        "{drifted:?}"
-    );
-    assert!(
-        drifted
-            .output
-            .contains("FAIL  replies from 10.0.4.10 (ens4) leave by ens4: ens3 via 10.0.3.1"),
+        drifted.output.contains("FAIL  replies from 10.0.4.10 (ens4) leave by ens4: ens3 via 10.0.3.1"),
         "{}",
         drifted.output
     );
     assert!(
-        drifted.output.contains(
-            "the rule `from 10.0.4.10 lookup 7101 priority 7103 protocol 210` is missing"
-        )
+        drifted
+            .output
+            .contains("the rule `from 10.0.4.10 lookup 7101 priority 7103 protocol 210` is missing")
     );
 
     let status = mhr(&lab.host, &config, &["status", "--json"]);
-    assert!(
-        status.output.contains("\"in_sync\": false"),
-        "{}",
-        status.output
-    );
+    assert!(status.output.contains("\"in_sync\": false"), "{}", status.output);
     assert!(mhr(&lab.host, &config, &["apply"]).succeeded());
     assert!(mhr(&lab.host, &config, &["check"]).succeeded());
 }

@@ -21,9 +21,7 @@ pub fn describe(command: &Command) -> String {
 pub fn run(command: &mut Command) -> anyhow::Result<()> {
     let shown = describe(command);
     println!("$ {shown}");
-    let status = command
-        .status()
-        .with_context(|| format!("could not start `{shown}`"))?;
+    let status = command.status().with_context(|| format!("could not start `{shown}`"))?;
     if !status.success() {
         bail!("`{shown}` failed ({status})");
     }
@@ -33,15 +31,9 @@ pub fn run(command: &mut Command) -> anyhow::Result<()> {
 /// Runs capturing output; fails unless it exits 0.
 pub fn output(command: &mut Command) -> anyhow::Result<Output> {
     let shown = describe(command);
-    let output = command
-        .output()
-        .with_context(|| format!("could not start `{shown}`"))?;
+    let output = command.output().with_context(|| format!("could not start `{shown}`"))?;
     if !output.status.success() {
-        bail!(
-            "`{shown}` failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+        bail!("`{shown}` failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr).trim());
     }
     Ok(output)
 }
@@ -54,9 +46,7 @@ pub fn stdout(command: &mut Command) -> anyhow::Result<String> {
 /// The first `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }
 
 pub fn is_root() -> bool {

@@ -1,10 +1,12 @@
-//! `cargo xtask lab`: the seed's problem, live. Brings the lab up, probes
-//! both floating IPs (and IPv6 addresses) from the internet client, runs
-//! `mhr monitor` on both uplinks while traffic flows, and tears down.
+//! `cargo xtask lab`: the seed's problem and mhr's fix, live. Brings the lab
+//! up, probes both floating IPs (and IPv6 addresses) from the internet
+//! client, shows `mhr plan --format ip`, applies, probes again, runs
+//! `mhr check`, shows mhr's egress counters, and tears everything down.
 
 use std::{
     io::{BufRead as _, BufReader},
     net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
     process::{Child, Stdio},
     sync::mpsc,
     time::Duration,
@@ -12,9 +14,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use mhr_tests::{
-    SeedLab,
+    SeedLab, TempDir,
     probe::{self, TcpResponder},
-    seed_lab::CLIENT,
+    seed_lab::{CLIENT, mhr_config},
 };
 
 use crate::cmd;
@@ -24,9 +26,37 @@ const SERVICE_PORT: u16 = 2222;
 
 #[derive(Debug, clap::Args)]
 pub struct LabArgs {
-    /// Leave the lab up afterwards and print how to enter its namespaces.
+    /// Leave the lab up (with mhr applied) and print how to enter it.
     #[arg(long)]
     keep: bool,
+}
+
+/// The `mhr` binary, run inside the lab host with the lab's config.
+struct Mhr {
+    binary: PathBuf,
+    config: PathBuf,
+}
+
+impl Mhr {
+    fn command(&self, lab: &SeedLab, args: &[&str]) -> std::process::Command {
+        let mut command = lab.host.command(&self.binary);
+        command.arg("--config").arg(&self.config).args(args);
+        command
+    }
+
+    /// Runs and relays the output; returns whether it exited 0.
+    fn show(&self, lab: &SeedLab, args: &[&str]) -> anyhow::Result<bool> {
+        let mut command = self.command(lab, args);
+        println!("$ mhr {}", args.join(" "));
+        let output = command.output().context("running mhr")?;
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            println!("   | {line}");
+        }
+        for line in String::from_utf8_lossy(&output.stderr).lines() {
+            println!("   ! {line}");
+        }
+        Ok(output.status.success())
+    }
 }
 
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
@@ -35,11 +65,14 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     }
     println!("== building mhr");
     cmd::run(cmd::cargo().args(["build", "--package", "mhr-userspace", "--bin", "mhr"]))?;
-    let mhr = cmd::workspace_root().join("target/debug/mhr");
 
     println!("\n== bringing up the seed lab");
     let lab = SeedLab::start_with(args.keep).context("building the lab")?;
-    describe(&lab);
+    let mut dir = TempDir::new("lab")?;
+    let config = dir.path().join("mhr.toml");
+    std::fs::write(&config, mhr_config(dir.path())).context("writing the lab's mhr config")?;
+    let mhr = Mhr { binary: cmd::workspace_root().join("target/debug/mhr"), config };
+    describe(&lab, &mhr.config);
     let responder = TcpResponder::start(&lab.host, SERVICE_PORT)?;
 
     println!("\n== the problem: probes from the internet client ({CLIENT})");
@@ -51,33 +84,53 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
             lab.spoof_drops(index)?
         );
     }
+    let [primary, secondary] = lab.uplinks() else { bail!("the seed lab has two uplinks") };
     println!(
         "   Replies from {} leave through {} (main's best default route) with {}'s source; its router drops them.",
-        lab.uplinks()[1].interface,
-        lab.uplinks()[0].interface,
-        lab.uplinks()[1].interface,
+        secondary.interface, primary.interface, secondary.interface,
     );
 
-    println!("\n== mhr's egress counters on both uplinks while the probes run again");
+    println!("\n== the fix, as ip commands (mhr plan --format ip)");
+    mhr.show(&lab, &["plan", "--format", "ip"])?;
+    println!("\n== mhr apply");
+    if !mhr.show(&lab, &["apply"])? {
+        bail!("mhr apply failed");
+    }
+    println!("\n== probes again, while mhr's egress classifier counts on both uplinks");
     let mut monitor = Monitor::start(&lab, &mhr)?;
     probe_all(&lab, responder.port())?;
     monitor.stop_and_print()?;
+    println!("\n== mhr check: the kernel's own route lookups");
+    if !mhr.show(&lab, &["check"])? {
+        bail!("mhr check failed after apply");
+    }
+    println!("\n== a second apply changes nothing");
+    mhr.show(&lab, &["apply"])?;
 
     drop(responder);
     if args.keep {
-        println!("\n== the lab stays up; enter it with:");
+        dir.keep();
+        println!("\n== the lab stays up with mhr applied; enter it with:");
         for hint in lab.enter_hints() {
             println!("   {hint}");
         }
-        println!("   remove it with: {}", lab.teardown_hint());
+        println!(
+            "   mhr there: ip netns exec {} {} --config {} status",
+            lab.host.name(),
+            mhr.binary.display(),
+            mhr.config.display()
+        );
+        println!("   remove it with: {}; rm -r {}", lab.teardown_hint(), dir.path().display());
     } else {
+        println!("\n== mhr down: the host as it was");
+        mhr.show(&lab, &["down"])?;
         drop(lab);
         println!("\n== lab removed");
     }
     Ok(())
 }
 
-fn describe(lab: &SeedLab) {
+fn describe(lab: &SeedLab, config: &Path) {
     println!("   host namespace: {}", lab.host.name());
     for (uplink, router) in lab.uplinks().iter().zip(&lab.routers) {
         println!(
@@ -95,19 +148,15 @@ fn describe(lab: &SeedLab) {
         );
     }
     println!("   internet client: {} ({})", lab.client.name(), CLIENT);
+    println!("   mhr config: {}", config.display());
 }
 
 fn probe_all(lab: &SeedLab, port: u16) -> anyhow::Result<()> {
     for uplink in lab.uplinks() {
         for address in uplink.public_addresses() {
             let ping = probe::ping(&lab.client, address, PROBE_TIMEOUT)?;
-            let tcp =
-                probe::tcp_exchange(&lab.client, SocketAddr::new(address, port), PROBE_TIMEOUT)?;
-            let family = if matches!(address, IpAddr::V4(_)) {
-                "IPv4"
-            } else {
-                "IPv6"
-            };
+            let tcp = probe::tcp_exchange(&lab.client, SocketAddr::new(address, port), PROBE_TIMEOUT)?;
+            let family = if matches!(address, IpAddr::V4(_)) { "IPv4" } else { "IPv6" };
             println!(
                 "   {} {family} {:<22} ping {:<6} tcp/{port} {}",
                 uplink.interface,
@@ -131,14 +180,15 @@ struct Monitor {
 }
 
 impl Monitor {
-    fn start(lab: &SeedLab, mhr: &std::path::Path) -> anyhow::Result<Self> {
-        let mut command = lab.host.command(mhr);
-        command.arg("monitor");
+    fn start(lab: &SeedLab, mhr: &Mhr) -> anyhow::Result<Self> {
+        let mut args = vec!["monitor"];
         for uplink in lab.uplinks() {
-            command.args(["--interface", uplink.interface]);
+            args.extend(["--interface", uplink.interface]);
         }
-        command.args(["--interval", "1h"]).stdout(Stdio::piped());
-        println!("$ {}", cmd::describe(&command));
+        args.extend(["--interval", "1h"]);
+        let mut command = mhr.command(lab, &args);
+        command.stdout(Stdio::piped());
+        println!("$ mhr {}", args.join(" "));
         let mut child = command.spawn().context("starting mhr monitor")?;
         let stdout = child.stdout.take().context("capturing mhr's output")?;
         let (sender, lines) = mpsc::channel();

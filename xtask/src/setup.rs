@@ -16,12 +16,8 @@ use crate::cmd;
 const BPF_LINKER_VERSION: &str = "^0.13";
 
 /// Commands the tests and the lab run, and the Debian package of each.
-const SYSTEM_COMMANDS: &[(&str, &str)] = &[
-    ("ip", "iproute2"),
-    ("tc", "iproute2"),
-    ("nft", "nftables"),
-    ("ping", "iputils-ping"),
-];
+const SYSTEM_COMMANDS: &[(&str, &str)] =
+    &[("ip", "iproute2"), ("tc", "iproute2"), ("nft", "nftables"), ("ping", "iputils-ping")];
 
 const BPFFS: &str = "/sys/fs/bpf";
 
@@ -58,11 +54,7 @@ pub fn run(_args: &SetupArgs) -> anyhow::Result<SetupReport> {
     if report.installed.is_empty() {
         println!("setup: {} checks passed, nothing installed", report.checked);
     } else {
-        println!(
-            "setup: {} checks, installed: {}",
-            report.checked,
-            report.installed.join(", ")
-        );
+        println!("setup: {} checks, installed: {}", report.checked, report.installed.join(", "));
     }
     Ok(report)
 }
@@ -77,15 +69,10 @@ fn rustup() -> anyhow::Result<Command> {
 }
 
 fn ensure_nightly(report: &mut SetupReport) -> anyhow::Result<()> {
-    let version = rustup()?
-        .args(["run", "nightly", "rustc", "--version"])
-        .output();
+    let version = rustup()?.args(["run", "nightly", "rustc", "--version"]).output();
     match version {
         Ok(out) if out.status.success() => {
-            report.ok(
-                "nightly toolchain",
-                String::from_utf8_lossy(&out.stdout).trim(),
-            );
+            report.ok("nightly toolchain", String::from_utf8_lossy(&out.stdout).trim());
         }
         _ => {
             report.installing("nightly toolchain", "not installed");
@@ -101,13 +88,8 @@ fn ensure_nightly(report: &mut SetupReport) -> anyhow::Result<()> {
             .context("installing the nightly toolchain with rustup")?;
         }
     }
-    let installed = cmd::stdout(rustup()?.args([
-        "component",
-        "list",
-        "--toolchain",
-        "nightly",
-        "--installed",
-    ]))?;
+    let installed =
+        cmd::stdout(rustup()?.args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
     if installed.lines().any(|line| line.starts_with("rust-src")) {
         report.ok("rust-src (nightly)", "installed");
     } else {
@@ -129,8 +111,7 @@ impl NightlyLlvm {
         let version = cmd::stdout(rustup()?.args(["run", "nightly", "rustc", "-vV"]))?;
         let major = llvm_major(&version)
             .with_context(|| format!("`rustc +nightly -vV` shows no LLVM version:\n{version}"))?;
-        let sysroot =
-            cmd::stdout(rustup()?.args(["run", "nightly", "rustc", "--print", "sysroot"]))?;
+        let sysroot = cmd::stdout(rustup()?.args(["run", "nightly", "rustc", "--print", "sysroot"]))?;
         let lib_dir = Path::new(sysroot.trim()).join("lib");
         let library = fs::read_dir(&lib_dir)
             .with_context(|| format!("reading {}", lib_dir.display()))?
@@ -147,25 +128,18 @@ impl NightlyLlvm {
     }
 
     fn library_name(&self) -> String {
-        self.library
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        self.library.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
 }
 
 /// `LLVM version: 22.1.4` → 22.
 fn llvm_major(rustc_verbose_version: &str) -> Option<u32> {
-    let line = rustc_verbose_version
-        .lines()
-        .find_map(|l| l.strip_prefix("LLVM version:"))?;
+    let line = rustc_verbose_version.lines().find_map(|l| l.strip_prefix("LLVM version:"))?;
     line.trim().split('.').next()?.parse().ok()
 }
 
 fn is_versioned_libllvm(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|name| name.starts_with("libLLVM.so."))
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|name| name.starts_with("libLLVM.so."))
 }
 
 fn ensure_bpf_linker(report: &mut SetupReport) -> anyhow::Result<()> {
@@ -181,10 +155,7 @@ fn ensure_bpf_linker(report: &mut SetupReport) -> anyhow::Result<()> {
             Some(problem) => problem,
         },
     };
-    report.installing(
-        "bpf-linker",
-        &format!("{why}; building against the nightly's LLVM {}", llvm.major),
-    );
+    report.installing("bpf-linker", &format!("{why}; building against the nightly's LLVM {}", llvm.major));
     build_bpf_linker(&llvm)
 }
 
@@ -210,10 +181,7 @@ fn bpf_linker_problem(path: &Path, wanted_library: &str) -> Option<String> {
     if memchr::memmem::find(&binary, wanted_library.as_bytes()).is_some() {
         None
     } else {
-        Some(format!(
-            "{} is linked against another LLVM than {wanted_library}",
-            path.display()
-        ))
+        Some(format!("{} is linked against another LLVM than {wanted_library}", path.display()))
     }
 }
 
@@ -234,13 +202,7 @@ fn build_bpf_linker(llvm: &NightlyLlvm) -> anyhow::Result<()> {
     let feature = format!("llvm-{}", llvm.major);
     cmd::run(
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args([
-                "install",
-                "--force",
-                "bpf-linker",
-                "--version",
-                BPF_LINKER_VERSION,
-            ])
+            .args(["install", "--force", "bpf-linker", "--version", BPF_LINKER_VERSION])
             .args(["--no-default-features", "--features", &feature])
             .env("LLVM_PREFIX", &prefix),
     )
@@ -267,14 +229,10 @@ fn ensure_system_packages(report: &mut SetupReport) -> anyhow::Result<()> {
     }
     let list = missing.join(" ");
     if !cmd::is_root() {
-        bail!(
-            "missing packages {list}: run `sudo apt-get install {list}` or `cargo xtask setup` as root"
-        );
+        bail!("missing packages {list}: run `sudo apt-get install {list}` or `cargo xtask setup` as root");
     }
     if cmd::which("apt-get").is_none() {
-        bail!(
-            "missing packages {list} and no apt-get here: install them with this system's package manager"
-        );
+        bail!("missing packages {list} and no apt-get here: install them with this system's package manager");
     }
     cmd::run(Command::new("apt-get").arg("update").arg("-q"))
         .context("apt-get update (needs the Debian package mirror)")?;
@@ -295,9 +253,7 @@ fn ensure_bpffs(report: &mut SetupReport) -> anyhow::Result<()> {
     }
     report.installing("bpffs", &format!("not mounted at {BPFFS}"));
     if !cmd::is_root() {
-        bail!(
-            "bpffs is not mounted: run `sudo mount -t bpf bpf {BPFFS}` or `cargo xtask setup` as root"
-        );
+        bail!("bpffs is not mounted: run `sudo mount -t bpf bpf {BPFFS}` or `cargo xtask setup` as root");
     }
     cmd::run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))
         .with_context(|| format!("mounting bpffs at {BPFFS}"))
@@ -325,18 +281,12 @@ mod tests {
     #[test]
     fn only_a_bpf_mount_at_the_bpffs_path_counts() {
         assert!(bpffs_mounted("bpf /sys/fs/bpf bpf rw,relatime 0 0\n"));
-        assert!(!bpffs_mounted(
-            "none /sys/fs/bpf tmpfs rw 0 0\nbpf /mnt bpf rw 0 0\n"
-        ));
+        assert!(!bpffs_mounted("none /sys/fs/bpf tmpfs rw 0 0\nbpf /mnt bpf rw 0 0\n"));
     }
 
     #[test]
     fn versioned_libllvm_is_recognised() {
-        assert!(is_versioned_libllvm(Path::new(
-            "/x/lib/libLLVM.so.22.1-rust-1.97.0-nightly"
-        )));
-        assert!(!is_versioned_libllvm(Path::new(
-            "/x/lib/libLLVM-22-rust-1.97.0-nightly.so"
-        )));
+        assert!(is_versioned_libllvm(Path::new("/x/lib/libLLVM.so.22.1-rust-1.97.0-nightly")));
+        assert!(!is_versioned_libllvm(Path::new("/x/lib/libLLVM-22-rust-1.97.0-nightly.so")));
     }
 }

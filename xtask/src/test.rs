@@ -73,13 +73,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             "the privileged tests need root (network namespaces, bpf): rerun as root, e.g. `sudo -E env PATH=$PATH cargo xtask test`, or pass --skip-privileged to run only the rest"
         );
     }
-    passed += cargo_test(cmd::cargo().args([
-        "test",
-        "--package",
-        "mhr-tests",
-        "--",
-        "--test-threads=1",
-    ]))?;
+    passed += cargo_test(cmd::cargo().args(["test", "--package", "mhr-tests", "--", "--test-threads=1"]))?;
     println!("\nall checks passed: {passed} tests");
     Ok(())
 }
@@ -92,9 +86,7 @@ fn section(title: &str) {
 fn nightly_cargo() -> anyhow::Result<Command> {
     let rustup = cmd::which("rustup").context("rustup not found on PATH")?;
     let mut command = Command::new(rustup);
-    command
-        .args(["run", "nightly", "cargo"])
-        .current_dir(cmd::workspace_root());
+    command.args(["run", "nightly", "cargo"]).current_dir(cmd::workspace_root());
     // Let the nightly cargo pick its own rustc, not the stable one xtask runs under.
     for var in ["RUSTC", "RUSTDOC", "CARGO", "RUSTUP_TOOLCHAIN"] {
         command.env_remove(var);
@@ -106,10 +98,8 @@ fn nightly_cargo() -> anyhow::Result<Command> {
 fn cargo_test(command: &mut Command) -> anyhow::Result<usize> {
     let shown = cmd::describe(command);
     println!("$ {shown}");
-    let mut child = command
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("could not start `{shown}`"))?;
+    let mut child =
+        command.stdout(Stdio::piped()).spawn().with_context(|| format!("could not start `{shown}`"))?;
     let stdout = child.stdout.take().context("capturing test output")?;
     let mut passed = 0;
     for line in BufReader::new(stdout).lines() {
@@ -117,9 +107,7 @@ fn cargo_test(command: &mut Command) -> anyhow::Result<usize> {
         println!("{line}");
         passed += passed_count(&line).unwrap_or(0);
     }
-    let status = child
-        .wait()
-        .with_context(|| format!("waiting for `{shown}`"))?;
+    let status = child.wait().with_context(|| format!("waiting for `{shown}`"))?;
     if !status.success() {
         bail!("`{shown}` failed ({status})");
     }
@@ -139,7 +127,8 @@ mod tests {
 
     #[test]
     fn passed_count_reads_the_libtest_summary() {
-        let line = "test result: ok. 12 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        let line =
+            "test result: ok. 12 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s";
         assert_eq!(passed_count(line), Some(12));
         assert_eq!(passed_count("running 3 tests"), None);
     }

@@ -53,8 +53,7 @@ async fn watch(
     duration: Option<Duration>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let deadline = tokio::time::sleep(duration.unwrap_or(Duration::MAX));
     tokio::pin!(deadline);
@@ -70,11 +69,7 @@ async fn watch(
     }
 }
 
-fn print_reports(
-    reports: &[InterfaceReport],
-    heading: &str,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+fn print_reports(reports: &[InterfaceReport], heading: &str, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(out, "{heading}:")?;
     writeln!(
         out,

@@ -61,15 +61,7 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
             Command::Apply(args) => {
                 let planned = engine.plan().await?;
                 if args.dry_run {
-                    print_plan(
-                        &planned,
-                        &engine,
-                        &PlanArgs {
-                            format: PlanFormat::Human,
-                            json: false,
-                        },
-                        out,
-                    )?;
+                    print_plan(&planned, &engine, &PlanArgs { format: PlanFormat::Human, json: false }, out)?;
                     return Ok(Outcome::Success);
                 }
                 let applied = engine.apply(&planned).await?;
@@ -93,11 +85,7 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                     for action in &applied.actions {
                         writeln!(out, "  {action}")?;
                     }
-                    writeln!(
-                        out,
-                        "removed mhr's routing ({} change(s))",
-                        applied.actions.len()
-                    )?;
+                    writeln!(out, "removed mhr's routing ({} change(s))", applied.actions.len())?;
                 }
             }
             Command::Status(args) => {
@@ -138,22 +126,15 @@ fn print_plan(
     let routing = &engine.config().routing;
     let tables_path = state::tables_path(&routing.rt_tables_dir);
     let tables_changed = state::read_tables(&routing.rt_tables_dir)?
-        != planned
-            .tables
-            .iter()
-            .map(|(id, name)| (name.clone(), *id))
-            .collect();
+        != planned.tables.iter().map(|(id, name)| (name.clone(), *id)).collect();
     match args.format {
         PlanFormat::Ip => {
             for action in &planned.actions {
                 writeln!(out, "{}", action.ip_command(&planned.names))?;
             }
             if tables_changed {
-                let lines: String = planned
-                    .tables
-                    .iter()
-                    .map(|(id, name)| format!("{id} {name}\\n"))
-                    .collect();
+                let lines: String =
+                    planned.tables.iter().map(|(id, name)| format!("{id} {name}\\n")).collect();
                 writeln!(out, "printf '{lines}' > {}", tables_path.display())?;
             }
             if !planned.actions.is_empty() {
@@ -195,19 +176,11 @@ fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(
             out,
             "  addresses: {}",
-            if uplink.addresses.is_empty() {
-                "none".into()
-            } else {
-                uplink.addresses.join(", ")
-            }
+            if uplink.addresses.is_empty() { "none".into() } else { uplink.addresses.join(", ") }
         )?;
         for (family, gateway) in [("IPv4", &uplink.gateway4), ("IPv6", &uplink.gateway6)] {
             if let Some(gateway) = gateway {
-                writeln!(
-                    out,
-                    "  {family} gateway: {} (from {:?})",
-                    gateway.gateway, gateway.learned_from
-                )?;
+                writeln!(out, "  {family} gateway: {} (from {:?})", gateway.gateway, gateway.learned_from)?;
             }
         }
         for object in uplink.rules.iter().chain(&uplink.routes) {

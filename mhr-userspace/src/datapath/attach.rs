@@ -57,14 +57,9 @@ pub(super) fn attach_egress(
 
 fn attach_tcx(program: &mut SchedClassifier, interface: &str) -> Result<(), DatapathError> {
     let options = TcAttachOptions::TcxOrder(LinkOrder::default());
-    program
-        .attach_with_options(interface, TcAttachType::Egress, options)
-        .map(drop)
-        .map_err(|source| DatapathError::Attach {
-            interface: interface.to_owned(),
-            mechanism: Mechanism::Tcx,
-            source,
-        })
+    program.attach_with_options(interface, TcAttachType::Egress, options).map(drop).map_err(|source| {
+        DatapathError::Attach { interface: interface.to_owned(), mechanism: Mechanism::Tcx, source }
+    })
 }
 
 fn attach_clsact(program: &mut SchedClassifier, interface: &str) -> Result<(), DatapathError> {
@@ -72,21 +67,13 @@ fn attach_clsact(program: &mut SchedClassifier, interface: &str) -> Result<(), D
         Ok(()) => {}
         Err(TcError::NetlinkError(err)) if err.raw_os_error() == Some(libc::EEXIST) => {}
         Err(source) => {
-            return Err(DatapathError::Clsact {
-                interface: interface.to_owned(),
-                source,
-            });
+            return Err(DatapathError::Clsact { interface: interface.to_owned(), source });
         }
     }
     let options = TcAttachOptions::Netlink(NlOptions::default());
-    program
-        .attach_with_options(interface, TcAttachType::Egress, options)
-        .map(drop)
-        .map_err(|source| DatapathError::Attach {
-            interface: interface.to_owned(),
-            mechanism: Mechanism::Clsact,
-            source,
-        })
+    program.attach_with_options(interface, TcAttachType::Egress, options).map(drop).map_err(|source| {
+        DatapathError::Attach { interface: interface.to_owned(), mechanism: Mechanism::Clsact, source }
+    })
 }
 
 /// Kernels without TCX reject the link type with EINVAL (unknown attach
@@ -95,8 +82,6 @@ fn tcx_unsupported(error: &ProgramError) -> bool {
     let ProgramError::SyscallError(syscall) = error else {
         return false;
     };
-    matches!(
-        syscall.io_error.raw_os_error(),
-        Some(libc::EINVAL | libc::EOPNOTSUPP)
-    ) || syscall.io_error.kind() == io::ErrorKind::Unsupported
+    matches!(syscall.io_error.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))
+        || syscall.io_error.kind() == io::ErrorKind::Unsupported
 }

@@ -96,25 +96,15 @@ impl Datapath {
 
     fn load_object(object: &[u8]) -> Result<Self, DatapathError> {
         let mut ebpf = Ebpf::load(object).map_err(DatapathError::Load)?;
-        let map = ebpf
-            .take_map(INTERFACE_COUNTERS_MAP)
-            .ok_or(DatapathError::MissingMap(INTERFACE_COUNTERS_MAP))?;
-        let counters = PerCpuArray::try_from(map).map_err(|source| DatapathError::MapType {
-            name: INTERFACE_COUNTERS_MAP,
-            source,
-        })?;
-        let mut datapath = Self {
-            ebpf,
-            counters,
-            attachments: Vec::new(),
-        };
+        let map =
+            ebpf.take_map(INTERFACE_COUNTERS_MAP).ok_or(DatapathError::MissingMap(INTERFACE_COUNTERS_MAP))?;
+        let counters = PerCpuArray::try_from(map)
+            .map_err(|source| DatapathError::MapType { name: INTERFACE_COUNTERS_MAP, source })?;
+        let mut datapath = Self { ebpf, counters, attachments: Vec::new() };
         datapath
             .egress_program()?
             .load()
-            .map_err(|source| DatapathError::ProgramLoad {
-                name: EGRESS_PROGRAM,
-                source,
-            })?;
+            .map_err(|source| DatapathError::ProgramLoad { name: EGRESS_PROGRAM, source })?;
         Ok(datapath)
     }
 
@@ -124,26 +114,15 @@ impl Datapath {
             .program_mut(EGRESS_PROGRAM)
             .ok_or(DatapathError::MissingProgram(EGRESS_PROGRAM))?
             .try_into()
-            .map_err(|source| DatapathError::ProgramType {
-                name: EGRESS_PROGRAM,
-                source,
-            })
+            .map_err(|source| DatapathError::ProgramType { name: EGRESS_PROGRAM, source })
     }
 
     /// Attaches the egress classifier to `interface`; see [`AttachMode`].
-    pub fn attach(
-        &mut self,
-        interface: &str,
-        mode: AttachMode,
-    ) -> Result<&Attachment, DatapathError> {
+    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<&Attachment, DatapathError> {
         let ifindex = interface_index(interface)?;
         let program = self.egress_program()?;
         let mechanism = attach::attach_egress(program, interface, mode)?;
-        self.attachments.push(Attachment {
-            interface: interface.to_owned(),
-            ifindex,
-            mechanism,
-        });
+        self.attachments.push(Attachment { interface: interface.to_owned(), ifindex, mechanism });
         Ok(self.attachments.last().expect("pushed above"))
     }
 
@@ -156,16 +135,10 @@ impl Datapath {
         self.attachments
             .iter()
             .map(|attachment| {
-                let counters = self
-                    .counters_for_ifindex(attachment.ifindex)
-                    .map_err(|source| DatapathError::ReadCounters {
-                        interface: attachment.interface.clone(),
-                        source,
-                    })?;
-                Ok(InterfaceReport {
-                    attachment: attachment.clone(),
-                    counters,
-                })
+                let counters = self.counters_for_ifindex(attachment.ifindex).map_err(|source| {
+                    DatapathError::ReadCounters { interface: attachment.interface.clone(), source }
+                })?;
+                Ok(InterfaceReport { attachment: attachment.clone(), counters })
             })
             .collect()
     }
@@ -173,9 +146,7 @@ impl Datapath {
     /// Counters of the slot `ifindex` is counted in, summed over CPUs.
     pub fn counters_for_ifindex(&self, ifindex: u32) -> Result<InterfaceCounters, MapError> {
         let per_cpu = self.counters.get(&counter_slot(ifindex), 0)?;
-        Ok(per_cpu
-            .iter()
-            .fold(InterfaceCounters::default(), |sum, cpu| sum.merge(*cpu)))
+        Ok(per_cpu.iter().fold(InterfaceCounters::default(), |sum, cpu| sum.merge(*cpu)))
     }
 }
 

@@ -13,8 +13,7 @@ use serde::Serialize;
 use crate::{
     config::{Config, UplinkConfig},
     model::{
-        Family, IPV6_DEFAULT_METRIC, MAIN_TABLE, Names, Route, Rule, SCOPE_LINK, SCOPE_UNIVERSE,
-        rule_args,
+        Family, IPV6_DEFAULT_METRIC, MAIN_TABLE, Names, Route, Rule, SCOPE_LINK, SCOPE_UNIVERSE, rule_args,
     },
     observe::{Address, Observed},
     state::MovedRoute,
@@ -27,42 +26,15 @@ pub enum PlanError {
     #[error(
         "cannot learn the {family} gateway of `{interface}`: no default route via `{interface}` in any table; set `{key}` for this uplink in {path}"
     )]
-    GatewayUnknown {
-        path: String,
-        interface: String,
-        family: Family,
-        key: &'static str,
-    },
-    #[error(
-        "table {table} (for `{interface}`) is already used by a route mhr does not own: {object}"
-    )]
-    TableHasForeignRoute {
-        table: u32,
-        interface: String,
-        object: String,
-    },
-    #[error(
-        "table {table} (for `{interface}`) is already used by a rule mhr does not own: {object}"
-    )]
-    TableHasForeignRule {
-        table: u32,
-        interface: String,
-        object: String,
-    },
-    #[error(
-        "priority {priority} (for `{interface}`) is already used by a rule mhr does not own: {object}"
-    )]
-    PriorityTaken {
-        priority: u32,
-        interface: String,
-        object: String,
-    },
+    GatewayUnknown { path: String, interface: String, family: Family, key: &'static str },
+    #[error("table {table} (for `{interface}`) is already used by a route mhr does not own: {object}")]
+    TableHasForeignRoute { table: u32, interface: String, object: String },
+    #[error("table {table} (for `{interface}`) is already used by a rule mhr does not own: {object}")]
+    TableHasForeignRule { table: u32, interface: String, object: String },
+    #[error("priority {priority} (for `{interface}`) is already used by a rule mhr does not own: {object}")]
+    PriorityTaken { priority: u32, interface: String, object: String },
     #[error("no free table left in table_range {start}–{end} for `{interface}`")]
-    TablesExhausted {
-        start: u32,
-        end: u32,
-        interface: String,
-    },
+    TablesExhausted { start: u32, end: u32, interface: String },
 }
 
 /// A default gateway: an address, or the link itself (point-to-point).
@@ -146,10 +118,7 @@ pub struct Desired {
 impl Desired {
     /// `table name` lines for rt_tables.d.
     pub fn table_names(&self) -> BTreeMap<u32, String> {
-        self.uplinks
-            .iter()
-            .map(|u| (u.table, u.interface.clone()))
-            .collect()
+        self.uplinks.iter().map(|u| (u.table, u.interface.clone())).collect()
     }
 }
 
@@ -168,12 +137,10 @@ pub fn desired(
     let mut desired = Desired::default();
 
     for (position, uplink) in config.uplinks.iter().enumerate() {
-        let link = observed
-            .link(&uplink.interface)
-            .ok_or_else(|| PlanError::UnknownInterface {
-                path: path.clone(),
-                interface: uplink.interface.clone(),
-            })?;
+        let link = observed.link(&uplink.interface).ok_or_else(|| PlanError::UnknownInterface {
+            path: path.clone(),
+            interface: uplink.interface.clone(),
+        })?;
         let table = tables[position];
         let base = config.routing.priority_range[0] + 2 * position as u32;
         let addresses: Vec<&Address> = observed.addresses_of(link.index).collect();
@@ -183,27 +150,18 @@ pub fn desired(
             primary: uplink.primary,
             up: link.up,
             table,
-            addresses: addresses
-                .iter()
-                .filter_map(|a| IpNet::new(a.address, a.prefix_len).ok())
-                .collect(),
+            addresses: addresses.iter().filter_map(|a| IpNet::new(a.address, a.prefix_len).ok()).collect(),
             gateway4: None,
             gateway6: None,
             to_priority: base,
             from_priority: base + 1,
         };
         if addresses.is_empty() {
-            desired.notes.push(format!(
-                "{}: no global address yet, nothing to route",
-                uplink.interface
-            ));
+            desired.notes.push(format!("{}: no global address yet, nothing to route", uplink.interface));
         }
         for family in [Family::V4, Family::V6] {
-            let family_addresses: Vec<&Address> = addresses
-                .iter()
-                .copied()
-                .filter(|a| a.family() == family)
-                .collect();
+            let family_addresses: Vec<&Address> =
+                addresses.iter().copied().filter(|a| a.family() == family).collect();
             if family_addresses.is_empty() {
                 continue;
             }
@@ -221,24 +179,13 @@ pub fn desired(
                 path: path.clone(),
                 interface: uplink.interface.clone(),
                 family,
-                key: if family == Family::V4 {
-                    "gateway"
-                } else {
-                    "gateway6"
-                },
+                key: if family == Family::V4 { "gateway" } else { "gateway6" },
             })?;
             match family {
                 Family::V4 => plan.gateway4 = Some(gateway),
                 Family::V6 => plan.gateway6 = Some(gateway),
             }
-            table_routes(
-                &mut desired.routes,
-                protocol,
-                table,
-                link.index,
-                &family_addresses,
-                gateway.0,
-            );
+            table_routes(&mut desired.routes, protocol, table, link.index, &family_addresses, gateway.0);
             for address in &family_addresses {
                 let host = IpNet::from(address.address);
                 let rule = |priority, source, destination| Rule {
@@ -250,24 +197,12 @@ pub fn desired(
                     protocol,
                     other_selectors: false,
                 };
-                desired
-                    .rules
-                    .insert(rule(plan.from_priority, Some(host), None));
+                desired.rules.insert(rule(plan.from_priority, Some(host), None));
                 if config.routing.to_rules {
-                    desired
-                        .rules
-                        .insert(rule(plan.to_priority, None, Some(host)));
+                    desired.rules.insert(rule(plan.to_priority, None, Some(host)));
                 }
             }
-            main_default(
-                &mut desired,
-                observed,
-                protocol,
-                uplink,
-                link.index,
-                family,
-                gateway.0,
-            );
+            main_default(&mut desired, observed, protocol, uplink, link.index, family, gateway.0);
         }
         desired.uplinks.push(plan);
     }
@@ -289,21 +224,10 @@ fn allocate_tables(
         .iter()
         .filter(|r| r.protocol != protocol)
         .map(|r| r.table)
-        .chain(
-            observed
-                .rules
-                .iter()
-                .filter(|r| r.protocol != protocol)
-                .map(|r| r.table),
-        )
+        .chain(observed.rules.iter().filter(|r| r.protocol != protocol).map(|r| r.table))
         .collect();
     let kept = |uplink: &UplinkConfig| {
-        uplink.table.or_else(|| {
-            registry
-                .get(&uplink.interface)
-                .copied()
-                .filter(|t| range.contains(t))
-        })
+        uplink.table.or_else(|| registry.get(&uplink.interface).copied().filter(|t| range.contains(t)))
     };
     // Tables spoken for: explicit ones, and every registry entry (also of
     // uplinks no longer configured, whose routes are about to go).
@@ -314,9 +238,7 @@ fn allocate_tables(
         let table = match kept(uplink) {
             Some(table) => table,
             None => {
-                let free = range
-                    .clone()
-                    .find(|t| !taken.contains(t) && !foreign_tables.contains(t));
+                let free = range.clone().find(|t| !taken.contains(t) && !foreign_tables.contains(t));
                 free.ok_or_else(|| PlanError::TablesExhausted {
                     start: *range.start(),
                     end: *range.end(),
@@ -351,40 +273,24 @@ fn learn_gateway(
     let protocol = config.routing.protocol;
     let defaults = || {
         observed.routes.iter().filter(move |r| {
-            r.is_default()
-                && r.family() == family
-                && r.interface == Some(index)
-                && r.gateway.is_some()
+            r.is_default() && r.family() == family && r.interface == Some(index) && r.gateway.is_some()
         })
     };
-    let pick = |source, found: Option<&Route>| {
-        found
-            .and_then(|r| r.gateway)
-            .map(|g| (Gateway::Via(g), source))
-    };
-    pick(
-        GatewaySource::MainTable,
-        defaults().find(|r| r.table == MAIN_TABLE && r.protocol != protocol),
-    )
-    .or_else(|| {
-        pick(
-            GatewaySource::OtherTable,
-            defaults().find(|r| r.table != table && r.protocol != protocol),
-        )
-    })
-    .or_else(|| {
-        pick(
-            GatewaySource::Owned,
-            defaults().find(|r| r.table == table && r.protocol == protocol),
-        )
-    })
-    .or_else(|| {
-        let recorded = moved
-            .iter()
-            .find(|m| m.interface == uplink.interface && m.route.family() == family);
-        pick(GatewaySource::Moved, recorded.map(|m| &m.route))
-    })
-    .or_else(|| point_to_point.then_some((Gateway::OnLink, GatewaySource::PointToPoint)))
+    let pick =
+        |source, found: Option<&Route>| found.and_then(|r| r.gateway).map(|g| (Gateway::Via(g), source));
+    pick(GatewaySource::MainTable, defaults().find(|r| r.table == MAIN_TABLE && r.protocol != protocol))
+        .or_else(|| {
+            pick(GatewaySource::OtherTable, defaults().find(|r| r.table != table && r.protocol != protocol))
+        })
+        .or_else(|| {
+            pick(GatewaySource::Owned, defaults().find(|r| r.table == table && r.protocol == protocol))
+        })
+        .or_else(|| {
+            let recorded =
+                moved.iter().find(|m| m.interface == uplink.interface && m.route.family() == family);
+            pick(GatewaySource::Moved, recorded.map(|m| &m.route))
+        })
+        .or_else(|| point_to_point.then_some((Gateway::OnLink, GatewaySource::PointToPoint)))
 }
 
 /// The uplink's table: connected prefix routes (with `src` for IPv4), a host
@@ -399,18 +305,17 @@ fn table_routes(
 ) {
     let family = addresses[0].family();
     let metric = (family == Family::V6).then_some(IPV6_DEFAULT_METRIC);
-    let route =
-        |destination: IpNet, gateway: Option<IpAddr>, source: Option<IpAddr>, scope: u8| Route {
-            table,
-            destination,
-            gateway,
-            interface: Some(index),
-            source,
-            protocol,
-            scope,
-            metric,
-            onlink: false,
-        };
+    let route = |destination: IpNet, gateway: Option<IpAddr>, source: Option<IpAddr>, scope: u8| Route {
+        table,
+        destination,
+        gateway,
+        interface: Some(index),
+        source,
+        protocol,
+        scope,
+        metric,
+        onlink: false,
+    };
     let source_for = |address: &Address| (family == Family::V4).then_some(address.address);
     let mut seen = BTreeSet::new();
     for address in addresses {
@@ -418,42 +323,20 @@ fn table_routes(
         if network.prefix_len() == network.max_prefix_len() || !seen.insert(network) {
             continue;
         }
-        let scope = if family == Family::V4 {
-            SCOPE_LINK
-        } else {
-            SCOPE_UNIVERSE
-        };
+        let scope = if family == Family::V4 { SCOPE_LINK } else { SCOPE_UNIVERSE };
         routes.insert(route(network, None, source_for(address), scope));
     }
     match gateway {
         Gateway::Via(via) => {
             let on_link = seen.iter().any(|network| network.contains(&via)) || is_link_local(via);
             if !on_link {
-                let scope = if family == Family::V4 {
-                    SCOPE_LINK
-                } else {
-                    SCOPE_UNIVERSE
-                };
-                routes.insert(route(
-                    IpNet::from(via),
-                    None,
-                    source_for(addresses[0]),
-                    scope,
-                ));
+                let scope = if family == Family::V4 { SCOPE_LINK } else { SCOPE_UNIVERSE };
+                routes.insert(route(IpNet::from(via), None, source_for(addresses[0]), scope));
             }
-            routes.insert(route(
-                family.default_route(),
-                Some(via),
-                None,
-                SCOPE_UNIVERSE,
-            ));
+            routes.insert(route(family.default_route(), Some(via), None, SCOPE_UNIVERSE));
         }
         Gateway::OnLink => {
-            let scope = if family == Family::V4 {
-                SCOPE_LINK
-            } else {
-                SCOPE_UNIVERSE
-            };
+            let scope = if family == Family::V4 { SCOPE_LINK } else { SCOPE_UNIVERSE };
             routes.insert(route(family.default_route(), None, None, scope));
         }
     }
@@ -478,10 +361,7 @@ fn main_default(
     gateway: Gateway,
 ) {
     let in_main = observed.routes.iter().filter(|r| {
-        r.table == MAIN_TABLE
-            && r.is_default()
-            && r.family() == family
-            && r.interface == Some(index)
+        r.table == MAIN_TABLE && r.is_default() && r.family() == family && r.interface == Some(index)
     });
     if uplink.primary {
         if in_main.clone().any(|r| r.protocol != protocol) {
@@ -489,14 +369,7 @@ fn main_default(
         }
         let (gateway, scope) = match gateway {
             Gateway::Via(via) => (Some(via), SCOPE_UNIVERSE),
-            Gateway::OnLink => (
-                None,
-                if family == Family::V4 {
-                    SCOPE_LINK
-                } else {
-                    SCOPE_UNIVERSE
-                },
-            ),
+            Gateway::OnLink => (None, if family == Family::V4 { SCOPE_LINK } else { SCOPE_UNIVERSE }),
         };
         desired.routes.insert(Route {
             table: MAIN_TABLE,
@@ -510,9 +383,7 @@ fn main_default(
             onlink: false,
         });
     } else {
-        desired
-            .release
-            .extend(in_main.filter(|r| r.protocol != protocol).cloned());
+        desired.release.extend(in_main.filter(|r| r.protocol != protocol).cloned());
     }
 }
 
@@ -523,10 +394,8 @@ fn check_clashes(config: &Config, observed: &Observed, desired: &Desired) -> Res
     let names = observed.names();
     for uplink in &desired.uplinks {
         let interface = || uplink.interface.clone();
-        if let Some(route) = observed
-            .routes
-            .iter()
-            .find(|r| r.table == uplink.table && r.protocol != protocol)
+        if let Some(route) =
+            observed.routes.iter().find(|r| r.table == uplink.table && r.protocol != protocol)
         {
             return Err(PlanError::TableHasForeignRoute {
                 table: uplink.table,
@@ -624,10 +493,7 @@ impl Action {
                 )
             }
             Self::RestoreDefault { route, interface } => {
-                format!(
-                    "restore {interface}'s default route to main: {}",
-                    names.route_args(route)
-                )
+                format!("restore {interface}'s default route to main: {}", names.route_args(route))
             }
         }
     }
@@ -637,26 +503,13 @@ impl Action {
 /// new routes before the rules that point at them, stale rules before the
 /// routes they point at, and main's extra default routes last.
 pub fn diff(desired: &Desired, observed: &Observed, protocol: u8) -> Vec<Action> {
-    let owned_routes: BTreeSet<&Route> = observed
-        .routes
-        .iter()
-        .filter(|r| r.protocol == protocol)
-        .collect();
-    let owned_rules: BTreeSet<&Rule> = observed
-        .rules
-        .iter()
-        .filter(|r| r.protocol == protocol)
-        .collect();
+    let owned_routes: BTreeSet<&Route> = observed.routes.iter().filter(|r| r.protocol == protocol).collect();
+    let owned_rules: BTreeSet<&Rule> = observed.rules.iter().filter(|r| r.protocol == protocol).collect();
     let names = observed.names();
     let mut actions = Vec::new();
-    let (main_adds, table_adds): (Vec<&Route>, Vec<&Route>) = desired
-        .routes
-        .iter()
-        .filter(|r| !owned_routes.contains(r))
-        .partition(|r| r.table == MAIN_TABLE);
-    actions.extend(table_adds.into_iter().map(|route| Action::AddRoute {
-        route: route.clone(),
-    }));
+    let (main_adds, table_adds): (Vec<&Route>, Vec<&Route>) =
+        desired.routes.iter().filter(|r| !owned_routes.contains(r)).partition(|r| r.table == MAIN_TABLE);
+    actions.extend(table_adds.into_iter().map(|route| Action::AddRoute { route: route.clone() }));
     actions.extend(
         desired
             .rules
@@ -668,29 +521,18 @@ pub fn diff(desired: &Desired, observed: &Observed, protocol: u8) -> Vec<Action>
         owned_rules
             .iter()
             .filter(|r| !desired.rules.contains(r))
-            .map(|rule| Action::DeleteRule {
-                rule: (*rule).clone(),
-            }),
+            .map(|rule| Action::DeleteRule { rule: (*rule).clone() }),
     );
     actions.extend(
         owned_routes
             .iter()
             .filter(|r| !desired.routes.contains(r))
-            .map(|route| Action::DeleteRoute {
-                route: (*route).clone(),
-            }),
+            .map(|route| Action::DeleteRoute { route: (*route).clone() }),
     );
-    actions.extend(main_adds.into_iter().map(|route| Action::AddRoute {
+    actions.extend(main_adds.into_iter().map(|route| Action::AddRoute { route: route.clone() }));
+    actions.extend(desired.release.iter().map(|route| Action::ReleaseDefault {
         route: route.clone(),
-    }));
-    actions.extend(desired.release.iter().map(|route| {
-        Action::ReleaseDefault {
-            route: route.clone(),
-            interface: route
-                .interface
-                .map(|i| names.interface(i))
-                .unwrap_or_default(),
-        }
+        interface: route.interface.map(|i| names.interface(i)).unwrap_or_default(),
     }));
     actions
 }
@@ -709,15 +551,9 @@ pub fn teardown(observed: &Observed, protocol: u8, moved: &[MovedRoute]) -> Vec<
         let Some(link) = observed.link(&record.interface) else {
             continue;
         };
-        let route = Route {
-            interface: Some(link.index),
-            ..record.route.clone()
-        };
+        let route = Route { interface: Some(link.index), ..record.route.clone() };
         if !observed.routes.contains(&route) {
-            actions.push(Action::RestoreDefault {
-                route,
-                interface: record.interface.clone(),
-            });
+            actions.push(Action::RestoreDefault { route, interface: record.interface.clone() });
         }
     }
     actions.extend(
@@ -725,9 +561,7 @@ pub fn teardown(observed: &Observed, protocol: u8, moved: &[MovedRoute]) -> Vec<
             .routes
             .iter()
             .filter(|r| r.protocol == protocol)
-            .map(|route| Action::DeleteRoute {
-                route: route.clone(),
-            }),
+            .map(|route| Action::DeleteRoute { route: route.clone() }),
     );
     actions
 }

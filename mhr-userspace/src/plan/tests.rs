@@ -53,56 +53,20 @@ fn kernel_rule(family: Family, priority: u32, table: u32) -> Rule {
 
 /// The seed lab's host before mhr: both uplinks' default routes in main.
 fn seed_host() -> Observed {
-    let link = |index, name: &str| Link {
-        index,
-        name: name.into(),
-        up: true,
-        point_to_point: false,
-    };
+    let link = |index, name: &str| Link { index, name: name.into(), up: true, point_to_point: false };
     let address = |interface, address: &str, prefix_len| Address {
         interface,
         address: address.parse().unwrap(),
         prefix_len,
     };
     let mut routes = vec![
-        route(
-            MAIN_TABLE,
-            "0.0.0.0/0",
-            Some("10.0.3.1"),
-            2,
-            BOOT,
-            Some(100),
-        ),
-        route(
-            MAIN_TABLE,
-            "0.0.0.0/0",
-            Some("10.0.4.1"),
-            3,
-            BOOT,
-            Some(200),
-        ),
-        route(
-            MAIN_TABLE,
-            "::/0",
-            Some("2001:db8:3::1"),
-            2,
-            BOOT,
-            Some(100),
-        ),
-        route(
-            MAIN_TABLE,
-            "::/0",
-            Some("2001:db8:4::1"),
-            3,
-            BOOT,
-            Some(200),
-        ),
+        route(MAIN_TABLE, "0.0.0.0/0", Some("10.0.3.1"), 2, BOOT, Some(100)),
+        route(MAIN_TABLE, "0.0.0.0/0", Some("10.0.4.1"), 3, BOOT, Some(200)),
+        route(MAIN_TABLE, "::/0", Some("2001:db8:3::1"), 2, BOOT, Some(100)),
+        route(MAIN_TABLE, "::/0", Some("2001:db8:4::1"), 3, BOOT, Some(200)),
     ];
     for (index, net) in [(2, "10.0.3.0/24"), (3, "10.0.4.0/24")] {
-        routes.push(Route {
-            scope: SCOPE_LINK,
-            ..route(MAIN_TABLE, net, None, index, KERNEL, None)
-        });
+        routes.push(Route { scope: SCOPE_LINK, ..route(MAIN_TABLE, net, None, index, KERNEL, None) });
     }
     let rules = [Family::V4, Family::V6]
         .into_iter()
@@ -143,10 +107,9 @@ fn moved_records(actions: &[Action]) -> Vec<MovedRoute> {
     actions
         .iter()
         .filter_map(|action| match action {
-            Action::ReleaseDefault { route, interface } => Some(MovedRoute {
-                interface: interface.clone(),
-                route: route.clone(),
-            }),
+            Action::ReleaseDefault { route, interface } => {
+                Some(MovedRoute { interface: interface.clone(), route: route.clone() })
+            }
             _ => None,
         })
         .collect()
@@ -161,27 +124,12 @@ fn plan(config: &Config, observed: &Observed) -> Result<(Desired, Vec<Action>), 
 #[test]
 fn seed_host_gets_a_table_rules_and_one_default_in_main() {
     let (desired, actions) = plan(&seed_config(), &seed_host()).unwrap();
-    let [ens3, ens4] = &desired.uplinks[..] else {
-        panic!("two uplinks")
-    };
+    let [ens3, ens4] = &desired.uplinks[..] else { panic!("two uplinks") };
     assert_eq!((ens3.table, ens4.table), (7100, 7101));
     assert_eq!((ens4.to_priority, ens4.from_priority), (7102, 7103));
-    assert_eq!(
-        ens4.gateway4,
-        Some((
-            Gateway::Via("10.0.4.1".parse().unwrap()),
-            GatewaySource::MainTable
-        ))
-    );
+    assert_eq!(ens4.gateway4, Some((Gateway::Via("10.0.4.1".parse().unwrap()), GatewaySource::MainTable)));
 
-    let table = |t| {
-        desired
-            .routes
-            .iter()
-            .filter(move |r| r.table == t)
-            .cloned()
-            .collect::<Vec<_>>()
-    };
+    let table = |t| desired.routes.iter().filter(move |r| r.table == t).cloned().collect::<Vec<_>>();
     let connected = Route {
         source: Some("10.0.4.10".parse().unwrap()),
         scope: SCOPE_LINK,
@@ -190,20 +138,10 @@ fn seed_host_gets_a_table_rules_and_one_default_in_main() {
     let ens4_table = table(7101);
     assert!(ens4_table.contains(&connected));
     assert!(ens4_table.contains(&route(7101, "0.0.0.0/0", Some("10.0.4.1"), 3, MHR, None)));
-    assert!(ens4_table.contains(&route(
-        7101,
-        "::/0",
-        Some("2001:db8:4::1"),
-        3,
-        MHR,
-        Some(1024)
-    )));
+    assert!(ens4_table.contains(&route(7101, "::/0", Some("2001:db8:4::1"), 3, MHR, Some(1024))));
     assert!(ens4_table.contains(&route(7101, "2001:db8:4::/64", None, 3, MHR, Some(1024))));
     assert_eq!(ens4_table.len(), 4);
-    assert!(
-        table(MAIN_TABLE).is_empty(),
-        "the primary's default is already in main"
-    );
+    assert!(table(MAIN_TABLE).is_empty(), "the primary's default is already in main");
 
     let from = |address: &str, table, priority| Rule {
         family: Family::of(&address.parse::<IpAddr>().unwrap()),
@@ -216,25 +154,15 @@ fn seed_host_gets_a_table_rules_and_one_default_in_main() {
     };
     assert!(desired.rules.contains(&from("10.0.4.10", 7101, 7103)));
     assert!(desired.rules.contains(&from("2001:db8:4::10", 7101, 7103)));
-    assert_eq!(
-        desired.rules.len(),
-        8,
-        "from and to rules for four addresses"
-    );
+    assert_eq!(desired.rules.len(), 8, "from and to rules for four addresses");
 
     let released: Vec<&Route> = desired.release.iter().collect();
     assert_eq!(released.len(), 2, "ens4's v4 and v6 defaults leave main");
-    assert!(
-        released
-            .iter()
-            .all(|r| r.interface == Some(3) && r.table == MAIN_TABLE)
-    );
+    assert!(released.iter().all(|r| r.interface == Some(3) && r.table == MAIN_TABLE));
 
     assert_eq!(actions.len(), 8 + 8 + 2);
     assert!(matches!(actions.first(), Some(Action::AddRoute { .. })));
-    assert!(
-        matches!(actions.last(), Some(Action::ReleaseDefault { interface, .. }) if interface == "ens4")
-    );
+    assert!(matches!(actions.last(), Some(Action::ReleaseDefault { interface, .. }) if interface == "ens4"));
 }
 
 #[test]
@@ -244,13 +172,9 @@ fn planning_again_after_applying_changes_nothing() {
     let (_, actions) = plan(&config, &host).unwrap();
     let applied = after(&host, &actions);
     let moved = moved_records(&actions);
-    let desired = desired(
-        &config,
-        &applied,
-        &BTreeMap::from([("ens3".into(), 7100), ("ens4".into(), 7101)]),
-        &moved,
-    )
-    .unwrap();
+    let desired =
+        desired(&config, &applied, &BTreeMap::from([("ens3".into(), 7100), ("ens4".into(), 7101)]), &moved)
+            .unwrap();
     assert_eq!(
         desired.uplinks[1].gateway4.map(|g| g.1),
         Some(GatewaySource::Owned),
@@ -275,29 +199,17 @@ fn teardown_returns_the_host_to_its_state_before_apply() {
         (routes, rules)
     };
     assert_eq!(sorted(&restored), sorted(&host));
-    let first_delete = down
-        .iter()
-        .position(|a| matches!(a, Action::DeleteRoute { .. }))
-        .unwrap();
-    let last_restore = down
-        .iter()
-        .rposition(|a| matches!(a, Action::RestoreDefault { .. }))
-        .unwrap();
-    assert!(
-        last_restore < first_delete,
-        "main gets its routes back before mhr's copies go"
-    );
+    let first_delete = down.iter().position(|a| matches!(a, Action::DeleteRoute { .. })).unwrap();
+    let last_restore = down.iter().rposition(|a| matches!(a, Action::RestoreDefault { .. })).unwrap();
+    assert!(last_restore < first_delete, "main gets its routes back before mhr's copies go");
 }
 
 #[test]
 fn foreign_objects_are_never_planned_for_deletion() {
     let mut host = seed_host();
-    host.routes
-        .push(route(500, "192.0.2.0/24", None, 2, BOOT, None));
-    host.rules.push(Rule {
-        source: Some("192.0.2.99/32".parse().unwrap()),
-        ..kernel_rule(Family::V4, 500, 500)
-    });
+    host.routes.push(route(500, "192.0.2.0/24", None, 2, BOOT, None));
+    host.rules
+        .push(Rule { source: Some("192.0.2.99/32".parse().unwrap()), ..kernel_rule(Family::V4, 500, 500) });
     let (_, actions) = plan(&seed_config(), &host).unwrap();
     for action in &actions {
         match action {
@@ -321,11 +233,7 @@ fn stale_owned_objects_are_removed() {
 fn an_uplink_keeps_its_table_from_the_registry() {
     let registry = BTreeMap::from([("ens4".into(), 7150), ("gone0".into(), 7100)]);
     let desired = desired(&seed_config(), &seed_host(), &registry, &[]).unwrap();
-    let tables: Vec<(String, u32)> = desired
-        .uplinks
-        .iter()
-        .map(|u| (u.interface.clone(), u.table))
-        .collect();
+    let tables: Vec<(String, u32)> = desired.uplinks.iter().map(|u| (u.interface.clone(), u.table)).collect();
     assert_eq!(
         tables,
         vec![("ens3".into(), 7101), ("ens4".into(), 7150)],
@@ -336,8 +244,7 @@ fn an_uplink_keeps_its_table_from_the_registry() {
 #[test]
 fn allocation_skips_tables_used_by_foreign_objects() {
     let mut host = seed_host();
-    host.routes
-        .push(route(7100, "192.0.2.0/24", None, 2, BOOT, None));
+    host.routes.push(route(7100, "192.0.2.0/24", None, 2, BOOT, None));
     let (desired, _) = plan(&seed_config(), &host).unwrap();
     assert_eq!(desired.uplinks[0].table, 7101);
     assert_eq!(desired.uplinks[1].table, 7102);
@@ -346,8 +253,7 @@ fn allocation_skips_tables_used_by_foreign_objects() {
 #[test]
 fn an_explicit_table_with_foreign_routes_is_refused_naming_both() {
     let mut host = seed_host();
-    host.routes
-        .push(route(500, "192.0.2.0/24", None, 2, BOOT, None));
+    host.routes.push(route(500, "192.0.2.0/24", None, 2, BOOT, None));
     let config = config(
         "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens4\"\ntable = 500\n",
     );
@@ -371,21 +277,16 @@ fn a_foreign_rule_on_mhr_priorities_is_refused() {
 
 #[test]
 fn an_unknown_interface_is_named() {
-    let config = config(
-        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens9\"\n",
-    );
+    let config =
+        config("[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens9\"\n");
     let err = plan(&config, &seed_host()).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "mhr.toml: uplink `ens9` does not exist on this host"
-    );
+    assert_eq!(err.to_string(), "mhr.toml: uplink `ens9` does not exist on this host");
 }
 
 #[test]
 fn an_unlearnable_gateway_names_the_config_key() {
     let mut host = seed_host();
-    host.routes
-        .retain(|r| !(r.is_default() && r.interface == Some(3) && r.family() == Family::V6));
+    host.routes.retain(|r| !(r.is_default() && r.interface == Some(3) && r.family() == Family::V6));
     let err = plan(&seed_config(), &host).unwrap_err();
     assert!(
         matches!(err, PlanError::GatewayUnknown { key: "gateway6", ref interface, .. } if interface == "ens4")
@@ -398,16 +299,10 @@ fn an_unlearnable_gateway_names_the_config_key() {
     let (desired, _) = plan(&configured, &host).unwrap();
     assert_eq!(
         desired.uplinks[1].gateway6,
-        Some((
-            Gateway::Via("fe80::1".parse().unwrap()),
-            GatewaySource::Config
-        ))
+        Some((Gateway::Via("fe80::1".parse().unwrap()), GatewaySource::Config))
     );
     assert!(
-        !desired
-            .routes
-            .iter()
-            .any(|r| r.destination == "fe80::1/128".parse().unwrap()),
+        !desired.routes.iter().any(|r| r.destination == "fe80::1/128".parse().unwrap()),
         "a link-local gateway needs no host route"
     );
 }
@@ -416,17 +311,10 @@ fn an_unlearnable_gateway_names_the_config_key() {
 fn a_point_to_point_uplink_gets_a_default_dev_route() {
     let mut host = seed_host();
     host.links[2].point_to_point = true;
-    host.routes
-        .retain(|r| !(r.is_default() && r.interface == Some(3)));
+    host.routes.retain(|r| !(r.is_default() && r.interface == Some(3)));
     let (desired, _) = plan(&seed_config(), &host).unwrap();
-    assert_eq!(
-        desired.uplinks[1].gateway4,
-        Some((Gateway::OnLink, GatewaySource::PointToPoint))
-    );
-    let default = Route {
-        scope: SCOPE_LINK,
-        ..route(7101, "0.0.0.0/0", None, 3, MHR, None)
-    };
+    assert_eq!(desired.uplinks[1].gateway4, Some((Gateway::OnLink, GatewaySource::PointToPoint)));
+    let default = Route { scope: SCOPE_LINK, ..route(7101, "0.0.0.0/0", None, 3, MHR, None) };
     assert!(desired.routes.contains(&default));
 }
 
@@ -447,20 +335,12 @@ fn a_gateway_outside_every_prefix_gets_a_host_route() {
 #[test]
 fn a_primary_without_a_default_in_main_gets_one() {
     let mut host = seed_host();
-    host.routes
-        .retain(|r| !(r.is_default() && r.interface == Some(2) && r.family() == Family::V4));
+    host.routes.retain(|r| !(r.is_default() && r.interface == Some(2) && r.family() == Family::V4));
     let config = config(
         "[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"10.0.3.1\"\n[[uplink]]\ninterface = \"ens4\"\n",
     );
     let (desired, _) = plan(&config, &host).unwrap();
-    assert!(desired.routes.contains(&route(
-        MAIN_TABLE,
-        "0.0.0.0/0",
-        Some("10.0.3.1"),
-        2,
-        MHR,
-        None
-    )));
+    assert!(desired.routes.contains(&route(MAIN_TABLE, "0.0.0.0/0", Some("10.0.3.1"), 2, MHR, None)));
 }
 
 #[test]
@@ -480,14 +360,8 @@ fn every_action_has_an_inverse_that_undoes_it() {
         assert_eq!(&action.inverse().inverse(), action);
     }
     let host = seed_host();
-    let undone = after(
-        &after(&host, &actions),
-        &actions
-            .iter()
-            .rev()
-            .map(Action::inverse)
-            .collect::<Vec<_>>(),
-    );
+    let undone =
+        after(&after(&host, &actions), &actions.iter().rev().map(Action::inverse).collect::<Vec<_>>());
     let mut expected = host.routes.clone();
     expected.sort();
     let mut got = undone.routes.clone();

@@ -37,10 +37,7 @@ pub fn mhr(netns: &Netns, config: &Path, args: &[&str]) -> Run {
             let cli = Cli::try_parse_from(&argv).expect("valid command line");
             let mut output = Vec::new();
             let result = cli::run(&cli, &mut output).map_err(|err| format!("{err:#}"));
-            Run {
-                output: String::from_utf8_lossy(&output).into_owned(),
-                result,
-            }
+            Run { output: String::from_utf8_lossy(&output).into_owned(), result }
         })
         .expect("entering the namespace")
 }
@@ -50,9 +47,7 @@ pub fn snapshot(netns: &Netns) -> String {
     let mut dump = String::new();
     for family in ["-4", "-6"] {
         dump += &netns.ip([family, "-d", "rule", "show"]).expect("ip rule");
-        dump += &netns
-            .ip([family, "-d", "route", "show", "table", "all"])
-            .expect("ip route");
+        dump += &netns.ip([family, "-d", "route", "show", "table", "all"]).expect("ip route");
     }
     dump
 }
