@@ -190,7 +190,7 @@ async fn main_default(handle: &Handle, primary: &UplinkPlan, family: Family, nam
             ok: false,
             check,
             observed: show(&path, names),
-            advice: format!("another uplink's default route wins in main; run `mhr apply` to move it out"),
+            advice: "another uplink's default route wins in main; run `mhr apply` to move it out".to_owned(),
         },
         Err(reason) => Finding {
             ok: false,
