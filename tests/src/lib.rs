@@ -4,6 +4,7 @@
 //!
 //! Fixtures shell out to `ip` and `nft` (the product never does).
 
+pub mod many_uplinks;
 pub mod netns;
 pub mod probe;
 pub mod quiet_host;
@@ -52,6 +53,27 @@ pub(crate) fn describe(command: &Command) -> String {
 pub(crate) fn checked(command: &mut Command) -> Result<Output> {
     let shown = describe(command);
     let output = command.output().map_err(LabError::io(format!("could not start `{shown}`")))?;
+    if !output.status.success() {
+        return Err(LabError::Command {
+            command: shown,
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(output)
+}
+
+/// Runs a command with `input` on its stdin; fails unless it exits 0.
+pub(crate) fn checked_with_input(command: &mut Command, input: &str) -> Result<Output> {
+    use std::{io::Write as _, process::Stdio};
+
+    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let shown = describe(command);
+    let mut child = command.spawn().map_err(LabError::io(format!("could not start `{shown}`")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).map_err(LabError::io(format!("feeding `{shown}`")))?;
+    }
+    let output = child.wait_with_output().map_err(LabError::io(format!("waiting for `{shown}`")))?;
     if !output.status.success() {
         return Err(LabError::Command {
             command: shown,

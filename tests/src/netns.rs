@@ -62,6 +62,12 @@ impl Netns {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// `ip -n <name> -batch -` fed with `commands` (one per line).
+    pub fn ip_batch(&self, commands: &str) -> Result<()> {
+        crate::checked_with_input(Command::new("ip").args(["-n", &self.name, "-batch", "-"]), commands)
+            .map(drop)
+    }
+
     /// `tc -n <name> ARGS`, returning stdout.
     pub fn tc<I, S>(&self, args: I) -> Result<String>
     where

@@ -345,25 +345,5 @@ table inet mhr_lab_filter {{
 }
 
 fn nft(netns: &Netns, ruleset: &str) -> Result<()> {
-    use std::io::Write as _;
-
-    let mut command = netns.command("nft");
-    command.args(["-f", "-"]).stdin(std::process::Stdio::piped());
-    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let shown = crate::describe(&command);
-    let mut child = command.spawn().map_err(crate::LabError::io(format!("could not start `{shown}`")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(ruleset.as_bytes())
-            .map_err(crate::LabError::io(format!("writing the ruleset to `{shown}`")))?;
-    }
-    let output = child.wait_with_output().map_err(crate::LabError::io(format!("waiting for `{shown}`")))?;
-    if !output.status.success() {
-        return Err(crate::LabError::Command {
-            command: shown,
-            status: output.status,
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    Ok(())
+    crate::checked_with_input(netns.command("nft").args(["-f", "-"]), ruleset).map(drop)
 }

@@ -240,3 +240,28 @@ fn check_fails_when_a_rule_is_deleted_by_hand_and_passes_after_apply() {
     assert!(mhr(&lab.host, &config, &["apply"]).succeeded());
     assert!(mhr(&lab.host, &config, &["check"]).succeeded());
 }
+
+#[test]
+fn thirty_two_uplinks_with_several_addresses_apply_check_and_tear_down_exactly() {
+    require_root();
+    let host = mhr_tests::many_uplinks::ManyUplinks::start(32, 3, 2).unwrap();
+    let dir = TempDir::new("routing").unwrap();
+    let config = write_config(&dir, &host.mhr_config(dir.path()));
+    let before = snapshot(&host.host);
+
+    let applied = mhr(&host.host, &config, &["apply"]);
+    assert!(applied.succeeded(), "{applied:?}");
+    // Per uplink: 5 from + 5 to rules, 4 routes in its table; 31 × 2
+    // default routes leave main.
+    assert!(
+        applied.output.ends_with(&format!("applied {} change(s)\n", 32 * 14 + 31 * 2)),
+        "{}",
+        applied.output
+    );
+    let check = mhr(&host.host, &config, &["check"]);
+    assert!(check.succeeded(), "{}", check.output);
+    assert!(check.output.ends_with("all 258 checks passed\n"), "{}", check.output);
+    assert_eq!(mhr(&host.host, &config, &["apply"]).output, "no changes: the host is as desired\n");
+    assert!(mhr(&host.host, &config, &["down"]).succeeded());
+    assert_eq!(snapshot(&host.host), before);
+}

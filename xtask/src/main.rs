@@ -1,6 +1,7 @@
 //! `cargo xtask`: the one place that knows about toolchains, bpf-linker,
 //! system packages, privileges, the lab and benchmarks.
 
+mod bench;
 mod cmd;
 mod lab;
 mod setup;
@@ -25,9 +26,11 @@ enum Task {
     Setup(setup::SetupArgs),
     /// Setup, fmt, clippy (host and eBPF), unit tests, privileged tests.
     Test(test::TestArgs),
-    /// Bring up the seed lab, show the multihoming problem and mhr's
-    /// counters, tear it down.
+    /// Bring up the seed lab, show the multihoming problem and mhr's fix
+    /// and counters, tear it down.
     Lab(lab::LabArgs),
+    /// Benchmarks (root): figures next to a baseline measured in the same run.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         Task::Setup(args) => setup::run(&args).map(drop),
         Task::Test(args) => test::run(&args),
         Task::Lab(args) => lab::run(&args),
+        Task::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
