@@ -6,6 +6,8 @@
 
 use core::mem::size_of;
 
+pub mod guard;
+
 /// Name of the egress classifier program in the eBPF object.
 pub const EGRESS_PROGRAM: &str = "mhr_egress";
 

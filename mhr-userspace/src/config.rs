@@ -23,6 +23,8 @@ pub const DEFAULT_PRIORITY_RANGE: [u32; 2] = [7100, 7299];
 pub const DEFAULT_PROTOCOL: u8 = 210;
 pub const DEFAULT_RT_TABLES_DIR: &str = "/etc/iproute2/rt_tables.d";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/mhr";
+/// bpffs directory for the guard's pinned maps and links.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/mhr";
 
 /// Tables the kernel owns (unspec, default, main, local).
 const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
@@ -63,10 +65,44 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// Source guard mode of every uplink unless it sets its own.
+    #[serde(default)]
+    mode: GuardMode,
+    /// In enforce mode, drop `asymmetric` packets too (not only `spoofed`).
+    #[serde(default)]
+    enforce_asymmetric: bool,
     #[serde(default, rename = "uplink")]
     uplinks: Vec<UplinkConfig>,
     #[serde(default)]
     routing: RoutingConfig,
+    #[serde(default)]
+    datapath: DatapathConfig,
+}
+
+/// What the source guard does with packets whose source is not the uplink's.
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GuardMode {
+    /// Count and flag; every packet passes.
+    #[default]
+    Monitor,
+    /// Drop `spoofed` (and `asymmetric` with `enforce_asymmetric`).
+    Enforce,
+}
+
+/// `[datapath]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatapathConfig {
+    /// bpffs directory for pinned maps and links; several instances can
+    /// coexist with different directories.
+    pub pin_dir: PathBuf,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        Self { pin_dir: PathBuf::from(DEFAULT_PIN_DIR) }
+    }
 }
 
 /// One `[[uplink]]`.
@@ -86,6 +122,10 @@ pub struct UplinkConfig {
     /// Extra source prefixes legitimately sent out of this uplink (source guard).
     #[serde(default)]
     pub allow: Vec<IpNet>,
+    /// Source guard mode for this uplink (default: the top-level `mode`).
+    pub mode: Option<GuardMode>,
+    /// Per-uplink override of the top-level `enforce_asymmetric`.
+    pub enforce_asymmetric: Option<bool>,
 }
 
 /// `[routing]`.
@@ -130,8 +170,11 @@ impl RoutingConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub path: PathBuf,
+    pub mode: GuardMode,
+    pub enforce_asymmetric: bool,
     pub uplinks: Vec<UplinkConfig>,
     pub routing: RoutingConfig,
+    pub datapath: DatapathConfig,
 }
 
 impl Config {
@@ -152,9 +195,21 @@ impl Config {
                 message: err.message().trim().to_owned(),
             }
         })?;
-        let config = Self { path: path.to_owned(), uplinks: raw.uplinks, routing: raw.routing };
+        let config = Self {
+            path: path.to_owned(),
+            mode: raw.mode,
+            enforce_asymmetric: raw.enforce_asymmetric,
+            uplinks: raw.uplinks,
+            routing: raw.routing,
+            datapath: raw.datapath,
+        };
         config.validate()?;
         Ok(config)
+    }
+
+    /// The guard mode and asymmetric enforcement of one uplink.
+    pub fn guard_mode(&self, uplink: &UplinkConfig) -> (GuardMode, bool) {
+        (uplink.mode.unwrap_or(self.mode), uplink.enforce_asymmetric.unwrap_or(self.enforce_asymmetric))
     }
 
     pub fn primary(&self) -> &UplinkConfig {
@@ -274,6 +329,8 @@ mod tests {
         assert_eq!(config.uplinks.len(), 2);
         assert_eq!(config.primary().interface, "ens3");
         assert_eq!(config.routing, RoutingConfig::default());
+        assert_eq!(config.datapath.pin_dir, PathBuf::from(DEFAULT_PIN_DIR));
+        assert_eq!(config.guard_mode(&config.uplinks[0]), (GuardMode::Monitor, false));
         assert!(config.routing.to_rules);
         assert_eq!(config.uplinks[1].gateway, None);
         assert!(config.uplinks[1].allow.is_empty());
@@ -306,6 +363,17 @@ to_rules = false
         assert_eq!(config.uplinks[0].allow.len(), 2);
         assert_eq!(config.routing.tables(), 400..=410);
         assert!(!config.routing.to_rules);
+    }
+
+    #[test]
+    fn guard_modes_default_globally_and_per_uplink() {
+        let text = "mode = \"enforce\"\n[[uplink]]\ninterface = \"a\"\nprimary = true\n[[uplink]]\ninterface = \"b\"\nmode = \"monitor\"\nenforce_asymmetric = true\n[datapath]\npin_dir = \"/sys/fs/bpf/x\"\n";
+        let config = parse(text).unwrap();
+        assert_eq!(config.guard_mode(&config.uplinks[0]), (GuardMode::Enforce, false));
+        assert_eq!(config.guard_mode(&config.uplinks[1]), (GuardMode::Monitor, true));
+        assert_eq!(config.datapath.pin_dir, PathBuf::from("/sys/fs/bpf/x"));
+        let bad = parse("mode = \"block\"\n[[uplink]]\ninterface = \"a\"\nprimary = true\n").unwrap_err();
+        assert!(matches!(bad, ConfigError::Syntax { line: 1, .. }), "{bad:?}");
     }
 
     #[test]

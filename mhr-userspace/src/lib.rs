@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod datapath;
 pub mod engine;
+pub mod guard;
 pub mod model;
 pub mod observe;
 pub mod plan;

@@ -63,22 +63,25 @@ fn attach_tcx(program: &mut SchedClassifier, interface: &str) -> Result<(), Data
 }
 
 fn attach_clsact(program: &mut SchedClassifier, interface: &str) -> Result<(), DatapathError> {
-    match tc::qdisc_add_clsact(interface) {
-        Ok(()) => {}
-        Err(TcError::NetlinkError(err)) if err.raw_os_error() == Some(libc::EEXIST) => {}
-        Err(source) => {
-            return Err(DatapathError::Clsact { interface: interface.to_owned(), source });
-        }
-    }
+    ensure_clsact(interface)
+        .map_err(|source| DatapathError::Clsact { interface: interface.to_owned(), source })?;
     let options = TcAttachOptions::Netlink(NlOptions::default());
     program.attach_with_options(interface, TcAttachType::Egress, options).map(drop).map_err(|source| {
         DatapathError::Attach { interface: interface.to_owned(), mechanism: Mechanism::Clsact, source }
     })
 }
 
+/// Adds the clsact qdisc unless the interface already has it.
+pub(crate) fn ensure_clsact(interface: &str) -> Result<(), TcError> {
+    match tc::qdisc_add_clsact(interface) {
+        Err(TcError::NetlinkError(err)) if err.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other,
+    }
+}
+
 /// Kernels without TCX reject the link type with EINVAL (unknown attach
 /// type) or EOPNOTSUPP.
-fn tcx_unsupported(error: &ProgramError) -> bool {
+pub(crate) fn tcx_unsupported(error: &ProgramError) -> bool {
     let ProgramError::SyscallError(syscall) = error else {
         return false;
     };

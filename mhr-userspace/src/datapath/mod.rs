@@ -11,6 +11,7 @@ use aya::{
 use mhr_common::{EGRESS_PROGRAM, INTERFACE_COUNTERS_MAP, InterfaceCounters, counter_slot};
 
 pub use attach::{AttachMode, Mechanism};
+pub(crate) use attach::{ensure_clsact, tcx_unsupported};
 
 /// The eBPF object built by `build.rs` from the mhr-ebpf crate.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mhr-ebpf"));

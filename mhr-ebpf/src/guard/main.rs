@@ -1,0 +1,304 @@
+//! The source guard: on every uplink's egress, check each packet's source
+//! against the addresses that uplink owns; count by verdict, remember
+//! offenders, flag them (rate-limited) and, in enforce mode, drop them.
+//!
+//! Fast path: the uplink's own few addresses sit in its array slot and are
+//! compared inline; maps are consulted only on a mismatch. Every internal
+//! error fails open (the packet passes) and is counted.
+#![no_std]
+#![no_main]
+
+mod parse;
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, map},
+    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::TcContext,
+};
+use mhr_common::{
+    MAX_IFINDEX, TCX_NEXT,
+    guard::{
+        AllowV4, AllowV6, Count, EVENT_SLOTS, Event, FLAGS_PER_CPU_PER_SECOND, FLAGS_RING_BYTES, Family,
+        FlagBudget, FlagRecord, INLINE_V4, INLINE_V6, MAX_ALLOW, MAX_HIGH_IFINDEXES, MAX_OFFENDERS,
+        MAX_OWNERS, MAX_UPLINKS, Offender, OffenderKey, TC_ACT_SHOT, UplinkGuard, VERDICT_SLOTS, Verdict,
+        event_slot, verdict_slot,
+    },
+};
+use parse::{Parsed, Source};
+
+#[map(name = "MHR_UPLINKS")]
+static UPLINKS: Array<UplinkGuard> = Array::pinned(MAX_IFINDEX, 0);
+#[map(name = "MHR_UPLINKS_HIGH")]
+static UPLINKS_HIGH: HashMap<u32, UplinkGuard> = HashMap::pinned(MAX_HIGH_IFINDEXES, 0);
+/// Slot → interface name, so counters keep their owner across restarts.
+#[map(name = "MHR_SLOT_NAMES")]
+static SLOT_NAMES: Array<[u8; 16]> = Array::pinned(MAX_UPLINKS, 0);
+#[map(name = "MHR_OWNERS_V4")]
+static OWNERS_V4: HashMap<u32, u32> = HashMap::pinned(MAX_OWNERS, 0);
+#[map(name = "MHR_OWNERS_V6")]
+static OWNERS_V6: HashMap<[u64; 2], u32> = HashMap::pinned(MAX_OWNERS, 0);
+#[map(name = "MHR_ALLOW_V4")]
+static ALLOW_V4: LpmTrie<AllowV4, u8> = LpmTrie::pinned(MAX_ALLOW, 0);
+#[map(name = "MHR_ALLOW_V6")]
+static ALLOW_V6: LpmTrie<AllowV6, u8> = LpmTrie::pinned(MAX_ALLOW, 0);
+#[map(name = "MHR_VERDICTS")]
+static VERDICTS: PerCpuArray<Count> = PerCpuArray::pinned(VERDICT_SLOTS, 0);
+#[map(name = "MHR_EVENTS")]
+static EVENTS: PerCpuArray<u64> = PerCpuArray::pinned(EVENT_SLOTS, 0);
+/// Per-CPU values: no atomics on the hot path; userspace sums the CPUs.
+#[map(name = "MHR_OFFENDERS")]
+static OFFENDERS: LruPerCpuHashMap<OffenderKey, Offender> = LruPerCpuHashMap::pinned(MAX_OFFENDERS, 0);
+#[map(name = "MHR_FLAGS")]
+static FLAGS: RingBuf = RingBuf::pinned(FLAGS_RING_BYTES, 0);
+#[map(name = "MHR_FLAG_BUDGET")]
+static FLAG_BUDGET: PerCpuArray<FlagBudget> = PerCpuArray::pinned(1, 0);
+
+const NS_PER_SECOND: u64 = 1_000_000_000;
+
+/// Baseline for benchmarks: the cost of running any classifier at all.
+#[classifier]
+pub fn mhr_empty(_ctx: TcContext) -> i32 {
+    TCX_NEXT
+}
+
+#[classifier]
+pub fn mhr_guard(ctx: TcContext) -> i32 {
+    // SAFETY: `skb` is the context pointer the kernel handed to the program.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let guard =
+        if ifindex < MAX_IFINDEX { UPLINKS.get(ifindex) } else { unsafe { UPLINKS_HIGH.get(&ifindex) } };
+    let Some(guard) = guard else { return TCX_NEXT };
+    if guard.enabled == 0 || guard.slot >= MAX_UPLINKS {
+        return TCX_NEXT;
+    }
+    let parsed = parse::parse(&ctx);
+    let (family, verdict) = classify(guard, &parsed);
+    let length = u64::from(ctx.len());
+    count(guard.slot, family, verdict, length);
+    if !verdict.is_offence() {
+        return TCX_NEXT;
+    }
+    let drop = guard.enforce != 0 && (verdict == Verdict::Spoofed || guard.enforce_asymmetric != 0);
+    let offence =
+        Offence { ifindex, slot: guard.slot, family, verdict, length, dropped: drop, parsed: &parsed };
+    remember_offender(&offence);
+    flag(&ctx, &offence);
+    if drop {
+        bump(guard.slot, Event::Dropped);
+        return TC_ACT_SHOT;
+    }
+    TCX_NEXT
+}
+
+/// A packet that is flagged (BPF functions take at most five arguments).
+struct Offence<'a> {
+    ifindex: u32,
+    slot: u32,
+    family: Family,
+    verdict: Verdict,
+    length: u64,
+    dropped: bool,
+    parsed: &'a Parsed,
+}
+
+#[inline(always)]
+fn classify(guard: &UplinkGuard, parsed: &Parsed) -> (Family, Verdict) {
+    match parsed {
+        Parsed::NonIp => (Family::Other, Verdict::NonIp),
+        Parsed::Malformed(family) => (*family, Verdict::Malformed),
+        Parsed::Ip { source: Source::V4(source), .. } => (Family::Ipv4, classify_v4(guard, *source)),
+        Parsed::Ip { source: Source::V6(source), .. } => (Family::Ipv6, classify_v6(guard, source)),
+    }
+}
+
+#[inline(always)]
+fn classify_v4(guard: &UplinkGuard, source: u32) -> Verdict {
+    if source == 0 {
+        return Verdict::Exempt;
+    }
+    let count = usize::from(guard.v4_count).min(INLINE_V4);
+    for i in 0..INLINE_V4 {
+        if i >= count {
+            break;
+        }
+        if guard.v4[i] == source {
+            return Verdict::Ok;
+        }
+    }
+    mismatch_v4(guard.slot, source)
+}
+
+#[inline(never)]
+fn mismatch_v4(slot: u32, source: u32) -> Verdict {
+    let key = Key::new(32 + 32, AllowV4 { slot: slot.to_be_bytes(), address: source.to_ne_bytes() });
+    if ALLOW_V4.get(&key).is_some() {
+        return Verdict::Ok;
+    }
+    // SAFETY: the value is read once, right away.
+    match unsafe { OWNERS_V4.get(&source) } {
+        Some(owner) if *owner == slot => Verdict::Ok,
+        Some(_) => Verdict::Asymmetric,
+        None => Verdict::Spoofed,
+    }
+}
+
+#[inline(always)]
+fn classify_v6(guard: &UplinkGuard, source: &[u64; 2]) -> Verdict {
+    if source[0] == 0 && source[1] == 0 {
+        return Verdict::Exempt;
+    }
+    let first = source[0].to_ne_bytes();
+    if first[0] == 0xfe && first[1] & 0xc0 == 0x80 {
+        return Verdict::Exempt;
+    }
+    let count = usize::from(guard.v6_count).min(INLINE_V6);
+    for i in 0..INLINE_V6 {
+        if i >= count {
+            break;
+        }
+        if guard.v6[i][0] == source[0] && guard.v6[i][1] == source[1] {
+            return Verdict::Ok;
+        }
+    }
+    mismatch_v6(guard.slot, source)
+}
+
+#[inline(never)]
+fn mismatch_v6(slot: u32, source: &[u64; 2]) -> Verdict {
+    let mut address = [0u8; 16];
+    address[..8].copy_from_slice(&source[0].to_ne_bytes());
+    address[8..].copy_from_slice(&source[1].to_ne_bytes());
+    let key = Key::new(32 + 128, AllowV6 { slot: slot.to_be_bytes(), address });
+    if ALLOW_V6.get(&key).is_some() {
+        return Verdict::Ok;
+    }
+    // SAFETY: the value is read once, right away.
+    match unsafe { OWNERS_V6.get(source) } {
+        Some(owner) if *owner == slot => Verdict::Ok,
+        Some(_) => Verdict::Asymmetric,
+        None => Verdict::Spoofed,
+    }
+}
+
+#[inline(always)]
+fn count(slot: u32, family: Family, verdict: Verdict, length: u64) {
+    match VERDICTS.get_ptr_mut(verdict_slot(slot, family, verdict)) {
+        // SAFETY: this CPU's slot of a pre-allocated per-CPU array.
+        Some(counter) => unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += length;
+        },
+        None => bump(slot, Event::Errors),
+    }
+}
+
+#[inline(always)]
+fn bump(slot: u32, event: Event) {
+    if let Some(counter) = EVENTS.get_ptr_mut(event_slot(slot, event)) {
+        // SAFETY: this CPU's slot of a pre-allocated per-CPU array.
+        unsafe { *counter += 1 };
+    }
+}
+
+fn offender_key(slot: u32, family: Family, parsed: &Parsed) -> OffenderKey {
+    let mut source = [0u8; 16];
+    match parsed {
+        Parsed::Ip { source: Source::V4(address), .. } => source[..4].copy_from_slice(&address.to_ne_bytes()),
+        Parsed::Ip { source: Source::V6(words), .. } => {
+            source[..8].copy_from_slice(&words[0].to_ne_bytes());
+            source[8..].copy_from_slice(&words[1].to_ne_bytes());
+        }
+        _ => {}
+    }
+    OffenderKey { slot, family: family as u8, _pad: [0; 3], source }
+}
+
+#[inline(never)]
+fn remember_offender(offence: &Offence) {
+    let Offence { slot, family, verdict, length, parsed, .. } = *offence;
+    let key = offender_key(slot, family, parsed);
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match OFFENDERS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's value of the entry.
+        Some(offender) => unsafe {
+            (*offender).packets += 1;
+            (*offender).bytes += length;
+            (*offender).last_seen_ns = now;
+            if (*offender).first_seen_ns == 0 {
+                (*offender).first_seen_ns = now;
+            }
+        },
+        None => {
+            let offender = Offender {
+                packets: 1,
+                bytes: length,
+                first_seen_ns: now,
+                last_seen_ns: now,
+                verdict: verdict as u8,
+                _pad: [0; 7],
+            };
+            // BPF_ANY: if another CPU inserted the key meanwhile, this
+            // only sets this CPU's value and keeps the others.
+            if OFFENDERS.insert(&key, &offender, 0).is_err() {
+                bump(slot, Event::Errors);
+            }
+        }
+    }
+}
+
+/// Writes a flag record unless this CPU used up its budget for the second.
+#[inline(never)]
+fn flag(ctx: &TcContext, offence: &Offence) {
+    let Offence { ifindex, slot, family, verdict, dropped, parsed, .. } = *offence;
+    let Some(budget) = FLAG_BUDGET.get_ptr_mut(0) else {
+        bump(slot, Event::Errors);
+        return;
+    };
+    // SAFETY: bpf_ktime_get_ns has no preconditions; `budget` is this CPU's.
+    let allowed = unsafe {
+        let now = bpf_ktime_get_ns();
+        if now.wrapping_sub((*budget).window_start_ns) >= NS_PER_SECOND {
+            (*budget).window_start_ns = now;
+            (*budget).emitted = 0;
+        }
+        (*budget).emitted < FLAGS_PER_CPU_PER_SECOND
+    };
+    if !allowed {
+        bump(slot, Event::FlagsSuppressed);
+        return;
+    }
+    let Some(mut entry) = FLAGS.reserve::<FlagRecord>(0) else {
+        bump(slot, Event::FlagsSuppressed);
+        return;
+    };
+    let key = offender_key(slot, family, parsed);
+    let (destination, protocol, ports) = parse::details(ctx, parsed);
+    entry.write(FlagRecord {
+        ifindex,
+        slot,
+        length: ctx.len(),
+        source_port: ports.0,
+        destination_port: ports.1,
+        verdict: verdict as u8,
+        family: family as u8,
+        protocol,
+        dropped: u8::from(dropped),
+        vlan: parse::vlan(ctx, parsed),
+        _pad: 0,
+        source: key.source,
+        destination,
+    });
+    entry.submit(0);
+    // SAFETY: `budget` is this CPU's slot.
+    unsafe { (*budget).emitted += 1 };
+    bump(slot, Event::FlagsEmitted);
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: the verifier rejects any program that could reach a panic.
+    unsafe { core::hint::unreachable_unchecked() }
+}

@@ -1,0 +1,188 @@
+//! Header parsing for the guard. Never reads past the packet: direct
+//! access where the linear data holds the bytes, `bpf_skb_load_bytes`
+//! otherwise, and "malformed" when the packet is too short.
+
+use aya_ebpf::programs::TcContext;
+use mhr_common::guard::{Family, MAX_IPV6_EXTENSIONS, MAX_VLAN_TAGS};
+
+const ETH_HEADER: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const VLAN_TAG: usize = 4;
+const IPV4_MIN_HEADER: usize = 20;
+const IPV6_HEADER: usize = 40;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AUTH: u8 = 51;
+const IPV6_DEST_OPTS: u8 = 60;
+
+pub enum Source {
+    /// Network byte order, as loaded.
+    V4(u32),
+    /// The address as two words, as loaded.
+    V6([u64; 2]),
+}
+
+pub enum Parsed {
+    NonIp,
+    Malformed(Family),
+    Ip {
+        /// Offset of the IP header.
+        l3: usize,
+        /// Outer in-band VLAN id, 0 when untagged.
+        vlan: u16,
+        source: Source,
+    },
+}
+
+/// Reads a `T` at `offset`, or `None` past the end of the packet.
+#[inline(always)]
+fn read<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    let size = core::mem::size_of::<T>();
+    if start + offset + size <= end {
+        // SAFETY: bounds checked against data_end just above.
+        Some(unsafe { core::ptr::read_unaligned((start + offset) as *const T) })
+    } else {
+        // Non-linear data, or really too short (then this fails too).
+        ctx.load::<T>(offset).ok()
+    }
+}
+
+#[inline(always)]
+pub fn parse(ctx: &TcContext) -> Parsed {
+    let Some(mut ethertype) = read::<u16>(ctx, 12).map(u16::from_be) else {
+        return Parsed::Malformed(Family::Other);
+    };
+    let mut l3 = ETH_HEADER;
+    let mut vlan = 0u16;
+    for tag in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        let Some(tci) = read::<u16>(ctx, l3).map(u16::from_be) else {
+            return Parsed::Malformed(Family::Other);
+        };
+        let Some(inner) = read::<u16>(ctx, l3 + 2).map(u16::from_be) else {
+            return Parsed::Malformed(Family::Other);
+        };
+        if tag == 0 {
+            vlan = tci & 0x0fff;
+        }
+        ethertype = inner;
+        l3 += VLAN_TAG;
+    }
+    match ethertype {
+        ETH_P_IP => {
+            let Some(version_ihl) = read::<u8>(ctx, l3) else { return Parsed::Malformed(Family::Ipv4) };
+            let header = usize::from(version_ihl & 0x0f) * 4;
+            if version_ihl >> 4 != 4 || header < IPV4_MIN_HEADER || l3 + header > ctx.len() as usize {
+                return Parsed::Malformed(Family::Ipv4);
+            }
+            match read::<u32>(ctx, l3 + 12) {
+                Some(source) => Parsed::Ip { l3, vlan, source: Source::V4(source) },
+                None => Parsed::Malformed(Family::Ipv4),
+            }
+        }
+        ETH_P_IPV6 => {
+            let Some(version) = read::<u8>(ctx, l3) else { return Parsed::Malformed(Family::Ipv6) };
+            if version >> 4 != 6 || l3 + IPV6_HEADER > ctx.len() as usize {
+                return Parsed::Malformed(Family::Ipv6);
+            }
+            match read::<[u64; 2]>(ctx, l3 + 8) {
+                Some(source) => Parsed::Ip { l3, vlan, source: Source::V6(source) },
+                None => Parsed::Malformed(Family::Ipv6),
+            }
+        }
+        ETH_P_8021Q | ETH_P_8021AD => Parsed::Malformed(Family::Other),
+        _ => Parsed::NonIp,
+    }
+}
+
+/// Outer VLAN id: in-band, else the offloaded tag in the skb.
+#[inline(always)]
+pub fn vlan(ctx: &TcContext, parsed: &Parsed) -> u16 {
+    if let Parsed::Ip { vlan, .. } = parsed
+        && *vlan != 0
+    {
+        return *vlan;
+    }
+    // SAFETY: reading fields of the context the kernel handed us.
+    unsafe {
+        let skb = ctx.skb.skb;
+        if (*skb).vlan_present != 0 { ((*skb).vlan_tci & 0x0fff) as u16 } else { 0 }
+    }
+}
+
+/// Destination, protocol and (TCP/UDP) ports of a flagged packet. Off the
+/// fast path: only flagged packets get here.
+#[inline(never)]
+pub fn details(ctx: &TcContext, parsed: &Parsed) -> ([u8; 16], u8, (u16, u16)) {
+    let mut destination = [0u8; 16];
+    let Parsed::Ip { l3, source, .. } = parsed else { return (destination, 0, (0, 0)) };
+    let l3 = *l3;
+    let (protocol, l4) = match source {
+        Source::V4(_) => {
+            if let Some(address) = read::<[u8; 4]>(ctx, l3 + 16) {
+                destination[..4].copy_from_slice(&address);
+            }
+            let header = read::<u8>(ctx, l3).map_or(IPV4_MIN_HEADER, |b| usize::from(b & 0x0f) * 4);
+            let protocol = read::<u8>(ctx, l3 + 9).unwrap_or(0);
+            // Later fragments carry no ports.
+            let fragment_offset = read::<u16>(ctx, l3 + 6).map_or(0, |f| u16::from_be(f) & 0x1fff);
+            (protocol, if fragment_offset == 0 { Some(l3 + header) } else { None })
+        }
+        Source::V6(_) => {
+            if let Some(address) = read::<[u8; 16]>(ctx, l3 + 24) {
+                destination = address;
+            }
+            ipv6_upper_layer(ctx, l3)
+        }
+    };
+    let ports = match (protocol, l4) {
+        (IPPROTO_TCP | IPPROTO_UDP, Some(l4)) => match read::<[u16; 2]>(ctx, l4) {
+            Some([source, destination]) => (u16::from_be(source), u16::from_be(destination)),
+            None => (0, 0),
+        },
+        _ => (0, 0),
+    };
+    (destination, protocol, ports)
+}
+
+/// Walks at most [`MAX_IPV6_EXTENSIONS`] extension headers to the upper
+/// layer: its protocol and offset (no offset behind a non-first fragment).
+#[inline(always)]
+fn ipv6_upper_layer(ctx: &TcContext, l3: usize) -> (u8, Option<usize>) {
+    let Some(mut next) = read::<u8>(ctx, l3 + 6) else { return (0, None) };
+    let mut offset = l3 + IPV6_HEADER;
+    for _ in 0..MAX_IPV6_EXTENSIONS {
+        match next {
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH => {
+                let Some([following, length]) = read::<[u8; 2]>(ctx, offset) else { return (next, None) };
+                offset += if next == IPV6_AUTH {
+                    (usize::from(length) + 2) * 4
+                } else {
+                    (usize::from(length) + 1) * 8
+                };
+                next = following;
+            }
+            IPV6_FRAGMENT => {
+                let Some(fragment) = read::<[u8; 4]>(ctx, offset) else { return (next, None) };
+                let fragment_offset = u16::from_be_bytes([fragment[2], fragment[3]]) >> 3;
+                next = fragment[0];
+                offset += 8;
+                if fragment_offset != 0 {
+                    return (next, None);
+                }
+            }
+            _ => return (next, Some(offset)),
+        }
+    }
+    (next, None)
+}

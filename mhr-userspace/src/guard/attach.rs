@@ -1,0 +1,144 @@
+//! Attaching the guard so it outlives the process: TCX links pinned in
+//! bpffs (`links/<interface>@<ifindex>`) and replaced atomically on the
+//! next run, so no packet goes unguarded or uncounted. Without TCX, a
+//! clsact filter, which persists by itself (replaced, not atomically).
+
+use std::path::Path;
+
+use aya::programs::{
+    LinkOrder, SchedClassifier, TcAttachType,
+    links::{FdLink, PinnedLink},
+    tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions},
+};
+use mhr_common::guard::GUARD_PROGRAM;
+
+use super::{GuardError, GuardUplink};
+use crate::datapath::{AttachMode, Mechanism, ensure_clsact, tcx_unsupported};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardAttachment {
+    pub interface: String,
+    pub ifindex: u32,
+    pub mechanism: Mechanism,
+    /// An earlier guard program was replaced in place.
+    pub replaced: bool,
+}
+
+fn pin_name(uplink: &GuardUplink) -> String {
+    // bpffs refuses names with dots (VLAN interfaces have them).
+    format!("{}@{}", uplink.interface.replace('.', "_"), uplink.ifindex)
+}
+
+fn failed(uplink: &GuardUplink) -> impl Fn(String) -> GuardError + '_ {
+    move |reason| GuardError::Attach { interface: uplink.interface.clone(), reason }
+}
+
+pub(super) fn attach_uplink(
+    program: &mut SchedClassifier,
+    uplink: &GuardUplink,
+    mode: AttachMode,
+    links_dir: &Path,
+) -> Result<GuardAttachment, GuardError> {
+    let attachment = |mechanism, replaced| GuardAttachment {
+        interface: uplink.interface.clone(),
+        ifindex: uplink.ifindex,
+        mechanism,
+        replaced,
+    };
+    let pin = links_dir.join(pin_name(uplink));
+    if mode != AttachMode::Clsact && pin.exists() {
+        let pinned = PinnedLink::from_pin(&pin)
+            .map_err(|err| failed(uplink)(format!("opening {}: {err}", pin.display())))?;
+        let link = SchedClassifierLink::try_from(FdLink::from(pinned))
+            .map_err(|err| failed(uplink)(format!("{} is not a TC link: {err}", pin.display())))?;
+        program
+            .attach_to_link(link)
+            .map_err(|err| failed(uplink)(format!("replacing the program: {err}")))?;
+        return Ok(attachment(Mechanism::Tcx, true));
+    }
+    if mode != AttachMode::Clsact {
+        let options = TcAttachOptions::TcxOrder(LinkOrder::default());
+        match program.attach_with_options(&uplink.interface, TcAttachType::Egress, options) {
+            Ok(id) => {
+                let link = program.take_link(id).map_err(|err| failed(uplink)(err.to_string()))?;
+                let fd_link = FdLink::try_from(link).map_err(|err| failed(uplink)(err.to_string()))?;
+                fd_link
+                    .pin(&pin)
+                    .map_err(|err| failed(uplink)(format!("pinning {}: {err}", pin.display())))?;
+                return Ok(attachment(Mechanism::Tcx, false));
+            }
+            Err(err) if mode == AttachMode::Auto && tcx_unsupported(&err) => {
+                tracing::info!(interface = %uplink.interface, error = %err, "TCX unavailable, falling back to clsact");
+            }
+            Err(err) => return Err(failed(uplink)(format!("TCX: {err}"))),
+        }
+    }
+    // clsact: drop an earlier guard filter, then add ours and leave it in
+    // place when this process exits.
+    let replaced = detach_clsact(&uplink.interface);
+    ensure_clsact(&uplink.interface).map_err(|err| failed(uplink)(format!("adding clsact: {err}")))?;
+    let id = program
+        .attach_with_options(
+            &uplink.interface,
+            TcAttachType::Egress,
+            TcAttachOptions::Netlink(NlOptions::default()),
+        )
+        .map_err(|err| failed(uplink)(format!("clsact: {err}")))?;
+    let link = program.take_link(id).map_err(|err| failed(uplink)(err.to_string()))?;
+    std::mem::forget(link);
+    Ok(attachment(Mechanism::Clsact, replaced))
+}
+
+/// Removes guard filters from an interface's clsact egress; true if any.
+fn detach_clsact(interface: &str) -> bool {
+    tc::qdisc_detach_program(interface, TcAttachType::Egress, GUARD_PROGRAM).is_ok()
+}
+
+/// Unpins (and so detaches) the links of interfaces that are not uplinks
+/// any more, or that came back with another ifindex.
+pub(super) fn remove_stale_links(links_dir: &Path, uplinks: &[GuardUplink]) -> Result<(), GuardError> {
+    let wanted: Vec<String> = uplinks.iter().map(pin_name).collect();
+    let entries = std::fs::read_dir(links_dir)
+        .map_err(|source| GuardError::Remove { path: links_dir.to_owned(), source })?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !wanted.contains(&name) {
+            remove_pin(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_pin(path: &Path) -> Result<(), GuardError> {
+    std::fs::remove_file(path).map_err(|source| GuardError::Remove { path: path.to_owned(), source })
+}
+
+/// Detaches the guard from every interface and removes its pins (maps
+/// included: counters are gone afterwards). `interfaces` also lose any
+/// clsact guard filter. Returns what was detached.
+pub fn teardown(pin_dir: &Path, interfaces: &[String]) -> Result<Vec<String>, GuardError> {
+    let layout = super::PinLayout::new(pin_dir);
+    let mut detached = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(layout.links()) {
+        for entry in entries.flatten() {
+            remove_pin(&entry.path())?;
+            detached.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    for interface in interfaces {
+        if detach_clsact(interface) {
+            detached.push(format!("{interface} (clsact)"));
+        }
+    }
+    for dir in [layout.links(), layout.maps()] {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                remove_pin(&entry.path())?;
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+    let _ = std::fs::remove_dir(&layout.root);
+    let _ = std::fs::remove_dir(pin_dir);
+    Ok(detached)
+}
