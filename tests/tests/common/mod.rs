@@ -2,6 +2,8 @@
 //! snapshot the kernel's rules and routes.
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub mod frames;
+
 use std::path::{Path, PathBuf};
 
 use clap::Parser as _;

@@ -1,0 +1,388 @@
+//! The guard program through BPF_PROG_TEST_RUN: every verdict and parser
+//! case, exact counter deltas, offenders and flag records.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use common::frames::{self, TCP, UDP};
+use mhr_common::{
+    TCX_NEXT,
+    guard::{Count, Family, GUARD_PROGRAM, TC_ACT_SHOT, Verdict},
+};
+use mhr_tests::{quiet_host::QuietHost, require_root};
+use mhr_userspace::{
+    datapath::interface_index,
+    guard::{Guard, GuardMaps, GuardUplink, VerdictCounts, flags::FlaggedPacket, teardown},
+};
+
+const ENS3_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 10);
+const ENS4_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 4, 10);
+const FOREIGN_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 66);
+const ALLOWED_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 1);
+const PEER_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
+const ENS3_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 0x10);
+const ENS4_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 4, 0, 0, 0, 0, 0x10);
+const FOREIGN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x66, 0, 0, 0, 0, 1);
+const PEER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 5);
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A loaded guard for ens3/ens4 of a quiet host, pinned in its own bpffs
+/// directory (removed on drop).
+struct Fixture {
+    guard: Guard,
+    pin_dir: PathBuf,
+    ens3: u32,
+}
+
+impl Fixture {
+    fn new(enforce: bool) -> Self {
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/mhr-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut guard = Guard::load(&pin_dir).expect("guard loads");
+        let ens3 = interface_index("ens3").unwrap();
+        let ens4 = interface_index("ens4").unwrap();
+        let uplinks = [
+            GuardUplink {
+                interface: "ens3".into(),
+                ifindex: ens3,
+                addresses: vec![IpAddr::V4(ENS3_V4), IpAddr::V6(ENS3_V6)],
+                allow: vec!["198.18.0.0/15".parse().unwrap()],
+                enforce,
+                enforce_asymmetric: false,
+            },
+            GuardUplink {
+                interface: "ens4".into(),
+                ifindex: ens4,
+                addresses: vec![IpAddr::V4(ENS4_V4), IpAddr::V6(ENS4_V6)],
+                allow: vec![],
+                enforce,
+                enforce_asymmetric: false,
+            },
+        ];
+        guard.configure(&uplinks).expect("maps filled");
+        Self { guard, pin_dir, ens3 }
+    }
+
+    /// Runs the guard on `frame` as egress of ens3; returns its verdict code.
+    fn run(&mut self, frame: &[u8]) -> i32 {
+        let len = frame.len();
+        self.try_run(frame).unwrap_or_else(|| panic!("the kernel refused a {len}-byte test frame"))
+    }
+
+    /// Like `run`; `None` when the kernel refuses the frame (BPF_PROG_TEST_RUN
+    /// wants a whole IP header behind an IPv4/IPv6 EtherType).
+    fn try_run(&mut self, frame: &[u8]) -> Option<i32> {
+        let mut context = [0u8; 44];
+        context[40..44].copy_from_slice(&self.ens3.to_ne_bytes());
+        let options = TestRunOptions { data_in: Some(frame), ctx_in: Some(&context), ..Default::default() };
+        let program = self.guard.program(GUARD_PROGRAM).unwrap();
+        match program.test_run(options) {
+            Ok(result) => Some(result.return_value as i32),
+            Err(aya::programs::ProgramError::SyscallError(err))
+                if err.io_error.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                None
+            }
+            Err(err) => panic!("test run: {err}"),
+        }
+    }
+
+    fn counts(&self) -> VerdictCounts {
+        self.guard.maps.verdict_counts(self.slot("ens3")).unwrap()
+    }
+
+    fn slot(&self, name: &str) -> u32 {
+        let names = self.guard.maps.slot_names().unwrap();
+        *names.iter().find(|(_, n)| *n == name).expect("slot assigned").0
+    }
+
+    fn flags(&self) -> Vec<FlaggedPacket> {
+        let names: BTreeMap<u32, String> = self.guard.maps.slot_names().unwrap();
+        let mut ring = GuardMaps::flags_from_pins(&self.pin_dir).unwrap();
+        let mut flagged = Vec::new();
+        while let Some(item) = ring.next() {
+            flagged.push(FlaggedPacket::decode(&item, &names).expect("whole record"));
+        }
+        flagged
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = teardown(&self.pin_dir, &[]);
+    }
+}
+
+/// Runs `frame` and asserts the verdict counter it lands in moved by exactly
+/// one packet of the frame's length, and nothing else did.
+fn expect(fixture: &mut Fixture, frame: &[u8], family: Family, verdict: Verdict, code: i32) {
+    let before = fixture.counts();
+    assert_eq!(fixture.run(frame), code, "{family:?} {verdict:?}");
+    let after = fixture.counts();
+    for f in Family::ALL {
+        for v in Verdict::ALL {
+            let delta = Count {
+                packets: after.get(f, v).packets - before.get(f, v).packets,
+                bytes: after.get(f, v).bytes - before.get(f, v).bytes,
+            };
+            let wanted = if (f, v) == (family, verdict) {
+                Count { packets: 1, bytes: frame.len() as u64 }
+            } else {
+                Count::default()
+            };
+            assert_eq!(delta, wanted, "counter {f:?}/{v:?} after a {family:?} {verdict:?} frame");
+        }
+    }
+}
+
+fn in_quiet_host(test: impl FnOnce() + Send) {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).expect("host starts");
+    host.host.run(test).unwrap();
+}
+
+#[test]
+fn ipv4_verdicts() {
+    in_quiet_host(|| {
+        let mut f = Fixture::new(false);
+        expect(&mut f, &frames::ipv4(ENS3_V4, PEER_V4, UDP, &[]), Family::Ipv4, Verdict::Ok, TCX_NEXT);
+        expect(&mut f, &frames::ipv4(ALLOWED_V4, PEER_V4, UDP, &[]), Family::Ipv4, Verdict::Ok, TCX_NEXT);
+        expect(
+            &mut f,
+            &frames::ipv4(Ipv4Addr::UNSPECIFIED, PEER_V4, UDP, &[]),
+            Family::Ipv4,
+            Verdict::Exempt,
+            TCX_NEXT,
+        );
+        expect(
+            &mut f,
+            &frames::ipv4(ENS4_V4, PEER_V4, TCP, &[]),
+            Family::Ipv4,
+            Verdict::Asymmetric,
+            TCX_NEXT,
+        );
+        expect(
+            &mut f,
+            &frames::ipv4(FOREIGN_V4, PEER_V4, UDP, &[]),
+            Family::Ipv4,
+            Verdict::Spoofed,
+            TCX_NEXT,
+        );
+    });
+}
+
+#[test]
+fn ipv6_verdicts_with_and_without_extension_headers() {
+    in_quiet_host(|| {
+        let mut f = Fixture::new(false);
+        let link_local: Ipv6Addr = "fe80::1".parse().unwrap();
+        for extensions in [false, true] {
+            let frame = |source| frames::ipv6(source, PEER_V6, UDP, extensions, &[]);
+            expect(&mut f, &frame(ENS3_V6), Family::Ipv6, Verdict::Ok, TCX_NEXT);
+            expect(&mut f, &frame(Ipv6Addr::UNSPECIFIED), Family::Ipv6, Verdict::Exempt, TCX_NEXT);
+            expect(&mut f, &frame(link_local), Family::Ipv6, Verdict::Exempt, TCX_NEXT);
+            expect(&mut f, &frame(ENS4_V6), Family::Ipv6, Verdict::Asymmetric, TCX_NEXT);
+            expect(&mut f, &frame(FOREIGN_V6), Family::Ipv6, Verdict::Spoofed, TCX_NEXT);
+        }
+        // The flag records found the UDP ports behind the extension headers.
+        let flags = f.flags();
+        assert_eq!(flags.len(), 4);
+        assert!(
+            flags.iter().all(|p| p.protocol == UDP && p.source_port == 40000 && p.destination_port == 53),
+            "{flags:?}"
+        );
+    });
+}
+
+#[test]
+fn vlan_tags_in_band_are_parsed_up_to_two() {
+    in_quiet_host(|| {
+        let mut f = Fixture::new(false);
+        let single = [(0x8100, 42)];
+        let double = [(0x88a8, 100), (0x8100, 42)];
+        expect(&mut f, &frames::ipv4(ENS3_V4, PEER_V4, UDP, &single), Family::Ipv4, Verdict::Ok, TCX_NEXT);
+        expect(&mut f, &frames::ipv4(ENS3_V4, PEER_V4, UDP, &double), Family::Ipv4, Verdict::Ok, TCX_NEXT);
+        expect(
+            &mut f,
+            &frames::ipv6(ENS3_V6, PEER_V6, UDP, false, &double),
+            Family::Ipv6,
+            Verdict::Ok,
+            TCX_NEXT,
+        );
+        expect(
+            &mut f,
+            &frames::ipv4(FOREIGN_V4, PEER_V4, UDP, &single),
+            Family::Ipv4,
+            Verdict::Spoofed,
+            TCX_NEXT,
+        );
+        let triple = [(0x88a8, 1), (0x8100, 2), (0x8100, 3)];
+        expect(
+            &mut f,
+            &frames::ipv4(ENS3_V4, PEER_V4, UDP, &triple),
+            Family::Other,
+            Verdict::Malformed,
+            TCX_NEXT,
+        );
+        let flags = f.flags();
+        assert_eq!(flags.len(), 1);
+        assert_eq!(flags[0].vlan, 42);
+    });
+}
+
+#[test]
+fn non_ip_and_truncated_frames_are_counted_and_passed() {
+    in_quiet_host(|| {
+        let mut f = Fixture::new(true);
+        expect(&mut f, &frames::arp(), Family::Other, Verdict::NonIp, TCX_NEXT);
+        // Frames cut at every header boundary: each one the kernel accepts
+        // is malformed and passed; which ones it refuses is recorded too.
+        let v4 = frames::ipv4(FOREIGN_V4, PEER_V4, UDP, &[]);
+        let v6 = frames::ipv6(FOREIGN_V6, PEER_V6, UDP, false, &[]);
+        let tagged = frames::ipv4(FOREIGN_V4, PEER_V4, UDP, &[(0x8100, 42)]);
+        let tagged6 = frames::ipv6(FOREIGN_V6, PEER_V6, UDP, false, &[(0x8100, 42)]);
+        let cases: [(&[u8], &[usize], Family); 4] = [
+            (&v4, &[15, 20, 26, 29, 33], Family::Ipv4),
+            (&v6, &[15, 21, 37, 53], Family::Ipv6),
+            (&tagged, &[15, 16, 17, 18, 19, 24, 30, 33, 37], Family::Other),
+            (&tagged6, &[19, 25, 41, 57], Family::Ipv6),
+        ];
+        let mut refused = Vec::new();
+        for (frame, cuts, family) in cases {
+            for &cut in cuts {
+                let before = f.counts();
+                match f.try_run(&frame[..cut]) {
+                    None => refused.push(cut),
+                    Some(code) => {
+                        assert_eq!(code, TCX_NEXT);
+                        // Inside a tag, the inner family is known once its EtherType is.
+                        let family =
+                            if frame.len() == tagged.len() && cut >= 18 { Family::Ipv4 } else { family };
+                        let after = f.counts().get(family, Verdict::Malformed).packets;
+                        assert_eq!(
+                            after,
+                            before.get(family, Verdict::Malformed).packets + 1,
+                            "{family:?} cut at {cut}"
+                        );
+                    }
+                }
+            }
+        }
+        // Untagged IPv4/IPv6 frames shorter than their IP header never reach
+        // the program under test-run; tagged ones do, at every cut.
+        assert_eq!(refused, vec![15, 20, 26, 29, 33, 15, 21, 37, 53], "the kernel refused exactly these");
+        let mut options_cut = v4.clone();
+        options_cut[14] = 0x4f; // IHL 15: 60 header bytes claimed, fewer present
+        expect(&mut f, &options_cut, Family::Ipv4, Verdict::Malformed, TCX_NEXT);
+        let mut bad_version = v4.clone();
+        bad_version[14] = 0x55;
+        expect(&mut f, &bad_version, Family::Ipv4, Verdict::Malformed, TCX_NEXT);
+        // The kernel itself refuses zero-length and header-only test frames.
+        let program = f.guard.program(GUARD_PROGRAM).unwrap();
+        for frame in [&[][..], &v4[..14]] {
+            let options = TestRunOptions { data_in: Some(frame), ..Default::default() };
+            assert!(program.test_run(options).is_err(), "a {}-byte frame is refused", frame.len());
+        }
+        assert_eq!(
+            f.guard.maps.event_counts(f.slot("ens3")).unwrap().dropped,
+            0,
+            "nothing malformed is dropped"
+        );
+    });
+}
+
+#[test]
+fn enforce_mode_drops_spoofed_but_not_asymmetric_by_default() {
+    in_quiet_host(|| {
+        let mut f = Fixture::new(true);
+        expect(&mut f, &frames::ipv4(ENS3_V4, PEER_V4, UDP, &[]), Family::Ipv4, Verdict::Ok, TCX_NEXT);
+        expect(
+            &mut f,
+            &frames::ipv4(FOREIGN_V4, PEER_V4, UDP, &[]),
+            Family::Ipv4,
+            Verdict::Spoofed,
+            TC_ACT_SHOT,
+        );
+        expect(
+            &mut f,
+            &frames::ipv4(ENS4_V4, PEER_V4, UDP, &[]),
+            Family::Ipv4,
+            Verdict::Asymmetric,
+            TCX_NEXT,
+        );
+        expect(
+            &mut f,
+            &frames::ipv6(FOREIGN_V6, PEER_V6, TCP, false, &[]),
+            Family::Ipv6,
+            Verdict::Spoofed,
+            TC_ACT_SHOT,
+        );
+        let events = f.guard.maps.event_counts(f.slot("ens3")).unwrap();
+        assert_eq!(events.dropped, 2);
+        let flags = f.flags();
+        assert_eq!(
+            flags.iter().map(|p| (p.verdict, p.dropped)).collect::<Vec<_>>(),
+            vec![("spoofed", true), ("asymmetric", false), ("spoofed", true)]
+        );
+    });
+}
+
+#[test]
+fn offenders_are_tracked_per_uplink_and_source() {
+    in_quiet_host(|| {
+        let mut f = Fixture::new(false);
+        let spoofed = frames::ipv4(FOREIGN_V4, PEER_V4, UDP, &[]);
+        for _ in 0..3 {
+            f.run(&spoofed);
+        }
+        f.run(&frames::ipv6(ENS4_V6, PEER_V6, UDP, false, &[]));
+        f.run(&frames::ipv4(ENS3_V4, PEER_V4, UDP, &[]));
+        let names = f.guard.maps.slot_names().unwrap();
+        let offenders = f.guard.maps.offenders(&names).unwrap();
+        let summary: Vec<(String, IpAddr, &str, u64, u64)> =
+            offenders.iter().map(|o| (o.uplink.clone(), o.source, o.verdict, o.packets, o.bytes)).collect();
+        let v6_len = frames::ipv6(ENS4_V6, PEER_V6, UDP, false, &[]).len() as u64;
+        assert_eq!(
+            summary,
+            vec![
+                ("ens3".into(), IpAddr::V4(FOREIGN_V4), "spoofed", 3, 3 * spoofed.len() as u64),
+                ("ens3".into(), IpAddr::V6(ENS4_V6), "asymmetric", 1, v6_len),
+            ]
+        );
+        assert!(offenders[0].first_seen_ns <= offenders[0].last_seen_ns);
+    });
+}
+
+#[test]
+fn flag_records_are_rate_limited_and_the_rest_counted_as_suppressed() {
+    in_quiet_host(|| {
+        let mut f = Fixture::new(false);
+        let spoofed = frames::ipv4(FOREIGN_V4, PEER_V4, UDP, &[]);
+        let mut context = [0u8; 44];
+        context[40..44].copy_from_slice(&f.ens3.to_ne_bytes());
+        let options = TestRunOptions {
+            data_in: Some(&spoofed),
+            ctx_in: Some(&context),
+            repeat: 1000,
+            ..Default::default()
+        };
+        f.guard.program(GUARD_PROGRAM).unwrap().test_run(options).unwrap();
+        let events = f.guard.maps.event_counts(f.slot("ens3")).unwrap();
+        assert_eq!(events.flags_emitted + events.flags_suppressed, 1000);
+        assert!(events.flags_emitted <= 200 * 2, "at most the per-CPU budget: {events:?}");
+        assert!(events.flags_suppressed >= 600, "{events:?}");
+        assert_eq!(f.flags().len() as u64, events.flags_emitted);
+        assert_eq!(f.counts().get(Family::Ipv4, Verdict::Spoofed).packets, 1000);
+    });
+}
