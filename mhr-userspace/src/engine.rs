@@ -7,7 +7,9 @@ use rtnetlink::Handle;
 
 use crate::{
     apply::{self, ApplyError},
-    config::{Config, ConfigError},
+    config::{Config, ConfigError, GuardMode},
+    datapath::AttachMode,
+    guard::{Guard, GuardAttachment, GuardError, GuardUplink},
     model::Names,
     observe::{self, ObserveError, Observed},
     plan::{self, Action, Desired, PlanError},
@@ -28,6 +30,8 @@ pub enum EngineError {
     Apply(#[from] ApplyError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Guard(#[from] GuardError),
 }
 
 /// What `apply` would do, and everything it was computed from.
@@ -116,6 +120,46 @@ impl Engine {
             flush_ipv6_cache();
         }
         Ok(Applied { actions: describe(&actions, &names), changed })
+    }
+}
+
+impl Engine {
+    /// What the guard protects: every uplink with its current addresses,
+    /// `allow` prefixes and mode.
+    pub fn guard_uplinks(&self, planned: &Planned) -> Vec<GuardUplink> {
+        planned
+            .desired
+            .uplinks
+            .iter()
+            .filter_map(|plan| {
+                let uplink = self.config.uplinks.iter().find(|u| u.interface == plan.interface)?;
+                let (mode, enforce_asymmetric) = self.config.guard_mode(uplink);
+                Some(GuardUplink {
+                    interface: plan.interface.clone(),
+                    ifindex: plan.index,
+                    addresses: plan.addresses.iter().map(|a| a.addr()).collect(),
+                    allow: uplink.allow.clone(),
+                    enforce: mode == GuardMode::Enforce,
+                    enforce_asymmetric,
+                })
+            })
+            .collect()
+    }
+
+    /// Loads the guard (reusing pinned maps: counters continue), fills its
+    /// maps and attaches it to every uplink, replacing an earlier program
+    /// atomically.
+    pub fn apply_guard(&self, planned: &Planned) -> Result<Vec<GuardAttachment>, EngineError> {
+        let uplinks = self.guard_uplinks(planned);
+        let mut guard = Guard::load(&self.config.datapath.pin_dir)?;
+        guard.configure(&uplinks)?;
+        Ok(guard.attach(&uplinks, AttachMode::Auto)?)
+    }
+
+    /// Detaches the guard everywhere and removes its pins.
+    pub fn down_guard(&self) -> Result<Vec<String>, EngineError> {
+        let interfaces: Vec<String> = self.config.uplinks.iter().map(|u| u.interface.clone()).collect();
+        Ok(crate::guard::teardown(&self.config.datapath.pin_dir, &interfaces)?)
     }
 }
 

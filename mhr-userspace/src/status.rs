@@ -1,10 +1,14 @@
 //! `mhr status`: uplinks as mhr sees them and whether each of their rules
 //! and routes is in place.
 
+use std::collections::BTreeMap;
+
+use mhr_common::guard::{Family, Verdict};
 use serde::Serialize;
 
 use crate::{
     engine::{Engine, EngineError},
+    guard::{EventCounts, GuardMaps, OffenderReport, PinLayout},
     model::rule_args,
     plan::{Gateway, GatewaySource},
 };
@@ -35,9 +39,42 @@ pub struct UplinkStatus {
     pub routes: Vec<ObjectStatus>,
 }
 
+/// The source guard on one uplink.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GuardUplinkStatus {
+    pub interface: String,
+    /// A pinned link holds the guard on this interface.
+    pub attached: bool,
+    pub mode: crate::config::GuardMode,
+    pub enforce_asymmetric: bool,
+    /// Packets and bytes by verdict (all families), and by family.
+    pub verdicts: BTreeMap<&'static str, Count>,
+    pub by_family: BTreeMap<&'static str, BTreeMap<&'static str, Count>>,
+    pub events: EventCounts,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GuardStatus {
+    pub pin_dir: String,
+    pub uplinks: Vec<GuardUplinkStatus>,
+    /// The most active offenders, most packets first.
+    pub top_offenders: Vec<OffenderReport>,
+}
+
+/// Packets and bytes, for JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Count {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+pub const TOP_OFFENDERS: usize = 10;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Status {
     pub uplinks: Vec<UplinkStatus>,
+    /// None when no guard is installed under the configured pin directory.
+    pub guard: Option<GuardStatus>,
     /// True when `apply` would change nothing.
     pub in_sync: bool,
     /// What `apply` would do.
@@ -86,10 +123,55 @@ impl Engine {
             })
             .collect();
         Ok(Status {
+            guard: self.guard_status()?,
             uplinks,
             in_sync: planned.actions.is_empty(),
             pending: planned.actions.iter().map(|a| a.describe(names)).collect(),
             notes: desired.notes.clone(),
         })
+    }
+}
+
+impl Engine {
+    /// Counters, offenders and attachment of the installed guard, read from
+    /// its pinned maps.
+    pub fn guard_status(&self) -> Result<Option<GuardStatus>, EngineError> {
+        let pin_dir = &self.config().datapath.pin_dir;
+        let Some(maps) = GuardMaps::from_pins(pin_dir)? else { return Ok(None) };
+        let names = maps.slot_names()?;
+        let links = PinLayout::new(pin_dir).links();
+        let pinned: Vec<String> = std::fs::read_dir(&links)
+            .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let mut uplinks = Vec::new();
+        for uplink in &self.config().uplinks {
+            let Some((&slot, _)) = names.iter().find(|(_, name)| **name == uplink.interface) else {
+                continue;
+            };
+            let counts = maps.verdict_counts(slot)?;
+            let count = |c: mhr_common::guard::Count| Count { packets: c.packets, bytes: c.bytes };
+            let (mode, enforce_asymmetric) = self.config().guard_mode(uplink);
+            let prefix = format!("{}@", uplink.interface.replace('.', "_"));
+            uplinks.push(GuardUplinkStatus {
+                interface: uplink.interface.clone(),
+                attached: pinned.iter().any(|name| name.starts_with(&prefix)),
+                mode,
+                enforce_asymmetric,
+                verdicts: Verdict::ALL.iter().map(|v| (v.name(), count(counts.total(*v)))).collect(),
+                by_family: Family::ALL
+                    .iter()
+                    .map(|f| {
+                        (
+                            f.name(),
+                            Verdict::ALL.iter().map(|v| (v.name(), count(counts.get(*f, *v)))).collect(),
+                        )
+                    })
+                    .collect(),
+                events: maps.event_counts(slot)?,
+            });
+        }
+        let mut top_offenders = maps.offenders(&names)?;
+        top_offenders.truncate(TOP_OFFENDERS);
+        Ok(Some(GuardStatus { pin_dir: pin_dir.display().to_string(), uplinks, top_offenders }))
     }
 }

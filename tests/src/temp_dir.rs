@@ -26,6 +26,12 @@ impl TempDir {
         &self.path
     }
 
+    /// A bpffs directory that goes with this one (removed with it), for
+    /// mhr's pinned guard maps and links.
+    pub fn pin_dir(&self) -> PathBuf {
+        pin_dir_for(&self.path)
+    }
+
     /// Leaves the directory in place when dropped.
     pub fn keep(&mut self) {
         self.keep = true;
@@ -57,6 +63,13 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.path);
+            // Unpinning detaches whatever a test left attached.
+            let _ = std::fs::remove_dir_all(self.pin_dir());
         }
     }
+}
+
+/// The bpffs directory paired with `dir`: `/sys/fs/bpf/<dir's name>`.
+pub fn pin_dir_for(dir: &Path) -> PathBuf {
+    Path::new("/sys/fs/bpf").join(dir.file_name().unwrap_or_default())
 }

@@ -3,6 +3,7 @@
 
 mod monitor;
 mod routing;
+mod watch;
 
 use std::{io::Write, path::PathBuf};
 
@@ -26,19 +27,23 @@ pub struct Cli {
 pub enum Command {
     /// Show the changes `apply` would make (nothing is changed).
     Plan(routing::PlanArgs),
-    /// Install per-uplink tables and rules and keep one default route in
-    /// main. Idempotent: a second run changes nothing.
+    /// Install per-uplink tables and rules, keep one default route in main,
+    /// and attach the source guard to every uplink. Idempotent: a second run
+    /// changes no routing and replaces the guard in place, counters kept.
     Apply(routing::ApplyArgs),
-    /// Remove everything mhr installed and restore the default routes it
-    /// moved out of main.
+    /// Remove everything mhr installed (routing and guard) and restore the
+    /// default routes it moved out of main.
     Down,
     /// Uplinks, addresses, gateways, tables, rules, and whether each is as desired.
     Status(routing::OutputArgs),
     /// Verify with the kernel's own route lookups that every address answers
     /// through its uplink. Exits non-zero when any check fails.
     Check(routing::OutputArgs),
-    /// Attach the egress classifier to interfaces and print their packet and
-    /// byte counters until interrupted (Ctrl-C / SIGTERM) or --duration ends.
+    /// Print the guard's flagged packets as log lines (and how many were
+    /// suppressed by its rate limit) until interrupted or a limit is hit.
+    Watch(watch::WatchArgs),
+    /// Attach a plain counter to interfaces (no config needed) and print
+    /// their packet and byte counters until interrupted or --duration ends.
     Monitor(monitor::MonitorArgs),
 }
 
@@ -54,6 +59,7 @@ pub enum Outcome {
 pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     match &cli.command {
         Command::Monitor(args) => monitor::run(args, out).map(|()| Outcome::Success),
+        Command::Watch(args) => watch::run(&cli.config, args, out).map(|()| Outcome::Success),
         command => routing::run(&cli.config, command, out),
     }
 }

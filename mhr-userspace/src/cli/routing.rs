@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use super::{Command, Outcome};
 use crate::{
     check::CheckReport,
-    config::Config,
+    config::{Config, GuardMode},
     engine::{Engine, Planned},
     state,
     status::Status,
@@ -36,6 +36,10 @@ pub struct ApplyArgs {
     /// Only show what would change (same as `mhr plan`).
     #[arg(long)]
     dry_run: bool,
+    /// Routing only: leave the source guard as it is (not attached, or as
+    /// an earlier apply left it).
+    #[arg(long)]
+    no_guard: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,6 +80,28 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                     }
                     writeln!(out, "applied {} change(s)", applied.actions.len())?;
                 }
+                if !args.no_guard {
+                    let attachments = engine.apply_guard(&planned)?;
+                    let mode = |interface: &str| {
+                        let uplink = engine.config().uplinks.iter().find(|u| u.interface == interface);
+                        uplink.map(|u| engine.config().guard_mode(u))
+                    };
+                    for attachment in attachments {
+                        let how =
+                            if attachment.replaced { "program replaced, counters kept" } else { "attached" };
+                        let (mode, asymmetric) = mode(&attachment.interface).unwrap_or_default();
+                        let enforce = match (mode, asymmetric) {
+                            (GuardMode::Monitor, _) => "monitor",
+                            (GuardMode::Enforce, false) => "enforce (drop spoofed)",
+                            (GuardMode::Enforce, true) => "enforce (drop spoofed and asymmetric)",
+                        };
+                        writeln!(
+                            out,
+                            "guard: {} {how} via {}, {enforce}",
+                            attachment.interface, attachment.mechanism
+                        )?;
+                    }
+                }
             }
             Command::Down => {
                 let applied = engine.down().await?;
@@ -86,6 +112,9 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                         writeln!(out, "  {action}")?;
                     }
                     writeln!(out, "removed mhr's routing ({} change(s))", applied.actions.len())?;
+                }
+                for detached in engine.down_guard()? {
+                    writeln!(out, "guard: detached {detached}")?;
                 }
             }
             Command::Status(args) => {
@@ -107,7 +136,7 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                     return Ok(Outcome::ChecksFailed);
                 }
             }
-            Command::Monitor(_) => unreachable!("handled by cli::run"),
+            Command::Monitor(_) | Command::Watch(_) => unreachable!("handled by cli::run"),
         }
         Ok(Outcome::Success)
     })
@@ -185,6 +214,34 @@ fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
         }
         for object in uplink.rules.iter().chain(&uplink.routes) {
             writeln!(out, "  {} {}", mark(object.present), object.object)?;
+        }
+    }
+    match &status.guard {
+        None => writeln!(out, "guard: not installed")?,
+        Some(guard) => {
+            for uplink in &guard.uplinks {
+                let attached = if uplink.attached { "attached" } else { "NOT attached" };
+                writeln!(out, "guard on {} ({attached}, {:?}):", uplink.interface, uplink.mode)?;
+                let verdicts: Vec<String> =
+                    uplink.verdicts.iter().map(|(name, count)| format!("{name} {}", count.packets)).collect();
+                writeln!(out, "  packets: {}", verdicts.join(", "))?;
+                let e = &uplink.events;
+                writeln!(
+                    out,
+                    "  dropped {}, flags emitted {}, suppressed {}, errors {}",
+                    e.dropped, e.flags_emitted, e.flags_suppressed, e.errors
+                )?;
+            }
+            if !guard.top_offenders.is_empty() {
+                writeln!(out, "top offenders:")?;
+                for offender in &guard.top_offenders {
+                    writeln!(
+                        out,
+                        "  {} {} {} packets {} bytes {}",
+                        offender.uplink, offender.source, offender.verdict, offender.packets, offender.bytes
+                    )?;
+                }
+            }
         }
     }
     for note in &status.notes {
