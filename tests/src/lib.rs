@@ -8,6 +8,7 @@ pub mod many_uplinks;
 pub mod netns;
 pub mod probe;
 pub mod quiet_host;
+pub mod raw;
 pub mod seed_lab;
 pub mod temp_dir;
 

@@ -1,0 +1,167 @@
+//! The guard on real traffic in namespaces: what leaves an uplink is
+//! counted by verdict exactly, enforce mode drops exactly the spoofed
+//! packets, and counters survive re-applies with no packet uncounted.
+
+mod common;
+
+use std::{
+    net::Ipv4Addr,
+    path::Path,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use common::{mhr, write_config};
+use mhr_common::guard::{Family, Verdict};
+use mhr_tests::{
+    TempDir,
+    quiet_host::{QuietHost, UDP4_FRAME_OVERHEAD},
+    raw::{UDP4_OVERHEAD, mac_of, rx_packets, send_frames, udp4_frame},
+    require_root,
+    seed_lab::routing_section,
+};
+use mhr_userspace::guard::{GuardMaps, VerdictCounts};
+
+const PAYLOAD: usize = 64;
+const FOREIGN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 66);
+
+/// A quiet host with two uplinks under mhr (routing + guard).
+fn quiet_config(dir: &TempDir, mode: &str) -> std::path::PathBuf {
+    let text = format!(
+        "mode = \"{mode}\"\n[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"10.99.0.1\"\n\n[[uplink]]\ninterface = \"ens4\"\ngateway = \"10.99.1.1\"\n\n{}",
+        routing_section(dir.path())
+    );
+    write_config(dir, &text)
+}
+
+fn counts(pin_dir: &Path, uplink: &str) -> VerdictCounts {
+    let maps = GuardMaps::from_pins(pin_dir).unwrap().expect("guard installed");
+    let names = maps.slot_names().unwrap();
+    let slot =
+        names.iter().find(|(_, name)| *name == uplink).map(|(slot, _)| *slot).expect("uplink has a slot");
+    maps.verdict_counts(slot).unwrap()
+}
+
+/// A frame out of `interface` of the quiet host, to its peer, from `source`.
+fn frame_from(host: &QuietHost, index: usize, source: Ipv4Addr) -> Vec<u8> {
+    let uplink = &host.uplinks[index];
+    let own = mac_of(&host.host, &uplink.interface).unwrap();
+    let peer = mac_of(&host.peer, &format!("p{index}")).unwrap();
+    udp4_frame(own, peer, source, uplink.peer_address, PAYLOAD)
+}
+
+#[test]
+fn egress_traffic_is_counted_by_verdict_exactly() {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("guard").unwrap();
+    let config = quiet_config(&dir, "monitor");
+    let applied = mhr(&host.host, &config, &["apply"]);
+    assert!(applied.succeeded(), "{applied:?}");
+
+    host.send_udp(0, 7, PAYLOAD).unwrap(); // ens3's own address: ok
+    let asymmetric = frame_from(&host, 0, host.uplinks[1].address);
+    send_frames(&host.host, "ens3", &asymmetric, 5).unwrap(); // ens4's address out of ens3
+    let spoofed = frame_from(&host, 0, FOREIGN);
+    send_frames(&host.host, "ens3", &spoofed, 3).unwrap();
+
+    let frame = (PAYLOAD + UDP4_OVERHEAD) as u64;
+    assert_eq!(UDP4_FRAME_OVERHEAD, UDP4_OVERHEAD as u64);
+    let ens3 = counts(&dir.pin_dir(), "ens3");
+    let v4 = |verdict| ens3.get(Family::Ipv4, verdict);
+    assert_eq!((v4(Verdict::Ok).packets, v4(Verdict::Ok).bytes), (7, 7 * frame));
+    assert_eq!((v4(Verdict::Asymmetric).packets, v4(Verdict::Asymmetric).bytes), (5, 5 * frame));
+    assert_eq!((v4(Verdict::Spoofed).packets, v4(Verdict::Spoofed).bytes), (3, 3 * frame));
+    for verdict in [Verdict::Exempt, Verdict::NonIp, Verdict::Malformed] {
+        assert_eq!(ens3.total(verdict).packets, 0, "{verdict:?}");
+    }
+    let ens4 = counts(&dir.pin_dir(), "ens4");
+    assert!(Verdict::ALL.iter().all(|v| ens4.total(*v).packets == 0), "nothing left ens4");
+
+    let status = mhr(&host.host, &config, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status.output).expect("status is JSON");
+    let guard = &status["guard"]["uplinks"][0];
+    assert_eq!(guard["interface"], "ens3");
+    assert_eq!(guard["attached"], true);
+    assert_eq!(guard["verdicts"]["spoofed"]["packets"], 3);
+    assert_eq!(guard["verdicts"]["asymmetric"]["packets"], 5);
+    assert_eq!(guard["by_family"]["ipv4"]["ok"]["packets"], 7);
+    let top = &status["guard"]["top_offenders"];
+    assert_eq!(top[0]["source"], "10.99.1.10");
+    assert_eq!(top[0]["packets"], 5);
+    assert_eq!(top[1]["source"], "192.0.2.66");
+    assert_eq!(top[1]["verdict"], "spoofed");
+    let watch = mhr(&host.host, &config, &["watch", "--count", "8", "--duration", "5s"]);
+    assert!(watch.succeeded(), "{watch:?}");
+    assert_eq!(watch.output.matches("verdict=asymmetric src=10.99.1.10").count(), 5, "{}", watch.output);
+    assert_eq!(watch.output.matches("verdict=spoofed src=192.0.2.66").count(), 3, "{}", watch.output);
+    assert!(mhr(&host.host, &config, &["down"]).succeeded());
+}
+
+#[test]
+fn enforce_mode_lets_the_router_side_see_none_of_the_spoofed_and_all_the_good() {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("guard").unwrap();
+    let config = quiet_config(&dir, "enforce");
+    assert!(mhr(&host.host, &config, &["apply"]).succeeded());
+    let received_before = rx_packets(&host.peer, "p0").unwrap();
+
+    let good = frame_from(&host, 0, host.uplinks[0].address);
+    let spoofed = frame_from(&host, 0, FOREIGN);
+    let asymmetric = frame_from(&host, 0, host.uplinks[1].address);
+    let mut dropped = 0;
+    for _ in 0..4 {
+        dropped += send_frames(&host.host, "ens3", &good, 5).unwrap();
+        dropped += send_frames(&host.host, "ens3", &spoofed, 5).unwrap();
+    }
+    dropped += send_frames(&host.host, "ens3", &asymmetric, 2).unwrap();
+    assert_eq!(dropped, 20, "the sender saw exactly the spoofed frames dropped");
+
+    let received = rx_packets(&host.peer, "p0").unwrap() - received_before;
+    assert_eq!(
+        received,
+        20 + 2,
+        "all good packets and the (not enforced) asymmetric ones arrive, no spoofed"
+    );
+    let ens3 = counts(&dir.pin_dir(), "ens3");
+    assert_eq!(ens3.get(Family::Ipv4, Verdict::Spoofed).packets, 20);
+    let maps = GuardMaps::from_pins(&dir.pin_dir()).unwrap().unwrap();
+    let slot = *maps.slot_names().unwrap().iter().find(|(_, n)| *n == "ens3").unwrap().0;
+    assert_eq!(maps.event_counts(slot).unwrap().dropped, 20);
+    assert!(mhr(&host.host, &config, &["down"]).succeeded());
+}
+
+#[test]
+fn counters_survive_reapply_and_restart_and_no_packet_goes_uncounted() {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("guard").unwrap();
+    let config = quiet_config(&dir, "monitor");
+    assert!(mhr(&host.host, &config, &["apply"]).succeeded());
+    host.send_udp(0, 10, PAYLOAD).unwrap();
+    assert_eq!(counts(&dir.pin_dir(), "ens3").get(Family::Ipv4, Verdict::Ok).packets, 10);
+
+    // Keep traffic flowing while mhr is re-applied three times (each run a
+    // fresh load of the program, as after a restart, replacing it in place).
+    let sent = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                host.send_udp(0, 1, PAYLOAD).unwrap();
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        for _ in 0..3 {
+            let again = mhr(&host.host, &config, &["apply"]);
+            assert!(again.output.contains("guard: ens3 program replaced, counters kept"), "{}", again.output);
+        }
+        done.store(true, Ordering::Relaxed);
+    });
+    let during = sent.load(Ordering::Relaxed);
+    assert!(during > 0);
+    let ok = counts(&dir.pin_dir(), "ens3").get(Family::Ipv4, Verdict::Ok).packets;
+    assert_eq!(ok, 10 + during, "every packet counted across the replacements");
+    assert!(mhr(&host.host, &config, &["down"]).succeeded());
+    assert!(GuardMaps::from_pins(&dir.pin_dir()).unwrap().is_none(), "down unpins the maps");
+}
