@@ -90,6 +90,15 @@ pub enum GuardMode {
     Enforce,
 }
 
+impl std::fmt::Display for GuardMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Monitor => "monitor",
+            Self::Enforce => "enforce",
+        })
+    }
+}
+
 /// `[datapath]`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]

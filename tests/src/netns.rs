@@ -78,10 +78,12 @@ impl Netns {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    /// A command that runs `program` inside this namespace.
+    /// A command that runs `program` inside this namespace. Only the
+    /// network namespace changes (`nsenter --net`): unlike `ip netns exec`,
+    /// which remounts /sys, bpffs at /sys/fs/bpf stays visible.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.name]).arg(program);
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net={NETNS_DIR}/{}", self.name)).arg(program);
         command
     }
 

@@ -287,7 +287,7 @@ impl SeedLab {
 
     /// Commands a person can paste to look inside the lab.
     pub fn enter_hints(&self) -> Vec<String> {
-        self.namespaces().map(|ns| format!("ip netns exec {} bash", ns.name())).collect()
+        self.namespaces().map(|ns| format!("nsenter --net=/run/netns/{} bash", ns.name())).collect()
     }
 
     /// The command that removes the lab (for a kept lab).

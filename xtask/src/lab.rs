@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail};
 use mhr_tests::{
     SeedLab, TempDir,
     probe::{self, TcpResponder},
+    raw,
     seed_lab::{CLIENT, mhr_config},
 };
 
@@ -23,6 +24,8 @@ use crate::cmd;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const SERVICE_PORT: u16 = 2222;
+/// A source address no uplink owns.
+const SPOOFED_SOURCE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 66);
 
 #[derive(Debug, clap::Args)]
 pub struct LabArgs {
@@ -104,8 +107,16 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     if !mhr.show(&lab, &["check"])? {
         bail!("mhr check failed after apply");
     }
-    println!("\n== a second apply changes nothing");
+    println!("\n== a second apply changes nothing (the guard is replaced in place, counters kept)");
     mhr.show(&lab, &["apply"])?;
+
+    println!(
+        "\n== the source guard: a spoofed and an asymmetric packet sent out of {} (raw frames)",
+        secondary.interface
+    );
+    send_offending_frames(&lab)?;
+    mhr.show(&lab, &["watch", "--count", "2", "--duration", "5s"])?;
+    mhr.show(&lab, &["status"])?;
 
     drop(responder);
     if args.keep {
@@ -115,7 +126,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
             println!("   {hint}");
         }
         println!(
-            "   mhr there: ip netns exec {} {} --config {} status",
+            "   mhr there: nsenter --net=/run/netns/{} {} --config {} status",
             lab.host.name(),
             mhr.binary.display(),
             mhr.config.display()
@@ -126,6 +137,19 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         mhr.show(&lab, &["down"])?;
         drop(lab);
         println!("\n== lab removed");
+    }
+    Ok(())
+}
+
+/// One packet from a foreign source and one from the primary's address,
+/// both out of the secondary uplink: `spoofed` and `asymmetric`.
+fn send_offending_frames(lab: &SeedLab) -> anyhow::Result<()> {
+    let [primary, secondary] = lab.uplinks() else { bail!("the seed lab has two uplinks") };
+    let own = raw::mac_of(&lab.host, secondary.interface)?;
+    let router = raw::mac_of(&lab.routers[1], "lan")?;
+    for source in [SPOOFED_SOURCE, primary.address] {
+        let frame = raw::udp4_frame(own, router, source, CLIENT, 32);
+        raw::send_frames(&lab.host, secondary.interface, &frame, 1)?;
     }
     Ok(())
 }

@@ -67,7 +67,7 @@ pub fn mhr_guard(ctx: TcContext) -> i32 {
     // SAFETY: `skb` is the context pointer the kernel handed to the program.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let guard =
-        if ifindex < MAX_IFINDEX { UPLINKS.get(ifindex) } else { unsafe { UPLINKS_HIGH.get(&ifindex) } };
+        if ifindex < MAX_IFINDEX { UPLINKS.get(ifindex) } else { unsafe { UPLINKS_HIGH.get(ifindex) } };
     let Some(guard) = guard else { return TCX_NEXT };
     if guard.enabled == 0 || guard.slot >= MAX_UPLINKS {
         return TCX_NEXT;
@@ -136,7 +136,7 @@ fn mismatch_v4(slot: u32, source: u32) -> Verdict {
         return Verdict::Ok;
     }
     // SAFETY: the value is read once, right away.
-    match unsafe { OWNERS_V4.get(&source) } {
+    match unsafe { OWNERS_V4.get(source) } {
         Some(owner) if *owner == slot => Verdict::Ok,
         Some(_) => Verdict::Asymmetric,
         None => Verdict::Spoofed,
@@ -220,7 +220,7 @@ fn remember_offender(offence: &Offence) {
     let key = offender_key(slot, family, parsed);
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    match OFFENDERS.get_ptr_mut(&key) {
+    match OFFENDERS.get_ptr_mut(key) {
         // SAFETY: this CPU's value of the entry.
         Some(offender) => unsafe {
             (*offender).packets += 1;
@@ -241,7 +241,7 @@ fn remember_offender(offence: &Offence) {
             };
             // BPF_ANY: if another CPU inserted the key meanwhile, this
             // only sets this CPU's value and keeps the others.
-            if OFFENDERS.insert(&key, &offender, 0).is_err() {
+            if OFFENDERS.insert(key, offender, 0).is_err() {
                 bump(slot, Event::Errors);
             }
         }

@@ -209,7 +209,7 @@ fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
         )?;
         for (family, gateway) in [("IPv4", &uplink.gateway4), ("IPv6", &uplink.gateway6)] {
             if let Some(gateway) = gateway {
-                writeln!(out, "  {family} gateway: {} (from {:?})", gateway.gateway, gateway.learned_from)?;
+                writeln!(out, "  {family} gateway: {} (from {})", gateway.gateway, gateway.learned_from)?;
             }
         }
         for object in uplink.rules.iter().chain(&uplink.routes) {
@@ -221,7 +221,7 @@ fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
         Some(guard) => {
             for uplink in &guard.uplinks {
                 let attached = if uplink.attached { "attached" } else { "NOT attached" };
-                writeln!(out, "guard on {} ({attached}, {:?}):", uplink.interface, uplink.mode)?;
+                writeln!(out, "guard on {} ({attached}, {} mode):", uplink.interface, uplink.mode)?;
                 let verdicts: Vec<String> =
                     uplink.verdicts.iter().map(|(name, count)| format!("{name} {}", count.packets)).collect();
                 writeln!(out, "  packets: {}", verdicts.join(", "))?;
