@@ -38,7 +38,8 @@ pub const MAX_ALLOW: u32 = 1024;
 pub const MAX_OFFENDERS: u32 = 1024;
 pub const MAX_HIGH_IFINDEXES: u32 = 256;
 pub const FLAGS_RING_BYTES: u32 = 256 * 1024;
-/// Flag records each CPU may emit per second; the rest are counted as suppressed.
+/// Flag records each CPU may emit per second and uplink; the rest are
+/// counted as suppressed.
 pub const FLAGS_PER_CPU_PER_SECOND: u64 = 200;
 /// At most this many VLAN tags are parsed in-band (802.1Q / 802.1ad).
 pub const MAX_VLAN_TAGS: usize = 2;
@@ -128,25 +129,22 @@ pub fn verdict_slot(uplink: u32, family: Family, verdict: Verdict) -> u32 {
 
 pub const VERDICT_SLOTS: u32 = MAX_UPLINKS * (FAMILIES * VERDICTS) as u32;
 
-/// Per-uplink events other than verdicts.
+/// Per-uplink events other than verdicts (flag counts live with the flag
+/// budget, which the flag path reads anyway).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Packets dropped in enforce mode.
     Dropped = 0,
-    /// Flag records written to the ring buffer.
-    FlagsEmitted = 1,
-    /// Flag records not written (rate limit or full ring).
-    FlagsSuppressed = 2,
     /// Internal errors (a map the program needs failed); the packet passed.
-    Errors = 3,
+    Errors = 1,
 }
 
-pub const EVENTS: usize = 4;
+pub const EVENTS: usize = 2;
 pub const EVENT_SLOTS: u32 = MAX_UPLINKS * EVENTS as u32;
 
 impl Event {
-    pub const ALL: [Self; EVENTS] = [Self::Dropped, Self::FlagsEmitted, Self::FlagsSuppressed, Self::Errors];
+    pub const ALL: [Self; EVENTS] = [Self::Dropped, Self::Errors];
 }
 
 #[inline(always)]
@@ -166,7 +164,11 @@ pub struct UplinkGuard {
     pub enforce_asymmetric: u8,
     pub v4_count: u8,
     pub v6_count: u8,
-    pub _pad: [u8; 3],
+    /// 1 when the uplink has IPv4 / IPv6 `allow` prefixes (else the trie
+    /// lookup is skipped).
+    pub allow_v4: u8,
+    pub allow_v6: u8,
+    pub _pad: u8,
     /// Counter slot (0..MAX_UPLINKS).
     pub slot: u32,
     pub _pad2: u32,
@@ -195,7 +197,9 @@ impl UplinkGuard {
         enforce_asymmetric: 0,
         v4_count: 0,
         v6_count: 0,
-        _pad: [0; 3],
+        allow_v4: 0,
+        allow_v6: 0,
+        _pad: 0,
         slot: 0,
         _pad2: 0,
         v4: [0; INLINE_V4],
@@ -287,13 +291,20 @@ pub struct FlagRecord {
 
 const _: () = assert!(size_of::<FlagRecord>() == 56);
 
-/// The per-CPU flag budget: records emitted in the current one-second window.
+/// One uplink's flag budget on one CPU: records emitted in the current
+/// one-second window, and all-time emitted / suppressed counts.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlagBudget {
     pub window_start_ns: u64,
+    pub window_emitted: u64,
+    /// Flag records written to the ring buffer.
     pub emitted: u64,
+    /// Flag records not written (rate limit or full ring).
+    pub suppressed: u64,
 }
+
+const _: () = assert!(size_of::<FlagBudget>() == 32);
 
 #[cfg(feature = "user")]
 mod user {

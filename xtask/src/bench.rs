@@ -33,7 +33,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     println!("== building mhr (release)");
     cmd::run(cmd::cargo().args(["build", "--release", "--package", "mhr-userspace", "--bin", "mhr"]))?;
     let mhr = cmd::workspace_root().join("target/release/mhr");
-    routing(&mhr, args)
+    routing(&mhr, args)?;
+    println!();
+    // The guard's figures need the library in-process (BPF_PROG_TEST_RUN).
+    cmd::run(cmd::cargo().args(["bench", "--package", "mhr-tests", "--bench", "guard"]))
 }
 
 /// One round's wall times.

@@ -11,7 +11,7 @@
 mod parse;
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{classifier, map},
     maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::TcContext,
@@ -51,8 +51,9 @@ static EVENTS: PerCpuArray<u64> = PerCpuArray::pinned(EVENT_SLOTS, 0);
 static OFFENDERS: LruPerCpuHashMap<OffenderKey, Offender> = LruPerCpuHashMap::pinned(MAX_OFFENDERS, 0);
 #[map(name = "MHR_FLAGS")]
 static FLAGS: RingBuf = RingBuf::pinned(FLAGS_RING_BYTES, 0);
+/// Per uplink (slot) and CPU.
 #[map(name = "MHR_FLAG_BUDGET")]
-static FLAG_BUDGET: PerCpuArray<FlagBudget> = PerCpuArray::pinned(1, 0);
+static FLAG_BUDGET: PerCpuArray<FlagBudget> = PerCpuArray::pinned(MAX_UPLINKS, 0);
 
 const NS_PER_SECOND: u64 = 1_000_000_000;
 
@@ -80,8 +81,12 @@ pub fn mhr_guard(ctx: TcContext) -> i32 {
         return TCX_NEXT;
     }
     let drop = guard.enforce != 0 && (verdict == Verdict::Spoofed || guard.enforce_asymmetric != 0);
+    // The coarse clock (jiffies resolution) is enough for first/last seen
+    // and one-second flag windows, and much cheaper than the precise one.
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let offence =
-        Offence { ifindex, slot: guard.slot, family, verdict, length, dropped: drop, parsed: &parsed };
+        Offence { ifindex, slot: guard.slot, family, verdict, length, dropped: drop, now, parsed: &parsed };
     remember_offender(&offence);
     flag(&ctx, &offence);
     if drop {
@@ -99,6 +104,8 @@ struct Offence<'a> {
     verdict: Verdict,
     length: u64,
     dropped: bool,
+    /// CLOCK_MONOTONIC_COARSE ns, read once per packet.
+    now: u64,
     parsed: &'a Parsed,
 }
 
@@ -126,21 +133,21 @@ fn classify_v4(guard: &UplinkGuard, source: u32) -> Verdict {
             return Verdict::Ok;
         }
     }
-    mismatch_v4(guard.slot, source)
+    mismatch_v4(guard.slot, guard.allow_v4 != 0, source)
 }
 
+/// Not one of the inline addresses: an owner lookup, then (only for
+/// uplinks that have them) the allow prefixes.
 #[inline(never)]
-fn mismatch_v4(slot: u32, source: u32) -> Verdict {
-    let key = Key::new(32 + 32, AllowV4 { slot: slot.to_be_bytes(), address: source.to_ne_bytes() });
-    if ALLOW_V4.get(&key).is_some() {
-        return Verdict::Ok;
-    }
+fn mismatch_v4(slot: u32, has_allow: bool, source: u32) -> Verdict {
     // SAFETY: the value is read once, right away.
-    match unsafe { OWNERS_V4.get(source) } {
-        Some(owner) if *owner == slot => Verdict::Ok,
+    let verdict = match unsafe { OWNERS_V4.get(source) } {
+        Some(owner) if *owner == slot => return Verdict::Ok,
         Some(_) => Verdict::Asymmetric,
         None => Verdict::Spoofed,
-    }
+    };
+    let key = Key::new(32 + 32, AllowV4 { slot: slot.to_be_bytes(), address: source.to_ne_bytes() });
+    if has_allow && ALLOW_V4.get(key).is_some() { Verdict::Ok } else { verdict }
 }
 
 #[inline(always)]
@@ -161,24 +168,25 @@ fn classify_v6(guard: &UplinkGuard, source: &[u64; 2]) -> Verdict {
             return Verdict::Ok;
         }
     }
-    mismatch_v6(guard.slot, source)
+    mismatch_v6(guard.slot, guard.allow_v6 != 0, source)
 }
 
 #[inline(never)]
-fn mismatch_v6(slot: u32, source: &[u64; 2]) -> Verdict {
+fn mismatch_v6(slot: u32, has_allow: bool, source: &[u64; 2]) -> Verdict {
+    // SAFETY: the value is read once, right away.
+    let verdict = match unsafe { OWNERS_V6.get(source) } {
+        Some(owner) if *owner == slot => return Verdict::Ok,
+        Some(_) => Verdict::Asymmetric,
+        None => Verdict::Spoofed,
+    };
+    if !has_allow {
+        return verdict;
+    }
     let mut address = [0u8; 16];
     address[..8].copy_from_slice(&source[0].to_ne_bytes());
     address[8..].copy_from_slice(&source[1].to_ne_bytes());
     let key = Key::new(32 + 128, AllowV6 { slot: slot.to_be_bytes(), address });
-    if ALLOW_V6.get(&key).is_some() {
-        return Verdict::Ok;
-    }
-    // SAFETY: the value is read once, right away.
-    match unsafe { OWNERS_V6.get(source) } {
-        Some(owner) if *owner == slot => Verdict::Ok,
-        Some(_) => Verdict::Asymmetric,
-        None => Verdict::Spoofed,
-    }
+    if ALLOW_V6.get(key).is_some() { Verdict::Ok } else { verdict }
 }
 
 #[inline(always)]
@@ -216,10 +224,8 @@ fn offender_key(slot: u32, family: Family, parsed: &Parsed) -> OffenderKey {
 
 #[inline(never)]
 fn remember_offender(offence: &Offence) {
-    let Offence { slot, family, verdict, length, parsed, .. } = *offence;
+    let Offence { slot, family, verdict, length, now, parsed, .. } = *offence;
     let key = offender_key(slot, family, parsed);
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
     match OFFENDERS.get_ptr_mut(key) {
         // SAFETY: this CPU's value of the entry.
         Some(offender) => unsafe {
@@ -251,26 +257,23 @@ fn remember_offender(offence: &Offence) {
 /// Writes a flag record unless this CPU used up its budget for the second.
 #[inline(never)]
 fn flag(ctx: &TcContext, offence: &Offence) {
-    let Offence { ifindex, slot, family, verdict, dropped, parsed, .. } = *offence;
-    let Some(budget) = FLAG_BUDGET.get_ptr_mut(0) else {
+    let Offence { ifindex, slot, family, verdict, dropped, now, parsed, .. } = *offence;
+    let Some(budget) = FLAG_BUDGET.get_ptr_mut(slot) else {
         bump(slot, Event::Errors);
         return;
     };
-    // SAFETY: bpf_ktime_get_ns has no preconditions; `budget` is this CPU's.
+    // SAFETY: `budget` is this CPU's entry for this uplink.
     let allowed = unsafe {
-        let now = bpf_ktime_get_ns();
         if now.wrapping_sub((*budget).window_start_ns) >= NS_PER_SECOND {
             (*budget).window_start_ns = now;
-            (*budget).emitted = 0;
+            (*budget).window_emitted = 0;
         }
-        (*budget).emitted < FLAGS_PER_CPU_PER_SECOND
+        (*budget).window_emitted < FLAGS_PER_CPU_PER_SECOND
     };
-    if !allowed {
-        bump(slot, Event::FlagsSuppressed);
-        return;
-    }
-    let Some(mut entry) = FLAGS.reserve::<FlagRecord>(0) else {
-        bump(slot, Event::FlagsSuppressed);
+    let entry = if allowed { FLAGS.reserve::<FlagRecord>(0) } else { None };
+    let Some(mut entry) = entry else {
+        // SAFETY: as above.
+        unsafe { (*budget).suppressed += 1 };
         return;
     };
     let key = offender_key(slot, family, parsed);
@@ -291,9 +294,11 @@ fn flag(ctx: &TcContext, offence: &Offence) {
         destination,
     });
     entry.submit(0);
-    // SAFETY: `budget` is this CPU's slot.
-    unsafe { (*budget).emitted += 1 };
-    bump(slot, Event::FlagsEmitted);
+    // SAFETY: as above.
+    unsafe {
+        (*budget).window_emitted += 1;
+        (*budget).emitted += 1;
+    }
 }
 
 #[cfg(not(test))]

@@ -15,9 +15,9 @@ use aya::{
 };
 use mhr_common::guard::{
     ALLOW_V4_MAP, ALLOW_V6_MAP, AllowV4, AllowV6, Count, EVENT_COUNTERS_MAP, EVENTS, Event, FAMILIES,
-    FLAGS_MAP, Family, MAP_LAYOUT_VERSION, MAX_UPLINKS, OFFENDERS_MAP, OWNERS_V4_MAP, OWNERS_V6_MAP,
-    Offender, OffenderKey, SLOT_NAMES_MAP, UPLINKS_HIGH_MAP, UPLINKS_MAP, UplinkGuard, VERDICT_COUNTERS_MAP,
-    VERDICTS, Verdict, event_slot, verdict_slot,
+    FLAG_BUDGET_MAP, FLAGS_MAP, Family, FlagBudget, MAP_LAYOUT_VERSION, MAX_UPLINKS, OFFENDERS_MAP,
+    OWNERS_V4_MAP, OWNERS_V6_MAP, Offender, OffenderKey, SLOT_NAMES_MAP, UPLINKS_HIGH_MAP, UPLINKS_MAP,
+    UplinkGuard, VERDICT_COUNTERS_MAP, VERDICTS, Verdict, event_slot, verdict_slot,
 };
 use serde::Serialize;
 
@@ -53,6 +53,7 @@ pub struct GuardMaps {
     pub allow_v6: LpmTrie<MapData, AllowV6, u8>,
     pub verdicts: PerCpuArray<MapData, Count>,
     pub events: PerCpuArray<MapData, u64>,
+    pub flag_budget: PerCpuArray<MapData, FlagBudget>,
     pub offenders: PerCpuHashMap<MapData, OffenderKey, Offender>,
 }
 
@@ -74,6 +75,7 @@ impl GuardMaps {
             allow_v6: typed(take(ALLOW_V6_MAP)?, ALLOW_V6_MAP)?,
             verdicts: typed(take(VERDICT_COUNTERS_MAP)?, VERDICT_COUNTERS_MAP)?,
             events: typed(take(EVENT_COUNTERS_MAP)?, EVENT_COUNTERS_MAP)?,
+            flag_budget: typed(take(FLAG_BUDGET_MAP)?, FLAG_BUDGET_MAP)?,
             offenders: typed(take(OFFENDERS_MAP)?, OFFENDERS_MAP)?,
         })
     }
@@ -99,6 +101,7 @@ impl GuardMaps {
             allow_v6: typed(open(ALLOW_V6_MAP)?, ALLOW_V6_MAP)?,
             verdicts: typed(open(VERDICT_COUNTERS_MAP)?, VERDICT_COUNTERS_MAP)?,
             events: typed(open(EVENT_COUNTERS_MAP)?, EVENT_COUNTERS_MAP)?,
+            flag_budget: typed(open(FLAG_BUDGET_MAP)?, FLAG_BUDGET_MAP)?,
             offenders: typed(open(OFFENDERS_MAP)?, OFFENDERS_MAP)?,
         }))
     }
@@ -149,10 +152,11 @@ impl GuardMaps {
                 self.events.get(&event_slot(slot, event), 0).map_err(map_error(EVENT_COUNTERS_MAP))?;
             counts[event as usize] = values.iter().sum();
         }
+        let budgets = self.flag_budget.get(&slot, 0).map_err(map_error(FLAG_BUDGET_MAP))?;
         Ok(EventCounts {
             dropped: counts[Event::Dropped as usize],
-            flags_emitted: counts[Event::FlagsEmitted as usize],
-            flags_suppressed: counts[Event::FlagsSuppressed as usize],
+            flags_emitted: budgets.iter().map(|b| b.emitted).sum(),
+            flags_suppressed: budgets.iter().map(|b| b.suppressed).sum(),
             errors: counts[Event::Errors as usize],
         })
     }

@@ -169,6 +169,10 @@ impl Guard {
             }
             for prefix in &uplink.allow {
                 let prefix = prefix.trunc();
+                match prefix {
+                    IpNet::V4(_) => entry.allow_v4 = 1,
+                    IpNet::V6(_) => entry.allow_v6 = 1,
+                }
                 let bits = 32 + u32::from(prefix.prefix_len());
                 let slot_bytes = slot.to_be_bytes();
                 match prefix.addr() {
