@@ -165,3 +165,49 @@ fn counters_survive_reapply_and_restart_and_no_packet_goes_uncounted() {
     assert!(mhr(&host.host, &config, &["down"]).succeeded());
     assert!(GuardMaps::from_pins(&dir.pin_dir()).unwrap().is_none(), "down unpins the maps");
 }
+
+#[test]
+fn an_address_change_updates_the_maps_without_reloading_the_program() {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("guard").unwrap();
+    let config = quiet_config(&dir, "monitor");
+    assert!(mhr(&host.host, &config, &["apply"]).succeeded());
+
+    // A new address on ens3 is not the guard's yet: spoofed.
+    let added = Ipv4Addr::new(10, 99, 0, 20);
+    host.host.ip(["addr", "add", &format!("{added}/24"), "dev", "ens3"]).unwrap();
+    let frame = frame_from(&host, 0, added);
+    send_frames(&host.host, "ens3", &frame, 2).unwrap();
+    assert_eq!(counts(&dir.pin_dir(), "ens3").get(Family::Ipv4, Verdict::Spoofed).packets, 2);
+
+    // Rewrite the pinned maps only: no program is loaded or attached.
+    let index = |name: &'static str| {
+        host.host.run(move || mhr_userspace::datapath::interface_index(name).unwrap()).unwrap()
+    };
+    let mut maps = GuardMaps::from_pins(&dir.pin_dir()).unwrap().unwrap();
+    let uplinks = [
+        mhr_userspace::guard::GuardUplink {
+            interface: "ens3".into(),
+            ifindex: index("ens3"),
+            addresses: vec![host.uplinks[0].address.into(), added.into()],
+            allow: vec![],
+            enforce: false,
+            enforce_asymmetric: false,
+        },
+        mhr_userspace::guard::GuardUplink {
+            interface: "ens4".into(),
+            ifindex: index("ens4"),
+            addresses: vec![host.uplinks[1].address.into()],
+            allow: vec![],
+            enforce: false,
+            enforce_asymmetric: false,
+        },
+    ];
+    maps.configure(&uplinks).unwrap();
+    send_frames(&host.host, "ens3", &frame, 3).unwrap();
+    let ens3 = counts(&dir.pin_dir(), "ens3");
+    assert_eq!(ens3.get(Family::Ipv4, Verdict::Ok).packets, 3);
+    assert_eq!(ens3.get(Family::Ipv4, Verdict::Spoofed).packets, 2, "earlier counts kept");
+    assert!(mhr(&host.host, &config, &["down"]).succeeded());
+}
