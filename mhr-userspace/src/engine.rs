@@ -124,13 +124,16 @@ impl Engine {
 }
 
 impl Engine {
-    /// What the guard protects: every uplink with its current addresses,
-    /// `allow` prefixes and mode.
+    /// What the guard protects: every Ethernet uplink with its current
+    /// addresses, `allow` prefixes and mode. The guard parses Ethernet
+    /// frames, so L3 devices (tun, WireGuard, PPP) are left unguarded rather
+    /// than misread.
     pub fn guard_uplinks(&self, planned: &Planned) -> Vec<GuardUplink> {
         planned
             .desired
             .uplinks
             .iter()
+            .filter(|plan| plan.ethernet)
             .filter_map(|plan| {
                 let uplink = self.config.uplinks.iter().find(|u| u.interface == plan.interface)?;
                 let (mode, enforce_asymmetric) = self.config.guard_mode(uplink);

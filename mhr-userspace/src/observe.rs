@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use rtnetlink::packet_route::{
     AddressFamily,
     address::{AddressAttribute, AddressMessage, AddressScope},
-    link::{LinkAttribute, LinkFlags, LinkMessage},
+    link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage},
     route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteType},
     rule::{RuleAction, RuleAttribute, RuleMessage},
 };
@@ -30,6 +30,8 @@ pub struct Link {
     pub name: String,
     pub up: bool,
     pub point_to_point: bool,
+    /// Frames carry an Ethernet header (what the source guard parses).
+    pub ethernet: bool,
 }
 
 /// A global-scope address on a link.
@@ -113,6 +115,7 @@ fn link_from_message(message: &LinkMessage) -> Option<Link> {
         name,
         up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp),
         point_to_point: flags.contains(LinkFlags::Pointopoint),
+        ethernet: message.header.link_layer_type == LinkLayerType::Ether,
     })
 }
 

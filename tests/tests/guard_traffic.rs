@@ -211,3 +211,27 @@ fn an_address_change_updates_the_maps_without_reloading_the_program() {
     assert_eq!(ens3.get(Family::Ipv4, Verdict::Spoofed).packets, 2, "earlier counts kept");
     assert!(mhr(&host.host, &config, &["down"]).succeeded());
 }
+
+#[test]
+fn non_ethernet_uplinks_are_routed_but_not_guarded() {
+    require_root();
+    let host = QuietHost::start(&["ens3"]).unwrap();
+    host.host.ip(["tuntap", "add", "dev", "tun0", "mode", "tun"]).unwrap();
+    host.host.ip(["addr", "add", "10.98.0.10/24", "dev", "tun0"]).unwrap();
+    host.host.ip(["link", "set", "tun0", "up"]).unwrap();
+    let dir = TempDir::new("guard").unwrap();
+    let text = format!(
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"10.99.0.1\"\n\n[[uplink]]\ninterface = \"tun0\"\n\n{}",
+        routing_section(dir.path())
+    );
+    let config = write_config(&dir, &text);
+    let applied = mhr(&host.host, &config, &["apply"]);
+    assert!(applied.succeeded(), "{applied:?}");
+    assert!(applied.output.contains("guard: tun0 skipped: not an Ethernet device"), "{}", applied.output);
+    assert!(applied.output.contains("guard: ens3 attached via tcx"), "{}", applied.output);
+    assert!(
+        host.host.ip(["route", "show", "table", "7101"]).unwrap().contains("default dev tun0"),
+        "the point-to-point uplink is routed on-link"
+    );
+    assert!(mhr(&host.host, &config, &["down"]).succeeded());
+}

@@ -81,6 +81,13 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                     writeln!(out, "applied {} change(s)", applied.actions.len())?;
                 }
                 if !args.no_guard {
+                    for uplink in planned.desired.uplinks.iter().filter(|u| !u.ethernet) {
+                        writeln!(
+                            out,
+                            "guard: {} skipped: not an Ethernet device (the guard parses Ethernet frames)",
+                            uplink.interface
+                        )?;
+                    }
                     let attachments = engine.apply_guard(&planned)?;
                     let mode = |interface: &str| {
                         let uplink = engine.config().uplinks.iter().find(|u| u.interface == interface);

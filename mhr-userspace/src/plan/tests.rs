@@ -53,7 +53,13 @@ fn kernel_rule(family: Family, priority: u32, table: u32) -> Rule {
 
 /// The seed lab's host before mhr: both uplinks' default routes in main.
 fn seed_host() -> Observed {
-    let link = |index, name: &str| Link { index, name: name.into(), up: true, point_to_point: false };
+    let link = |index, name: &str| Link {
+        index,
+        name: name.into(),
+        up: true,
+        point_to_point: false,
+        ethernet: true,
+    };
     let address = |interface, address: &str, prefix_len| Address {
         interface,
         address: address.parse().unwrap(),
