@@ -12,7 +12,7 @@ use crate::{
     guard::{Guard, GuardAttachment, GuardError, GuardUplink},
     model::Names,
     observe::{self, ObserveError, Observed},
-    plan::{self, Action, Desired, PlanError},
+    plan::{self, Action, Desired, PlanError, Strictness},
     state::{self, MovedRoute, StateError},
 };
 
@@ -55,6 +55,7 @@ pub struct Applied {
 pub struct Engine {
     config: Config,
     handle: Handle,
+    strictness: Strictness,
 }
 
 impl Engine {
@@ -63,7 +64,14 @@ impl Engine {
     pub fn connect(config: Config) -> Result<Self, EngineError> {
         let (connection, handle, _) = rtnetlink::new_connection().map_err(EngineError::Connect)?;
         tokio::spawn(connection);
-        Ok(Self { config, handle })
+        Ok(Self { config, handle, strictness: Strictness::Strict })
+    }
+
+    /// Plans that skip uplinks that cannot be routed yet instead of failing
+    /// (the daemon).
+    pub fn tolerant(mut self) -> Self {
+        self.strictness = Strictness::Tolerant;
+        self
     }
 
     pub fn config(&self) -> &Config {
@@ -86,7 +94,7 @@ impl Engine {
     pub async fn plan(&self) -> Result<Planned, EngineError> {
         let observed = self.observe().await?;
         let registry = state::read_tables(&self.config.routing.rt_tables_dir)?;
-        let desired = plan::desired(&self.config, &observed, &registry, &self.moved()?)?;
+        let desired = plan::desired(&self.config, &observed, &registry, &self.moved()?, self.strictness)?;
         let actions = plan::diff(&desired, &observed, self.config.routing.protocol);
         Ok(Planned { names: observed.names(), tables: desired.table_names(), observed, desired, actions })
     }

@@ -28,7 +28,10 @@ pub struct ObserveError {
 pub struct Link {
     pub index: u32,
     pub name: String,
+    /// Administratively up (IFF_UP).
     pub up: bool,
+    /// Has carrier (IFF_LOWER_UP).
+    pub carrier: bool,
     pub point_to_point: bool,
     /// Frames carry an Ethernet header (what the source guard parses).
     pub ethernet: bool,
@@ -113,7 +116,8 @@ fn link_from_message(message: &LinkMessage) -> Option<Link> {
     Some(Link {
         index: message.header.index,
         name,
-        up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp),
+        up: flags.contains(LinkFlags::Up),
+        carrier: flags.contains(LinkFlags::LowerUp),
         point_to_point: flags.contains(LinkFlags::Pointopoint),
         ethernet: message.header.link_layer_type == LinkLayerType::Ether,
     })

@@ -203,7 +203,11 @@ fn mark(present: bool) -> &'static str {
 fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
     for uplink in &status.uplinks {
         let role = if uplink.primary { ", primary" } else { "" };
-        let state = if uplink.up { "up" } else { "DOWN" };
+        let state = match (uplink.up, uplink.carrier) {
+            (false, _) => "DOWN",
+            (true, false) => "up, NO CARRIER",
+            (true, true) => "up",
+        };
         writeln!(
             out,
             "{} (ifindex {}, {state}{role}), table {}",

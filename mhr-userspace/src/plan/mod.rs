@@ -86,6 +86,7 @@ pub struct UplinkPlan {
     pub index: u32,
     pub primary: bool,
     pub up: bool,
+    pub carrier: bool,
     pub ethernet: bool,
     pub table: u32,
     pub addresses: Vec<IpNet>,
@@ -123,6 +124,18 @@ impl Desired {
     }
 }
 
+/// How the planner treats an uplink it cannot route right now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Strictness {
+    /// A missing interface or an unlearnable gateway is an error (one-shot
+    /// commands: bad input changes nothing).
+    #[default]
+    Strict,
+    /// Skip what cannot be routed yet, with a note (the daemon: interfaces
+    /// come and go, DHCP leases are renewed).
+    Tolerant,
+}
+
 /// Computes the desired state. `registry` holds the tables mhr named in an
 /// earlier run (interface → table) so an uplink keeps its table; `moved`
 /// holds the main-table default routes mhr moved earlier.
@@ -131,25 +144,36 @@ pub fn desired(
     observed: &Observed,
     registry: &BTreeMap<String, u32>,
     moved: &[MovedRoute],
+    strictness: Strictness,
 ) -> Result<Desired, PlanError> {
+    let tolerant = strictness == Strictness::Tolerant;
     let protocol = config.routing.protocol;
     let path = config.path.display().to_string();
     let tables = allocate_tables(config, observed, registry)?;
     let mut desired = Desired::default();
 
     for (position, uplink) in config.uplinks.iter().enumerate() {
-        let link = observed.link(&uplink.interface).ok_or_else(|| PlanError::UnknownInterface {
-            path: path.clone(),
-            interface: uplink.interface.clone(),
-        })?;
+        let Some(link) = observed.link(&uplink.interface) else {
+            if tolerant {
+                desired.notes.push(format!("{}: no such interface yet, nothing to route", uplink.interface));
+                continue;
+            }
+            return Err(PlanError::UnknownInterface {
+                path: path.clone(),
+                interface: uplink.interface.clone(),
+            });
+        };
         let table = tables[position];
         let base = config.routing.priority_range[0] + 2 * position as u32;
-        let addresses: Vec<&Address> = observed.addresses_of(link.index).collect();
+        // A link that is administratively down takes no routes.
+        let addresses: Vec<&Address> =
+            if link.up { observed.addresses_of(link.index).collect() } else { Vec::new() };
         let mut plan = UplinkPlan {
             interface: uplink.interface.clone(),
             index: link.index,
             primary: uplink.primary,
             up: link.up,
+            carrier: link.carrier,
             ethernet: link.ethernet,
             table,
             addresses: addresses.iter().filter_map(|a| IpNet::new(a.address, a.prefix_len).ok()).collect(),
@@ -158,7 +182,11 @@ pub fn desired(
             to_priority: base,
             from_priority: base + 1,
         };
-        if addresses.is_empty() {
+        if !link.up {
+            desired
+                .notes
+                .push(format!("{}: link is down, nothing to route until it is up", uplink.interface));
+        } else if addresses.is_empty() {
             desired.notes.push(format!("{}: no global address yet, nothing to route", uplink.interface));
         }
         for family in [Family::V4, Family::V6] {
@@ -167,7 +195,7 @@ pub fn desired(
             if family_addresses.is_empty() {
                 continue;
             }
-            let gateway = learn_gateway(
+            let learned = learn_gateway(
                 config,
                 uplink,
                 link.index,
@@ -176,13 +204,18 @@ pub fn desired(
                 table,
                 observed,
                 moved,
-            )
-            .ok_or_else(|| PlanError::GatewayUnknown {
-                path: path.clone(),
-                interface: uplink.interface.clone(),
-                family,
-                key: if family == Family::V4 { "gateway" } else { "gateway6" },
-            })?;
+            );
+            let Some(gateway) = learned else {
+                let key = if family == Family::V4 { "gateway" } else { "gateway6" };
+                if tolerant {
+                    desired
+                        .notes
+                        .push(format!("{}: no {family} gateway known yet (set `{key}`)", uplink.interface));
+                    continue;
+                }
+                let interface = uplink.interface.clone();
+                return Err(PlanError::GatewayUnknown { path: path.clone(), interface, family, key });
+            };
             match family {
                 Family::V4 => plan.gateway4 = Some(gateway),
                 Family::V6 => plan.gateway6 = Some(gateway),

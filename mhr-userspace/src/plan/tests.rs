@@ -57,6 +57,7 @@ fn seed_host() -> Observed {
         index,
         name: name.into(),
         up: true,
+        carrier: true,
         point_to_point: false,
         ethernet: true,
     };
@@ -122,7 +123,7 @@ fn moved_records(actions: &[Action]) -> Vec<MovedRoute> {
 }
 
 fn plan(config: &Config, observed: &Observed) -> Result<(Desired, Vec<Action>), PlanError> {
-    let desired = desired(config, observed, &BTreeMap::new(), &[])?;
+    let desired = desired(config, observed, &BTreeMap::new(), &[], Strictness::Strict)?;
     let actions = diff(&desired, observed, MHR);
     Ok((desired, actions))
 }
@@ -178,9 +179,8 @@ fn planning_again_after_applying_changes_nothing() {
     let (_, actions) = plan(&config, &host).unwrap();
     let applied = after(&host, &actions);
     let moved = moved_records(&actions);
-    let desired =
-        desired(&config, &applied, &BTreeMap::from([("ens3".into(), 7100), ("ens4".into(), 7101)]), &moved)
-            .unwrap();
+    let registry = BTreeMap::from([("ens3".into(), 7100), ("ens4".into(), 7101)]);
+    let desired = desired(&config, &applied, &registry, &moved, Strictness::Strict).unwrap();
     assert_eq!(
         desired.uplinks[1].gateway4.map(|g| g.1),
         Some(GatewaySource::Owned),
@@ -238,7 +238,7 @@ fn stale_owned_objects_are_removed() {
 #[test]
 fn an_uplink_keeps_its_table_from_the_registry() {
     let registry = BTreeMap::from([("ens4".into(), 7150), ("gone0".into(), 7100)]);
-    let desired = desired(&seed_config(), &seed_host(), &registry, &[]).unwrap();
+    let desired = desired(&seed_config(), &seed_host(), &registry, &[], Strictness::Strict).unwrap();
     let tables: Vec<(String, u32)> = desired.uplinks.iter().map(|u| (u.interface.clone(), u.table)).collect();
     assert_eq!(
         tables,
@@ -373,4 +373,37 @@ fn every_action_has_an_inverse_that_undoes_it() {
     let mut got = undone.routes.clone();
     got.sort();
     assert_eq!(got, expected);
+}
+
+#[test]
+fn tolerant_planning_skips_what_cannot_be_routed_yet() {
+    let config = config(
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens4\"\n[[uplink]]\ninterface = \"ens9\"\n",
+    );
+    let mut host = seed_host();
+    host.routes.retain(|r| !(r.is_default() && r.interface == Some(3) && r.family() == Family::V6));
+    assert!(matches!(
+        desired(&config, &host, &BTreeMap::new(), &[], Strictness::Strict),
+        Err(PlanError::GatewayUnknown { .. })
+    ));
+    let tolerant = desired(&config, &host, &BTreeMap::new(), &[], Strictness::Tolerant).unwrap();
+    assert_eq!(tolerant.uplinks.len(), 2);
+    assert!(
+        tolerant.notes.iter().any(|n| n == "ens9: no such interface yet, nothing to route"),
+        "{:?}",
+        tolerant.notes
+    );
+    assert!(tolerant.notes.iter().any(|n| n.starts_with("ens4: no IPv6 gateway known yet")));
+    assert_eq!(tolerant.uplinks[1].gateway6, None);
+    assert!(tolerant.uplinks[1].gateway4.is_some(), "IPv4 is still routed");
+}
+
+#[test]
+fn an_uplink_whose_link_is_down_takes_no_routes_or_rules() {
+    let mut host = seed_host();
+    host.links[2].up = false;
+    let (desired, _) = plan(&seed_config(), &host).unwrap();
+    assert!(desired.routes.iter().all(|r| r.interface != Some(3)));
+    assert!(desired.rules.iter().all(|r| r.table != desired.uplinks[1].table));
+    assert!(desired.notes.iter().any(|n| n == "ens4: link is down, nothing to route until it is up"));
 }
