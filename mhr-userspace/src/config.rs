@@ -60,6 +60,10 @@ pub enum ConfigError {
     PriorityRangeTooSmall { path: PathBuf, needed: usize, have: u64 },
     #[error("{path}: [routing] protocol {protocol} is reserved (0–4 belong to the kernel and iproute2)")]
     ReservedProtocol { path: PathBuf, protocol: u8 },
+    #[error(
+        "{path}: [metrics] top_offenders = {value}: at most {MAX_TOP_OFFENDERS} (label sets stay bounded)"
+    )]
+    TooManyTopOffenders { path: PathBuf, value: usize },
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -77,6 +81,27 @@ struct RawConfig {
     routing: RoutingConfig,
     #[serde(default)]
     datapath: DatapathConfig,
+    #[serde(default)]
+    metrics: MetricsConfig,
+}
+
+/// `[metrics]` (the daemon's HTTP endpoint).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where `/metrics` and `/healthz` are served; localhost only by default.
+    pub listen: std::net::SocketAddr,
+    /// Export the top K offenders with per-source labels (0 = off, at most 10).
+    pub top_offenders: usize,
+}
+
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9847";
+pub const MAX_TOP_OFFENDERS: usize = 10;
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9847)), top_offenders: 0 }
+    }
 }
 
 /// What the source guard does with packets whose source is not the uplink's.
@@ -184,6 +209,7 @@ pub struct Config {
     pub uplinks: Vec<UplinkConfig>,
     pub routing: RoutingConfig,
     pub datapath: DatapathConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Config {
@@ -211,6 +237,7 @@ impl Config {
             uplinks: raw.uplinks,
             routing: raw.routing,
             datapath: raw.datapath,
+            metrics: raw.metrics,
         };
         config.validate()?;
         Ok(config)
@@ -301,6 +328,9 @@ impl Config {
         if RESERVED_PROTOCOLS.contains(&routing.protocol) {
             return Err(ConfigError::ReservedProtocol { path: path(), protocol: routing.protocol });
         }
+        if self.metrics.top_offenders > MAX_TOP_OFFENDERS {
+            return Err(ConfigError::TooManyTopOffenders { path: path(), value: self.metrics.top_offenders });
+        }
         Ok(())
     }
 }
@@ -339,6 +369,8 @@ mod tests {
         assert_eq!(config.primary().interface, "ens3");
         assert_eq!(config.routing, RoutingConfig::default());
         assert_eq!(config.datapath.pin_dir, PathBuf::from(DEFAULT_PIN_DIR));
+        assert_eq!(config.metrics.listen.to_string(), DEFAULT_METRICS_LISTEN);
+        assert_eq!(config.metrics.top_offenders, 0);
         assert_eq!(config.guard_mode(&config.uplinks[0]), (GuardMode::Monitor, false));
         assert!(config.routing.to_rules);
         assert_eq!(config.uplinks[1].gateway, None);
@@ -468,6 +500,11 @@ to_rules = false
             ConfigError::PriorityRangeTooSmall { needed: 4, have: 3, .. }
         ));
         assert!(matches!(with("protocol = 4").unwrap_err(), ConfigError::ReservedProtocol { .. }));
+        let top = parse(&format!("{MINIMAL}[metrics]\ntop_offenders = 11\n")).unwrap_err();
+        assert!(matches!(top, ConfigError::TooManyTopOffenders { value: 11, .. }));
+        let listen =
+            parse(&format!("{MINIMAL}[metrics]\nlisten = \"0.0.0.0:9100\"\ntop_offenders = 10\n")).unwrap();
+        assert_eq!(listen.metrics.listen.port(), 9100);
         assert!(with("priority_range = [100, 103]").is_ok());
     }
 

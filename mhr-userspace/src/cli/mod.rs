@@ -3,6 +3,7 @@
 
 mod monitor;
 mod routing;
+mod run;
 mod watch;
 
 use std::{io::Write, path::PathBuf};
@@ -19,12 +20,25 @@ pub struct Cli {
     /// Configuration file (TOML).
     #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
+    /// Log lines as text or JSON (on stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
 
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Apply, then keep routing and the guard true as the host changes
+    /// (netlink events, periodic resync) and serve Prometheus metrics.
+    Run(run::RunArgs),
     /// Show the changes `apply` would make (nothing is changed).
     Plan(routing::PlanArgs),
     /// Install per-uplink tables and rules, keep one default route in main,
@@ -60,6 +74,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     match &cli.command {
         Command::Monitor(args) => monitor::run(args, out).map(|()| Outcome::Success),
         Command::Watch(args) => watch::run(&cli.config, args, out).map(|()| Outcome::Success),
+        Command::Run(args) => run::run(&cli.config, args).map(|()| Outcome::Success),
         command => routing::run(&cli.config, command, out),
     }
 }

@@ -143,7 +143,7 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                     return Ok(Outcome::ChecksFailed);
                 }
             }
-            Command::Monitor(_) | Command::Watch(_) => unreachable!("handled by cli::run"),
+            Command::Monitor(_) | Command::Watch(_) | Command::Run(_) => unreachable!("handled by cli::run"),
         }
         Ok(Outcome::Success)
     })

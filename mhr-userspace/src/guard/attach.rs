@@ -24,7 +24,7 @@ pub struct GuardAttachment {
     pub replaced: bool,
 }
 
-fn pin_name(uplink: &GuardUplink) -> String {
+pub(super) fn pin_name(uplink: &GuardUplink) -> String {
     // bpffs refuses names with dots (VLAN interfaces have them).
     format!("{}@{}", uplink.interface.replace('.', "_"), uplink.ifindex)
 }

@@ -57,6 +57,12 @@ pub struct GuardMaps {
     pub offenders: PerCpuHashMap<MapData, OffenderKey, Offender>,
 }
 
+impl std::fmt::Debug for GuardMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GuardMaps")
+    }
+}
+
 fn typed<T: TryFrom<Map, Error = MapError>>(map: Map, name: &'static str) -> Result<T, GuardError> {
     T::try_from(map).map_err(|source| GuardError::Map { name, source })
 }

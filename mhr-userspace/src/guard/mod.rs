@@ -9,18 +9,18 @@ pub mod flags;
 pub mod maps;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::MapError,
+    maps::{MapData, MapError, RingBuf},
     programs::{ProgramError, SchedClassifier},
 };
 use ipnet::IpNet;
-use mhr_common::guard::{EMPTY_PROGRAM, GUARD_PROGRAM, MAX_UPLINKS};
+use mhr_common::guard::{EMPTY_PROGRAM, FLAGS_MAP, GUARD_PROGRAM, MAX_UPLINKS};
 
 pub use attach::{GuardAttachment, teardown};
 pub use maps::{EventCounts, GuardMaps, OffenderReport, PinLayout, VerdictCounts};
@@ -91,6 +91,8 @@ pub struct Guard {
     ebpf: Ebpf,
     pub maps: GuardMaps,
     layout: PinLayout,
+    /// Pinned links this instance attached or replaced (name@ifindex).
+    attached: BTreeSet<String>,
 }
 
 impl Guard {
@@ -107,7 +109,7 @@ impl Guard {
             .load(GUARD_OBJECT)
             .map_err(|source| GuardError::Load { pin_dir: pin_dir.to_owned(), source: Box::new(source) })?;
         let maps = GuardMaps::from_ebpf(&mut ebpf)?;
-        let mut guard = Self { ebpf, maps, layout };
+        let mut guard = Self { ebpf, maps, layout, attached: Default::default() };
         for name in [GUARD_PROGRAM, EMPTY_PROGRAM] {
             guard.program(name)?.load().map_err(|source| GuardError::Program { name, source })?;
         }
@@ -140,13 +142,49 @@ impl Guard {
         uplinks: &[GuardUplink],
         mode: AttachMode,
     ) -> Result<Vec<GuardAttachment>, GuardError> {
+        self.attach_where(uplinks, mode, |_, _| true)
+    }
+
+    /// Like [`Guard::attach`], but leaves alone the links this instance
+    /// already holds: for the daemon's reconcile, where only new or
+    /// re-created interfaces (or a link someone removed) need attaching.
+    pub fn attach_missing(
+        &mut self,
+        uplinks: &[GuardUplink],
+        mode: AttachMode,
+    ) -> Result<Vec<GuardAttachment>, GuardError> {
+        let links_dir = self.layout.links();
+        self.attach_where(uplinks, mode, |attached, pin| {
+            !attached.contains(pin) || !links_dir.join(pin).exists()
+        })
+    }
+
+    fn attach_where(
+        &mut self,
+        uplinks: &[GuardUplink],
+        mode: AttachMode,
+        needed: impl Fn(&BTreeSet<String>, &str) -> bool,
+    ) -> Result<Vec<GuardAttachment>, GuardError> {
         let links_dir = self.layout.links();
         let mut attachments = Vec::with_capacity(uplinks.len());
         for uplink in uplinks {
+            let pin = attach::pin_name(uplink);
+            if !needed(&self.attached, &pin) {
+                continue;
+            }
             let program = self.program(GUARD_PROGRAM)?;
             attachments.push(attach::attach_uplink(program, uplink, mode, &links_dir)?);
+            self.attached.insert(pin);
         }
         attach::remove_stale_links(&links_dir, uplinks)?;
+        let wanted: BTreeSet<String> = uplinks.iter().map(attach::pin_name).collect();
+        self.attached.retain(|pin| wanted.contains(pin));
         Ok(attachments)
+    }
+
+    /// The ring buffer of flag records, for the one reader that drains it.
+    pub fn take_flags(&mut self) -> Result<RingBuf<MapData>, GuardError> {
+        let map = self.ebpf.take_map(FLAGS_MAP).ok_or(GuardError::MissingMap(FLAGS_MAP))?;
+        RingBuf::try_from(map).map_err(|source| GuardError::Map { name: FLAGS_MAP, source })
     }
 }

@@ -500,6 +500,18 @@ impl Action {
         }
     }
 
+    /// A short name for metrics (`mhr_drift_corrections_total{kind}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::AddRoute { .. } => "route_added",
+            Self::DeleteRoute { .. } => "route_deleted",
+            Self::AddRule { .. } => "rule_added",
+            Self::DeleteRule { .. } => "rule_deleted",
+            Self::ReleaseDefault { .. } => "default_moved",
+            Self::RestoreDefault { .. } => "default_restored",
+        }
+    }
+
     /// The equivalent `ip` command.
     pub fn ip_command(&self, names: &Names) -> String {
         match self {

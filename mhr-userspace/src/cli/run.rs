@@ -1,0 +1,54 @@
+//! `mhr run`: the daemon.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    config::Config,
+    daemon::{self, DaemonOptions},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Quiet time after a netlink notification before reconciling.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20ms")]
+    debounce: Duration,
+    /// Full resync period, the safety net for anything missed.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    resync: Duration,
+    /// On SIGTERM/SIGINT remove routing and guard (default: leave them in
+    /// place so protection continues while the daemon restarts).
+    #[arg(long)]
+    cleanup_on_exit: bool,
+    /// Routing only: do not attach the source guard.
+    #[arg(long)]
+    no_guard: bool,
+}
+
+pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let options = DaemonOptions {
+        debounce: args.debounce,
+        resync: args.resync,
+        cleanup_on_exit: args.cleanup_on_exit,
+        guard: !args.no_guard,
+        ..DaemonOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        };
+        daemon::run(config, options, shutdown).await.context("mhr run")
+    })
+}

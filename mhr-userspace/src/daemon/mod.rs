@@ -1,0 +1,247 @@
+//! `mhr run`: apply, then keep routing and the guard true as the host
+//! changes. Netlink notifications (debounced), an overrun, or the periodic
+//! timer trigger a reconcile through the same plan/diff/apply path as
+//! `mhr apply`. Metrics are served over HTTP.
+
+mod events;
+mod flags;
+mod http;
+
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::time::{Instant, sleep_until};
+
+use crate::{
+    config::Config,
+    datapath::AttachMode,
+    engine::{Engine, EngineError},
+    guard::{Guard, GuardMaps},
+    metrics::{ControlMetrics, DatapathCollector, registry, unix_now},
+};
+pub use events::{Event, EventSocket};
+
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    /// Quiet time after a notification before reconciling.
+    pub debounce: Duration,
+    /// Reconcile at the latest this long after the first pending notification.
+    pub max_delay: Duration,
+    /// Periodic full resync: the safety net for anything missed.
+    pub resync: Duration,
+    /// Remove routing and guard on SIGTERM/SIGINT (default: leave them, so
+    /// protection continues while the daemon restarts).
+    pub cleanup_on_exit: bool,
+    /// Attach and keep the source guard.
+    pub guard: bool,
+    /// Kernel receive buffer for notifications (bytes).
+    pub netlink_buffer: usize,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        Self {
+            debounce: Duration::from_millis(20),
+            max_delay: Duration::from_millis(500),
+            resync: Duration::from_secs(60),
+            cleanup_on_exit: false,
+            guard: true,
+            netlink_buffer: 4 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("subscribing to netlink notifications failed")]
+    Events(#[source] std::io::Error),
+    #[error("serving metrics on {address} failed")]
+    Metrics {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The last reconcile's outcome, for `/healthz`.
+#[derive(Debug, Default)]
+pub struct Health {
+    last_error: Mutex<Option<String>>,
+}
+
+impl Health {
+    fn set(&self, error: Option<String>) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = error;
+        }
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|last| last.clone())
+    }
+}
+
+/// Why a reconcile ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    Startup,
+    Event,
+    Overrun,
+    Periodic,
+}
+
+struct Daemon {
+    engine: Engine,
+    guard: Option<Guard>,
+    control: Arc<ControlMetrics>,
+    health: Arc<Health>,
+}
+
+/// Runs until `shutdown` completes. Needs a tokio runtime; netlink sockets
+/// are opened in the calling thread's network namespace.
+pub async fn run(
+    config: Config,
+    options: DaemonOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    // Subscribe first, so nothing that happens during start-up is missed.
+    let mut events = EventSocket::open(options.netlink_buffer).map_err(DaemonError::Events)?;
+    let control = Arc::new(ControlMetrics::default());
+    let health = Arc::new(Health::default());
+    let collector = DatapathCollector::new(config.datapath.pin_dir.clone(), config.metrics.top_offenders);
+    let registry = Arc::new(registry(&control, collector));
+    let address = config.metrics.listen;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| DaemonError::Metrics { address, source })?;
+    tokio::spawn(http::serve(listener, Arc::clone(&registry), Arc::clone(&health)));
+    tracing::info!(%address, "serving /metrics and /healthz");
+
+    let pin_dir = config.datapath.pin_dir.clone();
+    let engine = Engine::connect(config)?.tolerant();
+    let guard = if options.guard {
+        let mut guard = Guard::load(&pin_dir).map_err(EngineError::from)?;
+        let ring = guard.take_flags().map_err(EngineError::from)?;
+        if let Some(names) = GuardMaps::from_pins(&pin_dir).map_err(EngineError::from)? {
+            tokio::spawn(flags::log_flags(ring, names));
+        }
+        Some(guard)
+    } else {
+        None
+    };
+    let mut daemon = Daemon { engine, guard, control, health };
+    daemon.reconcile(Trigger::Startup).await;
+
+    tokio::pin!(shutdown);
+    let mut resync = tokio::time::interval_at(Instant::now() + options.resync, options.resync);
+    let mut first_pending: Option<Instant> = None;
+    let far = Duration::from_secs(365 * 24 * 3600);
+    loop {
+        let deadline = first_pending.map_or(Instant::now() + far, |first| {
+            (Instant::now() + options.debounce).min(first + options.max_delay)
+        });
+        tokio::select! {
+            () = &mut shutdown => break,
+            event = events.next() => match event {
+                Ok(Event::Changed) => {
+                    first_pending.get_or_insert_with(Instant::now);
+                }
+                Ok(Event::Overrun) => {
+                    first_pending = None;
+                    daemon.reconcile(Trigger::Overrun).await;
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "reading netlink notifications failed; resyncing");
+                    first_pending = None;
+                    daemon.reconcile(Trigger::Overrun).await;
+                }
+            },
+            () = sleep_until(deadline), if first_pending.is_some() => {
+                first_pending = None;
+                daemon.reconcile(Trigger::Event).await;
+            }
+            _ = resync.tick() => daemon.reconcile(Trigger::Periodic).await,
+        }
+    }
+    tracing::info!("stopping");
+    if options.cleanup_on_exit {
+        daemon.cleanup().await;
+    }
+    Ok(())
+}
+
+impl Daemon {
+    async fn reconcile(&mut self, trigger: Trigger) {
+        match trigger {
+            Trigger::Startup => self.control.resync("startup"),
+            Trigger::Overrun => self.control.resync("overrun"),
+            Trigger::Periodic => self.control.resync("periodic"),
+            Trigger::Event => {}
+        }
+        match self.try_reconcile(trigger).await {
+            Ok(changes) => {
+                self.control.reconcile(true);
+                self.control.last_success.set(unix_now());
+                self.health.set(None);
+                if changes > 0 {
+                    tracing::info!(?trigger, changes, "reconciled");
+                }
+            }
+            Err(err) => {
+                self.control.reconcile(false);
+                let message = format!("{err:#}");
+                tracing::warn!(?trigger, error = %message, "reconcile failed");
+                self.health.set(Some(message));
+            }
+        }
+    }
+
+    async fn try_reconcile(&mut self, trigger: Trigger) -> Result<usize, EngineError> {
+        let planned = self.engine.plan().await?;
+        let applied = self.engine.apply(&planned).await?;
+        let counts_as_drift = trigger != Trigger::Startup;
+        if counts_as_drift {
+            for action in &planned.actions {
+                self.control.correction(action.kind());
+            }
+        }
+        self.control.rules_installed.set(planned.desired.rules.len() as i64);
+        self.control.routes_installed.set(planned.desired.routes.len() as i64);
+        let mut changes = applied.changed;
+        if let Some(guard) = &mut self.guard {
+            let uplinks = self.engine.guard_uplinks(&planned);
+            guard.configure(&uplinks)?;
+            let attached = guard.attach_missing(&uplinks, AttachMode::Auto)?;
+            if counts_as_drift {
+                for _ in &attached {
+                    self.control.correction("guard_attached");
+                }
+            }
+            changes += attached.len();
+            for uplink in &self.engine.config().uplinks {
+                let on = uplinks.iter().any(|u| u.interface == uplink.interface);
+                let labels = vec![("uplink".to_owned(), uplink.interface.clone())];
+                self.control.guard_attached.get_or_create(&labels).set(i64::from(on));
+            }
+        }
+        Ok(changes)
+    }
+
+    async fn cleanup(&mut self) {
+        match self.engine.down().await {
+            Ok(applied) => tracing::info!(changes = applied.changed, "routing removed"),
+            Err(err) => tracing::warn!(error = %err, "removing routing failed"),
+        }
+        if self.guard.take().is_some() {
+            match self.engine.down_guard() {
+                Ok(detached) => tracing::info!(?detached, "guard removed"),
+                Err(err) => tracing::warn!(error = %err, "removing the guard failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Prometheus metrics: the control plane's counters, kept in a registry,
+//! and the data path's, read from the guard's pinned maps at scrape time
+//! (ebpf_exporter's pull model: no background copy).
+
+use std::{
+    path::PathBuf,
+    sync::{Mutex, atomic::AtomicU64},
+};
+
+use mhr_common::guard::{Family, MAX_OFFENDERS, Verdict};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family as MetricFamily,
+        gauge::{ConstGauge, Gauge},
+        info::Info,
+    },
+    registry::Registry,
+};
+
+use crate::guard::GuardMaps;
+
+type Labels = Vec<(String, String)>;
+
+fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Labels {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+/// Control-plane metrics, updated by the daemon.
+#[derive(Debug, Default)]
+pub struct ControlMetrics {
+    pub reconciles: MetricFamily<Labels, Counter>,
+    pub drift_corrections: MetricFamily<Labels, Counter>,
+    pub resyncs: MetricFamily<Labels, Counter>,
+    pub rules_installed: Gauge,
+    pub routes_installed: Gauge,
+    pub last_success: Gauge<f64, AtomicU64>,
+    pub guard_attached: MetricFamily<Labels, Gauge>,
+}
+
+impl ControlMetrics {
+    pub fn reconcile(&self, ok: bool) {
+        self.reconciles.get_or_create(&labels([("result", if ok { "ok" } else { "error" })])).inc();
+    }
+
+    pub fn correction(&self, kind: &str) {
+        self.drift_corrections.get_or_create(&labels([("kind", kind)])).inc();
+    }
+
+    pub fn resync(&self, reason: &str) {
+        self.resyncs.get_or_create(&labels([("reason", reason)])).inc();
+    }
+
+    pub fn reconciles_with(&self, result: &str) -> u64 {
+        self.reconciles.get_or_create(&labels([("result", result)])).get()
+    }
+}
+
+/// The guard's counters, read from its pinned maps on every scrape.
+#[derive(Debug)]
+pub struct DatapathCollector {
+    pin_dir: PathBuf,
+    top_offenders: usize,
+    /// Opened on the first scrape that finds the guard installed.
+    maps: Mutex<Option<GuardMaps>>,
+}
+
+impl DatapathCollector {
+    pub fn new(pin_dir: PathBuf, top_offenders: usize) -> Self {
+        Self { pin_dir, top_offenders, maps: Mutex::new(None) }
+    }
+}
+
+fn counter_family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Labels, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family =
+        encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
+    for (labels, value) in rows {
+        ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge_family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Labels, i64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family =
+        encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
+    for (labels, value) in rows {
+        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// What one scrape reads from the maps.
+#[derive(Default)]
+struct Snapshot {
+    packets: Vec<(Labels, u64)>,
+    bytes: Vec<(Labels, u64)>,
+    dropped: Vec<(Labels, u64)>,
+    flags_emitted: Vec<(Labels, u64)>,
+    flags_suppressed: Vec<(Labels, u64)>,
+    errors: Vec<(Labels, u64)>,
+    offenders: i64,
+    top: Vec<(Labels, i64)>,
+}
+
+impl DatapathCollector {
+    fn snapshot(&self) -> Option<Snapshot> {
+        let mut maps = self.maps.lock().ok()?;
+        if maps.is_none() {
+            *maps = GuardMaps::from_pins(&self.pin_dir).ok().flatten();
+        }
+        let maps = maps.as_ref()?;
+        let names = maps.slot_names().ok()?;
+        let mut snapshot = Snapshot::default();
+        for (slot, uplink) in &names {
+            let counts = maps.verdict_counts(*slot).ok()?;
+            for family in Family::ALL {
+                for verdict in Verdict::ALL {
+                    let count = counts.get(family, verdict);
+                    let labels =
+                        labels([("uplink", uplink), ("family", family.name()), ("verdict", verdict.name())]);
+                    snapshot.packets.push((labels.clone(), count.packets));
+                    snapshot.bytes.push((labels, count.bytes));
+                }
+            }
+            let events = maps.event_counts(*slot).ok()?;
+            let uplink_label = labels([("uplink", uplink)]);
+            snapshot.dropped.push((uplink_label.clone(), events.dropped));
+            snapshot.flags_emitted.push((uplink_label.clone(), events.flags_emitted));
+            snapshot.flags_suppressed.push((uplink_label.clone(), events.flags_suppressed));
+            snapshot.errors.push((uplink_label, events.errors));
+        }
+        snapshot.offenders = maps.offenders.keys().filter(Result::is_ok).count() as i64;
+        if self.top_offenders > 0 {
+            let mut offenders = maps.offenders(&names).ok()?;
+            offenders.truncate(self.top_offenders);
+            snapshot.top = offenders
+                .iter()
+                .map(|o| {
+                    let source = o.source.to_string();
+                    (
+                        labels([("uplink", &o.uplink), ("source", &source), ("verdict", o.verdict)]),
+                        o.packets as i64,
+                    )
+                })
+                .collect();
+        }
+        Some(snapshot)
+    }
+}
+
+impl Collector for DatapathCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(s) = self.snapshot() else { return Ok(()) };
+        let e = &mut encoder;
+        counter_family(
+            e,
+            "mhr_guard_packets",
+            "Egress packets seen by the source guard, by verdict",
+            &s.packets,
+        )?;
+        counter_family(e, "mhr_guard_bytes", "Egress bytes seen by the source guard, by verdict", &s.bytes)?;
+        counter_family(e, "mhr_guard_dropped_packets", "Packets dropped in enforce mode", &s.dropped)?;
+        counter_family(e, "mhr_guard_flags_emitted", "Flagged-packet records written", &s.flags_emitted)?;
+        counter_family(
+            e,
+            "mhr_guard_flags_suppressed",
+            "Flagged-packet records suppressed by the rate limit",
+            &s.flags_suppressed,
+        )?;
+        counter_family(e, "mhr_guard_errors", "Internal guard errors (the packet passed)", &s.errors)?;
+        gauge_family(
+            e,
+            "mhr_guard_offenders",
+            "Entries in the offender table",
+            &[(Labels::new(), s.offenders)],
+        )?;
+        gauge_family(
+            e,
+            "mhr_guard_offenders_capacity",
+            "Capacity of the offender table",
+            &[(Labels::new(), i64::from(MAX_OFFENDERS))],
+        )?;
+        if self.top_offenders > 0 {
+            gauge_family(
+                e,
+                "mhr_guard_top_offender_packets",
+                "Packets of the most active offenders (opt-in)",
+                &s.top,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The registry behind `/metrics`.
+pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: DatapathCollector) -> Registry {
+    let mut registry = Registry::default();
+    registry.register("mhr_reconciles", "Reconciles by result", control.reconciles.clone());
+    registry.register(
+        "mhr_drift_corrections",
+        "Changes made to undo drift, by kind",
+        control.drift_corrections.clone(),
+    );
+    registry.register("mhr_netlink_resyncs", "Full resyncs by reason", control.resyncs.clone());
+    registry.register("mhr_rules_installed", "Policy rules mhr owns", control.rules_installed.clone());
+    registry.register("mhr_routes_installed", "Routes mhr owns", control.routes_installed.clone());
+    registry.register(
+        "mhr_last_successful_reconcile_timestamp_seconds",
+        "Unix time of the last successful reconcile",
+        control.last_success.clone(),
+    );
+    registry.register(
+        "mhr_guard_attached",
+        "1 when the guard is attached to the uplink",
+        control.guard_attached.clone(),
+    );
+    registry.register(
+        "mhr_build",
+        "Build information",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    registry.register_collector(Box::new(collector));
+    registry
+}
+
+/// Renders the registry in the Prometheus text format.
+pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, registry)?;
+    Ok(text)
+}
+
+/// Seconds since the Unix epoch, for the timestamp gauge.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
