@@ -142,98 +142,57 @@ impl SeedLab {
     }
 
     fn build_uplink(&self, uplink: &Uplink, router: &Netns) -> Result<()> {
-        let (host, client) = (&self.host, &self.client);
+        let client = &self.client;
         let port = format!("to-{}", router_suffix(router));
 
-        // Links: host uplink <-> router lan, router wan <-> client bridge port.
-        host.ip([
-            "link",
-            "add",
-            uplink.interface,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "lan",
-            "netns",
-            router.name(),
-        ])?;
+        // Router wan <-> client bridge port; forwarding, NAT, anti-spoofing.
         router.ip(["link", "add", "wan", "type", "veth", "peer", "name", &port, "netns", client.name()])?;
         client.ip(["link", "set", &port, "master", "br0", "up"])?;
-
-        // Router: addresses, forwarding, NAT and the anti-spoofing filter.
-        router.ip(["addr", "add", &format!("{}/{}", uplink.gateway, uplink.prefix_len), "dev", "lan"])?;
-        router.ip([
-            "addr",
-            "add",
-            &format!("{}/{}", uplink.gateway6, uplink.prefix6_len),
-            "dev",
-            "lan",
-            "nodad",
-        ])?;
         router.ip(["addr", "add", &format!("{}/{INTERNET_PREFIX_LEN}", uplink.router_wan), "dev", "wan"])?;
-        router.ip([
-            "addr",
-            "add",
-            &format!("{}/{INTERNET_PREFIX6_LEN}", uplink.router_wan6),
-            "dev",
-            "wan",
-            "nodad",
-        ])?;
-        router.ip(["link", "set", "lan", "up"])?;
+        let wan6 = format!("{}/{INTERNET_PREFIX6_LEN}", uplink.router_wan6);
+        router.ip(["addr", "add", &wan6, "dev", "wan", "nodad"])?;
         router.ip(["link", "set", "wan", "up"])?;
         router.sysctl("net.ipv4.ip_forward", "1")?;
         router.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         nft(router, &router_ruleset(uplink))?;
-
-        // Host: the uplink as a DHCP client would leave it, default route
-        // in main included (with this uplink's metric).
-        let ifname = uplink.interface;
-        host.ip(["addr", "add", &format!("{}/{}", uplink.address, uplink.prefix_len), "dev", ifname])?;
-        host.ip([
-            "addr",
-            "add",
-            &format!("{}/{}", uplink.address6, uplink.prefix6_len),
-            "dev",
-            ifname,
-            "nodad",
-        ])?;
-        host.ip(["link", "set", ifname, "up"])?;
-        let metric = uplink.metric.to_string();
-        host.ip([
-            "route",
-            "add",
-            "default",
-            "via",
-            &uplink.gateway.to_string(),
-            "dev",
-            ifname,
-            "metric",
-            &metric,
-        ])?;
-        host.ip([
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            &uplink.gateway6.to_string(),
-            "dev",
-            ifname,
-            "metric",
-            &metric,
-        ])?;
+        self.connect_uplink(uplink, router)?;
 
         // Client: reach the floating IP and the routed prefix via this router.
-        client.ip([
-            "route",
-            "add",
-            &format!("{}/32", uplink.floating),
-            "via",
-            &uplink.router_wan.to_string(),
-        ])?;
+        let floating = format!("{}/32", uplink.floating);
+        client.ip(["route", "add", &floating, "via", &uplink.router_wan.to_string()])?;
         client.ip(["-6", "route", "add", &uplink.subnet6(), "via", &uplink.router_wan6.to_string()])?;
         Ok(())
+    }
+
+    /// The host's uplink and the router's LAN side: the link, addresses, and
+    /// the host's default routes in main, as a DHCP client would leave them.
+    fn connect_uplink(&self, uplink: &Uplink, router: &Netns) -> Result<()> {
+        let host = &self.host;
+        let ifname = uplink.interface;
+        host.ip(["link", "add", ifname, "type", "veth", "peer", "name", "lan", "netns", router.name()])?;
+        router.ip(["addr", "add", &format!("{}/{}", uplink.gateway, uplink.prefix_len), "dev", "lan"])?;
+        let gateway6 = format!("{}/{}", uplink.gateway6, uplink.prefix6_len);
+        router.ip(["addr", "add", &gateway6, "dev", "lan", "nodad"])?;
+        router.ip(["link", "set", "lan", "up"])?;
+        host.ip(["addr", "add", &format!("{}/{}", uplink.address, uplink.prefix_len), "dev", ifname])?;
+        let address6 = format!("{}/{}", uplink.address6, uplink.prefix6_len);
+        host.ip(["addr", "add", &address6, "dev", ifname, "nodad"])?;
+        host.ip(["link", "set", ifname, "up"])?;
+        let metric = uplink.metric.to_string();
+        let gateway = uplink.gateway.to_string();
+        host.ip(["route", "add", "default", "via", &gateway, "dev", ifname, "metric", &metric])?;
+        let gateway6 = uplink.gateway6.to_string();
+        host.ip(["-6", "route", "add", "default", "via", &gateway6, "dev", ifname, "metric", &metric])?;
+        Ok(())
+    }
+
+    /// Deletes uplink `index`'s interface (the router's LAN end goes with
+    /// it) and creates it again: same name, new ifindex, as after a NIC is
+    /// hot-plugged.
+    pub fn recreate_uplink(&self, index: usize) -> Result<()> {
+        let uplink = &UPLINKS[index];
+        self.host.ip(["link", "del", uplink.interface])?;
+        self.connect_uplink(uplink, &self.routers[index])
     }
 
     /// Resolves the neighbours on every segment (host–router, router–client),

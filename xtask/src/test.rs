@@ -73,7 +73,12 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             "the privileged tests need root (network namespaces, bpf): rerun as root, e.g. `sudo -E env PATH=$PATH cargo xtask test`, or pass --skip-privileged to run only the rest"
         );
     }
-    passed += cargo_test(cmd::cargo().args(["test", "--package", "mhr-tests", "--", "--test-threads=1"]))?;
+    // The daemon's restart test runs `mhr run` as a real process.
+    cmd::run(cmd::cargo().args(["build", "--package", "mhr-userspace", "--bin", "mhr"]))?;
+    let mhr = cmd::workspace_root().join("target/debug/mhr");
+    passed += cargo_test(
+        cmd::cargo().args(["test", "--package", "mhr-tests", "--", "--test-threads=1"]).env("MHR_BIN", mhr),
+    )?;
     println!("\nall checks passed: {passed} tests");
     Ok(())
 }

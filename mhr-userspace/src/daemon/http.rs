@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use prometheus_client::registry::Registry;
 
-use super::Health;
+use super::{Health, HealthState};
 use crate::metrics::render;
 
 #[derive(Clone)]
@@ -34,8 +34,11 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.health.last_error() {
-        None => (StatusCode::OK, "ok\n".to_owned()),
-        Some(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("reconcile failing: {error}\n")),
+    match state.health.state() {
+        HealthState::Ok => (StatusCode::OK, "ok\n".to_owned()),
+        HealthState::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_owned()),
+        HealthState::Failing(error) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("reconcile failing: {error}\n"))
+        }
     }
 }

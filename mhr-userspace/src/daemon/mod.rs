@@ -69,20 +69,29 @@ pub enum DaemonError {
 }
 
 /// The last reconcile's outcome, for `/healthz`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum HealthState {
+    /// The first reconcile has not finished.
+    #[default]
+    Starting,
+    Ok,
+    Failing(String),
+}
+
 #[derive(Debug, Default)]
 pub struct Health {
-    last_error: Mutex<Option<String>>,
+    state: Mutex<HealthState>,
 }
 
 impl Health {
-    fn set(&self, error: Option<String>) {
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = error;
+    fn set(&self, state: HealthState) {
+        if let Ok(mut current) = self.state.lock() {
+            *current = state;
         }
     }
 
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().ok().and_then(|last| last.clone())
+    pub fn state(&self) -> HealthState {
+        self.state.lock().map(|state| state.clone()).unwrap_or(HealthState::Starting)
     }
 }
 
@@ -187,7 +196,7 @@ impl Daemon {
             Ok(changes) => {
                 self.control.reconcile(true);
                 self.control.last_success.set(unix_now());
-                self.health.set(None);
+                self.health.set(HealthState::Ok);
                 if changes > 0 {
                     tracing::info!(?trigger, changes, "reconciled");
                 }
@@ -196,7 +205,7 @@ impl Daemon {
                 self.control.reconcile(false);
                 let message = format!("{err:#}");
                 tracing::warn!(?trigger, error = %message, "reconcile failed");
-                self.health.set(Some(message));
+                self.health.set(HealthState::Failing(message));
             }
         }
     }

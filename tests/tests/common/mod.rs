@@ -2,6 +2,7 @@
 //! snapshot the kernel's rules and routes.
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub mod daemon;
 pub mod frames;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,119 @@
+//! Running `mhr run` in-process inside a namespace, scraping its metrics,
+//! and waiting (bounded) for convergence.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use mhr_tests::Netns;
+use mhr_userspace::{
+    config::Config,
+    daemon::{self, DaemonOptions},
+};
+
+/// The daemon on its own thread (inside a namespace); stopped on drop.
+pub struct DaemonThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DaemonThread {
+    pub fn start(netns: &Netns, config: &Path, options: DaemonOptions) -> Self {
+        let config = Config::load(config).expect("valid config");
+        let netns_path = PathBuf::from("/run/netns").join(netns.name());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let file = std::fs::File::open(&netns_path).expect("namespace exists");
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("entering the namespace");
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime
+                .block_on(daemon::run(config, options, async {
+                    let _ = stopped.await;
+                }))
+                .expect("the daemon runs until stopped");
+        });
+        Self { stop: Some(stop), thread: Some(thread) }
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take()
+            && let Err(panic) = thread.join()
+            && !std::thread::panicking()
+        {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+impl Drop for DaemonThread {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// `GET path` on 127.0.0.1:`port` inside `netns`: (status code, body).
+pub fn http_get(netns: &Netns, port: u16, path: &str) -> Option<(u16, String)> {
+    let path = path.to_owned();
+    netns
+        .run(move || {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response).ok()?;
+            let (head, body) = response.split_once("\r\n\r\n")?;
+            let status = head.split_whitespace().nth(1)?.parse().ok()?;
+            Some((status, body.to_owned()))
+        })
+        .ok()
+        .flatten()
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text exposition
+/// (`labels` exactly as rendered, e.g. `result="ok"`; empty for none).
+pub fn sample(exposition: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = if labels.is_empty() { name.to_owned() } else { format!("{name}{{{labels}}}") };
+    exposition.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        (series == key).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Polls `check` every 20 ms until it returns Ok or `timeout` passes; then
+/// fails with the last observed state.
+pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(observed) if start.elapsed() >= timeout => {
+                panic!("{what}: not converged after {timeout:?}; last observed: {observed}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// The `mhr` binary built by `cargo xtask test` (MHR_BIN), for tests that
+/// need a real process (kill -9).
+pub fn mhr_binary() -> PathBuf {
+    let path = std::env::var_os("MHR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/mhr"));
+    assert!(
+        path.is_file(),
+        "{} missing: build it (`cargo build -p mhr-userspace`; `cargo xtask test` does) or set MHR_BIN",
+        path.display()
+    );
+    path
+}

@@ -1,0 +1,301 @@
+//! `mhr run` keeps the host true: every drift scenario converges to exactly
+//! the desired state (bounded waits that fail with what they saw), metrics
+//! match the traffic, and a killed daemon leaves the guard working.
+
+mod common;
+
+use std::{
+    net::Ipv4Addr,
+    process::{Child, Command},
+    time::Duration,
+};
+
+use common::{
+    daemon::{DaemonThread, eventually, http_get, mhr_binary, sample},
+    mhr, write_config,
+};
+use mhr_common::guard::{Family, Verdict};
+use mhr_tests::{
+    Netns, SeedLab, TempDir,
+    quiet_host::QuietHost,
+    raw::{mac_of, send_frames, udp4_frame},
+    require_root,
+    seed_lab::{mhr_config, routing_section},
+};
+use mhr_userspace::{daemon::DaemonOptions, datapath::interface_index, guard::GuardMaps};
+
+const CONVERGE: Duration = Duration::from_secs(10);
+const METRICS_PORT: u16 = 9847;
+
+/// Converged: `apply` would change nothing, and the guard's maps and links
+/// hold exactly the current uplinks (by ifindex), with `expected` among the
+/// addresses of `interface`.
+fn converged(netns: &Netns, config: &std::path::Path, pin_dir: &std::path::Path) -> Result<(), String> {
+    let status = mhr(netns, config, &["status", "--json"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&status.output).map_err(|e| format!("{e}: {status:?}"))?;
+    if json["in_sync"] != true {
+        return Err(format!("pending: {}", json["pending"]));
+    }
+    let maps = GuardMaps::from_pins(pin_dir).map_err(|e| e.to_string())?.ok_or("no guard")?;
+    let links: Vec<String> = std::fs::read_dir(pin_dir.join("v1/links"))
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for uplink in json["uplinks"].as_array().ok_or("no uplinks")? {
+        let name = uplink["interface"].as_str().ok_or("no name")?;
+        let index = uplink["index"].as_u64().ok_or("no index")? as u32;
+        if !links.contains(&format!("{name}@{index}")) {
+            return Err(format!("no link pinned for {name}@{index}: {links:?}"));
+        }
+        let entry = maps.uplinks.get(&index, 0).map_err(|e| e.to_string())?;
+        if entry.enabled == 0 {
+            return Err(format!("guard map entry for {name}@{index} disabled"));
+        }
+        let v4: Vec<String> = uplink["addresses"]
+            .as_array()
+            .ok_or("no addresses")?
+            .iter()
+            .filter_map(|a| a.as_str())
+            .filter(|a| !a.contains(':'))
+            .map(|a| a.split('/').next().unwrap_or(a).to_owned())
+            .collect();
+        let mapped: Vec<String> = entry.v4[..usize::from(entry.v4_count)]
+            .iter()
+            .map(|w| Ipv4Addr::from(w.to_ne_bytes()).to_string())
+            .collect();
+        if v4 != mapped {
+            return Err(format!("{name}: guard holds {mapped:?}, uplink has {v4:?}"));
+        }
+    }
+    if links.len() != json["uplinks"].as_array().map_or(0, Vec::len) {
+        return Err(format!("leaked links: {links:?}"));
+    }
+    Ok(())
+}
+
+fn options() -> DaemonOptions {
+    DaemonOptions { resync: Duration::from_secs(3600), ..DaemonOptions::default() }
+}
+
+#[test]
+fn every_drift_scenario_converges_to_exactly_the_desired_state() {
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("daemon").unwrap();
+    let config = write_config(&dir, &mhr_config(dir.path()));
+    let pin_dir = dir.pin_dir();
+    let host = &lab.host;
+    let _daemon = DaemonThread::start(host, &config, options());
+    let settle = |what: &str| eventually(what, CONVERGE, || converged(host, &config, &pin_dir));
+    settle("start-up");
+
+    host.ip(["rule", "del", "from", "10.0.4.10", "lookup", "7101", "priority", "7103"]).unwrap();
+    settle("an mhr rule deleted by someone else");
+    host.ip(["route", "del", "default", "table", "7101"]).unwrap();
+    settle("an mhr route deleted by someone else");
+
+    host.ip(["route", "add", "default", "via", "10.0.4.1", "dev", "ens4", "proto", "dhcp", "metric", "200"])
+        .unwrap();
+    settle("a DHCP client re-adding the secondary default route to main");
+    assert!(!host.ip(["route", "show", "default"]).unwrap().contains("ens4"), "moved out of main again");
+
+    host.ip(["addr", "add", "10.0.4.20/24", "dev", "ens4"]).unwrap();
+    settle("an address added");
+    assert!(host.ip(["rule"]).unwrap().contains("from 10.0.4.20 lookup 7101"));
+    host.ip(["addr", "del", "10.0.4.20/24", "dev", "ens4"]).unwrap();
+    settle("an address removed");
+    assert!(!host.ip(["rule"]).unwrap().contains("10.0.4.20"));
+
+    host.ip(["link", "set", "ens4", "down"]).unwrap();
+    settle("link down");
+    assert!(!host.ip(["rule"]).unwrap().contains("lookup 7101"), "a down uplink has no rules");
+    host.ip(["link", "set", "ens4", "up"]).unwrap();
+    settle("link up");
+    assert!(host.ip(["rule"]).unwrap().contains("from 10.0.4.10 lookup 7101"));
+
+    let old_index = host.run(|| interface_index("ens4").unwrap()).unwrap();
+    lab.recreate_uplink(1).unwrap();
+    let new_index = host.run(|| interface_index("ens4").unwrap()).unwrap();
+    assert_ne!(old_index, new_index);
+    settle("interface removed and re-created with the same name");
+    let maps = GuardMaps::from_pins(&pin_dir).unwrap().unwrap();
+    assert_eq!(maps.uplinks.get(&old_index, 0).unwrap().enabled, 0, "the old ifindex is no longer guarded");
+
+    let (status, body) = http_get(host, METRICS_PORT, "/metrics").expect("metrics served");
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample(&body, "mhr_reconciles_total", "result=\"error\""),
+        None,
+        "no reconcile failed:\n{body}"
+    );
+    assert!(sample(&body, "mhr_drift_corrections_total", "kind=\"rule_added\"").unwrap_or(0.0) >= 2.0);
+    assert!(sample(&body, "mhr_drift_corrections_total", "kind=\"default_moved\"").unwrap_or(0.0) >= 1.0);
+    assert!(sample(&body, "mhr_drift_corrections_total", "kind=\"guard_attached\"").unwrap_or(0.0) >= 1.0);
+    assert_eq!(sample(&body, "mhr_guard_attached", "uplink=\"ens4\""), Some(1.0));
+    assert_eq!(http_get(host, METRICS_PORT, "/healthz"), Some((200, "ok\n".to_owned())));
+}
+
+#[test]
+fn two_hundred_address_flaps_end_exactly_desired_with_no_reconcile_errors() {
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("daemon").unwrap();
+    let config = write_config(&dir, &mhr_config(dir.path()));
+    let pin_dir = dir.pin_dir();
+    // A small notification buffer: the burst overruns it, which must end
+    // in a full resync rather than a missed change.
+    let small = DaemonOptions { netlink_buffer: 4096, ..options() };
+    let _daemon = DaemonThread::start(&lab.host, &config, small);
+    eventually("start-up", CONVERGE, || converged(&lab.host, &config, &pin_dir));
+    let mut batch = String::new();
+    for _ in 0..200 {
+        batch += "addr add 10.0.4.30/24 dev ens4\naddr del 10.0.4.30/24 dev ens4\n";
+    }
+    lab.host.ip_batch(&batch).unwrap();
+    // Wait until the daemon has reconciled after the flaps, then check.
+    eventually("a reconcile after the flaps", CONVERGE, || {
+        let (_, body) = http_get(&lab.host, METRICS_PORT, "/metrics").ok_or("no metrics")?;
+        let ok = sample(&body, "mhr_reconciles_total", "result=\"ok\"").unwrap_or(0.0);
+        if ok >= 2.0 { Ok(()) } else { Err(format!("{ok} reconciles")) }
+    });
+    eventually("after 200 flaps", CONVERGE, || converged(&lab.host, &config, &pin_dir));
+    assert!(!lab.host.ip(["rule"]).unwrap().contains("10.0.4.30"));
+    let (_, body) = http_get(&lab.host, METRICS_PORT, "/metrics").unwrap();
+    assert_eq!(sample(&body, "mhr_reconciles_total", "result=\"error\""), None, "{body}");
+    assert!(
+        sample(&body, "mhr_netlink_resyncs_total", "reason=\"overrun\"").unwrap_or(0.0) >= 1.0,
+        "the burst overran the socket and forced a resync:\n{body}"
+    );
+}
+
+/// A quiet host (nothing but what the test sends) under the daemon.
+fn quiet_daemon_config(dir: &TempDir) -> std::path::PathBuf {
+    let text = format!(
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"10.99.0.1\"\n\n[[uplink]]\ninterface = \"ens4\"\ngateway = \"10.99.1.1\"\n\n[metrics]\ntop_offenders = 3\n\n{}",
+        routing_section(dir.path())
+    );
+    write_config(dir, &text)
+}
+
+/// `/healthz` answers 200 once the first reconcile finished.
+fn healthy(host: &QuietHost) -> Result<(), String> {
+    match http_get(&host.host, METRICS_PORT, "/healthz") {
+        Some((200, _)) => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+fn offending_frames(host: &QuietHost) -> (Vec<u8>, Vec<u8>) {
+    let own = mac_of(&host.host, "ens3").unwrap();
+    let peer = mac_of(&host.peer, "p0").unwrap();
+    let good = udp4_frame(own, peer, host.uplinks[0].address, host.uplinks[0].peer_address, 64);
+    let spoofed = udp4_frame(own, peer, Ipv4Addr::new(192, 0, 2, 66), host.uplinks[0].peer_address, 64);
+    (good, spoofed)
+}
+
+#[test]
+fn scraped_metrics_match_the_packets_sent_exactly() {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("daemon").unwrap();
+    let config = quiet_daemon_config(&dir);
+    let _daemon = DaemonThread::start(&host.host, &config, options());
+    eventually("first reconcile done", CONVERGE, || healthy(&host));
+    let (good, spoofed) = offending_frames(&host);
+    send_frames(&host.host, "ens3", &good, 7).unwrap();
+    send_frames(&host.host, "ens3", &spoofed, 5).unwrap();
+    let frame = good.len() as f64;
+
+    let (status, body) = http_get(&host.host, METRICS_PORT, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let packets = |verdict: Verdict| {
+        let labels =
+            format!("uplink=\"ens3\",family=\"{}\",verdict=\"{}\"", Family::Ipv4.name(), verdict.name());
+        (sample(&body, "mhr_guard_packets_total", &labels), sample(&body, "mhr_guard_bytes_total", &labels))
+    };
+    assert_eq!(packets(Verdict::Ok), (Some(7.0), Some(7.0 * frame)), "{body}");
+    assert_eq!(packets(Verdict::Spoofed), (Some(5.0), Some(5.0 * frame)));
+    assert_eq!(packets(Verdict::Asymmetric), (Some(0.0), Some(0.0)));
+    assert_eq!(sample(&body, "mhr_guard_flags_emitted_total", "uplink=\"ens3\""), Some(5.0));
+    assert_eq!(sample(&body, "mhr_guard_flags_suppressed_total", "uplink=\"ens3\""), Some(0.0));
+    assert_eq!(sample(&body, "mhr_guard_offenders", ""), Some(1.0));
+    assert_eq!(sample(&body, "mhr_guard_offenders_capacity", ""), Some(1024.0));
+    assert_eq!(
+        sample(
+            &body,
+            "mhr_guard_top_offender_packets",
+            "uplink=\"ens3\",source=\"192.0.2.66\",verdict=\"spoofed\""
+        ),
+        Some(5.0)
+    );
+    assert_eq!(sample(&body, "mhr_rules_installed", ""), Some(4.0));
+    assert!(sample(&body, "mhr_last_successful_reconcile_timestamp_seconds", "").unwrap_or(0.0) > 1.7e9);
+    assert!(body.contains("mhr_build_info{version=\""));
+    assert_eq!(body.matches("mhr_guard_packets_total{").count(), 2 * 3 * 6, "labels bounded by uplinks");
+}
+
+/// `mhr run` as a real process inside a namespace; SIGKILLed when dropped
+/// (also when the test fails).
+struct DaemonProcess(Child);
+
+impl DaemonProcess {
+    fn spawn(netns: &Netns, config: &std::path::Path) -> Self {
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", netns.name()))
+            .arg(mhr_binary())
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mhr run starts");
+        Self(child)
+    }
+
+    fn kill_9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+fn scraped_ok(host: &QuietHost) -> Option<f64> {
+    let (_, body) = http_get(&host.host, METRICS_PORT, "/metrics")?;
+    sample(&body, "mhr_guard_packets_total", "uplink=\"ens3\",family=\"ipv4\",verdict=\"ok\"")
+}
+
+#[test]
+fn after_kill_9_the_guard_keeps_counting_and_a_restart_continues_the_counters() {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("daemon").unwrap();
+    let config = quiet_daemon_config(&dir);
+    let (good, _) = offending_frames(&host);
+
+    let mut first = DaemonProcess::spawn(&host.host, &config);
+    eventually("first daemon reconciled", CONVERGE, || healthy(&host));
+    send_frames(&host.host, "ens3", &good, 10).unwrap();
+    assert_eq!(scraped_ok(&host), Some(10.0));
+
+    first.kill_9(); // no clean-up runs
+    send_frames(&host.host, "ens3", &good, 10).unwrap();
+    let maps = GuardMaps::from_pins(&dir.pin_dir()).unwrap().expect("pins survive the daemon");
+    let slot = *maps.slot_names().unwrap().iter().find(|(_, n)| *n == "ens3").unwrap().0;
+    let ok = maps.verdict_counts(slot).unwrap().get(Family::Ipv4, Verdict::Ok).packets;
+    assert_eq!(ok, 20, "the guard stayed attached and counted while no daemon ran");
+
+    let mut second = DaemonProcess::spawn(&host.host, &config);
+    eventually("second daemon reconciled", CONVERGE, || healthy(&host));
+    send_frames(&host.host, "ens3", &good, 10).unwrap();
+    assert_eq!(scraped_ok(&host), Some(30.0), "counters continue, not reset");
+    second.kill_9();
+    assert!(mhr(&host.host, &config, &["down"]).succeeded());
+}
