@@ -246,3 +246,84 @@ pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
+
+/// Names the data-path collector exports (as rendered, counters with
+/// `_total`): dashboards and alerts may use these.
+pub const DATAPATH_METRICS: [&str; 9] = [
+    "mhr_guard_packets_total",
+    "mhr_guard_bytes_total",
+    "mhr_guard_dropped_packets_total",
+    "mhr_guard_flags_emitted_total",
+    "mhr_guard_flags_suppressed_total",
+    "mhr_guard_errors_total",
+    "mhr_guard_offenders",
+    "mhr_guard_offenders_capacity",
+    "mhr_guard_top_offender_packets",
+];
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeSet, path::Path, sync::Arc};
+
+    use super::*;
+
+    /// Every metric name the daemon can export.
+    fn exported() -> BTreeSet<String> {
+        let control = Arc::new(ControlMetrics::default());
+        control.reconcile(true);
+        control.reconcile(false);
+        control.correction("rule_added");
+        control.resync("startup");
+        control.guard_attached.get_or_create(&labels([("uplink", "ens3")])).set(1);
+        let registry = registry(&control, DatapathCollector::new("/nonexistent".into(), 0));
+        let text = render(&registry).unwrap();
+        let mut names: BTreeSet<String> = text
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+            .map(|line| line.split(['{', ' ']).next().unwrap_or_default().to_owned())
+            .collect();
+        names.extend(DATAPATH_METRICS.iter().map(|n| (*n).to_owned()));
+        names
+    }
+
+    #[test]
+    fn control_metrics_follow_prometheus_conventions() {
+        let names = exported();
+        for name in [
+            "mhr_reconciles_total",
+            "mhr_drift_corrections_total",
+            "mhr_netlink_resyncs_total",
+            "mhr_rules_installed",
+            "mhr_routes_installed",
+            "mhr_last_successful_reconcile_timestamp_seconds",
+            "mhr_guard_attached",
+            "mhr_build_info",
+        ] {
+            assert!(names.contains(name), "{name} missing from {names:?}");
+        }
+        assert!(names.iter().all(|n| n.starts_with("mhr_")));
+    }
+
+    #[test]
+    fn deployment_files_only_use_metrics_mhr_exports() {
+        let names = exported();
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let files = ["prometheus/alerts.yml", "grafana/mhr-dashboard.json"];
+        for file in files {
+            let text = std::fs::read_to_string(deploy.join(file)).unwrap();
+            let used: BTreeSet<&str> = text
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|token| token.starts_with("mhr_") && !token.starts_with("mhr_lab"))
+                .collect();
+            assert!(!used.is_empty(), "{file} uses mhr metrics");
+            for metric in used {
+                assert!(names.contains(metric), "{file} uses `{metric}`, which mhr does not export");
+            }
+        }
+        let dashboard: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(deploy.join("grafana/mhr-dashboard.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() >= 5));
+    }
+}
