@@ -118,6 +118,9 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     mhr.show(&lab, &["watch", "--count", "2", "--duration", "5s"])?;
     mhr.show(&lab, &["status"])?;
 
+    println!("\n== the daemon: mhr run keeps it true and exports metrics");
+    daemon_demo(&lab, &mhr)?;
+
     drop(responder);
     if args.keep {
         dir.keep();
@@ -139,6 +142,82 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         println!("\n== lab removed");
     }
     Ok(())
+}
+
+/// Runs `mhr run`, removes one of its rules by hand, shows it restored and
+/// a metrics excerpt, and stops the daemon (routing and guard stay).
+fn daemon_demo(lab: &SeedLab, mhr: &Mhr) -> anyhow::Result<()> {
+    let mut daemon = mhr.command(lab, &["run"]);
+    daemon.stdout(Stdio::null()).stderr(Stdio::null());
+    println!("$ mhr run &");
+    let mut child = daemon.spawn().context("starting mhr run")?;
+    let result = (|| -> anyhow::Result<()> {
+        wait_for(
+            || http_get(lab, "/healthz").is_some_and(|(code, _)| code == 200),
+            "the daemon's first reconcile",
+        )?;
+        let [_, secondary] = lab.uplinks() else { bail!("the seed lab has two uplinks") };
+        let rule =
+            ["rule", "del", "from", &secondary.address.to_string(), "lookup", "7101", "priority", "7103"];
+        println!("$ ip {}   # drift: someone deletes one of mhr's rules", rule.join(" "));
+        lab.host.ip(rule)?;
+        let needle = format!("from {} lookup 7101", secondary.address);
+        wait_for(
+            || lab.host.ip(["rule"]).is_ok_and(|rules| rules.contains(&needle)),
+            "the rule to come back",
+        )?;
+        println!("   the daemon put `{needle}` back");
+        let (_, metrics) = http_get(lab, "/metrics").context("scraping /metrics")?;
+        println!("$ curl -s 127.0.0.1:9847/metrics   # excerpt");
+        let interesting = ["mhr_reconciles_total", "mhr_drift_corrections_total", "mhr_guard_attached"];
+        for line in metrics.lines() {
+            let guard_traffic = line.starts_with("mhr_guard_packets_total")
+                && !line.ends_with(" 0")
+                && (line.contains("spoofed") || line.contains("asymmetric") || line.contains("\"ok\""));
+            if guard_traffic || interesting.iter().any(|name| line.starts_with(name)) {
+                println!("   | {line}");
+            }
+        }
+        Ok(())
+    })();
+    // SIGTERM: the daemon stops and leaves routing and the guard in place.
+    let pid = i32::try_from(child.id()).context("pid out of range")?;
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    child.wait().context("waiting for mhr run")?;
+    println!("   mhr run stopped (SIGTERM); routing and the pinned guard stay in place");
+    result
+}
+
+/// Polls `done` for up to ten seconds.
+fn wait_for(mut done: impl FnMut() -> bool, what: &str) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    while !done() {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// `GET path` on the daemon's metrics port inside the lab host.
+fn http_get(lab: &SeedLab, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+
+    let path = path.to_owned();
+    lab.host
+        .run(move || {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", 9847)).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            write!(stream, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response).ok()?;
+            let (head, body) = response.split_once("\r\n\r\n")?;
+            Some((head.split_whitespace().nth(1)?.parse().ok()?, body.to_owned()))
+        })
+        .ok()
+        .flatten()
 }
 
 /// One packet from a foreign source and one from the primary's address,
