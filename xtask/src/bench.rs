@@ -35,8 +35,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mhr = cmd::workspace_root().join("target/release/mhr");
     routing(&mhr, args)?;
     println!();
-    // The guard's figures need the library in-process (BPF_PROG_TEST_RUN).
-    cmd::run(cmd::cargo().args(["bench", "--package", "mhr-tests", "--bench", "guard"]))
+    // The guard's and the daemon's figures come from bench targets that use
+    // the library in-process (BPF_PROG_TEST_RUN, netlink probes).
+    cmd::run(cmd::cargo().args(["bench", "--package", "mhr-tests", "--bench", "guard"]))?;
+    cmd::run(cmd::cargo().args(["bench", "--package", "mhr-tests", "--bench", "daemon"]).env("MHR_BIN", &mhr))
 }
 
 /// One round's wall times.

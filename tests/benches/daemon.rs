@@ -1,0 +1,270 @@
+//! Daemon benchmarks (`cargo xtask bench`, root; needs MHR_BIN, the release
+//! `mhr`). Figures, each next to a baseline measured in the same run.
+//!
+//! 1. Event → converged latency: an address added on an uplink until its
+//!    `from` rule exists (and removed until the rule is gone), p50/p99;
+//!    baseline: the same add/remove until the address itself shows in a
+//!    dump (what any reaction costs at least).
+//! 2. Daemon RSS next to `ip monitor` subscribed to the same events.
+//! 3. Scrape time with a full offender table next to an empty one.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use futures::TryStreamExt as _;
+use mhr_tests::{
+    Netns, SeedLab, TempDir,
+    quiet_host::QuietHost,
+    raw::{mac_of, send_frames, udp4_frame},
+    require_root,
+    seed_lab::{mhr_config, routing_section},
+};
+use rtnetlink::{
+    IpVersion,
+    packet_route::{
+        address::{AddressAttribute, AddressMessage},
+        rule::RuleAttribute,
+    },
+};
+
+const CHANGES: usize = 100;
+const SCRAPES: usize = 20;
+const PORT: u16 = 9847;
+
+fn main() {
+    require_root();
+    let binary = PathBuf::from(
+        std::env::var_os("MHR_BIN").expect("MHR_BIN: the mhr binary (cargo xtask bench sets it)"),
+    );
+    latency_and_rss(&binary);
+    scrape_time(&binary);
+}
+
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(binary: &PathBuf, netns: &Netns, config: &std::path::Path) -> Self {
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", netns.name()))
+            .arg(binary)
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mhr run starts");
+        let daemon = Self(child);
+        let start = Instant::now();
+        while http_get(netns, "/healthz").map(|(code, _)| code) != Some(200) {
+            assert!(start.elapsed() < Duration::from_secs(20), "the daemon did not become healthy");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        daemon
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_get(netns: &Netns, path: &str) -> Option<(u16, String)> {
+    let path = path.to_owned();
+    netns
+        .run(move || {
+            let mut stream = TcpStream::connect(("127.0.0.1", PORT)).ok()?;
+            write!(stream, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response).ok()?;
+            let (head, body) = response.split_once("\r\n\r\n")?;
+            Some((head.split_whitespace().nth(1)?.parse().ok()?, body.to_owned()))
+        })
+        .ok()
+        .flatten()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// What marks a change as landed.
+#[derive(Clone, Copy)]
+enum Watch {
+    /// The address itself shows in a dump (the baseline).
+    Address,
+    /// The daemon's `from` rule for the address exists (or is gone).
+    Rule,
+}
+
+/// In the lab host: adds and removes addresses over netlink, timing each
+/// until `watch` says it has landed.
+fn measure(lab: &SeedLab, ens4: u32, watch: Watch) -> (Vec<Duration>, Vec<Duration>) {
+    lab.host
+        .run(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let (connection, handle, _) = rtnetlink::new_connection().unwrap();
+                tokio::spawn(connection);
+                let probe = Probe { handle };
+                let (mut adds, mut removes) = (Vec::new(), Vec::new());
+                for i in 0..CHANGES {
+                    let address = Ipv4Addr::new(10, 0, 4, 100 + i as u8);
+                    let start = Instant::now();
+                    probe.handle.address().add(ens4, IpAddr::V4(address), 24).execute().await.unwrap();
+                    while !probe.landed(watch, address).await {}
+                    adds.push(start.elapsed());
+                    let start = Instant::now();
+                    let message = probe.address_message(address).await.expect("the address exists");
+                    probe.handle.address().del(message).execute().await.unwrap();
+                    while probe.landed(watch, address).await {}
+                    removes.push(start.elapsed());
+                }
+                (adds, removes)
+            })
+        })
+        .unwrap()
+}
+
+struct Probe {
+    handle: rtnetlink::Handle,
+}
+
+impl Probe {
+    async fn landed(&self, watch: Watch, address: Ipv4Addr) -> bool {
+        match watch {
+            Watch::Address => self.address_message(address).await.is_some(),
+            Watch::Rule => self.has_rule(address).await,
+        }
+    }
+
+    async fn has_rule(&self, address: Ipv4Addr) -> bool {
+        let rules: Vec<_> =
+            self.handle.rule().get(IpVersion::V4).execute().try_collect().await.unwrap_or_default();
+        rules.iter().any(|rule| {
+            rule.attributes
+                .iter()
+                .any(|attribute| matches!(attribute, RuleAttribute::Source(IpAddr::V4(a)) if *a == address))
+        })
+    }
+
+    async fn address_message(&self, address: Ipv4Addr) -> Option<AddressMessage> {
+        let messages: Vec<_> = self.handle.address().get().execute().try_collect().await.unwrap_or_default();
+        messages.into_iter().find(|message| {
+            message.attributes.iter().any(
+                |attribute| matches!(attribute, AddressAttribute::Address(IpAddr::V4(a)) if *a == address),
+            )
+        })
+    }
+}
+
+fn latency_and_rss(binary: &PathBuf) {
+    let lab = SeedLab::start().expect("lab");
+    let dir = TempDir::new("bench-daemon").unwrap();
+    let config = dir.path().join("mhr.toml");
+    std::fs::write(&config, mhr_config(dir.path())).unwrap();
+    let ens4 = lab.host.run(|| mhr_userspace::datapath::interface_index("ens4").unwrap()).unwrap();
+
+    // Baseline first, without a daemon: until the address shows in a dump.
+    let (base_adds, base_removes) = measure(&lab, ens4, Watch::Address);
+    let daemon = Daemon::start(binary, &lab.host, &config);
+    let (adds, removes) = measure(&lab, ens4, Watch::Rule);
+    let daemon_rss = rss_kib(daemon.0.id());
+    let mut monitor = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.host.name()))
+        .args(["ip", "monitor", "all"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ip monitor");
+    std::thread::sleep(Duration::from_millis(300));
+    let monitor_rss = rss_kib(monitor.id());
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    drop(daemon);
+
+    println!("== daemon: event → converged, {CHANGES} address adds and removes on an uplink");
+    for (what, mut values, mut baseline) in
+        [("add → rule", adds, base_adds), ("remove → rule gone", removes, base_removes)]
+    {
+        values.sort();
+        baseline.sort();
+        let (p50, p99) = (percentile(&values, 0.5), percentile(&values, 0.99));
+        let (b50, b99) = (percentile(&baseline, 0.5), percentile(&baseline, 0.99));
+        println!(
+            "   {what:<20} p50 {:>6.2} ms  p99 {:>6.2} ms   baseline (change visible in a dump) p50 {:>5.2} ms p99 {:>5.2} ms   p99 ratio {:.1}",
+            ms(p50),
+            ms(p99),
+            ms(b50),
+            ms(b99),
+            p99.as_secs_f64() / b99.as_secs_f64()
+        );
+    }
+    println!(
+        "   RSS: mhr run {:.1} MiB, ip monitor {:.1} MiB (ratio {:.1}); target < 20 MiB",
+        daemon_rss as f64 / 1024.0,
+        monitor_rss as f64 / 1024.0,
+        daemon_rss as f64 / monitor_rss.max(1) as f64
+    );
+}
+
+fn scrape_time(binary: &PathBuf) {
+    let host = QuietHost::start(&["ens3", "ens4"]).expect("host");
+    let dir = TempDir::new("bench-scrape").unwrap();
+    let config = dir.path().join("mhr.toml");
+    let text = format!(
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"10.99.0.1\"\n\n[[uplink]]\ninterface = \"ens4\"\ngateway = \"10.99.1.1\"\n\n[metrics]\ntop_offenders = 10\n\n{}",
+        routing_section(dir.path())
+    );
+    std::fs::write(&config, text).unwrap();
+    let _daemon = Daemon::start(binary, &host.host, &config);
+    let time_scrapes = || {
+        let mut times: Vec<Duration> = (0..SCRAPES)
+            .map(|_| {
+                let start = Instant::now();
+                http_get(&host.host, "/metrics").expect("scrape");
+                start.elapsed()
+            })
+            .collect();
+        times.sort();
+        percentile(&times, 0.5)
+    };
+    let empty = time_scrapes();
+    let own = mac_of(&host.host, "ens3").unwrap();
+    let peer = mac_of(&host.peer, "p0").unwrap();
+    for i in 0..1024u32 {
+        let source = Ipv4Addr::from(0xc612_0000 + i); // 198.18.0.0/15: no uplink owns it
+        let frame = udp4_frame(own, peer, source, host.uplinks[0].peer_address, 18);
+        send_frames(&host.host, "ens3", &frame, 1).unwrap();
+    }
+    let (_, body) = http_get(&host.host, "/metrics").unwrap();
+    let occupancy = body.lines().find(|l| l.starts_with("mhr_guard_offenders ")).unwrap_or("?").to_owned();
+    let full = time_scrapes();
+    println!("\n== /metrics scrape time (median of {SCRAPES}), top_offenders = 10");
+    println!("   empty offender table {:>6.2} ms", ms(empty));
+    println!(
+        "   full offender table  {:>6.2} ms   ratio {:.1}   ({occupancy}); target < 20 ms",
+        ms(full),
+        full.as_secs_f64() / empty.as_secs_f64()
+    );
+}
