@@ -220,14 +220,14 @@ const _: () = assert!(size_of::<Count>() == 16);
 /// LPM key for the IPv4 allow prefixes: the slot scopes the prefix to one
 /// uplink (prefix length = 32 + prefix bits).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AllowV4 {
     pub slot: [u8; 4],
     pub address: [u8; 4],
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AllowV6 {
     pub slot: [u8; 4],
     pub address: [u8; 16],

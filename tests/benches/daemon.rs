@@ -9,8 +9,7 @@
 //! 3. Scrape time with a full offender table next to an empty one.
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, TcpStream},
+    net::{IpAddr, Ipv4Addr},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -77,18 +76,7 @@ impl Drop for Daemon {
 }
 
 fn http_get(netns: &Netns, path: &str) -> Option<(u16, String)> {
-    let path = path.to_owned();
-    netns
-        .run(move || {
-            let mut stream = TcpStream::connect(("127.0.0.1", PORT)).ok()?;
-            write!(stream, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response).ok()?;
-            let (head, body) = response.split_once("\r\n\r\n")?;
-            Some((head.split_whitespace().nth(1)?.parse().ok()?, body.to_owned()))
-        })
-        .ok()
-        .flatten()
+    mhr_tests::probe::http_get(netns, PORT, path)
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -52,16 +52,7 @@ pub(crate) fn describe(command: &Command) -> String {
 
 /// Runs a command to completion; fails unless it exits 0.
 pub(crate) fn checked(command: &mut Command) -> Result<Output> {
-    let shown = describe(command);
-    let output = command.output().map_err(LabError::io(format!("could not start `{shown}`")))?;
-    if !output.status.success() {
-        return Err(LabError::Command {
-            command: shown,
-            status: output.status,
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    Ok(output)
+    checked_with_input(command, "")
 }
 
 /// Runs a command with `input` on its stdin; fails unless it exits 0.
@@ -71,7 +62,9 @@ pub(crate) fn checked_with_input(command: &mut Command, input: &str) -> Result<O
     command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let shown = describe(command);
     let mut child = command.spawn().map_err(LabError::io(format!("could not start `{shown}`")))?;
-    if let Some(mut stdin) = child.stdin.take() {
+    if let Some(mut stdin) = child.stdin.take()
+        && !input.is_empty()
+    {
         stdin.write_all(input.as_bytes()).map_err(LabError::io(format!("feeding `{shown}`")))?;
     }
     let output = child.wait_with_output().map_err(LabError::io(format!("waiting for `{shown}`")))?;

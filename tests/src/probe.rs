@@ -84,3 +84,22 @@ impl Drop for TcpResponder {
         }
     }
 }
+
+/// `GET path` over HTTP/1.0 on 127.0.0.1:`port` inside `netns`: the status
+/// code and body, or `None` if nothing answered.
+pub fn http_get(netns: &Netns, port: u16, path: &str) -> Option<(u16, String)> {
+    let path = path.to_owned();
+    netns
+        .run(move || {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response).ok()?;
+            let (head, body) = response.split_once("\r\n\r\n")?;
+            let status = head.split_whitespace().nth(1)?.parse().ok()?;
+            Some((status, body.to_owned()))
+        })
+        .ok()
+        .flatten()
+}

@@ -11,12 +11,13 @@ use std::{
 };
 
 use common::{
-    daemon::{DaemonThread, eventually, http_get, mhr_binary, sample},
+    daemon::{DaemonThread, eventually, mhr_binary, sample},
     mhr, write_config,
 };
 use mhr_common::guard::{Family, Verdict};
 use mhr_tests::{
     Netns, SeedLab, TempDir,
+    probe::http_get,
     quiet_host::QuietHost,
     raw::{mac_of, send_frames, udp4_frame},
     require_root,

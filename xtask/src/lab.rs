@@ -24,6 +24,8 @@ use crate::cmd;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const SERVICE_PORT: u16 = 2222;
+/// mhr's default `[metrics] listen` port.
+const METRICS_PORT: u16 = 9847;
 /// A source address no uplink owns.
 const SPOOFED_SOURCE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 66);
 
@@ -168,7 +170,7 @@ fn daemon_demo(lab: &SeedLab, mhr: &Mhr) -> anyhow::Result<()> {
         )?;
         println!("   the daemon put `{needle}` back");
         let (_, metrics) = http_get(lab, "/metrics").context("scraping /metrics")?;
-        println!("$ curl -s 127.0.0.1:9847/metrics   # excerpt");
+        println!("$ curl -s 127.0.0.1:{METRICS_PORT}/metrics   # excerpt");
         let interesting = ["mhr_reconciles_total", "mhr_drift_corrections_total", "mhr_guard_attached"];
         for line in metrics.lines() {
             let guard_traffic = line.starts_with("mhr_guard_packets_total")
@@ -203,21 +205,7 @@ fn wait_for(mut done: impl FnMut() -> bool, what: &str) -> anyhow::Result<()> {
 
 /// `GET path` on the daemon's metrics port inside the lab host.
 fn http_get(lab: &SeedLab, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read as _, Write as _};
-
-    let path = path.to_owned();
-    lab.host
-        .run(move || {
-            let mut stream = std::net::TcpStream::connect(("127.0.0.1", 9847)).ok()?;
-            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-            write!(stream, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response).ok()?;
-            let (head, body) = response.split_once("\r\n\r\n")?;
-            Some((head.split_whitespace().nth(1)?.parse().ok()?, body.to_owned()))
-        })
-        .ok()
-        .flatten()
+    probe::http_get(&lab.host, METRICS_PORT, path)
 }
 
 /// One packet from a foreign source and one from the primary's address,

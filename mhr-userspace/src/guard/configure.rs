@@ -27,8 +27,8 @@ impl GuardMaps {
         let mut enabled: BTreeMap<u32, UplinkGuard> = BTreeMap::new();
         let mut owners_v4: BTreeMap<u32, u32> = BTreeMap::new();
         let mut owners_v6: BTreeMap<[u64; 2], u32> = BTreeMap::new();
-        let mut allow_v4: BTreeSet<(u32, [u8; 8])> = BTreeSet::new();
-        let mut allow_v6: BTreeSet<(u32, [u8; 20])> = BTreeSet::new();
+        let mut allow_v4: BTreeSet<(u32, AllowV4)> = BTreeSet::new();
+        let mut allow_v6: BTreeSet<(u32, AllowV6)> = BTreeSet::new();
         for uplink in uplinks {
             let slot = slots[&uplink.interface];
             let mut entry = UplinkGuard { enabled: 1, slot, ..UplinkGuard::DISABLED };
@@ -56,24 +56,17 @@ impl GuardMaps {
             }
             for prefix in &uplink.allow {
                 let prefix = prefix.trunc();
-                match prefix {
-                    IpNet::V4(_) => entry.allow_v4 = 1,
-                    IpNet::V6(_) => entry.allow_v6 = 1,
-                }
+                // The slot leads the key, so a prefix only matches for its uplink.
                 let bits = 32 + u32::from(prefix.prefix_len());
                 let slot_bytes = slot.to_be_bytes();
-                match prefix.addr() {
-                    IpAddr::V4(v4) => {
-                        let mut data = [0u8; 8];
-                        data[..4].copy_from_slice(&slot_bytes);
-                        data[4..].copy_from_slice(&v4.octets());
-                        allow_v4.insert((bits, data));
+                match prefix {
+                    IpNet::V4(net) => {
+                        entry.allow_v4 = 1;
+                        allow_v4.insert((bits, AllowV4 { slot: slot_bytes, address: net.addr().octets() }));
                     }
-                    IpAddr::V6(v6) => {
-                        let mut data = [0u8; 20];
-                        data[..4].copy_from_slice(&slot_bytes);
-                        data[4..].copy_from_slice(&v6.octets());
-                        allow_v6.insert((bits, data));
+                    IpNet::V6(net) => {
+                        entry.allow_v6 = 1;
+                        allow_v6.insert((bits, AllowV6 { slot: slot_bytes, address: net.addr().octets() }));
                     }
                 }
             }
@@ -82,7 +75,8 @@ impl GuardMaps {
         self.write_uplinks(&enabled)?;
         sync_hash(&mut self.owners_v4, &owners_v4, "MHR_OWNERS_V4")?;
         sync_hash(&mut self.owners_v6, &owners_v6, "MHR_OWNERS_V6")?;
-        self.sync_allow(&allow_v4, &allow_v6)?;
+        sync_trie(&mut self.allow_v4, &allow_v4, "MHR_ALLOW_V4")?;
+        sync_trie(&mut self.allow_v6, &allow_v6, "MHR_ALLOW_V6")?;
         Ok(slots)
     }
 
@@ -142,48 +136,6 @@ impl GuardMaps {
         }
         Ok(())
     }
-
-    fn sync_allow(
-        &mut self,
-        v4: &BTreeSet<(u32, [u8; 8])>,
-        v6: &BTreeSet<(u32, [u8; 20])>,
-    ) -> Result<(), GuardError> {
-        let existing_v4: Vec<Key<AllowV4>> =
-            self.allow_v4.keys().collect::<Result<_, _>>().map_err(map_error("MHR_ALLOW_V4"))?;
-        for key in existing_v4 {
-            let data = key.data();
-            let mut raw = [0u8; 8];
-            raw[..4].copy_from_slice(&data.slot);
-            raw[4..].copy_from_slice(&data.address);
-            if !v4.contains(&(key.prefix_len(), raw)) {
-                self.allow_v4.remove(&key).map_err(map_error("MHR_ALLOW_V4"))?;
-            }
-        }
-        for (bits, raw) in v4 {
-            let mut key = AllowV4 { slot: [0; 4], address: [0; 4] };
-            key.slot.copy_from_slice(&raw[..4]);
-            key.address.copy_from_slice(&raw[4..]);
-            self.allow_v4.insert(&Key::new(*bits, key), 1, 0).map_err(map_error("MHR_ALLOW_V4"))?;
-        }
-        let existing_v6: Vec<Key<AllowV6>> =
-            self.allow_v6.keys().collect::<Result<_, _>>().map_err(map_error("MHR_ALLOW_V6"))?;
-        for key in existing_v6 {
-            let data = key.data();
-            let mut raw = [0u8; 20];
-            raw[..4].copy_from_slice(&data.slot);
-            raw[4..].copy_from_slice(&data.address);
-            if !v6.contains(&(key.prefix_len(), raw)) {
-                self.allow_v6.remove(&key).map_err(map_error("MHR_ALLOW_V6"))?;
-            }
-        }
-        for (bits, raw) in v6 {
-            let mut key = AllowV6 { slot: [0; 4], address: [0; 16] };
-            key.slot.copy_from_slice(&raw[..4]);
-            key.address.copy_from_slice(&raw[4..]);
-            self.allow_v6.insert(&Key::new(*bits, key), 1, 0).map_err(map_error("MHR_ALLOW_V6"))?;
-        }
-        Ok(())
-    }
 }
 
 /// Makes a hash map hold exactly `wanted`.
@@ -202,6 +154,25 @@ where
     }
     for (key, value) in wanted {
         map.insert(key, value, 0).map_err(map_error(name))?;
+    }
+    Ok(())
+}
+
+/// Makes an LPM trie hold exactly `wanted` (prefix length, key data).
+fn sync_trie<K>(
+    trie: &mut aya::maps::LpmTrie<aya::maps::MapData, K, u8>,
+    wanted: &BTreeSet<(u32, K)>,
+    name: &'static str,
+) -> Result<(), GuardError>
+where
+    K: aya::Pod + Ord,
+{
+    let existing: Vec<Key<K>> = trie.keys().collect::<Result<_, _>>().map_err(map_error(name))?;
+    for key in existing.iter().filter(|key| !wanted.contains(&(key.prefix_len(), key.data()))) {
+        trie.remove(key).map_err(map_error(name))?;
+    }
+    for (bits, data) in wanted {
+        trie.insert(&Key::new(*bits, *data), 1, 0).map_err(map_error(name))?;
     }
     Ok(())
 }

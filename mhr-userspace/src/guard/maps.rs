@@ -67,23 +67,15 @@ fn typed<T: TryFrom<Map, Error = MapError>>(map: Map, name: &'static str) -> Res
     T::try_from(map).map_err(|source| GuardError::Map { name, source })
 }
 
+fn open_pinned(dir: &Path, name: &'static str) -> Result<Map, GuardError> {
+    let data = MapData::from_pin(dir.join(name)).map_err(|source| GuardError::Map { name, source })?;
+    Map::from_map_data(data).map_err(|source| GuardError::Map { name, source })
+}
+
 impl GuardMaps {
     /// Takes the maps out of a loaded object.
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, GuardError> {
-        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(GuardError::MissingMap(name));
-        Ok(Self {
-            uplinks: typed(take(UPLINKS_MAP)?, UPLINKS_MAP)?,
-            uplinks_high: typed(take(UPLINKS_HIGH_MAP)?, UPLINKS_HIGH_MAP)?,
-            slot_names: typed(take(SLOT_NAMES_MAP)?, SLOT_NAMES_MAP)?,
-            owners_v4: typed(take(OWNERS_V4_MAP)?, OWNERS_V4_MAP)?,
-            owners_v6: typed(take(OWNERS_V6_MAP)?, OWNERS_V6_MAP)?,
-            allow_v4: typed(take(ALLOW_V4_MAP)?, ALLOW_V4_MAP)?,
-            allow_v6: typed(take(ALLOW_V6_MAP)?, ALLOW_V6_MAP)?,
-            verdicts: typed(take(VERDICT_COUNTERS_MAP)?, VERDICT_COUNTERS_MAP)?,
-            events: typed(take(EVENT_COUNTERS_MAP)?, EVENT_COUNTERS_MAP)?,
-            flag_budget: typed(take(FLAG_BUDGET_MAP)?, FLAG_BUDGET_MAP)?,
-            offenders: typed(take(OFFENDERS_MAP)?, OFFENDERS_MAP)?,
-        })
+        Self::build(|name| ebpf.take_map(name).ok_or(GuardError::MissingMap(name)))
     }
 
     /// Opens the pinned maps of an installed guard; `None` when there is none.
@@ -92,31 +84,28 @@ impl GuardMaps {
         if !dir.join(UPLINKS_MAP).exists() {
             return Ok(None);
         }
-        let open = |name: &'static str| -> Result<Map, GuardError> {
-            let data =
-                MapData::from_pin(dir.join(name)).map_err(|source| GuardError::Map { name, source })?;
-            Map::from_map_data(data).map_err(|source| GuardError::Map { name, source })
-        };
-        Ok(Some(Self {
-            uplinks: typed(open(UPLINKS_MAP)?, UPLINKS_MAP)?,
-            uplinks_high: typed(open(UPLINKS_HIGH_MAP)?, UPLINKS_HIGH_MAP)?,
-            slot_names: typed(open(SLOT_NAMES_MAP)?, SLOT_NAMES_MAP)?,
-            owners_v4: typed(open(OWNERS_V4_MAP)?, OWNERS_V4_MAP)?,
-            owners_v6: typed(open(OWNERS_V6_MAP)?, OWNERS_V6_MAP)?,
-            allow_v4: typed(open(ALLOW_V4_MAP)?, ALLOW_V4_MAP)?,
-            allow_v6: typed(open(ALLOW_V6_MAP)?, ALLOW_V6_MAP)?,
-            verdicts: typed(open(VERDICT_COUNTERS_MAP)?, VERDICT_COUNTERS_MAP)?,
-            events: typed(open(EVENT_COUNTERS_MAP)?, EVENT_COUNTERS_MAP)?,
-            flag_budget: typed(open(FLAG_BUDGET_MAP)?, FLAG_BUDGET_MAP)?,
-            offenders: typed(open(OFFENDERS_MAP)?, OFFENDERS_MAP)?,
-        }))
+        Self::build(|name| open_pinned(&dir, name)).map(Some)
+    }
+
+    fn build(mut get: impl FnMut(&'static str) -> Result<Map, GuardError>) -> Result<Self, GuardError> {
+        Ok(Self {
+            uplinks: typed(get(UPLINKS_MAP)?, UPLINKS_MAP)?,
+            uplinks_high: typed(get(UPLINKS_HIGH_MAP)?, UPLINKS_HIGH_MAP)?,
+            slot_names: typed(get(SLOT_NAMES_MAP)?, SLOT_NAMES_MAP)?,
+            owners_v4: typed(get(OWNERS_V4_MAP)?, OWNERS_V4_MAP)?,
+            owners_v6: typed(get(OWNERS_V6_MAP)?, OWNERS_V6_MAP)?,
+            allow_v4: typed(get(ALLOW_V4_MAP)?, ALLOW_V4_MAP)?,
+            allow_v6: typed(get(ALLOW_V6_MAP)?, ALLOW_V6_MAP)?,
+            verdicts: typed(get(VERDICT_COUNTERS_MAP)?, VERDICT_COUNTERS_MAP)?,
+            events: typed(get(EVENT_COUNTERS_MAP)?, EVENT_COUNTERS_MAP)?,
+            flag_budget: typed(get(FLAG_BUDGET_MAP)?, FLAG_BUDGET_MAP)?,
+            offenders: typed(get(OFFENDERS_MAP)?, OFFENDERS_MAP)?,
+        })
     }
 
     /// Opens the pinned ring buffer of flag records.
     pub fn flags_from_pins(pin_dir: &Path) -> Result<RingBuf<MapData>, GuardError> {
-        let path = PinLayout::new(pin_dir).maps().join(FLAGS_MAP);
-        let data = MapData::from_pin(path).map_err(|source| GuardError::Map { name: FLAGS_MAP, source })?;
-        let map = Map::from_map_data(data).map_err(|source| GuardError::Map { name: FLAGS_MAP, source })?;
+        let map = open_pinned(&PinLayout::new(pin_dir).maps(), FLAGS_MAP)?;
         typed(map, FLAGS_MAP)
     }
 

@@ -2,8 +2,6 @@
 //! and waiting (bounded) for convergence.
 
 use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -59,24 +57,6 @@ impl Drop for DaemonThread {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// `GET path` on 127.0.0.1:`port` inside `netns`: (status code, body).
-pub fn http_get(netns: &Netns, port: u16, path: &str) -> Option<(u16, String)> {
-    let path = path.to_owned();
-    netns
-        .run(move || {
-            let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-            write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response).ok()?;
-            let (head, body) = response.split_once("\r\n\r\n")?;
-            let status = head.split_whitespace().nth(1)?.parse().ok()?;
-            Some((status, body.to_owned()))
-        })
-        .ok()
-        .flatten()
 }
 
 /// The value of the sample `name{labels}` in a Prometheus text exposition
