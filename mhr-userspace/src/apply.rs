@@ -77,6 +77,9 @@ pub async fn execute(
 async fn execute_one(handle: &Handle, action: &Action, state_dir: &Path) -> Result<Outcome, String> {
     match action {
         Action::AddRoute { route } => add_route(handle, route).await,
+        Action::ReplaceRoute { new, .. } => {
+            changed(handle.route().add(route_message(new)).replace().execute().await)
+        }
         Action::DeleteRoute { route } => delete_route(handle, route).await,
         Action::AddRule { rule } => {
             let mut request = handle.rule().add();

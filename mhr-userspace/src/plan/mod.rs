@@ -466,6 +466,11 @@ pub enum Action {
     AddRoute {
         route: Route,
     },
+    /// A route whose key stays but whose gateway, source or device changed.
+    ReplaceRoute {
+        old: Route,
+        new: Route,
+    },
     AddRule {
         rule: Rule,
     },
@@ -492,6 +497,7 @@ impl Action {
     pub fn inverse(&self) -> Self {
         match self.clone() {
             Self::AddRoute { route } => Self::DeleteRoute { route },
+            Self::ReplaceRoute { old, new } => Self::ReplaceRoute { old: new, new: old },
             Self::DeleteRoute { route } => Self::AddRoute { route },
             Self::AddRule { rule } => Self::DeleteRule { rule },
             Self::DeleteRule { rule } => Self::AddRule { rule },
@@ -504,6 +510,7 @@ impl Action {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::AddRoute { .. } => "route_added",
+            Self::ReplaceRoute { .. } => "route_replaced",
             Self::DeleteRoute { .. } => "route_deleted",
             Self::AddRule { .. } => "rule_added",
             Self::DeleteRule { .. } => "rule_deleted",
@@ -515,6 +522,7 @@ impl Action {
     /// The equivalent `ip` command.
     pub fn ip_command(&self, names: &Names) -> String {
         match self {
+            Self::ReplaceRoute { new, .. } => names.route_command("replace", new),
             Self::AddRoute { route } | Self::RestoreDefault { route, .. } => {
                 names.route_command("add", route)
             }
@@ -530,6 +538,9 @@ impl Action {
     pub fn describe(&self, names: &Names) -> String {
         match self {
             Self::AddRoute { route } => format!("add route {}", names.route_args(route)),
+            Self::ReplaceRoute { old, new } => {
+                format!("replace route {} with {}", names.route_args(old), names.route_args(new))
+            }
             Self::DeleteRoute { route } => format!("delete route {}", names.route_args(route)),
             Self::AddRule { rule } => format!("add rule {}", rule_args(rule)),
             Self::DeleteRule { rule } => format!("delete rule {}", rule_args(rule)),
@@ -546,17 +557,41 @@ impl Action {
     }
 }
 
+/// The fields the kernel identifies a route by (tos is always 0 here):
+/// two routes with the same key cannot coexist, one replaces the other.
+fn route_key(route: &Route) -> (u32, IpNet, u32) {
+    (route.table, route.destination, route.metric.unwrap_or(0))
+}
+
 /// Actions taking the observed state to the desired one, in a safe order:
-/// new routes before the rules that point at them, stale rules before the
-/// routes they point at, and main's extra default routes last.
+/// new routes before the rules that point at them (connected and host
+/// routes before the defaults whose gateway they make reachable), a route
+/// that changed (new gateway, new source) replaced in place, stale rules
+/// before the routes they point at, and main's extra default routes moved
+/// out before the primary's is added.
 pub fn diff(desired: &Desired, observed: &Observed, protocol: u8) -> Vec<Action> {
     let owned_routes: BTreeSet<&Route> = observed.routes.iter().filter(|r| r.protocol == protocol).collect();
     let owned_rules: BTreeSet<&Rule> = observed.rules.iter().filter(|r| r.protocol == protocol).collect();
     let names = observed.names();
-    let mut actions = Vec::new();
+    let mut stale: Vec<&Route> =
+        owned_routes.iter().copied().filter(|r| !desired.routes.contains(r)).collect();
+    let mut route_changes = |routes: Vec<&Route>| -> Vec<Action> {
+        routes
+            .into_iter()
+            .map(|route| match stale.iter().position(|old| route_key(old) == route_key(route)) {
+                Some(index) => Action::ReplaceRoute { old: stale.remove(index).clone(), new: route.clone() },
+                None => Action::AddRoute { route: route.clone() },
+            })
+            .collect()
+    };
+    let missing: Vec<&Route> = desired.routes.iter().filter(|r| !owned_routes.contains(r)).collect();
     let (main_adds, table_adds): (Vec<&Route>, Vec<&Route>) =
-        desired.routes.iter().filter(|r| !owned_routes.contains(r)).partition(|r| r.table == MAIN_TABLE);
-    actions.extend(table_adds.into_iter().map(|route| Action::AddRoute { route: route.clone() }));
+        missing.into_iter().partition(|r| r.table == MAIN_TABLE);
+    let (defaults, specifics): (Vec<&Route>, Vec<&Route>) =
+        table_adds.into_iter().partition(|r| r.is_default());
+    let mut actions = route_changes(specifics);
+    actions.extend(route_changes(defaults));
+    let main_changes = route_changes(main_adds);
     actions.extend(
         desired
             .rules
@@ -570,17 +605,12 @@ pub fn diff(desired: &Desired, observed: &Observed, protocol: u8) -> Vec<Action>
             .filter(|r| !desired.rules.contains(r))
             .map(|rule| Action::DeleteRule { rule: (*rule).clone() }),
     );
-    actions.extend(
-        owned_routes
-            .iter()
-            .filter(|r| !desired.routes.contains(r))
-            .map(|route| Action::DeleteRoute { route: (*route).clone() }),
-    );
-    actions.extend(main_adds.into_iter().map(|route| Action::AddRoute { route: route.clone() }));
+    actions.extend(stale.into_iter().map(|route| Action::DeleteRoute { route: route.clone() }));
     actions.extend(desired.release.iter().map(|route| Action::ReleaseDefault {
         route: route.clone(),
         interface: route.interface.map(|i| names.interface(i)).unwrap_or_default(),
     }));
+    actions.extend(main_changes);
     actions
 }
 

@@ -92,18 +92,37 @@ fn seed_host() -> Observed {
     }
 }
 
-/// The host after the kernel carried out `actions`.
+/// The host after the kernel carried out `actions`, with the kernel's
+/// rules: a route whose key (table, destination, metric) is taken cannot be
+/// added, a route via an off-link gateway needs a link route to it first,
+/// and a duplicate rule is refused.
 fn after(observed: &Observed, actions: &[Action]) -> Observed {
+    let key = |r: &Route| (r.table, r.destination, r.metric.unwrap_or(0));
     let mut next = observed.clone();
     for action in actions {
         match action {
             Action::AddRoute { route } | Action::RestoreDefault { route, .. } => {
-                next.routes.push(route.clone())
+                assert!(!next.routes.iter().any(|r| key(r) == key(route)), "EEXIST adding {route:?}");
+                if let Some(gateway) = route.gateway.filter(|g| g.is_ipv4()) {
+                    let reachable = next.routes.iter().any(|r| {
+                        r.table == route.table && r.scope == SCOPE_LINK && r.destination.contains(&gateway)
+                    });
+                    assert!(reachable, "invalid gateway adding {route:?}");
+                }
+                next.routes.push(route.clone());
+            }
+            Action::ReplaceRoute { old, new } => {
+                assert_eq!(key(old), key(new));
+                let slot = next.routes.iter().position(|r| r == old).expect("replacing a route that exists");
+                next.routes[slot] = new.clone();
             }
             Action::DeleteRoute { route } | Action::ReleaseDefault { route, .. } => {
                 next.routes.retain(|r| r != route)
             }
-            Action::AddRule { rule } => next.rules.push(rule.clone()),
+            Action::AddRule { rule } => {
+                assert!(!next.rules.contains(rule), "EEXIST adding {rule:?}");
+                next.rules.push(rule.clone());
+            }
             Action::DeleteRule { rule } => next.rules.retain(|r| r != rule),
         }
     }
@@ -406,4 +425,56 @@ fn an_uplink_whose_link_is_down_takes_no_routes_or_rules() {
     assert!(desired.routes.iter().all(|r| r.interface != Some(3)));
     assert!(desired.rules.iter().all(|r| r.table != desired.uplinks[1].table));
     assert!(desired.notes.iter().any(|n| n == "ens4: link is down, nothing to route until it is up"));
+}
+
+#[test]
+fn a_changed_gateway_replaces_the_route_in_place() {
+    let config = seed_config();
+    let host = seed_host();
+    let (_, actions) = plan(&config, &host).unwrap();
+    let mut applied = after(&host, &actions);
+    let registry = BTreeMap::from([("ens3".into(), 7100), ("ens4".into(), 7101)]);
+    // DHCP hands ens4 a new gateway: a new default route appears in main.
+    applied.routes.push(route(MAIN_TABLE, "0.0.0.0/0", Some("10.0.4.2"), 3, 16, Some(200)));
+    let desired =
+        desired(&config, &applied, &registry, &moved_records(&actions), Strictness::Strict).unwrap();
+    let changes = diff(&desired, &applied, MHR);
+    let old = route(7101, "0.0.0.0/0", Some("10.0.4.1"), 3, MHR, None);
+    let new = route(7101, "0.0.0.0/0", Some("10.0.4.2"), 3, MHR, None);
+    assert!(changes.contains(&Action::ReplaceRoute { old, new }), "{changes:?}");
+    let converged = after(&applied, &changes);
+    let mut moved = moved_records(&actions);
+    moved.extend(moved_records(&changes));
+    let again = desired_state(&config, &converged, &registry, &moved);
+    assert_eq!(diff(&again, &converged, MHR), vec![]);
+}
+
+fn desired_state(
+    config: &Config,
+    observed: &Observed,
+    registry: &BTreeMap<String, u32>,
+    moved: &[MovedRoute],
+) -> Desired {
+    desired(config, observed, registry, moved, Strictness::Strict).unwrap()
+}
+
+#[test]
+fn the_primary_default_is_added_after_main_is_cleared_and_host_routes_before_defaults() {
+    let mut host = seed_host();
+    // Both DHCP defaults at metric 0, and the primary's missing from main.
+    host.routes.retain(|r| !(r.is_default() && r.family() == Family::V4));
+    host.routes.push(route(MAIN_TABLE, "0.0.0.0/0", Some("10.0.4.1"), 3, BOOT, None));
+    let config = config(
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"10.0.3.1\"\n[[uplink]]\ninterface = \"ens4\"\ngateway = \"172.16.0.1\"\n",
+    );
+    let (_, actions) = plan(&config, &host).unwrap();
+    // `after` panics on EEXIST and on a gateway without a link route.
+    let applied = after(&host, &actions);
+    let defaults: Vec<&Route> = applied
+        .routes
+        .iter()
+        .filter(|r| r.table == MAIN_TABLE && r.is_default() && r.family() == Family::V4)
+        .collect();
+    assert_eq!(defaults.len(), 1);
+    assert_eq!(defaults[0].interface, Some(2));
 }
