@@ -7,6 +7,8 @@ use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
 const EBPF_PACKAGE: &str = "mhr-ebpf";
+/// The package's binaries: the plain counter and the source guard.
+const EBPF_OBJECTS: [&str; 2] = ["mhr-ebpf", "mhr-guard"];
 
 fn main() -> anyhow::Result<()> {
     let manifest_dir = PathBuf::from(
@@ -18,8 +20,10 @@ fn main() -> anyhow::Result<()> {
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or_else(|| anyhow!("OUT_DIR not set"))?);
-        let stub = out_dir.join(EBPF_PACKAGE);
-        fs::write(&stub, []).with_context(|| format!("writing stub {}", stub.display()))?;
+        for object in EBPF_OBJECTS {
+            let stub = out_dir.join(object);
+            fs::write(&stub, []).with_context(|| format!("writing stub {}", stub.display()))?;
+        }
     }
     let package = Package { name: EBPF_PACKAGE, root_dir: ebpf_dir, ..Default::default() };
     aya_build::build_ebpf([package], Toolchain::default())

@@ -16,7 +16,7 @@ use rtnetlink::{
 
 use crate::{
     model::{Family, Names, Route, Rule},
-    plan::Action,
+    plan::{Action, route_key},
     state::{self, MovedRoute, StateError},
 };
 
@@ -94,9 +94,13 @@ async fn execute_one(handle: &Handle, action: &Action, state_dir: &Path) -> Resu
             // knows what to put back.
             let record = MovedRoute { interface: interface.clone(), route: route.clone() };
             update_moved(state_dir, |moved| {
-                if !moved.contains(&record) {
-                    moved.push(record.clone());
-                }
+                // One record per interface and kernel route key: a route
+                // moved again (re-created interface, renewed lease) replaces
+                // the older record, so `down` restores it once.
+                moved.retain(|m| {
+                    !(m.interface == record.interface && route_key(&m.route) == route_key(&record.route))
+                });
+                moved.push(record.clone());
             })
             .map_err(|err| err.to_string())?;
             let outcome = delete_route(handle, route).await;

@@ -13,8 +13,7 @@ use serde::Deserialize;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mhr/mhr.toml";
 
-/// Defaults stay clear of the bands other agents use (DESIGN.md,
-/// "Neighbours"): cloud-init tables 100+, mwan3 priorities 1000–2999,
+/// Defaults stay clear of the bands other agents use: cloud-init tables 100+, mwan3 priorities 1000–2999,
 /// amazon-ec2-net-utils 10000+, SUSE cloud-netconfig 30000–30799, AWS VPC
 /// CNI 512/1536, Calico 99, the kernel's 253–255.
 pub const DEFAULT_TABLE_RANGE: [u32; 2] = [7100, 7199];
@@ -40,6 +39,8 @@ pub enum ConfigError {
     Syntax { path: PathBuf, line: usize, column: usize, message: String },
     #[error("{path}: no [[uplink]] configured")]
     NoUplinks { path: PathBuf },
+    #[error("{path}: {count} uplinks configured; the source guard tells at most {max} apart")]
+    TooManyUplinks { path: PathBuf, count: usize, max: u32 },
     #[error("{path}: uplink `{interface}` is configured twice")]
     DuplicateUplink { path: PathBuf, interface: String },
     #[error("{path}: `{interface}` is not a valid interface name")]
@@ -248,14 +249,14 @@ impl Config {
         (uplink.mode.unwrap_or(self.mode), uplink.enforce_asymmetric.unwrap_or(self.enforce_asymmetric))
     }
 
-    pub fn primary(&self) -> &UplinkConfig {
-        self.uplinks.iter().find(|u| u.primary).unwrap_or(&self.uplinks[0])
-    }
-
     fn validate(&self) -> Result<(), ConfigError> {
         let path = || self.path.clone();
         if self.uplinks.is_empty() {
             return Err(ConfigError::NoUplinks { path: path() });
+        }
+        let max = mhr_common::guard::MAX_UPLINKS;
+        if self.uplinks.len() > max as usize {
+            return Err(ConfigError::TooManyUplinks { path: path(), count: self.uplinks.len(), max });
         }
         let mut seen = BTreeSet::new();
         for uplink in &self.uplinks {
@@ -366,10 +367,10 @@ mod tests {
     fn minimal_config_gets_the_documented_defaults() {
         let config = parse(MINIMAL).unwrap();
         assert_eq!(config.uplinks.len(), 2);
-        assert_eq!(config.primary().interface, "ens3");
+        assert!(config.uplinks[0].primary && !config.uplinks[1].primary);
         assert_eq!(config.routing, RoutingConfig::default());
         assert_eq!(config.datapath.pin_dir, PathBuf::from(DEFAULT_PIN_DIR));
-        assert_eq!(config.metrics.listen.to_string(), DEFAULT_METRICS_LISTEN);
+        assert_eq!(config.metrics.listen.to_string(), "127.0.0.1:9847");
         assert_eq!(config.metrics.top_offenders, 0);
         assert_eq!(config.guard_mode(&config.uplinks[0]), (GuardMode::Monitor, false));
         assert!(config.routing.to_rules);
@@ -471,6 +472,13 @@ to_rules = false
         let long = parse("[[uplink]]\ninterface = \"averyveryverylongname\"\nprimary = true\n").unwrap_err();
         assert!(matches!(long, ConfigError::BadInterfaceName { .. }));
         assert!(matches!(parse("").unwrap_err(), ConfigError::NoUplinks { .. }));
+        let many: String = (0..65)
+            .map(|i| {
+                format!("[[uplink]]\ninterface = \"up{i}\"\n{}", if i == 0 { "primary = true\n" } else { "" })
+            })
+            .collect();
+        let many = parse(&format!("{many}[routing]\npriority_range = [100, 400]\n")).unwrap_err();
+        assert!(matches!(many, ConfigError::TooManyUplinks { count: 65, max: 64, .. }), "{many:?}");
     }
 
     #[test]

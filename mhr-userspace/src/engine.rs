@@ -121,9 +121,11 @@ impl Engine {
         let names = observed.names();
         let changed = apply::execute(&self.handle, &actions, &names, &routing.state_dir).await?;
         state::write_tables(&routing.rt_tables_dir, &BTreeMap::new())?;
-        // Records of interfaces that are gone cannot be restored; keep them
-        // out of the way rather than replaying them on a later interface.
-        state::write_moved(&routing.state_dir, &[])?;
+        // Routes of interfaces that are gone cannot be restored now: keep
+        // their records for a later `down`; the rest are done.
+        let waiting: Vec<MovedRoute> =
+            moved.into_iter().filter(|record| observed.link(&record.interface).is_none()).collect();
+        state::write_moved(&routing.state_dir, &waiting)?;
         if changed > 0 {
             flush_ipv6_cache();
         }

@@ -52,10 +52,6 @@ impl ControlMetrics {
     pub fn resync(&self, reason: &str) {
         self.resyncs.get_or_create(&labels([("reason", reason)])).inc();
     }
-
-    pub fn reconciles_with(&self, result: &str) -> u64 {
-        self.reconciles.get_or_create(&labels([("result", result)])).get()
-    }
 }
 
 /// The guard's counters, read from its pinned maps on every scrape.
@@ -116,11 +112,19 @@ struct Snapshot {
 
 impl DatapathCollector {
     fn snapshot(&self) -> Option<Snapshot> {
-        let mut maps = self.maps.lock().ok()?;
-        if maps.is_none() {
-            *maps = GuardMaps::from_pins(&self.pin_dir).ok().flatten();
+        let mut cached = self.maps.lock().ok()?;
+        if cached.is_none() {
+            *cached = GuardMaps::from_pins(&self.pin_dir).ok().flatten();
         }
-        let maps = maps.as_ref()?;
+        let snapshot = Self::read(cached.as_ref()?, self.top_offenders);
+        if snapshot.is_none() {
+            // The pins may have been removed or recreated: reopen next time.
+            *cached = None;
+        }
+        snapshot
+    }
+
+    fn read(maps: &GuardMaps, top_offenders: usize) -> Option<Snapshot> {
         let names = maps.slot_names().ok()?;
         let mut snapshot = Snapshot::default();
         for (slot, uplink) in &names {
@@ -142,9 +146,9 @@ impl DatapathCollector {
             snapshot.errors.push((uplink_label, events.errors));
         }
         snapshot.offenders = maps.offenders.keys().filter(Result::is_ok).count() as i64;
-        if self.top_offenders > 0 {
+        if top_offenders > 0 {
             let mut offenders = maps.offenders(&names).ok()?;
-            offenders.truncate(self.top_offenders);
+            offenders.truncate(top_offenders);
             snapshot.top = offenders
                 .iter()
                 .map(|o| {

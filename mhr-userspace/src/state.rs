@@ -128,8 +128,11 @@ fn remove_optional(path: &Path) -> Result<(), StateError> {
     }
 }
 
-/// Temp file + rename: a crash leaves the old or the new content, never half.
+/// Temp file (per process), fsync, rename: a crash or power loss leaves the
+/// old or the new content, never half.
 fn write_atomically(path: &Path, text: &str) -> Result<(), StateError> {
+    use std::io::Write as _;
+
     let fail = |source| StateError::Write { path: path.to_owned(), source };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(fail)?;
@@ -137,8 +140,9 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), StateError> {
     if std::fs::read_to_string(path).is_ok_and(|current| current == text) {
         return Ok(());
     }
-    let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, text).map_err(fail)?;
+    let temporary = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut file = std::fs::File::create(&temporary).map_err(fail)?;
+    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(fail)?;
     std::fs::rename(&temporary, path).map_err(fail)
 }
 

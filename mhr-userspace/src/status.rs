@@ -153,7 +153,7 @@ impl Engine {
             let counts = maps.verdict_counts(slot)?;
             let count = |c: mhr_common::guard::Count| Count { packets: c.packets, bytes: c.bytes };
             let (mode, enforce_asymmetric) = self.config().guard_mode(uplink);
-            let prefix = format!("{}@", uplink.interface.replace('.', "_"));
+            let prefix = crate::guard::pin_prefix(&uplink.interface);
             uplinks.push(GuardUplinkStatus {
                 interface: uplink.interface.clone(),
                 attached: pinned.iter().any(|name| name.starts_with(&prefix)),

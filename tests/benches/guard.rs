@@ -48,6 +48,7 @@ fn pin_dir(label: &str) -> PathBuf {
 
 fn guard_for(host_ifindex: u32, pin: &Path) -> Guard {
     let mut guard = Guard::load(pin).expect("guard loads");
+    guard.load_empty().expect("the empty baseline loads");
     let mut addresses: Vec<IpAddr> = own_v4().into_iter().map(IpAddr::V4).collect();
     addresses.extend(own_v6().into_iter().map(IpAddr::V6));
     let uplinks = [

@@ -42,7 +42,7 @@ impl LabError {
 pub type Result<T, E = LabError> = std::result::Result<T, E>;
 
 /// Renders a command the way a person would type it.
-pub(crate) fn describe(command: &Command) -> String {
+pub fn describe(command: &Command) -> String {
     std::iter::once(command.get_program())
         .chain(command.get_args())
         .map(|arg| arg.to_string_lossy())

@@ -29,8 +29,8 @@ const CONVERGE: Duration = Duration::from_secs(10);
 const METRICS_PORT: u16 = 9847;
 
 /// Converged: `apply` would change nothing, and the guard's maps and links
-/// hold exactly the current uplinks (by ifindex), with `expected` among the
-/// addresses of `interface`.
+/// hold exactly the current uplinks (by ifindex) with exactly their current
+/// addresses (IPv4 and IPv6, inline and in the owner maps).
 fn converged(netns: &Netns, config: &std::path::Path, pin_dir: &std::path::Path) -> Result<(), String> {
     let status = mhr(netns, config, &["status", "--json"]);
     let json: serde_json::Value =
@@ -54,20 +54,35 @@ fn converged(netns: &Netns, config: &std::path::Path, pin_dir: &std::path::Path)
         if entry.enabled == 0 {
             return Err(format!("guard map entry for {name}@{index} disabled"));
         }
-        let v4: Vec<String> = uplink["addresses"]
+        let mut addresses: Vec<String> = uplink["addresses"]
             .as_array()
             .ok_or("no addresses")?
             .iter()
             .filter_map(|a| a.as_str())
-            .filter(|a| !a.contains(':'))
             .map(|a| a.split('/').next().unwrap_or(a).to_owned())
             .collect();
-        let mapped: Vec<String> = entry.v4[..usize::from(entry.v4_count)]
+        let mut mapped: Vec<String> = entry.v4[..usize::from(entry.v4_count)]
             .iter()
             .map(|w| Ipv4Addr::from(w.to_ne_bytes()).to_string())
             .collect();
-        if v4 != mapped {
-            return Err(format!("{name}: guard holds {mapped:?}, uplink has {v4:?}"));
+        mapped.extend(entry.v6[..usize::from(entry.v6_count)].iter().map(|[high, low]| {
+            let mut octets = [0u8; 16];
+            octets[..8].copy_from_slice(&high.to_ne_bytes());
+            octets[8..].copy_from_slice(&low.to_ne_bytes());
+            std::net::Ipv6Addr::from(octets).to_string()
+        }));
+        addresses.sort();
+        mapped.sort();
+        if addresses != mapped {
+            return Err(format!("{name}: guard holds {mapped:?}, uplink has {addresses:?}"));
+        }
+        let slot = entry.slot;
+        for address in addresses.iter().filter_map(|a| a.parse::<Ipv4Addr>().ok()) {
+            let owner =
+                maps.owners_v4.get(&u32::from_ne_bytes(address.octets()), 0).map_err(|e| e.to_string())?;
+            if owner != slot {
+                return Err(format!("{address} is owned by slot {owner}, not {name}'s {slot}"));
+            }
         }
     }
     if links.len() != json["uplinks"].as_array().map_or(0, Vec::len) {
@@ -136,6 +151,14 @@ fn every_drift_scenario_converges_to_exactly_the_desired_state() {
     assert!(sample(&body, "mhr_drift_corrections_total", "kind=\"guard_attached\"").unwrap_or(0.0) >= 1.0);
     assert_eq!(sample(&body, "mhr_guard_attached", "uplink=\"ens4\""), Some(1.0));
     assert_eq!(http_get(host, METRICS_PORT, "/healthz"), Some((200, "ok\n".to_owned())));
+
+    // The default route moved out of main before and after the interface
+    // was re-created is one record: `down` restores it exactly once.
+    drop(_daemon);
+    let down = mhr(host, &config, &["down"]);
+    assert!(down.succeeded(), "{down:?}");
+    let defaults = host.ip(["route", "show", "default"]).unwrap();
+    assert_eq!(defaults.matches("dev ens4").count(), 1, "{defaults}");
 }
 
 #[test]
@@ -235,6 +258,12 @@ fn scraped_metrics_match_the_packets_sent_exactly() {
     assert!(sample(&body, "mhr_last_successful_reconcile_timestamp_seconds", "").unwrap_or(0.0) > 1.7e9);
     assert!(body.contains("mhr_build_info{version=\""));
     assert_eq!(body.matches("mhr_guard_packets_total{").count(), 2 * 3 * 6, "labels bounded by uplinks");
+    for name in mhr_userspace::metrics::DATAPATH_METRICS {
+        assert!(
+            body.contains(&format!("\n{name}{{")) || body.contains(&format!("\n{name} ")),
+            "{name} exported"
+        );
+    }
 }
 
 /// `mhr run` as a real process inside a namespace; SIGKILLed when dropped

@@ -271,3 +271,24 @@ fn thirty_two_uplinks_with_several_addresses_apply_check_and_tear_down_exactly()
     assert!(mhr(&host.host, &config, &["down"]).succeeded());
     assert_eq!(snapshot(&host.host), before);
 }
+
+#[test]
+fn a_new_gateway_replaces_the_table_default_in_place() {
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("routing").unwrap();
+    let config = write_config(&dir, &mhr_config(dir.path()));
+    assert!(mhr(&lab.host, &config, &["apply"]).succeeded());
+    // DHCP hands ens4 a new gateway: its default route shows up in main.
+    lab.host
+        .ip(["route", "add", "default", "via", "10.0.4.2", "dev", "ens4", "proto", "dhcp", "metric", "200"])
+        .unwrap();
+    let again = mhr(&lab.host, &config, &["apply", "--no-guard"]);
+    assert!(again.succeeded(), "{again:?}");
+    assert!(again.output.contains("replace route default via 10.0.4.1 dev ens4"), "{}", again.output);
+    let table = lab.host.ip(["route", "show", "table", "7101"]).unwrap();
+    assert!(table.contains("default via 10.0.4.2 dev ens4"), "{table}");
+    assert!(!table.contains("10.0.4.1 "), "{table}");
+    assert!(mhr(&lab.host, &config, &["check"]).succeeded());
+    assert!(mhr(&lab.host, &config, &["down"]).succeeded());
+}

@@ -1,21 +1,13 @@
 //! Running external commands with errors that name the command.
 
 use std::{
-    ffi::OsStr,
     path::PathBuf,
     process::{Command, Output},
 };
 
 use anyhow::{Context as _, bail};
 
-/// Renders a command the way a person would type it.
-pub fn describe(command: &Command) -> String {
-    std::iter::once(command.get_program())
-        .chain(command.get_args())
-        .map(OsStr::to_string_lossy)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+pub use mhr_tests::describe;
 
 /// Runs with inherited stdio; fails unless it exits 0.
 pub fn run(command: &mut Command) -> anyhow::Result<()> {

@@ -186,7 +186,8 @@ fn bpf_linker_problem(path: &Path, wanted_library: &str) -> Option<String> {
 }
 
 /// Builds bpf-linker from crates.io against the nightly's own libLLVM: a
-/// prefix whose lib/ holds libLLVM.so links to it (DESIGN.md, toolchain facts).
+/// prefix whose lib/ holds libLLVM.so linking to it; the linker keeps that
+/// runpath, so it always loads the LLVM the nightly rustc emits bitcode for.
 fn build_bpf_linker(llvm: &NightlyLlvm) -> anyhow::Result<()> {
     let bin = cmd::cargo_bin_dir().context("neither CARGO_HOME nor HOME is set")?;
     let home = bin.parent().context("cargo's bin folder has no parent")?;

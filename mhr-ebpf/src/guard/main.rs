@@ -232,8 +232,11 @@ fn remember_offender(offence: &Offence) {
             (*offender).packets += 1;
             (*offender).bytes += length;
             (*offender).last_seen_ns = now;
+            // Another CPU may have created the entry: this CPU's value
+            // starts zeroed.
             if (*offender).first_seen_ns == 0 {
                 (*offender).first_seen_ns = now;
+                (*offender).verdict = verdict as u8;
             }
         },
         None => {

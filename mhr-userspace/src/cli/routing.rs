@@ -78,7 +78,7 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                     for action in &applied.actions {
                         writeln!(out, "  {action}")?;
                     }
-                    writeln!(out, "applied {} change(s)", applied.actions.len())?;
+                    writeln!(out, "applied {} change(s)", applied.changed)?;
                 }
                 if !args.no_guard {
                     for uplink in planned.desired.uplinks.iter().filter(|u| !u.ethernet) {
@@ -118,7 +118,7 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                     for action in &applied.actions {
                         writeln!(out, "  {action}")?;
                     }
-                    writeln!(out, "removed mhr's routing ({} change(s))", applied.actions.len())?;
+                    writeln!(out, "removed mhr's routing ({} change(s))", applied.changed)?;
                 }
                 for detached in engine.down_guard()? {
                     writeln!(out, "guard: detached {detached}")?;

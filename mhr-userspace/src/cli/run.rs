@@ -28,6 +28,9 @@ pub struct RunArgs {
 }
 
 pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
+    if args.resync.is_zero() {
+        anyhow::bail!("--resync must be greater than zero");
+    }
     let config = Config::load(config_path)?;
     let options = DaemonOptions {
         debounce: args.debounce,

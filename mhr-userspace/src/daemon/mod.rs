@@ -212,16 +212,11 @@ impl Daemon {
 
     async fn try_reconcile(&mut self, trigger: Trigger) -> Result<usize, EngineError> {
         let planned = self.engine.plan().await?;
-        let applied = self.engine.apply(&planned).await?;
         let counts_as_drift = trigger != Trigger::Startup;
-        if counts_as_drift {
-            for action in &planned.actions {
-                self.control.correction(action.kind());
-            }
-        }
-        self.control.rules_installed.set(planned.desired.rules.len() as i64);
-        self.control.routes_installed.set(planned.desired.routes.len() as i64);
-        let mut changes = applied.changed;
+        // The guard first: its maps follow the addresses even when a
+        // routing change fails (in enforce mode a new address must not be
+        // dropped as spoofed while routing is retried).
+        let mut changes = 0;
         if let Some(guard) = &mut self.guard {
             let uplinks = self.engine.guard_uplinks(&planned);
             guard.configure(&uplinks)?;
@@ -233,12 +228,20 @@ impl Daemon {
             }
             changes += attached.len();
             for uplink in &self.engine.config().uplinks {
-                let on = uplinks.iter().any(|u| u.interface == uplink.interface);
+                let on = guard.holds(&uplink.interface);
                 let labels = vec![("uplink".to_owned(), uplink.interface.clone())];
                 self.control.guard_attached.get_or_create(&labels).set(i64::from(on));
             }
         }
-        Ok(changes)
+        let applied = self.engine.apply(&planned).await?;
+        if counts_as_drift {
+            for action in &planned.actions {
+                self.control.correction(action.kind());
+            }
+        }
+        self.control.rules_installed.set(planned.desired.rules.len() as i64);
+        self.control.routes_installed.set(planned.desired.routes.len() as i64);
+        Ok(changes + applied.changed)
     }
 
     async fn cleanup(&mut self) {

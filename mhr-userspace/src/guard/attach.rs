@@ -25,8 +25,13 @@ pub struct GuardAttachment {
 }
 
 pub(super) fn pin_name(uplink: &GuardUplink) -> String {
-    // bpffs refuses names with dots (VLAN interfaces have them).
-    format!("{}@{}", uplink.interface.replace('.', "_"), uplink.ifindex)
+    format!("{}{}", pin_prefix(&uplink.interface), uplink.ifindex)
+}
+
+/// The start of an interface's link pin name. bpffs refuses names with
+/// dots (VLAN interfaces have them).
+pub fn pin_prefix(interface: &str) -> String {
+    format!("{}@", interface.replace('.', "_"))
 }
 
 fn failed(uplink: &GuardUplink) -> impl Fn(String) -> GuardError + '_ {

@@ -22,10 +22,10 @@ use aya::{
 use ipnet::IpNet;
 use mhr_common::guard::{EMPTY_PROGRAM, FLAGS_MAP, GUARD_PROGRAM, MAX_UPLINKS};
 
-pub use attach::{GuardAttachment, teardown};
+pub use attach::{GuardAttachment, pin_prefix, teardown};
 pub use maps::{EventCounts, GuardMaps, OffenderReport, PinLayout, VerdictCounts};
 
-use crate::datapath::AttachMode;
+use crate::datapath::{AttachMode, Mechanism};
 
 /// The guard's eBPF object, built by `build.rs` from mhr-ebpf's `mhr-guard`.
 static GUARD_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mhr-guard"));
@@ -91,8 +91,9 @@ pub struct Guard {
     ebpf: Ebpf,
     pub maps: GuardMaps,
     layout: PinLayout,
-    /// Pinned links this instance attached or replaced (name@ifindex).
-    attached: BTreeSet<String>,
+    /// Links this instance attached or replaced, by pin name
+    /// (name@ifindex), with the mechanism used.
+    attached: BTreeMap<String, Mechanism>,
 }
 
 impl Guard {
@@ -110,23 +111,26 @@ impl Guard {
             .map_err(|source| GuardError::Load { pin_dir: pin_dir.to_owned(), source: Box::new(source) })?;
         let maps = GuardMaps::from_ebpf(&mut ebpf)?;
         let mut guard = Self { ebpf, maps, layout, attached: Default::default() };
-        for name in [GUARD_PROGRAM, EMPTY_PROGRAM] {
-            guard.program(name)?.load().map_err(|source| GuardError::Program { name, source })?;
-        }
+        guard
+            .program(GUARD_PROGRAM)?
+            .load()
+            .map_err(|source| GuardError::Program { name: GUARD_PROGRAM, source })?;
         Ok(guard)
     }
 
-    /// The guard program (`GUARD_PROGRAM`) or the empty baseline.
+    /// Loads the empty classifier (`EMPTY_PROGRAM`), the benchmarks' baseline.
+    pub fn load_empty(&mut self) -> Result<(), GuardError> {
+        let name = EMPTY_PROGRAM;
+        self.program(name)?.load().map_err(|source| GuardError::Program { name, source })
+    }
+
+    /// The guard program (`GUARD_PROGRAM`) or, once loaded, the empty baseline.
     pub fn program(&mut self, name: &'static str) -> Result<&mut SchedClassifier, GuardError> {
         self.ebpf
             .program_mut(name)
             .ok_or(GuardError::MissingProgram(name))?
             .try_into()
             .map_err(|source| GuardError::Program { name, source })
-    }
-
-    pub fn layout(&self) -> &PinLayout {
-        &self.layout
     }
 
     /// Makes the maps describe exactly `uplinks` (see [`GuardMaps::configure`]).
@@ -154,16 +158,25 @@ impl Guard {
         mode: AttachMode,
     ) -> Result<Vec<GuardAttachment>, GuardError> {
         let links_dir = self.layout.links();
-        self.attach_where(uplinks, mode, |attached, pin| {
-            !attached.contains(pin) || !links_dir.join(pin).exists()
+        // A TCX link someone unpinned is gone; a clsact filter has no pin.
+        self.attach_where(uplinks, mode, |attached, pin| match attached.get(pin) {
+            None => true,
+            Some(Mechanism::Tcx) => !links_dir.join(pin).exists(),
+            Some(Mechanism::Clsact) => false,
         })
+    }
+
+    /// Whether this instance holds the guard on `interface`.
+    pub fn holds(&self, interface: &str) -> bool {
+        let prefix = attach::pin_prefix(interface);
+        self.attached.keys().any(|pin| pin.starts_with(&prefix))
     }
 
     fn attach_where(
         &mut self,
         uplinks: &[GuardUplink],
         mode: AttachMode,
-        needed: impl Fn(&BTreeSet<String>, &str) -> bool,
+        needed: impl Fn(&BTreeMap<String, Mechanism>, &str) -> bool,
     ) -> Result<Vec<GuardAttachment>, GuardError> {
         let links_dir = self.layout.links();
         let mut attachments = Vec::with_capacity(uplinks.len());
@@ -173,12 +186,13 @@ impl Guard {
                 continue;
             }
             let program = self.program(GUARD_PROGRAM)?;
-            attachments.push(attach::attach_uplink(program, uplink, mode, &links_dir)?);
-            self.attached.insert(pin);
+            let attachment = attach::attach_uplink(program, uplink, mode, &links_dir)?;
+            self.attached.insert(pin, attachment.mechanism);
+            attachments.push(attachment);
         }
         attach::remove_stale_links(&links_dir, uplinks)?;
         let wanted: BTreeSet<String> = uplinks.iter().map(attach::pin_name).collect();
-        self.attached.retain(|pin| wanted.contains(pin));
+        self.attached.retain(|pin, _| wanted.contains(pin));
         Ok(attachments)
     }
 

@@ -261,12 +261,16 @@ fn allocate_tables(
         .map(|r| r.table)
         .chain(observed.rules.iter().filter(|r| r.protocol != protocol).map(|r| r.table))
         .collect();
+    // A remembered table is kept unless another uplink now claims it explicitly.
+    let explicit: BTreeSet<u32> = config.uplinks.iter().filter_map(|u| u.table).collect();
     let kept = |uplink: &UplinkConfig| {
-        uplink.table.or_else(|| registry.get(&uplink.interface).copied().filter(|t| range.contains(t)))
+        uplink.table.or_else(|| {
+            registry.get(&uplink.interface).copied().filter(|t| range.contains(t) && !explicit.contains(t))
+        })
     };
     // Tables spoken for: explicit ones, and every registry entry (also of
     // uplinks no longer configured, whose routes are about to go).
-    let mut taken: BTreeSet<u32> = config.uplinks.iter().filter_map(|u| u.table).collect();
+    let mut taken = explicit.clone();
     taken.extend(registry.values().copied());
     let mut tables = Vec::with_capacity(config.uplinks.len());
     for uplink in &config.uplinks {
@@ -559,7 +563,7 @@ impl Action {
 
 /// The fields the kernel identifies a route by (tos is always 0 here):
 /// two routes with the same key cannot coexist, one replaces the other.
-fn route_key(route: &Route) -> (u32, IpNet, u32) {
+pub fn route_key(route: &Route) -> (u32, IpNet, u32) {
     (route.table, route.destination, route.metric.unwrap_or(0))
 }
 

@@ -478,3 +478,14 @@ fn the_primary_default_is_added_after_main_is_cleared_and_host_routes_before_def
     assert_eq!(defaults.len(), 1);
     assert_eq!(defaults[0].interface, Some(2));
 }
+
+#[test]
+fn a_remembered_table_yields_to_an_explicit_claim() {
+    let registry = BTreeMap::from([("ens4".into(), 7100)]);
+    let config = config(
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\ntable = 7100\n[[uplink]]\ninterface = \"ens4\"\n",
+    );
+    let desired = desired_state(&config, &seed_host(), &registry, &[]);
+    let tables: Vec<u32> = desired.uplinks.iter().map(|u| u.table).collect();
+    assert_eq!(tables, vec![7100, 7101]);
+}
