@@ -159,12 +159,21 @@ impl Engine {
             .collect()
     }
 
-    /// Loads the guard (reusing pinned maps: counters continue), fills its
-    /// maps and attaches it to every uplink, replacing an earlier program
-    /// atomically.
-    pub fn apply_guard(&self, planned: &Planned) -> Result<Vec<GuardAttachment>, EngineError> {
+    /// Loads the guard, reusing its pinned maps (counters continue). Done
+    /// before routing changes, so a missing bpffs or a refused program
+    /// stops `apply` before it changes anything.
+    pub fn load_guard(&self) -> Result<Guard, EngineError> {
+        Ok(Guard::load(&self.config.datapath.pin_dir)?)
+    }
+
+    /// Fills the guard's maps and attaches it to every uplink, replacing an
+    /// earlier program atomically.
+    pub fn apply_guard(
+        &self,
+        guard: &mut Guard,
+        planned: &Planned,
+    ) -> Result<Vec<GuardAttachment>, EngineError> {
         let uplinks = self.guard_uplinks(planned);
-        let mut guard = Guard::load(&self.config.datapath.pin_dir)?;
         guard.configure(&uplinks)?;
         Ok(guard.attach(&uplinks, AttachMode::Auto)?)
     }

@@ -55,6 +55,8 @@ pub enum Command {
     Check(routing::OutputArgs),
     /// Print the guard's flagged packets as log lines (and how many were
     /// suppressed by its rate limit) until interrupted or a limit is hit.
+    /// The flag ring buffer has one reader: while `mhr run` runs, flagged
+    /// packets go to its log instead.
     Watch(watch::WatchArgs),
     /// Attach a plain counter to interfaces (no config needed) and print
     /// their packet and byte counters until interrupted or --duration ends.

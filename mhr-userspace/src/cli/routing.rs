@@ -68,6 +68,7 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                     print_plan(&planned, &engine, &PlanArgs { format: PlanFormat::Human, json: false }, out)?;
                     return Ok(Outcome::Success);
                 }
+                let mut guard = if args.no_guard { None } else { Some(engine.load_guard()?) };
                 let applied = engine.apply(&planned).await?;
                 for note in &planned.desired.notes {
                     writeln!(out, "note: {note}")?;
@@ -80,7 +81,7 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                     }
                     writeln!(out, "applied {} change(s)", applied.changed)?;
                 }
-                if !args.no_guard {
+                if let Some(guard) = &mut guard {
                     for uplink in planned.desired.uplinks.iter().filter(|u| !u.ethernet) {
                         writeln!(
                             out,
@@ -88,7 +89,7 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                             uplink.interface
                         )?;
                     }
-                    let attachments = engine.apply_guard(&planned)?;
+                    let attachments = engine.apply_guard(guard, &planned)?;
                     let mode = |interface: &str| {
                         let uplink = engine.config().uplinks.iter().find(|u| u.interface == interface);
                         uplink.map(|u| engine.config().guard_mode(u))
