@@ -46,6 +46,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 struct Round {
     apply: Duration,
     noop: Duration,
+    guard_attach: Duration,
+    guard_replace: Duration,
     down: Duration,
     batch_apply: Duration,
     dumps: Duration,
@@ -78,11 +80,13 @@ fn routing(mhr: &Path, args: &BenchArgs) -> anyhow::Result<()> {
         ("first apply", median(|r| r.apply), "ip -4/-6 -batch (same)", median(|r| r.batch_apply)),
         ("no-op apply", median(|r| r.noop), "ip rule/route show ×4", median(|r| r.dumps)),
         ("down", median(|r| r.down), "ip -4/-6 -batch (inverse)", median(|r| r.batch_down)),
+        ("guard attach", median(|r| r.guard_attach), "no-op apply --no-guard", median(|r| r.noop)),
+        ("guard replace", median(|r| r.guard_replace), "no-op apply --no-guard", median(|r| r.noop)),
     ];
     println!("   {changes} changes; medians, wall time including process start:");
     for (name, ours, baseline_name, baseline) in rows {
         println!(
-            "   {name:<12} mhr {:>8.1} ms   {baseline_name:<26} {:>8.1} ms   ratio {:.2}",
+            "   {name:<13} mhr {:>8.1} ms   {baseline_name:<26} {:>8.1} ms   ratio {:.2}",
             ms(ours),
             ms(baseline),
             ours.as_secs_f64() / baseline.as_secs_f64()
@@ -119,8 +123,12 @@ fn routing_round(mhr: &Path, uplinks: usize, v4: usize, v6: usize) -> anyhow::Re
         command
     };
     let (_, plan) = timed(mhr_command(&["plan", "--format", "ip"]))?;
-    round.apply = timed(mhr_command(&["apply"]))?.0;
-    round.noop = timed(mhr_command(&["apply"]))?.0;
+    // Routing alone; then the same no-op with the guard, whose cost is
+    // loading the program (the kernel's verifier) and replacing its links.
+    round.apply = timed(mhr_command(&["apply", "--no-guard"]))?.0;
+    round.noop = timed(mhr_command(&["apply", "--no-guard"]))?.0;
+    round.guard_attach = timed(mhr_command(&["apply"]))?.0;
+    round.guard_replace = timed(mhr_command(&["apply"]))?.0;
     round.down = timed(mhr_command(&["down"]))?.0;
     drop(host);
 
