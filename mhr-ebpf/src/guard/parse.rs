@@ -57,6 +57,26 @@ fn read<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
 
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Parsed {
+    // Fast path for the most common frame, untagged IPv4 with a 20-byte
+    // header in the linear data: one bounds check.
+    let start = ctx.data();
+    if start + ETH_HEADER + IPV4_MIN_HEADER <= ctx.data_end() {
+        // SAFETY: all offsets read here lie below the bound checked above.
+        let (ethertype, first) = unsafe {
+            (core::ptr::read_unaligned((start + 12) as *const u16), *((start + ETH_HEADER) as *const u8))
+        };
+        if ethertype == ETH_P_IP.to_be() && first == 0x45 {
+            // SAFETY: as above (source at 26..30).
+            let source = unsafe { core::ptr::read_unaligned((start + ETH_HEADER + 12) as *const u32) };
+            return Parsed::Ip { l3: ETH_HEADER, vlan: 0, source: Source::V4(source) };
+        }
+    }
+    parse_slow(ctx)
+}
+
+/// Every other frame: IPv6, VLAN tags, IPv4 options, short or non-linear data.
+#[inline(always)]
+fn parse_slow(ctx: &TcContext) -> Parsed {
     let Some(mut ethertype) = read::<u16>(ctx, 12).map(u16::from_be) else {
         return Parsed::Malformed(Family::Other);
     };
@@ -120,33 +140,41 @@ pub fn vlan(ctx: &TcContext, parsed: &Parsed) -> u16 {
     }
 }
 
+/// Reads through `bpf_skb_load_bytes`: no packet-pointer arithmetic for the
+/// verifier to follow, fine off the fast path.
+#[inline(always)]
+fn load<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
+    ctx.load::<T>(offset).ok()
+}
+
 /// Destination, protocol and (TCP/UDP) ports of a flagged packet. Off the
 /// fast path: only flagged packets get here.
 #[inline(never)]
 pub fn details(ctx: &TcContext, parsed: &Parsed) -> ([u8; 16], u8, (u16, u16)) {
     let mut destination = [0u8; 16];
     let Parsed::Ip { l3, source, .. } = parsed else { return (destination, 0, (0, 0)) };
-    let l3 = *l3;
+    // Bounded for the verifier: the offset may come back through memory.
+    let l3 = (*l3).min(ETH_HEADER + VLAN_TAG * MAX_VLAN_TAGS);
     let (protocol, l4) = match source {
         Source::V4(_) => {
-            if let Some(address) = read::<[u8; 4]>(ctx, l3 + 16) {
+            if let Some(address) = load::<[u8; 4]>(ctx, l3 + 16) {
                 destination[..4].copy_from_slice(&address);
             }
-            let header = read::<u8>(ctx, l3).map_or(IPV4_MIN_HEADER, |b| usize::from(b & 0x0f) * 4);
-            let protocol = read::<u8>(ctx, l3 + 9).unwrap_or(0);
+            let header = load::<u8>(ctx, l3).map_or(IPV4_MIN_HEADER, |b| usize::from(b & 0x0f) * 4);
+            let protocol = load::<u8>(ctx, l3 + 9).unwrap_or(0);
             // Later fragments carry no ports.
-            let fragment_offset = read::<u16>(ctx, l3 + 6).map_or(0, |f| u16::from_be(f) & 0x1fff);
+            let fragment_offset = load::<u16>(ctx, l3 + 6).map_or(0, |f| u16::from_be(f) & 0x1fff);
             (protocol, if fragment_offset == 0 { Some(l3 + header) } else { None })
         }
         Source::V6(_) => {
-            if let Some(address) = read::<[u8; 16]>(ctx, l3 + 24) {
+            if let Some(address) = load::<[u8; 16]>(ctx, l3 + 24) {
                 destination = address;
             }
             ipv6_upper_layer(ctx, l3)
         }
     };
     let ports = match (protocol, l4) {
-        (IPPROTO_TCP | IPPROTO_UDP, Some(l4)) => match read::<[u16; 2]>(ctx, l4) {
+        (IPPROTO_TCP | IPPROTO_UDP, Some(l4)) => match load::<[u16; 2]>(ctx, l4) {
             Some([source, destination]) => (u16::from_be(source), u16::from_be(destination)),
             None => (0, 0),
         },
@@ -159,12 +187,12 @@ pub fn details(ctx: &TcContext, parsed: &Parsed) -> ([u8; 16], u8, (u16, u16)) {
 /// layer: its protocol and offset (no offset behind a non-first fragment).
 #[inline(always)]
 fn ipv6_upper_layer(ctx: &TcContext, l3: usize) -> (u8, Option<usize>) {
-    let Some(mut next) = read::<u8>(ctx, l3 + 6) else { return (0, None) };
+    let Some(mut next) = load::<u8>(ctx, l3 + 6) else { return (0, None) };
     let mut offset = l3 + IPV6_HEADER;
     for _ in 0..MAX_IPV6_EXTENSIONS {
         match next {
             IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH => {
-                let Some([following, length]) = read::<[u8; 2]>(ctx, offset) else { return (next, None) };
+                let Some([following, length]) = load::<[u8; 2]>(ctx, offset) else { return (next, None) };
                 offset += if next == IPV6_AUTH {
                     (usize::from(length) + 2) * 4
                 } else {
@@ -173,7 +201,7 @@ fn ipv6_upper_layer(ctx: &TcContext, l3: usize) -> (u8, Option<usize>) {
                 next = following;
             }
             IPV6_FRAGMENT => {
-                let Some(fragment) = read::<[u8; 4]>(ctx, offset) else { return (next, None) };
+                let Some(fragment) = load::<[u8; 4]>(ctx, offset) else { return (next, None) };
                 let fragment_offset = u16::from_be_bytes([fragment[2], fragment[3]]) >> 3;
                 next = fragment[0];
                 offset += 8;
