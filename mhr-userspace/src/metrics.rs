@@ -2,10 +2,7 @@
 //! and the data path's, read from the guard's pinned maps at scrape time
 //! (ebpf_exporter's pull model: no background copy).
 
-use std::{
-    path::PathBuf,
-    sync::{Mutex, atomic::AtomicU64},
-};
+use std::{path::PathBuf, sync::atomic::AtomicU64};
 
 use mhr_common::guard::{Family, MAX_OFFENDERS, Verdict};
 use prometheus_client::{
@@ -54,18 +51,18 @@ impl ControlMetrics {
     }
 }
 
-/// The guard's counters, read from its pinned maps on every scrape.
+/// The guard's counters, read from its pinned maps on every scrape. The
+/// pins are opened anew each time (cheap), so a guard removed and
+/// installed again by another process is never read through stale maps.
 #[derive(Debug)]
 pub struct DatapathCollector {
     pin_dir: PathBuf,
     top_offenders: usize,
-    /// Opened on the first scrape that finds the guard installed.
-    maps: Mutex<Option<GuardMaps>>,
 }
 
 impl DatapathCollector {
     pub fn new(pin_dir: PathBuf, top_offenders: usize) -> Self {
-        Self { pin_dir, top_offenders, maps: Mutex::new(None) }
+        Self { pin_dir, top_offenders }
     }
 }
 
@@ -112,16 +109,8 @@ struct Snapshot {
 
 impl DatapathCollector {
     fn snapshot(&self) -> Option<Snapshot> {
-        let mut cached = self.maps.lock().ok()?;
-        if cached.is_none() {
-            *cached = GuardMaps::from_pins(&self.pin_dir).ok().flatten();
-        }
-        let snapshot = Self::read(cached.as_ref()?, self.top_offenders);
-        if snapshot.is_none() {
-            // The pins may have been removed or recreated: reopen next time.
-            *cached = None;
-        }
-        snapshot
+        let maps = GuardMaps::from_pins(&self.pin_dir).ok().flatten()?;
+        Self::read(&maps, self.top_offenders)
     }
 
     fn read(maps: &GuardMaps, top_offenders: usize) -> Option<Snapshot> {

@@ -215,24 +215,35 @@ impl Daemon {
         let counts_as_drift = trigger != Trigger::Startup;
         // The guard first: its maps follow the addresses even when a
         // routing change fails (in enforce mode a new address must not be
-        // dropped as spoofed while routing is retried).
+        // dropped as spoofed while routing is retried). A guard failure does
+        // not hold routing back either: both run, the first error is reported.
         let mut changes = 0;
-        if let Some(guard) = &mut self.guard {
-            let uplinks = self.engine.guard_uplinks(&planned);
-            guard.configure(&uplinks)?;
-            let attached = guard.attach_missing(&uplinks, AttachMode::Auto)?;
-            if counts_as_drift {
-                for _ in &attached {
-                    self.control.correction("guard_attached");
+        let guard_result = match &mut self.guard {
+            None => Ok(()),
+            Some(guard) => {
+                let uplinks = self.engine.guard_uplinks(&planned);
+                // Clsact filters have no pin to notice them gone: check them
+                // again on full resyncs only.
+                let recheck_clsact = matches!(trigger, Trigger::Periodic | Trigger::Overrun);
+                let result = guard
+                    .configure(&uplinks)
+                    .and_then(|_| guard.attach_missing(&uplinks, AttachMode::Auto, recheck_clsact));
+                if let Ok(attached) = &result {
+                    if counts_as_drift {
+                        for _ in attached {
+                            self.control.correction("guard_attached");
+                        }
+                    }
+                    changes += attached.len();
                 }
+                for uplink in &self.engine.config().uplinks {
+                    let on = guard.holds(&uplink.interface);
+                    let labels = vec![("uplink".to_owned(), uplink.interface.clone())];
+                    self.control.guard_attached.get_or_create(&labels).set(i64::from(on));
+                }
+                result.map(drop)
             }
-            changes += attached.len();
-            for uplink in &self.engine.config().uplinks {
-                let on = guard.holds(&uplink.interface);
-                let labels = vec![("uplink".to_owned(), uplink.interface.clone())];
-                self.control.guard_attached.get_or_create(&labels).set(i64::from(on));
-            }
-        }
+        };
         let applied = self.engine.apply(&planned).await?;
         if counts_as_drift {
             for action in &planned.actions {
@@ -241,6 +252,7 @@ impl Daemon {
         }
         self.control.rules_installed.set(planned.desired.rules.len() as i64);
         self.control.routes_installed.set(planned.desired.routes.len() as i64);
+        guard_result?;
         Ok(changes + applied.changed)
     }
 

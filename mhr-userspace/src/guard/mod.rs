@@ -152,17 +152,20 @@ impl Guard {
     /// Like [`Guard::attach`], but leaves alone the links this instance
     /// already holds: for the daemon's reconcile, where only new or
     /// re-created interfaces (or a link someone removed) need attaching.
+    /// `recheck_clsact` attaches clsact filters again too (they have no
+    /// pin that shows whether someone removed them).
     pub fn attach_missing(
         &mut self,
         uplinks: &[GuardUplink],
         mode: AttachMode,
+        recheck_clsact: bool,
     ) -> Result<Vec<GuardAttachment>, GuardError> {
         let links_dir = self.layout.links();
-        // A TCX link someone unpinned is gone; a clsact filter has no pin.
+        // A TCX link someone unpinned is gone.
         self.attach_where(uplinks, mode, |attached, pin| match attached.get(pin) {
             None => true,
             Some(Mechanism::Tcx) => !links_dir.join(pin).exists(),
-            Some(Mechanism::Clsact) => false,
+            Some(Mechanism::Clsact) => recheck_clsact,
         })
     }
 

@@ -477,6 +477,16 @@ fn the_primary_default_is_added_after_main_is_cleared_and_host_routes_before_def
         .collect();
     assert_eq!(defaults.len(), 1);
     assert_eq!(defaults[0].interface, Some(2));
+
+    // And back: mhr's default in main gives its key back to the moved one.
+    let down = teardown(&applied, MHR, &moved_records(&actions));
+    let restored = after(&applied, &down);
+    let sorted = |o: &Observed| {
+        let mut routes = o.routes.clone();
+        routes.sort();
+        routes
+    };
+    assert_eq!(sorted(&restored), sorted(&host));
 }
 
 #[test]
