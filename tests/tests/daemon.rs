@@ -272,14 +272,25 @@ struct DaemonProcess(Child);
 
 impl DaemonProcess {
     fn spawn(netns: &Netns, config: &std::path::Path) -> Self {
+        Self::spawn_with(netns, config, &[], std::process::Stdio::null())
+    }
+
+    /// `mhr [global_args] --config CONFIG run`, its stderr going to `stderr`.
+    fn spawn_with(
+        netns: &Netns,
+        config: &std::path::Path,
+        global_args: &[&str],
+        stderr: std::process::Stdio,
+    ) -> Self {
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", netns.name()))
             .arg(mhr_binary())
+            .args(global_args)
             .arg("--config")
             .arg(config)
             .arg("run")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("mhr run starts");
         Self(child)
@@ -328,4 +339,76 @@ fn after_kill_9_the_guard_keeps_counting_and_a_restart_continues_the_counters() 
     assert_eq!(scraped_ok(&host), Some(30.0), "counters continue, not reset");
     second.kill_9();
     assert!(mhr(&host.host, &config, &["down"]).succeeded());
+}
+
+#[test]
+fn flagged_packets_are_logged_as_structured_json_lines() {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("daemon").unwrap();
+    let config = quiet_daemon_config(&dir);
+    let mut daemon = DaemonProcess::spawn_with(
+        &host.host,
+        &config,
+        &["--log-format", "json"],
+        std::process::Stdio::piped(),
+    );
+    let stderr = daemon.0.stderr.take().expect("stderr piped");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    eventually("first reconcile done", CONVERGE, || healthy(&host));
+    let (_, spoofed) = offending_frames(&host);
+    send_frames(&host.host, "ens3", &spoofed, 2).unwrap();
+
+    let mut flagged = Vec::new();
+    let deadline = std::time::Instant::now() + CONVERGE;
+    while flagged.len() < 2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = received.recv_timeout(left).expect("two flagged-packet lines within the timeout");
+        let json: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if json["fields"]["message"] == "flagged packet" {
+            flagged.push(json);
+        }
+    }
+    for line in &flagged {
+        assert_eq!(line["target"], "mhr::flag");
+        assert_eq!(line["fields"]["uplink"], "ens3");
+        assert_eq!(line["fields"]["verdict"], "spoofed");
+        assert_eq!(line["fields"]["src"], "192.0.2.66");
+        assert_eq!(line["fields"]["dst"], host.uplinks[0].peer_address.to_string());
+        assert_eq!(line["fields"]["dropped"], false);
+    }
+    daemon.kill_9();
+    assert!(mhr(&host.host, &config, &["down"]).succeeded());
+}
+
+#[test]
+fn cleanup_on_exit_removes_everything_and_the_default_leaves_it_in_place() {
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("daemon").unwrap();
+    let config = write_config(&dir, &mhr_config(dir.path()));
+    let pin_dir = dir.pin_dir();
+    let before = common::snapshot(&lab.host);
+
+    let daemon = DaemonThread::start(&lab.host, &config, options());
+    eventually("start-up", CONVERGE, || converged(&lab.host, &config, &pin_dir));
+    daemon.stop();
+    assert_ne!(common::snapshot(&lab.host), before, "by default routing stays after the daemon stops");
+    assert!(GuardMaps::from_pins(&pin_dir).unwrap().is_some(), "and so does the guard");
+
+    let cleaning = DaemonOptions { cleanup_on_exit: true, ..options() };
+    let daemon = DaemonThread::start(&lab.host, &config, cleaning);
+    eventually("adopted", CONVERGE, || converged(&lab.host, &config, &pin_dir));
+    daemon.stop();
+    assert_eq!(common::snapshot(&lab.host), before, "--cleanup-on-exit restores the host");
+    assert!(GuardMaps::from_pins(&pin_dir).unwrap().is_none(), "and unpins the guard");
 }
