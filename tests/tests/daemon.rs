@@ -329,7 +329,7 @@ fn after_kill_9_the_guard_keeps_counting_and_a_restart_continues_the_counters() 
     first.kill_9(); // no clean-up runs
     send_frames(&host.host, "ens3", &good, 10).unwrap();
     let maps = GuardMaps::from_pins(&dir.pin_dir()).unwrap().expect("pins survive the daemon");
-    let slot = *maps.slot_names().unwrap().iter().find(|(_, n)| *n == "ens3").unwrap().0;
+    let slot = maps.slot_of("ens3").unwrap().expect("ens3 has a slot");
     let ok = maps.verdict_counts(slot).unwrap().get(Family::Ipv4, Verdict::Ok).packets;
     assert_eq!(ok, 20, "the guard stayed attached and counted while no daemon ran");
 

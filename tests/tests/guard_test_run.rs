@@ -103,8 +103,7 @@ impl Fixture {
     }
 
     fn slot(&self, name: &str) -> u32 {
-        let names = self.guard.maps.slot_names().unwrap();
-        *names.iter().find(|(_, n)| *n == name).expect("slot assigned").0
+        self.guard.maps.slot_of(name).unwrap().expect("slot assigned")
     }
 
     fn flags(&self) -> Vec<FlaggedPacket> {

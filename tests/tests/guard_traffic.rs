@@ -35,9 +35,7 @@ fn quiet_config(dir: &TempDir, mode: &str) -> std::path::PathBuf {
 
 fn counts(pin_dir: &Path, uplink: &str) -> VerdictCounts {
     let maps = GuardMaps::from_pins(pin_dir).unwrap().expect("guard installed");
-    let names = maps.slot_names().unwrap();
-    let slot =
-        names.iter().find(|(_, name)| *name == uplink).map(|(slot, _)| *slot).expect("uplink has a slot");
+    let slot = maps.slot_of(uplink).unwrap().expect("uplink has a slot");
     maps.verdict_counts(slot).unwrap()
 }
 
@@ -126,7 +124,7 @@ fn enforce_mode_lets_the_router_side_see_none_of_the_spoofed_and_all_the_good() 
     let ens3 = counts(&dir.pin_dir(), "ens3");
     assert_eq!(ens3.get(Family::Ipv4, Verdict::Spoofed).packets, 20);
     let maps = GuardMaps::from_pins(&dir.pin_dir()).unwrap().unwrap();
-    let slot = *maps.slot_names().unwrap().iter().find(|(_, n)| *n == "ens3").unwrap().0;
+    let slot = maps.slot_of("ens3").unwrap().expect("ens3 has a slot");
     assert_eq!(maps.event_counts(slot).unwrap().dropped, 20);
     assert!(mhr(&host.host, &config, &["down"]).succeeded());
 }

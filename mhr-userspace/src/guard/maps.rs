@@ -121,6 +121,11 @@ impl GuardMaps {
         Ok(names)
     }
 
+    /// The slot that counts for `uplink`, if it has one.
+    pub fn slot_of(&self, uplink: &str) -> Result<Option<u32>, GuardError> {
+        Ok(self.slot_names()?.into_iter().find(|(_, name)| name == uplink).map(|(slot, _)| slot))
+    }
+
     /// Counters of one slot by family and verdict, summed over CPUs.
     pub fn verdict_counts(&self, slot: u32) -> Result<VerdictCounts, GuardError> {
         let mut counts = VerdictCounts::default();
