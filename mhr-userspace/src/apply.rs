@@ -8,7 +8,8 @@ use rtnetlink::{
     packet_route::{
         AddressFamily,
         route::{
-            RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope, RouteType,
+            RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteNextHop, RouteProtocol, RouteScope,
+            RouteType,
         },
         rule::{RuleAction, RuleAttribute, RuleMessage},
     },
@@ -72,6 +73,31 @@ pub async fn execute(
         }
     }
     Ok(done.len())
+}
+
+/// What a best-effort run did.
+#[derive(Debug, Default)]
+pub struct BestEffort {
+    pub changed: usize,
+    /// One line per action that failed: what, and why.
+    pub failed: Vec<String>,
+}
+
+/// Executes every action, going on past failures (`down`: the way back
+/// must finish even when part of the host is gone). Nothing is undone.
+pub async fn execute_all(handle: &Handle, actions: &[Action], names: &Names, state_dir: &Path) -> BestEffort {
+    let mut outcome = BestEffort::default();
+    for action in actions {
+        match execute_one(handle, action, state_dir).await {
+            Ok(Outcome::Changed) => outcome.changed += 1,
+            Ok(Outcome::AlreadyDone) => {}
+            Err(reason) => {
+                tracing::warn!(action = %action.describe(names), %reason, "could not be done; going on");
+                outcome.failed.push(format!("{}: {reason}", action.describe(names)));
+            }
+        }
+    }
+    outcome
 }
 
 async fn execute_one(handle: &Handle, action: &Action, state_dir: &Path) -> Result<Outcome, String> {
@@ -202,6 +228,17 @@ pub fn route_message(route: &Route) -> RouteMessage {
     }
     if let Some(metric) = route.metric {
         attributes.push(RouteAttribute::Priority(metric));
+    }
+    if !route.multipath.is_empty() {
+        let hops = route.multipath.iter().map(|hop| {
+            let mut next = RouteNextHop::default();
+            next.hops = u8::try_from(hop.weight.saturating_sub(1)).unwrap_or(u8::MAX);
+            next.interface_index = hop.interface;
+            next.attributes =
+                hop.gateway.map(|g| RouteAttribute::Gateway(route_address(g))).into_iter().collect();
+            next
+        });
+        attributes.push(RouteAttribute::MultiPath(hops.collect()));
     }
     message
 }

@@ -3,9 +3,11 @@
 
 use std::{
     collections::BTreeSet,
-    net::{Ipv4Addr, Ipv6Addr},
+    io::Read as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     ops::RangeInclusive,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use ipnet::IpNet;
@@ -25,11 +27,52 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/mhr";
 /// bpffs directory for the guard's pinned maps and links.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/mhr";
 
+/// Metric of the default route mhr keeps in main: below the defaults DHCP
+/// clients, networkd, NetworkManager and the kernel's RA code install
+/// (100 and up), so mhr's choice wins while theirs stay as fallbacks.
+pub const DEFAULT_MAIN_METRIC: u32 = 50;
+
 /// Tables the kernel owns (unspec, default, main, local).
 const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
-/// Protocols the kernel and iproute2 assign (unspec, redirect, kernel, boot, static).
-const RESERVED_PROTOCOLS: RangeInclusive<u8> = 0..=4;
+/// Protocols other writers of routes use (iproute2's rt_protos): unspec,
+/// redirect, kernel, boot, static, gated, ra, mrt, zebra, bird, dnrouted,
+/// xorp, ntk, dhcp, mrouted, keepalived, babel, openr, bgp, isis, ospf,
+/// rip, eigrp. Claiming one would make mhr delete their routes as its own.
+const RESERVED_PROTOCOLS: [(u8, &str); 23] = [
+    (0, "unspec"),
+    (1, "redirect"),
+    (2, "kernel"),
+    (3, "boot"),
+    (4, "static"),
+    (8, "gated"),
+    (9, "ra"),
+    (10, "mrt"),
+    (11, "zebra"),
+    (12, "bird"),
+    (13, "dnrouted"),
+    (14, "xorp"),
+    (15, "ntk"),
+    (16, "dhcp"),
+    (17, "mrouted"),
+    (18, "keepalived"),
+    (42, "babel"),
+    (99, "openr"),
+    (186, "bgp"),
+    (187, "isis"),
+    (188, "ospf"),
+    (189, "rip"),
+    (192, "eigrp"),
+];
 const MAX_INTERFACE_NAME: usize = 15;
+/// Larger config files are refused before parsing (a config is a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Probe targets per uplink: probes are rate-bounded by design.
+pub const MAX_PROBES_PER_UPLINK: usize = 4;
+const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_HEALTH_INTERVAL: Duration = Duration::from_secs(3600);
+const MAX_STREAK: u32 = 100;
+/// A multipath next hop's weight is one byte in the kernel (weight − 1).
+const MAX_WEIGHT: u32 = 256;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -59,8 +102,24 @@ pub enum ConfigError {
     BadRange { path: PathBuf, key: &'static str, start: u32, end: u32, reason: &'static str },
     #[error("{path}: [routing] priority_range holds {have} priorities, {needed} are needed (two per uplink)")]
     PriorityRangeTooSmall { path: PathBuf, needed: usize, have: u64 },
-    #[error("{path}: [routing] protocol {protocol} is reserved (0–4 belong to the kernel and iproute2)")]
-    ReservedProtocol { path: PathBuf, protocol: u8 },
+    #[error(
+        "{path}: [routing] protocol {protocol} is `{owner}`'s: mhr would treat their routes as its own; pick an unassigned number such as 210"
+    )]
+    ReservedProtocol { path: PathBuf, protocol: u8, owner: &'static str },
+    #[error("{path}: {size} bytes is too large for a config file (at most {MAX_CONFIG_BYTES})")]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error("{path}: uplink `{interface}`: {count} probe targets, at most {MAX_PROBES_PER_UPLINK}")]
+    TooManyProbes { path: PathBuf, interface: String, count: usize },
+    #[error("{path}: uplink `{interface}`: probe target {target} is not a unicast address")]
+    BadProbe { path: PathBuf, interface: String, target: IpAddr },
+    #[error("{path}: uplink `{interface}`: weight {weight} is outside 1–{MAX_WEIGHT}")]
+    BadWeight { path: PathBuf, interface: String, weight: u32 },
+    #[error("{path}: [health] {key}: {reason}")]
+    BadHealth { path: PathBuf, key: &'static str, reason: String },
+    #[error(
+        "{path}: [routing] main_metric = 0: IPv6 treats metric 0 as 1024; use 1 or more (below your DHCP clients' metrics)"
+    )]
+    ZeroMainMetric { path: PathBuf },
     #[error(
         "{path}: [metrics] top_offenders = {value}: at most {MAX_TOP_OFFENDERS} (label sets stay bounded)"
     )]
@@ -76,8 +135,13 @@ struct RawConfig {
     /// In enforce mode, drop `asymmetric` packets too (not only `spoofed`).
     #[serde(default)]
     enforce_asymmetric: bool,
+    /// How main's default route is chosen among the healthy uplinks.
+    #[serde(default)]
+    policy: Policy,
     #[serde(default, rename = "uplink")]
     uplinks: Vec<UplinkConfig>,
+    #[serde(default)]
+    health: HealthConfig,
     #[serde(default)]
     routing: RoutingConfig,
     #[serde(default)]
@@ -125,6 +189,51 @@ impl std::fmt::Display for GuardMode {
     }
 }
 
+/// How main's default route is chosen (per family).
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// One uplink holds main's default: the primary while healthy, else the
+    /// next healthy one by `priority` (then config order).
+    #[default]
+    Failover,
+    /// A multipath default over every healthy uplink, by `weight`; flows
+    /// stay on one uplink (L4 hash).
+    Balance,
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Failover => "failover",
+            Self::Balance => "balance",
+        })
+    }
+}
+
+/// `[health]`: how uplink health is judged.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// One health round (probes, gateway neighbour state) per interval.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long a probe waits for its echo reply (at most `interval`).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive failed rounds before a healthy uplink turns unhealthy.
+    pub down_after: u32,
+    /// Consecutive good rounds before an unhealthy uplink is healthy again
+    /// (the hysteresis that stops flapping).
+    pub up_after: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(1), timeout: Duration::from_secs(1), down_after: 3, up_after: 5 }
+    }
+}
+
 /// `[datapath]`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -161,6 +270,25 @@ pub struct UplinkConfig {
     pub mode: Option<GuardMode>,
     /// Per-uplink override of the top-level `enforce_asymmetric`.
     pub enforce_asymmetric: Option<bool>,
+    /// Addresses to ping from this uplink's own address, out of this
+    /// uplink, every health interval (at most 4; any answer is a good round).
+    #[serde(default)]
+    pub probe: Vec<IpAddr>,
+    /// Failover order after the primary: lower first; uplinks without one
+    /// follow in config order.
+    pub priority: Option<u32>,
+    /// Share of new flows under `policy = "balance"` (1–256, default 1).
+    pub weight: Option<u32>,
+}
+
+impl UplinkConfig {
+    pub fn weight(&self) -> u32 {
+        self.weight.unwrap_or(1)
+    }
+
+    pub fn probes(&self, family: crate::model::Family) -> impl Iterator<Item = IpAddr> + '_ {
+        self.probe.iter().copied().filter(move |target| crate::model::Family::of(target) == family)
+    }
 }
 
 /// `[routing]`.
@@ -176,6 +304,9 @@ pub struct RoutingConfig {
     pub state_dir: PathBuf,
     /// Add the seed's `to ADDR lookup TABLE` rules next to `from ADDR`.
     pub to_rules: bool,
+    /// Metric of mhr's default route in main. Foreign defaults (DHCP, RA,
+    /// networkd) stay in main behind it; one at or below it is refused.
+    pub main_metric: u32,
 }
 
 impl Default for RoutingConfig {
@@ -187,6 +318,7 @@ impl Default for RoutingConfig {
             rt_tables_dir: PathBuf::from(DEFAULT_RT_TABLES_DIR),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             to_rules: true,
+            main_metric: DEFAULT_MAIN_METRIC,
         }
     }
 }
@@ -207,16 +339,28 @@ pub struct Config {
     pub path: PathBuf,
     pub mode: GuardMode,
     pub enforce_asymmetric: bool,
+    pub policy: Policy,
     pub uplinks: Vec<UplinkConfig>,
+    pub health: HealthConfig,
     pub routing: RoutingConfig,
     pub datapath: DatapathConfig,
     pub metrics: MetricsConfig,
 }
 
 impl Config {
+    /// Reads at most [`MAX_CONFIG_BYTES`] (`/dev/zero` is refused, not read
+    /// until memory runs out).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| ConfigError::Read { path: path.to_owned(), reason: err.to_string() })?;
+        let read_error =
+            |err: std::io::Error| ConfigError::Read { path: path.to_owned(), reason: err.to_string() };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes).map_err(read_error)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge { path: path.to_owned(), size: bytes.len() as u64 });
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ConfigError::Read { path: path.to_owned(), reason: "not UTF-8 text".to_owned() })?;
         Self::parse(&text, path)
     }
 
@@ -235,7 +379,9 @@ impl Config {
             path: path.to_owned(),
             mode: raw.mode,
             enforce_asymmetric: raw.enforce_asymmetric,
+            policy: raw.policy,
             uplinks: raw.uplinks,
+            health: raw.health,
             routing: raw.routing,
             datapath: raw.datapath,
             metrics: raw.metrics,
@@ -326,14 +472,59 @@ impl Config {
         if have < needed as u64 {
             return Err(ConfigError::PriorityRangeTooSmall { path: path(), needed, have });
         }
-        if RESERVED_PROTOCOLS.contains(&routing.protocol) {
-            return Err(ConfigError::ReservedProtocol { path: path(), protocol: routing.protocol });
+        if let Some((protocol, owner)) = RESERVED_PROTOCOLS.iter().find(|(p, _)| *p == routing.protocol) {
+            return Err(ConfigError::ReservedProtocol { path: path(), protocol: *protocol, owner });
         }
+        if routing.main_metric == 0 {
+            return Err(ConfigError::ZeroMainMetric { path: path() });
+        }
+        self.validate_health()?;
         if self.metrics.top_offenders > MAX_TOP_OFFENDERS {
             return Err(ConfigError::TooManyTopOffenders { path: path(), value: self.metrics.top_offenders });
         }
         Ok(())
     }
+}
+
+impl Config {
+    fn validate_health(&self) -> Result<(), ConfigError> {
+        let path = || self.path.clone();
+        for uplink in &self.uplinks {
+            let interface = || uplink.interface.clone();
+            if uplink.probe.len() > MAX_PROBES_PER_UPLINK {
+                return Err(ConfigError::TooManyProbes {
+                    path: path(),
+                    interface: interface(),
+                    count: uplink.probe.len(),
+                });
+            }
+            if let Some(&target) = uplink.probe.iter().find(|t| !is_unicast(t)) {
+                return Err(ConfigError::BadProbe { path: path(), interface: interface(), target });
+            }
+            if let Some(weight) = uplink.weight.filter(|w| !(1..=MAX_WEIGHT).contains(w)) {
+                return Err(ConfigError::BadWeight { path: path(), interface: interface(), weight });
+            }
+        }
+        let health = &self.health;
+        let bad = |key, reason: String| ConfigError::BadHealth { path: path(), key, reason };
+        if !(MIN_HEALTH_INTERVAL..=MAX_HEALTH_INTERVAL).contains(&health.interval) {
+            return Err(bad("interval", "must be between 100ms and 1h".to_owned()));
+        }
+        if health.timeout.is_zero() || health.timeout > health.interval {
+            return Err(bad("timeout", "must be more than 0 and at most `interval`".to_owned()));
+        }
+        for (key, value) in [("down_after", health.down_after), ("up_after", health.up_after)] {
+            if !(1..=MAX_STREAK).contains(&value) {
+                return Err(bad(key, format!("{value} is outside 1–{MAX_STREAK}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_unicast(address: &IpAddr) -> bool {
+    !(address.is_unspecified() || address.is_multicast() || address.is_loopback())
+        && *address != IpAddr::V4(Ipv4Addr::BROADCAST)
 }
 
 fn valid_interface_name(name: &str) -> bool {
@@ -395,7 +586,7 @@ interface = "ens4"
 [routing]
 table_range = [400, 410]
 priority_range = [500, 520]
-protocol = 99
+protocol = 200
 rt_tables_dir = "/tmp/rt"
 state_dir = "/tmp/state"
 to_rules = false
@@ -508,12 +699,65 @@ to_rules = false
             ConfigError::PriorityRangeTooSmall { needed: 4, have: 3, .. }
         ));
         assert!(matches!(with("protocol = 4").unwrap_err(), ConfigError::ReservedProtocol { .. }));
+        let dhcp = with("protocol = 16").unwrap_err();
+        assert!(
+            matches!(dhcp, ConfigError::ReservedProtocol { protocol: 16, owner: "dhcp", .. }),
+            "{dhcp:?}"
+        );
+        assert!(matches!(
+            with("protocol = 186").unwrap_err(),
+            ConfigError::ReservedProtocol { owner: "bgp", .. }
+        ));
+        assert!(matches!(with("main_metric = 0").unwrap_err(), ConfigError::ZeroMainMetric { .. }));
         let top = parse(&format!("{MINIMAL}[metrics]\ntop_offenders = 11\n")).unwrap_err();
         assert!(matches!(top, ConfigError::TooManyTopOffenders { value: 11, .. }));
         let listen =
             parse(&format!("{MINIMAL}[metrics]\nlisten = \"0.0.0.0:9100\"\ntop_offenders = 10\n")).unwrap();
         assert_eq!(listen.metrics.listen.port(), 9100);
         assert!(with("priority_range = [100, 103]").is_ok());
+    }
+
+    #[test]
+    fn health_and_failover_settings_parse_with_defaults_and_bounds() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.policy, Policy::Failover);
+        assert_eq!(config.health, HealthConfig::default());
+        assert_eq!(config.health.interval, Duration::from_secs(1));
+        assert_eq!((config.health.down_after, config.health.up_after), (3, 5));
+        assert_eq!(config.routing.main_metric, 50);
+
+        let text = "policy = \"balance\"\n[[uplink]]\ninterface = \"a\"\nprimary = true\nprobe = [\"203.0.113.1\", \"2001:db8::53\"]\nweight = 3\n[[uplink]]\ninterface = \"b\"\npriority = 7\n[health]\ninterval = \"500ms\"\ntimeout = \"300ms\"\ndown_after = 2\nup_after = 10\n";
+        let config = parse(text).unwrap();
+        assert_eq!(config.policy, Policy::Balance);
+        assert_eq!(config.health.interval, Duration::from_millis(500));
+        assert_eq!(config.uplinks[0].probes(crate::model::Family::V6).count(), 1);
+        assert_eq!((config.uplinks[0].weight(), config.uplinks[1].weight()), (3, 1));
+        assert_eq!(config.uplinks[1].priority, Some(7));
+
+        let with = |extra: &str| parse(&format!("[[uplink]]\ninterface = \"a\"\nprimary = true\n{extra}"));
+        let five = with("probe = [\"1.1.1.1\", \"1.1.1.2\", \"1.1.1.3\", \"1.1.1.4\", \"1.1.1.5\"]\n");
+        assert!(matches!(five.unwrap_err(), ConfigError::TooManyProbes { count: 5, .. }));
+        assert!(matches!(with("probe = [\"224.0.0.1\"]\n").unwrap_err(), ConfigError::BadProbe { .. }));
+        assert!(matches!(with("weight = 0\n").unwrap_err(), ConfigError::BadWeight { weight: 0, .. }));
+        assert!(matches!(with("weight = 257\n").unwrap_err(), ConfigError::BadWeight { .. }));
+        for (health, key) in [
+            ("interval = \"10ms\"", "interval"),
+            ("interval = \"2s\"\ntimeout = \"3s\"", "timeout"),
+            ("down_after = 0", "down_after"),
+            ("up_after = 1000", "up_after"),
+        ] {
+            let err = with(&format!("[health]\n{health}\n")).unwrap_err();
+            assert!(matches!(err, ConfigError::BadHealth { key: k, .. } if k == key), "{health}: {err:?}");
+        }
+        assert!(matches!(with("policy = \"random\"\n").unwrap_err(), ConfigError::Syntax { .. }));
+    }
+
+    #[test]
+    fn oversized_and_unreadable_config_files_are_refused_without_reading_them_whole() {
+        let err = Config::load(Path::new("/dev/zero")).unwrap_err();
+        assert!(matches!(err, ConfigError::TooLarge { .. }), "{err:?}");
+        let err = Config::load(Path::new("/nonexistent/mhr.toml")).unwrap_err();
+        assert!(err.to_string().starts_with("cannot read config /nonexistent/mhr.toml"), "{err}");
     }
 
     #[test]

@@ -10,10 +10,11 @@ use crate::{
     config::{Config, ConfigError, GuardMode},
     datapath::AttachMode,
     guard::{Guard, GuardAttachment, GuardError, GuardUplink},
-    model::Names,
+    model::{Family, Names},
     observe::{self, ObserveError, Observed},
-    plan::{self, Action, Desired, PlanError, Strictness},
-    state::{self, MovedRoute, StateError},
+    plan::{self, Action, Desired, GatewaySource, HealthJudge, InstantJudge, Memory, PlanError, Strictness},
+    probe::{ProbePlan, Prober},
+    state::{self, MovedRoute, RememberedGateway, StateError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,8 @@ pub struct Planned {
 pub struct Applied {
     pub actions: Vec<String>,
     pub changed: usize,
+    /// What `down` could not do (it goes on past failures); empty for apply.
+    pub failed: Vec<String>,
 }
 
 pub struct Engine {
@@ -74,6 +77,10 @@ impl Engine {
         self
     }
 
+    pub fn strictness(&self) -> Strictness {
+        self.strictness
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -90,47 +97,144 @@ impl Engine {
         state::read_moved(&self.config.routing.state_dir)
     }
 
-    /// Computes the actions `apply` would take. Changes nothing.
+    /// The tables, moved routes and gateways earlier runs left on disk.
+    pub fn memory(&self) -> Result<Memory, EngineError> {
+        let routing = &self.config.routing;
+        Ok(Memory {
+            registry: state::read_tables(&routing.rt_tables_dir)?,
+            moved: self.moved()?,
+            gateways: state::read_gateways(&routing.state_dir)?,
+        })
+    }
+
+    /// Computes the actions `apply` would take, judging uplink health by
+    /// what is true now (link state, one round of probes). Changes nothing.
     pub async fn plan(&self) -> Result<Planned, EngineError> {
+        self.plan_as(self.strictness).await
+    }
+
+    /// [`Engine::plan`] with the given strictness (`status` is tolerant:
+    /// it reports an uplink it cannot route instead of failing).
+    pub async fn plan_as(&self, strictness: Strictness) -> Result<Planned, EngineError> {
         let observed = self.observe().await?;
-        let registry = state::read_tables(&self.config.routing.rt_tables_dir)?;
-        let desired = plan::desired(&self.config, &observed, &registry, &self.moved()?, self.strictness)?;
+        let plans = probe_plans(&self.config, &observed);
+        let mut judge = InstantJudge::default();
+        if !plans.is_empty() {
+            let results = Prober::new().round(&plans, self.config.health.timeout).await;
+            judge.probes_failed = results
+                .into_iter()
+                .filter(|r| !r.outcome.answered)
+                .map(|r| (r.interface, r.family))
+                .collect();
+        }
+        self.plan_observed(observed, &mut judge, strictness)
+    }
+
+    /// Plans from an observation already made, with the given health judge.
+    pub fn plan_observed(
+        &self,
+        observed: Observed,
+        judge: &mut dyn HealthJudge,
+        strictness: Strictness,
+    ) -> Result<Planned, EngineError> {
+        let memory = self.memory()?;
+        let desired = plan::desired(&self.config, &observed, &memory, strictness, judge)?;
         let actions = plan::diff(&desired, &observed, self.config.routing.protocol);
         Ok(Planned { names: observed.names(), tables: desired.table_names(), observed, desired, actions })
     }
 
-    /// Executes a plan: all of it, or (after undoing) none of it.
+    /// Executes a plan: all of it, or (after undoing) none of it. Then
+    /// remembers the uplinks' gateways.
     pub async fn apply(&self, planned: &Planned) -> Result<Applied, EngineError> {
         let routing = &self.config.routing;
         let changed =
             apply::execute(&self.handle, &planned.actions, &planned.names, &routing.state_dir).await?;
         state::write_tables(&routing.rt_tables_dir, &planned.tables)?;
+        self.remember_gateways(&planned.desired)?;
         if changed > 0 {
             flush_ipv6_cache();
         }
-        Ok(Applied { actions: describe(&planned.actions, &planned.names), changed })
+        Ok(Applied { actions: describe(&planned.actions, &planned.names), changed, failed: Vec::new() })
+    }
+
+    /// Records every gateway learned from something other than memory, so a
+    /// link that flaps (the kernel drops its routes) or a restart without
+    /// any route left still knows where to send.
+    fn remember_gateways(&self, desired: &Desired) -> Result<(), EngineError> {
+        let state_dir = &self.config.routing.state_dir;
+        let mut remembered = state::read_gateways(state_dir)?;
+        let before = remembered.clone();
+        remembered.retain(|interface, _| self.config.uplinks.iter().any(|u| u.interface == *interface));
+        for uplink in &desired.uplinks {
+            for (family, learned) in [(Family::V4, uplink.gateway4), (Family::V6, uplink.gateway6)] {
+                let Some((plan::Gateway::Via(gateway), learned_from)) = learned else { continue };
+                if matches!(learned_from, GatewaySource::Remembered | GatewaySource::PointToPoint) {
+                    continue;
+                }
+                remembered
+                    .entry(uplink.interface.clone())
+                    .or_default()
+                    .insert(family, RememberedGateway { gateway, learned_from });
+            }
+        }
+        if remembered != before {
+            state::write_gateways(state_dir, &remembered)?;
+        }
+        Ok(())
     }
 
     /// Removes every route and rule mhr owns and restores the default
-    /// routes it moved out of main.
+    /// routes earlier versions moved out of main. Goes on past failures
+    /// (the way back must always work) and reports them in `failed`; a
+    /// restore that cannot happen now keeps its record for a later `down`.
     pub async fn down(&self) -> Result<Applied, EngineError> {
         let routing = &self.config.routing;
         let observed = self.observe().await?;
         let moved = self.moved()?;
         let actions = plan::teardown(&observed, routing.protocol, &moved);
         let names = observed.names();
-        let changed = apply::execute(&self.handle, &actions, &names, &routing.state_dir).await?;
-        state::write_tables(&routing.rt_tables_dir, &BTreeMap::new())?;
-        // Routes of interfaces that are gone cannot be restored now: keep
-        // their records for a later `down`; the rest are done.
-        let waiting: Vec<MovedRoute> =
-            moved.into_iter().filter(|record| observed.link(&record.interface).is_none()).collect();
+        let outcome = apply::execute_all(&self.handle, &actions, &names, &routing.state_dir).await;
+        let mut failed = outcome.failed;
+        if let Err(err) = state::write_tables(&routing.rt_tables_dir, &BTreeMap::new()) {
+            failed.push(format!("{err:#}"));
+        }
+        // A moved route whose owner put it back meanwhile needs no restore.
+        let back = |record: &MovedRoute| {
+            observed.link(&record.interface).is_some_and(|link| {
+                let route = crate::model::Route { interface: Some(link.index), ..record.route.clone() };
+                let key = plan::route_key(&route);
+                observed.routes.iter().any(|r| r.protocol != routing.protocol && plan::route_key(r) == key)
+            })
+        };
+        let waiting: Vec<MovedRoute> = self.moved()?.into_iter().filter(|r| !back(r)).collect();
         state::write_moved(&routing.state_dir, &waiting)?;
-        if changed > 0 {
+        if outcome.changed > 0 {
             flush_ipv6_cache();
         }
-        Ok(Applied { actions: describe(&actions, &names), changed })
+        Ok(Applied { actions: describe(&actions, &names), changed: outcome.changed, failed })
     }
+}
+
+/// The probes of every uplink family that has targets, a link that is up
+/// and an address to send from.
+pub fn probe_plans(config: &Config, observed: &Observed) -> Vec<ProbePlan> {
+    let mut plans = Vec::new();
+    for uplink in &config.uplinks {
+        let Some(link) = observed.link(&uplink.interface).filter(|l| l.up) else { continue };
+        for family in [Family::V4, Family::V6] {
+            let targets: Vec<_> = uplink.probes(family).collect();
+            let source = observed.addresses_of(link.index).find(|a| a.family() == family);
+            if let (Some(source), false) = (source, targets.is_empty()) {
+                plans.push(ProbePlan {
+                    interface: uplink.interface.clone(),
+                    family,
+                    source: source.address,
+                    targets,
+                });
+            }
+        }
+    }
+    plans
 }
 
 impl Engine {

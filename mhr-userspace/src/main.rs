@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let mut stdout = std::io::stdout();
     match cli::run(&cli, &mut stdout) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
-        Ok(Outcome::ChecksFailed) => ExitCode::from(1),
+        Ok(Outcome::ChecksFailed | Outcome::Incomplete) => ExitCode::from(1),
         Err(err) => {
             eprintln!("mhr: {err:#}");
             ExitCode::from(2)

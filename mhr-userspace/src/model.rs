@@ -67,9 +67,32 @@ pub struct Route {
     pub scope: u8,
     pub metric: Option<u32>,
     pub onlink: bool,
+    /// Next hops of a multipath route (then `gateway` and `interface` are
+    /// empty); empty for a single-path route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub multipath: Vec<NextHop>,
+}
+
+/// One next hop of a multipath route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NextHop {
+    pub gateway: Option<IpAddr>,
+    pub interface: u32,
+    /// Relative share of flows, 1–256.
+    pub weight: u32,
 }
 
 impl Route {
+    /// Every next hop: the multipath ones, or the single one.
+    pub fn next_hops(&self) -> impl Iterator<Item = NextHop> + '_ {
+        let single = self.interface.filter(|_| self.multipath.is_empty()).map(|interface| NextHop {
+            gateway: self.gateway,
+            interface,
+            weight: 1,
+        });
+        self.multipath.iter().copied().chain(single)
+    }
+
     pub fn family(&self) -> Family {
         Family::of(&self.destination.addr())
     }
@@ -124,6 +147,13 @@ impl Names {
             out += &format!(" metric {metric}");
         }
         out += &format!(" proto {} table {}", route.protocol, table_name(route.table));
+        for hop in &route.multipath {
+            out += " nexthop";
+            if let Some(gateway) = hop.gateway {
+                out += &format!(" via {gateway}");
+            }
+            out += &format!(" dev {} weight {}", self.interface(hop.interface), hop.weight);
+        }
         out
     }
 
@@ -183,6 +213,7 @@ mod tests {
             scope: SCOPE_LINK,
             metric: None,
             onlink: false,
+            multipath: Vec::new(),
         };
         assert_eq!(
             names().route_command("add", &connected),
@@ -198,11 +229,37 @@ mod tests {
             scope: SCOPE_UNIVERSE,
             metric: Some(1024),
             onlink: false,
+            multipath: Vec::new(),
         };
         assert_eq!(
             names().route_command("del", &default6),
             "ip -6 route del default via fe80::1 dev ens4 metric 1024 proto 16 table main"
         );
+    }
+
+    #[test]
+    fn multipath_routes_render_their_next_hops() {
+        let names = Names(BTreeMap::from([(2, "ens3".to_owned()), (3, "ens4".to_owned())]));
+        let route = Route {
+            table: MAIN_TABLE,
+            destination: Family::V4.default_route(),
+            gateway: None,
+            interface: None,
+            source: None,
+            protocol: 210,
+            scope: SCOPE_UNIVERSE,
+            metric: Some(50),
+            onlink: false,
+            multipath: vec![
+                NextHop { gateway: Some("10.0.3.1".parse().unwrap()), interface: 2, weight: 1 },
+                NextHop { gateway: Some("10.0.4.1".parse().unwrap()), interface: 3, weight: 3 },
+            ],
+        };
+        assert_eq!(
+            names.route_command("add", &route),
+            "ip -4 route add default metric 50 proto 210 table main nexthop via 10.0.3.1 dev ens3 weight 1 nexthop via 10.0.4.1 dev ens4 weight 3"
+        );
+        assert_eq!(route.next_hops().count(), 2);
     }
 
     #[test]

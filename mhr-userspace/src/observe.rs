@@ -1,7 +1,7 @@
 //! Reading the kernel's links, addresses, routes and rules over rtnetlink
 //! into plain data.
 
-use std::net::IpAddr;
+use std::{collections::BTreeSet, net::IpAddr};
 
 use futures::TryStreamExt as _;
 use ipnet::IpNet;
@@ -9,12 +9,16 @@ use rtnetlink::packet_route::{
     AddressFamily,
     address::{AddressAttribute, AddressMessage, AddressScope},
     link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage},
-    route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteType},
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+    route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteNextHop, RouteType},
     rule::{RuleAction, RuleAttribute, RuleMessage},
 };
 use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 
-use crate::model::{Family, Names, Route, Rule};
+use crate::{
+    model::{Family, Names, NextHop, Route, Rule},
+    plan::Gateway,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("reading {what} from the kernel failed")]
@@ -62,6 +66,8 @@ pub struct Observed {
     pub addresses: Vec<Address>,
     pub routes: Vec<Route>,
     pub rules: Vec<Rule>,
+    /// Neighbours (ARP/ND) whose resolution failed: (ifindex, address).
+    pub failed_neighbours: BTreeSet<(u32, IpAddr)>,
 }
 
 impl Observed {
@@ -76,6 +82,42 @@ impl Observed {
     pub fn addresses_of(&self, interface: u32) -> impl Iterator<Item = &Address> {
         self.addresses.iter().filter(move |a| a.interface == interface)
     }
+
+    /// Whether the kernel failed to resolve `gateway` on `interface`.
+    pub fn neighbour_failed(&self, interface: u32, gateway: Gateway) -> bool {
+        match gateway {
+            Gateway::Via(address) => self.failed_neighbours.contains(&(interface, address)),
+            Gateway::OnLink => false,
+        }
+    }
+}
+
+/// Neighbours whose resolution failed (`FAILED`, or `INCOMPLETE`: asked
+/// and not yet answered).
+pub async fn failed_neighbours(handle: &Handle) -> Result<BTreeSet<(u32, IpAddr)>, ObserveError> {
+    let messages: Vec<NeighbourMessage> = handle
+        .neighbours()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|source| ObserveError { what: "neighbours", source })?;
+    Ok(messages.iter().filter_map(failed_neighbour).collect())
+}
+
+fn failed_neighbour(message: &NeighbourMessage) -> Option<(u32, IpAddr)> {
+    if !matches!(message.header.state, NeighbourState::Failed | NeighbourState::Incomplete) {
+        return None;
+    }
+    message.attributes.iter().find_map(|attr| match attr {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+            Some((message.header.ifindex, IpAddr::V4(*v4)))
+        }
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+            Some((message.header.ifindex, IpAddr::V6(*v6)))
+        }
+        _ => None,
+    })
 }
 
 /// Dumps links, global addresses, unicast routes of every table and rules.
@@ -104,6 +146,7 @@ pub async fn observe(handle: &Handle) -> Result<Observed, ObserveError> {
         addresses: addresses.iter().filter_map(address_from_message).collect(),
         routes,
         rules,
+        failed_neighbours: failed_neighbours(handle).await?,
     })
 }
 
@@ -177,6 +220,7 @@ pub fn route_fields(message: &RouteMessage) -> Option<Route> {
         scope: header.scope.into(),
         metric: None,
         onlink: header.flags.contains(RouteFlags::Onlink),
+        multipath: Vec::new(),
     };
     for attribute in &message.attributes {
         match attribute {
@@ -189,10 +233,25 @@ pub fn route_fields(message: &RouteMessage) -> Option<Route> {
             RouteAttribute::Oif(index) => route.interface = Some(*index),
             RouteAttribute::PrefSource(address) => route.source = ip_of(address),
             RouteAttribute::Priority(metric) => route.metric = Some(*metric),
+            RouteAttribute::MultiPath(hops) => route.multipath = hops.iter().filter_map(next_hop).collect(),
             _ => {}
         }
     }
+    // A one-hop multipath message is a plain route.
+    if let [only] = route.multipath.as_slice() {
+        route.gateway = only.gateway;
+        route.interface = Some(only.interface);
+        route.multipath.clear();
+    }
     Some(route)
+}
+
+fn next_hop(hop: &RouteNextHop) -> Option<NextHop> {
+    let gateway = hop.attributes.iter().find_map(|attr| match attr {
+        RouteAttribute::Gateway(address) => ip_of(address),
+        _ => None,
+    });
+    Some(NextHop { gateway, interface: hop.interface_index, weight: u32::from(hop.hops) + 1 })
 }
 
 pub fn rule_from_message(message: &RuleMessage) -> Option<Rule> {

@@ -1,6 +1,9 @@
 //! What mhr keeps on disk: the table names in rt_tables.d (which also keep
-//! an uplink's table stable across runs) and the main-table default routes
-//! it moved (so `down` can put them back). Both are written atomically.
+//! an uplink's table stable across runs), the last gateway of every uplink
+//! (so a flapped link gets its default back before its DHCP client
+//! renews), the daemon's health view (for `status`), and the main-table
+//! default routes earlier versions moved (so they can be put back). All are
+//! written atomically; a corrupt file is set aside, not fatal.
 
 use std::{
     collections::BTreeMap,
@@ -10,10 +13,25 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Route;
+use crate::{
+    model::{Family, Route},
+    plan::GatewaySource,
+};
 
 const TABLES_FILE: &str = "mhr.conf";
 const MOVED_FILE: &str = "moved-routes.json";
+const GATEWAYS_FILE: &str = "gateways.json";
+const HEALTH_FILE: &str = "health.json";
+
+/// The last gateway seen per uplink (by name) and family.
+pub type RememberedGateways = BTreeMap<String, BTreeMap<Family, RememberedGateway>>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RememberedGateway {
+    pub gateway: std::net::IpAddr,
+    /// Where it was learned the last time it was seen.
+    pub learned_from: GatewaySource,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -94,11 +112,59 @@ pub fn write_tables(rt_tables_dir: &Path, tables: &BTreeMap<u32, String>) -> Res
 }
 
 pub fn read_moved(state_dir: &Path) -> Result<Vec<MovedRoute>, StateError> {
-    let path = moved_path(state_dir);
-    let Some(text) = read_optional(&path)? else {
-        return Ok(Vec::new());
+    read_json(&moved_path(state_dir))
+}
+
+pub fn read_gateways(state_dir: &Path) -> Result<RememberedGateways, StateError> {
+    read_json(&state_dir.join(GATEWAYS_FILE))
+}
+
+pub fn write_gateways(state_dir: &Path, gateways: &RememberedGateways) -> Result<(), StateError> {
+    write_json(&state_dir.join(GATEWAYS_FILE), gateways)
+}
+
+pub fn health_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(HEALTH_FILE)
+}
+
+pub fn write_health<T: Serialize>(state_dir: &Path, health: &T) -> Result<(), StateError> {
+    write_json(&health_path(state_dir), health)
+}
+
+pub fn read_health<T: serde::de::DeserializeOwned + Default>(state_dir: &Path) -> Result<T, StateError> {
+    read_json(&health_path(state_dir))
+}
+
+/// A JSON state file; absent means empty. A corrupt one is renamed aside
+/// (`NAME.corrupt-UNIXTIME`) with a warning and read as empty: mhr rebuilds
+/// what it can from the kernel instead of refusing to work.
+fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, StateError> {
+    let Some(text) = read_optional(path)? else {
+        return Ok(T::default());
     };
-    serde_json::from_str(&text).map_err(|err| StateError::Corrupt { path, reason: err.to_string() })
+    match serde_json::from_str(&text) {
+        Ok(value) => Ok(value),
+        Err(err) => {
+            let stamp =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let aside = path.with_extension(format!("json.corrupt-{stamp}"));
+            let moved = std::fs::rename(path, &aside);
+            tracing::warn!(
+                path = %path.display(),
+                aside = %aside.display(),
+                renamed = moved.is_ok(),
+                error = %err,
+                "state file is corrupt: set aside, continuing without it"
+            );
+            Ok(T::default())
+        }
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|err| StateError::Write { path: path.to_owned(), source: io::Error::other(err) })?;
+    write_atomically(path, &text)
 }
 
 /// Writes the moved routes, or removes the file when there are none.
@@ -107,9 +173,7 @@ pub fn write_moved(state_dir: &Path, moved: &[MovedRoute]) -> Result<(), StateEr
     if moved.is_empty() {
         return remove_optional(&path);
     }
-    let text = serde_json::to_string_pretty(moved)
-        .map_err(|err| StateError::Write { path: path.clone(), source: io::Error::other(err) })?;
-    write_atomically(&path, &text)
+    write_json(&path, &moved)
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>, StateError> {
@@ -128,22 +192,21 @@ fn remove_optional(path: &Path) -> Result<(), StateError> {
     }
 }
 
-/// Temp file (per process), fsync, rename: a crash or power loss leaves the
-/// old or the new content, never half.
+/// A fresh temp file beside `path` (random name, `O_EXCL`: a planted
+/// symlink is never followed), fsync, rename: a crash or power loss leaves
+/// the old or the new content, never half, and no temp file behind.
 fn write_atomically(path: &Path, text: &str) -> Result<(), StateError> {
     use std::io::Write as _;
 
     let fail = |source| StateError::Write { path: path.to_owned(), source };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(fail)?;
-    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(fail)?;
     if std::fs::read_to_string(path).is_ok_and(|current| current == text) {
         return Ok(());
     }
-    let temporary = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut file = std::fs::File::create(&temporary).map_err(fail)?;
-    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(fail)?;
-    std::fs::rename(&temporary, path).map_err(fail)
+    let mut file = tempfile::Builder::new().prefix(".mhr-").tempfile_in(dir).map_err(fail)?;
+    file.write_all(text.as_bytes()).and_then(|()| file.as_file().sync_all()).map_err(fail)?;
+    file.persist(path).map_err(|err| fail(err.error)).map(drop)
 }
 
 #[cfg(test)]
@@ -178,6 +241,7 @@ mod tests {
             scope: 0,
             metric: Some(200),
             onlink: false,
+            multipath: Vec::new(),
         };
         let moved = vec![MovedRoute { interface: "ens4".into(), route }];
         write_moved(&dir, &moved).unwrap();
@@ -185,6 +249,36 @@ mod tests {
         write_moved(&dir, &[]).unwrap();
         assert!(!moved_path(&dir).exists());
         assert!(read_moved(&dir).unwrap().is_empty());
+        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(leftovers.is_empty(), "no temp files left behind: {leftovers:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_set_aside_and_read_as_empty() {
+        let dir = std::env::temp_dir().join(format!("mhr-corrupt-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(GATEWAYS_FILE), "{ not json").unwrap();
+        assert!(read_gateways(&dir).unwrap().is_empty());
+        assert!(!dir.join(GATEWAYS_FILE).exists());
+        let aside: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(aside.iter().any(|name| name.starts_with("gateways.json.corrupt-")), "{aside:?}");
+        let remembered = RememberedGateways::from([(
+            "ens3".to_owned(),
+            BTreeMap::from([(
+                Family::V4,
+                RememberedGateway {
+                    gateway: "10.0.3.1".parse().unwrap(),
+                    learned_from: GatewaySource::MainTable,
+                },
+            )]),
+        )]);
+        write_gateways(&dir, &remembered).unwrap();
+        assert_eq!(read_gateways(&dir).unwrap(), remembered);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

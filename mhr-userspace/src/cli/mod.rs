@@ -45,8 +45,8 @@ pub enum Command {
     /// and attach the source guard to every uplink. Idempotent: a second run
     /// changes no routing and replaces the guard in place, counters kept.
     Apply(routing::ApplyArgs),
-    /// Remove everything mhr installed (routing and guard) and restore the
-    /// default routes it moved out of main.
+    /// Remove everything mhr installed (routing and guard). Always finishes:
+    /// what cannot be done now is named and exits 1.
     Down,
     /// Uplinks, addresses, gateways, tables, rules, and whether each is as desired.
     Status(routing::OutputArgs),
@@ -69,6 +69,9 @@ pub enum Outcome {
     Success,
     /// The command ran, and what it verified is not true (`check`).
     ChecksFailed,
+    /// The command did all it could; some steps must wait (`down` with an
+    /// uplink that is down).
+    Incomplete,
 }
 
 /// Runs one command, writing its output to `out`.

@@ -73,6 +73,7 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                 for note in &planned.desired.notes {
                     writeln!(out, "note: {note}")?;
                 }
+                print_active(&planned, out)?;
                 if applied.actions.is_empty() {
                     writeln!(out, "no changes: the host is as desired")?;
                 } else {
@@ -121,8 +122,22 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                     }
                     writeln!(out, "removed mhr's routing ({} change(s))", applied.changed)?;
                 }
-                for detached in engine.down_guard()? {
-                    writeln!(out, "guard: detached {detached}")?;
+                let mut failed = applied.failed;
+                match engine.down_guard() {
+                    Ok(detached) => {
+                        for detached in detached {
+                            writeln!(out, "guard: detached {detached}")?;
+                        }
+                    }
+                    Err(err) => failed.push(format!("removing the guard: {err:#}")),
+                }
+                if !failed.is_empty() {
+                    writeln!(out, "down finished, but {} step(s) could not be done now:", failed.len())?;
+                    for failure in &failed {
+                        writeln!(out, "  {failure}")?;
+                    }
+                    writeln!(out, "run `mhr down` again once the host allows it (or `mhr run` finishes it)")?;
+                    return Ok(Outcome::Incomplete);
                 }
             }
             Command::Status(args) => {
@@ -193,6 +208,14 @@ fn print_plan(
                 n => writeln!(out, "{n} change(s) planned")?,
             }
         }
+    }
+    Ok(())
+}
+
+/// Which uplink holds main's default route, per family.
+fn print_active(planned: &Planned, out: &mut dyn Write) -> anyhow::Result<()> {
+    for (family, uplinks) in &planned.desired.active {
+        writeln!(out, "main's {family} default: {}", uplinks.join(" + "))?;
     }
     Ok(())
 }

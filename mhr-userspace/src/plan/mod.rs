@@ -11,12 +11,14 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
-    config::{Config, UplinkConfig},
+    config::{Config, Policy, UplinkConfig},
+    health::Fault,
     model::{
-        Family, IPV6_DEFAULT_METRIC, MAIN_TABLE, Names, Route, Rule, SCOPE_LINK, SCOPE_UNIVERSE, rule_args,
+        Family, IPV6_DEFAULT_METRIC, MAIN_TABLE, Names, NextHop, Route, Rule, SCOPE_LINK, SCOPE_UNIVERSE,
+        rule_args,
     },
-    observe::{Address, Observed},
-    state::MovedRoute,
+    observe::{Address, Link, Observed},
+    state::{MovedRoute, RememberedGateways},
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -35,6 +37,10 @@ pub enum PlanError {
     PriorityTaken { priority: u32, interface: String, object: String },
     #[error("no free table left in table_range {start}–{end} for `{interface}`")]
     TablesExhausted { start: u32, end: u32, interface: String },
+    #[error(
+        "main has a foreign {family} default route at metric {metric}, at or below mhr's main_metric {main_metric}: {object}; give it a higher metric (DHCP clients and networkd have a setting for it) or set [routing] main_metric below {metric}"
+    )]
+    ForeignDefaultOutranks { family: Family, metric: u32, main_metric: u32, object: String },
 }
 
 /// A default gateway: an address, or the link itself (point-to-point).
@@ -55,7 +61,7 @@ impl fmt::Display for Gateway {
 }
 
 /// Where a gateway came from, for status and errors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GatewaySource {
     Config,
@@ -63,6 +69,9 @@ pub enum GatewaySource {
     OtherTable,
     Owned,
     Moved,
+    /// Recorded under state_dir when last seen (the link flapped, the
+    /// DHCP client has not renewed yet).
+    Remembered,
     PointToPoint,
 }
 
@@ -73,7 +82,8 @@ impl fmt::Display for GatewaySource {
             Self::MainTable => "main table",
             Self::OtherTable => "another table",
             Self::Owned => "mhr's table",
-            Self::Moved => "the route mhr moved out of main",
+            Self::Moved => "the route an earlier mhr moved out of main",
+            Self::Remembered => "remembered",
             Self::PointToPoint => "point-to-point link",
         })
     }
@@ -94,9 +104,74 @@ pub struct UplinkPlan {
     pub gateway6: Option<(Gateway, GatewaySource)>,
     pub to_priority: u32,
     pub from_priority: u32,
+    /// Health per family the uplink carries (has or had a gateway for).
+    pub health: Vec<FamilyVerdict>,
+}
+
+/// Whether an uplink may carry main's default route in one family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct FamilyVerdict {
+    pub family: Family,
+    pub healthy: bool,
+    pub fault: Option<Fault>,
+}
+
+/// Decides uplink health for the planner: the daemon's [`crate::health::HealthBook`]
+/// (with hysteresis), or a one-shot view.
+pub trait HealthJudge {
+    /// `link_fault` is what the link itself says; `gateway_unreachable`
+    /// whether the gateway's neighbour entry failed.
+    fn judge(
+        &mut self,
+        interface: &str,
+        family: Family,
+        link_fault: Option<Fault>,
+        gateway_unreachable: bool,
+    ) -> FamilyVerdict;
+}
+
+/// Judges by what is true this instant: any fault makes an uplink
+/// unhealthy. `probes_failed` lists uplink families whose probes got no
+/// answer (one round).
+#[derive(Clone, Debug, Default)]
+pub struct InstantJudge {
+    pub probes_failed: BTreeSet<(String, Family)>,
+}
+
+impl HealthJudge for InstantJudge {
+    fn judge(
+        &mut self,
+        interface: &str,
+        family: Family,
+        link_fault: Option<Fault>,
+        gateway_unreachable: bool,
+    ) -> FamilyVerdict {
+        let probe = self.probes_failed.contains(&(interface.to_owned(), family));
+        let sample = crate::health::RoundSample {
+            gateway_unreachable,
+            probe: probe.then_some(crate::health::ProbeOutcome { answered: false, rtt: None }),
+        };
+        let fault = crate::health::one_shot(link_fault, sample);
+        FamilyVerdict { family, healthy: fault.is_none(), fault }
+    }
+}
+
+/// What mhr remembers between runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Interface → table, from rt_tables.d.
+    pub registry: BTreeMap<String, u32>,
+    /// Default routes an earlier mhr moved out of main (put back now).
+    pub moved: Vec<MovedRoute>,
+    /// The last gateway seen per uplink and family.
+    pub gateways: RememberedGateways,
 }
 
 impl UplinkPlan {
+    pub fn verdict(&self, family: Family) -> Option<&FamilyVerdict> {
+        self.health.iter().find(|v| v.family == family)
+    }
+
     pub fn gateway(&self, family: Family) -> Option<Gateway> {
         match family {
             Family::V4 => self.gateway4.map(|(g, _)| g),
@@ -105,15 +180,19 @@ impl UplinkPlan {
     }
 }
 
-/// The state mhr wants: every route and rule it owns, and the foreign
-/// default routes it must move out of main.
+/// The state mhr wants: every route and rule it owns, and the default
+/// routes an earlier mhr moved out of main that go back.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired {
     pub uplinks: Vec<UplinkPlan>,
     pub routes: BTreeSet<Route>,
     pub rules: BTreeSet<Rule>,
-    pub release: BTreeSet<Route>,
-    /// Uplinks that have nothing to route yet (no global address).
+    pub restore: Vec<MovedRoute>,
+    /// Per family, the uplinks holding main's default route (several under
+    /// `policy = "balance"`).
+    pub active: BTreeMap<Family, Vec<String>>,
+    /// Uplinks that have nothing to route yet, defaults kept for want of a
+    /// healthy uplink, …
     pub notes: Vec<String>,
 }
 
@@ -136,21 +215,22 @@ pub enum Strictness {
     Tolerant,
 }
 
-/// Computes the desired state. `registry` holds the tables mhr named in an
-/// earlier run (interface → table) so an uplink keeps its table; `moved`
-/// holds the main-table default routes mhr moved earlier.
+/// Computes the desired state: every uplink's table and rules, and main's
+/// default route through the healthy uplink(s) `judge` picks. `memory`
+/// keeps an uplink's table and gateway across runs.
 pub fn desired(
     config: &Config,
     observed: &Observed,
-    registry: &BTreeMap<String, u32>,
-    moved: &[MovedRoute],
+    memory: &Memory,
     strictness: Strictness,
+    judge: &mut dyn HealthJudge,
 ) -> Result<Desired, PlanError> {
     let tolerant = strictness == Strictness::Tolerant;
     let protocol = config.routing.protocol;
     let path = config.path.display().to_string();
-    let tables = allocate_tables(config, observed, registry)?;
+    let tables = allocate_tables(config, observed, &memory.registry)?;
     let mut desired = Desired::default();
+    let mut candidates = Vec::new();
 
     for (position, uplink) in config.uplinks.iter().enumerate() {
         let Some(link) = observed.link(&uplink.interface) else {
@@ -181,6 +261,7 @@ pub fn desired(
             gateway6: None,
             to_priority: base,
             from_priority: base + 1,
+            health: Vec::new(),
         };
         if !link.up {
             desired
@@ -192,19 +273,29 @@ pub fn desired(
         for family in [Family::V4, Family::V6] {
             let family_addresses: Vec<&Address> =
                 addresses.iter().copied().filter(|a| a.family() == family).collect();
+            let learned = learn_gateway(config, uplink, link, family, table, observed, memory);
+            // Judge every family the uplink carries or carried (a gateway is
+            // known), so a link that went down is reported, not forgotten.
+            if !family_addresses.is_empty() || learned.is_some() {
+                let fault = link_fault(link, !family_addresses.is_empty(), learned.is_some());
+                let unreachable = learned.is_some_and(|(g, _)| observed.neighbour_failed(link.index, g));
+                let verdict = judge.judge(&uplink.interface, family, fault, unreachable);
+                plan.health.push(verdict);
+                if let (Some(gateway), false) = (learned, family_addresses.is_empty()) {
+                    candidates.push(Candidate {
+                        position,
+                        uplink,
+                        index: link.index,
+                        family,
+                        gateway,
+                        on_link: gateway_on_link(gateway, &family_addresses),
+                        healthy: verdict.healthy,
+                    });
+                }
+            }
             if family_addresses.is_empty() {
                 continue;
             }
-            let learned = learn_gateway(
-                config,
-                uplink,
-                link.index,
-                link.point_to_point,
-                family,
-                table,
-                observed,
-                moved,
-            );
             let Some(gateway) = learned else {
                 let key = if family == Family::V4 { "gateway" } else { "gateway6" };
                 if tolerant {
@@ -237,12 +328,178 @@ pub fn desired(
                     desired.rules.insert(rule(plan.to_priority, None, Some(host)));
                 }
             }
-            main_default(&mut desired, observed, protocol, uplink, link.index, family, gateway.0);
         }
         desired.uplinks.push(plan);
     }
+    for family in [Family::V4, Family::V6] {
+        let family_candidates: Vec<&Candidate> = candidates.iter().filter(|c| c.family == family).collect();
+        main_default(&mut desired, config, observed, family, family_candidates, strictness)?;
+    }
+    restore_moved(&mut desired, observed, &memory.moved);
     check_clashes(config, observed, &desired)?;
     Ok(desired)
+}
+
+/// What the link itself says about carrying `family`.
+fn link_fault(link: &Link, has_address: bool, has_gateway: bool) -> Option<Fault> {
+    if !link.up {
+        Some(Fault::AdminDown)
+    } else if !link.carrier {
+        Some(Fault::NoCarrier)
+    } else if !has_address {
+        Some(Fault::NoAddress)
+    } else if !has_gateway {
+        Some(Fault::NoGateway)
+    } else {
+        None
+    }
+}
+
+/// An uplink family that could carry main's default route.
+struct Candidate<'a> {
+    position: usize,
+    uplink: &'a UplinkConfig,
+    index: u32,
+    family: Family,
+    gateway: (Gateway, GatewaySource),
+    /// The gateway sits in one of the uplink's prefixes (or is link-local).
+    on_link: bool,
+    healthy: bool,
+}
+
+impl Candidate<'_> {
+    /// Failover order: the primary, then by `priority`, then config order.
+    fn order(&self) -> (bool, u32, usize) {
+        (!self.uplink.primary, self.uplink.priority.unwrap_or(u32::MAX), self.position)
+    }
+
+    fn next_hop(&self) -> NextHop {
+        let gateway = match self.gateway.0 {
+            Gateway::Via(via) => Some(via),
+            Gateway::OnLink => None,
+        };
+        NextHop { gateway, interface: self.index, weight: self.uplink.weight() }
+    }
+}
+
+fn gateway_on_link(gateway: (Gateway, GatewaySource), addresses: &[&Address]) -> bool {
+    match gateway.0 {
+        Gateway::Via(via) => is_link_local(via) || addresses.iter().any(|a| a.network().contains(&via)),
+        Gateway::OnLink => true,
+    }
+}
+
+/// Main's default route for `family`, owned by mhr at `main_metric`: the
+/// first healthy uplink (failover) or all of them (balance). With nothing
+/// healthy the default main has is kept; foreign defaults stay in main
+/// behind mhr's as the kernel's own fallback.
+fn main_default(
+    desired: &mut Desired,
+    config: &Config,
+    observed: &Observed,
+    family: Family,
+    mut candidates: Vec<&Candidate>,
+    strictness: Strictness,
+) -> Result<(), PlanError> {
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let protocol = config.routing.protocol;
+    let main_metric = config.routing.main_metric;
+    let names = observed.names();
+    let foreign_below = observed.routes.iter().find(|r| {
+        r.table == MAIN_TABLE
+            && r.is_default()
+            && r.family() == family
+            && r.protocol != protocol
+            && r.metric.unwrap_or(0) <= main_metric
+    });
+    if let Some(route) = foreign_below {
+        let metric = route.metric.unwrap_or(0);
+        let object = names.route_args(route);
+        if strictness == Strictness::Strict {
+            return Err(PlanError::ForeignDefaultOutranks { family, metric, main_metric, object });
+        }
+        desired.notes.push(format!(
+            "a foreign {family} default at metric {metric} outranks mhr's ({main_metric}): {object}"
+        ));
+        if metric == main_metric {
+            return Ok(());
+        }
+    }
+    candidates.sort_by_key(|c| c.order());
+    let healthy: Vec<&Candidate> = candidates.iter().copied().filter(|c| c.healthy).collect();
+    let chosen: Vec<&Candidate> = match (config.policy, healthy.first()) {
+        (Policy::Failover, Some(first)) => vec![*first],
+        (Policy::Balance, Some(_)) => healthy,
+        (_, None) => {
+            let kept = observed.routes.iter().find(|r| {
+                r.table == MAIN_TABLE && r.is_default() && r.family() == family && r.protocol == protocol
+            });
+            if let Some(kept) = kept {
+                desired.notes.push(format!(
+                    "no healthy {family} uplink: keeping main's default ({})",
+                    names.route_args(kept)
+                ));
+                desired
+                    .active
+                    .insert(family, kept.next_hops().map(|h| names.interface(h.interface)).collect());
+                desired.routes.insert(kept.clone());
+                return Ok(());
+            }
+            desired.notes.push(format!(
+                "no healthy {family} uplink: using {} for main's default anyway",
+                candidates[0].uplink.interface
+            ));
+            vec![candidates[0]]
+        }
+    };
+    let mut route = Route {
+        table: MAIN_TABLE,
+        destination: family.default_route(),
+        gateway: None,
+        interface: None,
+        source: None,
+        protocol,
+        scope: SCOPE_UNIVERSE,
+        metric: Some(main_metric),
+        onlink: false,
+        multipath: Vec::new(),
+    };
+    if let [only] = chosen.as_slice() {
+        let hop = only.next_hop();
+        route.gateway = hop.gateway;
+        route.interface = Some(hop.interface);
+        route.onlink = !only.on_link;
+        if hop.gateway.is_none() && family == Family::V4 {
+            route.scope = SCOPE_LINK;
+        }
+    } else {
+        route.multipath = chosen.iter().map(|c| c.next_hop()).collect();
+    }
+    desired.active.insert(family, chosen.iter().map(|c| c.uplink.interface.clone()).collect());
+    desired.routes.insert(route);
+    Ok(())
+}
+
+/// Default routes an earlier mhr moved out of main go back where their
+/// owner put them once their link can take them (up, with an address of
+/// the family) and nothing holds their kernel key.
+fn restore_moved(desired: &mut Desired, observed: &Observed, moved: &[MovedRoute]) {
+    let mut keys = BTreeSet::new();
+    for record in moved {
+        let Some(link) = observed.link(&record.interface).filter(|l| l.up) else { continue };
+        let family = record.route.family();
+        if !observed.addresses_of(link.index).any(|a| a.family() == family) {
+            continue;
+        }
+        let route = Route { interface: Some(link.index), ..record.route.clone() };
+        let key = route_key(&route);
+        if observed.routes.iter().any(|r| route_key(r) == key) || !keys.insert(key) {
+            continue;
+        }
+        desired.restore.push(MovedRoute { interface: record.interface.clone(), route });
+    }
 }
 
 /// Tables per uplink (config order): explicit, else the one named in an
@@ -291,17 +548,19 @@ fn allocate_tables(
     Ok(tables)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where an uplink's gateway comes from, first found wins: config, a
+/// foreign default route in main, in another table, mhr's own table, a
+/// route an earlier mhr moved, the remembered one, point-to-point.
 fn learn_gateway(
     config: &Config,
     uplink: &UplinkConfig,
-    index: u32,
-    point_to_point: bool,
+    link: &Link,
     family: Family,
     table: u32,
     observed: &Observed,
-    moved: &[MovedRoute],
+    memory: &Memory,
 ) -> Option<(Gateway, GatewaySource)> {
+    let index = link.index;
     let configured = match family {
         Family::V4 => uplink.gateway.map(IpAddr::V4),
         Family::V6 => uplink.gateway6.map(IpAddr::V6),
@@ -326,10 +585,14 @@ fn learn_gateway(
         })
         .or_else(|| {
             let recorded =
-                moved.iter().find(|m| m.interface == uplink.interface && m.route.family() == family);
+                memory.moved.iter().find(|m| m.interface == uplink.interface && m.route.family() == family);
             pick(GatewaySource::Moved, recorded.map(|m| &m.route))
         })
-        .or_else(|| point_to_point.then_some((Gateway::OnLink, GatewaySource::PointToPoint)))
+        .or_else(|| {
+            let remembered = memory.gateways.get(&uplink.interface)?.get(&family)?;
+            Some((Gateway::Via(remembered.gateway), GatewaySource::Remembered))
+        })
+        .or_else(|| link.point_to_point.then_some((Gateway::OnLink, GatewaySource::PointToPoint)))
 }
 
 /// The uplink's table: connected prefix routes (with `src` for IPv4), a host
@@ -354,6 +617,7 @@ fn table_routes(
         scope,
         metric,
         onlink: false,
+        multipath: Vec::new(),
     };
     let source_for = |address: &Address| (family == Family::V4).then_some(address.address);
     let mut seen = BTreeSet::new();
@@ -385,44 +649,6 @@ fn is_link_local(address: IpAddr) -> bool {
     match address {
         IpAddr::V4(v4) => v4.is_link_local(),
         IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
-    }
-}
-
-/// Main keeps exactly one default route per family: the primary's. Other
-/// uplinks' default routes leave main; if the primary has none, mhr adds it.
-fn main_default(
-    desired: &mut Desired,
-    observed: &Observed,
-    protocol: u8,
-    uplink: &UplinkConfig,
-    index: u32,
-    family: Family,
-    gateway: Gateway,
-) {
-    let in_main = observed.routes.iter().filter(|r| {
-        r.table == MAIN_TABLE && r.is_default() && r.family() == family && r.interface == Some(index)
-    });
-    if uplink.primary {
-        if in_main.clone().any(|r| r.protocol != protocol) {
-            return;
-        }
-        let (gateway, scope) = match gateway {
-            Gateway::Via(via) => (Some(via), SCOPE_UNIVERSE),
-            Gateway::OnLink => (None, if family == Family::V4 { SCOPE_LINK } else { SCOPE_UNIVERSE }),
-        };
-        desired.routes.insert(Route {
-            table: MAIN_TABLE,
-            destination: family.default_route(),
-            gateway,
-            interface: Some(index),
-            source: None,
-            protocol,
-            scope,
-            metric: (family == Family::V6).then_some(IPV6_DEFAULT_METRIC),
-            onlink: false,
-        });
-    } else {
-        desired.release.extend(in_main.filter(|r| r.protocol != protocol).cloned());
     }
 }
 
@@ -571,12 +797,11 @@ pub fn route_key(route: &Route) -> (u32, IpNet, u32) {
 /// new routes before the rules that point at them (connected and host
 /// routes before the defaults whose gateway they make reachable), a route
 /// that changed (new gateway, new source) replaced in place, stale rules
-/// before the routes they point at, and main's extra default routes moved
-/// out before the primary's is added.
+/// before the routes they point at, and main's default (a replace when the
+/// active uplink changes) last.
 pub fn diff(desired: &Desired, observed: &Observed, protocol: u8) -> Vec<Action> {
     let owned_routes: BTreeSet<&Route> = observed.routes.iter().filter(|r| r.protocol == protocol).collect();
     let owned_rules: BTreeSet<&Rule> = observed.rules.iter().filter(|r| r.protocol == protocol).collect();
-    let names = observed.names();
     let mut stale: Vec<&Route> =
         owned_routes.iter().copied().filter(|r| !desired.routes.contains(r)).collect();
     let mut route_changes = |routes: Vec<&Route>| -> Vec<Action> {
@@ -610,9 +835,9 @@ pub fn diff(desired: &Desired, observed: &Observed, protocol: u8) -> Vec<Action>
             .map(|rule| Action::DeleteRule { rule: (*rule).clone() }),
     );
     actions.extend(stale.into_iter().map(|route| Action::DeleteRoute { route: route.clone() }));
-    actions.extend(desired.release.iter().map(|route| Action::ReleaseDefault {
-        route: route.clone(),
-        interface: route.interface.map(|i| names.interface(i)).unwrap_or_default(),
+    actions.extend(desired.restore.iter().map(|record| Action::RestoreDefault {
+        route: record.route.clone(),
+        interface: record.interface.clone(),
     }));
     actions.extend(main_changes);
     actions

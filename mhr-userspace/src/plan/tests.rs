@@ -36,6 +36,7 @@ fn route(
         scope: SCOPE_UNIVERSE,
         metric,
         onlink: false,
+        multipath: Vec::new(),
     }
 }
 
@@ -89,6 +90,7 @@ fn seed_host() -> Observed {
         ],
         routes,
         rules,
+        failed_neighbours: Default::default(),
     }
 }
 
@@ -103,7 +105,7 @@ fn after(observed: &Observed, actions: &[Action]) -> Observed {
         match action {
             Action::AddRoute { route } | Action::RestoreDefault { route, .. } => {
                 assert!(!next.routes.iter().any(|r| key(r) == key(route)), "EEXIST adding {route:?}");
-                if let Some(gateway) = route.gateway.filter(|g| g.is_ipv4()) {
+                if let Some(gateway) = route.gateway.filter(|g| g.is_ipv4() && !route.onlink) {
                     let reachable = next.routes.iter().any(|r| {
                         r.table == route.table && r.scope == SCOPE_LINK && r.destination.contains(&gateway)
                     });
@@ -129,22 +131,39 @@ fn after(observed: &Observed, actions: &[Action]) -> Observed {
     next
 }
 
-fn moved_records(actions: &[Action]) -> Vec<MovedRoute> {
-    actions
-        .iter()
-        .filter_map(|action| match action {
-            Action::ReleaseDefault { route, interface } => {
-                Some(MovedRoute { interface: interface.clone(), route: route.clone() })
-            }
-            _ => None,
-        })
-        .collect()
+fn memory(registry: &[(&str, u32)], moved: Vec<MovedRoute>) -> Memory {
+    Memory {
+        registry: registry.iter().map(|(name, table)| ((*name).to_owned(), *table)).collect(),
+        moved,
+        gateways: Default::default(),
+    }
+}
+
+fn plan_with(
+    config: &Config,
+    observed: &Observed,
+    memory: &Memory,
+    strictness: Strictness,
+) -> Result<Desired, PlanError> {
+    desired(config, observed, memory, strictness, &mut InstantJudge::default())
 }
 
 fn plan(config: &Config, observed: &Observed) -> Result<(Desired, Vec<Action>), PlanError> {
-    let desired = desired(config, observed, &BTreeMap::new(), &[], Strictness::Strict)?;
+    let desired = plan_with(config, observed, &Memory::default(), Strictness::Strict)?;
     let actions = diff(&desired, observed, MHR);
     Ok((desired, actions))
+}
+
+/// mhr's default route in main through `gateway` on ifindex `interface`.
+fn main_default(gateway: &str, interface: u32) -> Route {
+    route(
+        MAIN_TABLE,
+        if gateway.contains(':') { "::/0" } else { "0.0.0.0/0" },
+        Some(gateway),
+        interface,
+        MHR,
+        Some(50),
+    )
 }
 
 #[test]
@@ -167,7 +186,12 @@ fn seed_host_gets_a_table_rules_and_one_default_in_main() {
     assert!(ens4_table.contains(&route(7101, "::/0", Some("2001:db8:4::1"), 3, MHR, Some(1024))));
     assert!(ens4_table.contains(&route(7101, "2001:db8:4::/64", None, 3, MHR, Some(1024))));
     assert_eq!(ens4_table.len(), 4);
-    assert!(table(MAIN_TABLE).is_empty(), "the primary's default is already in main");
+    assert_eq!(
+        table(MAIN_TABLE),
+        vec![main_default("10.0.3.1", 2), main_default("2001:db8:3::1", 2)],
+        "mhr's own default in main, below the DHCP defaults' metrics"
+    );
+    assert_eq!(desired.active[&Family::V4], vec!["ens3".to_owned()]);
 
     let from = |address: &str, table, priority| Rule {
         family: Family::of(&address.parse::<IpAddr>().unwrap()),
@@ -182,13 +206,14 @@ fn seed_host_gets_a_table_rules_and_one_default_in_main() {
     assert!(desired.rules.contains(&from("2001:db8:4::10", 7101, 7103)));
     assert_eq!(desired.rules.len(), 8, "from and to rules for four addresses");
 
-    let released: Vec<&Route> = desired.release.iter().collect();
-    assert_eq!(released.len(), 2, "ens4's v4 and v6 defaults leave main");
-    assert!(released.iter().all(|r| r.interface == Some(3) && r.table == MAIN_TABLE));
-
+    assert!(desired.restore.is_empty());
     assert_eq!(actions.len(), 8 + 8 + 2);
     assert!(matches!(actions.first(), Some(Action::AddRoute { .. })));
-    assert!(matches!(actions.last(), Some(Action::ReleaseDefault { interface, .. }) if interface == "ens4"));
+    assert_eq!(actions.last(), Some(&Action::AddRoute { route: main_default("2001:db8:3::1", 2) }));
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::DeleteRoute { route } if route.protocol != MHR)),
+        "the DHCP defaults stay where their owner put them"
+    );
 }
 
 #[test]
@@ -197,13 +222,12 @@ fn planning_again_after_applying_changes_nothing() {
     let host = seed_host();
     let (_, actions) = plan(&config, &host).unwrap();
     let applied = after(&host, &actions);
-    let moved = moved_records(&actions);
-    let registry = BTreeMap::from([("ens3".into(), 7100), ("ens4".into(), 7101)]);
-    let desired = desired(&config, &applied, &registry, &moved, Strictness::Strict).unwrap();
+    let memory = memory(&[("ens3", 7100), ("ens4", 7101)], Vec::new());
+    let desired = plan_with(&config, &applied, &memory, Strictness::Strict).unwrap();
     assert_eq!(
         desired.uplinks[1].gateway4.map(|g| g.1),
-        Some(GatewaySource::Owned),
-        "learned from mhr's own table now"
+        Some(GatewaySource::MainTable),
+        "the DHCP default stays in main and still names the gateway"
     );
     assert_eq!(diff(&desired, &applied, MHR), vec![]);
 }
@@ -214,7 +238,7 @@ fn teardown_returns_the_host_to_its_state_before_apply() {
     let host = seed_host();
     let (_, actions) = plan(&config, &host).unwrap();
     let applied = after(&host, &actions);
-    let down = teardown(&applied, MHR, &moved_records(&actions));
+    let down = teardown(&applied, MHR, &[]);
     let restored = after(&applied, &down);
     let sorted = |o: &Observed| {
         let mut routes = o.routes.clone();
@@ -224,9 +248,38 @@ fn teardown_returns_the_host_to_its_state_before_apply() {
         (routes, rules)
     };
     assert_eq!(sorted(&restored), sorted(&host));
-    let first_delete = down.iter().position(|a| matches!(a, Action::DeleteRoute { .. })).unwrap();
-    let last_restore = down.iter().rposition(|a| matches!(a, Action::RestoreDefault { .. })).unwrap();
-    assert!(last_restore < first_delete, "main gets its routes back before mhr's copies go");
+}
+
+/// A host where an earlier mhr moved ens4's DHCP defaults out of main.
+fn legacy_host() -> (Observed, Vec<MovedRoute>) {
+    let mut host = seed_host();
+    let moved: Vec<MovedRoute> = host
+        .routes
+        .iter()
+        .filter(|r| r.table == MAIN_TABLE && r.is_default() && r.interface == Some(3))
+        .map(|r| MovedRoute { interface: "ens4".into(), route: r.clone() })
+        .collect();
+    host.routes.retain(|r| !(r.table == MAIN_TABLE && r.is_default() && r.interface == Some(3)));
+    (host, moved)
+}
+
+#[test]
+fn routes_an_earlier_version_moved_out_of_main_go_back() {
+    let (host, moved) = legacy_host();
+    assert_eq!(moved.len(), 2);
+    let desired = plan_with(&seed_config(), &host, &memory(&[], moved.clone()), Strictness::Strict).unwrap();
+    assert_eq!(desired.restore, moved);
+    let actions = diff(&desired, &host, MHR);
+    assert_eq!(actions.iter().filter(|a| matches!(a, Action::RestoreDefault { .. })).count(), 2);
+    let applied = after(&host, &actions);
+    assert_eq!(after(&applied, &teardown(&applied, MHR, &[])).routes.len(), seed_host().routes.len());
+
+    // A link that is down cannot take its route back yet; `down` keeps it
+    // for later and still removes the rest.
+    let mut down_link = host.clone();
+    down_link.links[2].up = false;
+    let desired = plan_with(&seed_config(), &down_link, &memory(&[], moved.clone()), Strictness::Strict);
+    assert!(desired.unwrap().restore.is_empty());
 }
 
 #[test]
@@ -256,8 +309,8 @@ fn stale_owned_objects_are_removed() {
 
 #[test]
 fn an_uplink_keeps_its_table_from_the_registry() {
-    let registry = BTreeMap::from([("ens4".into(), 7150), ("gone0".into(), 7100)]);
-    let desired = desired(&seed_config(), &seed_host(), &registry, &[], Strictness::Strict).unwrap();
+    let memory = memory(&[("ens4", 7150), ("gone0", 7100)], Vec::new());
+    let desired = plan_with(&seed_config(), &seed_host(), &memory, Strictness::Strict).unwrap();
     let tables: Vec<(String, u32)> = desired.uplinks.iter().map(|u| (u.interface.clone(), u.table)).collect();
     assert_eq!(
         tables,
@@ -365,7 +418,7 @@ fn a_primary_without_a_default_in_main_gets_one() {
         "[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"10.0.3.1\"\n[[uplink]]\ninterface = \"ens4\"\n",
     );
     let (desired, _) = plan(&config, &host).unwrap();
-    assert!(desired.routes.contains(&route(MAIN_TABLE, "0.0.0.0/0", Some("10.0.3.1"), 2, MHR, None)));
+    assert!(desired.routes.contains(&main_default("10.0.3.1", 2)));
 }
 
 #[test]
@@ -402,10 +455,10 @@ fn tolerant_planning_skips_what_cannot_be_routed_yet() {
     let mut host = seed_host();
     host.routes.retain(|r| !(r.is_default() && r.interface == Some(3) && r.family() == Family::V6));
     assert!(matches!(
-        desired(&config, &host, &BTreeMap::new(), &[], Strictness::Strict),
+        plan_with(&config, &host, &Memory::default(), Strictness::Strict),
         Err(PlanError::GatewayUnknown { .. })
     ));
-    let tolerant = desired(&config, &host, &BTreeMap::new(), &[], Strictness::Tolerant).unwrap();
+    let tolerant = plan_with(&config, &host, &Memory::default(), Strictness::Tolerant).unwrap();
     assert_eq!(tolerant.uplinks.len(), 2);
     assert!(
         tolerant.notes.iter().any(|n| n == "ens9: no such interface yet, nothing to route"),
@@ -433,69 +486,215 @@ fn a_changed_gateway_replaces_the_route_in_place() {
     let host = seed_host();
     let (_, actions) = plan(&config, &host).unwrap();
     let mut applied = after(&host, &actions);
-    let registry = BTreeMap::from([("ens3".into(), 7100), ("ens4".into(), 7101)]);
-    // DHCP hands ens4 a new gateway: a new default route appears in main.
-    applied.routes.push(route(MAIN_TABLE, "0.0.0.0/0", Some("10.0.4.2"), 3, 16, Some(200)));
-    let desired =
-        desired(&config, &applied, &registry, &moved_records(&actions), Strictness::Strict).unwrap();
+    let memory = memory(&[("ens3", 7100), ("ens4", 7101)], Vec::new());
+    // DHCP hands ens4 a new gateway: its default in main changes.
+    for route in &mut applied.routes {
+        if route.table == MAIN_TABLE
+            && route.is_default()
+            && route.interface == Some(3)
+            && route.family() == Family::V4
+        {
+            route.gateway = Some("10.0.4.2".parse().unwrap());
+        }
+    }
+    let desired = plan_with(&config, &applied, &memory, Strictness::Strict).unwrap();
     let changes = diff(&desired, &applied, MHR);
     let old = route(7101, "0.0.0.0/0", Some("10.0.4.1"), 3, MHR, None);
     let new = route(7101, "0.0.0.0/0", Some("10.0.4.2"), 3, MHR, None);
-    assert!(changes.contains(&Action::ReplaceRoute { old, new }), "{changes:?}");
+    assert_eq!(changes, vec![Action::ReplaceRoute { old, new }]);
     let converged = after(&applied, &changes);
-    let mut moved = moved_records(&actions);
-    moved.extend(moved_records(&changes));
-    let again = desired_state(&config, &converged, &registry, &moved);
+    let again = plan_with(&config, &converged, &memory, Strictness::Strict).unwrap();
     assert_eq!(diff(&again, &converged, MHR), vec![]);
 }
 
-fn desired_state(
-    config: &Config,
-    observed: &Observed,
-    registry: &BTreeMap<String, u32>,
-    moved: &[MovedRoute],
-) -> Desired {
-    desired(config, observed, registry, moved, Strictness::Strict).unwrap()
+#[test]
+fn a_foreign_default_at_or_below_mhrs_metric_is_refused_naming_it() {
+    let mut host = seed_host();
+    host.routes.push(route(MAIN_TABLE, "0.0.0.0/0", Some("10.0.4.1"), 3, BOOT, None));
+    let err = plan(&seed_config(), &host).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PlanError::ForeignDefaultOutranks { family: Family::V4, metric: 0, main_metric: 50, .. }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("default via 10.0.4.1 dev ens4 proto 3 table main"), "{err}");
+    let tolerant = plan_with(&seed_config(), &host, &Memory::default(), Strictness::Tolerant).unwrap();
+    assert!(tolerant.notes.iter().any(|n| n.contains("outranks mhr's")), "{:?}", tolerant.notes);
+    let lower = config("[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[routing]\nmain_metric = 100\n");
+    let mut host = seed_host();
+    host.routes.retain(|r| r.interface != Some(3));
+    assert!(matches!(plan(&lower, &host), Err(PlanError::ForeignDefaultOutranks { metric: 100, .. })));
+}
+
+/// Judges uplink families unhealthy by name, as the daemon's health book would.
+struct Unhealthy(Vec<(&'static str, Family)>);
+
+impl HealthJudge for Unhealthy {
+    fn judge(&mut self, interface: &str, family: Family, link: Option<Fault>, _: bool) -> FamilyVerdict {
+        let sick = self.0.iter().any(|(name, f)| *name == interface && *f == family);
+        let fault = link.or(sick.then_some(Fault::ProbesFailing));
+        FamilyVerdict { family, healthy: fault.is_none(), fault }
+    }
+}
+
+fn judged(config: &Config, host: &Observed, judge: &mut dyn HealthJudge) -> Desired {
+    desired(config, host, &Memory::default(), Strictness::Tolerant, judge).unwrap()
+}
+
+fn main_defaults(desired: &Desired) -> Vec<Route> {
+    desired.routes.iter().filter(|r| r.table == MAIN_TABLE).cloned().collect()
 }
 
 #[test]
-fn the_primary_default_is_added_after_main_is_cleared_and_host_routes_before_defaults() {
-    let mut host = seed_host();
-    // Both DHCP defaults at metric 0, and the primary's missing from main.
-    host.routes.retain(|r| !(r.is_default() && r.family() == Family::V4));
-    host.routes.push(route(MAIN_TABLE, "0.0.0.0/0", Some("10.0.4.1"), 3, BOOT, None));
-    let config = config(
-        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"10.0.3.1\"\n[[uplink]]\ninterface = \"ens4\"\ngateway = \"172.16.0.1\"\n",
+fn main_default_fails_over_to_the_next_healthy_uplink_per_family() {
+    let three = config(
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens4\"\n[[uplink]]\ninterface = \"ens5\"\npriority = 1\n",
     );
-    let (_, actions) = plan(&config, &host).unwrap();
-    // `after` panics on EEXIST and on a gateway without a link route.
-    let applied = after(&host, &actions);
-    let defaults: Vec<&Route> = applied
-        .routes
-        .iter()
-        .filter(|r| r.table == MAIN_TABLE && r.is_default() && r.family() == Family::V4)
-        .collect();
-    assert_eq!(defaults.len(), 1);
-    assert_eq!(defaults[0].interface, Some(2));
+    let mut host = seed_host();
+    host.links.push(Link { index: 4, name: "ens5".into(), ..host.links[1].clone() });
+    host.addresses.push(Address { interface: 4, address: "10.0.5.10".parse().unwrap(), prefix_len: 24 });
+    host.routes.push(route(MAIN_TABLE, "0.0.0.0/0", Some("10.0.5.1"), 4, BOOT, Some(300)));
 
-    // And back: mhr's default in main gives its key back to the moved one.
-    let down = teardown(&applied, MHR, &moved_records(&actions));
-    let restored = after(&applied, &down);
-    let sorted = |o: &Observed| {
-        let mut routes = o.routes.clone();
-        routes.sort();
-        routes
-    };
-    assert_eq!(sorted(&restored), sorted(&host));
+    let all_well = judged(&three, &host, &mut Unhealthy(vec![]));
+    assert_eq!(all_well.active[&Family::V4], vec!["ens3".to_owned()]);
+
+    let primary_sick = judged(&three, &host, &mut Unhealthy(vec![("ens3", Family::V4)]));
+    assert_eq!(all_well.uplinks[0].verdict(Family::V4).map(|v| v.healthy), Some(true));
+    assert_eq!(primary_sick.uplinks[0].verdict(Family::V4).and_then(|v| v.fault), Some(Fault::ProbesFailing));
+    assert_eq!(
+        primary_sick.active[&Family::V4],
+        vec!["ens5".to_owned()],
+        "priority 1 goes before config order"
+    );
+    assert!(main_defaults(&primary_sick).contains(&main_default("10.0.5.1", 4)));
+    assert!(main_defaults(&primary_sick).contains(&main_default("2001:db8:3::1", 2)), "IPv6 stays on ens3");
+    assert_eq!(primary_sick.active[&Family::V6], vec!["ens3".to_owned()]);
+    assert!(
+        primary_sick.rules.iter().any(|r| r.table == primary_sick.uplinks[0].table),
+        "the unhealthy uplink keeps its table and rules: inbound traffic still answers"
+    );
+
+    // The kernel drops a downed link's routes; the move to ens4 replaces mhr's default in place.
+    let mut down = host.clone();
+    down.links[1].up = false;
+    let applied = after(&host, &diff(&all_well, &host, MHR));
+    let mut applied_down = applied.clone();
+    applied_down.links[1].up = false;
+    let failover = judged(&three, &applied_down, &mut Unhealthy(vec![("ens5", Family::V4)]));
+    assert_eq!(failover.uplinks[0].verdict(Family::V6).and_then(|v| v.fault), Some(Fault::AdminDown));
+    assert_eq!(failover.active[&Family::V4], vec!["ens4".to_owned()]);
+    let changes = diff(&failover, &applied_down, MHR);
+    assert!(
+        changes.contains(&Action::ReplaceRoute {
+            old: main_default("10.0.3.1", 2),
+            new: main_default("10.0.4.1", 3)
+        }),
+        "{changes:?}"
+    );
+}
+
+#[test]
+fn a_downed_link_with_a_remembered_gateway_is_reported_unhealthy() {
+    let mut host = seed_host();
+    host.links[1].up = false;
+    host.routes.retain(|r| r.interface != Some(2));
+    let mut memory = Memory::default();
+    memory.gateways.insert(
+        "ens3".into(),
+        BTreeMap::from([(
+            Family::V4,
+            crate::state::RememberedGateway {
+                gateway: "10.0.3.1".parse().unwrap(),
+                learned_from: GatewaySource::MainTable,
+            },
+        )]),
+    );
+    let down =
+        desired(&seed_config(), &host, &memory, Strictness::Tolerant, &mut InstantJudge::default()).unwrap();
+    let verdict = down.uplinks[0].verdict(Family::V4).copied();
+    assert_eq!(verdict.and_then(|v| v.fault), Some(Fault::AdminDown));
+    assert_eq!(down.active[&Family::V4], vec!["ens4".to_owned()]);
+
+    // Back up with its address but no route anywhere: the remembered gateway serves.
+    host.links[1].up = true;
+    let back =
+        desired(&seed_config(), &host, &memory, Strictness::Tolerant, &mut InstantJudge::default()).unwrap();
+    assert_eq!(
+        back.uplinks[0].gateway4,
+        Some((Gateway::Via("10.0.3.1".parse().unwrap()), GatewaySource::Remembered))
+    );
+    assert!(back.routes.contains(&route(7100, "0.0.0.0/0", Some("10.0.3.1"), 2, MHR, None)));
+}
+
+#[test]
+fn with_nothing_healthy_main_keeps_the_default_it_has() {
+    let config = seed_config();
+    let host = seed_host();
+    let all_sick = vec![("ens3", Family::V4), ("ens4", Family::V4)];
+    let fresh = judged(&config, &host, &mut Unhealthy(all_sick.clone()));
+    assert!(main_defaults(&fresh).contains(&main_default("10.0.3.1", 2)), "the primary, rather than nothing");
+    assert!(fresh.notes.iter().any(|n| n.contains("no healthy IPv4 uplink")), "{:?}", fresh.notes);
+
+    let mut applied =
+        after(&host, &diff(&judged(&config, &host, &mut Unhealthy(vec![("ens3", Family::V4)])), &host, MHR));
+    let kept = judged(&config, &applied, &mut Unhealthy(all_sick));
+    assert!(main_defaults(&kept).contains(&main_default("10.0.4.1", 3)), "the last default stays");
+    assert_eq!(diff(&kept, &applied, MHR), vec![]);
+    assert!(kept.notes.iter().any(|n| n.starts_with("no healthy IPv4 uplink: keeping")), "{:?}", kept.notes);
+    applied.routes.retain(|r| !(r.table == MAIN_TABLE && r.protocol == MHR));
+}
+
+#[test]
+fn neighbour_failure_of_the_gateway_makes_an_instant_judge_fail_the_uplink() {
+    let mut host = seed_host();
+    host.failed_neighbours.insert((2, "10.0.3.1".parse().unwrap()));
+    let (desired, _) = plan(&seed_config(), &host).unwrap();
+    assert_eq!(desired.uplinks[0].verdict(Family::V4).and_then(|v| v.fault), Some(Fault::GatewayUnreachable));
+    assert_eq!(desired.active[&Family::V4], vec!["ens4".to_owned()]);
+    assert_eq!(desired.active[&Family::V6], vec!["ens3".to_owned()]);
+}
+
+#[test]
+fn balance_spreads_main_over_the_healthy_uplinks_by_weight() {
+    let config = config(
+        "policy = \"balance\"\n[[uplink]]\ninterface = \"ens3\"\nprimary = true\nweight = 3\n[[uplink]]\ninterface = \"ens4\"\n",
+    );
+    let host = seed_host();
+    let both = judged(&config, &host, &mut Unhealthy(vec![]));
+    let v4 = main_defaults(&both).into_iter().find(|r| r.family() == Family::V4).unwrap();
+    assert_eq!(
+        v4.multipath,
+        vec![
+            NextHop { gateway: Some("10.0.3.1".parse().unwrap()), interface: 2, weight: 3 },
+            NextHop { gateway: Some("10.0.4.1".parse().unwrap()), interface: 3, weight: 1 },
+        ]
+    );
+    assert_eq!((v4.gateway, v4.interface, v4.metric), (None, None, Some(50)));
+    assert_eq!(both.active[&Family::V4], vec!["ens3".to_owned(), "ens4".to_owned()]);
+    let one = judged(&config, &host, &mut Unhealthy(vec![("ens3", Family::V4)]));
+    assert!(main_defaults(&one).contains(&main_default("10.0.4.1", 3)), "one healthy uplink: a plain route");
+}
+
+#[test]
+fn a_main_default_via_an_off_link_gateway_is_onlink() {
+    let config = config(
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"172.16.0.1\"\n[[uplink]]\ninterface = \"ens4\"\n",
+    );
+    let (desired, actions) = plan(&config, &seed_host()).unwrap();
+    let main = main_defaults(&desired).into_iter().find(|r| r.family() == Family::V4).unwrap();
+    assert!(main.onlink, "{main:?}");
+    after(&seed_host(), &actions);
 }
 
 #[test]
 fn a_remembered_table_yields_to_an_explicit_claim() {
-    let registry = BTreeMap::from([("ens4".into(), 7100)]);
     let config = config(
         "[[uplink]]\ninterface = \"ens3\"\nprimary = true\ntable = 7100\n[[uplink]]\ninterface = \"ens4\"\n",
     );
-    let desired = desired_state(&config, &seed_host(), &registry, &[]);
+    let desired =
+        plan_with(&config, &seed_host(), &memory(&[("ens4", 7100)], Vec::new()), Strictness::Strict).unwrap();
     let tables: Vec<u32> = desired.uplinks.iter().map(|u| u.table).collect();
     assert_eq!(tables, vec![7100, 7101]);
 }
