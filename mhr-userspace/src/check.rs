@@ -15,7 +15,7 @@ use crate::{
     engine::{Engine, EngineError},
     model::{Family, Names, rule_args},
     observe::{Observed, route_fields},
-    plan::{Desired, Gateway, UplinkPlan},
+    plan::{Desired, FamilyVerdict, Gateway, UplinkPlan},
 };
 
 /// Off-link destinations for the lookups (documentation ranges: nothing is
@@ -64,11 +64,16 @@ impl Engine {
                 }
             }
         }
-        if let Some(primary) = desired.uplinks.iter().find(|u| u.primary) {
-            for family in [Family::V4, Family::V6] {
-                if primary.gateway(family).is_some() {
-                    findings.push(main_default(self.handle(), primary, family, names).await);
-                }
+        for uplink in &desired.uplinks {
+            for verdict in &uplink.health {
+                findings.push(health_finding(uplink, verdict, desired));
+            }
+        }
+        for (family, active) in &desired.active {
+            let holders: Vec<&UplinkPlan> =
+                desired.uplinks.iter().filter(|u| active.contains(&u.interface)).collect();
+            if !holders.is_empty() {
+                findings.push(main_default(self.handle(), &holders, *family, names).await);
             }
         }
         Ok(CheckReport { findings })
@@ -179,18 +184,37 @@ async fn source_lookup(
     }
 }
 
-async fn main_default(handle: &Handle, primary: &UplinkPlan, family: Family, names: &Names) -> Finding {
-    let check = format!("main's {family} default route is the primary's ({})", primary.interface);
-    let expected = expected_path(primary, family);
+fn health_finding(uplink: &UplinkPlan, verdict: &FamilyVerdict, desired: &Desired) -> Finding {
+    let check = format!("{} is healthy for {}", uplink.interface, verdict.family);
+    let observed = match verdict.fault {
+        None if verdict.healthy => "healthy".to_owned(),
+        None => "recovering".to_owned(),
+        Some(fault) => fault.to_string(),
+    };
+    let advice = if verdict.healthy {
+        String::new()
+    } else {
+        let holder = desired.active.get(&verdict.family).map_or("none".to_owned(), |a| a.join(" + "));
+        format!(
+            "main's {} default is on {holder} meanwhile; repair the uplink or its upstream",
+            verdict.family
+        )
+    };
+    Finding { ok: verdict.healthy, check, observed, advice }
+}
+
+async fn main_default(handle: &Handle, holders: &[&UplinkPlan], family: Family, names: &Names) -> Finding {
+    let expected: Vec<String> = holders.iter().map(|u| u.interface.clone()).collect();
+    let check = format!("main's {family} default route leaves by {}", expected.join(" or "));
     match lookup(handle, probe(family), None, None).await {
-        Ok(path) if path.interface == expected.interface => {
+        Ok(path) if holders.iter().any(|u| path.interface == Some(u.index)) => {
             Finding { ok: true, check, observed: show(&path, names), advice: String::new() }
         }
         Ok(path) => Finding {
             ok: false,
             check,
             observed: show(&path, names),
-            advice: "another uplink's default route wins in main; run `mhr apply` to move it out".to_owned(),
+            advice: "another default route wins in main; run `mhr apply`".to_owned(),
         },
         Err(reason) => Finding {
             ok: false,

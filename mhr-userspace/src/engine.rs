@@ -8,6 +8,7 @@ use rtnetlink::Handle;
 use crate::{
     apply::{self, ApplyError},
     config::{Config, ConfigError, GuardMode},
+    daemon::HealthSnapshot,
     datapath::AttachMode,
     guard::{Guard, GuardAttachment, GuardError, GuardUplink},
     model::{Family, Names},
@@ -117,6 +118,12 @@ impl Engine {
     /// it reports an uplink it cannot route instead of failing).
     pub async fn plan_as(&self, strictness: Strictness) -> Result<Planned, EngineError> {
         let observed = self.observe().await?;
+        // A running daemon's view (with hysteresis) wins: a one-shot
+        // command must not undo its choice.
+        if let Some(snapshot) = self.daemon_health() {
+            let mut judge = SnapshotJudge(snapshot);
+            return self.plan_observed(observed, &mut judge, strictness);
+        }
         let plans = probe_plans(&self.config, &observed);
         let mut judge = InstantJudge::default();
         if !plans.is_empty() {
@@ -128,6 +135,15 @@ impl Engine {
                 .collect();
         }
         self.plan_observed(observed, &mut judge, strictness)
+    }
+
+    /// The health view of a running `mhr run` (written every health
+    /// round), or None when there is none or it is stale.
+    pub fn daemon_health(&self) -> Option<HealthSnapshot> {
+        let snapshot: HealthSnapshot = state::read_health(&self.config.routing.state_dir).ok()?;
+        let now = crate::daemon::unix_seconds();
+        let fresh = self.config.health.interval.as_secs() * 3 + 3;
+        (snapshot.written + fresh >= now && snapshot.written > 0).then_some(snapshot)
     }
 
     /// Plans from an observation already made, with the given health judge.
@@ -212,6 +228,25 @@ impl Engine {
             flush_ipv6_cache();
         }
         Ok(Applied { actions: describe(&actions, &names), changed: outcome.changed, failed })
+    }
+}
+
+/// Judges by a running daemon's health view; uplink families it does not
+/// know are judged by their link alone.
+struct SnapshotJudge(HealthSnapshot);
+
+impl HealthJudge for SnapshotJudge {
+    fn judge(
+        &mut self,
+        interface: &str,
+        family: Family,
+        link_fault: Option<crate::health::Fault>,
+        gateway_unreachable: bool,
+    ) -> plan::FamilyVerdict {
+        match self.0.get(interface, family) {
+            Some(entry) => plan::FamilyVerdict { family, healthy: entry.healthy, fault: entry.fault },
+            None => InstantJudge::default().judge(interface, family, link_fault, gateway_unreachable),
+        }
     }
 }
 

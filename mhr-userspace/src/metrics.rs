@@ -35,6 +35,11 @@ pub struct ControlMetrics {
     pub routes_installed: Gauge,
     pub last_success: Gauge<f64, AtomicU64>,
     pub guard_attached: MetricFamily<Labels, Gauge>,
+    pub uplink_healthy: MetricFamily<Labels, Gauge>,
+    pub uplink_active: MetricFamily<Labels, Gauge>,
+    pub probe_rtt: MetricFamily<Labels, Gauge<f64, AtomicU64>>,
+    pub probe_loss: MetricFamily<Labels, Gauge<f64, AtomicU64>>,
+    pub failovers: MetricFamily<Labels, Counter>,
 }
 
 impl ControlMetrics {
@@ -48,6 +53,33 @@ impl ControlMetrics {
 
     pub fn resync(&self, reason: &str) {
         self.resyncs.get_or_create(&labels([("reason", reason)])).inc();
+    }
+
+    /// Health and probe figures of one uplink family.
+    pub fn uplink_health(&self, uplink: &str, family: &str, health: &crate::health::FamilyHealth) {
+        let key = labels([("uplink", uplink), ("family", family)]);
+        self.uplink_healthy.get_or_create(&key).set(i64::from(health.healthy));
+        if let Some(rtt) = health.probe_rtt_seconds {
+            self.probe_rtt.get_or_create(&key).set(rtt);
+        }
+        if let Some(loss) = health.probe_loss {
+            self.probe_loss.get_or_create(&key).set(loss);
+        }
+    }
+
+    pub fn uplink_active(&self, uplink: &str, family: &str, active: bool) {
+        self.uplink_active
+            .get_or_create(&labels([("uplink", uplink), ("family", family)]))
+            .set(i64::from(active));
+    }
+
+    /// Starts the failover counter of a family at 0, so the first failover
+    /// is an increase.
+    pub fn failover(&self, family: &str, happened: bool) {
+        let counter = self.failovers.get_or_create(&labels([("family", family)]));
+        if happened {
+            counter.inc();
+        }
     }
 }
 
@@ -218,6 +250,31 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: DatapathCol
         "mhr_guard_attached",
         "1 when the guard is attached to the uplink",
         control.guard_attached.clone(),
+    );
+    registry.register(
+        "mhr_uplink_healthy",
+        "1 when the uplink may carry main's default route in the family",
+        control.uplink_healthy.clone(),
+    );
+    registry.register(
+        "mhr_uplink_active",
+        "1 when the uplink holds main's default route in the family",
+        control.uplink_active.clone(),
+    );
+    registry.register(
+        "mhr_uplink_probe_rtt_seconds",
+        "Round-trip time of the last answered health probe",
+        control.probe_rtt.clone(),
+    );
+    registry.register(
+        "mhr_uplink_probe_loss_ratio",
+        "Fraction of the last 20 probe rounds without an answer",
+        control.probe_loss.clone(),
+    );
+    registry.register(
+        "mhr_failovers",
+        "Changes of the uplink holding main's default route, by family",
+        control.failovers.clone(),
     );
     registry.register(
         "mhr_build",

@@ -127,8 +127,12 @@ pub fn health_path(state_dir: &Path) -> PathBuf {
     state_dir.join(HEALTH_FILE)
 }
 
+/// Written every health round: not fsynced (it is a view, not a record).
 pub fn write_health<T: Serialize>(state_dir: &Path, health: &T) -> Result<(), StateError> {
-    write_json(&health_path(state_dir), health)
+    let path = health_path(state_dir);
+    let text = serde_json::to_string_pretty(health)
+        .map_err(|err| StateError::Write { path: path.clone(), source: io::Error::other(err) })?;
+    write_file(&path, &text, false)
 }
 
 pub fn read_health<T: serde::de::DeserializeOwned + Default>(state_dir: &Path) -> Result<T, StateError> {
@@ -196,6 +200,10 @@ fn remove_optional(path: &Path) -> Result<(), StateError> {
 /// symlink is never followed), fsync, rename: a crash or power loss leaves
 /// the old or the new content, never half, and no temp file behind.
 fn write_atomically(path: &Path, text: &str) -> Result<(), StateError> {
+    write_file(path, text, true)
+}
+
+fn write_file(path: &Path, text: &str, durable: bool) -> Result<(), StateError> {
     use std::io::Write as _;
 
     let fail = |source| StateError::Write { path: path.to_owned(), source };
@@ -205,7 +213,10 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), StateError> {
         return Ok(());
     }
     let mut file = tempfile::Builder::new().prefix(".mhr-").tempfile_in(dir).map_err(fail)?;
-    file.write_all(text.as_bytes()).and_then(|()| file.as_file().sync_all()).map_err(fail)?;
+    file.write_all(text.as_bytes()).map_err(fail)?;
+    if durable {
+        file.as_file().sync_all().map_err(fail)?;
+    }
     file.persist(path).map_err(|err| fail(err.error)).map(drop)
 }
 

@@ -25,7 +25,7 @@ pub struct GatewayStatus {
     pub learned_from: GatewaySource,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct UplinkStatus {
     pub interface: String,
     pub index: u32,
@@ -38,6 +38,23 @@ pub struct UplinkStatus {
     pub gateway6: Option<GatewayStatus>,
     pub rules: Vec<ObjectStatus>,
     pub routes: Vec<ObjectStatus>,
+    /// Per family the uplink carries: health, why, since when, probes.
+    pub health: Vec<FamilyStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FamilyStatus {
+    pub family: crate::model::Family,
+    pub healthy: bool,
+    pub fault: Option<crate::health::Fault>,
+    /// Holds main's default route in this family.
+    pub active: bool,
+    /// From the running daemon (with hysteresis), else judged now.
+    pub judged_by: &'static str,
+    /// Unix seconds of the last change (daemon only).
+    pub since: Option<u64>,
+    pub probe_loss: Option<f64>,
+    pub probe_rtt_seconds: Option<f64>,
 }
 
 /// The source guard on one uplink.
@@ -71,9 +88,11 @@ pub struct Count {
 
 pub const TOP_OFFENDERS: usize = 10;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Status {
     pub uplinks: Vec<UplinkStatus>,
+    /// Per family, the uplinks holding main's default route.
+    pub active: BTreeMap<crate::model::Family, Vec<String>>,
     /// None when no guard is installed under the configured pin directory.
     pub guard: Option<GuardStatus>,
     /// True when `apply` would change nothing.
@@ -88,8 +107,10 @@ fn gateway_status(gateway: Option<(Gateway, GatewaySource)>) -> Option<GatewaySt
 }
 
 impl Engine {
+    /// Never fails because one uplink cannot be routed: it is reported.
     pub async fn status(&self) -> Result<Status, EngineError> {
-        let planned = self.plan().await?;
+        let planned = self.plan_as(crate::plan::Strictness::Tolerant).await?;
+        let daemon = self.daemon_health();
         let (observed, desired, names) = (&planned.observed, &planned.desired, &planned.names);
         let uplinks = desired
             .uplinks
@@ -122,10 +143,32 @@ impl Engine {
                         present: observed.routes.contains(route),
                     })
                     .collect(),
+                health: uplink
+                    .health
+                    .iter()
+                    .map(|verdict| {
+                        let remembered =
+                            daemon.as_ref().and_then(|d| d.get(&uplink.interface, verdict.family));
+                        FamilyStatus {
+                            family: verdict.family,
+                            healthy: verdict.healthy,
+                            fault: verdict.fault,
+                            active: desired
+                                .active
+                                .get(&verdict.family)
+                                .is_some_and(|a| a.contains(&uplink.interface)),
+                            judged_by: if remembered.is_some() { "daemon" } else { "now" },
+                            since: remembered.map(|h| h.since),
+                            probe_loss: remembered.and_then(|h| h.probe_loss),
+                            probe_rtt_seconds: remembered.and_then(|h| h.probe_rtt_seconds),
+                        }
+                    })
+                    .collect(),
             })
             .collect();
         Ok(Status {
             guard: self.guard_status()?,
+            active: desired.active.clone(),
             uplinks,
             in_sync: planned.actions.is_empty(),
             pending: planned.actions.iter().map(|a| a.describe(names)).collect(),

@@ -220,6 +220,10 @@ fn print_active(planned: &Planned, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn unix_time(seconds: u64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)
+}
+
 fn mark(present: bool) -> &'static str {
     if present { "ok     " } else { "MISSING" }
 }
@@ -247,9 +251,34 @@ fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
                 writeln!(out, "  {family} gateway: {} (from {})", gateway.gateway, gateway.learned_from)?;
             }
         }
+        for health in &uplink.health {
+            let state = match health.fault {
+                None if health.healthy => "healthy".to_owned(),
+                Some(fault) if health.healthy => format!("healthy ({fault}, not yet confirmed)"),
+                Some(fault) => format!("UNHEALTHY: {fault}"),
+                None => "UNHEALTHY: recovering".to_owned(),
+            };
+            let mut line = format!("  {} {state}", health.family);
+            if let Some(since) = health.since {
+                line += &format!(", since {}", humantime::format_rfc3339_seconds(unix_time(since)));
+            }
+            if let Some(loss) = health.probe_loss {
+                line += &format!(", probe loss {:.0}%", loss * 100.0);
+            }
+            if let Some(rtt) = health.probe_rtt_seconds {
+                line += &format!(", rtt {:.1} ms", rtt * 1000.0);
+            }
+            if health.active {
+                line += ", holds main's default";
+            }
+            writeln!(out, "{line} [{}]", health.judged_by)?;
+        }
         for object in uplink.rules.iter().chain(&uplink.routes) {
             writeln!(out, "  {} {}", mark(object.present), object.object)?;
         }
+    }
+    for (family, uplinks) in &status.active {
+        writeln!(out, "main's {family} default: {}", uplinks.join(" + "))?;
     }
     match &status.guard {
         None => writeln!(out, "guard: not installed")?,

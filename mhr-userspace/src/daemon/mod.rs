@@ -5,6 +5,7 @@
 
 mod events;
 mod flags;
+mod health;
 mod http;
 
 use std::{
@@ -18,11 +19,15 @@ use tokio::time::{Instant, sleep_until};
 use crate::{
     config::Config,
     datapath::AttachMode,
-    engine::{Engine, EngineError},
+    engine::{Engine, EngineError, Planned, probe_plans},
     guard::{Guard, GuardMaps},
+    health::{HealthBook, Transition},
     metrics::{ControlMetrics, DatapathCollector, registry, unix_now},
+    model::Family,
+    probe::{ProbePlan, ProbeResult},
 };
 pub use events::{Event, EventSocket};
+pub use health::{HealthRecord, HealthSnapshot, unix_seconds};
 
 #[derive(Clone, Debug)]
 pub struct DaemonOptions {
@@ -102,6 +107,8 @@ enum Trigger {
     Event,
     Overrun,
     Periodic,
+    /// An uplink's health changed in a round.
+    Health,
 }
 
 struct Daemon {
@@ -109,6 +116,12 @@ struct Daemon {
     guard: Option<Guard>,
     control: Arc<ControlMetrics>,
     health: Arc<Health>,
+    book: HealthBook,
+    /// The last plan: the uplinks health rounds look at.
+    last: Option<Planned>,
+    /// Per family, the uplinks holding main's default after the last reconcile.
+    active: std::collections::BTreeMap<Family, Vec<String>>,
+    probe_plans: tokio::sync::watch::Sender<Vec<ProbePlan>>,
 }
 
 /// Runs until `shutdown` completes. Needs a tokio runtime; netlink sockets
@@ -132,7 +145,11 @@ pub async fn run(
     tracing::info!(%address, "serving /metrics and /healthz");
 
     let pin_dir = config.datapath.pin_dir.clone();
+    let settings = config.health.clone();
     let engine = Engine::connect(config)?.tolerant();
+    let (probe_plans, plans) = tokio::sync::watch::channel(Vec::new());
+    let (round_sender, mut rounds) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(health::probe_rounds(plans, round_sender, settings.interval, settings.timeout));
     let guard = if options.guard {
         let mut guard = Guard::load(&pin_dir).map_err(EngineError::from)?;
         let ring = guard.take_flags().map_err(EngineError::from)?;
@@ -143,7 +160,12 @@ pub async fn run(
     } else {
         None
     };
-    let mut daemon = Daemon { engine, guard, control, health };
+    for family in ["ipv4", "ipv6"] {
+        control.failover(family, false);
+    }
+    let book = HealthBook::new(settings);
+    let active = std::collections::BTreeMap::new();
+    let mut daemon = Daemon { engine, guard, control, health, book, last: None, active, probe_plans };
     daemon.reconcile(Trigger::Startup).await;
 
     tokio::pin!(shutdown);
@@ -175,13 +197,28 @@ pub async fn run(
                 daemon.reconcile(Trigger::Event).await;
             }
             _ = resync.tick() => daemon.reconcile(Trigger::Periodic).await,
+            Some(results) = rounds.recv() => {
+                if daemon.health_round(&results).await {
+                    first_pending = None;
+                    daemon.reconcile(Trigger::Health).await;
+                }
+            }
         }
     }
     tracing::info!("stopping");
+    // Without a daemon its health view would mislead `status` and `apply`.
+    let _ = std::fs::remove_file(crate::state::health_path(&daemon.engine.config().routing.state_dir));
     if options.cleanup_on_exit {
         daemon.cleanup().await;
     }
     Ok(())
+}
+
+fn family_label(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ipv4",
+        Family::V6 => "ipv6",
+    }
 }
 
 impl Daemon {
@@ -190,7 +227,7 @@ impl Daemon {
             Trigger::Startup => self.control.resync("startup"),
             Trigger::Overrun => self.control.resync("overrun"),
             Trigger::Periodic => self.control.resync("periodic"),
-            Trigger::Event => {}
+            Trigger::Event | Trigger::Health => {}
         }
         match self.try_reconcile(trigger).await {
             Ok(changes) => {
@@ -211,8 +248,13 @@ impl Daemon {
     }
 
     async fn try_reconcile(&mut self, trigger: Trigger) -> Result<usize, EngineError> {
-        let planned = self.engine.plan().await?;
-        let counts_as_drift = trigger != Trigger::Startup;
+        let observed = self.engine.observe().await?;
+        let now = health::unix_seconds();
+        let mut judge = health::BookJudge { book: &mut self.book, now, transitions: Vec::new() };
+        let planned = self.engine.plan_observed(observed, &mut judge, self.engine.strictness())?;
+        let transitions = std::mem::take(&mut judge.transitions);
+        self.after_health_change(&transitions, &planned);
+        let counts_as_drift = !matches!(trigger, Trigger::Startup | Trigger::Health);
         // The guard first: its maps follow the addresses even when a
         // routing change fails (in enforce mode a new address must not be
         // dropped as spoofed while routing is retried). A guard failure does
@@ -252,8 +294,107 @@ impl Daemon {
         }
         self.control.rules_installed.set(planned.desired.rules.len() as i64);
         self.control.routes_installed.set(planned.desired.routes.len() as i64);
+        self.record_active(&planned);
+        let _ = self.probe_plans.send(probe_plans(self.engine.config(), &planned.observed));
+        self.last = Some(planned);
+        self.write_snapshot();
         guard_result?;
         Ok(changes + applied.changed)
+    }
+
+    /// One health round: probes answered or not, the gateways' neighbour
+    /// state. True when an uplink's health changed (reconcile now).
+    async fn health_round(&mut self, probes: &[ProbeResult]) -> bool {
+        let Some(last) = &self.last else { return false };
+        let failed = match crate::observe::failed_neighbours(self.engine.handle()).await {
+            Ok(failed) => failed,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading neighbours for the health round failed");
+                Default::default()
+            }
+        };
+        let transitions =
+            health::round(&mut self.book, &last.desired.uplinks, probes, &failed, health::unix_seconds());
+        let last = self.last.take();
+        if let Some(last) = &last {
+            self.after_health_change(&transitions, last);
+        }
+        self.last = last;
+        self.write_snapshot();
+        !transitions.is_empty()
+    }
+
+    /// Logs transitions and updates the health metrics.
+    fn after_health_change(&mut self, transitions: &[Transition], planned: &Planned) {
+        for transition in transitions {
+            let state = if transition.healthy { "healthy" } else { "unhealthy" };
+            let reason = transition.fault.map_or_else(|| "recovered".to_owned(), |f| f.to_string());
+            tracing::info!(
+                uplink = %transition.interface,
+                family = %transition.family,
+                state,
+                reason,
+                "uplink health changed"
+            );
+        }
+        let routed: Vec<(String, Family)> = planned
+            .desired
+            .uplinks
+            .iter()
+            .flat_map(|u| u.health.iter().map(|v| (u.interface.clone(), v.family)))
+            .collect();
+        self.book.retain(|interface, family| routed.iter().any(|(i, f)| i == interface && *f == family));
+        for ((interface, family), entry) in self.book.entries() {
+            self.control.uplink_health(interface, family_label(*family), entry);
+        }
+    }
+
+    /// Counts and logs a change of the uplink holding main's default.
+    fn record_active(&mut self, planned: &Planned) {
+        let active = &planned.desired.active;
+        for family in [Family::V4, Family::V6] {
+            let before = self.active.get(&family);
+            let now = active.get(&family);
+            if before.is_some() && before != now {
+                self.control.failover(family_label(family), true);
+                let reasons: Vec<String> = before
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|uplink| {
+                        let entry = self.book.get(uplink, family)?;
+                        Some(format!(
+                            "{uplink}: {}",
+                            entry.fault.map_or("healthy".to_owned(), |f| f.to_string())
+                        ))
+                    })
+                    .collect();
+                tracing::warn!(
+                    family = %family,
+                    from = %before.map(|u| u.join("+")).unwrap_or_default(),
+                    to = %now.map(|u| u.join("+")).unwrap_or_else(|| "none".to_owned()),
+                    reason = %reasons.join(", "),
+                    "main's default route moved"
+                );
+            }
+        }
+        for uplink in &self.engine.config().uplinks {
+            for family in [Family::V4, Family::V6] {
+                let holds = active.get(&family).is_some_and(|u| u.contains(&uplink.interface));
+                let known = self.book.get(&uplink.interface, family).is_some();
+                if holds || known {
+                    self.control.uplink_active(&uplink.interface, family_label(family), holds);
+                }
+            }
+        }
+        self.active = active.clone();
+    }
+
+    /// The health view for `mhr status` (best effort: a failed write is logged).
+    fn write_snapshot(&self) {
+        let snapshot = HealthSnapshot::of(&self.book, &self.active, health::unix_seconds());
+        if let Err(err) = crate::state::write_health(&self.engine.config().routing.state_dir, &snapshot) {
+            tracing::debug!(error = %err, "writing the health snapshot failed");
+        }
     }
 
     async fn cleanup(&mut self) {

@@ -277,7 +277,8 @@ pub fn desired(
             // Judge every family the uplink carries or carried (a gateway is
             // known), so a link that went down is reported, not forgotten.
             if !family_addresses.is_empty() || learned.is_some() {
-                let fault = link_fault(link, !family_addresses.is_empty(), learned.is_some());
+                let fault =
+                    link_fault(link.up, link.carrier, !family_addresses.is_empty(), learned.is_some());
                 let unreachable = learned.is_some_and(|(g, _)| observed.neighbour_failed(link.index, g));
                 let verdict = judge.judge(&uplink.interface, family, fault, unreachable);
                 plan.health.push(verdict);
@@ -340,11 +341,12 @@ pub fn desired(
     Ok(desired)
 }
 
-/// What the link itself says about carrying `family`.
-fn link_fault(link: &Link, has_address: bool, has_gateway: bool) -> Option<Fault> {
-    if !link.up {
+/// What the link itself says about carrying a family: administratively
+/// up, with carrier, an address and a gateway.
+pub fn link_fault(up: bool, carrier: bool, has_address: bool, has_gateway: bool) -> Option<Fault> {
+    if !up {
         Some(Fault::AdminDown)
-    } else if !link.carrier {
+    } else if !carrier {
         Some(Fault::NoCarrier)
     } else if !has_address {
         Some(Fault::NoAddress)
