@@ -267,6 +267,19 @@ pub fn rule_message(rule: &Rule) -> RuleMessage {
     message
 }
 
+/// Multipath routes hash flows by addresses only by default; `balance`
+/// wants flows of one host pair spread too: hash on the L4 five-tuple
+/// (policy 1), for both families.
+pub fn use_l4_multipath_hash() -> std::io::Result<()> {
+    for family in ["ipv4", "ipv6"] {
+        let path = format!("/proc/sys/net/{family}/fib_multipath_hash_policy");
+        if std::fs::read_to_string(&path)?.trim() != "1" {
+            std::fs::write(&path, "1")?;
+        }
+    }
+    Ok(())
+}
+
 /// IPv6 keeps a route cache; IPv4 has had none since Linux 3.6, so there is
 /// nothing to flush there.
 pub fn flush_ipv6_route_cache() -> std::io::Result<()> {

@@ -167,6 +167,11 @@ impl Engine {
             apply::execute(&self.handle, &planned.actions, &planned.names, &routing.state_dir).await?;
         state::write_tables(&routing.rt_tables_dir, &planned.tables)?;
         self.remember_gateways(&planned.desired)?;
+        if self.config.policy == crate::config::Policy::Balance
+            && let Err(err) = apply::use_l4_multipath_hash()
+        {
+            tracing::warn!(%err, "setting fib_multipath_hash_policy to 1 (L4) failed; flows hash by address only");
+        }
         if changed > 0 {
             flush_ipv6_cache();
         }

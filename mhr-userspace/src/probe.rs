@@ -63,21 +63,22 @@ impl Prober {
         self.clients.retain(|(interface, source), _| {
             plans.iter().any(|p| p.interface == *interface && p.source == *source)
         });
-        let mut pings = Vec::new();
         for plan in plans {
-            let client = match self.client(plan) {
-                Ok(client) => Some(client.clone()),
-                Err(err) => {
-                    tracing::debug!(interface = %plan.interface, source = %plan.source, %err, "probe socket");
-                    None
-                }
-            };
-            pings.push(probe_plan(client, plan, self.identifier, self.sequence, timeout));
+            if let Err(err) = self.open(plan) {
+                tracing::debug!(interface = %plan.interface, source = %plan.source, %err, "probe socket");
+            }
         }
+        // Clients are only borrowed: dropping any clone of a surge-ping
+        // Client marks it destroyed for every clone.
+        let clients = &self.clients;
+        let pings = plans.iter().map(|plan| {
+            let client = clients.get(&(plan.interface.clone(), plan.source));
+            probe_plan(client, plan, self.identifier, self.sequence, timeout)
+        });
         futures::future::join_all(pings).await
     }
 
-    fn client(&mut self, plan: &ProbePlan) -> std::io::Result<&Client> {
+    fn open(&mut self, plan: &ProbePlan) -> std::io::Result<()> {
         let key = (plan.interface.clone(), plan.source);
         if !self.clients.contains_key(&key) {
             let kind = match plan.family {
@@ -89,14 +90,14 @@ impl Prober {
                 .interface(&plan.interface)
                 .bind(SocketAddr::new(plan.source, 0))
                 .build();
-            self.clients.insert(key.clone(), Client::new(&config)?);
+            self.clients.insert(key, Client::new(&config)?);
         }
-        self.clients.get(&key).ok_or_else(|| std::io::Error::other("probe socket vanished"))
+        Ok(())
     }
 }
 
 async fn probe_plan(
-    client: Option<Client>,
+    client: Option<&Client>,
     plan: &ProbePlan,
     identifier: u16,
     sequence: u16,
@@ -104,13 +105,10 @@ async fn probe_plan(
 ) -> ProbeResult {
     let mut outcome = ProbeOutcome { answered: false, rtt: None };
     if let Some(client) = client {
-        let pings = plan.targets.iter().map(|target| {
-            let client = client.clone();
-            async move {
-                let mut pinger = client.pinger(*target, PingIdentifier(identifier)).await;
-                pinger.timeout(timeout);
-                pinger.ping(PingSequence(sequence), PAYLOAD).await.map(|(_, rtt)| rtt)
-            }
+        let pings = plan.targets.iter().map(|target| async move {
+            let mut pinger = client.pinger(*target, PingIdentifier(identifier)).await;
+            pinger.timeout(timeout);
+            pinger.ping(PingSequence(sequence), PAYLOAD).await.map(|(_, rtt)| rtt)
         });
         for answer in futures::future::join_all(pings).await {
             match answer {

@@ -2,8 +2,10 @@
 //! privileged tests build from. Used by the integration tests in `tests/`
 //! and by `cargo xtask lab`.
 //!
-//! Fixtures shell out to `ip` and `nft` (the product never does).
+//! Fixtures shell out to `ip` and `nft`, and the DHCP lab runs dnsmasq and
+//! dhcpcd (the product never does).
 
+pub mod dhcp;
 pub mod many_uplinks;
 pub mod netns;
 pub mod probe;

@@ -14,10 +14,17 @@
 //! Without policy routing, replies from ens4's address leave through ens3
 //! (main's best default route) and r3 drops them: the secondary floating IP
 //! and ens4's IPv6 address are unreachable.
+//!
+//! [`SeedLab::start`] gives the host its addresses and default routes
+//! statically; [`SeedLab::start_dhcp`] from a real DHCP server and client
+//! and real router advertisements (see [`crate::dhcp`]).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
 
-use crate::{Netns, Result, checked};
+use crate::{Netns, Result, checked, dhcp::Dhcp};
 
 /// One uplink of the lab host and the router behind it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +100,9 @@ const INTERNET_PREFIX6_LEN: u8 = 64;
 /// The running lab. Dropping it removes every namespace (and with them every
 /// interface), unless it was started to be kept.
 pub struct SeedLab {
+    /// The DHCP servers and clients of a lab started with
+    /// [`SeedLab::start_dhcp`] (first: they stop before the namespaces go).
+    pub dhcp: Option<Dhcp>,
     pub host: Netns,
     /// One router per uplink, in [`UPLINKS`] order.
     pub routers: Vec<Netns>,
@@ -107,13 +117,31 @@ impl SeedLab {
 
     /// Builds the lab; with `keep` its namespaces outlive this process.
     pub fn start_with(keep: bool) -> Result<Self> {
+        Self::build(keep, false)
+    }
+
+    /// Builds the lab with the host's IPv4 addresses and default routes
+    /// from DHCP (dnsmasq in the routers, dhcpcd on the host) and its IPv6
+    /// default routes from router advertisements; its IPv6 addresses stay
+    /// static. Returns once all are in place; removed when dropped.
+    pub fn start_dhcp() -> Result<Self> {
+        Self::start_dhcp_with(false)
+    }
+
+    /// Like [`SeedLab::start_dhcp`]; with `keep` the namespaces, the DHCP
+    /// processes and their directory outlive this process.
+    pub fn start_dhcp_with(keep: bool) -> Result<Self> {
+        Self::build(keep, true)
+    }
+
+    fn build(keep: bool, dhcp: bool) -> Result<Self> {
         let client = Netns::create_with("client", keep)?;
         let host = Netns::create_with("host", keep)?;
         let mut routers = Vec::with_capacity(UPLINKS.len());
         for uplink in &UPLINKS {
             routers.push(Netns::create_with(&format!("r{}", &uplink.interface[3..]), keep)?);
         }
-        let lab = Self { host, routers, client };
+        let mut lab = Self { dhcp: None, host, routers, client };
         for netns in lab.namespaces() {
             // Addresses usable at once: no duplicate address detection delay.
             netns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
@@ -121,7 +149,10 @@ impl SeedLab {
         }
         lab.build_client()?;
         for (uplink, router) in UPLINKS.iter().zip(&lab.routers) {
-            lab.build_uplink(uplink, router)?;
+            lab.build_uplink(uplink, router, dhcp)?;
+        }
+        if dhcp {
+            lab.dhcp = Some(Dhcp::start(&lab.host, &lab.routers, &UPLINKS, keep)?);
         }
         lab.learn_neighbours()?;
         Ok(lab)
@@ -141,7 +172,7 @@ impl SeedLab {
         Ok(())
     }
 
-    fn build_uplink(&self, uplink: &Uplink, router: &Netns) -> Result<()> {
+    fn build_uplink(&self, uplink: &Uplink, router: &Netns, dhcp: bool) -> Result<()> {
         let client = &self.client;
         let port = format!("to-{}", router_suffix(router));
 
@@ -155,7 +186,7 @@ impl SeedLab {
         router.sysctl("net.ipv4.ip_forward", "1")?;
         router.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         nft(router, &router_ruleset(uplink))?;
-        self.connect_uplink(uplink, router)?;
+        self.connect_uplink(uplink, router, dhcp)?;
 
         // Client: reach the floating IP and the routed prefix via this router.
         let floating = format!("{}/32", uplink.floating);
@@ -166,7 +197,9 @@ impl SeedLab {
 
     /// The host's uplink and the router's LAN side: the link, addresses, and
     /// the host's default routes in main, as a DHCP client would leave them.
-    fn connect_uplink(&self, uplink: &Uplink, router: &Netns) -> Result<()> {
+    /// With `dhcp`, only the link, the router's addresses and the host's
+    /// IPv6 address: DHCP and router advertisements bring the rest.
+    fn connect_uplink(&self, uplink: &Uplink, router: &Netns, dhcp: bool) -> Result<()> {
         let host = &self.host;
         let ifname = uplink.interface;
         host.ip(["link", "add", ifname, "type", "veth", "peer", "name", "lan", "netns", router.name()])?;
@@ -174,8 +207,19 @@ impl SeedLab {
         let gateway6 = format!("{}/{}", uplink.gateway6, uplink.prefix6_len);
         router.ip(["addr", "add", &gateway6, "dev", "lan", "nodad"])?;
         router.ip(["link", "set", "lan", "up"])?;
-        host.ip(["addr", "add", &format!("{}/{}", uplink.address, uplink.prefix_len), "dev", ifname])?;
         let address6 = format!("{}/{}", uplink.address6, uplink.prefix6_len);
+        if dhcp {
+            host.ip(["addr", "add", &address6, "dev", ifname, "nodad"])?;
+            // The default route from router advertisements, no SLAAC address;
+            // the static address survives a link flap, as a network manager
+            // would put it back.
+            for (key, value) in [("accept_ra", "2"), ("autoconf", "0"), ("keep_addr_on_down", "1")] {
+                host.sysctl(&format!("net.ipv6.conf.{ifname}.{key}"), value)?;
+            }
+            host.ip(["link", "set", ifname, "up"])?;
+            return Ok(());
+        }
+        host.ip(["addr", "add", &format!("{}/{}", uplink.address, uplink.prefix_len), "dev", ifname])?;
         host.ip(["addr", "add", &address6, "dev", ifname, "nodad"])?;
         host.ip(["link", "set", ifname, "up"])?;
         let metric = uplink.metric.to_string();
@@ -188,11 +232,29 @@ impl SeedLab {
 
     /// Deletes uplink `index`'s interface (the router's LAN end goes with
     /// it) and creates it again: same name, new ifindex, as after a NIC is
-    /// hot-plugged.
+    /// hot-plugged. In a DHCP lab its client (which exits when its interface
+    /// goes) starts again; this returns once the address is leased again.
     pub fn recreate_uplink(&self, index: usize) -> Result<()> {
         let uplink = &UPLINKS[index];
         self.host.ip(["link", "del", uplink.interface])?;
-        self.connect_uplink(uplink, &self.routers[index])
+        self.connect_uplink(uplink, &self.routers[index], self.dhcp.is_some())?;
+        if let Some(dhcp) = &self.dhcp {
+            dhcp.clients[index].restart()?;
+            dhcp.wait_for_lease(&self.host, index, Duration::from_secs(10))?;
+        }
+        Ok(())
+    }
+
+    /// In a DHCP lab, waits until every uplink has its lease and both its
+    /// default routes in main (see [`Dhcp::wait_configured`]).
+    pub fn wait_for_dhcp(&self, timeout: Duration) -> Result<()> {
+        match &self.dhcp {
+            Some(dhcp) => dhcp.wait_configured(&self.host, timeout),
+            None => Err(crate::LabError::Parse {
+                command: "SeedLab::wait_for_dhcp".into(),
+                output: "this lab was started without DHCP".into(),
+            }),
+        }
     }
 
     /// Resolves the neighbours on every segment (host–router, router–client),
@@ -252,7 +314,14 @@ impl SeedLab {
     /// The command that removes the lab (for a kept lab).
     pub fn teardown_hint(&self) -> String {
         let names: Vec<&str> = self.namespaces().map(Netns::name).collect();
-        format!("for ns in {}; do ip netns del $ns; done", names.join(" "))
+        match &self.dhcp {
+            None => format!("for ns in {}; do ip netns del $ns; done", names.join(" ")),
+            Some(dhcp) => format!(
+                "for ns in {}; do ip netns pids $ns | xargs -r kill -9; ip netns del $ns; done; rm -r {}",
+                names.join(" "),
+                dhcp.dir().display()
+            ),
+        }
     }
 }
 

@@ -112,10 +112,19 @@ fn every_drift_scenario_converges_to_exactly_the_desired_state() {
     host.ip(["route", "del", "default", "table", "7101"]).unwrap();
     settle("an mhr route deleted by someone else");
 
+    host.ip(["route", "del", "default", "proto", "210"]).unwrap();
+    settle("mhr's default in main deleted by someone else");
+    let defaults = host.ip(["route", "show", "default"]).unwrap();
+    assert!(defaults.contains("default via 10.0.3.1 dev ens3 proto 210 metric 50"), "{defaults}");
+    host.ip(["route", "del", "default", "via", "10.0.4.1", "dev", "ens4"]).unwrap();
     host.ip(["route", "add", "default", "via", "10.0.4.1", "dev", "ens4", "proto", "dhcp", "metric", "200"])
         .unwrap();
     settle("a DHCP client re-adding the secondary default route to main");
-    assert!(!host.ip(["route", "show", "default"]).unwrap().contains("ens4"), "moved out of main again");
+    let defaults = host.ip(["route", "show", "default"]).unwrap();
+    assert!(
+        defaults.contains("default via 10.0.4.1 dev ens4 proto dhcp metric 200"),
+        "left alone: {defaults}"
+    );
 
     host.ip(["addr", "add", "10.0.4.20/24", "dev", "ens4"]).unwrap();
     settle("an address added");
@@ -147,13 +156,17 @@ fn every_drift_scenario_converges_to_exactly_the_desired_state() {
         "no reconcile failed:\n{body}"
     );
     assert!(sample(&body, "mhr_drift_corrections_total", "kind=\"rule_added\"").unwrap_or(0.0) >= 2.0);
-    assert!(sample(&body, "mhr_drift_corrections_total", "kind=\"default_moved\"").unwrap_or(0.0) >= 1.0);
+    assert!(sample(&body, "mhr_drift_corrections_total", "kind=\"route_added\"").unwrap_or(0.0) >= 2.0);
+    assert_eq!(
+        sample(&body, "mhr_drift_corrections_total", "kind=\"route_deleted\""),
+        None,
+        "nothing foreign deleted"
+    );
     assert!(sample(&body, "mhr_drift_corrections_total", "kind=\"guard_attached\"").unwrap_or(0.0) >= 1.0);
     assert_eq!(sample(&body, "mhr_guard_attached", "uplink=\"ens4\""), Some(1.0));
     assert_eq!(http_get(host, METRICS_PORT, "/healthz"), Some((200, "ok\n".to_owned())));
 
-    // The default route moved out of main before and after the interface
-    // was re-created is one record: `down` restores it exactly once.
+    // mhr never moved the DHCP default: after `down` it is still there, once.
     drop(_daemon);
     let down = mhr(host, &config, &["down"]);
     assert!(down.succeeded(), "{down:?}");

@@ -95,7 +95,11 @@ fn second_apply_changes_nothing_and_down_restores_the_host_with_foreign_objects_
     let down = mhr(&lab.host, &config, &["down"]);
     assert!(down.succeeded(), "{down:?}");
     assert_eq!(snapshot(&lab.host), before, "down restores every rule and route");
-    assert_eq!(dir.files(), vec![std::path::PathBuf::from("mhr.toml")], "mhr's files are gone");
+    assert_eq!(
+        dir.files(),
+        vec![std::path::PathBuf::from("mhr.toml"), std::path::PathBuf::from("state/gateways.json")],
+        "mhr's files are gone but the remembered gateways"
+    );
     let again = mhr(&lab.host, &config, &["down"]);
     assert_eq!(again.output, "no changes: mhr owns nothing here\n");
 }
@@ -115,8 +119,12 @@ fn plan_and_dry_run_change_nothing_and_plan_prints_pasteable_commands() {
         plan.output
     );
     assert!(
-        plan.output.contains("ip -4 route del default via 10.0.4.1 dev ens4 metric 200 proto 3 table main\n")
+        plan.output
+            .contains("ip -4 route add default via 10.0.3.1 dev ens3 metric 50 proto 210 table main\n"),
+        "{}",
+        plan.output
     );
+    assert!(!plan.output.contains("route del"), "foreign defaults stay: {}", plan.output);
     let dry = mhr(&lab.host, &config, &["apply", "--dry-run"]);
     assert!(dry.output.ends_with("18 change(s) planned\n"), "{}", dry.output);
     assert_eq!(snapshot(&lab.host), before);
@@ -256,17 +264,13 @@ fn thirty_two_uplinks_with_several_addresses_apply_check_and_tear_down_exactly()
 
     let applied = mhr(&host.host, &config, &["apply"]);
     assert!(applied.succeeded(), "{applied:?}");
-    // Per uplink: 5 from + 5 to rules, 4 routes in its table; 31 × 2
-    // default routes leave main.
-    assert!(
-        applied.output.contains(&format!("applied {} change(s)\n", 32 * 14 + 31 * 2)),
-        "{}",
-        applied.output
-    );
+    // Per uplink: 5 from + 5 to rules, 4 routes in its table; mhr's own
+    // default in main per family (the foreign ones stay).
+    assert!(applied.output.contains(&format!("applied {} change(s)\n", 32 * 14 + 2)), "{}", applied.output);
     assert_eq!(applied.output.matches("guard: up").count(), 32, "{}", applied.output);
     let check = mhr(&host.host, &config, &["check"]);
     assert!(check.succeeded(), "{}", check.output);
-    assert!(check.output.ends_with("all 258 checks passed\n"), "{}", check.output);
+    assert!(check.output.ends_with("all 322 checks passed\n"), "{}", check.output);
     assert!(mhr(&host.host, &config, &["apply"]).output.starts_with("no changes: the host is as desired\n"));
     assert!(mhr(&host.host, &config, &["down"]).succeeded());
     assert_eq!(snapshot(&host.host), before);
@@ -281,7 +285,9 @@ fn a_new_gateway_replaces_the_table_default_in_place() {
     assert!(mhr(&lab.host, &config, &["apply"]).succeeded());
     // DHCP hands ens4 a new gateway: its default route shows up in main.
     lab.host
-        .ip(["route", "add", "default", "via", "10.0.4.2", "dev", "ens4", "proto", "dhcp", "metric", "200"])
+        .ip([
+            "route", "replace", "default", "via", "10.0.4.2", "dev", "ens4", "proto", "dhcp", "metric", "200",
+        ])
         .unwrap();
     let again = mhr(&lab.host, &config, &["apply", "--no-guard"]);
     assert!(again.succeeded(), "{again:?}");

@@ -15,9 +15,19 @@ use crate::cmd;
 /// The bpf-linker release line this project builds with.
 const BPF_LINKER_VERSION: &str = "^0.13";
 
-/// Commands the tests and the lab run, and the Debian package of each.
-const SYSTEM_COMMANDS: &[(&str, &str)] =
-    &[("ip", "iproute2"), ("tc", "iproute2"), ("nft", "nftables"), ("ping", "iputils-ping")];
+/// Commands the tests and the lab run, and the Debian package of each. The
+/// `-base` packages hold just the binaries: `dnsmasq` would also start a
+/// system DNS service, `dhcpcd` a system DHCP client.
+const SYSTEM_COMMANDS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("tc", "iproute2"),
+    ("nft", "nftables"),
+    ("ping", "iputils-ping"),
+    ("nsenter", "util-linux"),
+    ("unshare", "util-linux"),
+    ("dnsmasq", "dnsmasq-base"),
+    ("dhcpcd", "dhcpcd-base"),
+];
 
 const BPFFS: &str = "/sys/fs/bpf";
 

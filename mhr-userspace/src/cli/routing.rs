@@ -70,10 +70,6 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                 }
                 let mut guard = if args.no_guard { None } else { Some(engine.load_guard()?) };
                 let applied = engine.apply(&planned).await?;
-                for note in &planned.desired.notes {
-                    writeln!(out, "note: {note}")?;
-                }
-                print_active(&planned, out)?;
                 if applied.actions.is_empty() {
                     writeln!(out, "no changes: the host is as desired")?;
                 } else {
@@ -82,6 +78,10 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                     }
                     writeln!(out, "applied {} change(s)", applied.changed)?;
                 }
+                for note in &planned.desired.notes {
+                    writeln!(out, "note: {note}")?;
+                }
+                print_active(&planned, out)?;
                 if let Some(guard) = &mut guard {
                     for uplink in planned.desired.uplinks.iter().filter(|u| !u.ethernet) {
                         writeln!(

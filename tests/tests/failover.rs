@@ -1,0 +1,278 @@
+//! Failover: `mhr run` keeps main's default route on a healthy uplink.
+//! Every test breaks something real in the seed lab (a link, a carrier, an
+//! upstream, a probe target) and asserts both the route in main and that
+//! the host really reaches the internet client.
+
+mod common;
+
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use common::{
+    daemon::{DaemonThread, eventually, sample},
+    mhr, write_config,
+};
+use mhr_tests::{
+    Netns, SeedLab, TempDir,
+    probe::{http_get, ping},
+    require_root,
+    seed_lab::{CLIENT, CLIENT6, routing_section},
+};
+use mhr_userspace::{cli::Outcome, daemon::DaemonOptions};
+
+const METRICS_PORT: u16 = 9847;
+/// Health interval of these tests: failover by probes within
+/// down_after × interval (+1 s).
+const INTERVAL_MS: u64 = 200;
+const DOWN_AFTER: u32 = 3;
+const UP_AFTER: u32 = 5;
+
+fn config_text(dir: &TempDir, extra_top: &str, probes: bool) -> String {
+    let probe = if probes { format!("probe = [\"{CLIENT}\", \"{CLIENT6}\"]\n") } else { String::new() };
+    format!(
+        "{extra_top}[[uplink]]\ninterface = \"ens3\"\nprimary = true\n{probe}\n[[uplink]]\ninterface = \"ens4\"\n{probe}\n[health]\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"{INTERVAL_MS}ms\"\ndown_after = {DOWN_AFTER}\nup_after = {UP_AFTER}\n\n{}",
+        routing_section(dir.path())
+    )
+}
+
+fn options() -> DaemonOptions {
+    DaemonOptions { resync: Duration::from_secs(3600), guard: false, ..DaemonOptions::default() }
+}
+
+/// The interface(s) of mhr's default route in main for a family (`-4`/`-6`).
+fn main_default(host: &Netns, family: &str) -> String {
+    let routes =
+        host.ip([family, "route", "show", "default", "table", "main", "proto", "210"]).unwrap_or_default();
+    let mut devices: Vec<String> = routes
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|pair| pair[0] == "dev")
+        .map(|pair| pair[1].to_owned())
+        .collect();
+    devices.sort();
+    devices.dedup();
+    devices.join("+")
+}
+
+fn reaches(host: &Netns, target: IpAddr) -> bool {
+    (0..3).any(|_| ping(host, target, Duration::from_millis(500)).unwrap_or(false))
+}
+
+/// Waits until main's default for both families is on `device`, then
+/// checks the host reaches the client over both.
+fn wait_for_default(host: &Netns, device: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    eventually(&format!("main's default moves to {device}"), within, || {
+        let (v4, v6) = (main_default(host, "-4"), main_default(host, "-6"));
+        if v4 == device && v6 == device { Ok(()) } else { Err(format!("IPv4 on {v4:?}, IPv6 on {v6:?}")) }
+    });
+    let took = start.elapsed();
+    assert!(reaches(host, IpAddr::V4(CLIENT)), "the host reaches the client over IPv4 via {device}");
+    assert!(reaches(host, IpAddr::V6(CLIENT6)), "the host reaches the client over IPv6 via {device}");
+    took
+}
+
+fn metrics(host: &Netns) -> String {
+    http_get(host, METRICS_PORT, "/metrics").expect("metrics served").1
+}
+
+/// Loads an nftables ruleset into a router.
+fn nft(router: &Netns, dir: &TempDir, ruleset: &str) {
+    let path = dir.path().join("rules.nft");
+    std::fs::write(&path, ruleset).unwrap();
+    let status = router.command("nft").arg("-f").arg(&path).status().unwrap();
+    assert!(status.success(), "nft -f {ruleset}");
+}
+
+/// The router keeps its links and answers ARP/ND, but forwards nothing: an
+/// upstream that silently drops.
+fn stop_forwarding(router: &Netns, dir: &TempDir) {
+    nft(
+        router,
+        dir,
+        "table inet mhr_lab_block {\n  chain forward {\n    type filter hook forward priority -20; policy drop;\n  }\n}\n",
+    );
+}
+
+fn resume_forwarding(router: &Netns, dir: &TempDir) {
+    nft(router, dir, "delete table inet mhr_lab_block\n");
+}
+
+fn start(probes: bool) -> (SeedLab, TempDir, std::path::PathBuf, DaemonThread) {
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("failover").unwrap();
+    let config = write_config(&dir, &config_text(&dir, "", probes));
+    let daemon = DaemonThread::start(&lab.host, &config, options());
+    wait_for_default(&lab.host, "ens3", Duration::from_secs(5));
+    (lab, dir, config, daemon)
+}
+
+#[test]
+fn admin_down_fails_over_at_once_and_fails_back_only_after_up_after_rounds() {
+    let (lab, _dir, config, _daemon) = start(false);
+    let host = &lab.host;
+
+    host.ip(["link", "set", "ens3", "down"]).unwrap();
+    let took = wait_for_default(host, "ens4", Duration::from_secs(1));
+    eprintln!("failover after admin down took {took:?}");
+    let status = mhr(host, &config, &["status"]);
+    assert!(status.output.contains("IPv4 UNHEALTHY: link administratively down"), "{}", status.output);
+    assert!(status.output.contains("main's IPv4 default: ens4"), "{}", status.output);
+    let check = mhr(host, &config, &["check"]);
+    assert!(
+        matches!(check.result, Ok(Outcome::ChecksFailed)),
+        "check reports the unhealthy uplink: {check:?}"
+    );
+
+    // The kernel dropped every route of ens3 and no DHCP client re-adds
+    // them: the remembered gateway brings its table back.
+    host.ip(["link", "set", "ens3", "up"]).unwrap();
+    // The kernel flushed ens3's IPv6 address on down (keep_addr_on_down=0);
+    // its configuration puts it back, as networkd or SLAAC would.
+    host.ip(["addr", "add", "2001:db8:3::10/64", "dev", "ens3", "nodad"]).unwrap();
+    let back = Instant::now();
+    eventually("ens3's table is back", Duration::from_secs(2), || {
+        let table = host.ip(["route", "show", "table", "7100"]).unwrap_or_default();
+        if table.contains("default via 10.0.3.1 dev ens3") { Ok(()) } else { Err(table) }
+    });
+    wait_for_default(host, "ens3", Duration::from_secs(5));
+    let hysteresis = Duration::from_millis(INTERVAL_MS * u64::from(UP_AFTER - 1));
+    assert!(back.elapsed() >= hysteresis, "fail-back waited for up_after rounds: {:?}", back.elapsed());
+
+    let body = metrics(host);
+    assert_eq!(sample(&body, "mhr_failovers_total", "family=\"ipv4\""), Some(2.0), "{body}");
+    assert_eq!(sample(&body, "mhr_failovers_total", "family=\"ipv6\""), Some(2.0));
+    assert_eq!(sample(&body, "mhr_uplink_healthy", "uplink=\"ens3\",family=\"ipv4\""), Some(1.0));
+    assert_eq!(sample(&body, "mhr_uplink_active", "uplink=\"ens3\",family=\"ipv4\""), Some(1.0));
+    assert_eq!(sample(&body, "mhr_uplink_active", "uplink=\"ens4\",family=\"ipv4\""), Some(0.0));
+}
+
+#[test]
+fn carrier_loss_fails_over_within_a_second() {
+    let (lab, _dir, _config, _daemon) = start(false);
+    // The router's side goes down: the host's ens3 stays up, without carrier.
+    lab.routers[0].ip(["link", "set", "lan", "down"]).unwrap();
+    let took = wait_for_default(&lab.host, "ens4", Duration::from_secs(1));
+    eprintln!("failover after carrier loss took {took:?}");
+    lab.routers[0].ip(["link", "set", "lan", "up"]).unwrap();
+    wait_for_default(&lab.host, "ens3", Duration::from_secs(5));
+}
+
+#[test]
+fn an_upstream_that_silently_drops_fails_over_by_probes_and_back() {
+    let (lab, dir, config, _daemon) = start(true);
+    // Link and gateway stay fine; the router stops forwarding.
+    stop_forwarding(&lab.routers[0], &dir);
+    let limit = Duration::from_millis(INTERVAL_MS * u64::from(DOWN_AFTER)) + Duration::from_secs(1);
+    let took = wait_for_default(&lab.host, "ens4", limit);
+    eprintln!(
+        "failover after upstream loss took {took:?} (minimum {}ms)",
+        INTERVAL_MS * u64::from(DOWN_AFTER)
+    );
+    let status = mhr(&lab.host, &config, &["status"]);
+    assert!(status.output.contains("IPv4 UNHEALTHY: probes failing"), "{}", status.output);
+    assert!(status.output.contains("probe loss"), "{}", status.output);
+    assert!(status.output.contains("[daemon]"), "status shows the daemon's view: {}", status.output);
+    let json = mhr(&lab.host, &config, &["status", "--json"]);
+    let parsed: serde_json::Value = serde_json::from_str(&json.output).expect("status --json");
+    assert_eq!(parsed["uplinks"][0]["health"][0]["fault"], "probes_failing", "{}", json.output);
+    assert_eq!(parsed["active"]["v4"][0], "ens4");
+
+    resume_forwarding(&lab.routers[0], &dir);
+    wait_for_default(&lab.host, "ens3", Duration::from_secs(5));
+    let body = metrics(&lab.host);
+    let rtt = sample(&body, "mhr_uplink_probe_rtt_seconds", "uplink=\"ens3\",family=\"ipv4\"");
+    assert!(rtt.is_some_and(|rtt| rtt > 0.0 && rtt < 1.0), "probe rtt exported: {rtt:?}");
+    let loss = sample(&body, "mhr_uplink_probe_loss_ratio", "uplink=\"ens4\",family=\"ipv4\"");
+    assert_eq!(loss, Some(0.0), "ens4's probes all answered");
+}
+
+#[test]
+fn with_no_healthy_uplink_main_keeps_the_last_default() {
+    let (lab, dir, config, _daemon) = start(true);
+    for router in &lab.routers {
+        stop_forwarding(router, &dir);
+    }
+    eventually("both uplinks unhealthy", Duration::from_secs(3), || {
+        let body = metrics(&lab.host);
+        let healthy = ["ens3", "ens4"]
+            .map(|u| sample(&body, "mhr_uplink_healthy", &format!("uplink=\"{u}\",family=\"ipv4\"")));
+        if healthy == [Some(0.0), Some(0.0)] { Ok(()) } else { Err(format!("{healthy:?}")) }
+    });
+    assert_eq!(main_default(&lab.host, "-4"), "ens3", "the last default stays rather than none");
+    assert_eq!(main_default(&lab.host, "-6"), "ens3");
+    let status = mhr(&lab.host, &config, &["status"]);
+    assert!(status.output.contains("no healthy IPv4 uplink: keeping main's default"), "{}", status.output);
+    // The first uplink back takes main's default.
+    resume_forwarding(&lab.routers[1], &dir);
+    wait_for_default(&lab.host, "ens4", Duration::from_secs(5));
+}
+
+#[test]
+fn ten_percent_probe_loss_does_not_flap() {
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("failover").unwrap();
+    // Five failed rounds in a row at 10% loss: about 1 in 100,000 rounds.
+    let text = config_text(&dir, "", true).replace(&format!("down_after = {DOWN_AFTER}"), "down_after = 5");
+    let config = write_config(&dir, &text);
+    let _daemon = DaemonThread::start(&lab.host, &config, options());
+    wait_for_default(&lab.host, "ens3", Duration::from_secs(5));
+    let ruleset = "table inet mhr_lab_loss {\n  chain forward {\n    type filter hook forward priority -10; policy accept;\n    meta l4proto { icmp, ipv6-icmp } numgen random mod 10 == 0 counter drop\n  }\n}\n";
+    for router in &lab.routers {
+        nft(router, &dir, ruleset);
+    }
+    std::thread::sleep(Duration::from_secs(8));
+    let body = metrics(&lab.host);
+    let lost = sample(&body, "mhr_uplink_probe_loss_ratio", "uplink=\"ens3\",family=\"ipv4\"");
+    assert!(lost.is_some_and(|l| l > 0.0), "loss was injected and seen: {lost:?}");
+    assert_eq!(sample(&body, "mhr_failovers_total", "family=\"ipv4\""), Some(0.0), "{body}");
+    assert_eq!(sample(&body, "mhr_failovers_total", "family=\"ipv6\""), Some(0.0));
+    assert_eq!(main_default(&lab.host, "-4"), "ens3");
+}
+
+#[test]
+fn balance_spreads_flows_over_both_uplinks_and_replies_stay_symmetric() {
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("failover").unwrap();
+    let config = write_config(&dir, &config_text(&dir, "policy = \"balance\"\n", false));
+    let applied = mhr(&lab.host, &config, &["apply", "--no-guard"]);
+    assert!(applied.succeeded(), "{applied:?}");
+    assert!(applied.output.contains("main's IPv4 default: ens3 + ens4"), "{}", applied.output);
+    assert_eq!(main_default(&lab.host, "-4"), "ens3+ens4");
+    assert_eq!(main_default(&lab.host, "-6"), "ens3+ens4");
+    // Flows (by L4 hash) leave by both uplinks.
+    let mut devices = std::collections::BTreeSet::new();
+    for port in 10000..10064 {
+        let route = lab
+            .host
+            .ip([
+                "route",
+                "get",
+                &CLIENT.to_string(),
+                "ipproto",
+                "udp",
+                "sport",
+                &port.to_string(),
+                "dport",
+                "53",
+            ])
+            .unwrap();
+        let device = route.split_whitespace().skip_while(|w| *w != "dev").nth(1).unwrap_or("").to_owned();
+        devices.insert(device);
+    }
+    assert_eq!(devices.into_iter().collect::<Vec<_>>(), vec!["ens3", "ens4"]);
+    // Replies from each uplink's address still leave by that uplink.
+    let check = mhr(&lab.host, &config, &["check"]);
+    assert!(check.succeeded(), "{}", check.output);
+    for uplink in lab.uplinks() {
+        assert!(reaches(&lab.client, IpAddr::V4(uplink.floating)), "{} answers", uplink.floating);
+        assert!(reaches(&lab.client, IpAddr::V6(uplink.address6)), "{} answers", uplink.address6);
+    }
+    assert!(mhr(&lab.host, &config, &["down"]).succeeded());
+}
