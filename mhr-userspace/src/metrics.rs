@@ -56,9 +56,16 @@ impl ControlMetrics {
     }
 
     /// Health and probe figures of one uplink family.
-    pub fn uplink_health(&self, uplink: &str, family: &str, health: &crate::health::FamilyHealth) {
+    pub fn uplink_health(
+        &self,
+        uplink: &str,
+        family: &str,
+        primary: bool,
+        health: &crate::health::FamilyHealth,
+    ) {
         let key = labels([("uplink", uplink), ("family", family)]);
-        self.uplink_healthy.get_or_create(&key).set(i64::from(health.healthy));
+        let with_role = labels([("uplink", uplink), ("family", family), ("primary", if primary { "true" } else { "false" })]);
+        self.uplink_healthy.get_or_create(&with_role).set(i64::from(health.healthy));
         if let Some(rtt) = health.probe_rtt_seconds {
             self.probe_rtt.get_or_create(&key).set(rtt);
         }
@@ -325,6 +332,17 @@ mod tests {
         control.correction("rule_added");
         control.resync("startup");
         control.guard_attached.get_or_create(&labels([("uplink", "ens3")])).set(1);
+        let mut health = crate::health::HealthBook::new(crate::config::HealthConfig::default());
+        health.observe_link("ens3", crate::model::Family::V4, None, 0);
+        let sample = crate::health::RoundSample {
+            gateway_unreachable: false,
+            probe: Some(crate::health::ProbeOutcome { answered: true, rtt: Some(std::time::Duration::from_millis(1)) }),
+        };
+        health.observe_round("ens3", crate::model::Family::V4, None, sample, 1);
+        let entry = health.get("ens3", crate::model::Family::V4).unwrap();
+        control.uplink_health("ens3", "ipv4", true, entry);
+        control.uplink_active("ens3", "ipv4", true);
+        control.failover("ipv4", false);
         let registry = registry(&control, DatapathCollector::new("/nonexistent".into(), 0));
         let text = render(&registry).unwrap();
         let mut names: BTreeSet<String> = text
@@ -348,6 +366,11 @@ mod tests {
             "mhr_last_successful_reconcile_timestamp_seconds",
             "mhr_guard_attached",
             "mhr_build_info",
+            "mhr_uplink_healthy",
+            "mhr_uplink_active",
+            "mhr_uplink_probe_rtt_seconds",
+            "mhr_uplink_probe_loss_ratio",
+            "mhr_failovers_total",
         ] {
             assert!(names.contains(name), "{name} missing from {names:?}");
         }
@@ -374,6 +397,10 @@ mod tests {
             &std::fs::read_to_string(deploy.join("grafana/mhr-dashboard.json")).unwrap(),
         )
         .unwrap();
-        assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() >= 5));
+        assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() >= 11));
+        let alerts = std::fs::read_to_string(deploy.join("prometheus/alerts.yml")).unwrap();
+        for alert in ["MhrPrimaryUplinkUnhealthy", "MhrNoHealthyUplink", "MhrFailover"] {
+            assert!(alerts.contains(&format!("alert: {alert}\n")), "{alert} missing");
+        }
     }
 }

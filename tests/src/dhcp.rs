@@ -207,8 +207,9 @@ impl DhcpServer {
             "--no-resolv",
             "--no-hosts",
             "--port=0",
-            // Root keeps the parent-death signal (dropping privileges clears it).
+            // Stay root: changing user or group clears the parent-death signal.
             "--user=root",
+            "--group=root",
             // Not bound to lan's index, so a re-created lan is served too.
             "--interface=lan",
             "--dhcp-authoritative",

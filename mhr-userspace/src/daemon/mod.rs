@@ -345,7 +345,8 @@ impl Daemon {
             .collect();
         self.book.retain(|interface, family| routed.iter().any(|(i, f)| i == interface && *f == family));
         for ((interface, family), entry) in self.book.entries() {
-            self.control.uplink_health(interface, family_label(*family), entry);
+            let primary = self.engine.config().uplinks.iter().any(|u| u.interface == *interface && u.primary);
+            self.control.uplink_health(interface, family_label(*family), primary, entry);
         }
     }
 
