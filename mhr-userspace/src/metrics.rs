@@ -64,7 +64,11 @@ impl ControlMetrics {
         health: &crate::health::FamilyHealth,
     ) {
         let key = labels([("uplink", uplink), ("family", family)]);
-        let with_role = labels([("uplink", uplink), ("family", family), ("primary", if primary { "true" } else { "false" })]);
+        let with_role = labels([
+            ("uplink", uplink),
+            ("family", family),
+            ("primary", if primary { "true" } else { "false" }),
+        ]);
         self.uplink_healthy.get_or_create(&with_role).set(i64::from(health.healthy));
         if let Some(rtt) = health.probe_rtt_seconds {
             self.probe_rtt.get_or_create(&key).set(rtt);
@@ -336,7 +340,10 @@ mod tests {
         health.observe_link("ens3", crate::model::Family::V4, None, 0);
         let sample = crate::health::RoundSample {
             gateway_unreachable: false,
-            probe: Some(crate::health::ProbeOutcome { answered: true, rtt: Some(std::time::Duration::from_millis(1)) }),
+            probe: Some(crate::health::ProbeOutcome {
+                answered: true,
+                rtt: Some(std::time::Duration::from_millis(1)),
+            }),
         };
         health.observe_round("ens3", crate::model::Family::V4, None, sample, 1);
         let entry = health.get("ens3", crate::model::Family::V4).unwrap();

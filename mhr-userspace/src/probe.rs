@@ -79,8 +79,9 @@ impl Prober {
     }
 
     fn open(&mut self, plan: &ProbePlan) -> std::io::Result<()> {
-        let key = (plan.interface.clone(), plan.source);
-        if !self.clients.contains_key(&key) {
+        if let std::collections::btree_map::Entry::Vacant(slot) =
+            self.clients.entry((plan.interface.clone(), plan.source))
+        {
             let kind = match plan.family {
                 Family::V4 => ICMP::V4,
                 Family::V6 => ICMP::V6,
@@ -90,7 +91,7 @@ impl Prober {
                 .interface(&plan.interface)
                 .bind(SocketAddr::new(plan.source, 0))
                 .build();
-            self.clients.insert(key, Client::new(&config)?);
+            slot.insert(Client::new(&config)?);
         }
         Ok(())
     }

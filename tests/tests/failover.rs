@@ -146,7 +146,10 @@ fn admin_down_fails_over_at_once_and_fails_back_only_after_up_after_rounds() {
     let body = metrics(host);
     assert_eq!(sample(&body, "mhr_failovers_total", "family=\"ipv4\""), Some(2.0), "{body}");
     assert_eq!(sample(&body, "mhr_failovers_total", "family=\"ipv6\""), Some(2.0));
-    assert_eq!(sample(&body, "mhr_uplink_healthy", "uplink=\"ens3\",family=\"ipv4\",primary=\"true\""), Some(1.0));
+    assert_eq!(
+        sample(&body, "mhr_uplink_healthy", "uplink=\"ens3\",family=\"ipv4\",primary=\"true\""),
+        Some(1.0)
+    );
     assert_eq!(sample(&body, "mhr_uplink_active", "uplink=\"ens3\",family=\"ipv4\""), Some(1.0));
     assert_eq!(sample(&body, "mhr_uplink_active", "uplink=\"ens4\",family=\"ipv4\""), Some(0.0));
 }
@@ -200,7 +203,11 @@ fn with_no_healthy_uplink_main_keeps_the_last_default() {
     eventually("both uplinks unhealthy", Duration::from_secs(3), || {
         let body = metrics(&lab.host);
         let healthy = [("ens3", "true"), ("ens4", "false")].map(|(u, primary)| {
-            sample(&body, "mhr_uplink_healthy", &format!("uplink=\"{u}\",family=\"ipv4\",primary=\"{primary}\""))
+            sample(
+                &body,
+                "mhr_uplink_healthy",
+                &format!("uplink=\"{u}\",family=\"ipv4\",primary=\"{primary}\""),
+            )
         });
         if healthy == [Some(0.0), Some(0.0)] { Ok(()) } else { Err(format!("{healthy:?}")) }
     });
