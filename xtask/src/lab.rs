@@ -68,7 +68,9 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     if !cmd::is_root() {
         bail!("the lab creates network namespaces and loads eBPF: run it as root");
     }
-    println!("== building mhr");
+    // A fresh machine needs the nightly, bpf-linker and the lab's packages first.
+    crate::setup::run(&crate::setup::SetupArgs::default())?;
+    println!("\n== building mhr");
     cmd::run(cmd::cargo().args(["build", "--package", "mhr-userspace", "--bin", "mhr"]))?;
 
     println!("\n== bringing up the seed lab");
@@ -169,9 +171,17 @@ fn daemon_demo(lab: &SeedLab, mhr: &Mhr) -> anyhow::Result<()> {
             "the rule to come back",
         )?;
         println!("   the daemon put `{needle}` back");
+        failover_demo(lab)?;
         let (_, metrics) = http_get(lab, "/metrics").context("scraping /metrics")?;
         println!("$ curl -s 127.0.0.1:{METRICS_PORT}/metrics   # excerpt");
-        let interesting = ["mhr_reconciles_total", "mhr_drift_corrections_total", "mhr_guard_attached"];
+        let interesting = [
+            "mhr_reconciles_total",
+            "mhr_drift_corrections_total",
+            "mhr_guard_attached",
+            "mhr_uplink_healthy",
+            "mhr_uplink_active",
+            "mhr_failovers_total",
+        ];
         for line in metrics.lines() {
             let guard_traffic = line.starts_with("mhr_guard_packets_total")
                 && !line.ends_with(" 0")
@@ -189,6 +199,56 @@ fn daemon_demo(lab: &SeedLab, mhr: &Mhr) -> anyhow::Result<()> {
     child.wait().context("waiting for mhr run")?;
     println!("   mhr run stopped (SIGTERM); routing and the pinned guard stay in place");
     result
+}
+
+/// The interface of mhr's default route in main (`-4`/`-6`).
+fn main_default(lab: &SeedLab, family: &str) -> String {
+    let routes = lab.host.ip([family, "route", "show", "default", "proto", "210"]).unwrap_or_default();
+    routes.split_whitespace().skip_while(|w| *w != "dev").nth(1).unwrap_or("none").to_owned()
+}
+
+/// The primary uplink dies and comes back while `mhr run` runs.
+fn failover_demo(lab: &SeedLab) -> anyhow::Result<()> {
+    let [primary, secondary] = lab.uplinks() else { bail!("the seed lab has two uplinks") };
+    let show_defaults = || -> anyhow::Result<()> {
+        for line in lab.host.ip(["route", "show", "default"])?.lines() {
+            println!("   | {line}");
+        }
+        Ok(())
+    };
+    println!("$ ip route show default   # mhr's default (metric 50) in front of the DHCP-style ones");
+    show_defaults()?;
+    println!("$ ip link set {} down   # the primary uplink dies", primary.interface);
+    let start = std::time::Instant::now();
+    lab.host.ip(["link", "set", primary.interface, "down"])?;
+    wait_for(
+        || main_default(lab, "-4") == secondary.interface && main_default(lab, "-6") == secondary.interface,
+        "main's default to fail over",
+    )?;
+    let took = start.elapsed();
+    let reached = probe::ping(&lab.host, IpAddr::V4(CLIENT), PROBE_TIMEOUT)?;
+    println!(
+        "   main's IPv4 and IPv6 default moved to {} in {} ms; the host reaches {CLIENT}: {}",
+        secondary.interface,
+        took.as_millis(),
+        verdict(reached)
+    );
+    show_defaults()?;
+    println!("$ ip link set {} up   # it comes back (and gets its IPv6 address again)", primary.interface);
+    lab.host.ip(["link", "set", primary.interface, "up"])?;
+    let address6 = format!("{}/{}", primary.address6, primary.prefix6_len);
+    lab.host.ip(["addr", "add", &address6, "dev", primary.interface, "nodad"])?;
+    let start = std::time::Instant::now();
+    wait_for(
+        || main_default(lab, "-4") == primary.interface && main_default(lab, "-6") == primary.interface,
+        "main's default to fail back",
+    )?;
+    println!(
+        "   back on {} after {} ms: up_after (5) good health rounds, so a flapping link cannot flap main",
+        primary.interface,
+        start.elapsed().as_millis()
+    );
+    Ok(())
 }
 
 /// Polls `done` for up to ten seconds.
