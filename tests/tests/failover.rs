@@ -284,3 +284,51 @@ fn balance_spreads_flows_over_both_uplinks_and_replies_stay_symmetric() {
     }
     assert!(mhr(&lab.host, &config, &["down"]).succeeded());
 }
+
+#[test]
+fn down_always_finishes_and_names_what_must_wait() {
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("failover").unwrap();
+    let config = write_config(&dir, &config_text(&dir, "", false));
+    // An earlier mhr moved ens4's IPv4 default out of main and recorded it.
+    lab.host.ip(["route", "del", "default", "via", "10.0.4.1", "dev", "ens4"]).unwrap();
+    let index: u32 = lab.host.run(|| mhr_userspace::datapath::interface_index("ens4").unwrap()).unwrap();
+    let record = format!(
+        r#"[{{"interface":"ens4","route":{{"table":254,"destination":"0.0.0.0/0","gateway":"10.0.4.1","interface":{index},"source":null,"protocol":4,"scope":0,"metric":200,"onlink":false}}}}]"#
+    );
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    std::fs::write(dir.path().join("state/moved-routes.json"), record).unwrap();
+    assert!(mhr(&lab.host, &config, &["apply", "--no-guard"]).succeeded());
+    assert!(
+        lab.host
+            .ip(["route", "show", "default"])
+            .unwrap()
+            .contains("default via 10.0.4.1 dev ens4 proto static metric 200"),
+        "apply put the moved route back"
+    );
+    lab.host.ip(["route", "del", "default", "via", "10.0.4.1", "dev", "ens4", "metric", "200"]).unwrap();
+    std::fs::write(dir.path().join("state/moved-routes.json"), format!(
+        r#"[{{"interface":"ens4","route":{{"table":254,"destination":"0.0.0.0/0","gateway":"10.0.4.1","interface":{index},"source":null,"protocol":4,"scope":0,"metric":200,"onlink":false}}}}]"#
+    )).unwrap();
+
+    // The uplink whose route must go back is down: down removes all of
+    // mhr's objects anyway, names the restore it could not do, exits 1.
+    lab.host.ip(["link", "set", "ens4", "down"]).unwrap();
+    lab.host.ip(["link", "set", "ens4", "up"]).unwrap();
+    lab.host.ip(["addr", "flush", "dev", "ens4"]).unwrap();
+    let down = mhr(&lab.host, &config, &["down"]);
+    assert!(matches!(down.result, Ok(Outcome::Incomplete)), "{down:?}");
+    assert!(down.output.contains("could not be done now"), "{}", down.output);
+    assert!(down.output.contains("restore ens4's default route to main"), "{}", down.output);
+    let left = common::snapshot(&lab.host);
+    assert!(!left.contains("proto 210"), "nothing of mhr's is left:\n{left}");
+    assert!(dir.path().join("state/moved-routes.json").exists(), "the record waits for a later down");
+
+    // Once the uplink has its address again, a second down finishes the job.
+    lab.host.ip(["addr", "add", "10.0.4.10/24", "dev", "ens4"]).unwrap();
+    let again = mhr(&lab.host, &config, &["down"]);
+    assert!(again.succeeded(), "{again:?}");
+    assert!(lab.host.ip(["route", "show", "default"]).unwrap().contains("default via 10.0.4.1 dev ens4"));
+    assert!(!dir.path().join("state/moved-routes.json").exists());
+}
