@@ -7,6 +7,9 @@
 //!    dump (what any reaction costs at least).
 //! 2. Daemon RSS next to `ip monitor` subscribed to the same events.
 //! 3. Scrape time with a full offender table next to an empty one.
+//! 4. Failover latency from a link event and from probe loss until main's
+//!    default is on the backup uplink, p50/p99, next to the configured
+//!    minimum (down_after × interval for probes).
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -42,6 +45,89 @@ fn main() {
     );
     latency_and_rss(&binary);
     scrape_time(&binary);
+    failover_latency(&binary);
+}
+
+const FAILOVERS: usize = 10;
+const HEALTH_INTERVAL_MS: u64 = 200;
+const DOWN_AFTER: u64 = 3;
+
+fn main_default_on(netns: &Netns, device: &str) -> bool {
+    let routes = netns.ip(["-4", "route", "show", "default", "proto", "210"]).unwrap_or_default();
+    routes.contains(&format!("dev {device} "))
+}
+
+/// Time from `break_it` until main's default is on ens4; then `repair` and
+/// wait for it to come back to ens3.
+fn time_failover(lab: &SeedLab, break_it: &dyn Fn(), repair: &dyn Fn()) -> Duration {
+    let start = Instant::now();
+    break_it();
+    while !main_default_on(&lab.host, "ens4") {
+        assert!(start.elapsed() < Duration::from_secs(10), "no failover");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let took = start.elapsed();
+    repair();
+    let back = Instant::now();
+    while !main_default_on(&lab.host, "ens3") {
+        assert!(back.elapsed() < Duration::from_secs(10), "no fail-back");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    took
+}
+
+fn failover_latency(binary: &PathBuf) {
+    let lab = SeedLab::start().expect("lab");
+    let dir = TempDir::new("bench-failover").unwrap();
+    let config = dir.path().join("mhr.toml");
+    let probe = "probe = [\"192.0.2.100\"]\n";
+    std::fs::write(
+        &config,
+        format!(
+            "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n{probe}[[uplink]]\ninterface = \"ens4\"\n{probe}[health]\ninterval = \"{HEALTH_INTERVAL_MS}ms\"\ntimeout = \"{HEALTH_INTERVAL_MS}ms\"\ndown_after = {DOWN_AFTER}\nup_after = 1\n{}",
+            routing_section(dir.path())
+        ),
+    )
+    .unwrap();
+    let _daemon = Daemon::start(binary, &lab.host, &config);
+    while !main_default_on(&lab.host, "ens3") {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let host = &lab.host;
+    let mut link: Vec<Duration> = (0..FAILOVERS)
+        .map(|_| {
+            time_failover(&lab, &|| drop(host.ip(["link", "set", "ens3", "down"])), &|| {
+                let _ = host.ip(["link", "set", "ens3", "up"]);
+                let _ = host.ip(["addr", "add", "2001:db8:3::10/64", "dev", "ens3", "nodad"]);
+            })
+        })
+        .collect();
+    let router = &lab.routers[0];
+    let block = dir.path().join("block.nft");
+    std::fs::write(&block, "table inet mhr_bench_block {\n chain forward {\n  type filter hook forward priority -20; policy drop;\n }\n}\n").unwrap();
+    let mut probes: Vec<Duration> = (0..FAILOVERS)
+        .map(|_| {
+            time_failover(&lab, &|| drop(router.command("nft").arg("-f").arg(&block).status()), &|| {
+                drop(router.command("nft").args(["delete", "table", "inet", "mhr_bench_block"]).status())
+            })
+        })
+        .collect();
+    link.sort();
+    probes.sort();
+    let minimum = Duration::from_millis(HEALTH_INTERVAL_MS * DOWN_AFTER);
+    println!("\n== failover: main's default from ens3 to ens4, {FAILOVERS} times each");
+    println!(
+        "   link down     p50 {:>7.1} ms  p99 {:>7.1} ms   (debounce 20 ms; the kernel reports at once)",
+        ms(percentile(&link, 0.5)),
+        ms(percentile(&link, 0.99))
+    );
+    println!(
+        "   probe loss    p50 {:>7.1} ms  p99 {:>7.1} ms   configured minimum down_after × interval {:.0} ms (p50 ratio {:.2})",
+        ms(percentile(&probes, 0.5)),
+        ms(percentile(&probes, 0.99)),
+        ms(minimum),
+        percentile(&probes, 0.5).as_secs_f64() / minimum.as_secs_f64()
+    );
 }
 
 struct Daemon(Child);

@@ -332,3 +332,49 @@ fn down_always_finishes_and_names_what_must_wait() {
     assert!(lab.host.ip(["route", "show", "default"]).unwrap().contains("default via 10.0.4.1 dev ens4"));
     assert!(!dir.path().join("state/moved-routes.json").exists());
 }
+
+#[test]
+fn with_real_dhcp_and_router_advertisements_mhr_never_fights_the_clients_and_fails_over() {
+    require_root();
+    let resolv_before = std::fs::read("/etc/resolv.conf").ok();
+    {
+        let lab = SeedLab::start_dhcp().unwrap();
+        let dir = TempDir::new("failover").unwrap();
+        let config = write_config(&dir, &config_text(&dir, "", false));
+        let _daemon = DaemonThread::start(&lab.host, &config, options());
+        wait_for_default(&lab.host, "ens3", Duration::from_secs(5));
+        let defaults = lab.host.ip(["route", "show", "default"]).unwrap();
+        assert!(defaults.contains("proto dhcp"), "dhcpcd's defaults stay in main: {defaults}");
+
+        // Renewals: the clients keep their routes, mhr changes nothing.
+        let dhcp = lab.dhcp.as_ref().expect("a DHCP lab");
+        for client in &dhcp.clients {
+            client.renew().unwrap();
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let body = metrics(&lab.host);
+        let corrections: f64 = body
+            .lines()
+            .filter(|l| l.starts_with("mhr_drift_corrections_total"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        assert_eq!(corrections, 0.0, "no fight with the DHCP client or RAs:\n{body}");
+
+        // A flap: failover at once, dhcpcd and the RA bring ens3 back, fail-back after hysteresis.
+        lab.host.ip(["link", "set", "ens3", "down"]).unwrap();
+        wait_for_default(&lab.host, "ens4", Duration::from_secs(1));
+        lab.host.ip(["link", "set", "ens3", "up"]).unwrap();
+        wait_for_default(&lab.host, "ens3", Duration::from_secs(10));
+        eventually("dhcpcd re-added its default", Duration::from_secs(10), || {
+            let defaults = lab.host.ip(["route", "show", "default"]).unwrap_or_default();
+            if defaults.contains("default via 10.0.3.1 dev ens3 proto dhcp") { Ok(()) } else { Err(defaults) }
+        });
+        let down = mhr(&lab.host, &config, &["down"]);
+        assert!(!down.output.contains("dhcp"), "down touches nothing of the client's: {}", down.output);
+    }
+    assert_eq!(
+        std::fs::read("/etc/resolv.conf").ok(),
+        resolv_before,
+        "the lab never touches the machine's files"
+    );
+}
