@@ -749,7 +749,8 @@ to_rules = false
             let err = with(&format!("[health]\n{health}\n")).unwrap_err();
             assert!(matches!(err, ConfigError::BadHealth { key: k, .. } if k == key), "{health}: {err:?}");
         }
-        assert!(matches!(with("policy = \"random\"\n").unwrap_err(), ConfigError::Syntax { .. }));
+        let random = parse(&format!("policy = \"random\"\n{MINIMAL}")).unwrap_err();
+        assert!(matches!(random, ConfigError::Syntax { line: 1, .. }), "{random:?}");
     }
 
     #[test]
