@@ -3,7 +3,7 @@
 //! router's `lan` leases the uplink's one address with the router as
 //! gateway and advertises itself as IPv6 default router; dhcpcd on the host
 //! takes the lease (IPv4 only: the host's kernel learns the IPv6 default
-//! route, `proto ra metric 1024`, from the advertisements).
+//! route, `proto ra` at the uplink's metric, from the advertisements).
 //!
 //! Both are child processes owned here, killed when dropped, and also when
 //! the thread that started them ends (`PR_SET_PDEATHSIG`), so a test killed

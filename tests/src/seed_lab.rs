@@ -210,10 +210,18 @@ impl SeedLab {
         let address6 = format!("{}/{}", uplink.address6, uplink.prefix6_len);
         if dhcp {
             host.ip(["addr", "add", &address6, "dev", ifname, "nodad"])?;
-            // The default route from router advertisements, no SLAAC address;
-            // the static address survives a link flap, as a network manager
-            // would put it back.
-            for (key, value) in [("accept_ra", "2"), ("autoconf", "0"), ("keep_addr_on_down", "1")] {
+            // The default route from router advertisements at the uplink's
+            // metric (as dhcpcd or NetworkManager would set it), no SLAAC
+            // address; the static address survives a link flap, as a
+            // network manager would put it back.
+            let metric = uplink.metric.to_string();
+            let settings = [
+                ("accept_ra", "2"),
+                ("autoconf", "0"),
+                ("keep_addr_on_down", "1"),
+                ("ra_defrtr_metric", &metric),
+            ];
+            for (key, value) in settings {
                 host.sysctl(&format!("net.ipv6.conf.{ifname}.{key}"), value)?;
             }
             host.ip(["link", "set", ifname, "up"])?;

@@ -1,7 +1,10 @@
 //! `cargo xtask lab`: the seed's problem and mhr's fix, live. Brings the lab
-//! up, probes both floating IPs (and IPv6 addresses) from the internet
-//! client, shows `mhr plan --format ip`, applies, probes again, runs
-//! `mhr check`, shows mhr's egress counters, and tears everything down.
+//! up (addresses and default routes from a real DHCP server and client and
+//! real router advertisements), probes both floating IPs (and IPv6
+//! addresses) from the internet client, shows `mhr plan --format ip`,
+//! applies, probes again, runs `mhr check`, shows mhr's egress counters and
+//! guard, runs the daemon through drift and a failover, and tears
+//! everything down.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -73,8 +76,8 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     println!("\n== building mhr");
     cmd::run(cmd::cargo().args(["build", "--package", "mhr-userspace", "--bin", "mhr"]))?;
 
-    println!("\n== bringing up the seed lab");
-    let lab = SeedLab::start_with(args.keep).context("building the lab")?;
+    println!("\n== bringing up the seed lab (dnsmasq in the routers, dhcpcd and RAs on the host)");
+    let lab = SeedLab::start_dhcp_with(args.keep).context("building the lab")?;
     let mut dir = TempDir::new("lab")?;
     let config = dir.path().join("mhr.toml");
     std::fs::write(&config, mhr_config(dir.path())).context("writing the lab's mhr config")?;
@@ -210,14 +213,10 @@ fn main_default(lab: &SeedLab, family: &str) -> String {
 /// The primary uplink dies and comes back while `mhr run` runs.
 fn failover_demo(lab: &SeedLab) -> anyhow::Result<()> {
     let [primary, secondary] = lab.uplinks() else { bail!("the seed lab has two uplinks") };
-    let show_defaults = || -> anyhow::Result<()> {
-        for line in lab.host.ip(["route", "show", "default"])?.lines() {
-            println!("   | {line}");
-        }
-        Ok(())
-    };
-    println!("$ ip route show default   # mhr's default (metric 50) in front of the DHCP-style ones");
-    show_defaults()?;
+    println!(
+        "$ ip route show default; ip -6 route show default   # mhr's default (metric 50) in front of dhcpcd's and the RAs'"
+    );
+    print_defaults(lab);
     println!("$ ip link set {} down   # the primary uplink dies", primary.interface);
     let start = std::time::Instant::now();
     lab.host.ip(["link", "set", primary.interface, "down"])?;
@@ -233,11 +232,12 @@ fn failover_demo(lab: &SeedLab) -> anyhow::Result<()> {
         took.as_millis(),
         verdict(reached)
     );
-    show_defaults()?;
-    println!("$ ip link set {} up   # it comes back (and gets its IPv6 address again)", primary.interface);
+    print_defaults(lab);
+    println!(
+        "$ ip link set {} up   # it comes back; dhcpcd and the RA add its defaults again",
+        primary.interface
+    );
     lab.host.ip(["link", "set", primary.interface, "up"])?;
-    let address6 = format!("{}/{}", primary.address6, primary.prefix6_len);
-    lab.host.ip(["addr", "add", &address6, "dev", primary.interface, "nodad"])?;
     let start = std::time::Instant::now();
     wait_for(
         || main_default(lab, "-4") == primary.interface && main_default(lab, "-6") == primary.interface,
@@ -248,7 +248,17 @@ fn failover_demo(lab: &SeedLab) -> anyhow::Result<()> {
         primary.interface,
         start.elapsed().as_millis()
     );
+    print_defaults(lab);
     Ok(())
+}
+
+/// The lab host's IPv4 and IPv6 default routes in main.
+fn print_defaults(lab: &SeedLab) {
+    for family in ["-4", "-6"] {
+        for line in lab.host.ip([family, "route", "show", "default"]).unwrap_or_default().lines() {
+            println!("   | {line}");
+        }
+    }
 }
 
 /// Polls `done` for up to ten seconds.
@@ -285,7 +295,7 @@ fn describe(lab: &SeedLab, config: &Path) {
     println!("   host namespace: {}", lab.host.name());
     for (uplink, router) in lab.uplinks().iter().zip(&lab.routers) {
         println!(
-            "   {}: {}/{} gw {} (metric {}), {}/{} gw {}; router {} maps floating {} 1:1",
+            "   {}: {}/{} leased with gw {} (metric {}), {}/{} with the router's RA; router {} maps floating {} 1:1",
             uplink.interface,
             uplink.address,
             uplink.prefix_len,
@@ -293,11 +303,12 @@ fn describe(lab: &SeedLab, config: &Path) {
             uplink.metric,
             uplink.address6,
             uplink.prefix6_len,
-            uplink.gateway6,
             router.name(),
             uplink.floating,
         );
     }
+    println!("   host's default routes, from dhcpcd's leases and the routers' advertisements:");
+    print_defaults(lab);
     println!("   internet client: {} ({})", lab.client.name(), CLIENT);
     println!("   mhr config: {}", config.display());
 }
