@@ -173,6 +173,15 @@ impl DhcpServer {
         Ok(())
     }
 
+    /// Restarts dnsmasq leasing `address` with `gateway` as router from now
+    /// on (the router must own `gateway`). A client renewing the old
+    /// address is refused (NAK) and takes the new lease.
+    pub fn serve(&mut self, address: Ipv4Addr, gateway: Ipv4Addr) -> Result<()> {
+        self.uplink.address = address;
+        self.uplink.gateway = gateway;
+        self.restart()
+    }
+
     /// Stops dnsmasq: no more DHCP answers nor router advertisements. The
     /// host keeps its address and IPv4 default route until the lease
     /// expires ([`LEASE`]), its IPv6 default route until [`RA_LIFETIME`]

@@ -378,3 +378,50 @@ fn with_real_dhcp_and_router_advertisements_mhr_never_fights_the_clients_and_fai
         "the lab never touches the machine's files"
     );
 }
+
+#[test]
+fn a_lease_that_changes_address_and_gateway_converges() {
+    require_root();
+    let mut lab = SeedLab::start_dhcp().unwrap();
+    let dir = TempDir::new("failover").unwrap();
+    let config = write_config(&dir, &config_text(&dir, "", false));
+    let _daemon = DaemonThread::start(&lab.host, &config, options());
+    wait_for_default(&lab.host, "ens3", Duration::from_secs(5));
+
+    // ens3 is plugged into a renumbered network: a new address and a new
+    // gateway. On carrier up dhcpcd asks for its old address, is refused
+    // (NAK) and takes the new lease.
+    let (address, gateway) = ("10.0.3.20", "10.0.3.2");
+    lab.routers[0].ip(["addr", "add", &format!("{gateway}/24"), "dev", "lan"]).unwrap();
+    let dhcp = lab.dhcp.as_mut().expect("a DHCP lab");
+    dhcp.servers[0].serve(address.parse().unwrap(), gateway.parse().unwrap()).unwrap();
+    lab.host.ip(["link", "set", "ens3", "down"]).unwrap();
+    lab.host.ip(["link", "set", "ens3", "up"]).unwrap();
+
+    eventually("mhr follows the new lease", Duration::from_secs(20), || {
+        let rules = lab.host.ip(["-4", "rule"]).unwrap_or_default();
+        let table = lab.host.ip(["-4", "route", "show", "table", "7100"]).unwrap_or_default();
+        let main = lab.host.ip(["-4", "route", "show", "default", "proto", "210"]).unwrap_or_default();
+        let converged = rules.contains(&format!("from {address} lookup 7100"))
+            && !rules.contains("10.0.3.10")
+            && table.contains(&format!("default via {gateway} dev ens3"))
+            && main.contains(&format!("default via {gateway} dev ens3"));
+        let report = lab.dhcp.as_ref().map(|dhcp| dhcp.report(&lab.host)).unwrap_or_default();
+        if converged {
+            Ok(())
+        } else {
+            Err(format!("rules:\n{rules}\ntable 7100:\n{table}\nmain:\n{main}\n{report}"))
+        }
+    });
+    let check = mhr(&lab.host, &config, &["check"]);
+    assert!(check.succeeded(), "{check:?}");
+    // Really through the new gateway, from the new address: the router's
+    // internet side answers.
+    let router_wan = lab.uplinks()[0].router_wan.to_string();
+    let route = lab.host.ip(["-4", "route", "get", &router_wan, "from", address]).unwrap();
+    assert!(route.contains(&format!("via {gateway} dev ens3")), "{route}");
+    let ping = lab.host.command("ping").args(["-c1", "-W1", "-I", address, &router_wan]).output().unwrap();
+    assert!(ping.status.success(), "ping {router_wan} from {address}: {ping:?}");
+    let status = mhr(&lab.host, &config, &["status"]);
+    assert!(status.output.contains(&format!("IPv4 gateway: {gateway}")), "{}", status.output);
+}
