@@ -12,6 +12,7 @@ pub mod datapath;
 pub mod engine;
 pub mod guard;
 pub mod health;
+pub mod lock;
 pub mod metrics;
 pub mod model;
 pub mod observe;

@@ -341,7 +341,7 @@ fn with_real_dhcp_and_router_advertisements_mhr_never_fights_the_clients_and_fai
         let lab = SeedLab::start_dhcp().unwrap();
         let dir = TempDir::new("failover").unwrap();
         let config = write_config(&dir, &config_text(&dir, "", false));
-        let _daemon = DaemonThread::start(&lab.host, &config, options());
+        let daemon = DaemonThread::start(&lab.host, &config, options());
         wait_for_default(&lab.host, "ens3", Duration::from_secs(5));
         let defaults = lab.host.ip(["route", "show", "default"]).unwrap();
         assert!(defaults.contains("proto dhcp"), "dhcpcd's defaults stay in main: {defaults}");
@@ -369,7 +369,9 @@ fn with_real_dhcp_and_router_advertisements_mhr_never_fights_the_clients_and_fai
             let defaults = lab.host.ip(["route", "show", "default"]).unwrap_or_default();
             if defaults.contains("default via 10.0.3.1 dev ens3 proto dhcp") { Ok(()) } else { Err(defaults) }
         });
+        daemon.stop();
         let down = mhr(&lab.host, &config, &["down"]);
+        assert!(down.succeeded(), "{down:?}");
         assert!(!down.output.contains("dhcp"), "down touches nothing of the client's: {}", down.output);
     }
     assert_eq!(

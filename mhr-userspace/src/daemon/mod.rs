@@ -63,6 +63,8 @@ impl Default for DaemonOptions {
 pub enum DaemonError {
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     #[error("subscribing to netlink notifications failed")]
     Events(#[source] std::io::Error),
     #[error("serving metrics on {address} failed")]
@@ -131,6 +133,8 @@ pub async fn run(
     options: DaemonOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    // The host's routing is this daemon's from now on: `apply`/`down` are refused.
+    let _lock = crate::lock::acquire(&config.routing.state_dir, crate::lock::Role::Run, crate::lock::WAIT)?;
     // Subscribe first, so nothing that happens during start-up is missed.
     let mut events = EventSocket::open(options.netlink_buffer).map_err(DaemonError::Events)?;
     let control = Arc::new(ControlMetrics::default());
