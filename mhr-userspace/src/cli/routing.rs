@@ -9,7 +9,7 @@ use crate::{
     check::CheckReport,
     config::{Config, GuardMode},
     engine::{Engine, Planned},
-    state,
+    lock, state,
     status::Status,
 };
 
@@ -63,11 +63,13 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                 print_plan(&planned, &engine, args, out)?;
             }
             Command::Apply(args) => {
-                let planned = engine.plan().await?;
                 if args.dry_run {
+                    let planned = engine.plan().await?;
                     print_plan(&planned, &engine, &PlanArgs { format: PlanFormat::Human, json: false }, out)?;
                     return Ok(Outcome::Success);
                 }
+                let _lock = lock::acquire(&engine.config().routing.state_dir, lock::Role::Apply, lock::WAIT)?;
+                let planned = engine.plan().await?;
                 let mut guard = if args.no_guard { None } else { Some(engine.load_guard()?) };
                 let applied = engine.apply(&planned).await?;
                 if applied.actions.is_empty() {
@@ -113,6 +115,7 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                 }
             }
             Command::Down => {
+                let _lock = lock::acquire(&engine.config().routing.state_dir, lock::Role::Down, lock::WAIT)?;
                 let applied = engine.down().await?;
                 if applied.actions.is_empty() {
                     writeln!(out, "no changes: mhr owns nothing here")?;
