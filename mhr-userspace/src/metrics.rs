@@ -40,6 +40,7 @@ pub struct ControlMetrics {
     pub probe_rtt: MetricFamily<Labels, Gauge<f64, AtomicU64>>,
     pub probe_loss: MetricFamily<Labels, Gauge<f64, AtomicU64>>,
     pub failovers: MetricFamily<Labels, Counter>,
+    pub guard_repairs: MetricFamily<Labels, Counter>,
 }
 
 impl ControlMetrics {
@@ -49,6 +50,11 @@ impl ControlMetrics {
 
     pub fn correction(&self, kind: &str) {
         self.drift_corrections.get_or_create(&labels([("kind", kind)])).inc();
+    }
+
+    /// A guard pin or link someone removed, put back (`what`: map, link).
+    pub fn guard_repair(&self, what: &str) {
+        self.guard_repairs.get_or_create(&labels([("what", what)])).inc();
     }
 
     pub fn resync(&self, reason: &str) {
@@ -259,7 +265,7 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: DatapathCol
     );
     registry.register(
         "mhr_guard_attached",
-        "1 when the guard is attached to the uplink",
+        "1 when the kernel runs the guard on the uplink's egress",
         control.guard_attached.clone(),
     );
     registry.register(
@@ -286,6 +292,11 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: DatapathCol
         "mhr_failovers",
         "Changes of the uplink holding main's default route, by family",
         control.failovers.clone(),
+    );
+    registry.register(
+        "mhr_guard_repairs",
+        "Guard pins (map) and links (link) found removed and put back",
+        control.guard_repairs.clone(),
     );
     registry.register(
         "mhr_build",

@@ -4,14 +4,24 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{net::Ipv4Addr, time::Duration};
 
 use common::{
-    daemon::{DaemonThread, eventually},
+    daemon::{DaemonThread, eventually, sample},
     mhr, snapshot, write_config,
 };
-use mhr_tests::{TempDir, many_uplinks::ManyUplinks, require_root};
-use mhr_userspace::daemon::DaemonOptions;
+use mhr_tests::{
+    TempDir,
+    many_uplinks::ManyUplinks,
+    probe::http_get,
+    quiet_host::QuietHost,
+    raw::{mac_of, send_frames, udp4_frame},
+    require_root,
+    seed_lab::routing_section,
+};
+use mhr_userspace::{daemon::DaemonOptions, guard::GuardMaps};
+
+const METRICS_PORT: u16 = 9847;
 
 fn quiet_daemon() -> DaemonOptions {
     DaemonOptions { resync: Duration::from_secs(3600), guard: false, ..DaemonOptions::default() }
@@ -69,4 +79,177 @@ fn apply_and_down_beside_the_daemon_are_refused_naming_it_and_change_nothing() {
     daemon.stop();
     let down = mhr(&host.host, &config, &["down"]);
     assert!(down.succeeded(), "once the daemon stopped: {down:?}");
+}
+
+/// Two uplinks of a quiet host under `mhr run` in enforce mode.
+fn enforce_config(dir: &TempDir) -> std::path::PathBuf {
+    let text = format!(
+        "mode = \"enforce\"\n[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"10.99.0.1\"\n\n[[uplink]]\ninterface = \"ens4\"\ngateway = \"10.99.1.1\"\n\n{}",
+        routing_section(dir.path())
+    );
+    write_config(dir, &text)
+}
+
+fn guard_daemon() -> DaemonOptions {
+    DaemonOptions {
+        resync: Duration::from_secs(3600),
+        guard_repair_deadline: Duration::from_secs(3),
+        ..DaemonOptions::default()
+    }
+}
+
+fn scrape(host: &QuietHost) -> String {
+    http_get(&host.host, METRICS_PORT, "/metrics").map(|(_, body)| body).unwrap_or_default()
+}
+
+fn spoofed_frame(host: &QuietHost) -> Vec<u8> {
+    let own = mac_of(&host.host, "ens3").unwrap();
+    let peer = mac_of(&host.peer, "p0").unwrap();
+    udp4_frame(own, peer, Ipv4Addr::new(192, 0, 2, 66), host.uplinks[0].peer_address, 64)
+}
+
+fn start_guarded() -> (QuietHost, TempDir, DaemonThread) {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("faults").unwrap();
+    let config = enforce_config(&dir);
+    let daemon = DaemonThread::start(&host.host, &config, guard_daemon());
+    eventually("the daemon is healthy", Duration::from_secs(10), || {
+        match http_get(&host.host, METRICS_PORT, "/healthz") {
+            Some((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    (host, dir, daemon)
+}
+
+#[test]
+fn removed_pins_are_put_back_the_guard_never_stops_dropping_and_counters_continue() {
+    let (host, dir, _daemon) = start_guarded();
+    let spoofed = spoofed_frame(&host);
+    assert_eq!(send_frames(&host.host, "ens3", &spoofed, 5).unwrap(), 5, "enforce drops spoofed packets");
+
+    // What `rm -r` of the pin directory (or an unmounted bpffs) does.
+    std::fs::remove_dir_all(dir.pin_dir()).unwrap();
+    assert_eq!(
+        send_frames(&host.host, "ens3", &spoofed, 5).unwrap(),
+        5,
+        "the daemon holds its links: the guard kept dropping with its pins gone"
+    );
+    eventually("the pins are back", Duration::from_secs(5), || {
+        let maps = GuardMaps::from_pins(&dir.pin_dir()).map_err(|e| e.to_string())?;
+        let links: Vec<String> = std::fs::read_dir(dir.pin_dir().join("v1/links"))
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if maps.is_some() && links.len() == 2 { Ok(()) } else { Err(format!("links {links:?}")) }
+    });
+    let body = scrape(&host);
+    assert!(sample(&body, "mhr_guard_repairs_total", "what=\"map\"").unwrap_or(0.0) >= 10.0, "{body}");
+    assert_eq!(sample(&body, "mhr_guard_repairs_total", "what=\"link\""), Some(2.0), "{body}");
+    assert_eq!(sample(&body, "mhr_guard_attached", "uplink=\"ens3\""), Some(1.0), "{body}");
+    // The same maps: the counters went on through the repair.
+    let spoofed_count = "uplink=\"ens3\",family=\"ipv4\",verdict=\"spoofed\"";
+    assert_eq!(sample(&body, "mhr_guard_packets_total", spoofed_count), Some(10.0), "{body}");
+    assert_eq!(send_frames(&host.host, "ens3", &spoofed, 5).unwrap(), 5);
+    assert_eq!(sample(&scrape(&host), "mhr_guard_packets_total", spoofed_count), Some(15.0));
+}
+
+#[test]
+fn a_guard_detached_behind_the_daemons_back_is_seen_and_attached_again() {
+    let (host, dir, _daemon) = start_guarded();
+    let spoofed = spoofed_frame(&host);
+    let pin = dir.pin_dir().join(format!("v1/links/ens3@{}", link_ifindex(&dir, "ens3")));
+    detach_link(&pin);
+    eventually("the guard is attached again", Duration::from_secs(5), || {
+        let body = scrape(&host);
+        match sample(&body, "mhr_guard_repairs_total", "what=\"link\"") {
+            Some(count) if count >= 1.0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(send_frames(&host.host, "ens3", &spoofed, 3).unwrap(), 3, "dropping again");
+    assert_eq!(sample(&scrape(&host), "mhr_guard_attached", "uplink=\"ens3\""), Some(1.0));
+}
+
+#[test]
+fn a_guard_that_cannot_be_repaired_fails_healthz_and_the_daemon_exits_for_its_supervisor() {
+    let (host, dir, mut daemon) = start_guarded();
+    let pin = dir.pin_dir().join(format!("v1/links/ens3@{}", link_ifindex(&dir, "ens3")));
+    let link = open_pin(&pin);
+    // Nothing can be pinned there any more (not a bpffs), and a removed map
+    // pin makes the daemon try.
+    let _tmpfs = Mount::tmpfs(&dir.pin_dir());
+    eventually("/healthz fails naming the cause", Duration::from_secs(3), || {
+        match http_get(&host.host, METRICS_PORT, "/healthz") {
+            Some((503, body)) if body.contains("pinning") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    // The kernel still runs the guard (the daemon holds its links): staying
+    // up past the deadline keeps it dropping.
+    assert_eq!(daemon.exited_within(Duration::from_secs(4)), None, "stays up while the guard works");
+    assert_eq!(send_frames(&host.host, "ens3", &spoofed_frame(&host), 3).unwrap(), 3);
+    // Now the guard is detached from ens3 and cannot come back.
+    link_detach(&link);
+    let exited = daemon.exited_within(Duration::from_secs(10)).expect("the daemon exits within its deadline");
+    let error = exited.expect_err("with an error");
+    assert!(error.contains("could not be repaired"), "{error}");
+}
+
+/// The ifindex in the name of `interface`'s link pin.
+fn link_ifindex(dir: &TempDir, interface: &str) -> u32 {
+    let links = std::fs::read_dir(dir.pin_dir().join("v1/links")).unwrap();
+    links
+        .flatten()
+        .find_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.strip_prefix(&format!("{interface}@"))?.parse().ok()
+        })
+        .expect("a link pin")
+}
+
+/// BPF_OBJ_GET: a file descriptor for a pinned object.
+fn open_pin(path: &std::path::Path) -> std::os::fd::OwnedFd {
+    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut attr = [0u64; 2];
+    attr[0] = path.as_ptr() as u64;
+    // SAFETY: bpf(2) with a zero-padded attribute; the path outlives the call.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 7, attr.as_mut_ptr(), std::mem::size_of_val(&attr)) };
+    assert!(fd >= 0, "BPF_OBJ_GET {path:?}: {}", std::io::Error::last_os_error());
+    // SAFETY: a new descriptor we own.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
+}
+
+/// BPF_LINK_DETACH: detaches a link from its hook whoever holds it.
+fn link_detach(link: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd as _;
+    let mut attr = [0u64; 1];
+    attr[0] = link.as_raw_fd() as u64;
+    // SAFETY: bpf(2) with a zero-padded attribute.
+    let result = unsafe { libc::syscall(libc::SYS_bpf, 34, attr.as_mut_ptr(), std::mem::size_of_val(&attr)) };
+    assert_eq!(result, 0, "BPF_LINK_DETACH: {}", std::io::Error::last_os_error());
+}
+
+fn detach_link(pin: &std::path::Path) {
+    link_detach(&open_pin(pin));
+}
+
+/// A tmpfs mounted over a directory, unmounted when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(path: &std::path::Path) -> Self {
+        let status = std::process::Command::new("mount").args(["-t", "tmpfs", "mhr-test"]).arg(path).status();
+        assert!(status.is_ok_and(|s| s.success()), "mount tmpfs on {}", path.display());
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
 }

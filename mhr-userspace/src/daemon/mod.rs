@@ -44,6 +44,11 @@ pub struct DaemonOptions {
     pub guard: bool,
     /// Kernel receive buffer for notifications (bytes).
     pub netlink_buffer: usize,
+    /// How often the guard's pins and links are checked against the kernel.
+    pub guard_check: Duration,
+    /// Exit with an error when the guard could not be repaired for this
+    /// long, so that the supervisor restarts mhr.
+    pub guard_repair_deadline: Duration,
 }
 
 impl Default for DaemonOptions {
@@ -55,6 +60,8 @@ impl Default for DaemonOptions {
             cleanup_on_exit: false,
             guard: true,
             netlink_buffer: 4 << 20,
+            guard_check: Duration::from_secs(1),
+            guard_repair_deadline: Duration::from_secs(30),
         }
     }
 }
@@ -65,6 +72,8 @@ pub enum DaemonError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
+    #[error("the source guard could not be repaired for {0:?}; exiting so the supervisor restarts mhr: {1}")]
+    GuardLost(Duration, String),
     #[error("subscribing to netlink notifications failed")]
     Events(#[source] std::io::Error),
     #[error("serving metrics on {address} failed")]
@@ -111,6 +120,8 @@ enum Trigger {
     Periodic,
     /// An uplink's health changed in a round.
     Health,
+    /// A guard pin or link is gone, or the guard is failing.
+    GuardCheck,
 }
 
 struct Daemon {
@@ -124,6 +135,8 @@ struct Daemon {
     /// Per family, the uplinks holding main's default after the last reconcile.
     active: std::collections::BTreeMap<Family, Vec<String>>,
     probe_plans: tokio::sync::watch::Sender<Vec<ProbePlan>>,
+    /// Since when the guard has failed to attach or repair, if it does.
+    guard_failing_since: Option<Instant>,
 }
 
 /// Runs until `shutdown` completes. Needs a tokio runtime; netlink sockets
@@ -167,10 +180,25 @@ pub async fn run(
     for family in ["ipv4", "ipv6"] {
         control.failover(family, false);
     }
+    for what in ["map", "link"] {
+        drop(control.guard_repairs.get_or_create(&vec![("what".to_owned(), what.to_owned())]));
+    }
     let book = HealthBook::new(settings);
     let active = std::collections::BTreeMap::new();
-    let mut daemon = Daemon { engine, guard, control, health, book, last: None, active, probe_plans };
+    let mut daemon = Daemon {
+        engine,
+        guard,
+        control,
+        health,
+        book,
+        last: None,
+        active,
+        probe_plans,
+        guard_failing_since: None,
+    };
     daemon.reconcile(Trigger::Startup).await;
+    let mut guard_check = tokio::time::interval(options.guard_check);
+    guard_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     tokio::pin!(shutdown);
     let mut resync = tokio::time::interval_at(Instant::now() + options.resync, options.resync);
@@ -201,6 +229,22 @@ pub async fn run(
                 daemon.reconcile(Trigger::Event).await;
             }
             _ = resync.tick() => daemon.reconcile(Trigger::Periodic).await,
+            _ = guard_check.tick(), if daemon.guard.is_some() => {
+                if daemon.guard_needs_repair() {
+                    daemon.reconcile(Trigger::GuardCheck).await;
+                }
+                // While the kernel still runs the guard (this process holds
+                // its links), staying up keeps it; exit once it is really gone.
+                if let Some(since) = daemon.guard_failing_since
+                    && since.elapsed() >= options.guard_repair_deadline
+                    && daemon.guard_lost()
+                {
+                    let HealthState::Failing(error) = daemon.health.state() else { continue };
+                    tracing::error!(%error, "the source guard could not be repaired; exiting");
+                    let _ = std::fs::remove_file(crate::state::health_path(&daemon.engine.config().routing.state_dir));
+                    return Err(DaemonError::GuardLost(options.guard_repair_deadline, error));
+                }
+            }
             Some(results) = rounds.recv() => {
                 if daemon.health_round(&results).await {
                     first_pending = None;
@@ -231,7 +275,7 @@ impl Daemon {
             Trigger::Startup => self.control.resync("startup"),
             Trigger::Overrun => self.control.resync("overrun"),
             Trigger::Periodic => self.control.resync("periodic"),
-            Trigger::Event | Trigger::Health => {}
+            Trigger::Event | Trigger::Health | Trigger::GuardCheck => {}
         }
         match self.try_reconcile(trigger).await {
             Ok(changes) => {
@@ -263,33 +307,13 @@ impl Daemon {
         // routing change fails (in enforce mode a new address must not be
         // dropped as spoofed while routing is retried). A guard failure does
         // not hold routing back either: both run, the first error is reported.
-        let mut changes = 0;
-        let guard_result = match &mut self.guard {
-            None => Ok(()),
-            Some(guard) => {
-                let uplinks = self.engine.guard_uplinks(&planned);
-                // Clsact filters have no pin to notice them gone: check them
-                // again on full resyncs only.
-                let recheck_clsact = matches!(trigger, Trigger::Periodic | Trigger::Overrun);
-                let result = guard
-                    .configure(&uplinks)
-                    .and_then(|_| guard.attach_missing(&uplinks, AttachMode::Auto, recheck_clsact));
-                if let Ok(attached) = &result {
-                    if counts_as_drift {
-                        for _ in attached {
-                            self.control.correction("guard_attached");
-                        }
-                    }
-                    changes += attached.len();
-                }
-                for uplink in &self.engine.config().uplinks {
-                    let on = guard.holds(&uplink.interface);
-                    let labels = vec![("uplink".to_owned(), uplink.interface.clone())];
-                    self.control.guard_attached.get_or_create(&labels).set(i64::from(on));
-                }
-                result.map(drop)
-            }
-        };
+        let guard_result = self.reconcile_guard(&planned, trigger, counts_as_drift);
+        match (&guard_result, self.guard_failing_since) {
+            (Ok(_), _) => self.guard_failing_since = None,
+            (Err(_), None) => self.guard_failing_since = Some(Instant::now()),
+            (Err(_), Some(_)) => {}
+        }
+        let changes = *guard_result.as_ref().unwrap_or(&0);
         let applied = self.engine.apply(&planned).await?;
         if counts_as_drift {
             for action in &planned.actions {
@@ -304,6 +328,79 @@ impl Daemon {
         self.write_snapshot();
         guard_result?;
         Ok(changes + applied.changed)
+    }
+
+    /// Makes the guard's maps describe the planned uplinks and attaches it
+    /// where it is missing, first putting back pins and links someone
+    /// removed. Returns the number of links attached.
+    fn reconcile_guard(
+        &mut self,
+        planned: &Planned,
+        trigger: Trigger,
+        counts_as_drift: bool,
+    ) -> Result<usize, crate::guard::GuardError> {
+        let Some(guard) = &mut self.guard else { return Ok(0) };
+        let uplinks = self.engine.guard_uplinks(planned);
+        // The maps first: in enforce mode a new address must not be dropped
+        // as spoofed while anything else is retried.
+        let configured = guard.configure(&uplinks).map(drop);
+        let repaired = guard.repair_pins();
+        if let Ok(repinned) = &repaired {
+            for pin in repinned {
+                tracing::warn!(pin = %pin, "a guard pin was removed; pinned it again");
+                self.control.guard_repair(pin.split(' ').next().unwrap_or("map"));
+            }
+        }
+        let detached = guard.forget_detached();
+        let held_before = guard.held_pins();
+        // Clsact filters have no pin to notice them gone: check them
+        // again on full resyncs only.
+        let recheck_clsact = matches!(trigger, Trigger::Periodic | Trigger::Overrun);
+        let attached = repaired
+            .and(configured)
+            .and_then(|()| guard.attach_missing(&uplinks, AttachMode::Auto, recheck_clsact));
+        if let Ok(attached) = &attached {
+            for attachment in attached {
+                let pin =
+                    format!("{}{}", crate::guard::pin_prefix(&attachment.interface), attachment.ifindex);
+                if held_before.contains(&pin) || detached.contains(&pin) {
+                    tracing::warn!(uplink = %attachment.interface, "the guard's link was removed; attached it again");
+                    self.control.guard_repair("link");
+                } else if counts_as_drift {
+                    self.control.correction("guard_attached");
+                }
+            }
+        }
+        for uplink in &self.engine.config().uplinks {
+            let on = guard.attached_in_kernel(&uplink.interface);
+            let labels = vec![("uplink".to_owned(), uplink.interface.clone())];
+            self.control.guard_attached.get_or_create(&labels).set(i64::from(on));
+        }
+        attached.map(|attached| attached.len())
+    }
+
+    /// Whether an uplink the guard should be on runs without it.
+    fn guard_lost(&mut self) -> bool {
+        let (Some(guard), Some(last)) = (&mut self.guard, &self.last) else { return false };
+        let uplinks = self.engine.guard_uplinks(last);
+        uplinks.iter().any(|uplink| !guard.attached_in_kernel(&uplink.interface))
+    }
+
+    /// Whether a guard pin or link is gone, or the guard is failing.
+    fn guard_needs_repair(&mut self) -> bool {
+        let Some(guard) = &mut self.guard else { return false };
+        if self.guard_failing_since.is_some() || !guard.pins_intact() {
+            return true;
+        }
+        let held: Vec<String> = self
+            .engine
+            .config()
+            .uplinks
+            .iter()
+            .map(|uplink| uplink.interface.clone())
+            .filter(|interface| guard.holds(interface))
+            .collect();
+        held.iter().any(|interface| !guard.attached_in_kernel(interface))
     }
 
     /// One health round: probes answered or not, the gateways' neighbour

@@ -38,12 +38,15 @@ fn failed(uplink: &GuardUplink) -> impl Fn(String) -> GuardError + '_ {
     move |reason| GuardError::Attach { interface: uplink.interface.clone(), reason }
 }
 
+/// Attaches (or replaces the program behind) `uplink`'s link. For TCX also
+/// returns a handle on the pinned link: while it is held the link stays
+/// attached even if its pin is removed, and it can be pinned again.
 pub(super) fn attach_uplink(
     program: &mut SchedClassifier,
     uplink: &GuardUplink,
     mode: AttachMode,
     links_dir: &Path,
-) -> Result<GuardAttachment, GuardError> {
+) -> Result<(GuardAttachment, Option<PinnedLink>), GuardError> {
     let attachment = |mechanism, replaced| GuardAttachment {
         interface: uplink.interface.clone(),
         ifindex: uplink.ifindex,
@@ -56,10 +59,14 @@ pub(super) fn attach_uplink(
             .map_err(|err| failed(uplink)(format!("opening {}: {err}", pin.display())))?;
         let link = SchedClassifierLink::try_from(FdLink::from(pinned))
             .map_err(|err| failed(uplink)(format!("{} is not a TC link: {err}", pin.display())))?;
-        program
+        let id = program
             .attach_to_link(link)
             .map_err(|err| failed(uplink)(format!("replacing the program: {err}")))?;
-        return Ok(attachment(Mechanism::Tcx, true));
+        // The program would keep this link's fd; hold it through the pin instead.
+        drop(program.take_link(id));
+        let held = PinnedLink::from_pin(&pin)
+            .map_err(|err| failed(uplink)(format!("opening {}: {err}", pin.display())))?;
+        return Ok((attachment(Mechanism::Tcx, true), Some(held)));
     }
     if mode != AttachMode::Clsact {
         let options = TcAttachOptions::TcxOrder(LinkOrder::default());
@@ -67,10 +74,10 @@ pub(super) fn attach_uplink(
             Ok(id) => {
                 let link = program.take_link(id).map_err(|err| failed(uplink)(err.to_string()))?;
                 let fd_link = FdLink::try_from(link).map_err(|err| failed(uplink)(err.to_string()))?;
-                fd_link
+                let held = fd_link
                     .pin(&pin)
                     .map_err(|err| failed(uplink)(format!("pinning {}: {err}", pin.display())))?;
-                return Ok(attachment(Mechanism::Tcx, false));
+                return Ok((attachment(Mechanism::Tcx, false), Some(held)));
             }
             Err(err) if mode == AttachMode::Auto && tcx_unsupported(&err) => {
                 tracing::info!(interface = %uplink.interface, error = %err, "TCX unavailable, falling back to clsact");
@@ -91,7 +98,7 @@ pub(super) fn attach_uplink(
         .map_err(|err| failed(uplink)(format!("clsact: {err}")))?;
     let link = program.take_link(id).map_err(|err| failed(uplink)(err.to_string()))?;
     std::mem::forget(link);
-    Ok(attachment(Mechanism::Clsact, replaced))
+    Ok((attachment(Mechanism::Clsact, replaced), None))
 }
 
 /// Removes guard filters from an interface's clsact egress; true if any.

@@ -17,7 +17,11 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, MapError, RingBuf},
-    programs::{ProgramError, SchedClassifier},
+    pin::PinError,
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType,
+        links::{FdLink, PinnedLink},
+    },
 };
 use ipnet::IpNet;
 use mhr_common::guard::{EMPTY_PROGRAM, FLAGS_MAP, GUARD_PROGRAM, MAX_UPLINKS};
@@ -66,6 +70,18 @@ pub enum GuardError {
     Cpus(#[source] std::io::Error),
     #[error("attaching the guard to `{interface}` failed: {reason}")]
     Attach { interface: String, reason: String },
+    #[error("opening the pinned map {path}")]
+    OpenPin {
+        path: PathBuf,
+        #[source]
+        source: MapError,
+    },
+    #[error("pinning {path} again failed (is {path} still on a bpffs?)")]
+    Repin {
+        path: PathBuf,
+        #[source]
+        source: PinError,
+    },
     #[error("removing the guard's pins under {path}")]
     Remove {
         path: PathBuf,
@@ -93,7 +109,18 @@ pub struct Guard {
     layout: PinLayout,
     /// Links this instance attached or replaced, by pin name
     /// (name@ifindex), with the mechanism used.
-    attached: BTreeMap<String, Mechanism>,
+    attached: BTreeMap<String, Held>,
+    /// A second handle on every pinned map, to pin it again when its pin
+    /// is removed (a deleted directory, a remounted bpffs): the same maps,
+    /// so counters continue.
+    map_pins: Vec<(String, MapData)>,
+}
+
+struct Held {
+    mechanism: Mechanism,
+    interface: String,
+    /// TCX: the pinned link, held so that it outlives its pin.
+    link: Option<PinnedLink>,
 }
 
 impl Guard {
@@ -109,8 +136,9 @@ impl Guard {
             .default_map_pin_directory(layout.maps())
             .load(GUARD_OBJECT)
             .map_err(|source| GuardError::Load { pin_dir: pin_dir.to_owned(), source: Box::new(source) })?;
+        let map_pins = open_pinned_maps(&layout.maps())?;
         let maps = GuardMaps::from_ebpf(&mut ebpf)?;
-        let mut guard = Self { ebpf, maps, layout, attached: Default::default() };
+        let mut guard = Self { ebpf, maps, layout, attached: Default::default(), map_pins };
         guard
             .program(GUARD_PROGRAM)?
             .load()
@@ -162,11 +190,103 @@ impl Guard {
     ) -> Result<Vec<GuardAttachment>, GuardError> {
         let links_dir = self.layout.links();
         // A TCX link someone unpinned is gone.
-        self.attach_where(uplinks, mode, |attached, pin| match attached.get(pin) {
+        self.attach_where(uplinks, mode, |attached, pin| match attached.get(pin).map(|held| held.mechanism) {
             None => true,
             Some(Mechanism::Tcx) => !links_dir.join(pin).exists(),
             Some(Mechanism::Clsact) => recheck_clsact,
         })
+    }
+
+    /// Pin names (`interface@ifindex`) of the links this instance holds.
+    pub fn held_pins(&self) -> BTreeSet<String> {
+        self.attached.keys().cloned().collect()
+    }
+
+    /// Re-creates the pin directories and pins again the maps and links
+    /// whose pins are gone (from the handles this instance holds: the same
+    /// maps and links, never detached). Returns what was pinned again, as
+    /// `map NAME` and `link PIN`.
+    pub fn repair_pins(&mut self) -> Result<Vec<String>, GuardError> {
+        for dir in [self.layout.maps(), self.layout.links()] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| GuardError::PinDir { path: dir.clone(), source })?;
+        }
+        let maps_dir = self.layout.maps();
+        let mut repinned = Vec::new();
+        for (name, map) in &self.map_pins {
+            let path = maps_dir.join(name);
+            if !path.exists() {
+                map.pin(&path).map_err(|source| GuardError::Repin { path: path.clone(), source })?;
+                repinned.push(format!("map {name}"));
+            }
+        }
+        let links_dir = self.layout.links();
+        for (pin, held) in &mut self.attached {
+            let path = links_dir.join(pin);
+            if path.exists() {
+                continue;
+            }
+            if let Some(link) = held.link.take() {
+                let pinned = FdLink::from(link)
+                    .pin(&path)
+                    .map_err(|source| GuardError::Repin { path: path.clone(), source })?;
+                held.link = Some(pinned);
+                repinned.push(format!("link {pin}"));
+            }
+        }
+        Ok(repinned)
+    }
+
+    /// Whether every pin this instance relies on is in place.
+    pub fn pins_intact(&self) -> bool {
+        let (maps_dir, links_dir) = (self.layout.maps(), self.layout.links());
+        self.map_pins.iter().all(|(name, _)| maps_dir.join(name).exists())
+            && self
+                .attached
+                .iter()
+                .all(|(pin, held)| held.mechanism != Mechanism::Tcx || links_dir.join(pin).exists())
+    }
+
+    /// Whether the kernel runs this instance's program on `interface`'s
+    /// egress (TCX; a clsact filter is taken on trust).
+    pub fn attached_in_kernel(&mut self, interface: &str) -> bool {
+        let Some(mechanism) =
+            self.attached.values().find(|held| held.interface == interface).map(|held| held.mechanism)
+        else {
+            return false;
+        };
+        if mechanism == Mechanism::Clsact {
+            return true;
+        }
+        let Ok(id) = self.program(GUARD_PROGRAM).and_then(|program| {
+            program.info().map_err(|source| GuardError::Program { name: GUARD_PROGRAM, source })
+        }) else {
+            return false;
+        };
+        let id = id.id();
+        SchedClassifier::query_tcx(interface, TcAttachType::Egress)
+            .is_ok_and(|(_, programs)| programs.iter().any(|program| program.id() == id))
+    }
+
+    /// Forgets (and unpins) the TCX links the kernel no longer runs this
+    /// program behind, e.g. detached by hand, so that
+    /// [`Guard::attach_missing`] attaches them again. Returns their pins.
+    pub fn forget_detached(&mut self) -> Vec<String> {
+        let held: Vec<(String, Mechanism, String)> = self
+            .attached
+            .iter()
+            .map(|(pin, held)| (pin.clone(), held.mechanism, held.interface.clone()))
+            .collect();
+        let links_dir = self.layout.links();
+        let mut forgotten = Vec::new();
+        for (pin, mechanism, interface) in held {
+            if mechanism == Mechanism::Tcx && !self.attached_in_kernel(&interface) {
+                let _ = std::fs::remove_file(links_dir.join(&pin));
+                self.attached.remove(&pin);
+                forgotten.push(pin);
+            }
+        }
+        forgotten
     }
 
     /// Whether this instance holds the guard on `interface`.
@@ -179,7 +299,7 @@ impl Guard {
         &mut self,
         uplinks: &[GuardUplink],
         mode: AttachMode,
-        needed: impl Fn(&BTreeMap<String, Mechanism>, &str) -> bool,
+        needed: impl Fn(&BTreeMap<String, Held>, &str) -> bool,
     ) -> Result<Vec<GuardAttachment>, GuardError> {
         let links_dir = self.layout.links();
         let mut attachments = Vec::with_capacity(uplinks.len());
@@ -189,8 +309,9 @@ impl Guard {
                 continue;
             }
             let program = self.program(GUARD_PROGRAM)?;
-            let attachment = attach::attach_uplink(program, uplink, mode, &links_dir)?;
-            self.attached.insert(pin, attachment.mechanism);
+            let (attachment, link) = attach::attach_uplink(program, uplink, mode, &links_dir)?;
+            let held = Held { mechanism: attachment.mechanism, interface: uplink.interface.clone(), link };
+            self.attached.insert(pin, held);
             attachments.push(attachment);
         }
         attach::remove_stale_links(&links_dir, uplinks)?;
@@ -204,4 +325,18 @@ impl Guard {
         let map = self.ebpf.take_map(FLAGS_MAP).ok_or(GuardError::MissingMap(FLAGS_MAP))?;
         RingBuf::try_from(map).map_err(|source| GuardError::Map { name: FLAGS_MAP, source })
     }
+}
+
+/// A handle on every map pinned in `dir`, by file name.
+fn open_pinned_maps(dir: &Path) -> Result<Vec<(String, MapData)>, GuardError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|source| GuardError::PinDir { path: dir.to_owned(), source })?;
+    let mut maps = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let map =
+            MapData::from_pin(&path).map_err(|source| GuardError::OpenPin { path: path.clone(), source })?;
+        maps.push((entry.file_name().to_string_lossy().into_owned(), map));
+    }
+    Ok(maps)
 }

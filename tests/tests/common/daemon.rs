@@ -15,7 +15,7 @@ use mhr_userspace::{
 /// The daemon on its own thread (inside a namespace); stopped on drop.
 pub struct DaemonThread {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
 }
 
 impl DaemonThread {
@@ -31,7 +31,15 @@ impl DaemonThread {
                 .block_on(daemon::run(config, options, async {
                     let _ = stopped.await;
                 }))
-                .expect("the daemon runs until stopped");
+                .map_err(|err| {
+                    let mut message = err.to_string();
+                    let mut source = std::error::Error::source(&err);
+                    while let Some(cause) = source {
+                        message += &format!(": {cause}");
+                        source = cause.source();
+                    }
+                    message
+                })
         });
         Self { stop: Some(stop), thread: Some(thread) }
     }
@@ -40,15 +48,30 @@ impl DaemonThread {
         self.shutdown();
     }
 
+    /// Waits up to `timeout` for the daemon to end by itself: its result,
+    /// or `None` while it still runs.
+    pub fn exited_within(&mut self, timeout: Duration) -> Option<Result<(), String>> {
+        let deadline = Instant::now() + timeout;
+        while self.thread.as_ref().is_some_and(|thread| !thread.is_finished()) {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let thread = self.thread.take()?;
+        Some(thread.join().unwrap_or_else(|_| Err("the daemon thread panicked".to_owned())))
+    }
+
     fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(thread) = self.thread.take()
-            && let Err(panic) = thread.join()
-            && !std::thread::panicking()
-        {
-            std::panic::resume_unwind(panic);
+        let Some(thread) = self.thread.take() else { return };
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) if !std::thread::panicking() => panic!("the daemon failed: {err}"),
+            Err(panic) if !std::thread::panicking() => std::panic::resume_unwind(panic),
+            _ => {}
         }
     }
 }
