@@ -250,22 +250,20 @@ impl Guard {
     /// Whether the kernel runs this instance's program on `interface`'s
     /// egress (TCX; a clsact filter is taken on trust).
     pub fn attached_in_kernel(&mut self, interface: &str) -> bool {
-        let Some(mechanism) =
-            self.attached.values().find(|held| held.interface == interface).map(|held| held.mechanism)
-        else {
-            return false;
-        };
+        self.kernel_runs_guard(interface).unwrap_or(false)
+    }
+
+    /// [`Guard::attached_in_kernel`], or `None` when the kernel could not
+    /// be asked (the interface is gone).
+    fn kernel_runs_guard(&mut self, interface: &str) -> Option<bool> {
+        let mechanism =
+            self.attached.values().find(|held| held.interface == interface).map(|held| held.mechanism)?;
         if mechanism == Mechanism::Clsact {
-            return true;
+            return Some(true);
         }
-        let Ok(id) = self.program(GUARD_PROGRAM).and_then(|program| {
-            program.info().map_err(|source| GuardError::Program { name: GUARD_PROGRAM, source })
-        }) else {
-            return false;
-        };
-        let id = id.id();
-        SchedClassifier::query_tcx(interface, TcAttachType::Egress)
-            .is_ok_and(|(_, programs)| programs.iter().any(|program| program.id() == id))
+        let id = self.program(GUARD_PROGRAM).ok()?.info().ok()?.id();
+        let (_, programs) = SchedClassifier::query_tcx(interface, TcAttachType::Egress).ok()?;
+        Some(programs.iter().any(|program| program.id() == id))
     }
 
     /// Forgets (and unpins) the TCX links the kernel no longer runs this
@@ -280,7 +278,8 @@ impl Guard {
         let links_dir = self.layout.links();
         let mut forgotten = Vec::new();
         for (pin, mechanism, interface) in held {
-            if mechanism == Mechanism::Tcx && !self.attached_in_kernel(&interface) {
+            // An interface that is gone is for the stale-link clean-up.
+            if mechanism == Mechanism::Tcx && self.kernel_runs_guard(&interface) == Some(false) {
                 let _ = std::fs::remove_file(links_dir.join(&pin));
                 self.attached.remove(&pin);
                 forgotten.push(pin);
