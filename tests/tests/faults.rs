@@ -253,3 +253,112 @@ impl Drop for Mount {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// `mhr run` as a process of its own inside `netns` (its descriptors are
+/// its own to count); killed when dropped.
+struct DaemonProcess(std::process::Child);
+
+impl DaemonProcess {
+    fn spawn(netns: &mhr_tests::Netns, config: &std::path::Path, args: &[&str]) -> Self {
+        let child = netns
+            .command(common::daemon::mhr_binary())
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mhr run starts");
+        Self(child)
+    }
+
+    fn descriptors(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.0.id())).map(|fds| fds.count()).unwrap_or(0)
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn slow_and_half_sent_http_clients_cannot_starve_the_daemon() {
+    use std::io::{Read as _, Write as _};
+    require_root();
+    let host = ManyUplinks::start(2, 1, 0).unwrap();
+    let dir = TempDir::new("faults").unwrap();
+    let config = write_config(&dir, &host.mhr_config(dir.path()));
+    let daemon = DaemonProcess::spawn(&host.host, &config, &["--no-guard"]);
+    eventually("the daemon is healthy", Duration::from_secs(10), || {
+        match http_get(&host.host, METRICS_PORT, "/healthz") {
+            Some((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let baseline = daemon.descriptors();
+
+    // 100 clients that never finish their request's headers (slowloris):
+    // more than the server's 32 connections, fewer than its listen backlog.
+    let mut clients: Vec<std::net::TcpStream> = host
+        .host
+        .run(|| {
+            (0..100)
+                .map(|_| {
+                    let mut stream = std::net::TcpStream::connect(("127.0.0.1", METRICS_PORT)).unwrap();
+                    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: mhr\r\n").unwrap();
+                    stream
+                })
+                .collect()
+        })
+        .unwrap();
+    let started = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let held = daemon.descriptors();
+    assert!(held <= baseline + 32 + 2, "connections are capped: {held} descriptors, {baseline} before");
+
+    // Reconciliation goes on under that load.
+    host.host.ip(["addr", "add", "10.100.0.50/24", "dev", "up0"]).unwrap();
+    eventually("the new address gets its rule", Duration::from_secs(3), || {
+        let rules = host.host.ip(["rule"]).unwrap_or_default();
+        if rules.contains("from 10.100.0.50 lookup 7100") { Ok(()) } else { Err(rules) }
+    });
+
+    // The server hangs up on the half-sent requests after the header timeout.
+    let first = &mut clients[0];
+    first.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut buffer = [0u8; 64];
+    let read = first.read(&mut buffer);
+    assert!(matches!(read, Ok(0)) || read.is_err(), "closed, not answered: {read:?}");
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_secs(4)..Duration::from_secs(8)).contains(&waited),
+        "closed after the header timeout (5 s), not {waited:?}"
+    );
+    drop(clients);
+    eventually("/metrics answers again", Duration::from_secs(15), || {
+        match http_get(&host.host, METRICS_PORT, "/metrics") {
+            Some((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+
+    // An idle keep-alive connection is closed too.
+    let idle_closed = host
+        .host
+        .run(|| {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", METRICS_PORT)).unwrap();
+            stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: mhr\r\n\r\n").unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+            let started = std::time::Instant::now();
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response);
+            (started.elapsed(), String::from_utf8_lossy(&response).into_owned())
+        })
+        .unwrap();
+    assert!(idle_closed.1.starts_with("HTTP/1.1 200"), "{}", idle_closed.1);
+    assert!(idle_closed.0 < Duration::from_secs(8), "idle keep-alive closed after {:?}", idle_closed.0);
+}

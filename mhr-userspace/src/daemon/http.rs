@@ -1,12 +1,28 @@
-//! `/metrics` (Prometheus text format) and `/healthz`.
+//! `/metrics` (Prometheus text format) and `/healthz`, served so that no
+//! client can starve the daemon: at most [`MAX_CONNECTIONS`] at once (no
+//! more are accepted until one ends), headers must arrive within
+//! [`HEADER_READ_TIMEOUT`], and no connection lives longer than
+//! [`CONNECTION_LIFETIME`], idle keep-alive included.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
 use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
 
 use super::{Health, HealthState};
 use crate::metrics::render;
+
+/// Concurrent connections; a scraper needs one, a few dashboards more.
+pub const MAX_CONNECTIONS: usize = 32;
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// Pause after a failed accept (e.g. out of descriptors) before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 struct AppState {
@@ -21,8 +37,26 @@ pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>, h
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(AppState { registry, health });
-    if let Err(err) = axum::serve(listener, app).await {
-        tracing::error!(%err, "the metrics server stopped");
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    loop {
+        // Waiting here leaves further clients in the kernel's backlog,
+        // holding none of the daemon's descriptors.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!(%err, "accepting a metrics connection failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+        });
     }
 }
 
