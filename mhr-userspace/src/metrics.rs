@@ -41,6 +41,7 @@ pub struct ControlMetrics {
     pub probe_loss: MetricFamily<Labels, Gauge<f64, AtomicU64>>,
     pub failovers: MetricFamily<Labels, Counter>,
     pub guard_repairs: MetricFamily<Labels, Counter>,
+    pub uplink_blocked: MetricFamily<Labels, Gauge>,
 }
 
 impl ControlMetrics {
@@ -292,6 +293,11 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: DatapathCol
         "mhr_failovers",
         "Changes of the uplink holding main's default route, by family",
         control.failovers.clone(),
+    );
+    registry.register(
+        "mhr_uplink_blocked",
+        "1 when a foreign route or rule where the uplink's go makes mhr leave it as it is",
+        control.uplink_blocked.clone(),
     );
     registry.register(
         "mhr_guard_repairs",

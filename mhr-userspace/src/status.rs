@@ -40,6 +40,8 @@ pub struct UplinkStatus {
     pub routes: Vec<ObjectStatus>,
     /// Per family the uplink carries: health, why, since when, probes.
     pub health: Vec<FamilyStatus>,
+    /// Why mhr leaves this uplink's table and rules as they are.
+    pub blocked: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -164,6 +166,7 @@ impl Engine {
                         }
                     })
                     .collect(),
+                blocked: uplink.blocked.clone(),
             })
             .collect();
         Ok(Status {

@@ -362,3 +362,45 @@ fn slow_and_half_sent_http_clients_cannot_starve_the_daemon() {
     assert!(idle_closed.1.starts_with("HTTP/1.1 200"), "{}", idle_closed.1);
     assert!(idle_closed.0 < Duration::from_secs(8), "idle keep-alive closed after {:?}", idle_closed.0);
 }
+
+#[test]
+fn a_foreign_rule_on_one_uplinks_priority_blocks_that_uplink_only() {
+    require_root();
+    let host = ManyUplinks::start(2, 1, 0).unwrap();
+    let dir = TempDir::new("faults").unwrap();
+    let config = write_config(&dir, &host.mhr_config(dir.path()));
+    let _daemon = DaemonThread::start(&host.host, &config, quiet_daemon());
+    let rules = || host.host.ip(["rule"]).unwrap_or_default();
+    eventually("the daemon applied", Duration::from_secs(10), || {
+        if rules().contains("from 10.100.1.10 lookup 7101") { Ok(()) } else { Err(rules()) }
+    });
+
+    // Someone else's rule at up1's "from" priority (7103).
+    host.host.ip(["rule", "add", "priority", "7103", "lookup", "100"]).unwrap();
+    host.host.ip(["addr", "add", "10.100.0.50/24", "dev", "up0"]).unwrap();
+    eventually("up0 goes on: its new address gets its rule", Duration::from_secs(5), || {
+        if rules().contains("from 10.100.0.50 lookup 7100") { Ok(()) } else { Err(rules()) }
+    });
+    let now = rules();
+    assert!(now.contains("7103:\tfrom all lookup 100"), "the foreign rule stays: {now}");
+    assert!(now.contains("from 10.100.1.10 lookup 7101"), "up1's rules stay as they were: {now}");
+    let body = http_get(&host.host, METRICS_PORT, "/metrics").unwrap().1;
+    assert_eq!(sample(&body, "mhr_uplink_blocked", "uplink=\"up1\""), Some(1.0), "{body}");
+    assert_eq!(sample(&body, "mhr_uplink_blocked", "uplink=\"up0\""), Some(0.0), "{body}");
+    assert_eq!(sample(&body, "mhr_reconciles_total", "result=\"error\""), None, "{body}");
+    let status = mhr(&host.host, &config, &["status"]);
+    assert!(
+        status.output.contains("BLOCKED, left as it is: priority 7103 (for `up1`) is already used by a rule"),
+        "{}",
+        status.output
+    );
+
+    host.host.ip(["rule", "del", "priority", "7103", "lookup", "100"]).unwrap();
+    eventually("up1 is managed again", Duration::from_secs(5), || {
+        let body = http_get(&host.host, METRICS_PORT, "/metrics").map(|r| r.1).unwrap_or_default();
+        match sample(&body, "mhr_uplink_blocked", "uplink=\"up1\"") {
+            Some(0.0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+}

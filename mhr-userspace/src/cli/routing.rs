@@ -254,6 +254,9 @@ fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
                 writeln!(out, "  {family} gateway: {} (from {})", gateway.gateway, gateway.learned_from)?;
             }
         }
+        if let Some(reason) = &uplink.blocked {
+            writeln!(out, "  BLOCKED, left as it is: {reason}")?;
+        }
         for health in &uplink.health {
             let state = match health.fault {
                 None if health.healthy => "healthy".to_owned(),

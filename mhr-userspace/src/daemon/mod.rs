@@ -323,6 +323,7 @@ impl Daemon {
         self.control.rules_installed.set(planned.desired.rules.len() as i64);
         self.control.routes_installed.set(planned.desired.routes.len() as i64);
         self.record_active(&planned);
+        self.record_blocked(&planned);
         let _ = self.probe_plans.send(probe_plans(self.engine.config(), &planned.observed));
         self.last = Some(planned);
         self.write_snapshot();
@@ -448,6 +449,29 @@ impl Daemon {
         for ((interface, family), entry) in self.book.entries() {
             let primary = self.engine.config().uplinks.iter().any(|u| u.interface == *interface && u.primary);
             self.control.uplink_health(interface, family_label(*family), primary, entry);
+        }
+    }
+
+    /// Logs an uplink becoming blocked or free again; the metric per uplink.
+    fn record_blocked(&mut self, planned: &Planned) {
+        for uplink in &self.engine.config().uplinks {
+            let reason = planned
+                .desired
+                .uplinks
+                .iter()
+                .find(|u| u.interface == uplink.interface)
+                .and_then(|u| u.blocked.clone());
+            let labels = vec![("uplink".to_owned(), uplink.interface.clone())];
+            let gauge = self.control.uplink_blocked.get_or_create(&labels);
+            let was_blocked = gauge.get() == 1;
+            match &reason {
+                Some(reason) if !was_blocked => {
+                    tracing::warn!(uplink = %uplink.interface, %reason, "uplink left as it is; the others go on")
+                }
+                None if was_blocked => tracing::info!(uplink = %uplink.interface, "uplink no longer blocked"),
+                _ => {}
+            }
+            gauge.set(i64::from(reason.is_some()));
         }
     }
 

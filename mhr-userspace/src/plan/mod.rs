@@ -106,6 +106,10 @@ pub struct UplinkPlan {
     pub from_priority: u32,
     /// Health per family the uplink carries (has or had a gateway for).
     pub health: Vec<FamilyVerdict>,
+    /// Why mhr leaves this uplink's table and rules as they are (a foreign
+    /// object where they go; the daemon goes on with the other uplinks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
 }
 
 /// Whether an uplink may carry main's default route in one family.
@@ -262,6 +266,7 @@ pub fn desired(
             to_priority: base,
             from_priority: base + 1,
             health: Vec::new(),
+            blocked: None,
         };
         if !link.up {
             desired
@@ -337,7 +342,12 @@ pub fn desired(
         main_default(&mut desired, config, observed, family, family_candidates, strictness)?;
     }
     restore_moved(&mut desired, observed, &memory.moved);
-    check_clashes(config, observed, &desired)?;
+    for (index, clash) in clashes(config, observed, &desired) {
+        if !tolerant {
+            return Err(clash);
+        }
+        isolate(&mut desired, observed, protocol, index, &clash);
+    }
     Ok(desired)
 }
 
@@ -654,41 +664,48 @@ fn is_link_local(address: IpAddr) -> bool {
     }
 }
 
-/// Refuses, before any change, to use a table or priority that a foreign
-/// object already uses.
-fn check_clashes(config: &Config, observed: &Observed, desired: &Desired) -> Result<(), PlanError> {
+/// Uplinks whose table or priorities a foreign object already uses, with
+/// the first such object: one-shot commands refuse before any change, the
+/// daemon leaves those uplinks as they are ([`isolate`]).
+fn clashes(config: &Config, observed: &Observed, desired: &Desired) -> Vec<(usize, PlanError)> {
     let protocol = config.routing.protocol;
     let names = observed.names();
-    for uplink in &desired.uplinks {
-        let interface = || uplink.interface.clone();
+    let foreign_rules = || observed.rules.iter().filter(|r| r.protocol != protocol);
+    let clash = |uplink: &UplinkPlan| {
+        let interface = uplink.interface.clone();
         if let Some(route) =
             observed.routes.iter().find(|r| r.table == uplink.table && r.protocol != protocol)
         {
-            return Err(PlanError::TableHasForeignRoute {
-                table: uplink.table,
-                interface: interface(),
-                object: names.route_args(route),
-            });
+            let object = names.route_args(route);
+            return Some(PlanError::TableHasForeignRoute { table: uplink.table, interface, object });
         }
-        let foreign_rules = observed.rules.iter().filter(|r| r.protocol != protocol);
-        if let Some(rule) = foreign_rules.clone().find(|r| r.table == uplink.table) {
-            return Err(PlanError::TableHasForeignRule {
-                table: uplink.table,
-                interface: interface(),
-                object: rule_args(rule),
-            });
+        if let Some(rule) = foreign_rules().find(|r| r.table == uplink.table) {
+            let object = rule_args(rule);
+            return Some(PlanError::TableHasForeignRule { table: uplink.table, interface, object });
         }
-        for priority in [uplink.to_priority, uplink.from_priority] {
-            if let Some(rule) = foreign_rules.clone().find(|r| r.priority == priority) {
-                return Err(PlanError::PriorityTaken {
-                    priority,
-                    interface: interface(),
-                    object: rule_args(rule),
-                });
-            }
-        }
-    }
-    Ok(())
+        [uplink.to_priority, uplink.from_priority].into_iter().find_map(|priority| {
+            let rule = foreign_rules().find(|r| r.priority == priority)?;
+            let (interface, object) = (interface.clone(), rule_args(rule));
+            Some(PlanError::PriorityTaken { priority, interface, object })
+        })
+    };
+    desired.uplinks.iter().enumerate().filter_map(|(index, uplink)| Some((index, clash(uplink)?))).collect()
+}
+
+/// Leaves uplink `index`'s table and rules exactly as they are (mhr's own
+/// included: deleting them would break the uplink's replies) and says why.
+fn isolate(desired: &mut Desired, observed: &Observed, protocol: u8, index: usize, clash: &PlanError) {
+    let uplink = &mut desired.uplinks[index];
+    let (table, priorities) = (uplink.table, [uplink.to_priority, uplink.from_priority]);
+    let its_rule = |rule: &Rule| rule.table == table || priorities.contains(&rule.priority);
+    desired.rules.retain(|rule| !its_rule(rule));
+    desired.routes.retain(|route| route.table != table);
+    desired.rules.extend(observed.rules.iter().filter(|r| r.protocol == protocol && its_rule(r)).cloned());
+    desired
+        .routes
+        .extend(observed.routes.iter().filter(|r| r.protocol == protocol && r.table == table).cloned());
+    uplink.blocked = Some(clash.to_string());
+    desired.notes.push(format!("{}: left as it is: {clash}", uplink.interface));
 }
 
 /// One change to the kernel.

@@ -695,3 +695,39 @@ fn a_remembered_table_yields_to_an_explicit_claim() {
     let tables: Vec<u32> = desired.uplinks.iter().map(|u| u.table).collect();
     assert_eq!(tables, vec![7100, 7101]);
 }
+
+#[test]
+fn in_the_daemon_a_clash_blocks_only_its_uplink_and_keeps_what_mhr_has_there() {
+    // Applied first, then a foreign rule takes one of ens4's priorities.
+    let config = seed_config();
+    let (_, actions) = plan(&config, &seed_host()).unwrap();
+    let mut host = after(&seed_host(), &actions);
+    host.rules.push(kernel_rule(Family::V4, 7103, 100));
+    // And ens3 gains an address meanwhile.
+    host.addresses.push(Address { interface: 2, address: "10.0.3.20".parse().unwrap(), prefix_len: 24 });
+    let tolerant = plan_with(&config, &host, &Memory::default(), Strictness::Tolerant).unwrap();
+    let actions = diff(&tolerant, &host, MHR);
+    let ens4 = tolerant.uplinks.iter().find(|u| u.interface == "ens4").unwrap();
+    assert!(ens4.blocked.as_deref().is_some_and(|why| why.contains("priority 7103")), "{ens4:?}");
+    assert!(
+        tolerant.notes.iter().any(|note| note.starts_with("ens4: left as it is")),
+        "{:?}",
+        tolerant.notes
+    );
+    // ens3 goes on (its new address gets its rules); ens4's objects stay.
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::AddRule { rule } if rule.table == 7100)),
+        "{actions:?}"
+    );
+    assert!(
+        actions.iter().all(|a| match a {
+            Action::AddRule { rule } | Action::DeleteRule { rule } => rule.table == 7100,
+            Action::AddRoute { route } | Action::DeleteRoute { route } => route.table != 7101,
+            _ => true,
+        }),
+        "nothing of ens4's changes: {actions:?}"
+    );
+    assert!(tolerant.uplinks.iter().find(|u| u.interface == "ens3").unwrap().blocked.is_none());
+    // One-shot commands still refuse, before any change.
+    assert!(matches!(plan(&config, &host), Err(PlanError::PriorityTaken { priority: 7103, .. })));
+}
