@@ -11,6 +11,7 @@ use std::{
 };
 
 use ipnet::IpNet;
+use mhr_common::guard::MAX_ALLOW;
 use serde::Deserialize;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mhr/mhr.toml";
@@ -103,9 +104,13 @@ pub enum ConfigError {
     #[error("{path}: [routing] priority_range holds {have} priorities, {needed} are needed (two per uplink)")]
     PriorityRangeTooSmall { path: PathBuf, needed: usize, have: u64 },
     #[error(
-        "{path}: [routing] protocol {protocol} is `{owner}`'s: mhr would treat their routes as its own; pick an unassigned number such as 210"
+        "{path}: [routing] protocol {protocol} is `{owner}`'s: mhr would treat their routes as its own; pick an unassigned number such as 210 (or set force_protocol = true if nothing on this host uses it)"
     )]
     ReservedProtocol { path: PathBuf, protocol: u8, owner: &'static str },
+    #[error(
+        "{path}: {count} {family} `allow` prefixes over all uplinks; the guard holds at most {MAX_ALLOW} per family"
+    )]
+    TooManyAllow { path: PathBuf, family: crate::model::Family, count: usize },
     #[error("{path}: {size} bytes is too large for a config file (at most {MAX_CONFIG_BYTES})")]
     TooLarge { path: PathBuf, size: u64 },
     #[error("{path}: uplink `{interface}`: {count} probe targets, at most {MAX_PROBES_PER_UPLINK}")]
@@ -307,6 +312,9 @@ pub struct RoutingConfig {
     /// Metric of mhr's default route in main. Foreign defaults (DHCP, RA,
     /// networkd) stay in main behind it; one at or below it is refused.
     pub main_metric: u32,
+    /// Accept a `protocol` another routing daemon uses (mhr would treat
+    /// its routes in mhr's tables as its own).
+    pub force_protocol: bool,
 }
 
 impl Default for RoutingConfig {
@@ -319,6 +327,7 @@ impl Default for RoutingConfig {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             to_rules: true,
             main_metric: DEFAULT_MAIN_METRIC,
+            force_protocol: false,
         }
     }
 }
@@ -473,7 +482,25 @@ impl Config {
             return Err(ConfigError::PriorityRangeTooSmall { path: path(), needed, have });
         }
         if let Some((protocol, owner)) = RESERVED_PROTOCOLS.iter().find(|(p, _)| *p == routing.protocol) {
-            return Err(ConfigError::ReservedProtocol { path: path(), protocol: *protocol, owner });
+            if !routing.force_protocol {
+                return Err(ConfigError::ReservedProtocol { path: path(), protocol: *protocol, owner });
+            }
+            tracing::warn!(
+                protocol,
+                owner,
+                "[routing] protocol is reserved; used because force_protocol = true"
+            );
+        }
+        for family in [crate::model::Family::V4, crate::model::Family::V6] {
+            let count = self
+                .uplinks
+                .iter()
+                .flat_map(|u| &u.allow)
+                .filter(|p| crate::model::Family::of(&p.addr()) == family)
+                .count();
+            if count > MAX_ALLOW as usize {
+                return Err(ConfigError::TooManyAllow { path: path(), family, count });
+            }
         }
         if routing.main_metric == 0 {
             return Err(ConfigError::ZeroMainMetric { path: path() });
@@ -715,6 +742,49 @@ to_rules = false
             parse(&format!("{MINIMAL}[metrics]\nlisten = \"0.0.0.0:9100\"\ntop_offenders = 10\n")).unwrap();
         assert_eq!(listen.metrics.listen.port(), 9100);
         assert!(with("priority_range = [100, 103]").is_ok());
+    }
+
+    #[test]
+    fn a_reserved_protocol_is_accepted_only_when_forced() {
+        let forced = parse(&format!("{MINIMAL}[routing]\nprotocol = 16\nforce_protocol = true\n")).unwrap();
+        assert_eq!(forced.routing.protocol, 16);
+        assert!(!RoutingConfig::default().force_protocol, "not forced by default");
+    }
+
+    #[test]
+    fn allow_prefixes_beyond_the_guards_capacity_are_refused_per_family() {
+        let prefixes = |count: u32, v6: bool| -> String {
+            let list: Vec<String> = (0..count)
+                .map(|i| {
+                    if v6 {
+                        format!("\"2001:db8:{i:x}::/48\"")
+                    } else {
+                        format!("\"10.{}.{}.0/24\"", i / 256, i % 256)
+                    }
+                })
+                .collect();
+            list.join(", ")
+        };
+        let config = |v4: u32, v6: u32| {
+            let allow = [prefixes(v4, false), prefixes(v6, true)]
+                .iter()
+                .filter(|p| !p.is_empty())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            parse(&format!("[[uplink]]\ninterface = \"a\"\nprimary = true\nallow = [{allow}]\n"))
+        };
+        assert!(config(MAX_ALLOW, MAX_ALLOW).is_ok());
+        let err = config(MAX_ALLOW + 1, 0).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::TooManyAllow { count: 1025, family: crate::model::Family::V4, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("1025 IPv4 `allow` prefixes"), "{err}");
+        assert!(matches!(
+            config(0, MAX_ALLOW + 1).unwrap_err(),
+            ConfigError::TooManyAllow { family: crate::model::Family::V6, .. }
+        ));
     }
 
     #[test]

@@ -306,6 +306,19 @@ impl Engine {
     /// Loads the guard, reusing its pinned maps (counters continue). Done
     /// before routing changes, so a missing bpffs or a refused program
     /// stops `apply` before it changes anything.
+    /// What `apply` checks before its first change: mhr's directories are
+    /// writable and, with the guard, its maps hold every uplink and address.
+    pub fn preflight(&self, planned: &Planned, guard: bool) -> Result<(), EngineError> {
+        let routing = &self.config.routing;
+        for dir in [&routing.rt_tables_dir, &routing.state_dir] {
+            state::check_writable(dir)?;
+        }
+        if guard {
+            crate::guard::check_capacity(&self.guard_uplinks(planned))?;
+        }
+        Ok(())
+    }
+
     pub fn load_guard(&self) -> Result<Guard, EngineError> {
         Ok(Guard::load(&self.config.datapath.pin_dir)?)
     }

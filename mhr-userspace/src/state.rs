@@ -47,6 +47,12 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
+    #[error("{path} is not writable; mhr needs it for its files")]
+    NotWritable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("{path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 }
@@ -201,6 +207,15 @@ fn remove_optional(path: &Path) -> Result<(), StateError> {
 /// the old or the new content, never half, and no temp file behind.
 fn write_atomically(path: &Path, text: &str) -> Result<(), StateError> {
     write_file(path, text, true)
+}
+
+/// Whether mhr can write files in `dir` (creating it if missing): checked
+/// before the first kernel change, so a read-only directory fails `apply`
+/// with nothing changed.
+pub fn check_writable(dir: &Path) -> Result<(), StateError> {
+    let fail = |source| StateError::NotWritable { path: dir.to_owned(), source };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    tempfile::Builder::new().prefix(".mhr-check-").tempfile_in(dir).map_err(fail).map(drop)
 }
 
 fn write_file(path: &Path, text: &str, durable: bool) -> Result<(), StateError> {

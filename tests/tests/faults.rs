@@ -248,6 +248,17 @@ impl Mount {
     }
 }
 
+impl Mount {
+    fn read_only_tmpfs(path: &std::path::Path) -> Self {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "ro", "mhr-test"])
+            .arg(path)
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "mount read-only tmpfs on {}", path.display());
+        Self(path.to_owned())
+    }
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
@@ -403,4 +414,53 @@ fn a_foreign_rule_on_one_uplinks_priority_blocks_that_uplink_only() {
             other => Err(format!("{other:?}")),
         }
     });
+}
+
+#[test]
+fn what_apply_could_not_finish_is_refused_before_any_change() {
+    require_root();
+    let host = ManyUplinks::start(2, 1, 1).unwrap();
+    let dir = TempDir::new("faults").unwrap();
+    let good = host.mhr_config(dir.path());
+    let before = snapshot(&host.host);
+    let refused = |text: &str, expected: &str| {
+        let config = write_config(&dir, text);
+        let run = mhr(&host.host, &config, &["apply"]);
+        assert!(run.error().contains(expected), "expected `{expected}` in: {run:?}");
+        assert_eq!(snapshot(&host.host), before, "nothing changed for `{expected}`");
+    };
+
+    // A pin_dir that is not on a bpffs: refused, and no directory left there.
+    let not_bpffs = dir.path().join("pins");
+    let pin_line = format!("pin_dir = \"{}\"", dir.pin_dir().display());
+    refused(&good.replace(&pin_line, &format!("pin_dir = \"{}\"", not_bpffs.display())), "is not on a bpffs");
+    assert!(!not_bpffs.exists(), "no directory created");
+
+    // A read-only rt_tables_dir.
+    let tables = dir.path().join("rt_tables.d");
+    std::fs::create_dir_all(&tables).unwrap();
+    {
+        let _read_only = Mount::read_only_tmpfs(&tables);
+        refused(&good, "rt_tables.d is not writable");
+    }
+
+    // More IPv4 addresses than the guard's owner map holds (4096).
+    host.host
+        .ip_batch(
+            &(0..4100)
+                .map(|i| format!("addr add 10.200.{}.{}/32 dev up1\n", i / 250, i % 250 + 1))
+                .collect::<String>(),
+        )
+        .unwrap();
+    let before_addresses = snapshot(&host.host);
+    let config = write_config(&dir, &good);
+    let run = mhr(&host.host, &config, &["apply"]);
+    assert!(
+        run.error().contains("4102 IPv4 addresses on the uplinks; the guard holds at most 4096"),
+        "{run:?}"
+    );
+    assert_eq!(snapshot(&host.host), before_addresses);
+    // Routing alone has no such limit.
+    assert!(mhr(&host.host, &config, &["apply", "--no-guard"]).succeeded());
+    assert!(mhr(&host.host, &config, &["down"]).succeeded());
 }

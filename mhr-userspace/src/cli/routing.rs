@@ -71,6 +71,7 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                 let _lock = lock::acquire(&engine.config().routing.state_dir, lock::Role::Apply, lock::WAIT)?;
                 let planned = engine.plan().await?;
                 let mut guard = if args.no_guard { None } else { Some(engine.load_guard()?) };
+                engine.preflight(&planned, guard.is_some())?;
                 let applied = engine.apply(&planned).await?;
                 if applied.actions.is_empty() {
                     writeln!(out, "no changes: the host is as desired")?;
@@ -85,6 +86,13 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                 }
                 print_active(&planned, out)?;
                 if let Some(guard) = &mut guard {
+                    let enforced = engine.config().uplinks.iter().any(|u| engine.config().guard_mode(u).0 == GuardMode::Enforce);
+                    if enforced {
+                        writeln!(
+                            out,
+                            "note: enforce mode: only `mhr run` updates the guard when addresses change; without it a new address's packets are dropped as spoofed"
+                        )?;
+                    }
                     for uplink in planned.desired.uplinks.iter().filter(|u| !u.ethernet) {
                         writeln!(
                             out,

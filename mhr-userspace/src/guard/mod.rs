@@ -24,7 +24,7 @@ use aya::{
     },
 };
 use ipnet::IpNet;
-use mhr_common::guard::{EMPTY_PROGRAM, FLAGS_MAP, GUARD_PROGRAM, MAX_UPLINKS};
+use mhr_common::guard::{EMPTY_PROGRAM, FLAGS_MAP, GUARD_PROGRAM, MAX_OWNERS, MAX_UPLINKS};
 
 pub use attach::{GuardAttachment, pin_prefix, teardown};
 pub use maps::{EventCounts, GuardMaps, OffenderReport, PinLayout, VerdictCounts};
@@ -66,6 +66,12 @@ pub enum GuardError {
     },
     #[error("more than {MAX_UPLINKS} guarded uplinks")]
     TooManyUplinks,
+    #[error("{count} {family} addresses on the uplinks; the guard holds at most {MAX_OWNERS}")]
+    TooManyAddresses { family: &'static str, count: usize },
+    #[error(
+        "pin_dir {path} is not on a bpffs ({found} is not); mount one there or point pin_dir under /sys/fs/bpf"
+    )]
+    NotBpffs { path: PathBuf, found: PathBuf },
     #[error("counting CPUs")]
     Cpus(#[source] std::io::Error),
     #[error("attaching the guard to `{interface}` failed: {reason}")]
@@ -127,6 +133,7 @@ impl Guard {
     /// Loads the object, reusing the maps pinned under `pin_dir` (so
     /// counters survive) or pinning new ones there.
     pub fn load(pin_dir: &Path) -> Result<Self, GuardError> {
+        ensure_bpffs(pin_dir)?;
         let layout = PinLayout::new(pin_dir);
         for dir in [layout.maps(), layout.links()] {
             std::fs::create_dir_all(&dir)
@@ -338,4 +345,41 @@ fn open_pinned_maps(dir: &Path) -> Result<Vec<(String, MapData)>, GuardError> {
         maps.push((entry.file_name().to_string_lossy().into_owned(), map));
     }
     Ok(maps)
+}
+
+/// bpffs's `statfs` magic number.
+const BPF_FS_MAGIC: libc::c_long = 0xcafe_4a11;
+
+/// Refuses a `pin_dir` whose nearest existing ancestor is not on a bpffs,
+/// before anything is created there.
+fn ensure_bpffs(pin_dir: &Path) -> Result<(), GuardError> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let existing = pin_dir.ancestors().find(|dir| dir.exists()).unwrap_or(Path::new("/"));
+    let not_bpffs = || GuardError::NotBpffs { path: pin_dir.to_owned(), found: existing.to_owned() };
+    let path = std::ffi::CString::new(existing.as_os_str().as_bytes()).map_err(|_| not_bpffs())?;
+    // SAFETY: statfs(2) fills the zeroed struct; the path is NUL-terminated.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    let result = unsafe { libc::statfs(path.as_ptr(), &mut stat) };
+    if result != 0 || stat.f_type as libc::c_long != BPF_FS_MAGIC {
+        return Err(not_bpffs());
+    }
+    Ok(())
+}
+
+/// Refuses, before any change, uplinks whose addresses or count the
+/// guard's maps cannot hold.
+pub fn check_capacity(uplinks: &[GuardUplink]) -> Result<(), GuardError> {
+    if uplinks.len() > MAX_UPLINKS as usize {
+        return Err(GuardError::TooManyUplinks);
+    }
+    let addresses = |v4: bool| -> BTreeSet<IpAddr> {
+        uplinks.iter().flat_map(|u| &u.addresses).filter(|a| a.is_ipv4() == v4).copied().collect()
+    };
+    for (family, v4) in [("IPv4", true), ("IPv6", false)] {
+        let count = addresses(v4).len();
+        if count > MAX_OWNERS as usize {
+            return Err(GuardError::TooManyAddresses { family, count });
+        }
+    }
+    Ok(())
 }
