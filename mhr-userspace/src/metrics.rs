@@ -367,6 +367,8 @@ mod tests {
         control.uplink_health("ens3", "ipv4", true, entry);
         control.uplink_active("ens3", "ipv4", true);
         control.failover("ipv4", false);
+        control.guard_repair("map");
+        control.uplink_blocked.get_or_create(&labels([("uplink", "ens3")])).set(0);
         let registry = registry(&control, DatapathCollector::new("/nonexistent".into(), 0));
         let text = render(&registry).unwrap();
         let mut names: BTreeSet<String> = text
@@ -395,6 +397,8 @@ mod tests {
             "mhr_uplink_probe_rtt_seconds",
             "mhr_uplink_probe_loss_ratio",
             "mhr_failovers_total",
+            "mhr_guard_repairs_total",
+            "mhr_uplink_blocked",
         ] {
             assert!(names.contains(name), "{name} missing from {names:?}");
         }
@@ -423,7 +427,9 @@ mod tests {
         .unwrap();
         assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() >= 11));
         let alerts = std::fs::read_to_string(deploy.join("prometheus/alerts.yml")).unwrap();
-        for alert in ["MhrPrimaryUplinkUnhealthy", "MhrNoHealthyUplink", "MhrFailover"] {
+        for alert in
+            ["MhrPrimaryUplinkUnhealthy", "MhrNoHealthyUplink", "MhrFailover", "MhrUplinkBlocked", "MhrGuardRepaired"]
+        {
             assert!(alerts.contains(&format!("alert: {alert}\n")), "{alert} missing");
         }
     }
