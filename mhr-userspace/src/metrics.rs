@@ -427,9 +427,13 @@ mod tests {
         .unwrap();
         assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() >= 11));
         let alerts = std::fs::read_to_string(deploy.join("prometheus/alerts.yml")).unwrap();
-        for alert in
-            ["MhrPrimaryUplinkUnhealthy", "MhrNoHealthyUplink", "MhrFailover", "MhrUplinkBlocked", "MhrGuardRepaired"]
-        {
+        for alert in [
+            "MhrPrimaryUplinkUnhealthy",
+            "MhrNoHealthyUplink",
+            "MhrFailover",
+            "MhrUplinkBlocked",
+            "MhrGuardRepaired",
+        ] {
             assert!(alerts.contains(&format!("alert: {alert}\n")), "{alert} missing");
         }
     }

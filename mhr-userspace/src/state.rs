@@ -76,10 +76,18 @@ pub fn moved_path(state_dir: &Path) -> PathBuf {
 /// Interface → table, from mhr's rt_tables.d file (empty when absent).
 pub fn read_tables(rt_tables_dir: &Path) -> Result<BTreeMap<String, u32>, StateError> {
     let path = tables_path(rt_tables_dir);
-    let Some(text) = read_optional(&path)? else {
-        return Ok(BTreeMap::new());
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(source) => return Err(StateError::Read { path, source }),
     };
-    parse_tables(&text).map_err(|reason| StateError::Corrupt { path, reason })
+    let parsed = String::from_utf8(bytes).map_err(|err| err.to_string()).and_then(|text| parse_tables(&text));
+    // Only a hint for table allocation, rewritten by the next apply: a
+    // corrupt one must not stop `status` or `down`.
+    parsed.or_else(|reason| {
+        set_aside(&path, &reason);
+        Ok(BTreeMap::new())
+    })
 }
 
 fn parse_tables(text: &str) -> Result<BTreeMap<String, u32>, String> {
@@ -149,26 +157,35 @@ pub fn read_health<T: serde::de::DeserializeOwned + Default>(state_dir: &Path) -
 /// (`NAME.corrupt-UNIXTIME`) with a warning and read as empty: mhr rebuilds
 /// what it can from the kernel instead of refusing to work.
 fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, StateError> {
-    let Some(text) = read_optional(path)? else {
-        return Ok(T::default());
+    // Bytes, not text: invalid UTF-8 is corruption like any other.
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(T::default()),
+        Err(source) => return Err(StateError::Read { path: path.to_owned(), source }),
     };
-    match serde_json::from_str(&text) {
+    match serde_json::from_slice(&bytes) {
         Ok(value) => Ok(value),
         Err(err) => {
-            let stamp =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            let aside = path.with_extension(format!("json.corrupt-{stamp}"));
-            let moved = std::fs::rename(path, &aside);
-            tracing::warn!(
-                path = %path.display(),
-                aside = %aside.display(),
-                renamed = moved.is_ok(),
-                error = %err,
-                "state file is corrupt: set aside, continuing without it"
-            );
+            set_aside(path, &err.to_string());
             Ok(T::default())
         }
     }
+}
+
+/// Renames a corrupt file of mhr's to `NAME.corrupt-UNIXTIME` and warns.
+fn set_aside(path: &Path, error: &str) {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".corrupt-{stamp}"));
+    let aside = PathBuf::from(aside);
+    let moved = std::fs::rename(path, &aside);
+    tracing::warn!(
+        path = %path.display(),
+        aside = %aside.display(),
+        renamed = moved.is_ok(),
+        %error,
+        "file is corrupt: set aside, continuing without it"
+    );
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
@@ -184,14 +201,6 @@ pub fn write_moved(state_dir: &Path, moved: &[MovedRoute]) -> Result<(), StateEr
         return remove_optional(&path);
     }
     write_json(&path, &moved)
-}
-
-fn read_optional(path: &Path) -> Result<Option<String>, StateError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StateError::Read { path: path.to_owned(), source }),
-    }
 }
 
 fn remove_optional(path: &Path) -> Result<(), StateError> {

@@ -464,3 +464,39 @@ fn what_apply_could_not_finish_is_refused_before_any_change() {
     assert!(mhr(&host.host, &config, &["apply", "--no-guard"]).succeeded());
     assert!(mhr(&host.host, &config, &["down"]).succeeded());
 }
+
+#[test]
+fn corrupt_state_files_are_set_aside_and_apply_status_and_down_still_work() {
+    require_root();
+    let host = ManyUplinks::start(2, 1, 1).unwrap();
+    let dir = TempDir::new("faults").unwrap();
+    let config = write_config(&dir, &host.mhr_config(dir.path()));
+    let before = snapshot(&host.host);
+    assert!(mhr(&host.host, &config, &["apply", "--no-guard"]).succeeded());
+    let state = dir.path().join("state");
+    for file in ["moved-routes.json", "gateways.json", "health.json"] {
+        std::fs::write(state.join(file), b"{ not json \xff").unwrap();
+    }
+    std::fs::write(dir.path().join("rt_tables.d/mhr.conf"), b"7100 up0 extra\n\xff").unwrap();
+    let status = mhr(&host.host, &config, &["status"]);
+    assert!(status.result.is_ok(), "{status:?}");
+    assert!(status.output.contains("in sync"), "{}", status.output);
+    let again = mhr(&host.host, &config, &["apply", "--no-guard"]);
+    assert!(again.succeeded(), "{again:?}");
+    let down = mhr(&host.host, &config, &["down"]);
+    assert!(down.succeeded(), "{down:?}");
+    assert_eq!(snapshot(&host.host), before, "down restored the host");
+    let aside: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".corrupt-"))
+        .collect();
+    assert!(aside.iter().any(|n| n.starts_with("gateways.json.corrupt-")), "set aside: {aside:?}");
+    let tables: Vec<String> = std::fs::read_dir(dir.path().join("rt_tables.d"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(tables.iter().any(|n| n.starts_with("mhr.conf.corrupt-")), "set aside: {tables:?}");
+}
