@@ -241,6 +241,26 @@ fn vlan_tags_in_band_are_parsed_up_to_two() {
 }
 
 #[test]
+fn enforce_mode_drops_frames_with_more_vlan_tags_than_it_reads() {
+    in_quiet_host(|| {
+        let mut f = Fixture::new(true);
+        let triple = [(0x88a8, 1), (0x8100, 2), (0x8100, 3)];
+        for source in [ENS3_V4, FOREIGN_V4] {
+            let frame = frames::ipv4(source, PEER_V4, UDP, &triple);
+            expect(&mut f, &frame, Family::Other, Verdict::Malformed, TC_ACT_SHOT);
+        }
+        expect(
+            &mut f,
+            &frames::ipv4(ENS3_V4, PEER_V4, UDP, &[(0x8100, 42)]),
+            Family::Ipv4,
+            Verdict::Ok,
+            TCX_NEXT,
+        );
+        assert_eq!(f.guard.maps.event_counts(f.slot("ens3")).unwrap().dropped, 2);
+    });
+}
+
+#[test]
 fn non_ip_and_truncated_frames_are_counted_and_passed() {
     in_quiet_host(|| {
         let mut f = Fixture::new(true);

@@ -97,8 +97,8 @@ fn second_apply_changes_nothing_and_down_restores_the_host_with_foreign_objects_
     assert_eq!(snapshot(&lab.host), before, "down restores every rule and route");
     assert_eq!(
         dir.files(),
-        vec![std::path::PathBuf::from("mhr.toml"), std::path::PathBuf::from("state/gateways.json")],
-        "mhr's files are gone but the remembered gateways"
+        ["mhr.toml", "state/gateways.json", "state/lock"].map(std::path::PathBuf::from).to_vec(),
+        "mhr's files are gone but the remembered gateways and the writer lock"
     );
     let again = mhr(&lab.host, &config, &["down"]);
     assert_eq!(again.output, "no changes: mhr owns nothing here\n");

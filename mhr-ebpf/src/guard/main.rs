@@ -77,6 +77,12 @@ pub fn mhr_guard(ctx: TcContext) -> i32 {
     let (family, verdict) = classify(guard, &parsed);
     let length = u64::from(ctx.len());
     count(guard.slot, family, verdict, length);
+    // The kernel's stack never sends these; a source hidden behind a third
+    // tag must not get past enforce mode.
+    if guard.enforce != 0 && matches!(parsed, Parsed::TooManyTags) {
+        bump(guard.slot, Event::Dropped);
+        return TC_ACT_SHOT;
+    }
     if !verdict.is_offence() {
         return TCX_NEXT;
     }
@@ -114,6 +120,7 @@ fn classify(guard: &UplinkGuard, parsed: &Parsed) -> (Family, Verdict) {
     match parsed {
         Parsed::NonIp => (Family::Other, Verdict::NonIp),
         Parsed::Malformed(family) => (*family, Verdict::Malformed),
+        Parsed::TooManyTags => (Family::Other, Verdict::Malformed),
         Parsed::Ip { source: Source::V4(source), .. } => (Family::Ipv4, classify_v4(guard, *source)),
         Parsed::Ip { source: Source::V6(source), .. } => (Family::Ipv6, classify_v6(guard, source)),
     }

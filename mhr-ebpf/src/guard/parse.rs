@@ -31,6 +31,9 @@ pub enum Source {
 pub enum Parsed {
     NonIp,
     Malformed(Family),
+    /// More in-band VLAN tags than the parser reads: whatever is inside
+    /// cannot be vouched for (counted as malformed; dropped in enforce mode).
+    TooManyTags,
     Ip {
         /// Offset of the IP header.
         l3: usize,
@@ -120,7 +123,7 @@ fn parse_slow(ctx: &TcContext) -> Parsed {
                 None => Parsed::Malformed(Family::Ipv6),
             }
         }
-        ETH_P_8021Q | ETH_P_8021AD => Parsed::Malformed(Family::Other),
+        ETH_P_8021Q | ETH_P_8021AD => Parsed::TooManyTags,
         _ => Parsed::NonIp,
     }
 }
