@@ -166,7 +166,7 @@ fn link_from_message(message: &LinkMessage) -> Option<Link> {
     })
 }
 
-fn address_from_message(message: &AddressMessage) -> Option<Address> {
+pub(crate) fn address_from_message(message: &AddressMessage) -> Option<Address> {
     if message.header.scope != AddressScope::Universe {
         return None;
     }

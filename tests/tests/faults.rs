@@ -500,3 +500,39 @@ fn corrupt_state_files_are_set_aside_and_apply_status_and_down_still_work() {
         .collect();
     assert!(tables.iter().any(|n| n.starts_with("mhr.conf.corrupt-")), "set aside: {tables:?}");
 }
+
+#[test]
+fn in_enforce_mode_a_new_address_is_learned_before_the_debounced_reconcile() {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("faults").unwrap();
+    let config = enforce_config(&dir);
+    // A long debounce: only the guard's fast path can learn the address in time.
+    let options = DaemonOptions {
+        debounce: Duration::from_secs(3),
+        max_delay: Duration::from_secs(3),
+        ..guard_daemon()
+    };
+    let _daemon = DaemonThread::start(&host.host, &config, options);
+    eventually("the daemon is healthy", Duration::from_secs(10), || {
+        match http_get(&host.host, METRICS_PORT, "/healthz") {
+            Some((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let own = mac_of(&host.host, "ens3").unwrap();
+    let peer = mac_of(&host.peer, "p0").unwrap();
+    let renumbered = Ipv4Addr::new(10, 99, 0, 20);
+    let frame = udp4_frame(own, peer, renumbered, host.uplinks[0].peer_address, 64);
+    assert_eq!(send_frames(&host.host, "ens3", &frame, 1).unwrap(), 1, "not yet an address of ens3: dropped");
+
+    host.host.ip(["addr", "add", "10.99.0.20/24", "dev", "ens3"]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        send_frames(&host.host, "ens3", &frame, 5).unwrap(),
+        0,
+        "the new address passes long before the reconcile (3 s debounce)"
+    );
+    let rules = host.host.ip(["rule"]).unwrap();
+    assert!(!rules.contains("from 10.99.0.20"), "routing waits for the reconcile: {rules}");
+}

@@ -1,20 +1,28 @@
 //! A netlink socket subscribed to link, address, route and rule changes
-//! (IPv4 and IPv6). The daemon only needs to know that something changed;
-//! it re-reads the whole state when it reconciles.
+//! (IPv4 and IPv6). The daemon mostly needs to know that something
+//! changed (it re-reads the whole state when it reconciles); new addresses
+//! are decoded so the guard can learn them before the debounce.
 
 use std::io;
 
-use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket, protocols::NETLINK_ROUTE};
+use rtnetlink::{
+    packet_core::{NetlinkMessage, NetlinkPayload},
+    packet_route::RouteNetlinkMessage,
+    sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket, protocols::NETLINK_ROUTE},
+};
+
+use crate::observe::{Address, address_from_message};
 
 /// RTNLGRP_LINK, IPV4_IFADDR, IPV4_ROUTE, IPV4_RULE, IPV6_IFADDR,
 /// IPV6_ROUTE, IPV6_RULE.
 const GROUPS: [u32; 7] = [1, 5, 7, 8, 9, 11, 19];
 
 /// What arrived on the socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// Some link, address, route or rule changed.
-    Changed,
+    /// Some link, address, route or rule changed; `added` are the global
+    /// addresses among the changes that appeared.
+    Changed { added: Vec<Address> },
     /// The kernel dropped notifications (ENOBUFS): only a full resync is safe.
     Overrun,
 }
@@ -40,9 +48,30 @@ impl EventSocket {
     /// Waits for the next notification.
     pub async fn next(&mut self) -> io::Result<Event> {
         match self.socket.recv_from_full().await {
-            Ok(_) => Ok(Event::Changed),
+            Ok((bytes, _)) => Ok(Event::Changed { added: added_addresses(&bytes) }),
             Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => Ok(Event::Overrun),
             Err(err) => Err(err),
         }
     }
+}
+
+/// The addresses RTM_NEWADDR messages in one datagram announce.
+fn added_addresses(mut bytes: &[u8]) -> Vec<Address> {
+    const HEADER: usize = 16;
+    let mut added = Vec::new();
+    while bytes.len() >= HEADER {
+        let length = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        if length < HEADER || length > bytes.len() {
+            break;
+        }
+        if let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..length])
+            && let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(address)) = message.payload
+            && let Some(address) = address_from_message(&address)
+        {
+            added.push(address);
+        }
+        // Messages are 4-byte aligned.
+        bytes = &bytes[length.next_multiple_of(4).min(bytes.len())..];
+    }
+    added
 }

@@ -211,7 +211,10 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             event = events.next() => match event {
-                Ok(Event::Changed) => {
+                Ok(Event::Changed { added }) => {
+                    if !added.is_empty() {
+                        daemon.guard_learns(&added);
+                    }
                     first_pending.get_or_insert_with(Instant::now);
                 }
                 Ok(Event::Overrun) => {
@@ -378,6 +381,27 @@ impl Daemon {
             self.control.guard_attached.get_or_create(&labels).set(i64::from(on));
         }
         attached.map(|attached| attached.len())
+    }
+
+    /// Adds new addresses of guarded uplinks to the guard's maps at once,
+    /// before the debounced reconcile: in enforce mode a new address's
+    /// first packets must not be dropped as spoofed.
+    fn guard_learns(&mut self, added: &[crate::observe::Address]) {
+        let (Some(guard), Some(last)) = (&mut self.guard, &self.last) else { return };
+        let mut uplinks = self.engine.guard_uplinks(last);
+        let mut learned = false;
+        for address in added {
+            let uplink = uplinks.iter_mut().find(|u| u.ifindex == address.interface);
+            if let Some(uplink) = uplink
+                && !uplink.addresses.contains(&address.address)
+            {
+                uplink.addresses.push(address.address);
+                learned = true;
+            }
+        }
+        if learned && let Err(err) = guard.configure(&uplinks) {
+            tracing::warn!(error = %err, "adding a new address to the guard failed; the reconcile retries");
+        }
     }
 
     /// Whether an uplink the guard should be on runs without it.
