@@ -7,6 +7,7 @@ pub mod apply;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod confirm;
 pub mod daemon;
 pub mod datapath;
 pub mod engine;

@@ -22,6 +22,9 @@ pub enum Role {
     Apply,
     Down,
     Run,
+    Confirm,
+    /// The guardian rolling back an unconfirmed change.
+    Rollback,
 }
 
 impl Role {
@@ -30,6 +33,8 @@ impl Role {
             Self::Apply => "apply",
             Self::Down => "down",
             Self::Run => "run",
+            Self::Confirm => "confirm",
+            Self::Rollback => "rollback",
         }
     }
 }

@@ -188,6 +188,21 @@ fn set_aside(path: &Path, error: &str) {
     );
 }
 
+/// A JSON state file, `None` when absent (or corrupt: set aside).
+pub fn read_json_optional<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
+    read_json::<Option<T>>(path)
+}
+
+/// Writes a JSON state file atomically and durably.
+pub fn write_json_durably<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    write_json(path, value)
+}
+
+/// Removes a file; absent is fine.
+pub fn remove_file(path: &Path) -> Result<(), StateError> {
+    remove_optional(path)
+}
+
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|err| StateError::Write { path: path.to_owned(), source: io::Error::other(err) })?;

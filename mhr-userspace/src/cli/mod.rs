@@ -1,6 +1,7 @@
 //! The `mhr` command line. `run` writes to any `Write`, so tests drive the
 //! real commands in-process (inside a network namespace).
 
+mod confirm;
 mod monitor;
 mod routing;
 mod run;
@@ -45,8 +46,11 @@ pub enum Command {
     /// and attach the source guard to every uplink. Idempotent: a second run
     /// changes no routing and replaces the guard in place, counters kept.
     Apply(routing::ApplyArgs),
+    /// Keep the change a running `apply --confirm` made (same config).
+    Confirm,
     /// Remove everything mhr installed (routing and guard). Always finishes:
-    /// what cannot be done now is named and exits 1.
+    /// what cannot be done now is named and exits 1. Cancels a pending
+    /// confirmation.
     Down,
     /// Uplinks, addresses, gateways, tables, rules, and whether each is as desired.
     Status(routing::OutputArgs),
@@ -61,6 +65,9 @@ pub enum Command {
     /// Attach a plain counter to interfaces (no config needed) and print
     /// their packet and byte counters until interrupted or --duration ends.
     Monitor(monitor::MonitorArgs),
+    /// Started by `apply --confirm`: rolls the change back at its deadline.
+    #[command(hide = true)]
+    Guardian(confirm::GuardianArgs),
 }
 
 /// How the command went, beyond errors.
@@ -80,6 +87,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Monitor(args) => monitor::run(args, out).map(|()| Outcome::Success),
         Command::Watch(args) => watch::run(&cli.config, args, out).map(|()| Outcome::Success),
         Command::Run(args) => run::run(&cli.config, args).map(|()| Outcome::Success),
+        Command::Guardian(args) => confirm::guardian(&cli.config, args),
         command => routing::run(&cli.config, command, out),
     }
 }

@@ -39,7 +39,12 @@ pub struct ApplyArgs {
     /// Routing only: leave the source guard as it is (not attached, or as
     /// an earlier apply left it).
     #[arg(long)]
-    no_guard: bool,
+    pub(super) no_guard: bool,
+    /// Undo the change unless `mhr confirm` (or Enter here) confirms it
+    /// within this time, e.g. 60s: for changes made over the uplinks they
+    /// rewire. The undo happens even if this session dies.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "dry_run")]
+    pub(super) confirm: Option<std::time::Duration>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,6 +62,7 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let engine = Engine::connect(config)?;
+        super::confirm::finish_abandoned(&engine, out).await?;
         match command {
             Command::Plan(args) => {
                 let planned = engine.plan().await?;
@@ -68,62 +74,25 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                     print_plan(&planned, &engine, &PlanArgs { format: PlanFormat::Human, json: false }, out)?;
                     return Ok(Outcome::Success);
                 }
-                let _lock = lock::acquire(&engine.config().routing.state_dir, lock::Role::Apply, lock::WAIT)?;
-                let planned = engine.plan().await?;
-                let mut guard = if args.no_guard { None } else { Some(engine.load_guard()?) };
-                engine.preflight(&planned, guard.is_some())?;
-                let applied = engine.apply(&planned).await?;
-                if applied.actions.is_empty() {
-                    writeln!(out, "no changes: the host is as desired")?;
-                } else {
-                    for action in &applied.actions {
-                        writeln!(out, "  {action}")?;
-                    }
-                    writeln!(out, "applied {} change(s)", applied.changed)?;
+                if let Some(within) = args.confirm {
+                    return super::confirm::apply_with_confirm(&engine, config_path, args, within, out).await;
                 }
-                for note in &planned.desired.notes {
-                    writeln!(out, "note: {note}")?;
-                }
-                print_active(&planned, out)?;
-                if let Some(guard) = &mut guard {
-                    let enforced = engine.config().uplinks.iter().any(|u| engine.config().guard_mode(u).0 == GuardMode::Enforce);
-                    if enforced {
-                        writeln!(
-                            out,
-                            "note: enforce mode: only `mhr run` updates the guard when addresses change; without it a new address's packets are dropped as spoofed"
-                        )?;
-                    }
-                    for uplink in planned.desired.uplinks.iter().filter(|u| !u.ethernet) {
-                        writeln!(
-                            out,
-                            "guard: {} skipped: not an Ethernet device (the guard parses Ethernet frames)",
-                            uplink.interface
-                        )?;
-                    }
-                    let attachments = engine.apply_guard(guard, &planned)?;
-                    let mode = |interface: &str| {
-                        let uplink = engine.config().uplinks.iter().find(|u| u.interface == interface);
-                        uplink.map(|u| engine.config().guard_mode(u))
-                    };
-                    for attachment in attachments {
-                        let how =
-                            if attachment.replaced { "program replaced, counters kept" } else { "attached" };
-                        let (mode, asymmetric) = mode(&attachment.interface).unwrap_or_default();
-                        let enforce = match (mode, asymmetric) {
-                            (GuardMode::Monitor, _) => "monitor",
-                            (GuardMode::Enforce, false) => "enforce (drop spoofed)",
-                            (GuardMode::Enforce, true) => "enforce (drop spoofed and asymmetric)",
-                        };
-                        writeln!(
-                            out,
-                            "guard: {} {how} via {}, {enforce}",
-                            attachment.interface, attachment.mechanism
-                        )?;
-                    }
-                }
+                let state_dir = engine.config().routing.state_dir.clone();
+                let _lock = lock::acquire(&state_dir, lock::Role::Apply, lock::WAIT)?;
+                super::confirm::refuse_if_pending(&engine)?;
+                apply_now(&engine, args, out).await?;
+                // An explicit apply takes responsibility for a rolled-back config again.
+                crate::confirm::clear_rolled_back(&state_dir)?;
             }
+            Command::Confirm => return super::confirm::confirm(&engine, config_path, out),
             Command::Down => {
-                let _lock = lock::acquire(&engine.config().routing.state_dir, lock::Role::Down, lock::WAIT)?;
+                let state_dir = &engine.config().routing.state_dir;
+                let _lock = lock::acquire(state_dir, lock::Role::Down, lock::WAIT)?;
+                // down is the way back: a pending confirmation has nothing left to undo.
+                if crate::confirm::read_pending(state_dir)?.is_some() {
+                    crate::confirm::remove_pending(state_dir)?;
+                    writeln!(out, "note: cancelled the pending confirmation")?;
+                }
                 let applied = engine.down().await?;
                 if applied.actions.is_empty() {
                     writeln!(out, "no changes: mhr owns nothing here")?;
@@ -170,10 +139,65 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                     return Ok(Outcome::ChecksFailed);
                 }
             }
-            Command::Monitor(_) | Command::Watch(_) | Command::Run(_) => unreachable!("handled by cli::run"),
+            Command::Monitor(_) | Command::Watch(_) | Command::Run(_) | Command::Guardian(_) => {
+                unreachable!("handled by cli::run")
+            }
         }
         Ok(Outcome::Success)
     })
+}
+
+/// Applies routing and (unless `--no-guard`) the guard, printing what changed.
+pub(super) async fn apply_now(engine: &Engine, args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let planned = engine.plan().await?;
+    let mut guard = if args.no_guard { None } else { Some(engine.load_guard()?) };
+    engine.preflight(&planned, guard.is_some())?;
+    let applied = engine.apply(&planned).await?;
+    if applied.actions.is_empty() {
+        writeln!(out, "no changes: the host is as desired")?;
+    } else {
+        for action in &applied.actions {
+            writeln!(out, "  {action}")?;
+        }
+        writeln!(out, "applied {} change(s)", applied.changed)?;
+    }
+    for note in &planned.desired.notes {
+        writeln!(out, "note: {note}")?;
+    }
+    print_active(&planned, out)?;
+    if let Some(guard) = &mut guard {
+        let enforced =
+            engine.config().uplinks.iter().any(|u| engine.config().guard_mode(u).0 == GuardMode::Enforce);
+        if enforced {
+            writeln!(
+                out,
+                "note: enforce mode: only `mhr run` updates the guard when addresses change; without it a new address's packets are dropped as spoofed"
+            )?;
+        }
+        for uplink in planned.desired.uplinks.iter().filter(|u| !u.ethernet) {
+            writeln!(
+                out,
+                "guard: {} skipped: not an Ethernet device (the guard parses Ethernet frames)",
+                uplink.interface
+            )?;
+        }
+        let attachments = engine.apply_guard(guard, &planned)?;
+        let mode = |interface: &str| {
+            let uplink = engine.config().uplinks.iter().find(|u| u.interface == interface);
+            uplink.map(|u| engine.config().guard_mode(u))
+        };
+        for attachment in attachments {
+            let how = if attachment.replaced { "program replaced, counters kept" } else { "attached" };
+            let (mode, asymmetric) = mode(&attachment.interface).unwrap_or_default();
+            let enforce = match (mode, asymmetric) {
+                (GuardMode::Monitor, _) => "monitor",
+                (GuardMode::Enforce, false) => "enforce (drop spoofed)",
+                (GuardMode::Enforce, true) => "enforce (drop spoofed and asymmetric)",
+            };
+            writeln!(out, "guard: {} {how} via {}, {enforce}", attachment.interface, attachment.mechanism)?;
+        }
+    }
+    Ok(())
 }
 
 fn print_plan(

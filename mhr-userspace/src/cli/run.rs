@@ -52,6 +52,9 @@ pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
                 _ = interrupt.recv() => {}
             }
         };
+        let engine = crate::engine::Engine::connect(config.clone())?;
+        super::confirm::daemon_may_start(&engine, config_path).await?;
+        drop(engine);
         daemon::run(config, options, shutdown).await.context("mhr run")
     })
 }

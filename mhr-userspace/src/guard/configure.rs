@@ -176,3 +176,54 @@ where
     }
     Ok(())
 }
+
+/// Enforcement of one guarded interface: (enforce, enforce_asymmetric).
+pub type Enforcement = (bool, bool);
+
+impl GuardMaps {
+    /// Per ifindex, how the guard enforces on each enabled interface.
+    pub fn enforcement(&self) -> Result<BTreeMap<u32, Enforcement>, GuardError> {
+        let mut modes = BTreeMap::new();
+        for (index, entry) in self.uplinks.iter().enumerate() {
+            let entry = entry.map_err(map_error("MHR_UPLINKS"))?;
+            if entry.enabled != 0 {
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                modes.insert(index, (entry.enforce != 0, entry.enforce_asymmetric != 0));
+            }
+        }
+        for item in self.uplinks_high.iter() {
+            let (index, entry) = item.map_err(map_error("MHR_UPLINKS_HIGH"))?;
+            if entry.enabled != 0 {
+                modes.insert(index, (entry.enforce != 0, entry.enforce_asymmetric != 0));
+            }
+        }
+        Ok(modes)
+    }
+
+    /// Sets every enabled interface's enforcement to `modes`; interfaces
+    /// `modes` does not name only count (monitor).
+    pub fn set_enforcement(&mut self, modes: &BTreeMap<u32, Enforcement>) -> Result<(), GuardError> {
+        let apply = |index: u32, mut entry: UplinkGuard| {
+            let (enforce, asymmetric) = modes.get(&index).copied().unwrap_or((false, false));
+            entry.enforce = u8::from(enforce);
+            entry.enforce_asymmetric = u8::from(asymmetric);
+            entry
+        };
+        let mut low = Vec::new();
+        for (index, entry) in self.uplinks.iter().enumerate() {
+            let entry = entry.map_err(map_error("MHR_UPLINKS"))?;
+            if entry.enabled != 0 {
+                low.push((u32::try_from(index).unwrap_or(u32::MAX), entry));
+            }
+        }
+        for (index, entry) in low {
+            self.uplinks.set(index, apply(index, entry), 0).map_err(map_error("MHR_UPLINKS"))?;
+        }
+        let high: Vec<(u32, UplinkGuard)> =
+            self.uplinks_high.iter().collect::<Result<_, _>>().map_err(map_error("MHR_UPLINKS_HIGH"))?;
+        for (index, entry) in high.into_iter().filter(|(_, e)| e.enabled != 0) {
+            self.uplinks_high.insert(index, apply(index, entry), 0).map_err(map_error("MHR_UPLINKS_HIGH"))?;
+        }
+        Ok(())
+    }
+}

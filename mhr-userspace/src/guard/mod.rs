@@ -27,6 +27,7 @@ use ipnet::IpNet;
 use mhr_common::guard::{EMPTY_PROGRAM, FLAGS_MAP, GUARD_PROGRAM, MAX_OWNERS, MAX_UPLINKS};
 
 pub use attach::{GuardAttachment, pin_prefix, teardown};
+pub use configure::Enforcement;
 pub use maps::{EventCounts, GuardMaps, OffenderReport, PinLayout, VerdictCounts};
 
 use crate::datapath::{AttachMode, Mechanism};

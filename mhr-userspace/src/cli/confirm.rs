@@ -1,0 +1,261 @@
+//! `apply --confirm`, `confirm`, and the guardian that rolls an
+//! unconfirmed change back (see [`crate::confirm`]).
+
+use std::{
+    io::Write,
+    os::unix::process::CommandExt as _,
+    path::Path,
+    process::{Command as Process, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+
+use super::{Outcome, routing::ApplyArgs};
+use crate::{
+    config::Config,
+    confirm::{self, ConfirmError, POLL, Pending},
+    engine::Engine,
+    lock,
+};
+
+/// How long the guardian waits for the writer lock at the deadline.
+const ROLLBACK_LOCK_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, clap::Args)]
+pub struct GuardianArgs {
+    /// The pending change this guardian watches.
+    #[arg(long)]
+    id: String,
+}
+
+/// Refuses a change while another waits for confirmation.
+pub(super) fn refuse_if_pending(engine: &Engine) -> Result<(), ConfirmError> {
+    match confirm::read_pending(&engine.config().routing.state_dir)? {
+        Some(pending) => Err(pending.refusal()),
+        None => Ok(()),
+    }
+}
+
+/// Finishes the rollback of a change whose guardian is gone (the host
+/// rebooted before its deadline, or it was killed). Every routing command
+/// and `mhr run` start with it.
+pub(super) async fn finish_abandoned(engine: &Engine, out: &mut dyn Write) -> anyhow::Result<()> {
+    let state_dir = &engine.config().routing.state_dir;
+    let abandoned = confirm::read_pending(state_dir)?.filter(|pending| !confirm::guardian_alive(pending));
+    if abandoned.is_none() {
+        return Ok(());
+    }
+    let _lock = lock::acquire(state_dir, lock::Role::Rollback, lock::WAIT)?;
+    if confirm::recover(engine).await? {
+        writeln!(out, "note: rolled back an unconfirmed change whose guardian is gone (a reboot?)")?;
+    }
+    Ok(())
+}
+
+/// `mhr run` honours confirmations: it finishes an abandoned rollback,
+/// waits (refuses to start) while a change is pending, and does not apply
+/// a config whose change was rolled back.
+pub(super) async fn daemon_may_start(engine: &Engine, config_path: &Path) -> anyhow::Result<()> {
+    finish_abandoned(engine, &mut std::io::stderr()).await?;
+    let state_dir = &engine.config().routing.state_dir;
+    refuse_if_pending(engine)?;
+    if let Some(marker) = confirm::read_rolled_back(state_dir)? {
+        let text = std::fs::read_to_string(config_path).unwrap_or_default();
+        if text == marker.config_text {
+            return Err(ConfirmError::RolledBack {
+                path: config_path.to_owned(),
+                at: confirm::describe_time(marker.at),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn apply_with_confirm(
+    engine: &Engine,
+    config_path: &Path,
+    args: &ApplyArgs,
+    within: Duration,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let state_dir = engine.config().routing.state_dir.clone();
+    let lock = lock::acquire(&state_dir, lock::Role::Apply, lock::WAIT)?;
+    refuse_if_pending(engine)?;
+    let config_text = std::fs::read_to_string(config_path)
+        .with_context(|| format!("reading {} for the confirmation record", config_path.display()))?;
+    let mut pending = Pending {
+        id: format!("{}-{}", std::process::id(), confirm::now()),
+        deadline: confirm::now() + within.as_secs().max(1),
+        config_path: config_path.to_owned(),
+        config_text,
+        guardian: None,
+        prior: confirm::capture(engine).await?,
+    };
+    // Recorded durably before the guardian exists and before any change: a
+    // crash from here on still finds its way back.
+    confirm::write_pending(&state_dir, &pending)?;
+    pending.guardian = Some(spawn_guardian(config_path, &state_dir, &pending.id)?);
+    confirm::write_pending(&state_dir, &pending)?;
+    if let Err(err) = super::routing::apply_now(engine, args, out).await {
+        // apply undid its own routing changes; put the rest back too.
+        let report = confirm::restore(engine, &pending.prior).await?;
+        confirm::remove_pending(&state_dir)?;
+        for failure in report.failed {
+            writeln!(out, "  could not restore: {failure}")?;
+        }
+        return Err(err.context("apply failed; the state before it was restored"));
+    }
+    drop(lock);
+    let deadline = confirm::describe_time(pending.deadline);
+    writeln!(
+        out,
+        "confirm within {}: run `mhr confirm` (or press Enter here); otherwise the state before this change comes back at {deadline}",
+        humantime::format_duration(within)
+    )?;
+    out.flush()?;
+    wait_for_verdict(engine, &pending, out).await
+}
+
+/// Waits until the change is confirmed (Enter here, or `mhr confirm`) or
+/// rolled back by the guardian at the deadline.
+async fn wait_for_verdict(
+    engine: &Engine,
+    pending: &Pending,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let state_dir = &engine.config().routing.state_dir;
+    let enter = read_enter();
+    loop {
+        if enter.try_recv().is_ok() {
+            confirm_pending(engine, &pending.config_path, Some(&pending.id))?;
+            writeln!(out, "confirmed")?;
+            return Ok(Outcome::Success);
+        }
+        let still_pending = confirm::read_pending(state_dir)?.is_some_and(|p| p.id == pending.id);
+        if !still_pending {
+            let rolled_back = confirm::read_rolled_back(state_dir)?.is_some_and(|r| r.id == pending.id);
+            if rolled_back {
+                anyhow::bail!(
+                    "not confirmed by {}: the state before the change was restored",
+                    confirm::describe_time(pending.deadline)
+                );
+            }
+            writeln!(out, "confirmed")?;
+            return Ok(Outcome::Success);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A line on stdin (Enter), delivered once; nothing if stdin is closed.
+fn read_enter() -> mpsc::Receiver<()> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).is_ok_and(|read| read > 0) {
+            let _ = sender.send(());
+        }
+    });
+    receiver
+}
+
+/// Removes the pending record (under the writer lock): the change stays.
+/// `id` pins the confirmation to one change; `config_path` must be the
+/// config it was applied from, unchanged.
+fn confirm_pending(engine: &Engine, config_path: &Path, id: Option<&str>) -> Result<Pending, ConfirmError> {
+    let state_dir = &engine.config().routing.state_dir;
+    let _lock = lock::acquire(state_dir, lock::Role::Confirm, lock::WAIT)?;
+    let pending = confirm::read_pending(state_dir)?.ok_or(ConfirmError::NothingPending)?;
+    if id.is_some_and(|id| id != pending.id) {
+        return Err(ConfirmError::NothingPending);
+    }
+    let same_file =
+        std::fs::canonicalize(config_path).ok() == std::fs::canonicalize(&pending.config_path).ok();
+    let same_text = std::fs::read_to_string(config_path).is_ok_and(|text| text == pending.config_text);
+    if !same_file || !same_text {
+        return Err(ConfirmError::OtherConfig {
+            pending: pending.config_path.clone(),
+            given: config_path.to_owned(),
+        });
+    }
+    confirm::remove_pending(state_dir)?;
+    Ok(pending)
+}
+
+/// `mhr confirm`.
+pub(super) fn confirm(engine: &Engine, config_path: &Path, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let pending = confirm_pending(engine, config_path, None)?;
+    writeln!(out, "confirmed the change from {}; it stays", pending.config_path.display())?;
+    Ok(Outcome::Success)
+}
+
+/// Starts the guardian: this binary, in a session of its own (no
+/// terminal, so the SSH session's hang-up never reaches it), its output
+/// appended to `state_dir/confirm.log`.
+fn spawn_guardian(config_path: &Path, state_dir: &Path, id: &str) -> anyhow::Result<u32> {
+    let binary = std::env::current_exe().context("finding the mhr binary for the guardian")?;
+    let log_path = state_dir.join("confirm.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut command = Process::new(binary);
+    command
+        .arg("--config")
+        .arg(config_path)
+        .args(["guardian", "--id", id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: setsid(2) is async-signal-safe; nothing else runs between
+    // fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().context("starting the confirmation guardian")?;
+    Ok(child.id())
+}
+
+/// The guardian's life: watch the record, roll back at the deadline,
+/// exit as soon as the change is confirmed (the record is gone).
+pub fn guardian(config_path: &Path, args: &GuardianArgs) -> anyhow::Result<Outcome> {
+    // Hang-ups and interrupts of whatever started it are not for it.
+    // SAFETY: installing SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+    let config = Config::load(config_path)?;
+    let state_dir = config.routing.state_dir.clone();
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async {
+        let engine = Engine::connect(config)?;
+        loop {
+            let Some(pending) = confirm::read_pending(&state_dir)?.filter(|p| p.id == args.id) else {
+                return Ok(Outcome::Success);
+            };
+            if confirm::now() >= pending.deadline {
+                let _lock = lock::acquire(&state_dir, lock::Role::Rollback, ROLLBACK_LOCK_WAIT)?;
+                // Confirmed while we waited for the lock?
+                if confirm::read_pending(&state_dir)?.is_some_and(|p| p.id == args.id) {
+                    let report = confirm::roll_back(&engine, &pending).await?;
+                    for failure in &report.failed {
+                        tracing::warn!(%failure, "part of the rollback failed");
+                    }
+                }
+                return Ok(Outcome::Success);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    })
+}

@@ -1,0 +1,242 @@
+//! `apply --confirm`: a change that undoes itself unless confirmed, for
+//! hosts changed over the very uplinks the change rewires.
+//!
+//! Before applying, the prior state (mhr's own rules and routes, its
+//! rt_tables names, the guard's presence and enforcement) is recorded in
+//! `state_dir/pending-confirm.json`, durably. A guardian process in a
+//! session of its own (it survives the SSH session's SIGHUP and the
+//! applying process's death) restores that state at the deadline unless
+//! `mhr confirm` removed the record first. If the guardian is gone (the
+//! host rebooted), the next mhr command finishes the rollback. A rolled
+//! back config is remembered (`rolled-back.json`) so that `mhr run` does
+//! not apply it again; an explicit `mhr apply` clears that.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    apply,
+    engine::{Engine, EngineError},
+    guard::{Enforcement, GuardMaps},
+    model::{Route, Rule},
+    plan::{self, Desired},
+    state::{self, StateError},
+};
+
+const PENDING_FILE: &str = "pending-confirm.json";
+const ROLLED_BACK_FILE: &str = "rolled-back.json";
+/// How often the guardian and the waiting `apply` look at the record.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// What `apply --confirm` recorded before changing anything.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Tells this change's record from a later one's.
+    pub id: String,
+    /// Unix seconds after which the change is rolled back.
+    pub deadline: u64,
+    pub config_path: PathBuf,
+    /// The config as applied: `confirm` must confirm this one.
+    pub config_text: String,
+    /// The guardian process, once started.
+    pub guardian: Option<u32>,
+    pub prior: Prior,
+}
+
+/// The state a rollback restores.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prior {
+    pub rules: Vec<Rule>,
+    pub routes: Vec<Route>,
+    pub tables: BTreeMap<u32, String>,
+    /// Per ifindex, the guard's enforcement; `None`: no guard installed.
+    pub guard: Option<BTreeMap<u32, Enforcement>>,
+}
+
+/// A config whose change was rolled back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolledBack {
+    pub id: String,
+    pub at: u64,
+    pub config_path: PathBuf,
+    pub config_text: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfirmError {
+    #[error(
+        "a change from {path} is pending confirmation until {deadline} (guardian pid {guardian}); run `mhr confirm` or wait for its rollback"
+    )]
+    Pending { path: PathBuf, deadline: String, guardian: String },
+    #[error("nothing to confirm: no change is pending (it was confirmed, rolled back, or never applied)")]
+    NothingPending,
+    #[error(
+        "the pending change was applied from {pending} as it was then; {given} differs, so it is not confirmed"
+    )]
+    OtherConfig { pending: PathBuf, given: PathBuf },
+    #[error(
+        "{path} was rolled back at {at} because its change was not confirmed; apply it again (`mhr apply`, or with --confirm) before mhr run uses it"
+    )]
+    RolledBack { path: PathBuf, at: String },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+pub fn describe_time(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+}
+
+fn pending_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(PENDING_FILE)
+}
+
+fn rolled_back_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(ROLLED_BACK_FILE)
+}
+
+pub fn read_pending(state_dir: &Path) -> Result<Option<Pending>, StateError> {
+    state::read_json_optional(&pending_path(state_dir))
+}
+
+pub fn write_pending(state_dir: &Path, pending: &Pending) -> Result<(), StateError> {
+    state::write_json_durably(&pending_path(state_dir), pending)
+}
+
+pub fn remove_pending(state_dir: &Path) -> Result<(), StateError> {
+    state::remove_file(&pending_path(state_dir))
+}
+
+pub fn read_rolled_back(state_dir: &Path) -> Result<Option<RolledBack>, StateError> {
+    state::read_json_optional(&rolled_back_path(state_dir))
+}
+
+/// An explicit `apply` takes responsibility for the config again.
+pub fn clear_rolled_back(state_dir: &Path) -> Result<(), StateError> {
+    state::remove_file(&rolled_back_path(state_dir))
+}
+
+/// Whether the guardian of `pending` still runs (its command line names
+/// the record's id: a reused pid after a reboot does not count).
+pub fn guardian_alive(pending: &Pending) -> bool {
+    let Some(pid) = pending.guardian else { return false };
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&pending.id))
+}
+
+impl Pending {
+    pub fn refusal(&self) -> ConfirmError {
+        ConfirmError::Pending {
+            path: self.config_path.clone(),
+            deadline: describe_time(self.deadline),
+            guardian: self.guardian.map_or_else(|| "none".to_owned(), |pid| pid.to_string()),
+        }
+    }
+}
+
+/// The prior state of the host, as far as mhr changes it.
+pub async fn capture(engine: &Engine) -> Result<Prior, EngineError> {
+    let config = engine.config();
+    let protocol = config.routing.protocol;
+    let observed = engine.observe().await?;
+    let registry = state::read_tables(&config.routing.rt_tables_dir)?;
+    let guard = GuardMaps::from_pins(&config.datapath.pin_dir)?.map(|maps| maps.enforcement()).transpose()?;
+    Ok(Prior {
+        rules: observed.rules.into_iter().filter(|r| r.protocol == protocol).collect(),
+        routes: observed.routes.into_iter().filter(|r| r.protocol == protocol).collect(),
+        tables: registry.into_iter().map(|(name, table)| (table, name)).collect(),
+        guard,
+    })
+}
+
+/// What a rollback did, and what it could not do.
+#[derive(Debug, Default)]
+pub struct RolledBackReport {
+    pub changed: usize,
+    pub failed: Vec<String>,
+}
+
+/// Puts back `prior`: mhr's rules and routes exactly (best effort: it goes
+/// on past failures and names them), its table names, and the guard.
+pub async fn restore(engine: &Engine, prior: &Prior) -> Result<RolledBackReport, EngineError> {
+    let config = engine.config();
+    let routing = &config.routing;
+    let observed = engine.observe().await?;
+    let desired = Desired {
+        rules: prior.rules.iter().cloned().collect(),
+        routes: prior.routes.iter().cloned().collect(),
+        ..Desired::default()
+    };
+    let actions = plan::diff(&desired, &observed, routing.protocol);
+    let names = observed.names();
+    let outcome = apply::execute_all(engine.handle(), &actions, &names, &routing.state_dir).await;
+    let mut report = RolledBackReport { changed: outcome.changed, failed: outcome.failed };
+    if let Err(err) = state::write_tables(&routing.rt_tables_dir, &prior.tables) {
+        report.failed.push(format!("{err:#}"));
+    }
+    match &prior.guard {
+        None => {
+            if let Err(err) = engine.down_guard() {
+                report.failed.push(format!("removing the guard: {err:#}"));
+            }
+        }
+        Some(modes) => match GuardMaps::from_pins(&config.datapath.pin_dir) {
+            Ok(Some(mut maps)) => {
+                if let Err(err) = maps.set_enforcement(modes) {
+                    report.failed.push(format!("restoring the guard's modes: {err:#}"));
+                }
+            }
+            Ok(None) => report.failed.push("the guard's pins are gone; nothing to restore".to_owned()),
+            Err(err) => report.failed.push(format!("opening the guard: {err:#}")),
+        },
+    }
+    Ok(report)
+}
+
+/// Rolls `pending` back, records it, and removes the record. The caller
+/// holds the writer lock.
+pub async fn roll_back(engine: &Engine, pending: &Pending) -> Result<RolledBackReport, ConfirmError> {
+    let state_dir = &engine.config().routing.state_dir;
+    let report = restore(engine, &pending.prior).await?;
+    let marker = RolledBack {
+        id: pending.id.clone(),
+        at: now(),
+        config_path: pending.config_path.clone(),
+        config_text: pending.config_text.clone(),
+    };
+    state::write_json_durably(&rolled_back_path(state_dir), &marker)?;
+    remove_pending(state_dir)?;
+    tracing::warn!(
+        config = %pending.config_path.display(),
+        changes = report.changed,
+        failed = report.failed.len(),
+        "change not confirmed in time: rolled back to the state before it"
+    );
+    Ok(report)
+}
+
+/// Finishes a rollback whose guardian is gone (a reboot, a kill): for any
+/// mhr command before it does anything else. Returns whether it rolled
+/// back. The caller holds the writer lock.
+pub async fn recover(engine: &Engine) -> Result<bool, ConfirmError> {
+    let state_dir = &engine.config().routing.state_dir;
+    match read_pending(state_dir)? {
+        Some(pending) if !guardian_alive(&pending) => {
+            roll_back(engine, &pending).await?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}

@@ -1,0 +1,205 @@
+//! `apply --confirm`: a change made over the uplinks it rewires undoes
+//! itself unless confirmed, whatever happens to the session that made it.
+//! The applying `mhr` runs as a real process (its guardian is a real
+//! process of its own) inside the namespace.
+
+mod common;
+
+use std::{
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{
+    daemon::{eventually, mhr_binary},
+    mhr, snapshot, write_config,
+};
+use mhr_tests::{Netns, TempDir, many_uplinks::ManyUplinks, require_root};
+use mhr_userspace::guard::GuardMaps;
+
+struct Host {
+    host: ManyUplinks,
+    dir: TempDir,
+    config: PathBuf,
+    /// The host with the old config applied.
+    before: String,
+}
+
+/// Two uplinks under mhr (monitor mode), then the config file changed to
+/// enforce mode without the `to` rules: the change to try.
+fn host_with_a_change_to_try() -> Host {
+    require_root();
+    let host = ManyUplinks::start(2, 1, 1).unwrap();
+    let dir = TempDir::new("confirm").unwrap();
+    let old = host.mhr_config(dir.path());
+    let config = write_config(&dir, &old);
+    assert!(mhr(&host.host, &config, &["apply"]).succeeded());
+    let before = snapshot(&host.host);
+    let new = format!("mode = \"enforce\"\n{}", old.replace("[routing]\n", "[routing]\nto_rules = false\n"));
+    std::fs::write(&config, new).unwrap();
+    Host { host, dir, config, before }
+}
+
+/// `mhr apply --confirm WITHIN` as a process in a process group of its own,
+/// like a command in an SSH session.
+fn apply_with_confirm(host: &Host, within: &str, stdin: Stdio) -> Child {
+    spawn(&host.host.host, &host.config, &["apply", "--confirm", within], stdin)
+}
+
+fn spawn(netns: &Netns, config: &Path, args: &[&str], stdin: Stdio) -> Child {
+    netns
+        .command(mhr_binary())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("mhr starts")
+}
+
+fn wait_applied(host: &Host) {
+    eventually("the change is applied", Duration::from_secs(10), || {
+        let rules = host.host.host.ip(["rule"]).unwrap_or_default();
+        if rules.contains("from all to") { Err(rules) } else { Ok(()) }
+    });
+}
+
+fn enforcing(host: &Host) -> bool {
+    let maps = GuardMaps::from_pins(&host.dir.pin_dir()).unwrap().expect("guard installed");
+    maps.enforcement().unwrap().values().any(|(enforce, _)| *enforce)
+}
+
+fn pending_file(host: &Host) -> PathBuf {
+    host.dir.path().join("state/pending-confirm.json")
+}
+
+/// Waits for `child` to exit (bounded); its exit code and output.
+fn finish(mut child: Child, within: Duration) -> (Option<i32>, String) {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < within, "mhr did not exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), text)
+}
+
+fn hang_up_and_kill(child: &mut Child) {
+    let group = i32::try_from(child.id()).unwrap();
+    // SAFETY: plain kill(2) on the child's process group.
+    unsafe { libc::kill(-group, libc::SIGHUP) };
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn an_unconfirmed_change_is_rolled_back_exactly_after_the_session_hangs_up() {
+    let host = host_with_a_change_to_try();
+    let mut applying = apply_with_confirm(&host, "3s", Stdio::null());
+    wait_applied(&host);
+    assert!(enforcing(&host), "the change reached the guard");
+    let changed = snapshot(&host.host.host);
+    assert_ne!(changed, host.before);
+
+    // The SSH session drops: SIGHUP to its process group, then the process is gone.
+    hang_up_and_kill(&mut applying);
+    eventually("the state before the change is back", Duration::from_secs(8), || {
+        let now = snapshot(&host.host.host);
+        if now == host.before { Ok(()) } else { Err(now) }
+    });
+    assert!(!enforcing(&host), "the guard is back in monitor mode");
+    assert!(!pending_file(&host).exists());
+
+    // mhr run does not apply the rolled-back config again …
+    let (code, output) =
+        finish(spawn(&host.host.host, &host.config, &["run"], Stdio::null()), Duration::from_secs(10));
+    assert_ne!(code, Some(0), "{output}");
+    assert!(output.contains("was rolled back at"), "{output}");
+    let confirm = mhr(&host.host.host, &host.config, &["confirm"]);
+    assert!(confirm.error().contains("nothing to confirm"), "{confirm:?}");
+    // … until someone applies it explicitly.
+    assert!(mhr(&host.host.host, &host.config, &["apply"]).succeeded());
+    assert_eq!(snapshot(&host.host.host), changed);
+    assert!(!host.dir.path().join("state/rolled-back.json").exists());
+}
+
+#[test]
+fn confirm_keeps_the_change_and_nothing_else_may_change_the_host_meanwhile() {
+    let host = host_with_a_change_to_try();
+    let applying = apply_with_confirm(&host, "20s", Stdio::null());
+    wait_applied(&host);
+    let changed = snapshot(&host.host.host);
+
+    for args in [&["apply"][..], &["apply", "--confirm", "30s"]] {
+        let refused = mhr(&host.host.host, &host.config, args);
+        assert!(refused.error().contains("is pending confirmation until"), "{args:?}: {refused:?}");
+    }
+    let (code, output) =
+        finish(spawn(&host.host.host, &host.config, &["run"], Stdio::null()), Duration::from_secs(10));
+    assert_ne!(code, Some(0));
+    assert!(output.contains("pending confirmation"), "mhr run waits for the verdict: {output}");
+
+    let confirmed = mhr(&host.host.host, &host.config, &["confirm"]);
+    assert!(confirmed.succeeded(), "{confirmed:?}");
+    let (code, output) = finish(applying, Duration::from_secs(5));
+    assert_eq!(code, Some(0), "the waiting apply ends well: {output}");
+    assert!(output.contains("confirmed"), "{output}");
+    assert!(!pending_file(&host).exists());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(snapshot(&host.host.host), changed, "the change stays");
+    assert!(enforcing(&host));
+}
+
+#[test]
+fn enter_on_the_terminal_that_applied_confirms() {
+    let host = host_with_a_change_to_try();
+    let mut applying = apply_with_confirm(&host, "20s", Stdio::piped());
+    wait_applied(&host);
+    {
+        use std::io::Write as _;
+        let mut stdin = applying.stdin.take().unwrap();
+        stdin.write_all(b"\n").unwrap();
+    }
+    let (code, output) = finish(applying, Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("confirm within 20s"), "{output}");
+    assert!(!pending_file(&host).exists());
+}
+
+#[test]
+fn the_waiting_apply_exits_non_zero_naming_the_rollback() {
+    let host = host_with_a_change_to_try();
+    let applying = apply_with_confirm(&host, "2s", Stdio::null());
+    let (code, output) = finish(applying, Duration::from_secs(10));
+    assert_ne!(code, Some(0), "{output}");
+    assert!(output.contains("not confirmed by"), "{output}");
+    assert_eq!(snapshot(&host.host.host), host.before);
+}
+
+#[test]
+fn after_a_reboot_before_the_deadline_the_next_mhr_command_rolls_back() {
+    let host = host_with_a_change_to_try();
+    let mut applying = apply_with_confirm(&host, "60s", Stdio::null());
+    wait_applied(&host);
+    // A reboot: the applying process and the guardian die at once.
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pending_file(&host)).unwrap()).unwrap();
+    let guardian = i32::try_from(record["guardian"].as_u64().expect("guardian pid recorded")).unwrap();
+    // SAFETY: plain kill(2) on the guardian this test started.
+    unsafe { libc::kill(guardian, libc::SIGKILL) };
+    let _ = applying.kill();
+    let _ = applying.wait();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let status = mhr(&host.host.host, &host.config, &["status"]);
+    assert!(status.output.contains("rolled back an unconfirmed change"), "{status:?}");
+    assert_eq!(snapshot(&host.host.host), host.before);
+    assert!(!pending_file(&host).exists());
+}
