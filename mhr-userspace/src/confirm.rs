@@ -38,8 +38,8 @@ pub const POLL: Duration = Duration::from_millis(100);
 pub struct Pending {
     /// Tells this change's record from a later one's.
     pub id: String,
-    /// Unix seconds after which the change is rolled back.
-    pub deadline: u64,
+    /// Unix time in milliseconds after which the change is rolled back.
+    pub deadline_ms: u64,
     pub config_path: PathBuf,
     /// The config as applied: `confirm` must confirm this one.
     pub config_text: String,
@@ -92,7 +92,13 @@ pub enum ConfirmError {
 }
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    now_ms() / 1000
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 pub fn describe_time(unix: u64) -> String {
@@ -140,7 +146,7 @@ impl Pending {
     pub fn refusal(&self) -> ConfirmError {
         ConfirmError::Pending {
             path: self.config_path.clone(),
-            deadline: describe_time(self.deadline),
+            deadline: describe_time(self.deadline_ms / 1000),
             guardian: self.guardian.map_or_else(|| "none".to_owned(), |pid| pid.to_string()),
         }
     }

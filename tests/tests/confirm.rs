@@ -176,8 +176,10 @@ fn enter_on_the_terminal_that_applied_confirms() {
 #[test]
 fn the_waiting_apply_exits_non_zero_naming_the_rollback() {
     let host = host_with_a_change_to_try();
+    let started = Instant::now();
     let applying = apply_with_confirm(&host, "2s", Stdio::null());
     let (code, output) = finish(applying, Duration::from_secs(10));
+    assert!(started.elapsed() >= Duration::from_secs(2), "not before the deadline: {:?}", started.elapsed());
     assert_ne!(code, Some(0), "{output}");
     assert!(output.contains("not confirmed by"), "{output}");
     assert_eq!(snapshot(&host.host.host), host.before);

@@ -128,6 +128,9 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     println!("\n== the daemon: mhr run keeps it true and exports metrics");
     daemon_demo(&lab, &mhr)?;
 
+    println!("\n== a safe change over SSH: apply --confirm undoes itself unless confirmed");
+    safe_apply_demo(&lab, &mhr, dir.path())?;
+
     drop(responder);
     if args.keep {
         dir.keep();
@@ -202,6 +205,44 @@ fn daemon_demo(lab: &SeedLab, mhr: &Mhr) -> anyhow::Result<()> {
     child.wait().context("waiting for mhr run")?;
     println!("   mhr run stopped (SIGTERM); routing and the pinned guard stay in place");
     result
+}
+
+/// A change that makes ens4 the primary, applied with `--confirm 3s` and
+/// never confirmed (as if the SSH session died): the host goes back.
+fn safe_apply_demo(lab: &SeedLab, mhr: &Mhr, dir: &Path) -> anyhow::Result<()> {
+    let [primary, secondary] = lab.uplinks() else { bail!("the seed lab has two uplinks") };
+    let text = std::fs::read_to_string(&mhr.config).context("reading the lab's config")?;
+    let swapped = text.replacen("primary = true\n", "", 1).replacen(
+        &format!("interface = \"{}\"\n", secondary.interface),
+        &format!("interface = \"{}\"\nprimary = true\n", secondary.interface),
+        1,
+    );
+    let trial = Mhr { binary: mhr.binary.clone(), config: dir.join("mhr-trial.toml") };
+    std::fs::write(&trial.config, swapped).context("writing the trial config")?;
+    println!("   the trial config makes {} the primary", secondary.interface);
+    let start = std::time::Instant::now();
+    let mut command = trial.command(lab, &["apply", "--no-guard", "--confirm", "3s"]);
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    println!("$ mhr apply --no-guard --confirm 3s   # then nobody confirms: the session is gone");
+    let child = command.spawn().context("starting mhr apply --confirm")?;
+    wait_for(|| main_default(lab, "-4") == secondary.interface, "the trial change")?;
+    println!("   main's default is on {} now:", secondary.interface);
+    print_defaults(lab);
+    let output = child.wait_with_output().context("waiting for mhr apply --confirm")?;
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        println!("   | {line}");
+    }
+    for line in String::from_utf8_lossy(&output.stderr).lines() {
+        println!("   ! {line}");
+    }
+    println!(
+        "   after {:.1} s, exit {}: the guardian restored the state before the change",
+        start.elapsed().as_secs_f64(),
+        output.status.code().unwrap_or(-1)
+    );
+    wait_for(|| main_default(lab, "-4") == primary.interface, "the rollback")?;
+    print_defaults(lab);
+    Ok(())
 }
 
 /// The interface of mhr's default route in main (`-4`/`-6`).

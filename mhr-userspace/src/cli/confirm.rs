@@ -88,7 +88,7 @@ pub(super) async fn apply_with_confirm(
         .with_context(|| format!("reading {} for the confirmation record", config_path.display()))?;
     let mut pending = Pending {
         id: format!("{}-{}", std::process::id(), confirm::now()),
-        deadline: confirm::now() + within.as_secs().max(1),
+        deadline_ms: confirm::now_ms() + u64::try_from(within.as_millis()).unwrap_or(u64::MAX).max(1000),
         config_path: config_path.to_owned(),
         config_text,
         guardian: None,
@@ -109,7 +109,7 @@ pub(super) async fn apply_with_confirm(
         return Err(err.context("apply failed; the state before it was restored"));
     }
     drop(lock);
-    let deadline = confirm::describe_time(pending.deadline);
+    let deadline = confirm::describe_time(pending.deadline_ms.div_ceil(1000));
     writeln!(
         out,
         "confirm within {}: run `mhr confirm` (or press Enter here); otherwise the state before this change comes back at {deadline}",
@@ -140,7 +140,7 @@ async fn wait_for_verdict(
             if rolled_back {
                 anyhow::bail!(
                     "not confirmed by {}: the state before the change was restored",
-                    confirm::describe_time(pending.deadline)
+                    confirm::describe_time(pending.deadline_ms.div_ceil(1000))
                 );
             }
             writeln!(out, "confirmed")?;
@@ -244,7 +244,7 @@ pub fn guardian(config_path: &Path, args: &GuardianArgs) -> anyhow::Result<Outco
             let Some(pending) = confirm::read_pending(&state_dir)?.filter(|p| p.id == args.id) else {
                 return Ok(Outcome::Success);
             };
-            if confirm::now() >= pending.deadline {
+            if confirm::now_ms() >= pending.deadline_ms {
                 let _lock = lock::acquire(&state_dir, lock::Role::Rollback, ROLLBACK_LOCK_WAIT)?;
                 // Confirmed while we waited for the lock?
                 if confirm::read_pending(&state_dir)?.is_some_and(|p| p.id == args.id) {
