@@ -104,7 +104,9 @@ fn an_unconfirmed_change_is_rolled_back_exactly_after_the_session_hangs_up() {
     let host = host_with_a_change_to_try();
     let mut applying = apply_with_confirm(&host, "3s", Stdio::null());
     wait_applied(&host);
-    assert!(enforcing(&host), "the change reached the guard");
+    eventually("the change reached the guard", Duration::from_secs(5), || {
+        if enforcing(&host) { Ok(()) } else { Err("monitor".into()) }
+    });
     let changed = snapshot(&host.host.host);
     assert_ne!(changed, host.before);
 
@@ -141,10 +143,12 @@ fn confirm_keeps_the_change_and_nothing_else_may_change_the_host_meanwhile() {
         let refused = mhr(&host.host.host, &host.config, args);
         assert!(refused.error().contains("is pending confirmation until"), "{args:?}: {refused:?}");
     }
-    let (code, output) =
-        finish(spawn(&host.host.host, &host.config, &["run"], Stdio::null()), Duration::from_secs(10));
-    assert_ne!(code, Some(0));
-    assert!(output.contains("pending confirmation"), "mhr run waits for the verdict: {output}");
+    // mhr run (say, restarted by systemd meanwhile) waits for the verdict.
+    let mut daemon = spawn(&host.host.host, &host.config, &["run"], Stdio::null());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(daemon.try_wait().unwrap().is_none(), "mhr run waits instead of exiting");
+    let healthz = mhr_tests::probe::http_get(&host.host.host, 9847, "/healthz");
+    assert_eq!(healthz, None, "nothing served while waiting: {healthz:?}");
 
     let confirmed = mhr(&host.host.host, &host.config, &["confirm"]);
     assert!(confirmed.succeeded(), "{confirmed:?}");
@@ -155,6 +159,16 @@ fn confirm_keeps_the_change_and_nothing_else_may_change_the_host_meanwhile() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(snapshot(&host.host.host), changed, "the change stays");
     assert!(enforcing(&host));
+    eventually(
+        "mhr run starts once confirmed",
+        Duration::from_secs(10),
+        || match mhr_tests::probe::http_get(&host.host.host, 9847, "/healthz") {
+            Some((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let _ = daemon.kill();
+    let _ = daemon.wait();
 }
 
 #[test]

@@ -20,6 +20,8 @@ use crate::{
     lock,
 };
 
+/// How often a waiting `mhr run` looks whether the change was decided.
+const DAEMON_WAIT_POLL: Duration = Duration::from_millis(500);
 /// How long the guardian waits for the writer lock at the deadline.
 const ROLLBACK_LOCK_WAIT: Duration = Duration::from_secs(30);
 
@@ -55,12 +57,24 @@ pub(super) async fn finish_abandoned(engine: &Engine, out: &mut dyn Write) -> an
 }
 
 /// `mhr run` honours confirmations: it finishes an abandoned rollback,
-/// waits (refuses to start) while a change is pending, and does not apply
-/// a config whose change was rolled back.
+/// waits while a change is pending (exiting would only make its supervisor
+/// give up on it), and does not apply a config whose change was rolled back.
 pub(super) async fn daemon_may_start(engine: &Engine, config_path: &Path) -> anyhow::Result<()> {
-    finish_abandoned(engine, &mut std::io::stderr()).await?;
     let state_dir = &engine.config().routing.state_dir;
-    refuse_if_pending(engine)?;
+    let mut told = false;
+    loop {
+        finish_abandoned(engine, &mut std::io::stderr()).await?;
+        let Some(pending) = confirm::read_pending(state_dir)? else { break };
+        if !told {
+            tracing::warn!(
+                config = %pending.config_path.display(),
+                deadline = %confirm::describe_time(pending.deadline_ms.div_ceil(1000)),
+                "a change is pending confirmation; mhr run starts once it is confirmed or rolled back"
+            );
+            told = true;
+        }
+        tokio::time::sleep(DAEMON_WAIT_POLL).await;
+    }
     if let Some(marker) = confirm::read_rolled_back(state_dir)? {
         let text = std::fs::read_to_string(config_path).unwrap_or_default();
         if text == marker.config_text {

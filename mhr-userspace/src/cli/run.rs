@@ -52,8 +52,13 @@ pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
                 _ = interrupt.recv() => {}
             }
         };
+        tokio::pin!(shutdown);
         let engine = crate::engine::Engine::connect(config.clone())?;
-        super::confirm::daemon_may_start(&engine, config_path).await?;
+        let may_start = super::confirm::daemon_may_start(&engine, config_path);
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            result = may_start => result?,
+        }
         drop(engine);
         daemon::run(config, options, shutdown).await.context("mhr run")
     })
