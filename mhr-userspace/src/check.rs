@@ -46,13 +46,15 @@ impl CheckReport {
 
 /// Where a lookup says a packet goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Path {
-    interface: Option<u32>,
-    gateway: Option<IpAddr>,
+pub(crate) struct Path {
+    pub(crate) interface: Option<u32>,
+    pub(crate) gateway: Option<IpAddr>,
 }
 
 impl Engine {
-    pub async fn check(&self) -> Result<CheckReport, EngineError> {
+    /// `connections`: also that every established TCP connection leaves by
+    /// the uplink that owns its local address.
+    pub async fn check(&self, connections: bool) -> Result<CheckReport, EngineError> {
         let planned = self.plan().await?;
         let (observed, desired, names) = (&planned.observed, &planned.desired, &planned.names);
         let mut findings = Vec::new();
@@ -76,6 +78,12 @@ impl Engine {
                 findings.push(main_default(self.handle(), &holders, *family, names).await);
             }
         }
+        if connections {
+            let paths = crate::connections::paths(self.handle(), desired, names)
+                .await
+                .map_err(|source| EngineError::Connections { source })?;
+            findings.extend(paths.iter().filter(|path| path.owner.is_some()).map(connection_finding));
+        }
         Ok(CheckReport { findings })
     }
 }
@@ -87,7 +95,7 @@ fn probe(family: Family) -> IpAddr {
     }
 }
 
-async fn lookup(
+pub(crate) async fn lookup(
     handle: &Handle,
     destination: IpAddr,
     source: Option<IpAddr>,
@@ -261,6 +269,24 @@ async fn reverse_path(handle: &Handle, uplink: &UplinkPlan, address: IpAddr) -> 
                 "the reverse path of {address} does not leave by {}; run `mhr apply`, or set rp_filter to loose (2)",
                 uplink.interface
             ),
+        },
+    }
+}
+
+fn connection_finding(path: &crate::connections::ConnectionPath) -> Finding {
+    let owner = path.owner.clone().unwrap_or_default();
+    let now = path.now.clone().unwrap_or_else(|| "nowhere".to_owned());
+    let ok = !path.asymmetric_now();
+    Finding {
+        ok,
+        check: format!("{} leaves by {owner}, whose address it uses", path.connection.describe()),
+        observed: format!("leaves by {now}"),
+        advice: if ok {
+            String::new()
+        } else {
+            format!(
+                "its replies leave by {now} with {owner}'s address (an upstream that filters sources drops them); `mhr apply` installs the rule that keeps them on {owner}"
+            )
         },
     }
 }

@@ -34,6 +34,11 @@ pub enum EngineError {
     State(#[from] StateError),
     #[error(transparent)]
     Guard(#[from] GuardError),
+    #[error("listing the established connections (sock_diag) failed")]
+    Connections {
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What `apply` would do, and everything it was computed from.

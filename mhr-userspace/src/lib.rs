@@ -8,6 +8,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod confirm;
+pub mod connections;
 pub mod daemon;
 pub mod datapath;
 pub mod engine;

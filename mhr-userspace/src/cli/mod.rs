@@ -56,7 +56,7 @@ pub enum Command {
     Status(routing::OutputArgs),
     /// Verify with the kernel's own route lookups that every address answers
     /// through its uplink. Exits non-zero when any check fails.
-    Check(routing::OutputArgs),
+    Check(routing::CheckArgs),
     /// Print the guard's flagged packets as log lines (and how many were
     /// suppressed by its rate limit) until interrupted or a limit is hit.
     /// The flag ring buffer has one reader: while `mhr run` runs, flagged

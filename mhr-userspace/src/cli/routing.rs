@@ -48,6 +48,17 @@ pub struct ApplyArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also check that every established TCP connection leaves by the
+    /// uplink that owns its local address.
+    #[arg(long)]
+    connections: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct OutputArgs {
     /// Print as JSON.
     #[arg(long)]
@@ -67,6 +78,9 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
             Command::Plan(args) => {
                 let planned = engine.plan().await?;
                 print_plan(&planned, &engine, args, out)?;
+                if !args.json && args.format == PlanFormat::Human {
+                    print_connections(&engine, &planned, out).await?;
+                }
             }
             Command::Apply(args) => {
                 if args.dry_run {
@@ -129,7 +143,7 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                 }
             }
             Command::Check(args) => {
-                let report = engine.check().await?;
+                let report = engine.check(args.connections).await?;
                 if args.json {
                     writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
                 } else {
@@ -243,6 +257,33 @@ fn print_plan(
                 n => writeln!(out, "{n} change(s) planned")?,
             }
         }
+    }
+    Ok(())
+}
+
+/// The established TCP connections the plan moves to another uplink
+/// (your SSH session among them, perhaps), and why.
+async fn print_connections(engine: &Engine, planned: &Planned, out: &mut dyn Write) -> anyhow::Result<()> {
+    let paths = crate::connections::paths(engine.handle(), &planned.desired, &planned.names)
+        .await
+        .context("listing the established connections")?;
+    let moved: Vec<_> = paths.iter().filter(|path| path.moves()).collect();
+    if moved.is_empty() {
+        writeln!(out, "connections: {} established, none changes uplink", paths.len())?;
+        return Ok(());
+    }
+    writeln!(out, "connections that change uplink ({} of {} established):", moved.len(), paths.len())?;
+    for path in moved {
+        let now = path.now.as_deref().unwrap_or("nowhere");
+        let after = path.after.as_deref().unwrap_or("nowhere");
+        let why = match &path.owner {
+            Some(owner) if path.asymmetric_now() => {
+                format!(" (asymmetric now: its address is {owner}'s; fixed)")
+            }
+            Some(owner) => format!(" (its address is {owner}'s)"),
+            None => " (main's default moves)".to_owned(),
+        };
+        writeln!(out, "  {}: leaves by {now} now, by {after} after{why}", path.connection.describe())?;
     }
     Ok(())
 }

@@ -1,0 +1,177 @@
+//! Established TCP connections, from the kernel's sock_diag (netlink),
+//! and which uplink each leaves by: now (a route lookup from its local
+//! address) and under a plan (the uplink that owns its local address, or
+//! main's default).
+
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+};
+
+use netlink_packet_sock_diag::{
+    SockDiagMessage,
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+};
+use rtnetlink::{
+    packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload},
+    sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_SOCK_DIAG},
+};
+use serde::Serialize;
+
+use crate::{model::Family, plan::Desired};
+
+/// An established TCP connection of this host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Connection {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl Connection {
+    pub fn family(&self) -> Family {
+        Family::of(&self.local.ip())
+    }
+
+    /// `tcp 10.0.3.10:22 ⇄ 192.0.2.100:51234 (ssh)`.
+    pub fn describe(&self) -> String {
+        let service = if self.local.port() == 22 { " (ssh)" } else { "" };
+        format!("tcp {} ⇄ {}{service}", self.local, self.remote)
+    }
+}
+
+/// Every established TCP connection (IPv4 and IPv6) except loopback ones.
+pub fn established() -> io::Result<Vec<Connection>> {
+    let mut connections = Vec::new();
+    for family in [AF_INET, AF_INET6] {
+        connections.extend(dump(family)?);
+    }
+    connections.retain(|c| !c.local.ip().is_loopback() && !c.remote.ip().is_loopback());
+    connections.sort();
+    connections.dedup();
+    Ok(connections)
+}
+
+fn dump(family: u8) -> io::Result<Vec<Connection>> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&NetlinkAddr::new(0, 0))?;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let socket_id = if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() };
+    let request = InetRequest {
+        family,
+        protocol: IPPROTO_TCP,
+        extensions: ExtensionFlags::empty(),
+        states: StateFlags::ESTABLISHED,
+        socket_id,
+    };
+    let mut packet = NetlinkMessage::new(header, SockDiagMessage::InetRequest(request).into());
+    packet.finalize();
+    let mut request_bytes = vec![0; packet.buffer_len()];
+    packet.serialize(&mut request_bytes);
+    socket.send(&request_bytes, 0)?;
+
+    let mut connections = Vec::new();
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let size = socket.recv(&mut &mut buffer[..], 0)?;
+        let mut bytes = &buffer[..size];
+        while !bytes.is_empty() {
+            let message = NetlinkMessage::<SockDiagMessage>::deserialize(bytes)
+                .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err.to_string()))?;
+            let length = message.header.length as usize;
+            match message.payload {
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+                    let id = &response.header.socket_id;
+                    connections.push(Connection {
+                        local: SocketAddr::new(id.source_address, id.source_port),
+                        remote: SocketAddr::new(id.destination_address, id.destination_port),
+                    });
+                }
+                NetlinkPayload::Done(_) => return Ok(connections),
+                NetlinkPayload::Error(err) => {
+                    return Err(err.code.map_or_else(
+                        || io::Error::other("sock_diag error"),
+                        |code| io::Error::from_raw_os_error(-code.get()),
+                    ));
+                }
+                _ => {}
+            }
+            if length == 0 || length > bytes.len() {
+                break;
+            }
+            bytes = &bytes[length.next_multiple_of(4).min(bytes.len())..];
+        }
+    }
+}
+
+/// Which uplink a connection leaves by once `desired` is in place: the one
+/// that owns its local address (the from-rules), else main's default
+/// holder when it leaves by a gateway now, else where it leaves now.
+pub fn egress_after(desired: &Desired, connection: &Connection, now: Option<(u32, bool)>) -> Option<u32> {
+    let local = connection.local.ip();
+    if let Some(owner) = owner(desired, local) {
+        return Some(owner);
+    }
+    match now {
+        Some((_, true)) => {
+            let holder = desired.active.get(&connection.family())?.first()?;
+            desired.uplinks.iter().find(|u| &u.interface == holder).map(|u| u.index)
+        }
+        other => other.map(|(index, _)| index),
+    }
+}
+
+/// The ifindex of the uplink whose address `local` is, under `desired`.
+pub fn owner(desired: &Desired, local: IpAddr) -> Option<u32> {
+    desired.uplinks.iter().find(|u| u.addresses.iter().any(|a| a.addr() == local)).map(|u| u.index)
+}
+
+/// One connection: the uplink it leaves by now and after a plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConnectionPath {
+    pub connection: Connection,
+    /// Interface the kernel sends it out of now.
+    pub now: Option<String>,
+    /// Interface it leaves by once the plan is applied.
+    pub after: Option<String>,
+    /// The uplink whose address its local address is.
+    pub owner: Option<String>,
+}
+
+impl ConnectionPath {
+    pub fn moves(&self) -> bool {
+        self.now != self.after
+    }
+
+    /// Leaves by another uplink than the one that owns its address.
+    pub fn asymmetric_now(&self) -> bool {
+        self.owner.is_some() && self.now != self.owner
+    }
+}
+
+/// Every established connection with where it leaves now (the kernel's
+/// lookup) and under `desired`.
+pub async fn paths(
+    handle: &rtnetlink::Handle,
+    desired: &Desired,
+    names: &crate::model::Names,
+) -> io::Result<Vec<ConnectionPath>> {
+    let mut paths = Vec::new();
+    for connection in established()? {
+        let now = crate::check::lookup(handle, connection.remote.ip(), Some(connection.local.ip()), None)
+            .await
+            .ok()
+            .and_then(|path| Some((path.interface?, path.gateway.is_some())));
+        let after = egress_after(desired, &connection, now);
+        let name = |index: u32| names.interface(index);
+        paths.push(ConnectionPath {
+            connection,
+            now: now.map(|(index, _)| name(index)),
+            after: after.map(name),
+            owner: owner(desired, connection.local.ip()).map(name),
+        });
+    }
+    Ok(paths)
+}
