@@ -64,6 +64,14 @@ const RESERVED_PROTOCOLS: [(u8, &str); 23] = [
     (189, "rip"),
     (192, "eigrp"),
 ];
+/// The name iproute2 gives a route protocol number (`dhcp`, `ra`, …), or the number.
+pub fn protocol_name(protocol: u8) -> String {
+    RESERVED_PROTOCOLS
+        .iter()
+        .find(|(number, _)| *number == protocol)
+        .map_or_else(|| format!("proto {protocol}"), |(_, name)| (*name).to_owned())
+}
+
 const MAX_INTERFACE_NAME: usize = 15;
 /// Larger config files are refused before parsing (a config is a few KiB).
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -79,6 +87,10 @@ const MAX_WEIGHT: u32 = 256;
 pub enum ConfigError {
     #[error("cannot read config {path}: {reason}")]
     Read { path: PathBuf, reason: String },
+    #[error(
+        "no config at {path}: `mhr init` prints one from the uplinks this host has, `mhr init --write` writes it there"
+    )]
+    Missing { path: PathBuf },
     #[error("{path}:{line}:{column}: {message}")]
     Syntax { path: PathBuf, line: usize, column: usize, message: String },
     #[error("{path}: no [[uplink]] configured")]
@@ -362,7 +374,10 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let read_error =
             |err: std::io::Error| ConfigError::Read { path: path.to_owned(), reason: err.to_string() };
-        let file = std::fs::File::open(path).map_err(read_error)?;
+        let file = std::fs::File::open(path).map_err(|err| match err.kind() {
+            std::io::ErrorKind::NotFound => ConfigError::Missing { path: path.to_owned() },
+            _ => read_error(err),
+        })?;
         let mut bytes = Vec::new();
         file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes).map_err(read_error)?;
         if bytes.len() as u64 > MAX_CONFIG_BYTES {

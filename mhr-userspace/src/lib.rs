@@ -14,6 +14,7 @@ pub mod datapath;
 pub mod engine;
 pub mod guard;
 pub mod health;
+pub mod init;
 pub mod lock;
 pub mod metrics;
 pub mod model;

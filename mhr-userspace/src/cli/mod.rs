@@ -2,6 +2,7 @@
 //! real commands in-process (inside a network namespace).
 
 mod confirm;
+mod init;
 mod monitor;
 mod routing;
 mod run;
@@ -40,6 +41,9 @@ pub enum Command {
     /// Apply, then keep routing and the guard true as the host changes
     /// (netlink events, periodic resync) and serve Prometheus metrics.
     Run(run::RunArgs),
+    /// Print a config for the uplinks this host has (interfaces with a
+    /// global address and a default route); --write writes it.
+    Init(init::InitArgs),
     /// Show the changes `apply` would make (nothing is changed).
     Plan(routing::PlanArgs),
     /// Install per-uplink tables and rules, keep one default route in main,
@@ -88,6 +92,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Watch(args) => watch::run(&cli.config, args, out).map(|()| Outcome::Success),
         Command::Run(args) => run::run(&cli.config, args).map(|()| Outcome::Success),
         Command::Guardian(args) => confirm::guardian(&cli.config, args),
+        Command::Init(args) => init::run(&cli.config, args, out),
         command => routing::run(&cli.config, command, out),
     }
 }

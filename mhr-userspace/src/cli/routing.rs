@@ -153,7 +153,11 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                     return Ok(Outcome::ChecksFailed);
                 }
             }
-            Command::Monitor(_) | Command::Watch(_) | Command::Run(_) | Command::Guardian(_) => {
+            Command::Monitor(_)
+            | Command::Watch(_)
+            | Command::Run(_)
+            | Command::Guardian(_)
+            | Command::Init(_) => {
                 unreachable!("handled by cli::run")
             }
         }

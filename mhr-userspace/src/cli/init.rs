@@ -1,0 +1,58 @@
+//! `mhr init`: print (or write) a config for the uplinks this host has.
+
+use std::{io::Write, path::Path};
+
+use anyhow::{Context as _, bail};
+
+use super::Outcome;
+use crate::init::{discover, has_lease_file, render};
+
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// Write the config to --config's path instead of printing it.
+    #[arg(long)]
+    write: bool,
+    /// With --write: replace an existing file.
+    #[arg(long, requires = "write")]
+    force: bool,
+}
+
+pub fn run(config_path: &Path, args: &InitArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let observed = runtime.block_on(async {
+        let (connection, handle, _) = rtnetlink::new_connection().context("opening a netlink socket")?;
+        tokio::spawn(connection);
+        crate::observe::observe(&handle).await.context("reading the host's links, addresses and routes")
+    })?;
+    let found = discover(&observed, has_lease_file);
+    if found.is_empty() {
+        bail!(
+            "no uplink found: no interface has both a global address and a default route (or a DHCP lease)"
+        );
+    }
+    let text = render(&found);
+    // What init writes must load: refuse rather than write a broken file.
+    crate::config::Config::parse(&text, config_path).context("the generated config does not validate")?;
+    if !args.write {
+        write!(out, "{text}")?;
+        return Ok(Outcome::Success);
+    }
+    if config_path.exists() && !args.force {
+        bail!("{} exists; mhr init never overwrites it without --force", config_path.display());
+    }
+    let dir = config_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut file = tempfile::Builder::new()
+        .prefix(".mhr-init-")
+        .tempfile_in(dir)
+        .with_context(|| format!("writing in {}", dir.display()))?;
+    file.write_all(text.as_bytes()).context("writing the config")?;
+    file.persist(config_path).with_context(|| format!("writing {}", config_path.display()))?;
+    let names: Vec<&str> = found.iter().map(|f| f.interface.as_str()).collect();
+    writeln!(out, "wrote {} with {} uplink(s): {}", config_path.display(), found.len(), names.join(", "))?;
+    writeln!(out, "next: `mhr plan` shows what `mhr apply` would change")?;
+    Ok(Outcome::Success)
+}
