@@ -843,7 +843,10 @@ to_rules = false
         let err = Config::load(Path::new("/dev/zero")).unwrap_err();
         assert!(matches!(err, ConfigError::TooLarge { .. }), "{err:?}");
         let err = Config::load(Path::new("/nonexistent/mhr.toml")).unwrap_err();
-        assert!(err.to_string().starts_with("cannot read config /nonexistent/mhr.toml"), "{err}");
+        assert!(matches!(err, ConfigError::Missing { .. }), "{err:?}");
+        assert!(err.to_string().contains("mhr init"), "a missing config points to mhr init: {err}");
+        let err = Config::load(Path::new("/proc/self/mem")).unwrap_err();
+        assert!(err.to_string().starts_with("cannot read config /proc/self/mem"), "{err}");
     }
 
     #[test]

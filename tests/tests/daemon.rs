@@ -247,6 +247,7 @@ fn scraped_metrics_match_the_packets_sent_exactly() {
 
     let (status, body) = http_get(&host.host, METRICS_PORT, "/metrics").unwrap();
     assert_eq!(status, 200);
+    assert_promtool_accepts(&body);
     let packets = |verdict: Verdict| {
         let labels =
             format!("uplink=\"ens3\",family=\"{}\",verdict=\"{}\"", Family::Ipv4.name(), verdict.name());
@@ -424,4 +425,25 @@ fn cleanup_on_exit_removes_everything_and_the_default_leaves_it_in_place() {
     daemon.stop();
     assert_eq!(common::snapshot(&lab.host), before, "--cleanup-on-exit restores the host");
     assert!(GuardMaps::from_pins(&pin_dir).unwrap().is_none(), "and unpins the guard");
+}
+
+/// `promtool check metrics`: the exposition parses and follows the
+/// Prometheus naming and help conventions.
+fn assert_promtool_accepts(exposition: &str) {
+    use std::io::Write as _;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (cargo xtask setup installs it)");
+    promtool.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let said =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "promtool check metrics:\n{said}\n{exposition}"
+    );
 }

@@ -27,6 +27,8 @@ const SYSTEM_COMMANDS: &[(&str, &str)] = &[
     ("unshare", "util-linux"),
     ("dnsmasq", "dnsmasq-base"),
     ("dhcpcd", "dhcpcd-base"),
+    // Checks the alert rules (unit tests) and the daemon's exposition.
+    ("promtool", "prometheus"),
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";
@@ -247,13 +249,31 @@ fn ensure_system_packages(report: &mut SetupReport) -> anyhow::Result<()> {
     }
     cmd::run(Command::new("apt-get").arg("update").arg("-q"))
         .context("apt-get update (needs the Debian package mirror)")?;
-    cmd::run(
+    // Packages install binaries only: no service starts (the prometheus
+    // package would start a server). policy-rc.d is Debian's switch for it.
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::write(
+            policy,
+            "#!/bin/sh\n# cargo xtask setup: no service starts while it installs packages\nexit 101\n",
+        )
+        .context("writing /usr/sbin/policy-rc.d")?;
+        fs::set_permissions(policy, fs::Permissions::from_mode(0o755))
+            .context("making policy-rc.d executable")?;
+    }
+    let installed = cmd::run(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
-    .with_context(|| format!("installing {list}"))
+    .with_context(|| format!("installing {list}"));
+    if ours {
+        let _ = fs::remove_file(policy);
+    }
+    installed
 }
 
 fn ensure_bpffs(report: &mut SetupReport) -> anyhow::Result<()> {

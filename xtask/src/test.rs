@@ -52,6 +52,16 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         "warnings",
     ]))?;
 
+    section("alert rules and scrape config (promtool)");
+    let prometheus = cmd::workspace_root().join("deploy/prometheus");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+        ["check", "config", "scrape.yml"],
+    ] {
+        cmd::run(Command::new("promtool").args(args).current_dir(&prometheus))?;
+    }
+
     section("unit tests");
     let mut passed = cargo_test(cmd::cargo().args([
         "test",
