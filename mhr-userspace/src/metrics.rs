@@ -30,6 +30,7 @@ fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Labels {
 pub struct ControlMetrics {
     pub reconciles: MetricFamily<Labels, Counter>,
     pub drift_corrections: MetricFamily<Labels, Counter>,
+    pub host_changes: MetricFamily<Labels, Counter>,
     pub resyncs: MetricFamily<Labels, Counter>,
     pub rules_installed: Gauge,
     pub routes_installed: Gauge,
@@ -56,6 +57,38 @@ impl ControlMetrics {
     /// A guard pin or link someone removed, put back (`what`: map, link).
     pub fn guard_repair(&self, what: &str) {
         self.guard_repairs.get_or_create(&labels([("what", what)])).inc();
+    }
+
+    /// A change made because the host changed (an address, a link, a
+    /// gateway, health), not to undo drift.
+    pub fn host_change(&self, kind: &str) {
+        self.host_changes.get_or_create(&labels([("kind", kind)])).inc();
+    }
+
+    /// Creates every label set known up front at zero, so that `increase()`
+    /// sees the first event (a series appearing at 1 has no increase).
+    pub fn initialise(&self, uplinks: &[&str]) {
+        for result in ["ok", "error"] {
+            drop(self.reconciles.get_or_create(&labels([("result", result)])));
+        }
+        let kinds = crate::plan::Action::KINDS.iter().chain(["guard_attached"].iter());
+        for kind in kinds {
+            drop(self.drift_corrections.get_or_create(&labels([("kind", kind)])));
+            drop(self.host_changes.get_or_create(&labels([("kind", kind)])));
+        }
+        for reason in ["startup", "overrun", "periodic"] {
+            drop(self.resyncs.get_or_create(&labels([("reason", reason)])));
+        }
+        for what in ["map", "link"] {
+            drop(self.guard_repairs.get_or_create(&labels([("what", what)])));
+        }
+        for family in ["ipv4", "ipv6"] {
+            drop(self.failovers.get_or_create(&labels([("family", family)])));
+        }
+        for uplink in uplinks {
+            drop(self.guard_attached.get_or_create(&labels([("uplink", uplink)])));
+            drop(self.uplink_blocked.get_or_create(&labels([("uplink", uplink)])));
+        }
     }
 
     pub fn resync(&self, reason: &str) {
@@ -253,8 +286,13 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: DatapathCol
     registry.register("mhr_reconciles", "Reconciles by result", control.reconciles.clone());
     registry.register(
         "mhr_drift_corrections",
-        "Changes made to undo drift, by kind",
+        "Changes made to undo drift (someone changed what mhr keeps), by kind",
         control.drift_corrections.clone(),
+    );
+    registry.register(
+        "mhr_host_changes",
+        "Changes made because the host changed (addresses, links, gateways, health), by kind",
+        control.host_changes.clone(),
     );
     registry.register("mhr_netlink_resyncs", "Full resyncs by reason", control.resyncs.clone());
     registry.register("mhr_rules_installed", "Policy rules mhr owns", control.rules_installed.clone());
@@ -368,6 +406,7 @@ mod tests {
         control.uplink_active("ens3", "ipv4", true);
         control.failover("ipv4", false);
         control.guard_repair("map");
+        control.initialise(&["ens3"]);
         control.uplink_blocked.get_or_create(&labels([("uplink", "ens3")])).set(0);
         let registry = registry(&control, DatapathCollector::new("/nonexistent".into(), 0));
         let text = render(&registry).unwrap();
@@ -399,6 +438,7 @@ mod tests {
             "mhr_failovers_total",
             "mhr_guard_repairs_total",
             "mhr_uplink_blocked",
+            "mhr_host_changes_total",
         ] {
             assert!(names.contains(name), "{name} missing from {names:?}");
         }

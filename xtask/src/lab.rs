@@ -183,6 +183,7 @@ fn daemon_demo(lab: &SeedLab, mhr: &Mhr) -> anyhow::Result<()> {
         let interesting = [
             "mhr_reconciles_total",
             "mhr_drift_corrections_total",
+            "mhr_host_changes_total",
             "mhr_guard_attached",
             "mhr_uplink_healthy",
             "mhr_uplink_active",
@@ -192,7 +193,9 @@ fn daemon_demo(lab: &SeedLab, mhr: &Mhr) -> anyhow::Result<()> {
             let guard_traffic = line.starts_with("mhr_guard_packets_total")
                 && !line.ends_with(" 0")
                 && (line.contains("spoofed") || line.contains("asymmetric") || line.contains("\"ok\""));
-            if guard_traffic || interesting.iter().any(|name| line.starts_with(name)) {
+            let zero_change =
+                line.ends_with(" 0") && (line.starts_with("mhr_drift") || line.starts_with("mhr_host"));
+            if guard_traffic || (interesting.iter().any(|name| line.starts_with(name)) && !zero_change) {
                 println!("   | {line}");
             }
         }

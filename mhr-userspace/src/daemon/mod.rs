@@ -177,12 +177,8 @@ pub async fn run(
     } else {
         None
     };
-    for family in ["ipv4", "ipv6"] {
-        control.failover(family, false);
-    }
-    for what in ["map", "link"] {
-        drop(control.guard_repairs.get_or_create(&vec![("what".to_owned(), what.to_owned())]));
-    }
+    let uplink_names: Vec<&str> = engine.config().uplinks.iter().map(|u| u.interface.as_str()).collect();
+    control.initialise(&uplink_names);
     let book = HealthBook::new(settings);
     let active = std::collections::BTreeMap::new();
     let mut daemon = Daemon {
@@ -320,7 +316,12 @@ impl Daemon {
         let applied = self.engine.apply(&planned).await?;
         if counts_as_drift {
             for action in &planned.actions {
-                self.control.correction(action.kind());
+                match &self.last {
+                    Some(last) if action.corrects_drift(&last.desired) => {
+                        self.control.correction(action.kind())
+                    }
+                    _ => self.control.host_change(action.kind()),
+                }
             }
         }
         self.control.rules_installed.set(planned.desired.rules.len() as i64);

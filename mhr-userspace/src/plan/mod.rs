@@ -756,6 +756,31 @@ impl Action {
     }
 
     /// A short name for metrics (`mhr_drift_corrections_total{kind}`).
+    /// Every value of [`Action::kind`], for metrics initialised at zero.
+    pub const KINDS: [&'static str; 7] = [
+        "route_added",
+        "route_replaced",
+        "route_deleted",
+        "rule_added",
+        "rule_deleted",
+        "default_moved",
+        "default_restored",
+    ];
+
+    /// Whether this action undoes drift (someone changed what mhr keeps)
+    /// rather than following a change of the host (`before`: what mhr
+    /// wanted at the previous reconcile).
+    pub fn corrects_drift(&self, before: &Desired) -> bool {
+        match self {
+            Self::AddRoute { route } => before.routes.contains(route),
+            Self::ReplaceRoute { new, .. } => before.routes.contains(new),
+            Self::DeleteRoute { route } => !before.routes.contains(route),
+            Self::AddRule { rule } => before.rules.contains(rule),
+            Self::DeleteRule { rule } => !before.rules.contains(rule),
+            Self::ReleaseDefault { .. } | Self::RestoreDefault { .. } => false,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::AddRoute { .. } => "route_added",

@@ -731,3 +731,26 @@ fn in_the_daemon_a_clash_blocks_only_its_uplink_and_keeps_what_mhr_has_there() {
     // One-shot commands still refuse, before any change.
     assert!(matches!(plan(&config, &host), Err(PlanError::PriorityTaken { priority: 7103, .. })));
 }
+
+#[test]
+fn drift_is_what_mhr_wanted_before_and_lost_host_changes_are_new_wants() {
+    let config = seed_config();
+    let (before, actions) = plan(&config, &seed_host()).unwrap();
+    let applied = after(&seed_host(), &actions);
+    // Someone deletes one of mhr's rules: putting it back corrects drift.
+    let mut drifted = applied.clone();
+    let lost = drifted.rules.iter().position(|r| r.protocol == MHR).unwrap();
+    drifted.rules.remove(lost);
+    let (now, actions) = plan(&config, &drifted).unwrap();
+    assert_eq!(actions.len(), 1);
+    assert!(actions[0].corrects_drift(&before), "{actions:?}");
+    // An address appears: its rules follow the host.
+    let mut renumbered = applied.clone();
+    renumbered.addresses.push(Address {
+        interface: 2,
+        address: "10.0.3.20".parse().unwrap(),
+        prefix_len: 24,
+    });
+    let (_, actions) = plan(&config, &renumbered).unwrap();
+    assert!(!actions.is_empty() && actions.iter().all(|a| !a.corrects_drift(&now)), "{actions:?}");
+}
