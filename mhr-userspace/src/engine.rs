@@ -91,6 +91,11 @@ impl Engine {
         &self.config
     }
 
+    /// A new config (the daemon's reload); the netlink socket stays.
+    pub fn set_config(&mut self, config: Config) {
+        self.config = config;
+    }
+
     pub fn handle(&self) -> &Handle {
         &self.handle
     }

@@ -89,9 +89,14 @@ pub struct Count {
 }
 
 pub const TOP_OFFENDERS: usize = 10;
+/// `status --json`'s `version`.
+pub const STATUS_VERSION: u32 = 1;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Status {
+    /// The schema of `status --json`: grows compatibly; a breaking change
+    /// bumps it.
+    pub version: u32,
     pub uplinks: Vec<UplinkStatus>,
     /// Per family, the uplinks holding main's default route.
     pub active: BTreeMap<crate::model::Family, Vec<String>>,
@@ -170,6 +175,7 @@ impl Engine {
             })
             .collect();
         Ok(Status {
+            version: STATUS_VERSION,
             guard: self.guard_status()?,
             active: desired.active.clone(),
             uplinks,
@@ -221,5 +227,26 @@ impl Engine {
         let mut top_offenders = maps.offenders(&names)?;
         top_offenders.truncate(TOP_OFFENDERS);
         Ok(Some(GuardStatus { pin_dir: pin_dir.display().to_string(), uplinks, top_offenders }))
+    }
+}
+
+impl Status {
+    /// Only the uplinks named (and their guard lines); unknown names are an error.
+    pub fn only(mut self, interfaces: &[String]) -> Result<Self, String> {
+        if interfaces.is_empty() {
+            return Ok(self);
+        }
+        if let Some(unknown) =
+            interfaces.iter().find(|name| !self.uplinks.iter().any(|u| &u.interface == *name))
+        {
+            let known: Vec<&str> = self.uplinks.iter().map(|u| u.interface.as_str()).collect();
+            return Err(format!("`{unknown}` is not a configured uplink (uplinks: {})", known.join(", ")));
+        }
+        self.uplinks.retain(|u| interfaces.contains(&u.interface));
+        if let Some(guard) = &mut self.guard {
+            guard.uplinks.retain(|u| interfaces.contains(&u.interface));
+            guard.top_offenders.retain(|o| interfaces.contains(&o.uplink));
+        }
+        Ok(self)
     }
 }

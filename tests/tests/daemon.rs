@@ -450,3 +450,85 @@ fn assert_promtool_accepts(exposition: &str) {
         "promtool check metrics:\n{said}\n{exposition}"
     );
 }
+
+#[test]
+fn systemd_hears_ready_watchdog_reloading_and_stopping_and_sighup_reloads_the_config() {
+    use std::os::unix::net::UnixDatagram;
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("daemon").unwrap();
+    let config = quiet_daemon_config(&dir);
+    let socket_path = dir.path().join("notify.sock");
+    let systemd = UnixDatagram::bind(&socket_path).unwrap();
+    systemd.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    // As systemd starts it: WATCHDOG_PID names the service's own pid (the
+    // shell's, kept through both execs).
+    let child = Command::new("sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec nsenter --net=/run/netns/\"$0\" \"$1\" --config \"$2\" run"])
+        .arg(host.host.name())
+        .arg(mhr_binary())
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut daemon = DaemonProcess(child);
+    let next = |what: &str| -> String {
+        let mut buffer = [0u8; 256];
+        loop {
+            let size = systemd.recv(&mut buffer).unwrap_or_else(|err| panic!("waiting for {what}: {err}"));
+            let message = String::from_utf8_lossy(&buffer[..size]).into_owned();
+            if message.contains(what) {
+                return message;
+            }
+        }
+    };
+    next("READY=1");
+    assert!(healthy(&host).is_ok(), "ready once the first reconcile ran");
+    next("WATCHDOG=1");
+
+    // SIGHUP with a changed config: no `to` rules any more.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("[routing]\n", "[routing]\nto_rules = false\n")).unwrap();
+    let pid = daemon.0.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    next("RELOADING=1");
+    next("READY=1");
+    eventually("the reloaded config is in force", CONVERGE, || {
+        let rules = host.host.ip(["rule"]).unwrap_or_default();
+        if rules.contains("from all to") { Err(rules) } else { Ok(()) }
+    });
+    // A broken config: logged, the daemon and the running config stay.
+    std::fs::write(&config, "[[uplink]\n").unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(daemon.0.try_wait().unwrap().is_none(), "a bad config does not stop the daemon");
+    assert!(healthy(&host).is_ok());
+    assert!(host.host.ip(["rule"]).unwrap().contains("lookup 7101"), "routing stays");
+
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    next("STOPPING=1");
+    let output = daemon.0.wait_with_output_owned();
+    assert!(output.contains("reloading the config failed"), "{output}");
+    assert!(output.contains("config reloaded"), "{output}");
+    assert!(!output.contains('\u{1b}'), "no ANSI colours in a log that is not a terminal: {output:?}");
+}
+
+trait WaitOwned {
+    fn wait_with_output_owned(&mut self) -> String;
+}
+
+impl WaitOwned for Child {
+    /// Waits for the process and returns what it wrote to stderr.
+    fn wait_with_output_owned(&mut self) -> String {
+        use std::io::Read as _;
+        let mut text = String::new();
+        if let Some(mut stderr) = self.stderr.take() {
+            let _ = stderr.read_to_string(&mut text);
+        }
+        let _ = self.wait();
+        text
+    }
+}

@@ -301,3 +301,26 @@ fn a_new_gateway_replaces_the_table_default_in_place() {
     assert!(mhr(&lab.host, &config, &["check"]).succeeded());
     assert!(mhr(&lab.host, &config, &["down"]).succeeded());
 }
+
+#[test]
+fn status_names_one_uplink_on_request_and_its_json_carries_a_schema_version() {
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("routing").unwrap();
+    let config = write_config(&dir, &mhr_config(dir.path()));
+    assert!(mhr(&lab.host, &config, &["apply", "--no-guard"]).succeeded());
+    let one = mhr(&lab.host, &config, &["status", "ens4"]);
+    assert!(one.succeeded(), "{one:?}");
+    assert!(one.output.starts_with("ens4 (ifindex"), "{}", one.output);
+    assert!(!one.output.contains("ens3 (ifindex"), "{}", one.output);
+    let unknown = mhr(&lab.host, &config, &["status", "ens9"]);
+    assert!(
+        unknown.error().contains("`ens9` is not a configured uplink (uplinks: ens3, ens4)"),
+        "{unknown:?}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&mhr(&lab.host, &config, &["status", "--json", "ens3"]).output).unwrap();
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["uplinks"].as_array().map(Vec::len), Some(1));
+    assert!(mhr(&lab.host, &config, &["down"]).succeeded());
+}

@@ -25,6 +25,11 @@ pub struct Cli {
     /// Log lines as text or JSON (on stderr).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter such
+    /// as `warn,mhr_userspace::daemon=debug`. Default: the MHR_LOG
+    /// environment variable, else `warn,mhr_userspace::daemon=info`.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -57,7 +62,7 @@ pub enum Command {
     /// confirmation.
     Down,
     /// Uplinks, addresses, gateways, tables, rules, and whether each is as desired.
-    Status(routing::OutputArgs),
+    Status(routing::StatusArgs),
     /// Verify with the kernel's own route lookups that every address answers
     /// through its uplink. Exits non-zero when any check fails.
     Check(routing::CheckArgs),

@@ -59,8 +59,11 @@ pub struct CheckArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct OutputArgs {
-    /// Print as JSON.
+pub struct StatusArgs {
+    /// Only these uplinks (default: all).
+    #[arg(value_name = "UPLINK")]
+    uplinks: Vec<String>,
+    /// Print as JSON (with a schema `version`).
     #[arg(long)]
     json: bool,
 }
@@ -135,7 +138,7 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                 }
             }
             Command::Status(args) => {
-                let status = engine.status().await?;
+                let status = engine.status().await?.only(&args.uplinks).map_err(anyhow::Error::msg)?;
                 if args.json {
                     writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
                 } else {

@@ -52,6 +52,25 @@ pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
                 _ = interrupt.recv() => {}
             }
         };
+        // SIGHUP reloads the config: validated first, a bad one is logged
+        // and the running config stays.
+        let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let (reload, reloads) = tokio::sync::mpsc::channel(1);
+        let path = config_path.to_owned();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                match Config::load(&path) {
+                    Ok(config) => {
+                        if reload.send(config).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "reloading the config failed; the running config stays")
+                    }
+                }
+            }
+        });
         tokio::pin!(shutdown);
         let engine = crate::engine::Engine::connect(config.clone())?;
         let may_start = super::confirm::daemon_may_start(&engine, config_path);
@@ -60,6 +79,6 @@ pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
             result = may_start => result?,
         }
         drop(engine);
-        daemon::run(config, options, shutdown).await.context("mhr run")
+        daemon::run_with_reloads(config, options, shutdown, reloads).await.context("mhr run")
     })
 }

@@ -122,6 +122,8 @@ enum Trigger {
     Health,
     /// A guard pin or link is gone, or the guard is failing.
     GuardCheck,
+    /// A new config (SIGHUP).
+    Reload,
 }
 
 struct Daemon {
@@ -145,6 +147,18 @@ pub async fn run(
     config: Config,
     options: DaemonOptions,
     shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let (_keep, reloads) = tokio::sync::mpsc::channel(1);
+    run_with_reloads(config, options, shutdown, reloads).await
+}
+
+/// [`run`], taking new configs (`mhr run` sends one per SIGHUP, already
+/// validated) while it runs.
+pub async fn run_with_reloads(
+    config: Config,
+    options: DaemonOptions,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: tokio::sync::mpsc::Receiver<Config>,
 ) -> Result<(), DaemonError> {
     // The host's routing is this daemon's from now on: `apply`/`down` are refused.
     let _lock = crate::lock::acquire(&config.routing.state_dir, crate::lock::Role::Run, crate::lock::WAIT)?;
@@ -193,6 +207,12 @@ pub async fn run(
         guard_failing_since: None,
     };
     daemon.reconcile(Trigger::Startup).await;
+    // systemd (Type=notify): started once the first reconcile ran; the
+    // watchdog is fed from this loop, so a hung loop gets restarted.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let mut watchdog_usec = 0;
+    let watchdog_enabled = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+    let mut watchdog = tokio::time::interval(Duration::from_micros(watchdog_usec.max(2_000_000) / 2));
     let mut guard_check = tokio::time::interval(options.guard_check);
     guard_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -228,6 +248,16 @@ pub async fn run(
                 daemon.reconcile(Trigger::Event).await;
             }
             _ = resync.tick() => daemon.reconcile(Trigger::Periodic).await,
+            _ = watchdog.tick(), if watchdog_enabled => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            }
+            Some(config) = reloads.recv() => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                daemon.reload(config);
+                first_pending = None;
+                daemon.reconcile(Trigger::Reload).await;
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            }
             _ = guard_check.tick(), if daemon.guard.is_some() => {
                 if daemon.guard_needs_repair() {
                     daemon.reconcile(Trigger::GuardCheck).await;
@@ -253,6 +283,7 @@ pub async fn run(
         }
     }
     tracing::info!("stopping");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     // Without a daemon its health view would mislead `status` and `apply`.
     let _ = std::fs::remove_file(crate::state::health_path(&daemon.engine.config().routing.state_dir));
     if options.cleanup_on_exit {
@@ -274,7 +305,7 @@ impl Daemon {
             Trigger::Startup => self.control.resync("startup"),
             Trigger::Overrun => self.control.resync("overrun"),
             Trigger::Periodic => self.control.resync("periodic"),
-            Trigger::Event | Trigger::Health | Trigger::GuardCheck => {}
+            Trigger::Event | Trigger::Health | Trigger::GuardCheck | Trigger::Reload => {}
         }
         match self.try_reconcile(trigger).await {
             Ok(changes) => {
@@ -301,7 +332,7 @@ impl Daemon {
         let planned = self.engine.plan_observed(observed, &mut judge, self.engine.strictness())?;
         let transitions = std::mem::take(&mut judge.transitions);
         self.after_health_change(&transitions, &planned);
-        let counts_as_drift = !matches!(trigger, Trigger::Startup | Trigger::Health);
+        let counts_as_drift = !matches!(trigger, Trigger::Startup | Trigger::Health | Trigger::Reload);
         // The guard first: its maps follow the addresses even when a
         // routing change fails (in enforce mode a new address must not be
         // dropped as spoofed while routing is retried). A guard failure does
@@ -382,6 +413,37 @@ impl Daemon {
             self.control.guard_attached.get_or_create(&labels).set(i64::from(on));
         }
         attached.map(|attached| attached.len())
+    }
+
+    /// Takes a new config. What the running process is built around (the
+    /// metrics listener, pins, state and health settings) keeps its old
+    /// value until a restart, and says so.
+    fn reload(&mut self, mut config: Config) {
+        let old = self.engine.config().clone();
+        let mut kept = Vec::new();
+        if config.metrics.listen != old.metrics.listen {
+            kept.push("[metrics] listen");
+        }
+        if config.datapath.pin_dir != old.datapath.pin_dir {
+            kept.push("[datapath] pin_dir");
+        }
+        if config.routing.state_dir != old.routing.state_dir {
+            kept.push("[routing] state_dir");
+        }
+        if config.health != old.health {
+            kept.push("[health]");
+        }
+        config.metrics.listen = old.metrics.listen;
+        config.datapath.pin_dir = old.datapath.pin_dir.clone();
+        config.routing.state_dir = old.routing.state_dir.clone();
+        config.health = old.health.clone();
+        if !kept.is_empty() {
+            tracing::warn!(settings = ?kept, "these settings take effect when mhr run restarts");
+        }
+        let uplinks: Vec<&str> = config.uplinks.iter().map(|u| u.interface.as_str()).collect();
+        self.control.initialise(&uplinks);
+        tracing::info!(path = %config.path.display(), "config reloaded");
+        self.engine.set_config(config);
     }
 
     /// Adds new addresses of guarded uplinks to the guard's maps at once,
