@@ -2,6 +2,7 @@
 //! real commands in-process (inside a network namespace).
 
 mod confirm;
+mod docs;
 mod init;
 mod monitor;
 mod routing;
@@ -74,6 +75,10 @@ pub enum Command {
     /// Attach a plain counter to interfaces (no config needed) and print
     /// their packet and byte counters until interrupted or --duration ends.
     Monitor(monitor::MonitorArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Print the man page, mhr(8), in roff.
+    Manpage,
     /// Started by `apply --confirm`: rolls the change back at its deadline.
     #[command(hide = true)]
     Guardian(confirm::GuardianArgs),
@@ -98,6 +103,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Run(args) => run::run(&cli.config, args).map(|()| Outcome::Success),
         Command::Guardian(args) => confirm::guardian(&cli.config, args),
         Command::Init(args) => init::run(&cli.config, args, out),
+        Command::Completions(args) => docs::completions(args, out),
+        Command::Manpage => docs::manpage(out),
         command => routing::run(&cli.config, command, out),
     }
 }

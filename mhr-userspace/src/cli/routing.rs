@@ -160,7 +160,9 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
             | Command::Watch(_)
             | Command::Run(_)
             | Command::Guardian(_)
-            | Command::Init(_) => {
+            | Command::Init(_)
+            | Command::Completions(_)
+            | Command::Manpage => {
                 unreachable!("handled by cli::run")
             }
         }
