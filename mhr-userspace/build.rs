@@ -25,7 +25,26 @@ fn main() -> anyhow::Result<()> {
             fs::write(&stub, []).with_context(|| format!("writing stub {}", stub.display()))?;
         }
     }
+    emit_revision(&manifest_dir);
     let package = Package { name: EBPF_PACKAGE, root_dir: ebpf_dir, ..Default::default() };
     aya_build::build_ebpf([package], Toolchain::default())
         .context("building the eBPF object failed; `cargo xtask setup` installs the nightly toolchain and bpf-linker it needs")
+}
+
+/// The git revision for `mhr_build_info` (`unknown` outside a checkout).
+fn emit_revision(manifest_dir: &std::path::Path) {
+    let revision = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(manifest_dir)
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .filter(|revision| !revision.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=MHR_REVISION={revision}");
+    let git = manifest_dir.join("../.git");
+    for path in [git.join("HEAD"), git.join("refs/heads")] {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
 }

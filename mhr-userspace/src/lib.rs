@@ -21,5 +21,6 @@ pub mod model;
 pub mod observe;
 pub mod plan;
 pub mod probe;
+pub mod process_metrics;
 pub mod state;
 pub mod status;

@@ -345,9 +345,10 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: DatapathCol
     registry.register(
         "mhr_build",
         "Build information",
-        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION")), ("revision", env!("MHR_REVISION"))]),
     );
     registry.register_collector(Box::new(collector));
+    registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
     registry
 }
 
@@ -442,7 +443,9 @@ mod tests {
         ] {
             assert!(names.contains(name), "{name} missing from {names:?}");
         }
-        assert!(names.iter().all(|n| n.starts_with("mhr_")));
+        // mhr's own under mhr_, the standard process metrics under process_.
+        assert!(names.iter().all(|n| n.starts_with("mhr_") || n.starts_with("process_")), "{names:?}");
+        assert!(names.contains("process_cpu_seconds_total") && names.contains("process_open_fds"));
     }
 
     #[test]
