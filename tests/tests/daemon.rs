@@ -513,6 +513,10 @@ fn systemd_hears_ready_watchdog_reloading_and_stopping_and_sighup_reloads_the_co
     let output = daemon.0.wait_with_output_owned();
     assert!(output.contains("reloading the config failed"), "{output}");
     assert!(output.contains("config reloaded"), "{output}");
+    let named = output
+        .lines()
+        .any(|line| line.contains("changed") && line.contains("delete rule from all to 10.99.0.10"));
+    assert!(named, "each change the daemon makes is a log line naming it: {output}");
     assert!(!output.contains('\u{1b}'), "no ANSI colours in a log that is not a terminal: {output:?}");
 }
 

@@ -345,14 +345,21 @@ impl Daemon {
         }
         let changes = *guard_result.as_ref().unwrap_or(&0);
         let applied = self.engine.apply(&planned).await?;
-        if counts_as_drift {
-            for action in &planned.actions {
-                match &self.last {
-                    Some(last) if action.corrects_drift(&last.desired) => {
-                        self.control.correction(action.kind())
-                    }
-                    _ => self.control.host_change(action.kind()),
-                }
+        for action in &planned.actions {
+            let drift = self.last.as_ref().is_some_and(|last| action.corrects_drift(&last.desired));
+            // One line per change, naming it: what the daemon did is in the log.
+            let why = if !counts_as_drift {
+                "apply"
+            } else if drift {
+                "drift"
+            } else {
+                "host change"
+            };
+            tracing::info!(change = %action.describe(&planned.names), why, "changed");
+            if counts_as_drift && drift {
+                self.control.correction(action.kind());
+            } else if counts_as_drift {
+                self.control.host_change(action.kind());
             }
         }
         self.control.rules_installed.set(planned.desired.rules.len() as i64);
