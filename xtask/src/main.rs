@@ -3,6 +3,7 @@
 
 mod bench;
 mod cmd;
+mod dist;
 mod lab;
 mod setup;
 mod test;
@@ -31,6 +32,9 @@ enum Task {
     Lab(lab::LabArgs),
     /// Benchmarks (root): figures next to a baseline measured in the same run.
     Bench(bench::BenchArgs),
+    /// Build the Debian package (binary with the eBPF objects inside, unit,
+    /// completions, man page, docs) into target/dist.
+    Dist(dist::DistArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         Task::Test(args) => test::run(&args),
         Task::Lab(args) => lab::run(&args),
         Task::Bench(args) => bench::run(&args),
+        Task::Dist(args) => dist::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -25,13 +25,21 @@ pub struct RunArgs {
     /// Routing only: do not attach the source guard.
     #[arg(long)]
     no_guard: bool,
+    /// Serve /metrics and /healthz here instead of [metrics] listen, e.g.
+    /// the node's address in a DaemonSet (`--metrics-listen $(HOST_IP):9847`).
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
     if args.resync.is_zero() {
         anyhow::bail!("--resync must be greater than zero");
     }
-    let config = Config::load(config_path)?;
+    let mut config = Config::load(config_path)?;
+    let metrics_listen = args.metrics_listen;
+    if let Some(listen) = metrics_listen {
+        config.metrics.listen = listen;
+    }
     let options = DaemonOptions {
         debounce: args.debounce,
         resync: args.resync,
@@ -60,7 +68,10 @@ pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
                 match Config::load(&path) {
-                    Ok(config) => {
+                    Ok(mut config) => {
+                        if let Some(listen) = metrics_listen {
+                            config.metrics.listen = listen;
+                        }
                         if reload.send(config).await.is_err() {
                             break;
                         }
