@@ -536,3 +536,37 @@ impl WaitOwned for Child {
         text
     }
 }
+
+#[test]
+fn route_churn_in_tables_mhr_does_not_use_triggers_no_reconcile() {
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("daemon").unwrap();
+    let config = write_config(&dir, &mhr_config(dir.path()));
+    let _daemon = DaemonThread::start(&lab.host, &config, options());
+    let reconciles = || {
+        let body = http_get(&lab.host, METRICS_PORT, "/metrics").map(|r| r.1).unwrap_or_default();
+        sample(&body, "mhr_reconciles_total", "result=\"ok\"")
+    };
+    eventually("first reconcile", CONVERGE, || reconciles().ok_or_else(|| "no metrics".to_owned()).map(drop));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = reconciles();
+
+    // A BGP-like table: 2,000 prefixes added and removed in table 100.
+    let mut batch = String::new();
+    for i in 0..2000u32 {
+        batch +=
+            &format!("route add 172.{}.{}.0/24 via 10.0.3.1 dev ens3 table 100\n", 16 + i / 256, i % 256);
+    }
+    lab.host.ip_batch(&batch).unwrap();
+    lab.host.ip(["route", "flush", "table", "100"]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert_eq!(reconciles(), before, "foreign route churn is ignored");
+
+    // A route in main still counts.
+    lab.host.ip(["route", "add", "198.18.0.0/15", "via", "10.0.3.1", "dev", "ens3"]).unwrap();
+    eventually("a change in main is reconciled", CONVERGE, || match (reconciles(), before) {
+        (Some(now), Some(before)) if now > before => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+}

@@ -7,11 +7,17 @@ use std::io;
 
 use rtnetlink::{
     packet_core::{NetlinkMessage, NetlinkPayload},
-    packet_route::RouteNetlinkMessage,
+    packet_route::{
+        RouteNetlinkMessage,
+        route::{RouteAttribute, RouteMessage},
+    },
     sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket, protocols::NETLINK_ROUTE},
 };
 
-use crate::observe::{Address, address_from_message};
+use crate::{
+    model::MAIN_TABLE,
+    observe::{Address, address_from_message},
+};
 
 /// RTNLGRP_LINK, IPV4_IFADDR, IPV4_ROUTE, IPV4_RULE, IPV6_IFADDR,
 /// IPV6_ROUTE, IPV6_RULE.
@@ -25,10 +31,36 @@ pub enum Event {
     Changed { added: Vec<Address> },
     /// The kernel dropped notifications (ENOBUFS): only a full resync is safe.
     Overrun,
+    /// Only routes mhr neither owns nor learns from changed (a BGP table,
+    /// a CNI's routes): nothing to reconcile.
+    Ignored,
+}
+
+/// Which route changes matter: those in main, in mhr's table range, and
+/// default routes anywhere (gateways are learned from them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteFilter {
+    pub tables: (u32, u32),
+}
+
+impl RouteFilter {
+    fn matters(&self, message: &RouteMessage) -> bool {
+        let mut table = u32::from(message.header.table);
+        for attribute in &message.attributes {
+            if let RouteAttribute::Table(long) = attribute {
+                table = *long;
+            }
+        }
+        let (first, last) = self.tables;
+        table == MAIN_TABLE
+            || (first..=last).contains(&table)
+            || message.header.destination_prefix_length == 0
+    }
 }
 
 pub struct EventSocket {
     socket: TokioSocket,
+    filter: Option<RouteFilter>,
 }
 
 impl EventSocket {
@@ -42,36 +74,112 @@ impl EventSocket {
         }
         let size = i32::try_from(receive_buffer).unwrap_or(i32::MAX);
         socket.socket_ref().set_rx_buf_sz(size)?;
-        Ok(Self { socket })
+        Ok(Self { socket, filter: None })
+    }
+
+    /// Reports route changes outside what `filter` keeps as [`Event::Ignored`].
+    pub fn with_route_filter(mut self, filter: RouteFilter) -> Self {
+        self.filter = Some(filter);
+        self
     }
 
     /// Waits for the next notification.
     pub async fn next(&mut self) -> io::Result<Event> {
         match self.socket.recv_from_full().await {
-            Ok((bytes, _)) => Ok(Event::Changed { added: added_addresses(&bytes) }),
+            Ok((bytes, _)) => {
+                let decoded = decode(&bytes, self.filter);
+                Ok(if decoded.relevant { Event::Changed { added: decoded.added } } else { Event::Ignored })
+            }
             Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => Ok(Event::Overrun),
             Err(err) => Err(err),
         }
     }
 }
 
-/// The addresses RTM_NEWADDR messages in one datagram announce.
-fn added_addresses(mut bytes: &[u8]) -> Vec<Address> {
+/// What one datagram of notifications says.
+#[derive(Debug, Default, PartialEq)]
+struct Decoded {
+    /// Global addresses RTM_NEWADDR messages announce.
+    added: Vec<Address>,
+    /// Anything but route changes the filter ignores (or undecodable).
+    relevant: bool,
+}
+
+fn decode(mut bytes: &[u8], filter: Option<RouteFilter>) -> Decoded {
     const HEADER: usize = 16;
-    let mut added = Vec::new();
+    let mut decoded = Decoded::default();
+    if bytes.len() < HEADER {
+        decoded.relevant = true;
+    }
     while bytes.len() >= HEADER {
         let length = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
         if length < HEADER || length > bytes.len() {
+            decoded.relevant = true;
             break;
         }
-        if let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..length])
-            && let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(address)) = message.payload
-            && let Some(address) = address_from_message(&address)
-        {
-            added.push(address);
+        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..length]).map(|m| m.payload) {
+            Ok(NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(address))) => {
+                decoded.relevant = true;
+                decoded.added.extend(address_from_message(&address));
+            }
+            Ok(NetlinkPayload::InnerMessage(
+                RouteNetlinkMessage::NewRoute(route) | RouteNetlinkMessage::DelRoute(route),
+            )) => {
+                decoded.relevant |= filter.is_none_or(|filter| filter.matters(&route));
+            }
+            // Links, addresses gone, rules, and whatever could not be read.
+            _ => decoded.relevant = true,
         }
         // Messages are 4-byte aligned.
         bytes = &bytes[length.next_multiple_of(4).min(bytes.len())..];
     }
-    added
+    decoded
+}
+
+#[cfg(test)]
+mod tests {
+    use rtnetlink::packet_core::{NetlinkHeader, NetlinkMessage};
+    use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage};
+
+    use super::*;
+
+    fn datagram(messages: Vec<RouteNetlinkMessage>) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for inner in messages {
+            let mut message = NetlinkMessage::new(NetlinkHeader::default(), inner.into());
+            message.finalize();
+            let mut buffer = vec![0; message.buffer_len()];
+            message.serialize(&mut buffer);
+            bytes.extend(buffer);
+        }
+        bytes
+    }
+
+    fn route(table: u32, prefix_len: u8) -> RouteMessage {
+        let mut message = RouteMessage::default();
+        message.header.table = u8::try_from(table).unwrap_or(252);
+        message.header.destination_prefix_length = prefix_len;
+        message.attributes.push(RouteAttribute::Table(table));
+        message
+    }
+
+    const FILTER: Option<RouteFilter> = Some(RouteFilter { tables: (7100, 7199) });
+
+    #[test]
+    fn route_churn_in_foreign_tables_is_ignored_the_rest_is_not() {
+        let bgp = datagram(vec![
+            RouteNetlinkMessage::NewRoute(route(100, 24)),
+            RouteNetlinkMessage::DelRoute(route(100_000, 16)),
+        ]);
+        assert!(!decode(&bgp, FILTER).relevant, "prefixes in other tables");
+        assert!(decode(&bgp, None).relevant, "without a filter everything counts");
+        for relevant in [route(MAIN_TABLE, 24), route(7150, 24), route(100, 0)] {
+            let bytes = datagram(vec![
+                RouteNetlinkMessage::NewRoute(route(100, 24)),
+                RouteNetlinkMessage::NewRoute(relevant),
+            ]);
+            assert!(decode(&bytes, FILTER).relevant, "main, mhr's tables and defaults anywhere count");
+        }
+        assert!(decode(&[1, 2, 3], FILTER).relevant, "what cannot be read counts");
+    }
 }

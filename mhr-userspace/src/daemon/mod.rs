@@ -163,7 +163,10 @@ pub async fn run_with_reloads(
     // The host's routing is this daemon's from now on: `apply`/`down` are refused.
     let _lock = crate::lock::acquire(&config.routing.state_dir, crate::lock::Role::Run, crate::lock::WAIT)?;
     // Subscribe first, so nothing that happens during start-up is missed.
-    let mut events = EventSocket::open(options.netlink_buffer).map_err(DaemonError::Events)?;
+    let tables = (config.routing.table_range[0], config.routing.table_range[1]);
+    let mut events = EventSocket::open(options.netlink_buffer)
+        .map_err(DaemonError::Events)?
+        .with_route_filter(events::RouteFilter { tables });
     let control = Arc::new(ControlMetrics::default());
     let health = Arc::new(Health::default());
     let collector = DatapathCollector::new(config.datapath.pin_dir.clone(), config.metrics.top_offenders);
@@ -233,6 +236,7 @@ pub async fn run_with_reloads(
                     }
                     first_pending.get_or_insert_with(Instant::now);
                 }
+                Ok(Event::Ignored) => {}
                 Ok(Event::Overrun) => {
                     first_pending = None;
                     daemon.reconcile(Trigger::Overrun).await;
