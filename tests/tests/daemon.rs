@@ -402,6 +402,8 @@ fn flagged_packets_are_logged_as_structured_json_lines() {
         assert_eq!(line["fields"]["src"], "192.0.2.66");
         assert_eq!(line["fields"]["dst"], host.uplinks[0].peer_address.to_string());
         assert_eq!(line["fields"]["dropped"], false);
+        assert_eq!(line["fields"]["proto"], "udp", "the flag schema's names, as in `watch --json`");
+        assert!(line["fields"]["len"].as_u64().is_some_and(|len| len > 0), "{line}");
     }
     daemon.kill_9();
     assert!(mhr(&host.host, &config, &["down"]).succeeded());

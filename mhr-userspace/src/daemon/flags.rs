@@ -29,17 +29,19 @@ pub async fn log_flags(ring: RingBuf<MapData>, names_from: GuardMaps) {
         let names = names_from.slot_names().unwrap_or_default();
         while let Some(item) = ready.get_inner_mut().next() {
             let Some(packet) = FlaggedPacket::decode(&item, &names) else { continue };
+            // The field names of FlaggedPacket's schema (watch uses the same).
             tracing::warn!(
                 target: "mhr::flag",
                 uplink = %packet.uplink,
+                ifindex = packet.ifindex,
                 verdict = packet.verdict,
                 src = %packet.source.map(|a| a.to_string()).unwrap_or_default(),
                 dst = %packet.destination.map(|a| a.to_string()).unwrap_or_default(),
-                protocol = packet.protocol,
+                proto = %crate::guard::flags::protocol_name(packet.protocol),
                 sport = packet.source_port,
                 dport = packet.destination_port,
+                len = packet.length,
                 vlan = packet.vlan,
-                length = packet.length,
                 dropped = packet.dropped,
                 "flagged packet"
             );

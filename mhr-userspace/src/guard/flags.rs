@@ -7,20 +7,33 @@ use serde::Serialize;
 
 use super::maps::source_address;
 
-/// One flagged packet.
+/// One flagged packet. It has one schema everywhere: `watch` (text and
+/// `--json`) and the daemon's log lines use the same field names:
+/// uplink, ifindex, verdict, src, dst, proto, sport, dport, vlan, len,
+/// dropped.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FlaggedPacket {
     pub uplink: String,
     pub ifindex: u32,
     pub verdict: &'static str,
+    #[serde(rename = "src")]
     pub source: Option<IpAddr>,
+    #[serde(rename = "dst")]
     pub destination: Option<IpAddr>,
+    #[serde(rename = "proto", serialize_with = "serialize_protocol")]
     pub protocol: u8,
+    #[serde(rename = "sport")]
     pub source_port: u16,
+    #[serde(rename = "dport")]
     pub destination_port: u16,
+    #[serde(rename = "len")]
     pub length: u32,
     pub vlan: u16,
     pub dropped: bool,
+}
+
+fn serialize_protocol<S: serde::Serializer>(protocol: &u8, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&protocol_name(*protocol))
 }
 
 impl FlaggedPacket {
@@ -48,7 +61,7 @@ impl FlaggedPacket {
     }
 }
 
-fn protocol_name(protocol: u8) -> String {
+pub fn protocol_name(protocol: u8) -> String {
     match protocol {
         1 => "icmp".to_owned(),
         6 => "tcp".to_owned(),
@@ -117,5 +130,17 @@ mod tests {
             "uplink=ens4 verdict=spoofed src=192.0.2.66 dst=10.0.4.1 proto=udp sport=40000 dport=53 len=142 dropped=true"
         );
         assert_eq!(FlaggedPacket::decode(&bytes[..10], &names), None);
+        let json = serde_json::to_value(&packet).unwrap();
+        let mut keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "dport", "dropped", "dst", "ifindex", "len", "proto", "sport", "src", "uplink", "verdict",
+                "vlan"
+            ],
+            "the same names as the text line and the daemon's log"
+        );
+        assert_eq!(json["proto"], "udp");
     }
 }
