@@ -29,7 +29,6 @@ pub fn run(args: &DistArgs) -> anyhow::Result<()> {
 
 /// Builds the package and returns its path.
 pub fn build(args: &DistArgs) -> anyhow::Result<PathBuf> {
-    crate::setup::run(&crate::setup::SetupArgs::default())?;
     let root = cmd::workspace_root();
     cmd::run(cmd::cargo().args(["build", "--release", "--package", "mhr-userspace", "--bin", "mhr"]))?;
     let binary = root.join("target/release/mhr");

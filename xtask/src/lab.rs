@@ -71,8 +71,6 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     if !cmd::is_root() {
         bail!("the lab creates network namespaces and loads eBPF: run it as root");
     }
-    // A fresh machine needs the nightly, bpf-linker and the lab's packages first.
-    crate::setup::run(&crate::setup::SetupArgs::default())?;
     println!("\n== building mhr");
     cmd::run(cmd::cargo().args(["build", "--package", "mhr-userspace", "--bin", "mhr"]))?;
 

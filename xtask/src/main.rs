@@ -37,9 +37,23 @@ enum Task {
     Dist(dist::DistArgs),
 }
 
+impl Task {
+    /// Whether the task builds or runs the lab: then a fresh machine gets
+    /// the nightly, bpf-linker and the packages first.
+    fn needs_setup(&self) -> bool {
+        !matches!(self, Task::Setup(_))
+    }
+}
+
 fn main() -> ExitCode {
     cmd::put_cargo_bin_on_path();
     let cli = Cli::parse();
+    if cli.task.needs_setup()
+        && let Err(err) = setup::run(&setup::SetupArgs::default())
+    {
+        eprintln!("xtask: {err:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.task {
         Task::Setup(args) => setup::run(&args).map(drop),
         Task::Test(args) => test::run(&args),
@@ -52,6 +66,30 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("xtask: {err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    /// The README's two commands, as a newcomer types them on a fresh
+    /// machine: both exist and both install what they need first.
+    #[test]
+    fn the_readme_commands_run_setup_first() {
+        let readme = include_str!("../../README.md");
+        let commands: Vec<&str> = readme
+            .lines()
+            .filter_map(|line| line.strip_prefix("cargo xtask "))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .collect();
+        assert!(commands.contains(&"lab") && commands.contains(&"test"), "{commands:?}");
+        for command in commands {
+            let cli = Cli::try_parse_from(["cargo xtask", command]).expect("a README command parses");
+            assert!(cli.task.needs_setup() || command == "setup", "`cargo xtask {command}` runs setup first");
         }
     }
 }

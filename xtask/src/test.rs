@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{cmd, setup};
+use crate::cmd;
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
@@ -22,7 +22,6 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     if ci && args.skip_privileged {
         bail!("CI=true: nothing may be skipped, --skip-privileged is refused");
     }
-    setup::run(&setup::SetupArgs::default())?;
 
     section("format");
     cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
