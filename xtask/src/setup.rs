@@ -62,6 +62,7 @@ pub fn run(_args: &SetupArgs) -> anyhow::Result<SetupReport> {
     ensure_nightly(&mut report)?;
     ensure_bpf_linker(&mut report)?;
     ensure_system_packages(&mut report)?;
+    ensure_kubernetes_validate(&mut report)?;
     ensure_bpffs(&mut report)?;
     if report.installed.is_empty() {
         println!("setup: {} checks passed, nothing installed", report.checked);
@@ -274,6 +275,35 @@ fn ensure_system_packages(report: &mut SetupReport) -> anyhow::Result<()> {
         let _ = fs::remove_file(policy);
     }
     installed
+}
+
+/// PyPI's kubernetes-validate validates the DaemonSet against the
+/// Kubernetes schemas it bundles (no cluster, no network at test time).
+pub const KUBERNETES_VALIDATE: &str = "kubernetes_validate";
+
+fn ensure_kubernetes_validate(report: &mut SetupReport) -> anyhow::Result<()> {
+    let version = || {
+        Command::new("python3")
+            .args(["-m", KUBERNETES_VALIDATE, "--version"])
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    };
+    if let Some(version) = version() {
+        report.ok("kubernetes-validate", &format!("python3 -m {KUBERNETES_VALIDATE} {version}"));
+        return Ok(());
+    }
+    report.installing("kubernetes-validate", "missing; from PyPI with python3 -m pip");
+    if cmd::which("python3").is_none() {
+        bail!("python3 with pip is needed to install kubernetes-validate (the DaemonSet's schema check)");
+    }
+    cmd::run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "kubernetes-validate"]))
+        .context("installing kubernetes-validate from PyPI")?;
+    if version().is_none() {
+        bail!("kubernetes-validate was installed but `python3 -m {KUBERNETES_VALIDATE}` does not run");
+    }
+    Ok(())
 }
 
 fn ensure_bpffs(report: &mut SetupReport) -> anyhow::Result<()> {

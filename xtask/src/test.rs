@@ -61,6 +61,14 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         cmd::run(Command::new("promtool").args(args).current_dir(&prometheus))?;
     }
 
+    section("Kubernetes manifests (kubernetes-validate, strict)");
+    let manifests = cmd::workspace_root().join("deploy/kubernetes/daemonset.yaml");
+    cmd::run(
+        Command::new("python3")
+            .args(["-m", crate::setup::KUBERNETES_VALIDATE, "--kubernetes-version", "1.30.0", "--strict"])
+            .arg(&manifests),
+    )?;
+
     section("unit tests");
     let mut passed = cargo_test(cmd::cargo().args([
         "test",
