@@ -56,6 +56,10 @@ pub struct Prior {
     pub tables: BTreeMap<u32, String>,
     /// Per ifindex, the guard's enforcement; `None`: no guard installed.
     pub guard: Option<BTreeMap<u32, Enforcement>>,
+    /// The interfaces' names by ifindex then: after a reboot the same
+    /// interface can have another index.
+    #[serde(default)]
+    pub interfaces: BTreeMap<u32, String>,
 }
 
 /// A config whose change was rolled back.
@@ -122,7 +126,7 @@ pub fn write_pending(state_dir: &Path, pending: &Pending) -> Result<(), StateErr
 }
 
 pub fn remove_pending(state_dir: &Path) -> Result<(), StateError> {
-    state::remove_file(&pending_path(state_dir))
+    state::remove_file_durably(&pending_path(state_dir))
 }
 
 pub fn read_rolled_back(state_dir: &Path) -> Result<Option<RolledBack>, StateError> {
@@ -160,6 +164,7 @@ pub async fn capture(engine: &Engine) -> Result<Prior, EngineError> {
     let registry = state::read_tables(&config.routing.rt_tables_dir)?;
     let guard = GuardMaps::from_pins(&config.datapath.pin_dir)?.map(|maps| maps.enforcement()).transpose()?;
     Ok(Prior {
+        interfaces: observed.links.iter().map(|link| (link.index, link.name.clone())).collect(),
         rules: observed.rules.into_iter().filter(|r| r.protocol == protocol).collect(),
         routes: observed.routes.into_iter().filter(|r| r.protocol == protocol).collect(),
         tables: registry.into_iter().map(|(name, table)| (table, name)).collect(),
@@ -180,15 +185,41 @@ pub async fn restore(engine: &Engine, prior: &Prior) -> Result<RolledBackReport,
     let config = engine.config();
     let routing = &config.routing;
     let observed = engine.observe().await?;
+    // Routes name interfaces by index: map them through the names to the
+    // indexes of now (a reboot may have renumbered them).
+    let now_index = |old: u32| -> Option<u32> {
+        let name = prior.interfaces.get(&old)?;
+        observed.link(name).map(|link| link.index)
+    };
+    let mut lost = Vec::new();
+    let routes = prior.routes.iter().filter_map(|route| {
+        let mut route = route.clone();
+        if let Some(old) = route.interface {
+            match now_index(old).or(if prior.interfaces.is_empty() { Some(old) } else { None }) {
+                Some(index) => route.interface = Some(index),
+                None => {
+                    lost.push(format!("{}: its interface is gone", route.destination));
+                    return None;
+                }
+            }
+        }
+        for hop in &mut route.multipath {
+            if let Some(index) = now_index(hop.interface) {
+                hop.interface = index;
+            }
+        }
+        Some(route)
+    });
     let desired = Desired {
         rules: prior.rules.iter().cloned().collect(),
-        routes: prior.routes.iter().cloned().collect(),
+        routes: routes.collect(),
         ..Desired::default()
     };
     let actions = plan::diff(&desired, &observed, routing.protocol);
     let names = observed.names();
     let outcome = apply::execute_all(engine.handle(), &actions, &names, &routing.state_dir).await;
     let mut report = RolledBackReport { changed: outcome.changed, failed: outcome.failed };
+    report.failed.extend(lost);
     if let Err(err) = state::write_tables(&routing.rt_tables_dir, &prior.tables) {
         report.failed.push(format!("{err:#}"));
     }
@@ -231,6 +262,19 @@ pub async fn roll_back(engine: &Engine, pending: &Pending) -> Result<RolledBackR
         "change not confirmed in time: rolled back to the state before it"
     );
     Ok(report)
+}
+
+/// `down` while a change is pending: the change is gone with everything
+/// else, and its config must not come back through `mhr run` either.
+pub fn cancel(state_dir: &Path, pending: &Pending) -> Result<(), StateError> {
+    let marker = RolledBack {
+        id: pending.id.clone(),
+        at: now(),
+        config_path: pending.config_path.clone(),
+        config_text: pending.config_text.clone(),
+    };
+    state::write_json_durably(&rolled_back_path(state_dir), &marker)?;
+    remove_pending(state_dir)
 }
 
 /// Finishes a rollback whose guardian is gone (a reboot, a kill): for any

@@ -84,9 +84,10 @@ fn dump(family: u8) -> io::Result<Vec<Connection>> {
             match message.payload {
                 NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
                     let id = &response.header.socket_id;
+                    // IPv4 on dual-stack sockets comes as ::ffff:a.b.c.d.
                     connections.push(Connection {
-                        local: SocketAddr::new(id.source_address, id.source_port),
-                        remote: SocketAddr::new(id.destination_address, id.destination_port),
+                        local: SocketAddr::new(id.source_address.to_canonical(), id.source_port),
+                        remote: SocketAddr::new(id.destination_address.to_canonical(), id.destination_port),
                     });
                 }
                 NetlinkPayload::Done(_) => return Ok(connections),

@@ -47,6 +47,9 @@ pub fn discover(observed: &Observed, has_lease: impl Fn(&str, u32) -> bool) -> V
             let mut defaults: Vec<(Family, u32, String)> = observed
                 .routes
                 .iter()
+                // mhr's own default (a running mhr, maybe failed over) says
+                // nothing about which uplink the host prefers.
+                .filter(|r| r.protocol != crate::config::DEFAULT_PROTOCOL)
                 .filter(|r| r.table == MAIN_TABLE && r.is_default() && r.interface == Some(link.index))
                 .map(|r| {
                     let metric = r.metric.unwrap_or(0);
@@ -165,6 +168,8 @@ mod tests {
                 address(5, "100.64.0.7", 10),
             ],
             routes: vec![
+                // A failed-over mhr: its own default (proto 210) on ens3.
+                default_route(2, "10.0.3.1", 50, 210),
                 default_route(3, "10.0.4.1", 100, 16),
                 default_route(2, "10.0.3.1", 200, 16),
                 default_route(3, "fe80::1", 1024, 9),

@@ -58,7 +58,14 @@ pub enum LockError {
 /// Held until dropped.
 #[derive(Debug)]
 pub struct WriterLock {
-    _file: File,
+    file: File,
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        // Still locked here: a waiter never reads a holder that is gone.
+        let _ = self.file.set_len(0);
+    }
 }
 
 pub fn lock_path(state_dir: &Path) -> PathBuf {
@@ -104,7 +111,7 @@ pub fn acquire(state_dir: &Path, role: Role, wait: Duration) -> Result<WriterLoc
         .set_len(0)
         .and_then(|()| file.seek(SeekFrom::Start(0)))
         .and_then(|_| file.write_all(record.as_bytes()));
-    Ok(WriterLock { _file: file })
+    Ok(WriterLock { file })
 }
 
 /// The lock file's record of its holder ("<pid> <role>"), or "" if unreadable.

@@ -256,7 +256,29 @@ fn write_file(path: &Path, text: &str, durable: bool) -> Result<(), StateError> 
     if durable {
         file.as_file().sync_all().map_err(fail)?;
     }
-    file.persist(path).map_err(|err| fail(err.error)).map(drop)
+    file.persist(path).map_err(|err| fail(err.error))?;
+    if durable {
+        // The rename itself survives a power loss only once the directory is synced.
+        sync_dir(dir).map_err(fail)?;
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes a file and syncs its directory (absent is fine): for records
+/// whose disappearance means something (a confirmation).
+pub fn remove_file_durably(path: &Path) -> Result<(), StateError> {
+    remove_optional(path)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    match sync_dir(dir) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => {
+            Err(StateError::Write { path: path.to_owned(), source: err })
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -172,18 +172,47 @@ fn confirm_keeps_the_change_and_nothing_else_may_change_the_host_meanwhile() {
 }
 
 #[test]
-fn enter_on_the_terminal_that_applied_confirms() {
+fn enter_on_the_terminal_that_applied_confirms_a_piped_line_does_not() {
+    use std::io::Write as _;
     let host = host_with_a_change_to_try();
-    let mut applying = apply_with_confirm(&host, "20s", Stdio::piped());
+    // A script piped into the session: its next line is no confirmation.
+    let mut piped = apply_with_confirm(&host, "20s", Stdio::piped());
     wait_applied(&host);
-    {
-        use std::io::Write as _;
-        let mut stdin = applying.stdin.take().unwrap();
-        stdin.write_all(b"\n").unwrap();
-    }
-    let (code, output) = finish(applying, Duration::from_secs(5));
+    piped.stdin.take().unwrap().write_all(b"\n").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(piped.try_wait().unwrap().is_none(), "still waiting for a confirmation");
+    assert!(pending_file(&host).exists());
+    assert!(mhr(&host.host.host, &host.config, &["confirm"]).succeeded());
+    let (code, _) = finish(piped, Duration::from_secs(5));
+    assert_eq!(code, Some(0));
+
+    // On a terminal (a pty from `script`), Enter confirms.
+    std::fs::write(
+        &host.config,
+        std::fs::read_to_string(&host.config).unwrap().replace("mode = \"enforce\"\n", ""),
+    )
+    .unwrap();
+    let command = format!(
+        "nsenter --net=/run/netns/{} {} --config {} apply --confirm 20s",
+        host.host.host.name(),
+        mhr_binary().display(),
+        host.config.display()
+    );
+    let mut terminal = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("the change is pending", Duration::from_secs(10), || {
+        if pending_file(&host).exists() && !enforcing(&host) { Ok(()) } else { Err("not yet".into()) }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    terminal.stdin.take().unwrap().write_all(b"\n").unwrap();
+    let (code, output) = finish(terminal, Duration::from_secs(5));
     assert_eq!(code, Some(0), "{output}");
-    assert!(output.contains("confirm within 20s"), "{output}");
+    assert!(output.contains("confirm within 20s") && output.contains("confirmed"), "{output}");
     assert!(!pending_file(&host).exists());
 }
 

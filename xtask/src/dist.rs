@@ -73,6 +73,9 @@ pub fn build(args: &DistArgs) -> anyhow::Result<PathBuf> {
     ] {
         install(&root.join(from), &doc.join(to), 0o644)?;
     }
+    // The unit's ReadWritePaths needs it; newer iproute2 packages do not ship it.
+    let tables = stage.join("etc/iproute2/rt_tables.d");
+    fs::create_dir_all(&tables).with_context(|| format!("creating {}", tables.display()))?;
     let size_kib = dir_size(&stage)?.div_ceil(1024);
     write(&stage.join("DEBIAN/control"), &control(version, &arch, size_kib), 0o644)?;
 

@@ -25,6 +25,8 @@ const SYSTEM_COMMANDS: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     ("nsenter", "util-linux"),
     ("unshare", "util-linux"),
+    // A terminal for the `apply --confirm` Enter test.
+    ("script", "bsdutils"),
     ("dnsmasq", "dnsmasq-base"),
     ("dhcpcd", "dhcpcd-base"),
     // Checks the alert rules (unit tests) and the daemon's exposition.
@@ -278,28 +280,58 @@ fn ensure_system_packages(report: &mut SetupReport) -> anyhow::Result<()> {
 }
 
 /// PyPI's kubernetes-validate validates the DaemonSet against the
-/// Kubernetes schemas it bundles (no cluster, no network at test time).
+/// Kubernetes schemas it bundles (no cluster, no network at test time). It
+/// goes into target/tools/python (`pip --target`), never into the system's
+/// Python, which Debian marks as externally managed.
 pub const KUBERNETES_VALIDATE: &str = "kubernetes_validate";
+
+/// `python3 -m kubernetes_validate …` with the tools directory on its path.
+pub fn kubernetes_validate() -> Command {
+    let mut command = Command::new("python3");
+    command.env("PYTHONPATH", python_tools()).args(["-m", KUBERNETES_VALIDATE]);
+    command
+}
+
+fn python_tools() -> std::path::PathBuf {
+    cmd::workspace_root().join("target/tools/python")
+}
 
 fn ensure_kubernetes_validate(report: &mut SetupReport) -> anyhow::Result<()> {
     let version = || {
-        Command::new("python3")
-            .args(["-m", KUBERNETES_VALIDATE, "--version"])
+        kubernetes_validate()
+            .arg("--version")
             .output()
             .ok()
             .filter(|output| output.status.success())
             .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
     };
     if let Some(version) = version() {
-        report.ok("kubernetes-validate", &format!("python3 -m {KUBERNETES_VALIDATE} {version}"));
+        report.ok("kubernetes-validate", &format!("{version} in {}", python_tools().display()));
         return Ok(());
     }
-    report.installing("kubernetes-validate", "missing; from PyPI with python3 -m pip");
-    if cmd::which("python3").is_none() {
-        bail!("python3 with pip is needed to install kubernetes-validate (the DaemonSet's schema check)");
+    report.installing("kubernetes-validate", "missing; from PyPI into target/tools/python");
+    let pip_works = || {
+        Command::new("python3").args(["-m", "pip", "--version"]).output().is_ok_and(|o| o.status.success())
+    };
+    if !pip_works() {
+        // Debian's Python comes without pip.
+        if !cmd::is_root() || cmd::which("apt-get").is_none() {
+            bail!("python3 with pip is needed for kubernetes-validate: install python3-pip");
+        }
+        cmd::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends", "python3", "python3-pip"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .context("installing python3-pip")?;
     }
-    cmd::run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "kubernetes-validate"]))
-        .context("installing kubernetes-validate from PyPI")?;
+    cmd::run(
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--upgrade", "--target"])
+            .arg(python_tools())
+            .arg("kubernetes-validate"),
+    )
+    .context("installing kubernetes-validate from PyPI")?;
     if version().is_none() {
         bail!("kubernetes-validate was installed but `python3 -m {KUBERNETES_VALIDATE}` does not run");
     }

@@ -64,8 +64,8 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     section("Kubernetes manifests (kubernetes-validate, strict)");
     let manifests = cmd::workspace_root().join("deploy/kubernetes/daemonset.yaml");
     cmd::run(
-        Command::new("python3")
-            .args(["-m", crate::setup::KUBERNETES_VALIDATE, "--kubernetes-version", "1.30.0", "--strict"])
+        crate::setup::kubernetes_validate()
+            .args(["--kubernetes-version", "1.30.0", "--strict"])
             .arg(&manifests),
     )?;
 

@@ -22,6 +22,11 @@ use crate::{
 
 /// How often a waiting `mhr run` looks whether the change was decided.
 const DAEMON_WAIT_POLL: Duration = Duration::from_millis(500);
+/// Pause between rollback attempts that failed.
+const ROLLBACK_RETRY: Duration = Duration::from_secs(1);
+/// How long after the deadline the waiting `apply` finishes the rollback
+/// itself when the guardian is gone.
+const GUARDIAN_GRACE: Duration = Duration::from_secs(5);
 /// How long the guardian waits for the writer lock at the deadline.
 const ROLLBACK_LOCK_WAIT: Duration = Duration::from_secs(30);
 
@@ -111,8 +116,15 @@ pub(super) async fn apply_with_confirm(
     // Recorded durably before the guardian exists and before any change: a
     // crash from here on still finds its way back.
     confirm::write_pending(&state_dir, &pending)?;
-    pending.guardian = Some(spawn_guardian(config_path, &state_dir, &pending.id)?);
-    confirm::write_pending(&state_dir, &pending)?;
+    let guarded = spawn_guardian(config_path, &state_dir, &pending.id).and_then(|guardian| {
+        pending.guardian = Some(guardian);
+        confirm::write_pending(&state_dir, &pending).map_err(anyhow::Error::from)
+    });
+    if let Err(err) = guarded {
+        // Nothing changed yet: no record may outlive this.
+        let _ = confirm::remove_pending(&state_dir);
+        return Err(err);
+    }
     if let Err(err) = super::routing::apply_now(engine, args, out).await {
         // apply undid its own routing changes; put the rest back too.
         let report = confirm::restore(engine, &pending.prior).await?;
@@ -148,6 +160,15 @@ async fn wait_for_verdict(
             writeln!(out, "confirmed")?;
             return Ok(Outcome::Success);
         }
+        let current = confirm::read_pending(state_dir)?.filter(|p| p.id == pending.id);
+        let overdue = confirm::now_ms() >= pending.deadline_ms + GUARDIAN_GRACE.as_millis() as u64;
+        if let Some(current) = &current
+            && overdue
+            && !confirm::guardian_alive(current)
+        {
+            // The guardian is gone: this process keeps the promise itself.
+            roll_back_locked(engine, current).await?;
+        }
         let still_pending = confirm::read_pending(state_dir)?.is_some_and(|p| p.id == pending.id);
         if !still_pending {
             let rolled_back = confirm::read_rolled_back(state_dir)?.is_some_and(|r| r.id == pending.id);
@@ -164,9 +185,13 @@ async fn wait_for_verdict(
     }
 }
 
-/// A line on stdin (Enter), delivered once; nothing if stdin is closed.
+/// Enter on the terminal, delivered once. Only a terminal counts: a
+/// script piped into the session must not confirm by its next line.
 fn read_enter() -> mpsc::Receiver<()> {
     let (sender, receiver) = mpsc::channel();
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return receiver;
+    }
     std::thread::spawn(move || {
         let mut line = String::new();
         if std::io::stdin().read_line(&mut line).is_ok_and(|read| read > 0) {
@@ -196,6 +221,8 @@ fn confirm_pending(engine: &Engine, config_path: &Path, id: Option<&str>) -> Res
         });
     }
     confirm::remove_pending(state_dir)?;
+    // A config confirmed now is no longer one that was rolled back.
+    confirm::clear_rolled_back(state_dir)?;
     Ok(pending)
 }
 
@@ -239,6 +266,20 @@ fn spawn_guardian(config_path: &Path, state_dir: &Path, id: &str) -> anyhow::Res
     Ok(child.id())
 }
 
+/// Rolls `pending` back under the writer lock, unless it was confirmed
+/// (or rolled back) meanwhile.
+async fn roll_back_locked(engine: &Engine, pending: &Pending) -> anyhow::Result<()> {
+    let state_dir = &engine.config().routing.state_dir;
+    let _lock = lock::acquire(state_dir, lock::Role::Rollback, ROLLBACK_LOCK_WAIT)?;
+    if confirm::read_pending(state_dir)?.is_some_and(|p| p.id == pending.id) {
+        let report = confirm::roll_back(engine, pending).await?;
+        for failure in &report.failed {
+            tracing::warn!(%failure, "part of the rollback failed");
+        }
+    }
+    Ok(())
+}
+
 /// The guardian's life: watch the record, roll back at the deadline,
 /// exit as soon as the change is confirmed (the record is gone).
 pub fn guardian(config_path: &Path, args: &GuardianArgs) -> anyhow::Result<Outcome> {
@@ -259,15 +300,16 @@ pub fn guardian(config_path: &Path, args: &GuardianArgs) -> anyhow::Result<Outco
                 return Ok(Outcome::Success);
             };
             if confirm::now_ms() >= pending.deadline_ms {
-                let _lock = lock::acquire(&state_dir, lock::Role::Rollback, ROLLBACK_LOCK_WAIT)?;
-                // Confirmed while we waited for the lock?
-                if confirm::read_pending(&state_dir)?.is_some_and(|p| p.id == args.id) {
-                    let report = confirm::roll_back(&engine, &pending).await?;
-                    for failure in &report.failed {
-                        tracing::warn!(%failure, "part of the rollback failed");
+                // Retried until it happens: giving up would leave the
+                // unconfirmed change in place, the very case this exists for.
+                match roll_back_locked(&engine, &pending).await {
+                    Ok(()) => return Ok(Outcome::Success),
+                    Err(err) => {
+                        tracing::warn!(error = %format!("{err:#}"), "rolling back failed; retrying");
+                        tokio::time::sleep(ROLLBACK_RETRY).await;
+                        continue;
                     }
                 }
-                return Ok(Outcome::Success);
             }
             tokio::time::sleep(POLL).await;
         }

@@ -106,9 +106,12 @@ pub fn run(config_path: &Path, command: &Command, out: &mut dyn Write) -> anyhow
                 let state_dir = &engine.config().routing.state_dir;
                 let _lock = lock::acquire(state_dir, lock::Role::Down, lock::WAIT)?;
                 // down is the way back: a pending confirmation has nothing left to undo.
-                if crate::confirm::read_pending(state_dir)?.is_some() {
-                    crate::confirm::remove_pending(state_dir)?;
-                    writeln!(out, "note: cancelled the pending confirmation")?;
+                if let Some(pending) = crate::confirm::read_pending(state_dir)? {
+                    crate::confirm::cancel(state_dir, &pending)?;
+                    writeln!(
+                        out,
+                        "note: cancelled the pending confirmation; mhr run will not apply that config"
+                    )?;
                 }
                 let applied = engine.down().await?;
                 if applied.actions.is_empty() {

@@ -83,13 +83,21 @@ pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
             }
         });
         tokio::pin!(shutdown);
-        let engine = crate::engine::Engine::connect(config.clone())?;
-        let may_start = super::confirm::daemon_may_start(&engine, config_path);
-        tokio::select! {
-            () = &mut shutdown => return Ok(()),
-            result = may_start => result?,
+        let mut reloads = reloads;
+        loop {
+            let engine = crate::engine::Engine::connect(config.clone())?;
+            let may_start = super::confirm::daemon_may_start(&engine, config_path);
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                result = may_start => result?,
+            }
+            drop(engine);
+            match daemon::run_with_reloads(config.clone(), options.clone(), &mut shutdown, &mut reloads).await
+            {
+                // Lost a race with `apply --confirm`: wait for its verdict.
+                Err(daemon::DaemonError::PendingConfirmation) => continue,
+                result => return result.context("mhr run"),
+            }
         }
-        drop(engine);
-        daemon::run_with_reloads(config, options, shutdown, reloads).await.context("mhr run")
     })
 }

@@ -38,9 +38,18 @@ pub enum Event {
 
 /// Which route changes matter: those in main, in mhr's table range, and
 /// default routes anywhere (gateways are learned from them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteFilter {
     pub tables: (u32, u32),
+    /// Tables uplinks claim explicitly (`table = …`), maybe outside the range.
+    pub explicit: Vec<u32>,
+}
+
+impl RouteFilter {
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        let [first, last] = config.routing.table_range;
+        Self { tables: (first, last), explicit: config.uplinks.iter().filter_map(|u| u.table).collect() }
+    }
 }
 
 impl RouteFilter {
@@ -54,6 +63,7 @@ impl RouteFilter {
         let (first, last) = self.tables;
         table == MAIN_TABLE
             || (first..=last).contains(&table)
+            || self.explicit.contains(&table)
             || message.header.destination_prefix_length == 0
     }
 }
@@ -83,11 +93,16 @@ impl EventSocket {
         self
     }
 
+    /// A new filter (the config was reloaded).
+    pub fn set_route_filter(&mut self, filter: RouteFilter) {
+        self.filter = Some(filter);
+    }
+
     /// Waits for the next notification.
     pub async fn next(&mut self) -> io::Result<Event> {
         match self.socket.recv_from_full().await {
             Ok((bytes, _)) => {
-                let decoded = decode(&bytes, self.filter);
+                let decoded = decode(&bytes, self.filter.as_ref());
                 Ok(if decoded.relevant { Event::Changed { added: decoded.added } } else { Event::Ignored })
             }
             Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => Ok(Event::Overrun),
@@ -105,7 +120,7 @@ struct Decoded {
     relevant: bool,
 }
 
-fn decode(mut bytes: &[u8], filter: Option<RouteFilter>) -> Decoded {
+fn decode(mut bytes: &[u8], filter: Option<&RouteFilter>) -> Decoded {
     const HEADER: usize = 16;
     let mut decoded = Decoded::default();
     if bytes.len() < HEADER {
@@ -163,7 +178,9 @@ mod tests {
         message
     }
 
-    const FILTER: Option<RouteFilter> = Some(RouteFilter { tables: (7100, 7199) });
+    fn filter() -> RouteFilter {
+        RouteFilter { tables: (7100, 7199), explicit: vec![500] }
+    }
 
     #[test]
     fn route_churn_in_foreign_tables_is_ignored_the_rest_is_not() {
@@ -171,15 +188,16 @@ mod tests {
             RouteNetlinkMessage::NewRoute(route(100, 24)),
             RouteNetlinkMessage::DelRoute(route(100_000, 16)),
         ]);
-        assert!(!decode(&bgp, FILTER).relevant, "prefixes in other tables");
+        let filter = filter();
+        assert!(!decode(&bgp, Some(&filter)).relevant, "prefixes in other tables");
         assert!(decode(&bgp, None).relevant, "without a filter everything counts");
-        for relevant in [route(MAIN_TABLE, 24), route(7150, 24), route(100, 0)] {
+        for relevant in [route(MAIN_TABLE, 24), route(7150, 24), route(500, 24), route(100, 0)] {
             let bytes = datagram(vec![
                 RouteNetlinkMessage::NewRoute(route(100, 24)),
                 RouteNetlinkMessage::NewRoute(relevant),
             ]);
-            assert!(decode(&bytes, FILTER).relevant, "main, mhr's tables and defaults anywhere count");
+            assert!(decode(&bytes, Some(&filter)).relevant, "main, mhr's tables and defaults anywhere count");
         }
-        assert!(decode(&[1, 2, 3], FILTER).relevant, "what cannot be read counts");
+        assert!(decode(&[1, 2, 3], Some(&filter)).relevant, "what cannot be read counts");
     }
 }

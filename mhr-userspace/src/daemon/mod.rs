@@ -72,6 +72,8 @@ pub enum DaemonError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
+    #[error("a change is pending confirmation; mhr run waits for it")]
+    PendingConfirmation,
     #[error("the source guard could not be repaired for {0:?}; exiting so the supervisor restarts mhr: {1}")]
     GuardLost(Duration, String),
     #[error("subscribing to netlink notifications failed")]
@@ -148,8 +150,8 @@ pub async fn run(
     options: DaemonOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let (_keep, reloads) = tokio::sync::mpsc::channel(1);
-    run_with_reloads(config, options, shutdown, reloads).await
+    let (_keep, mut reloads) = tokio::sync::mpsc::channel(1);
+    run_with_reloads(config, options, shutdown, &mut reloads).await
 }
 
 /// [`run`], taking new configs (`mhr run` sends one per SIGHUP, already
@@ -158,15 +160,19 @@ pub async fn run_with_reloads(
     config: Config,
     options: DaemonOptions,
     shutdown: impl Future<Output = ()>,
-    mut reloads: tokio::sync::mpsc::Receiver<Config>,
+    reloads: &mut tokio::sync::mpsc::Receiver<Config>,
 ) -> Result<(), DaemonError> {
     // The host's routing is this daemon's from now on: `apply`/`down` are refused.
     let _lock = crate::lock::acquire(&config.routing.state_dir, crate::lock::Role::Run, crate::lock::WAIT)?;
+    // A change may have become pending between the caller's check and the
+    // lock: its guardian needs the lock at the deadline.
+    if crate::confirm::read_pending(&config.routing.state_dir).map_err(EngineError::from)?.is_some() {
+        return Err(DaemonError::PendingConfirmation);
+    }
     // Subscribe first, so nothing that happens during start-up is missed.
-    let tables = (config.routing.table_range[0], config.routing.table_range[1]);
     let mut events = EventSocket::open(options.netlink_buffer)
         .map_err(DaemonError::Events)?
-        .with_route_filter(events::RouteFilter { tables });
+        .with_route_filter(events::RouteFilter::for_config(&config));
     let control = Arc::new(ControlMetrics::default());
     let health = Arc::new(Health::default());
     let collector = DatapathCollector::new(config.datapath.pin_dir.clone(), config.metrics.top_offenders);
@@ -258,6 +264,7 @@ pub async fn run_with_reloads(
             Some(config) = reloads.recv() => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
                 daemon.reload(config);
+                events.set_route_filter(events::RouteFilter::for_config(daemon.engine.config()));
                 first_pending = None;
                 daemon.reconcile(Trigger::Reload).await;
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -444,6 +451,16 @@ impl Daemon {
         if config.health != old.health {
             kept.push("[health]");
         }
+        // What marks and places mhr's objects: changing it live would make
+        // them all look foreign.
+        if config.routing.protocol != old.routing.protocol {
+            kept.push("[routing] protocol");
+        }
+        if config.routing.table_range != old.routing.table_range {
+            kept.push("[routing] table_range");
+        }
+        config.routing.protocol = old.routing.protocol;
+        config.routing.table_range = old.routing.table_range;
         config.metrics.listen = old.metrics.listen;
         config.datapath.pin_dir = old.datapath.pin_dir.clone();
         config.routing.state_dir = old.routing.state_dir.clone();
@@ -482,7 +499,12 @@ impl Daemon {
     fn guard_lost(&mut self) -> bool {
         let (Some(guard), Some(last)) = (&mut self.guard, &self.last) else { return false };
         let uplinks = self.engine.guard_uplinks(last);
-        uplinks.iter().any(|uplink| !guard.attached_in_kernel(&uplink.interface))
+        // Any guard program counts, an earlier instance's included: exiting
+        // while one still runs would only take it away.
+        uplinks.iter().any(|uplink| {
+            !guard.attached_in_kernel(&uplink.interface)
+                && Guard::kernel_runs_any_guard(&uplink.interface) == Some(false)
+        })
     }
 
     /// Whether a guard pin or link is gone, or the guard is failing.

@@ -274,6 +274,13 @@ impl Guard {
         Some(programs.iter().any(|program| program.id() == id))
     }
 
+    /// Whether the kernel runs any mhr guard program on `interface`'s TCX
+    /// egress, this instance's or an earlier one's (`None`: cannot ask).
+    pub fn kernel_runs_any_guard(interface: &str) -> Option<bool> {
+        let (_, programs) = SchedClassifier::query_tcx(interface, TcAttachType::Egress).ok()?;
+        Some(programs.iter().any(|program| program.name_as_str() == Some(GUARD_PROGRAM)))
+    }
+
     /// Forgets (and unpins) the TCX links the kernel no longer runs this
     /// program behind, e.g. detached by hand, so that
     /// [`Guard::attach_missing`] attaches them again. Returns their pins.
