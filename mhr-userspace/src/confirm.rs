@@ -67,6 +67,9 @@ pub struct Prior {
 pub struct RolledBack {
     pub id: String,
     pub at: u64,
+    /// By `mhr down`, not by the deadline.
+    #[serde(default)]
+    pub cancelled: bool,
     pub config_path: PathBuf,
     pub config_text: String,
 }
@@ -250,6 +253,7 @@ pub async fn roll_back(engine: &Engine, pending: &Pending) -> Result<RolledBackR
     let marker = RolledBack {
         id: pending.id.clone(),
         at: now(),
+        cancelled: false,
         config_path: pending.config_path.clone(),
         config_text: pending.config_text.clone(),
     };
@@ -270,6 +274,7 @@ pub fn cancel(state_dir: &Path, pending: &Pending) -> Result<(), StateError> {
     let marker = RolledBack {
         id: pending.id.clone(),
         at: now(),
+        cancelled: true,
         config_path: pending.config_path.clone(),
         config_text: pending.config_text.clone(),
     };

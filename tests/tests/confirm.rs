@@ -248,3 +248,31 @@ fn after_a_reboot_before_the_deadline_the_next_mhr_command_rolls_back() {
     assert_eq!(snapshot(&host.host.host), host.before);
     assert!(!pending_file(&host).exists());
 }
+
+#[test]
+fn down_cancels_a_pending_change_and_mhr_run_does_not_bring_it_back() {
+    let host = host_with_a_change_to_try();
+    let applying = apply_with_confirm(&host, "30s", Stdio::null());
+    wait_applied(&host);
+    let down = mhr(&host.host.host, &host.config, &["down"]);
+    assert!(down.succeeded(), "{down:?}");
+    assert!(down.output.contains("cancelled the pending confirmation"), "{}", down.output);
+    assert!(!pending_file(&host).exists());
+    let (code, output) = finish(applying, Duration::from_secs(5));
+    assert_ne!(code, Some(0), "{output}");
+    assert!(output.contains("cancelled by `mhr down`"), "the waiting apply says why: {output}");
+    let (code, output) =
+        finish(spawn(&host.host.host, &host.config, &["run"], Stdio::null()), Duration::from_secs(10));
+    assert_ne!(code, Some(0), "{output}");
+    assert!(output.contains("was rolled back at"), "{output}");
+    // Applying it again with a confirmation takes responsibility for it.
+    let again = apply_with_confirm(&host, "30s", Stdio::null());
+    eventually("the change is applied again", Duration::from_secs(10), || {
+        let rules = host.host.host.ip(["rule"]).unwrap_or_default();
+        if pending_file(&host).exists() && rules.contains("lookup 7101") { Ok(()) } else { Err(rules) }
+    });
+    let confirmed = mhr(&host.host.host, &host.config, &["confirm"]);
+    assert!(confirmed.succeeded(), "{confirmed:?}");
+    assert_eq!(finish(again, Duration::from_secs(5)).0, Some(0));
+    assert!(!host.dir.path().join("state/rolled-back.json").exists(), "confirming clears the marker");
+}

@@ -171,8 +171,11 @@ async fn wait_for_verdict(
         }
         let still_pending = confirm::read_pending(state_dir)?.is_some_and(|p| p.id == pending.id);
         if !still_pending {
-            let rolled_back = confirm::read_rolled_back(state_dir)?.is_some_and(|r| r.id == pending.id);
-            if rolled_back {
+            let marker = confirm::read_rolled_back(state_dir)?.filter(|r| r.id == pending.id);
+            if marker.as_ref().is_some_and(|m| m.cancelled) {
+                anyhow::bail!("cancelled by `mhr down`: mhr's routing and guard were removed");
+            }
+            if marker.is_some() {
                 anyhow::bail!(
                     "not confirmed by {}: the state before the change was restored",
                     confirm::describe_time(pending.deadline_ms.div_ceil(1000))
