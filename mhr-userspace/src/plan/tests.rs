@@ -754,3 +754,137 @@ fn drift_is_what_mhr_wanted_before_and_lost_host_changes_are_new_wants() {
     let (_, actions) = plan(&config, &renumbered).unwrap();
     assert!(!actions.is_empty() && actions.iter().all(|a| !a.corrects_drift(&now)), "{actions:?}");
 }
+
+/// Generated hosts: the planner's promises hold for any of them.
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One uplink: IPv4 host parts in 10.<i>.0.0/24, maybe an IPv6
+    /// address, the metric of its DHCP-style default route.
+    #[derive(Clone, Debug)]
+    struct GeneratedUplink {
+        hosts: Vec<u8>,
+        ipv6: bool,
+        metric: u32,
+    }
+
+    fn uplink() -> impl Strategy<Value = GeneratedUplink> {
+        (proptest::collection::btree_set(2u8..250, 1..4), any::<bool>(), 1u32..1000).prop_map(
+            |(hosts, ipv6, metric)| GeneratedUplink {
+                hosts: hosts.into_iter().collect(),
+                ipv6,
+                metric: metric + 100,
+            },
+        )
+    }
+
+    fn host_and_config(uplinks: &[GeneratedUplink], to_rules: bool) -> (Observed, Config) {
+        let mut host = Observed {
+            rules: [Family::V4, Family::V6]
+                .into_iter()
+                .flat_map(|family| [kernel_rule(family, 0, 255), kernel_rule(family, 32766, 254)])
+                .collect(),
+            ..Observed::default()
+        };
+        host.links.push(Link {
+            index: 1,
+            name: "lo".into(),
+            up: true,
+            carrier: true,
+            point_to_point: false,
+            ethernet: false,
+        });
+        // Someone else's routing, which mhr must never touch.
+        host.routes.push(route(100, "192.0.2.0/24", Some("10.0.0.1"), 2, BOOT, None));
+        let mut text = String::new();
+        for (i, generated) in uplinks.iter().enumerate() {
+            let index = u32::try_from(i).unwrap() + 2;
+            let name = format!("up{i}");
+            host.links.push(Link {
+                index,
+                name: name.clone(),
+                up: true,
+                carrier: true,
+                point_to_point: false,
+                ethernet: true,
+            });
+            for part in &generated.hosts {
+                host.addresses.push(Address {
+                    interface: index,
+                    address: format!("10.{i}.0.{part}").parse().unwrap(),
+                    prefix_len: 24,
+                });
+            }
+            let link_route = route(MAIN_TABLE, &format!("10.{i}.0.0/24"), None, index, KERNEL, None);
+            host.routes.push(Route { scope: SCOPE_LINK, ..link_route });
+            let gateway = format!("10.{i}.0.1");
+            host.routes.push(route(
+                MAIN_TABLE,
+                "0.0.0.0/0",
+                Some(&gateway),
+                index,
+                BOOT,
+                Some(generated.metric + u32::try_from(i).unwrap()),
+            ));
+            if generated.ipv6 {
+                host.addresses.push(Address {
+                    interface: index,
+                    address: format!("2001:db8:{i}::10").parse().unwrap(),
+                    prefix_len: 64,
+                });
+                let gateway6 = format!("2001:db8:{i}::1");
+                host.routes.push(route(
+                    MAIN_TABLE,
+                    "::/0",
+                    Some(&gateway6),
+                    index,
+                    BOOT,
+                    Some(generated.metric),
+                ));
+            }
+            let primary = if i == 0 { "primary = true\n" } else { "" };
+            text += &format!("[[uplink]]\ninterface = \"{name}\"\n{primary}");
+        }
+        text += &format!("[routing]\nto_rules = {to_rules}\n");
+        (host, config(&text))
+    }
+
+    fn sorted(observed: &Observed) -> (Vec<Route>, Vec<Rule>) {
+        let mut routes = observed.routes.clone();
+        routes.sort();
+        let mut rules = observed.rules.clone();
+        rules.sort();
+        (routes, rules)
+    }
+
+    fn owned_only(actions: &[Action]) -> bool {
+        actions.iter().all(|action| match action {
+            Action::AddRoute { route } | Action::DeleteRoute { route } => route.protocol == MHR,
+            Action::ReplaceRoute { old, new } => old.protocol == MHR && new.protocol == MHR,
+            Action::AddRule { rule } | Action::DeleteRule { rule } => rule.protocol == MHR,
+            Action::ReleaseDefault { .. } | Action::RestoreDefault { .. } => false,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        #[test]
+        fn apply_converges_touches_only_its_own_and_teardown_restores_exactly(
+            uplinks in proptest::collection::vec(uplink(), 1..5),
+            to_rules in any::<bool>(),
+        ) {
+            let (host, config) = host_and_config(&uplinks, to_rules);
+            let (_, actions) = plan(&config, &host).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(owned_only(&actions), "{actions:?}");
+            let applied = after(&host, &actions);
+            let (_, again) = plan(&config, &applied).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(again.is_empty(), "a second plan changes nothing: {again:?}");
+            let down = teardown(&applied, MHR, &[]);
+            prop_assert!(owned_only(&down), "{down:?}");
+            prop_assert_eq!(sorted(&after(&applied, &down)), sorted(&host));
+        }
+    }
+}
