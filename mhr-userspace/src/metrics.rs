@@ -43,6 +43,7 @@ pub struct ControlMetrics {
     pub failovers: MetricFamily<Labels, Counter>,
     pub guard_repairs: MetricFamily<Labels, Counter>,
     pub uplink_blocked: MetricFamily<Labels, Gauge>,
+    pub flag_lines_suppressed: Counter,
 }
 
 impl ControlMetrics {
@@ -336,6 +337,11 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: DatapathCol
         "mhr_uplink_blocked",
         "1 when a foreign route or rule where the uplink's go makes mhr leave it as it is",
         control.uplink_blocked.clone(),
+    );
+    registry.register(
+        "mhr_flag_log_lines_suppressed",
+        "Flagged packets not written to the log because of the daemon's per-second log cap",
+        control.flag_lines_suppressed.clone(),
     );
     registry.register(
         "mhr_guard_repairs",

@@ -572,3 +572,45 @@ fn route_churn_in_tables_mhr_does_not_use_triggers_no_reconcile() {
         other => Err(format!("{other:?}")),
     });
 }
+
+#[test]
+fn a_flood_of_flagged_packets_leaves_the_log_bounded_and_counted() {
+    use std::io::BufRead as _;
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("daemon").unwrap();
+    let config = quiet_daemon_config(&dir);
+    let child = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", host.host.name()))
+        .arg(mhr_binary())
+        .args(["--log-format", "json", "--config"])
+        .arg(&config)
+        .args(["run", "--flag-log-rate", "5"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut daemon = DaemonProcess(child);
+    eventually("first reconcile done", CONVERGE, || healthy(&host));
+    let (_, spoofed) = offending_frames(&host);
+    send_frames(&host.host, "ens3", &spoofed, 100).unwrap();
+    // The summary comes when the second ends.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let body = http_get(&host.host, METRICS_PORT, "/metrics").unwrap().1;
+    let emitted = sample(&body, "mhr_guard_flags_emitted_total", "uplink=\"ens3\"").unwrap();
+    let not_logged = sample(&body, "mhr_flag_log_lines_suppressed_total", "").unwrap();
+    let _ = daemon.0.kill();
+    let stderr = daemon.0.stderr.take().unwrap();
+    let lines: Vec<String> = std::io::BufReader::new(stderr).lines().map_while(Result::ok).collect();
+    let flagged = lines.iter().filter(|l| l.contains("\"flagged packet\"")).count();
+    let summaries: u64 = lines
+        .iter()
+        .filter(|l| l.contains("not logged (log cap per second)"))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["fields"]["suppressed"].as_u64())
+        .sum();
+    assert!(emitted > 5.0, "the kernel flagged more than the cap: {emitted}");
+    // 5 a second: the burst takes milliseconds but may straddle two windows.
+    assert!((5..=10).contains(&flagged), "the cap: {flagged} lines: {lines:?}");
+    assert_eq!(flagged as f64 + not_logged, emitted, "every flag logged or counted");
+    assert_eq!(summaries as f64, not_logged, "the summary says how many: {lines:?}");
+}

@@ -29,6 +29,11 @@ pub struct RunArgs {
     /// the node's address in a DaemonSet (`--metrics-listen $(HOST_IP):9847`).
     #[arg(long, value_name = "ADDRESS:PORT")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Flagged-packet lines a second that reach the log, over all CPUs and
+    /// uplinks; the rest are counted (mhr_flag_log_lines_suppressed_total)
+    /// and summarised once a second.
+    #[arg(long, value_name = "LINES", default_value_t = 50)]
+    flag_log_rate: u32,
 }
 
 pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
@@ -45,6 +50,7 @@ pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
         resync: args.resync,
         cleanup_on_exit: args.cleanup_on_exit,
         guard: !args.no_guard,
+        flag_log_per_second: args.flag_log_rate,
         ..DaemonOptions::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -49,6 +49,8 @@ pub struct DaemonOptions {
     /// Exit with an error when the guard could not be repaired for this
     /// long, so that the supervisor restarts mhr.
     pub guard_repair_deadline: Duration,
+    /// Flag lines a second that reach the log, in all (the rest are counted).
+    pub flag_log_per_second: u32,
 }
 
 impl Default for DaemonOptions {
@@ -62,6 +64,7 @@ impl Default for DaemonOptions {
             netlink_buffer: 4 << 20,
             guard_check: Duration::from_secs(1),
             guard_repair_deadline: Duration::from_secs(30),
+            flag_log_per_second: 50,
         }
     }
 }
@@ -194,7 +197,8 @@ pub async fn run_with_reloads(
         let mut guard = Guard::load(&pin_dir).map_err(EngineError::from)?;
         let ring = guard.take_flags().map_err(EngineError::from)?;
         if let Some(names) = GuardMaps::from_pins(&pin_dir).map_err(EngineError::from)? {
-            tokio::spawn(flags::log_flags(ring, names));
+            let not_logged = control.flag_lines_suppressed.clone();
+            tokio::spawn(flags::log_flags(ring, names, options.flag_log_per_second, not_logged));
         }
         Some(guard)
     } else {
