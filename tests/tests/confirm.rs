@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::{
-    daemon::{eventually, mhr_binary},
+    daemon::{METRICS_PORT, eventually, mhr_binary, wait_healthy},
     mhr, snapshot, write_config,
 };
 use mhr_tests::{Netns, TempDir, many_uplinks::ManyUplinks, require_root};
@@ -147,7 +147,7 @@ fn confirm_keeps_the_change_and_nothing_else_may_change_the_host_meanwhile() {
     let mut daemon = spawn(&host.host.host, &host.config, &["run"], Stdio::null());
     std::thread::sleep(Duration::from_secs(1));
     assert!(daemon.try_wait().unwrap().is_none(), "mhr run waits instead of exiting");
-    let healthz = mhr_tests::probe::http_get(&host.host.host, 9847, "/healthz");
+    let healthz = mhr_tests::probe::http_get(&host.host.host, METRICS_PORT, "/healthz");
     assert_eq!(healthz, None, "nothing served while waiting: {healthz:?}");
 
     let confirmed = mhr(&host.host.host, &host.config, &["confirm"]);
@@ -159,14 +159,8 @@ fn confirm_keeps_the_change_and_nothing_else_may_change_the_host_meanwhile() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(snapshot(&host.host.host), changed, "the change stays");
     assert!(enforcing(&host));
-    eventually(
-        "mhr run starts once confirmed",
-        Duration::from_secs(10),
-        || match mhr_tests::probe::http_get(&host.host.host, 9847, "/healthz") {
-            Some((200, _)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
-    );
+    // mhr run starts once confirmed.
+    wait_healthy(&host.host.host, Duration::from_secs(10));
     let _ = daemon.kill();
     let _ = daemon.wait();
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::{
-    daemon::{DaemonThread, eventually, mhr_binary, sample},
+    daemon::{DaemonProcess, DaemonThread, METRICS_PORT, eventually, healthy, mhr_binary, sample},
     mhr, write_config,
 };
 use mhr_common::guard::{Family, Verdict};
@@ -26,7 +26,6 @@ use mhr_tests::{
 use mhr_userspace::{daemon::DaemonOptions, datapath::interface_index, guard::GuardMaps};
 
 const CONVERGE: Duration = Duration::from_secs(10);
-const METRICS_PORT: u16 = 9847;
 
 /// Converged: `apply` would change nothing, and the guard's maps and links
 /// hold exactly the current uplinks (by ifindex) with exactly their current
@@ -219,14 +218,6 @@ fn quiet_daemon_config(dir: &TempDir) -> std::path::PathBuf {
     write_config(dir, &text)
 }
 
-/// `/healthz` answers 200 once the first reconcile finished.
-fn healthy(host: &QuietHost) -> Result<(), String> {
-    match http_get(&host.host, METRICS_PORT, "/healthz") {
-        Some((200, _)) => Ok(()),
-        other => Err(format!("{other:?}")),
-    }
-}
-
 fn offending_frames(host: &QuietHost) -> (Vec<u8>, Vec<u8>) {
     let own = mac_of(&host.host, "ens3").unwrap();
     let peer = mac_of(&host.peer, "p0").unwrap();
@@ -242,7 +233,7 @@ fn scraped_metrics_match_the_packets_sent_exactly() {
     let dir = TempDir::new("daemon").unwrap();
     let config = quiet_daemon_config(&dir);
     let _daemon = DaemonThread::start(&host.host, &config, options());
-    eventually("first reconcile done", CONVERGE, || healthy(&host));
+    eventually("first reconcile done", CONVERGE, || healthy(&host.host));
     let (good, spoofed) = offending_frames(&host);
     send_frames(&host.host, "ens3", &good, 7).unwrap();
     send_frames(&host.host, "ens3", &spoofed, 5).unwrap();
@@ -283,48 +274,6 @@ fn scraped_metrics_match_the_packets_sent_exactly() {
     }
 }
 
-/// `mhr run` as a real process inside a namespace; SIGKILLed when dropped
-/// (also when the test fails).
-struct DaemonProcess(Child);
-
-impl DaemonProcess {
-    fn spawn(netns: &Netns, config: &std::path::Path) -> Self {
-        Self::spawn_with(netns, config, &[], std::process::Stdio::null())
-    }
-
-    /// `mhr [global_args] --config CONFIG run`, its stderr going to `stderr`.
-    fn spawn_with(
-        netns: &Netns,
-        config: &std::path::Path,
-        global_args: &[&str],
-        stderr: std::process::Stdio,
-    ) -> Self {
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", netns.name()))
-            .arg(mhr_binary())
-            .args(global_args)
-            .arg("--config")
-            .arg(config)
-            .arg("run")
-            .stdout(std::process::Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("mhr run starts");
-        Self(child)
-    }
-
-    fn kill_9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        self.kill_9();
-    }
-}
-
 fn scraped_ok(host: &QuietHost) -> Option<f64> {
     let (_, body) = http_get(&host.host, METRICS_PORT, "/metrics")?;
     sample(&body, "mhr_guard_packets_total", "uplink=\"ens3\",family=\"ipv4\",verdict=\"ok\"")
@@ -339,7 +288,7 @@ fn after_kill_9_the_guard_keeps_counting_and_a_restart_continues_the_counters() 
     let (good, _) = offending_frames(&host);
 
     let mut first = DaemonProcess::spawn(&host.host, &config);
-    eventually("first daemon reconciled", CONVERGE, || healthy(&host));
+    eventually("first daemon reconciled", CONVERGE, || healthy(&host.host));
     send_frames(&host.host, "ens3", &good, 10).unwrap();
     assert_eq!(scraped_ok(&host), Some(10.0));
 
@@ -351,7 +300,7 @@ fn after_kill_9_the_guard_keeps_counting_and_a_restart_continues_the_counters() 
     assert_eq!(ok, 20, "the guard stayed attached and counted while no daemon ran");
 
     let mut second = DaemonProcess::spawn(&host.host, &config);
-    eventually("second daemon reconciled", CONVERGE, || healthy(&host));
+    eventually("second daemon reconciled", CONVERGE, || healthy(&host.host));
     send_frames(&host.host, "ens3", &good, 10).unwrap();
     assert_eq!(scraped_ok(&host), Some(30.0), "counters continue, not reset");
     second.kill_9();
@@ -368,6 +317,7 @@ fn flagged_packets_are_logged_as_structured_json_lines() {
         &host.host,
         &config,
         &["--log-format", "json"],
+        &[],
         std::process::Stdio::piped(),
     );
     let stderr = daemon.0.stderr.take().expect("stderr piped");
@@ -380,7 +330,7 @@ fn flagged_packets_are_logged_as_structured_json_lines() {
             }
         }
     });
-    eventually("first reconcile done", CONVERGE, || healthy(&host));
+    eventually("first reconcile done", CONVERGE, || healthy(&host.host));
     let (_, spoofed) = offending_frames(&host);
     send_frames(&host.host, "ens3", &spoofed, 2).unwrap();
 
@@ -488,7 +438,7 @@ fn systemd_hears_ready_watchdog_reloading_and_stopping_and_sighup_reloads_the_co
         }
     };
     next("READY=1");
-    assert!(healthy(&host).is_ok(), "ready once the first reconcile ran");
+    assert!(healthy(&host.host).is_ok(), "ready once the first reconcile ran");
     next("WATCHDOG=1");
 
     // SIGHUP with a changed config: no `to` rules any more.
@@ -507,7 +457,7 @@ fn systemd_hears_ready_watchdog_reloading_and_stopping_and_sighup_reloads_the_co
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(daemon.0.try_wait().unwrap().is_none(), "a bad config does not stop the daemon");
-    assert!(healthy(&host).is_ok());
+    assert!(healthy(&host.host).is_ok());
     assert!(host.host.ip(["rule"]).unwrap().contains("lookup 7101"), "routing stays");
 
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
@@ -580,18 +530,14 @@ fn a_flood_of_flagged_packets_leaves_the_log_bounded_and_counted() {
     let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
     let dir = TempDir::new("daemon").unwrap();
     let config = quiet_daemon_config(&dir);
-    let child = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", host.host.name()))
-        .arg(mhr_binary())
-        .args(["--log-format", "json", "--config"])
-        .arg(&config)
-        .args(["run", "--flag-log-rate", "5"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut daemon = DaemonProcess(child);
-    eventually("first reconcile done", CONVERGE, || healthy(&host));
+    let mut daemon = DaemonProcess::spawn_with(
+        &host.host,
+        &config,
+        &["--log-format", "json"],
+        &["--flag-log-rate", "5"],
+        std::process::Stdio::piped(),
+    );
+    eventually("first reconcile done", CONVERGE, || healthy(&host.host));
     let (_, spoofed) = offending_frames(&host);
     send_frames(&host.host, "ens3", &spoofed, 100).unwrap();
     // The summary comes when the second ends.

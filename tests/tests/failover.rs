@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::{
-    daemon::{DaemonThread, eventually, sample},
+    daemon::{DaemonThread, METRICS_PORT, eventually, sample},
     mhr, write_config,
 };
 use mhr_tests::{
@@ -22,7 +22,6 @@ use mhr_tests::{
 };
 use mhr_userspace::{cli::Outcome, daemon::DaemonOptions};
 
-const METRICS_PORT: u16 = 9847;
 /// Health interval of these tests: failover by probes within
 /// down_after × interval (+1 s).
 const INTERVAL_MS: u64 = 200;

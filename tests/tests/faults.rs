@@ -7,7 +7,7 @@ mod common;
 use std::{net::Ipv4Addr, time::Duration};
 
 use common::{
-    daemon::{DaemonThread, eventually, sample},
+    daemon::{DaemonProcess, DaemonThread, METRICS_PORT, eventually, sample, wait_healthy},
     mhr, snapshot, write_config,
 };
 use mhr_tests::{
@@ -20,8 +20,6 @@ use mhr_tests::{
     seed_lab::routing_section,
 };
 use mhr_userspace::{daemon::DaemonOptions, guard::GuardMaps};
-
-const METRICS_PORT: u16 = 9847;
 
 fn quiet_daemon() -> DaemonOptions {
     DaemonOptions { resync: Duration::from_secs(3600), guard: false, ..DaemonOptions::default() }
@@ -114,12 +112,7 @@ fn start_guarded() -> (QuietHost, TempDir, DaemonThread) {
     let dir = TempDir::new("faults").unwrap();
     let config = enforce_config(&dir);
     let daemon = DaemonThread::start(&host.host, &config, guard_daemon());
-    eventually("the daemon is healthy", Duration::from_secs(10), || {
-        match http_get(&host.host, METRICS_PORT, "/healthz") {
-            Some((200, _)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    wait_healthy(&host.host, Duration::from_secs(10));
     (host, dir, daemon)
 }
 
@@ -265,37 +258,6 @@ impl Drop for Mount {
     }
 }
 
-/// `mhr run` as a process of its own inside `netns` (its descriptors are
-/// its own to count); killed when dropped.
-struct DaemonProcess(std::process::Child);
-
-impl DaemonProcess {
-    fn spawn(netns: &mhr_tests::Netns, config: &std::path::Path, args: &[&str]) -> Self {
-        let child = netns
-            .command(common::daemon::mhr_binary())
-            .arg("--config")
-            .arg(config)
-            .arg("run")
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("mhr run starts");
-        Self(child)
-    }
-
-    fn descriptors(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.0.id())).map(|fds| fds.count()).unwrap_or(0)
-    }
-}
-
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn slow_and_half_sent_http_clients_cannot_starve_the_daemon() {
     use std::io::{Read as _, Write as _};
@@ -303,13 +265,9 @@ fn slow_and_half_sent_http_clients_cannot_starve_the_daemon() {
     let host = ManyUplinks::start(2, 1, 0).unwrap();
     let dir = TempDir::new("faults").unwrap();
     let config = write_config(&dir, &host.mhr_config(dir.path()));
-    let daemon = DaemonProcess::spawn(&host.host, &config, &["--no-guard"]);
-    eventually("the daemon is healthy", Duration::from_secs(10), || {
-        match http_get(&host.host, METRICS_PORT, "/healthz") {
-            Some((200, _)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    let daemon =
+        DaemonProcess::spawn_with(&host.host, &config, &[], &["--no-guard"], std::process::Stdio::null());
+    wait_healthy(&host.host, Duration::from_secs(10));
     let baseline = daemon.descriptors();
 
     // 100 clients that never finish their request's headers (slowloris):
@@ -514,12 +472,7 @@ fn in_enforce_mode_a_new_address_is_learned_before_the_debounced_reconcile() {
         ..guard_daemon()
     };
     let _daemon = DaemonThread::start(&host.host, &config, options);
-    eventually("the daemon is healthy", Duration::from_secs(10), || {
-        match http_get(&host.host, METRICS_PORT, "/healthz") {
-            Some((200, _)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    wait_healthy(&host.host, Duration::from_secs(10));
     let own = mac_of(&host.host, "ens3").unwrap();
     let peer = mac_of(&host.peer, "p0").unwrap();
     let renumbered = Ipv4Addr::new(10, 99, 0, 20);

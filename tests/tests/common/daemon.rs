@@ -3,10 +3,11 @@
 
 use std::{
     path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use mhr_tests::Netns;
+use mhr_tests::{Netns, probe::http_get};
 use mhr_userspace::{
     config::Config,
     daemon::{self, DaemonOptions},
@@ -119,4 +120,71 @@ pub fn mhr_binary() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// mhr's default `[metrics] listen` port.
+pub const METRICS_PORT: u16 = 9847;
+
+/// `/healthz` answers 200 (the first reconcile finished and the last one
+/// succeeded).
+pub fn healthy(netns: &Netns) -> Result<(), String> {
+    match http_get(netns, METRICS_PORT, "/healthz") {
+        Some((200, _)) => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+/// Waits (bounded) until `/healthz` answers 200.
+pub fn wait_healthy(netns: &Netns, within: Duration) {
+    eventually("the daemon is healthy", within, || healthy(netns));
+}
+
+/// `mhr run` as a real process inside a namespace; SIGKILLed when dropped
+/// (also when the test fails).
+pub struct DaemonProcess(pub Child);
+
+impl DaemonProcess {
+    pub fn spawn(netns: &Netns, config: &Path) -> Self {
+        Self::spawn_with(netns, config, &[], &[], Stdio::null())
+    }
+
+    /// `mhr [global_args] --config CONFIG run [run_args]`, its stderr going
+    /// to `stderr`.
+    pub fn spawn_with(
+        netns: &Netns,
+        config: &Path,
+        global_args: &[&str],
+        run_args: &[&str],
+        stderr: Stdio,
+    ) -> Self {
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", netns.name()))
+            .arg(mhr_binary())
+            .args(global_args)
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .args(run_args)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("mhr run starts");
+        Self(child)
+    }
+
+    pub fn kill_9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// How many file descriptors the process holds.
+    pub fn descriptors(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.0.id())).map(|fds| fds.count()).unwrap_or(0)
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
 }
