@@ -158,7 +158,7 @@ async fn source_lookup(
         Ok(path) => {
             let missing_rule = desired.rules.iter().find(|rule| {
                 rule.table == uplink.table
-                    && rule.source == Some(IpNet::from(address.addr()))
+                    && rule.source.is_some_and(|source| source.contains(&address.addr()))
                     && !observed.rules.contains(rule)
             });
             let missing_routes = desired

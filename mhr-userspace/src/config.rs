@@ -308,6 +308,20 @@ impl UplinkConfig {
     }
 }
 
+/// How `from` rules cover an uplink's addresses.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceRules {
+    /// One `from PREFIX` rule per connected prefix that holds addresses of
+    /// this uplink only; per-address rules where a prefix is shared (two
+    /// uplinks in one subnet). The rule count follows prefixes, not
+    /// addresses: the kernel walks rules on every uncached route lookup.
+    #[default]
+    Prefix,
+    /// One `from ADDR` rule per address, as the seed procedure does.
+    Address,
+}
+
 /// `[routing]`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -319,7 +333,12 @@ pub struct RoutingConfig {
     /// Where mhr records the main-table default routes it moved, so `down`
     /// can put them back.
     pub state_dir: PathBuf,
-    /// Add the seed's `to ADDR lookup TABLE` rules next to `from ADDR`.
+    /// How `from` rules cover an uplink's addresses.
+    pub source_rules: SourceRules,
+    /// Add the seed's `to ADDR lookup TABLE` rules next to the `from`
+    /// rules. Off by default: the local table (priority 0) already takes
+    /// every packet to a local address, so they match nothing and only
+    /// lengthen the rule walk.
     pub to_rules: bool,
     /// Metric of mhr's default route in main. Foreign defaults (DHCP, RA,
     /// networkd) stay in main behind it; one at or below it is refused.
@@ -337,7 +356,8 @@ impl Default for RoutingConfig {
             protocol: DEFAULT_PROTOCOL,
             rt_tables_dir: PathBuf::from(DEFAULT_RT_TABLES_DIR),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
-            to_rules: true,
+            source_rules: SourceRules::default(),
+            to_rules: false,
             main_metric: DEFAULT_MAIN_METRIC,
             force_protocol: false,
         }
@@ -606,7 +626,8 @@ mod tests {
         assert_eq!(config.metrics.listen.to_string(), "127.0.0.1:9847");
         assert_eq!(config.metrics.top_offenders, 0);
         assert_eq!(config.guard_mode(&config.uplinks[0]), (GuardMode::Monitor, false));
-        assert!(config.routing.to_rules);
+        assert!(!config.routing.to_rules);
+        assert_eq!(config.routing.source_rules, SourceRules::Prefix);
         assert_eq!(config.uplinks[1].gateway, None);
         assert!(config.uplinks[1].allow.is_empty());
     }
@@ -631,13 +652,16 @@ priority_range = [500, 520]
 protocol = 200
 rt_tables_dir = "/tmp/rt"
 state_dir = "/tmp/state"
-to_rules = false
+to_rules = true
+source_rules = "address"
 "#;
         let config = parse(text).unwrap();
         assert_eq!(config.uplinks[0].table, Some(300));
         assert_eq!(config.uplinks[0].allow.len(), 2);
         assert_eq!(config.routing.tables(), 400..=410);
-        assert!(!config.routing.to_rules);
+        assert!(config.routing.to_rules);
+        assert_eq!(config.routing.source_rules, SourceRules::Address);
+        assert!(parse(&format!("{MINIMAL}[routing]\nsource_rules = \"subnet\"\n")).is_err());
     }
 
     #[test]

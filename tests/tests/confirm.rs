@@ -28,7 +28,7 @@ struct Host {
 }
 
 /// Two uplinks under mhr (monitor mode), then the config file changed to
-/// enforce mode without the `to` rules: the change to try.
+/// enforce mode with the seed's `to` rules: the change to try.
 fn host_with_a_change_to_try() -> Host {
     require_root();
     let host = ManyUplinks::start(2, 1, 1).unwrap();
@@ -37,7 +37,7 @@ fn host_with_a_change_to_try() -> Host {
     let config = write_config(&dir, &old);
     assert!(mhr(&host.host, &config, &["apply"]).succeeded());
     let before = snapshot(&host.host);
-    let new = format!("mode = \"enforce\"\n{}", old.replace("[routing]\n", "[routing]\nto_rules = false\n"));
+    let new = format!("mode = \"enforce\"\n{}", old.replace("[routing]\n", "[routing]\nto_rules = true\n"));
     std::fs::write(&config, new).unwrap();
     Host { host, dir, config, before }
 }
@@ -65,7 +65,7 @@ fn spawn(netns: &Netns, config: &Path, args: &[&str], stdin: Stdio) -> Child {
 fn wait_applied(host: &Host) {
     eventually("the change is applied", Duration::from_secs(10), || {
         let rules = host.host.host.ip(["rule"]).unwrap_or_default();
-        if rules.contains("from all to") { Err(rules) } else { Ok(()) }
+        if rules.contains("from all to") { Ok(()) } else { Err(rules) }
     });
 }
 

@@ -106,7 +106,7 @@ fn every_drift_scenario_converges_to_exactly_the_desired_state() {
     let settle = |what: &str| eventually(what, CONVERGE, || converged(host, &config, &pin_dir));
     settle("start-up");
 
-    host.ip(["rule", "del", "from", "10.0.4.10", "lookup", "7101", "priority", "7103"]).unwrap();
+    host.ip(["rule", "del", "from", "10.0.4.0/24", "lookup", "7101", "priority", "7103"]).unwrap();
     settle("an mhr rule deleted by someone else");
     host.ip(["route", "del", "default", "table", "7101"]).unwrap();
     settle("an mhr route deleted by someone else");
@@ -125,19 +125,19 @@ fn every_drift_scenario_converges_to_exactly_the_desired_state() {
         "left alone: {defaults}"
     );
 
-    host.ip(["addr", "add", "10.0.4.20/24", "dev", "ens4"]).unwrap();
-    settle("an address added");
-    assert!(host.ip(["rule"]).unwrap().contains("from 10.0.4.20 lookup 7101"));
-    host.ip(["addr", "del", "10.0.4.20/24", "dev", "ens4"]).unwrap();
+    host.ip(["addr", "add", "10.0.40.20/24", "dev", "ens4"]).unwrap();
+    settle("an address in a new prefix added");
+    assert!(host.ip(["rule"]).unwrap().contains("from 10.0.40.0/24 lookup 7101"));
+    host.ip(["addr", "del", "10.0.40.20/24", "dev", "ens4"]).unwrap();
     settle("an address removed");
-    assert!(!host.ip(["rule"]).unwrap().contains("10.0.4.20"));
+    assert!(!host.ip(["rule"]).unwrap().contains("10.0.40."));
 
     host.ip(["link", "set", "ens4", "down"]).unwrap();
     settle("link down");
     assert!(!host.ip(["rule"]).unwrap().contains("lookup 7101"), "a down uplink has no rules");
     host.ip(["link", "set", "ens4", "up"]).unwrap();
     settle("link up");
-    assert!(host.ip(["rule"]).unwrap().contains("from 10.0.4.10 lookup 7101"));
+    assert!(host.ip(["rule"]).unwrap().contains("from 10.0.4.0/24 lookup 7101"));
 
     let old_index = host.run(|| interface_index("ens4").unwrap()).unwrap();
     lab.recreate_uplink(1).unwrap();
@@ -262,7 +262,7 @@ fn scraped_metrics_match_the_packets_sent_exactly() {
         ),
         Some(5.0)
     );
-    assert_eq!(sample(&body, "mhr_rules_installed", ""), Some(4.0));
+    assert_eq!(sample(&body, "mhr_rules_installed", ""), Some(2.0), "a from rule per uplink prefix");
     assert!(sample(&body, "mhr_last_successful_reconcile_timestamp_seconds", "").unwrap_or(0.0) > 1.7e9);
     assert!(body.contains("mhr_build_info{version=\""));
     assert_eq!(body.matches("mhr_guard_packets_total{").count(), 2 * 3 * 6, "labels bounded by uplinks");
@@ -441,16 +441,17 @@ fn systemd_hears_ready_watchdog_reloading_and_stopping_and_sighup_reloads_the_co
     assert!(healthy(&host.host).is_ok(), "ready once the first reconcile ran");
     next("WATCHDOG=1");
 
-    // SIGHUP with a changed config: no `to` rules any more.
+    // SIGHUP with a changed config: the seed's `to` rules as well.
+    assert!(!host.host.ip(["rule"]).unwrap().contains("from all to"));
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("[routing]\n", "[routing]\nto_rules = false\n")).unwrap();
+    std::fs::write(&config, text.replace("[routing]\n", "[routing]\nto_rules = true\n")).unwrap();
     let pid = daemon.0.id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     next("RELOADING=1");
     next("READY=1");
     eventually("the reloaded config is in force", CONVERGE, || {
         let rules = host.host.ip(["rule"]).unwrap_or_default();
-        if rules.contains("from all to") { Err(rules) } else { Ok(()) }
+        if rules.contains("from all to 10.99.0.10 lookup") { Ok(()) } else { Err(rules) }
     });
     // A broken config: logged, the daemon and the running config stay.
     std::fs::write(&config, "[[uplink]\n").unwrap();
@@ -467,7 +468,7 @@ fn systemd_hears_ready_watchdog_reloading_and_stopping_and_sighup_reloads_the_co
     assert!(output.contains("config reloaded"), "{output}");
     let named = output
         .lines()
-        .any(|line| line.contains("changed") && line.contains("delete rule from all to 10.99.0.10"));
+        .any(|line| line.contains("changed") && line.contains("add rule from all to 10.99.0.10"));
     assert!(named, "each change the daemon makes is a log line naming it: {output}");
     assert!(!output.contains('\u{1b}'), "no ANSI colours in a log that is not a terminal: {output:?}");
 }

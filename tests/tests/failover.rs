@@ -403,8 +403,8 @@ fn a_lease_that_changes_address_and_gateway_converges() {
         let rules = lab.host.ip(["-4", "rule"]).unwrap_or_default();
         let table = lab.host.ip(["-4", "route", "show", "table", "7100"]).unwrap_or_default();
         let main = lab.host.ip(["-4", "route", "show", "default", "proto", "210"]).unwrap_or_default();
-        let converged = rules.contains(&format!("from {address} lookup 7100"))
-            && !rules.contains("10.0.3.10")
+        // Same /24: the prefix rule stays; the table and main follow the gateway.
+        let converged = rules.contains("from 10.0.3.0/24 lookup 7100")
             && table.contains(&format!("default via {gateway} dev ens3"))
             && main.contains(&format!("default via {gateway} dev ens3"));
         let report = lab.dhcp.as_ref().map(|dhcp| dhcp.report(&lab.host)).unwrap_or_default();

@@ -290,10 +290,10 @@ fn slow_and_half_sent_http_clients_cannot_starve_the_daemon() {
     assert!(held <= baseline + 32 + 2, "connections are capped: {held} descriptors, {baseline} before");
 
     // Reconciliation goes on under that load.
-    host.host.ip(["addr", "add", "10.100.0.50/24", "dev", "up0"]).unwrap();
-    eventually("the new address gets its rule", Duration::from_secs(3), || {
+    host.host.ip(["addr", "add", "10.150.0.50/24", "dev", "up0"]).unwrap();
+    eventually("the new address's prefix gets its rule", Duration::from_secs(3), || {
         let rules = host.host.ip(["rule"]).unwrap_or_default();
-        if rules.contains("from 10.100.0.50 lookup 7100") { Ok(()) } else { Err(rules) }
+        if rules.contains("from 10.150.0.0/24 lookup 7100") { Ok(()) } else { Err(rules) }
     });
 
     // The server hangs up on the half-sent requests after the header timeout.
@@ -341,18 +341,18 @@ fn a_foreign_rule_on_one_uplinks_priority_blocks_that_uplink_only() {
     let _daemon = DaemonThread::start(&host.host, &config, quiet_daemon());
     let rules = || host.host.ip(["rule"]).unwrap_or_default();
     eventually("the daemon applied", Duration::from_secs(10), || {
-        if rules().contains("from 10.100.1.10 lookup 7101") { Ok(()) } else { Err(rules()) }
+        if rules().contains("from 10.100.1.0/24 lookup 7101") { Ok(()) } else { Err(rules()) }
     });
 
     // Someone else's rule at up1's "from" priority (7103).
     host.host.ip(["rule", "add", "priority", "7103", "lookup", "100"]).unwrap();
-    host.host.ip(["addr", "add", "10.100.0.50/24", "dev", "up0"]).unwrap();
-    eventually("up0 goes on: its new address gets its rule", Duration::from_secs(5), || {
-        if rules().contains("from 10.100.0.50 lookup 7100") { Ok(()) } else { Err(rules()) }
+    host.host.ip(["addr", "add", "10.150.0.50/24", "dev", "up0"]).unwrap();
+    eventually("up0 goes on: its new prefix gets its rule", Duration::from_secs(5), || {
+        if rules().contains("from 10.150.0.0/24 lookup 7100") { Ok(()) } else { Err(rules()) }
     });
     let now = rules();
     assert!(now.contains("7103:\tfrom all lookup 100"), "the foreign rule stays: {now}");
-    assert!(now.contains("from 10.100.1.10 lookup 7101"), "up1's rules stay as they were: {now}");
+    assert!(now.contains("from 10.100.1.0/24 lookup 7101"), "up1's rules stay as they were: {now}");
     let body = http_get(&host.host, METRICS_PORT, "/metrics").unwrap().1;
     assert_eq!(sample(&body, "mhr_uplink_blocked", "uplink=\"up1\""), Some(1.0), "{body}");
     assert_eq!(sample(&body, "mhr_uplink_blocked", "uplink=\"up0\""), Some(0.0), "{body}");
@@ -475,11 +475,11 @@ fn in_enforce_mode_a_new_address_is_learned_before_the_debounced_reconcile() {
     wait_healthy(&host.host, Duration::from_secs(10));
     let own = mac_of(&host.host, "ens3").unwrap();
     let peer = mac_of(&host.peer, "p0").unwrap();
-    let renumbered = Ipv4Addr::new(10, 99, 0, 20);
+    let renumbered = Ipv4Addr::new(10, 99, 50, 20);
     let frame = udp4_frame(own, peer, renumbered, host.uplinks[0].peer_address, 64);
     assert_eq!(send_frames(&host.host, "ens3", &frame, 1).unwrap(), 1, "not yet an address of ens3: dropped");
 
-    host.host.ip(["addr", "add", "10.99.0.20/24", "dev", "ens3"]).unwrap();
+    host.host.ip(["addr", "add", "10.99.50.20/24", "dev", "ens3"]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         send_frames(&host.host, "ens3", &frame, 5).unwrap(),
@@ -487,5 +487,5 @@ fn in_enforce_mode_a_new_address_is_learned_before_the_debounced_reconcile() {
         "the new address passes long before the reconcile (3 s debounce)"
     );
     let rules = host.host.ip(["rule"]).unwrap();
-    assert!(!rules.contains("from 10.99.0.20"), "routing waits for the reconcile: {rules}");
+    assert!(!rules.contains("from 10.99.50.0/24"), "routing waits for the reconcile: {rules}");
 }

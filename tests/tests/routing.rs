@@ -57,6 +57,69 @@ fn apply_makes_both_floating_ips_answer_over_ipv4_and_ipv6() {
 }
 
 #[test]
+fn the_seed_layout_with_a_from_and_a_to_rule_per_address_answers_too() {
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("routing").unwrap();
+    let text = mhr_config(dir.path())
+        .replace("[routing]\n", "[routing]\nsource_rules = \"address\"\nto_rules = true\n");
+    let config = write_config(&dir, &text);
+    let responder = TcpResponder::start(&lab.host, 0).unwrap();
+    let before = snapshot(&lab.host);
+
+    let applied = mhr(&lab.host, &config, &["apply"]);
+    assert!(applied.succeeded(), "{applied:?}");
+    assert!(applied.output.contains("applied 18 change(s)"), "{}", applied.output);
+    let rules = lab.host.ip(["rule"]).unwrap();
+    for rule in ["7103:\tfrom 10.0.4.10 lookup 7101", "7102:\tfrom all to 10.0.4.10 lookup 7101"] {
+        assert!(rules.contains(rule), "{rule} in:\n{rules}");
+    }
+    let after = reachability(&lab, &responder);
+    assert!(after.iter().all(|(_, ping, tcp)| *ping && *tcp), "every address answers: {after:?}");
+    assert!(mhr(&lab.host, &config, &["down"]).succeeded());
+    assert_eq!(snapshot(&lab.host), before);
+}
+
+#[test]
+fn two_uplinks_in_one_subnet_each_answer_through_their_own_interface() {
+    require_root();
+    // Two cloud ENIs in one subnet: one gateway, a bridge behind both.
+    let host = mhr_tests::Netns::create("shared-host").unwrap();
+    let peer = mhr_tests::Netns::create("shared-peer").unwrap();
+    peer.ip_batch("link add br0 type bridge\naddr add 10.50.0.1/24 dev br0\nlink set br0 up\n").unwrap();
+    let mut batch = String::new();
+    for (i, address) in ["10.50.0.10", "10.50.0.11"].iter().enumerate() {
+        batch += &format!("link add up{i} type veth peer name p{i} netns {}\n", peer.name());
+        batch += &format!("addr add {address}/24 dev up{i}\nlink set up{i} up\n");
+        batch += &format!("route add default via 10.50.0.1 dev up{i} metric {}\n", 100 + i);
+    }
+    host.ip_batch(&batch).unwrap();
+    for i in 0..2 {
+        peer.ip(["link", "set", &format!("p{i}"), "master", "br0", "up"]).unwrap();
+    }
+    let dir = TempDir::new("routing").unwrap();
+    let text = format!(
+        "[[uplink]]\ninterface = \"up0\"\nprimary = true\n[[uplink]]\ninterface = \"up1\"\n{}",
+        routing_section(dir.path())
+    );
+    let config = write_config(&dir, &text);
+    let applied = mhr(&host, &config, &["apply", "--no-guard"]);
+    assert!(applied.succeeded(), "{applied:?}");
+    let rules = host.ip(["rule"]).unwrap();
+    assert!(
+        rules.contains("from 10.50.0.10 lookup 7100") && rules.contains("from 10.50.0.11 lookup 7101"),
+        "{rules}"
+    );
+    assert!(!rules.contains("10.50.0.0/24"), "a shared prefix is never one uplink's rule:\n{rules}");
+    for (address, interface) in [("10.50.0.10", "up0"), ("10.50.0.11", "up1")] {
+        let route = host.ip(["route", "get", "192.0.2.1", "from", address]).unwrap();
+        assert!(route.contains(&format!("via 10.50.0.1 dev {interface}")), "{address}: {route}");
+    }
+    let check = mhr(&host, &config, &["check"]);
+    assert!(check.succeeded(), "{}", check.output);
+}
+
+#[test]
 fn second_apply_changes_nothing_and_down_restores_the_host_with_foreign_objects_untouched() {
     require_root();
     let lab = SeedLab::start().unwrap();
@@ -69,7 +132,7 @@ fn second_apply_changes_nothing_and_down_restores_the_host_with_foreign_objects_
 
     let first = mhr(&lab.host, &config, &["apply"]);
     assert!(first.succeeded(), "{first:?}");
-    assert!(first.output.contains("applied 18 change(s)"), "{}", first.output);
+    assert!(first.output.contains("applied 14 change(s)"), "{}", first.output);
     let applied = snapshot(&lab.host);
     assert!(applied.contains("from 192.0.2.99 lookup 500"), "foreign rule kept:\n{applied}");
     assert!(
@@ -114,7 +177,7 @@ fn plan_and_dry_run_change_nothing_and_plan_prints_pasteable_commands() {
     let plan = mhr(&lab.host, &config, &["plan", "--format", "ip"]);
     assert!(plan.succeeded(), "{plan:?}");
     assert!(
-        plan.output.contains("ip -4 rule add from 10.0.4.10 lookup 7101 priority 7103 protocol 210\n"),
+        plan.output.contains("ip -4 rule add from 10.0.4.0/24 lookup 7101 priority 7103 protocol 210\n"),
         "{}",
         plan.output
     );
@@ -126,7 +189,7 @@ fn plan_and_dry_run_change_nothing_and_plan_prints_pasteable_commands() {
     );
     assert!(!plan.output.contains("route del"), "foreign defaults stay: {}", plan.output);
     let dry = mhr(&lab.host, &config, &["apply", "--dry-run"]);
-    assert!(dry.output.ends_with("18 change(s) planned\n"), "{}", dry.output);
+    assert!(dry.output.ends_with("14 change(s) planned\n"), "{}", dry.output);
     assert_eq!(snapshot(&lab.host), before);
     assert!(dir.files().len() == 1, "no files written: {:?}", dir.files());
 
@@ -237,7 +300,7 @@ fn check_fails_when_a_rule_is_deleted_by_hand_and_passes_after_apply() {
     assert!(healthy.succeeded(), "{}", healthy.output);
     assert!(healthy.output.contains("\"ok\": true"));
 
-    lab.host.ip(["rule", "del", "from", "10.0.4.10", "lookup", "7101", "priority", "7103"]).unwrap();
+    lab.host.ip(["rule", "del", "from", "10.0.4.0/24", "lookup", "7101", "priority", "7103"]).unwrap();
     let drifted = mhr(&lab.host, &config, &["check"]);
     assert!(matches!(drifted.result, Ok(Outcome::ChecksFailed)), "{drifted:?}");
     assert!(
@@ -248,7 +311,7 @@ fn check_fails_when_a_rule_is_deleted_by_hand_and_passes_after_apply() {
     assert!(
         drifted
             .output
-            .contains("the rule `from 10.0.4.10 lookup 7101 priority 7103 protocol 210` is missing")
+            .contains("the rule `from 10.0.4.0/24 lookup 7101 priority 7103 protocol 210` is missing")
     );
 
     let status = mhr(&lab.host, &config, &["status", "--json"]);
@@ -267,9 +330,9 @@ fn thirty_two_uplinks_with_several_addresses_apply_check_and_tear_down_exactly()
 
     let applied = mhr(&host.host, &config, &["apply"]);
     assert!(applied.succeeded(), "{applied:?}");
-    // Per uplink: 5 from + 5 to rules, 4 routes in its table; mhr's own
-    // default in main per family (the foreign ones stay).
-    assert!(applied.output.contains(&format!("applied {} change(s)\n", 32 * 14 + 2)), "{}", applied.output);
+    // Per uplink: a from rule per prefix (IPv4 and IPv6), 4 routes in its
+    // table; mhr's own default in main per family (the foreign ones stay).
+    assert!(applied.output.contains(&format!("applied {} change(s)\n", 32 * 6 + 2)), "{}", applied.output);
     assert_eq!(applied.output.matches("guard: up").count(), 32, "{}", applied.output);
     let check = mhr(&host.host, &config, &["check"]);
     assert!(check.succeeded(), "{}", check.output);

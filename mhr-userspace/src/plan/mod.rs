@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
-    config::{Config, Policy, UplinkConfig},
+    config::{Config, Policy, SourceRules, UplinkConfig},
     health::Fault,
     model::{
         Family, IPV6_DEFAULT_METRIC, MAIN_TABLE, Names, NextHop, Route, Rule, SCOPE_LINK, SCOPE_UNIVERSE,
@@ -318,20 +318,21 @@ pub fn desired(
                 Family::V6 => plan.gateway6 = Some(gateway),
             }
             table_routes(&mut desired.routes, protocol, table, link.index, &family_addresses, gateway.0);
-            for address in &family_addresses {
-                let host = IpNet::from(address.address);
-                let rule = |priority, source, destination| Rule {
-                    family,
-                    priority,
-                    table,
-                    source,
-                    destination,
-                    protocol,
-                    other_selectors: false,
-                };
-                desired.rules.insert(rule(plan.from_priority, Some(host), None));
-                if config.routing.to_rules {
-                    desired.rules.insert(rule(plan.to_priority, None, Some(host)));
+            let rule = |priority, source, destination| Rule {
+                family,
+                priority,
+                table,
+                source,
+                destination,
+                protocol,
+                other_selectors: false,
+            };
+            for source in rule_sources(config.routing.source_rules, observed, link.index, &family_addresses) {
+                desired.rules.insert(rule(plan.from_priority, Some(source), None));
+            }
+            if config.routing.to_rules {
+                for address in &family_addresses {
+                    desired.rules.insert(rule(plan.to_priority, None, Some(IpNet::from(address.address))));
                 }
             }
         }
@@ -349,6 +350,34 @@ pub fn desired(
         isolate(&mut desired, observed, protocol, index, &clash);
     }
     Ok(desired)
+}
+
+/// What the uplink's `from` rules match: under [`SourceRules::Prefix`],
+/// each connected prefix in which every address of the host belongs to
+/// this uplink (`interface`); otherwise, and for a prefix another link
+/// shares, each address on its own. A source prefix never covers another
+/// link's address, so no packet can match the wrong uplink's rule.
+pub fn rule_sources(
+    layout: SourceRules,
+    observed: &Observed,
+    interface: u32,
+    addresses: &[&Address],
+) -> BTreeSet<IpNet> {
+    let exclusive = |network: &IpNet| {
+        layout == SourceRules::Prefix
+            && network.prefix_len() > 0
+            && observed
+                .addresses
+                .iter()
+                .all(|other| other.interface == interface || !network.contains(&other.address))
+    };
+    addresses
+        .iter()
+        .map(|address| {
+            let network = address.network();
+            if exclusive(&network) { network } else { IpNet::from(address.address) }
+        })
+        .collect()
 }
 
 /// What the link itself says about carrying a family: administratively

@@ -193,21 +193,21 @@ fn seed_host_gets_a_table_rules_and_one_default_in_main() {
     );
     assert_eq!(desired.active[&Family::V4], vec!["ens3".to_owned()]);
 
-    let from = |address: &str, table, priority| Rule {
-        family: Family::of(&address.parse::<IpAddr>().unwrap()),
+    let from = |source: &str, table, priority| Rule {
+        family: Family::of(&source.parse::<IpNet>().unwrap().addr()),
         priority,
         table,
-        source: Some(IpNet::from(address.parse::<IpAddr>().unwrap())),
+        source: Some(source.parse().unwrap()),
         destination: None,
         protocol: MHR,
         other_selectors: false,
     };
-    assert!(desired.rules.contains(&from("10.0.4.10", 7101, 7103)));
-    assert!(desired.rules.contains(&from("2001:db8:4::10", 7101, 7103)));
-    assert_eq!(desired.rules.len(), 8, "from and to rules for four addresses");
+    assert!(desired.rules.contains(&from("10.0.4.0/24", 7101, 7103)));
+    assert!(desired.rules.contains(&from("2001:db8:4::/64", 7101, 7103)));
+    assert_eq!(desired.rules.len(), 4, "one from rule per uplink prefix, no to rules");
 
     assert!(desired.restore.is_empty());
-    assert_eq!(actions.len(), 8 + 8 + 2);
+    assert_eq!(actions.len(), 8 + 4 + 2);
     assert!(matches!(actions.first(), Some(Action::AddRoute { .. })));
     assert_eq!(actions.last(), Some(&Action::AddRoute { route: main_default("2001:db8:3::1", 2) }));
     assert!(
@@ -422,13 +422,113 @@ fn a_primary_without_a_default_in_main_gets_one() {
 }
 
 #[test]
-fn without_to_rules_only_from_rules_are_planned() {
+fn the_seed_layout_is_one_from_and_one_to_rule_per_address() {
     let config = config(
-        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens4\"\n[routing]\nto_rules = false\n",
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens4\"\n[routing]\nto_rules = true\nsource_rules = \"address\"\n",
     );
-    let (desired, _) = plan(&config, &seed_host()).unwrap();
-    assert_eq!(desired.rules.len(), 4);
-    assert!(desired.rules.iter().all(|r| r.destination.is_none()));
+    let mut host = seed_host();
+    host.addresses.push(Address { interface: 3, address: "10.0.4.11".parse().unwrap(), prefix_len: 24 });
+    let (desired, _) = plan(&config, &host).unwrap();
+    let sources: Vec<String> = desired.rules.iter().filter_map(|r| r.source).map(|s| s.to_string()).collect();
+    let destinations = desired.rules.iter().filter_map(|r| r.destination).count();
+    assert_eq!(sources.len(), 5, "{sources:?}");
+    assert!(sources.contains(&"10.0.4.11/32".to_owned()) && sources.contains(&"10.0.4.10/32".to_owned()));
+    assert_eq!(destinations, 5, "a to rule per address");
+    let ens4 = desired.uplinks.iter().find(|u| u.interface == "ens4").unwrap();
+    assert!(desired.rules.iter().filter(|r| r.destination.is_some()).all(|r| r.priority % 2 == 0));
+    assert_eq!(ens4.to_priority + 1, ens4.from_priority);
+}
+
+#[test]
+fn moving_to_prefix_rules_adds_them_before_deleting_the_per_address_rules() {
+    let seed_layout = config(
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens4\"\n[routing]\nto_rules = true\nsource_rules = \"address\"\n",
+    );
+    let (_, actions) = plan(&seed_layout, &seed_host()).unwrap();
+    let upgraded = after(&seed_host(), &actions);
+    let (_, actions) = plan(&seed_config(), &upgraded).unwrap();
+    let first_delete = actions.iter().position(|a| matches!(a, Action::DeleteRule { .. })).unwrap();
+    let last_add = actions.iter().rposition(|a| matches!(a, Action::AddRule { .. })).unwrap();
+    assert!(last_add < first_delete, "replies keep a rule throughout: {actions:?}");
+    assert_eq!(actions.len(), 4 + 8, "4 prefix rules in, 4 from and 4 to rules out: {actions:?}");
+}
+
+/// The sources of mhr's `from` rules for `table`.
+fn from_sources(desired: &Desired, table: u32) -> Vec<String> {
+    desired
+        .rules
+        .iter()
+        .filter(|r| r.table == table)
+        .filter_map(|r| r.source)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[test]
+fn a_prefix_rule_covers_every_address_of_a_prefix_only_this_uplink_has() {
+    let mut host = seed_host();
+    for part in 11..=60 {
+        host.addresses.push(Address {
+            interface: 3,
+            address: format!("10.0.4.{part}").parse().unwrap(),
+            prefix_len: 24,
+        });
+    }
+    let (desired, _) = plan(&seed_config(), &host).unwrap();
+    assert_eq!(from_sources(&desired, 7101), vec!["10.0.4.0/24", "2001:db8:4::/64"]);
+    assert!(desired.rules.iter().all(|r| r.destination.is_none()), "no to rules unless asked for");
+}
+
+#[test]
+fn uplinks_sharing_a_subnet_get_a_rule_per_address() {
+    // Two cloud ENIs in one subnet: a prefix rule would send one's replies
+    // through the other's table.
+    let mut host = seed_host();
+    host.addresses.retain(|a| a.address != "10.0.4.10".parse::<IpAddr>().unwrap());
+    host.addresses.push(Address { interface: 3, address: "10.0.3.20".parse().unwrap(), prefix_len: 24 });
+    let (desired, _) = plan(&seed_config(), &host).unwrap();
+    assert_eq!(from_sources(&desired, 7100), vec!["10.0.3.10/32", "2001:db8:3::/64"]);
+    assert_eq!(from_sources(&desired, 7101), vec!["10.0.3.20/32", "2001:db8:4::/64"]);
+}
+
+#[test]
+fn a_prefix_holding_another_links_address_is_not_claimed() {
+    // A LAN bridge the host routes for, inside the uplink's wide prefix.
+    let mut host = seed_host();
+    host.links.push(Link {
+        index: 9,
+        name: "br-lan".into(),
+        up: true,
+        carrier: true,
+        point_to_point: false,
+        ethernet: true,
+    });
+    host.addresses.push(Address { interface: 9, address: "10.0.4.200".parse().unwrap(), prefix_len: 28 });
+    let (desired, _) = plan(&seed_config(), &host).unwrap();
+    assert_eq!(from_sources(&desired, 7101), vec!["10.0.4.10/32", "2001:db8:4::/64"]);
+    // A zero-length prefix would be a rule for every source, even on a
+    // host with no other address.
+    let lone = Address { interface: 3, address: "10.0.4.10".parse().unwrap(), prefix_len: 0 };
+    let host = Observed { addresses: vec![lone], ..Observed::default() };
+    let sources = rule_sources(SourceRules::Prefix, &host, 3, &[&lone]);
+    assert_eq!(sources.into_iter().collect::<Vec<_>>(), vec!["10.0.4.10/32".parse::<IpNet>().unwrap()]);
+}
+
+#[test]
+fn adding_an_address_to_a_claimed_prefix_changes_no_rule_and_sharing_it_splits_the_rule() {
+    let config = seed_config();
+    let (_, actions) = plan(&config, &seed_host()).unwrap();
+    let applied = after(&seed_host(), &actions);
+    let mut grown = applied.clone();
+    grown.addresses.push(Address { interface: 3, address: "10.0.4.11".parse().unwrap(), prefix_len: 24 });
+    let (_, actions) = plan(&config, &grown).unwrap();
+    assert!(actions.is_empty(), "{actions:?}");
+    // ens3 gains an address in ens4's prefix: ens4's prefix rule becomes
+    // per-address rules, and ens3 gets one for its new address.
+    grown.addresses.push(Address { interface: 2, address: "10.0.4.12".parse().unwrap(), prefix_len: 24 });
+    let (desired, _) = plan(&config, &grown).unwrap();
+    assert_eq!(from_sources(&desired, 7101), vec!["10.0.4.10/32", "10.0.4.11/32", "2001:db8:4::/64"]);
+    assert!(from_sources(&desired, 7100).contains(&"10.0.4.12/32".to_owned()));
 }
 
 #[test]
@@ -703,8 +803,8 @@ fn in_the_daemon_a_clash_blocks_only_its_uplink_and_keeps_what_mhr_has_there() {
     let (_, actions) = plan(&config, &seed_host()).unwrap();
     let mut host = after(&seed_host(), &actions);
     host.rules.push(kernel_rule(Family::V4, 7103, 100));
-    // And ens3 gains an address meanwhile.
-    host.addresses.push(Address { interface: 2, address: "10.0.3.20".parse().unwrap(), prefix_len: 24 });
+    // And ens3 gains an address in a new prefix meanwhile.
+    host.addresses.push(Address { interface: 2, address: "10.0.30.20".parse().unwrap(), prefix_len: 24 });
     let tolerant = plan_with(&config, &host, &Memory::default(), Strictness::Tolerant).unwrap();
     let actions = diff(&tolerant, &host, MHR);
     let ens4 = tolerant.uplinks.iter().find(|u| u.interface == "ens4").unwrap();
@@ -744,11 +844,11 @@ fn drift_is_what_mhr_wanted_before_and_lost_host_changes_are_new_wants() {
     let (now, actions) = plan(&config, &drifted).unwrap();
     assert_eq!(actions.len(), 1);
     assert!(actions[0].corrects_drift(&before), "{actions:?}");
-    // An address appears: its rules follow the host.
+    // An address in a new prefix appears: its rule follows the host.
     let mut renumbered = applied.clone();
     renumbered.addresses.push(Address {
         interface: 2,
-        address: "10.0.3.20".parse().unwrap(),
+        address: "10.0.30.20".parse().unwrap(),
         prefix_len: 24,
     });
     let (_, actions) = plan(&config, &renumbered).unwrap();
@@ -768,19 +868,36 @@ mod properties {
         hosts: Vec<u8>,
         ipv6: bool,
         metric: u32,
+        /// A further address in up0's subnet (shared prefix, as two cloud
+        /// ENIs in one subnet).
+        shared: bool,
     }
 
     fn uplink() -> impl Strategy<Value = GeneratedUplink> {
-        (proptest::collection::btree_set(2u8..250, 1..4), any::<bool>(), 1u32..1000).prop_map(
-            |(hosts, ipv6, metric)| GeneratedUplink {
+        (proptest::collection::btree_set(2u8..240, 1..4), any::<bool>(), 1u32..1000, any::<bool>()).prop_map(
+            |(hosts, ipv6, metric, shared)| GeneratedUplink {
                 hosts: hosts.into_iter().collect(),
                 ipv6,
                 metric: metric + 100,
+                shared,
             },
         )
     }
 
-    fn host_and_config(uplinks: &[GeneratedUplink], to_rules: bool) -> (Observed, Config) {
+    /// The table the kernel's rule walk picks for `source` sending to a
+    /// remote address (first match by priority, past the local table;
+    /// ties in insertion order do not arise among mhr's).
+    fn table_for(rules: &[Rule], source: IpAddr) -> Option<u32> {
+        let mut sorted: Vec<&Rule> = rules.iter().collect();
+        sorted.sort_by_key(|r| r.priority);
+        sorted
+            .into_iter()
+            .filter(|r| r.family == Family::of(&source) && r.destination.is_none() && r.table != 255)
+            .find(|r| r.source.is_none_or(|s| s.contains(&source)))
+            .map(|r| r.table)
+    }
+
+    fn host_and_config(uplinks: &[GeneratedUplink], to_rules: bool, layout: &str) -> (Observed, Config) {
         let mut host = Observed {
             rules: [Family::V4, Family::V6]
                 .into_iter()
@@ -817,6 +934,13 @@ mod properties {
                     prefix_len: 24,
                 });
             }
+            if generated.shared && i > 0 {
+                host.addresses.push(Address {
+                    interface: index,
+                    address: format!("10.0.0.{}", 240 + i).parse().unwrap(),
+                    prefix_len: 24,
+                });
+            }
             let link_route = route(MAIN_TABLE, &format!("10.{i}.0.0/24"), None, index, KERNEL, None);
             host.routes.push(Route { scope: SCOPE_LINK, ..link_route });
             let gateway = format!("10.{i}.0.1");
@@ -847,7 +971,7 @@ mod properties {
             let primary = if i == 0 { "primary = true\n" } else { "" };
             text += &format!("[[uplink]]\ninterface = \"{name}\"\n{primary}");
         }
-        text += &format!("[routing]\nto_rules = {to_rules}\n");
+        text += &format!("[routing]\nto_rules = {to_rules}\nsource_rules = \"{layout}\"\n");
         (host, config(&text))
     }
 
@@ -875,11 +999,17 @@ mod properties {
         fn apply_converges_touches_only_its_own_and_teardown_restores_exactly(
             uplinks in proptest::collection::vec(uplink(), 1..5),
             to_rules in any::<bool>(),
+            layout in prop_oneof![Just("prefix"), Just("address")],
         ) {
-            let (host, config) = host_and_config(&uplinks, to_rules);
-            let (_, actions) = plan(&config, &host).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let (host, config) = host_and_config(&uplinks, to_rules, layout);
+            let (desired, actions) = plan(&config, &host).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert!(owned_only(&actions), "{actions:?}");
             let applied = after(&host, &actions);
+            // Every address's replies look up its own uplink's table.
+            for address in &host.addresses {
+                let Some(uplink) = desired.uplinks.iter().find(|u| u.index == address.interface) else { continue };
+                prop_assert_eq!(table_for(&applied.rules, address.address), Some(uplink.table), "{}", address.address);
+            }
             let (_, again) = plan(&config, &applied).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert!(again.is_empty(), "a second plan changes nothing: {again:?}");
             let down = teardown(&applied, MHR, &[]);
