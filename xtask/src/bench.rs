@@ -38,9 +38,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // They and the daemon's come from bench targets that use the library
     // in-process (BPF_PROG_TEST_RUN, netlink probes).
     cmd::run(cmd::cargo().args(["bench", "--package", "mhr-tests", "--bench", "guard"]))?;
-    cmd::run(
-        cmd::cargo().args(["bench", "--package", "mhr-tests", "--bench", "daemon"]).env("MHR_BIN", &mhr),
-    )?;
+    for bench in ["daemon", "rules"] {
+        cmd::run(
+            cmd::cargo().args(["bench", "--package", "mhr-tests", "--bench", bench]).env("MHR_BIN", &mhr),
+        )?;
+    }
     println!();
     routing(&mhr, args)
 }
