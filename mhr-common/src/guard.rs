@@ -168,7 +168,9 @@ pub struct UplinkGuard {
     /// lookup is skipped).
     pub allow_v4: u8,
     pub allow_v6: u8,
-    pub _pad: u8,
+    /// 1 when packets start at the IP header (tun, WireGuard, PPP, raw-IP
+    /// modems, IP tunnels): the skb's protocol says which family.
+    pub l3: u8,
     /// Counter slot (0..MAX_UPLINKS).
     pub slot: u32,
     pub _pad2: u32,
@@ -199,7 +201,7 @@ impl UplinkGuard {
         v6_count: 0,
         allow_v4: 0,
         allow_v6: 0,
-        _pad: 0,
+        l3: 0,
         slot: 0,
         _pad2: 0,
         v4: [0; INLINE_V4],

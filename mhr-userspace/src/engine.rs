@@ -12,7 +12,7 @@ use crate::{
     datapath::AttachMode,
     guard::{Guard, GuardAttachment, GuardError, GuardUplink},
     model::{Family, Names},
-    observe::{self, ObserveError, Observed},
+    observe::{self, Framing, ObserveError, Observed},
     plan::{self, Action, Desired, GatewaySource, HealthJudge, InstantJudge, Memory, PlanError, Strictness},
     probe::{ProbePlan, Prober},
     state::{self, MovedRoute, RememberedGateway, StateError},
@@ -288,16 +288,15 @@ pub fn probe_plans(config: &Config, observed: &Observed) -> Vec<ProbePlan> {
 }
 
 impl Engine {
-    /// What the guard protects: every Ethernet uplink with its current
-    /// addresses, `allow` prefixes and mode. The guard parses Ethernet
-    /// frames, so L3 devices (tun, WireGuard, PPP) are left unguarded rather
-    /// than misread.
+    /// What the guard protects: every uplink whose packets it can parse
+    /// (Ethernet or bare IP) with its current addresses, `allow` prefixes
+    /// and mode. Other link types are left unguarded rather than misread.
     pub fn guard_uplinks(&self, planned: &Planned) -> Vec<GuardUplink> {
         planned
             .desired
             .uplinks
             .iter()
-            .filter(|plan| plan.ethernet)
+            .filter(|plan| plan.framing != Framing::Other)
             .filter_map(|plan| {
                 let uplink = self.config.uplinks.iter().find(|u| u.interface == plan.interface)?;
                 let (mode, enforce_asymmetric) = self.config.guard_mode(uplink);
@@ -308,6 +307,7 @@ impl Engine {
                     allow: uplink.allow.clone(),
                     enforce: mode == GuardMode::Enforce,
                     enforce_asymmetric,
+                    l3: plan.framing == Framing::Ip,
                 })
             })
             .collect()

@@ -123,11 +123,18 @@ mod tests {
     use super::*;
     use crate::{
         model::Route,
-        observe::{Address, Link},
+        observe::{Address, Framing, Link},
     };
 
     fn link(index: u32, name: &str) -> Link {
-        Link { index, name: name.to_owned(), up: true, carrier: true, point_to_point: false, ethernet: true }
+        Link {
+            index,
+            name: name.to_owned(),
+            up: true,
+            carrier: true,
+            point_to_point: false,
+            framing: Framing::Ethernet,
+        }
     }
 
     fn default_route(interface: u32, gateway: &str, metric: u32, protocol: u8) -> Route {

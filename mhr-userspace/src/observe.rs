@@ -37,8 +37,32 @@ pub struct Link {
     /// Has carrier (IFF_LOWER_UP).
     pub carrier: bool,
     pub point_to_point: bool,
-    /// Frames carry an Ethernet header (what the source guard parses).
-    pub ethernet: bool,
+    /// What the device's packets start with (how the guard parses them).
+    pub framing: Framing,
+}
+
+/// What a device's packets start with at TC egress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Framing {
+    /// An Ethernet header (Ethernet, veth, bonds, VLANs, bridges, macvlan).
+    Ethernet,
+    /// The IP header itself: tun, WireGuard, PPP, raw-IP modems (wwan), IP
+    /// tunnels (ipip, sit, ip6tnl, GRE).
+    Ip,
+    /// Anything else (InfiniBand, CAN, …): routed, not guarded.
+    Other,
+}
+
+impl Framing {
+    pub fn of(link_layer: LinkLayerType) -> Self {
+        use LinkLayerType as L;
+        match link_layer {
+            L::Ether => Self::Ethernet,
+            L::None | L::Ppp | L::Rawip | L::Tunnel | L::Tunnel6 | L::Sit | L::Ipgre | L::Ip6gre => Self::Ip,
+            _ => Self::Other,
+        }
+    }
 }
 
 /// A global-scope address on a link.
@@ -162,7 +186,7 @@ fn link_from_message(message: &LinkMessage) -> Option<Link> {
         up: flags.contains(LinkFlags::Up),
         carrier: flags.contains(LinkFlags::LowerUp),
         point_to_point: flags.contains(LinkFlags::Pointopoint),
-        ethernet: message.header.link_layer_type == LinkLayerType::Ether,
+        framing: Framing::of(message.header.link_layer_type),
     })
 }
 

@@ -59,6 +59,7 @@ fn guard_for(host_ifindex: u32, pin: &Path) -> Guard {
             allow: vec!["198.18.0.0/15".parse().unwrap()],
             enforce: false,
             enforce_asymmetric: false,
+            l3: false,
         },
         // Another managed uplink, so the mismatch path sees a populated owner map.
         GuardUplink {
@@ -68,6 +69,7 @@ fn guard_for(host_ifindex: u32, pin: &Path) -> Guard {
             allow: vec![],
             enforce: false,
             enforce_asymmetric: false,
+            l3: false,
         },
     ];
     guard.configure(&uplinks).expect("maps filled");
@@ -206,6 +208,7 @@ fn load_costs(host: &QuietHost) {
                     allow: vec![],
                     enforce: false,
                     enforce_asymmetric: false,
+                    l3: false,
                 };
                 guard.attach(&[uplink], AttachMode::Tcx).expect("guard attached");
                 guard

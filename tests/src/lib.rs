@@ -13,6 +13,7 @@ pub mod quiet_host;
 pub mod raw;
 pub mod seed_lab;
 pub mod temp_dir;
+pub mod tun;
 
 use std::process::{Command, Output};
 

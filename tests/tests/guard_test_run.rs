@@ -60,6 +60,7 @@ impl Fixture {
                 allow: vec!["198.18.0.0/15".parse().unwrap()],
                 enforce,
                 enforce_asymmetric: false,
+                l3: false,
             },
             GuardUplink {
                 interface: "ens4".into(),
@@ -68,6 +69,7 @@ impl Fixture {
                 allow: vec![],
                 enforce,
                 enforce_asymmetric: false,
+                l3: false,
             },
         ];
         guard.configure(&uplinks).expect("maps filled");

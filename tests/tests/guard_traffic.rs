@@ -5,7 +5,7 @@
 mod common;
 
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::Path,
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
 };
@@ -18,6 +18,7 @@ use mhr_tests::{
     raw::{UDP4_OVERHEAD, mac_of, rx_packets, send_frames, udp4_frame},
     require_root,
     seed_lab::routing_section,
+    tun::Tun,
 };
 use mhr_userspace::guard::{GuardMaps, VerdictCounts};
 
@@ -192,6 +193,7 @@ fn an_address_change_updates_the_maps_without_reloading_the_program() {
             allow: vec![],
             enforce: false,
             enforce_asymmetric: false,
+            l3: false,
         },
         mhr_userspace::guard::GuardUplink {
             interface: "ens4".into(),
@@ -200,6 +202,7 @@ fn an_address_change_updates_the_maps_without_reloading_the_program() {
             allow: vec![],
             enforce: false,
             enforce_asymmetric: false,
+            l3: false,
         },
     ];
     maps.configure(&uplinks).unwrap();
@@ -210,26 +213,82 @@ fn an_address_change_updates_the_maps_without_reloading_the_program() {
     assert!(mhr(&host.host, &config, &["down"]).succeeded());
 }
 
+/// Sources of the IP packets read back from a tun device.
+fn sources(packets: &[Vec<u8>]) -> Vec<IpAddr> {
+    packets
+        .iter()
+        .filter_map(|packet| match packet.first()? >> 4 {
+            4 => Some(IpAddr::from(<[u8; 4]>::try_from(packet.get(12..16)?).ok()?)),
+            6 => Some(IpAddr::from(<[u8; 16]>::try_from(packet.get(8..24)?).ok()?)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A UDP datagram from `source` to `destination` (port 9) in `netns`.
+fn send_udp_from(netns: &mhr_tests::Netns, source: IpAddr, destination: IpAddr) {
+    netns
+        .run(move || {
+            let socket = std::net::UdpSocket::bind((source, 0)).unwrap();
+            socket.send_to(b"mhr", (destination, 9)).unwrap();
+        })
+        .unwrap();
+}
+
 #[test]
-fn non_ethernet_uplinks_are_routed_but_not_guarded() {
+fn an_l3_uplink_is_guarded_from_its_ip_header() {
     require_root();
     let host = QuietHost::start(&["ens3"]).unwrap();
-    host.host.ip(["tuntap", "add", "dev", "tun0", "mode", "tun"]).unwrap();
+    // tun0 as a WireGuard or PPP uplink would be: packets start at the IP
+    // header; the test reads what leaves it.
+    let mut tun = Tun::create(&host.host, "tun0").unwrap();
+    for device in ["tun0", "lo"] {
+        host.host.sysctl(&format!("net.ipv6.conf.{device}.disable_ipv6"), "0").unwrap();
+    }
     host.host.ip(["addr", "add", "10.98.0.10/24", "dev", "tun0"]).unwrap();
+    host.host.ip(["addr", "add", "2001:db8:98::10/64", "dev", "tun0", "nodad"]).unwrap();
     host.host.ip(["link", "set", "tun0", "up"]).unwrap();
+    // Addresses of no uplink: sending from them out of tun0 is spoofing.
+    host.host.ip(["addr", "add", "192.0.2.66/32", "dev", "lo"]).unwrap();
+    host.host.ip(["addr", "add", "2001:db8:66::66/128", "dev", "lo", "nodad"]).unwrap();
     let dir = TempDir::new("guard").unwrap();
     let text = format!(
-        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"10.99.0.1\"\n\n[[uplink]]\ninterface = \"tun0\"\n\n{}",
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"10.99.0.1\"\n\n[[uplink]]\ninterface = \"tun0\"\nmode = \"enforce\"\n\n{}",
         routing_section(dir.path())
     );
     let config = write_config(&dir, &text);
     let applied = mhr(&host.host, &config, &["apply"]);
     assert!(applied.succeeded(), "{applied:?}");
-    assert!(applied.output.contains("guard: tun0 skipped: not an Ethernet device"), "{}", applied.output);
-    assert!(applied.output.contains("guard: ens3 attached via tcx"), "{}", applied.output);
+    assert!(applied.output.contains("guard: tun0 attached via tcx"), "{}", applied.output);
     assert!(
         host.host.ip(["route", "show", "table", "7101"]).unwrap().contains("default dev tun0"),
         "the point-to-point uplink is routed on-link"
+    );
+    tun.drain(std::time::Duration::from_millis(200));
+
+    let own: [IpAddr; 2] = ["10.98.0.10".parse().unwrap(), "2001:db8:98::10".parse().unwrap()];
+    let foreign: [IpAddr; 2] = ["192.0.2.66".parse().unwrap(), "2001:db8:66::66".parse().unwrap()];
+    let peers: [IpAddr; 2] = ["10.98.0.20".parse().unwrap(), "2001:db8:98::20".parse().unwrap()];
+    for ((own, foreign), peer) in own.into_iter().zip(foreign).zip(peers) {
+        for _ in 0..3 {
+            send_udp_from(&host.host, own, peer);
+            send_udp_from(&host.host, foreign, peer);
+        }
+    }
+    let left = sources(&tun.drain(std::time::Duration::from_millis(300)));
+    for (own, foreign) in own.into_iter().zip(foreign) {
+        assert_eq!(left.iter().filter(|s| **s == own).count(), 3, "own {own} passes: {left:?}");
+        assert!(!left.contains(&foreign), "spoofed {foreign} dropped: {left:?}");
+    }
+    let tun0 = counts(&dir.pin_dir(), "tun0");
+    assert_eq!(tun0.get(Family::Ipv4, Verdict::Spoofed).packets, 3);
+    assert_eq!(tun0.get(Family::Ipv6, Verdict::Spoofed).packets, 3);
+    assert!(tun0.get(Family::Ipv4, Verdict::Ok).packets >= 3);
+    assert!(tun0.get(Family::Ipv6, Verdict::Ok).packets >= 3);
+    assert_eq!(
+        tun0.total(Verdict::NonIp).packets + tun0.total(Verdict::Malformed).packets,
+        0,
+        "no misread packet"
     );
     assert!(mhr(&host.host, &config, &["down"]).succeeded());
 }

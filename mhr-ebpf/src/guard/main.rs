@@ -73,7 +73,7 @@ pub fn mhr_guard(ctx: TcContext) -> i32 {
     if guard.enabled == 0 || guard.slot >= MAX_UPLINKS {
         return TCX_NEXT;
     }
-    let parsed = parse::parse(&ctx);
+    let parsed = if guard.l3 != 0 { parse::parse_l3(&ctx) } else { parse::parse(&ctx) };
     let (family, verdict) = classify(guard, &parsed);
     let length = u64::from(ctx.len());
     count(guard.slot, family, verdict, length);

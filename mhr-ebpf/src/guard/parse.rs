@@ -58,6 +58,14 @@ fn read<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
     }
 }
 
+/// The byte at `offset`, read as the first of two: at offset 0 a one-byte
+/// bound (`data + 1 <= data_end`) compiles to `data_end > data`, which the
+/// verifier does not take as a bound. Every IP header is longer anyway.
+#[inline(always)]
+fn first_byte(ctx: &TcContext, offset: usize) -> Option<u8> {
+    read::<[u8; 2]>(ctx, offset).map(|bytes| bytes[0])
+}
+
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Parsed {
     // Fast path for the most common frame, untagged IPv4 with a 20-byte
@@ -101,9 +109,28 @@ fn parse_slow(ctx: &TcContext) -> Parsed {
         ethertype = inner;
         l3 += VLAN_TAG;
     }
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        return Parsed::TooManyTags;
+    }
+    parse_ip(ctx, ethertype, l3, vlan)
+}
+
+/// A packet of an L3 device (no link-layer header): the IP header at 0,
+/// its family from the skb's protocol.
+#[inline(always)]
+pub fn parse_l3(ctx: &TcContext) -> Parsed {
+    // SAFETY: reading a field of the context the kernel handed us. The
+    // protocol is a big-endian 16-bit value in a 32-bit field.
+    let protocol = unsafe { (*ctx.skb.skb).protocol };
+    parse_ip(ctx, u16::from_be(protocol as u16), 0, 0)
+}
+
+/// The IP header at `l3`, per `ethertype`.
+#[inline(always)]
+fn parse_ip(ctx: &TcContext, ethertype: u16, l3: usize, vlan: u16) -> Parsed {
     match ethertype {
         ETH_P_IP => {
-            let Some(version_ihl) = read::<u8>(ctx, l3) else { return Parsed::Malformed(Family::Ipv4) };
+            let Some(version_ihl) = first_byte(ctx, l3) else { return Parsed::Malformed(Family::Ipv4) };
             let header = usize::from(version_ihl & 0x0f) * 4;
             if version_ihl >> 4 != 4 || header < IPV4_MIN_HEADER || l3 + header > ctx.len() as usize {
                 return Parsed::Malformed(Family::Ipv4);
@@ -114,7 +141,7 @@ fn parse_slow(ctx: &TcContext) -> Parsed {
             }
         }
         ETH_P_IPV6 => {
-            let Some(version) = read::<u8>(ctx, l3) else { return Parsed::Malformed(Family::Ipv6) };
+            let Some(version) = first_byte(ctx, l3) else { return Parsed::Malformed(Family::Ipv6) };
             if version >> 4 != 6 || l3 + IPV6_HEADER > ctx.len() as usize {
                 return Parsed::Malformed(Family::Ipv6);
             }
@@ -123,7 +150,6 @@ fn parse_slow(ctx: &TcContext) -> Parsed {
                 None => Parsed::Malformed(Family::Ipv6),
             }
         }
-        ETH_P_8021Q | ETH_P_8021AD => Parsed::TooManyTags,
         _ => Parsed::NonIp,
     }
 }

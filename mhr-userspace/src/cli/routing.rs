@@ -9,7 +9,9 @@ use crate::{
     check::CheckReport,
     config::{Config, GuardMode},
     engine::{Engine, Planned},
-    lock, state,
+    lock,
+    observe::Framing,
+    state,
     status::Status,
 };
 
@@ -200,10 +202,10 @@ pub(super) async fn apply_now(engine: &Engine, args: &ApplyArgs, out: &mut dyn W
                 "note: enforce mode: only `mhr run` updates the guard when addresses change; without it a new address's packets are dropped as spoofed"
             )?;
         }
-        for uplink in planned.desired.uplinks.iter().filter(|u| !u.ethernet) {
+        for uplink in planned.desired.uplinks.iter().filter(|u| u.framing == Framing::Other) {
             writeln!(
                 out,
-                "guard: {} skipped: not an Ethernet device (the guard parses Ethernet frames)",
+                "guard: {} skipped: neither Ethernet nor IP framing (the guard parses those)",
                 uplink.interface
             )?;
         }

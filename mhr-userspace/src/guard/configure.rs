@@ -34,6 +34,7 @@ impl GuardMaps {
             let mut entry = UplinkGuard { enabled: 1, slot, ..UplinkGuard::DISABLED };
             entry.enforce = u8::from(uplink.enforce);
             entry.enforce_asymmetric = u8::from(uplink.enforce_asymmetric);
+            entry.l3 = u8::from(uplink.l3);
             for address in &uplink.addresses {
                 match address {
                     IpAddr::V4(v4) => {

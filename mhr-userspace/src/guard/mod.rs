@@ -107,6 +107,8 @@ pub struct GuardUplink {
     pub allow: Vec<IpNet>,
     pub enforce: bool,
     pub enforce_asymmetric: bool,
+    /// Packets start at the IP header (tun, WireGuard, PPP, …).
+    pub l3: bool,
 }
 
 /// The loaded guard object with its maps.

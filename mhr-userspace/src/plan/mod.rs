@@ -17,7 +17,7 @@ use crate::{
         Family, IPV6_DEFAULT_METRIC, MAIN_TABLE, Names, NextHop, Route, Rule, SCOPE_LINK, SCOPE_UNIVERSE,
         rule_args,
     },
-    observe::{Address, Link, Observed},
+    observe::{Address, Framing, Link, Observed},
     state::{MovedRoute, RememberedGateways},
 };
 
@@ -97,7 +97,7 @@ pub struct UplinkPlan {
     pub primary: bool,
     pub up: bool,
     pub carrier: bool,
-    pub ethernet: bool,
+    pub framing: Framing,
     pub table: u32,
     pub addresses: Vec<IpNet>,
     pub gateway4: Option<(Gateway, GatewaySource)>,
@@ -258,7 +258,7 @@ pub fn desired(
             primary: uplink.primary,
             up: link.up,
             carrier: link.carrier,
-            ethernet: link.ethernet,
+            framing: link.framing,
             table,
             addresses: addresses.iter().filter_map(|a| IpNet::new(a.address, a.prefix_len).ok()).collect(),
             gateway4: None,

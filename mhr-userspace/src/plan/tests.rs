@@ -4,7 +4,11 @@
 use std::{collections::BTreeMap, net::IpAddr, path::Path};
 
 use super::*;
-use crate::{config::Config, model::SCOPE_LINK, observe::Link};
+use crate::{
+    config::Config,
+    model::SCOPE_LINK,
+    observe::{Framing, Link},
+};
 
 const MHR: u8 = 210;
 const BOOT: u8 = 3;
@@ -60,7 +64,7 @@ fn seed_host() -> Observed {
         up: true,
         carrier: true,
         point_to_point: false,
-        ethernet: true,
+        framing: Framing::Ethernet,
     };
     let address = |interface, address: &str, prefix_len| Address {
         interface,
@@ -501,7 +505,7 @@ fn a_prefix_holding_another_links_address_is_not_claimed() {
         up: true,
         carrier: true,
         point_to_point: false,
-        ethernet: true,
+        framing: Framing::Ethernet,
     });
     host.addresses.push(Address { interface: 9, address: "10.0.4.200".parse().unwrap(), prefix_len: 28 });
     let (desired, _) = plan(&seed_config(), &host).unwrap();
@@ -911,7 +915,7 @@ mod properties {
             up: true,
             carrier: true,
             point_to_point: false,
-            ethernet: false,
+            framing: Framing::Other,
         });
         // Someone else's routing, which mhr must never touch.
         host.routes.push(route(100, "192.0.2.0/24", Some("10.0.0.1"), 2, BOOT, None));
@@ -925,7 +929,7 @@ mod properties {
                 up: true,
                 carrier: true,
                 point_to_point: false,
-                ethernet: true,
+                framing: Framing::Ethernet,
             });
             for part in &generated.hosts {
                 host.addresses.push(Address {
