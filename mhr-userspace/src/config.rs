@@ -14,6 +14,8 @@ use ipnet::IpNet;
 use mhr_common::guard::MAX_ALLOW;
 use serde::Deserialize;
 
+use crate::datapath::AttachMode;
+
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mhr/mhr.toml";
 
 /// Defaults stay clear of the bands other agents use: cloud-init tables 100+, mwan3 priorities 1000–2999,
@@ -258,11 +260,14 @@ pub struct DatapathConfig {
     /// bpffs directory for pinned maps and links; several instances can
     /// coexist with different directories.
     pub pin_dir: PathBuf,
+    /// How the guard attaches: TCX where the kernel has it, else clsact
+    /// (`auto`), or one of them only.
+    pub attach: AttachMode,
 }
 
 impl Default for DatapathConfig {
     fn default() -> Self {
-        Self { pin_dir: PathBuf::from(DEFAULT_PIN_DIR) }
+        Self { pin_dir: PathBuf::from(DEFAULT_PIN_DIR), attach: AttachMode::Auto }
     }
 }
 

@@ -9,7 +9,6 @@ use crate::{
     apply::{self, ApplyError},
     config::{Config, ConfigError, GuardMode},
     daemon::HealthSnapshot,
-    datapath::AttachMode,
     guard::{Guard, GuardAttachment, GuardError, GuardUplink},
     model::{Family, Names},
     observe::{self, Framing, ObserveError, Observed},
@@ -342,7 +341,7 @@ impl Engine {
     ) -> Result<Vec<GuardAttachment>, EngineError> {
         let uplinks = self.guard_uplinks(planned);
         guard.configure(&uplinks)?;
-        Ok(guard.attach(&uplinks, AttachMode::Auto)?)
+        Ok(guard.attach(&uplinks, self.config.datapath.attach)?)
     }
 
     /// Detaches the guard everywhere and removes its pins.

@@ -63,8 +63,12 @@ pub struct FamilyStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GuardUplinkStatus {
     pub interface: String,
-    /// A pinned link holds the guard on this interface.
+    /// The guard runs on this interface: a pinned TCX link or mhr's clsact
+    /// filter.
     pub attached: bool,
+    /// How it is attached (`tcx` or `clsact`), when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<crate::datapath::Mechanism>,
     pub mode: crate::config::GuardMode,
     pub enforce_asymmetric: bool,
     /// Packets and bytes by verdict (all families), and by family.
@@ -206,9 +210,19 @@ impl Engine {
             let count = |c: mhr_common::guard::Count| Count { packets: c.packets, bytes: c.bytes };
             let (mode, enforce_asymmetric) = self.config().guard_mode(uplink);
             let prefix = crate::guard::pin_prefix(&uplink.interface);
+            let attachment = if pinned.iter().any(|name| name.starts_with(&prefix)) {
+                Some(crate::datapath::Mechanism::Tcx)
+            } else {
+                crate::datapath::interface_index(&uplink.interface)
+                    .ok()
+                    .and_then(|ifindex| crate::guard::clsact::guard_filters(ifindex).ok())
+                    .is_some_and(|filters| !filters.is_empty())
+                    .then_some(crate::datapath::Mechanism::Clsact)
+            };
             uplinks.push(GuardUplinkStatus {
                 interface: uplink.interface.clone(),
-                attached: pinned.iter().any(|name| name.starts_with(&prefix)),
+                attached: attachment.is_some(),
+                attachment,
                 mode,
                 enforce_asymmetric,
                 verdicts: Verdict::ALL.iter().map(|v| (v.name(), count(counts.total(*v)))).collect(),

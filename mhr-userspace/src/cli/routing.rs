@@ -377,7 +377,10 @@ fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
         None => writeln!(out, "guard: not installed")?,
         Some(guard) => {
             for uplink in &guard.uplinks {
-                let attached = if uplink.attached { "attached" } else { "NOT attached" };
+                let attached = match uplink.attachment {
+                    Some(mechanism) => format!("attached via {mechanism}"),
+                    None => "NOT attached".to_owned(),
+                };
                 writeln!(out, "guard on {} ({attached}, {} mode):", uplink.interface, uplink.mode)?;
                 let verdicts: Vec<String> =
                     uplink.verdicts.iter().map(|(name, count)| format!("{name} {}", count.packets)).collect();

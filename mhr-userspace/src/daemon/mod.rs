@@ -18,7 +18,6 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::{
     config::Config,
-    datapath::AttachMode,
     engine::{Engine, EngineError, Planned, probe_plans},
     guard::{Guard, GuardMaps},
     health::{HealthBook, Transition},
@@ -352,7 +351,7 @@ impl Daemon {
         // routing change fails (in enforce mode a new address must not be
         // dropped as spoofed while routing is retried). A guard failure does
         // not hold routing back either: both run, the first error is reported.
-        let guard_result = self.reconcile_guard(&planned, trigger, counts_as_drift);
+        let guard_result = self.reconcile_guard(&planned, counts_as_drift);
         match (&guard_result, self.guard_failing_since) {
             (Ok(_), _) => self.guard_failing_since = None,
             (Err(_), None) => self.guard_failing_since = Some(Instant::now()),
@@ -394,7 +393,6 @@ impl Daemon {
     fn reconcile_guard(
         &mut self,
         planned: &Planned,
-        trigger: Trigger,
         counts_as_drift: bool,
     ) -> Result<usize, crate::guard::GuardError> {
         let Some(guard) = &mut self.guard else { return Ok(0) };
@@ -411,12 +409,8 @@ impl Daemon {
         }
         let detached = guard.forget_detached();
         let held_before = guard.held_pins();
-        // Clsact filters have no pin to notice them gone: check them
-        // again on full resyncs only.
-        let recheck_clsact = matches!(trigger, Trigger::Periodic | Trigger::Overrun);
-        let attached = repaired
-            .and(configured)
-            .and_then(|()| guard.attach_missing(&uplinks, AttachMode::Auto, recheck_clsact));
+        let mode = self.engine.config().datapath.attach;
+        let attached = repaired.and(configured).and_then(|()| guard.attach_missing(&uplinks, mode));
         if let Ok(attached) = &attached {
             for attachment in attached {
                 let pin =

@@ -12,7 +12,8 @@ use super::DatapathError;
 
 /// How to attach; `Auto` tries TCX and falls back to clsact when the kernel
 /// does not support TCX links.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     #[default]
     Auto,
@@ -21,7 +22,8 @@ pub enum AttachMode {
 }
 
 /// The mechanism an attachment ended up using.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mechanism {
     Tcx,
     Clsact,

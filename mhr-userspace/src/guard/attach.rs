@@ -1,19 +1,19 @@
 //! Attaching the guard so it outlives the process: TCX links pinned in
 //! bpffs (`links/<interface>@<ifindex>`) and replaced atomically on the
-//! next run, so no packet goes unguarded or uncounted. Without TCX, a
-//! clsact filter, which persists by itself (replaced, not atomically).
+//! next run, so no packet goes unguarded or uncounted. Without TCX (or
+//! when configured), a clsact filter, which persists by itself and is
+//! replaced in place too ([`super::clsact`]).
 
 use std::path::Path;
 
 use aya::programs::{
     LinkOrder, SchedClassifier, TcAttachType,
     links::{FdLink, PinnedLink},
-    tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions},
+    tc::{SchedClassifierLink, TcAttachOptions},
 };
-use mhr_common::guard::GUARD_PROGRAM;
 
-use super::{GuardError, GuardUplink};
-use crate::datapath::{AttachMode, Mechanism, ensure_clsact, tcx_unsupported};
+use super::{GuardError, GuardUplink, clsact};
+use crate::datapath::{AttachMode, Mechanism, tcx_unsupported};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuardAttachment {
@@ -85,25 +85,8 @@ pub(super) fn attach_uplink(
             Err(err) => return Err(failed(uplink)(format!("TCX: {err}"))),
         }
     }
-    // clsact: drop an earlier guard filter, then add ours and leave it in
-    // place when this process exits.
-    let replaced = detach_clsact(&uplink.interface);
-    ensure_clsact(&uplink.interface).map_err(|err| failed(uplink)(format!("adding clsact: {err}")))?;
-    let id = program
-        .attach_with_options(
-            &uplink.interface,
-            TcAttachType::Egress,
-            TcAttachOptions::Netlink(NlOptions::default()),
-        )
-        .map_err(|err| failed(uplink)(format!("clsact: {err}")))?;
-    let link = program.take_link(id).map_err(|err| failed(uplink)(err.to_string()))?;
-    std::mem::forget(link);
+    let replaced = clsact::attach(program, &uplink.interface, uplink.ifindex).map_err(failed(uplink))?;
     Ok((attachment(Mechanism::Clsact, replaced), None))
-}
-
-/// Removes guard filters from an interface's clsact egress; true if any.
-fn detach_clsact(interface: &str) -> bool {
-    tc::qdisc_detach_program(interface, TcAttachType::Egress, GUARD_PROGRAM).is_ok()
 }
 
 /// Unpins (and so detaches) the links of interfaces that are not uplinks
@@ -138,7 +121,8 @@ pub fn teardown(pin_dir: &Path, interfaces: &[String]) -> Result<Vec<String>, Gu
         }
     }
     for interface in interfaces {
-        if detach_clsact(interface) {
+        let Ok(ifindex) = crate::datapath::interface_index(interface) else { continue };
+        if clsact::detach_all(interface, ifindex) {
             detached.push(format!("{interface} (clsact)"));
         }
     }

@@ -4,6 +4,7 @@
 //! counted, and remove it.
 
 mod attach;
+pub mod clsact;
 mod configure;
 pub mod flags;
 pub mod maps;
@@ -128,6 +129,7 @@ pub struct Guard {
 struct Held {
     mechanism: Mechanism,
     interface: String,
+    ifindex: u32,
     /// TCX: the pinned link, held so that it outlives its pin.
     link: Option<PinnedLink>,
 }
@@ -188,22 +190,22 @@ impl Guard {
     }
 
     /// Like [`Guard::attach`], but leaves alone the links this instance
-    /// already holds: for the daemon's reconcile, where only new or
-    /// re-created interfaces (or a link someone removed) need attaching.
-    /// `recheck_clsact` attaches clsact filters again too (they have no
-    /// pin that shows whether someone removed them).
+    /// already holds and the kernel still runs: for the daemon's
+    /// reconcile, where only new or re-created interfaces (or a link or
+    /// filter someone removed) need attaching.
     pub fn attach_missing(
         &mut self,
         uplinks: &[GuardUplink],
         mode: AttachMode,
-        recheck_clsact: bool,
     ) -> Result<Vec<GuardAttachment>, GuardError> {
         let links_dir = self.layout.links();
-        // A TCX link someone unpinned is gone.
-        self.attach_where(uplinks, mode, |attached, pin| match attached.get(pin).map(|held| held.mechanism) {
+        let program_id = self.program(GUARD_PROGRAM)?.info().ok().map(|info| info.id());
+        // A TCX link someone unpinned is gone; a clsact filter is asked
+        // for (it has no pin).
+        self.attach_where(uplinks, mode, |attached, pin| match attached.get(pin) {
             None => true,
-            Some(Mechanism::Tcx) => !links_dir.join(pin).exists(),
-            Some(Mechanism::Clsact) => recheck_clsact,
+            Some(held) if held.mechanism == Mechanism::Tcx => !links_dir.join(pin).exists(),
+            Some(held) => program_id.is_none_or(|id| !clsact::runs(held.ifindex, id).unwrap_or(false)),
         })
     }
 
@@ -258,7 +260,7 @@ impl Guard {
     }
 
     /// Whether the kernel runs this instance's program on `interface`'s
-    /// egress (TCX; a clsact filter is taken on trust).
+    /// egress (a TCX link or the clsact guard filter).
     pub fn attached_in_kernel(&mut self, interface: &str) -> bool {
         self.kernel_runs_guard(interface).unwrap_or(false)
     }
@@ -266,37 +268,42 @@ impl Guard {
     /// [`Guard::attached_in_kernel`], or `None` when the kernel could not
     /// be asked (the interface is gone).
     fn kernel_runs_guard(&mut self, interface: &str) -> Option<bool> {
-        let mechanism =
-            self.attached.values().find(|held| held.interface == interface).map(|held| held.mechanism)?;
-        if mechanism == Mechanism::Clsact {
-            return Some(true);
-        }
+        let (mechanism, ifindex) = self
+            .attached
+            .values()
+            .find(|held| held.interface == interface)
+            .map(|held| (held.mechanism, held.ifindex))?;
         let id = self.program(GUARD_PROGRAM).ok()?.info().ok()?.id();
+        if mechanism == Mechanism::Clsact {
+            return clsact::runs(ifindex, id).ok();
+        }
         let (_, programs) = SchedClassifier::query_tcx(interface, TcAttachType::Egress).ok()?;
         Some(programs.iter().any(|program| program.id() == id))
     }
 
-    /// Whether the kernel runs any mhr guard program on `interface`'s TCX
-    /// egress, this instance's or an earlier one's (`None`: cannot ask).
+    /// Whether the kernel runs any mhr guard program on `interface`'s
+    /// egress (TCX or clsact), this instance's or an earlier one's
+    /// (`None`: cannot ask).
     pub fn kernel_runs_any_guard(interface: &str) -> Option<bool> {
+        let ifindex = crate::datapath::interface_index(interface).ok()?;
+        if !clsact::guard_filters(ifindex).ok()?.is_empty() {
+            return Some(true);
+        }
         let (_, programs) = SchedClassifier::query_tcx(interface, TcAttachType::Egress).ok()?;
         Some(programs.iter().any(|program| program.name_as_str() == Some(GUARD_PROGRAM)))
     }
 
-    /// Forgets (and unpins) the TCX links the kernel no longer runs this
-    /// program behind, e.g. detached by hand, so that
+    /// Forgets (and unpins) the TCX links and clsact filters the kernel no
+    /// longer runs this program behind, e.g. detached by hand, so that
     /// [`Guard::attach_missing`] attaches them again. Returns their pins.
     pub fn forget_detached(&mut self) -> Vec<String> {
-        let held: Vec<(String, Mechanism, String)> = self
-            .attached
-            .iter()
-            .map(|(pin, held)| (pin.clone(), held.mechanism, held.interface.clone()))
-            .collect();
+        let held: Vec<(String, String)> =
+            self.attached.iter().map(|(pin, held)| (pin.clone(), held.interface.clone())).collect();
         let links_dir = self.layout.links();
         let mut forgotten = Vec::new();
-        for (pin, mechanism, interface) in held {
+        for (pin, interface) in held {
             // An interface that is gone is for the stale-link clean-up.
-            if mechanism == Mechanism::Tcx && self.kernel_runs_guard(&interface) == Some(false) {
+            if self.kernel_runs_guard(&interface) == Some(false) {
                 let _ = std::fs::remove_file(links_dir.join(&pin));
                 self.attached.remove(&pin);
                 forgotten.push(pin);
@@ -326,7 +333,12 @@ impl Guard {
             }
             let program = self.program(GUARD_PROGRAM)?;
             let (attachment, link) = attach::attach_uplink(program, uplink, mode, &links_dir)?;
-            let held = Held { mechanism: attachment.mechanism, interface: uplink.interface.clone(), link };
+            let held = Held {
+                mechanism: attachment.mechanism,
+                interface: uplink.interface.clone(),
+                ifindex: uplink.ifindex,
+                link,
+            };
             self.attached.insert(pin, held);
             attachments.push(attachment);
         }
