@@ -360,6 +360,31 @@ fn enforce_mode_drops_spoofed_but_not_asymmetric_by_default() {
 }
 
 #[test]
+fn a_corrupt_uplink_entry_fails_open_and_is_counted_even_in_enforce_mode() {
+    in_quiet_host(|| {
+        let mut f = Fixture::new(true);
+        let spoofed = frames::ipv4(FOREIGN_V4, PEER_V4, UDP, &[]);
+        assert_eq!(f.run(&spoofed), TC_ACT_SHOT, "enforced while the entry is sound");
+        let mut entry = f.guard.maps.uplinks.get(&f.ens3, 0).unwrap();
+        entry.slot = mhr_common::guard::MAX_UPLINKS + 7;
+        f.guard.maps.uplinks.set(f.ens3, entry, 0).unwrap();
+        let before = f.guard.maps.event_counts(0).unwrap().errors;
+        assert_eq!(f.run(&spoofed), TCX_NEXT, "an out-of-range slot passes");
+        assert_eq!(f.guard.maps.event_counts(0).unwrap().errors, before + 1, "and is counted");
+    });
+}
+
+#[test]
+fn the_program_carries_an_explicit_gpl_compatible_license() {
+    in_quiet_host(|| {
+        let mut f = Fixture::new(false);
+        let info = f.guard.program(GUARD_PROGRAM).unwrap().info().unwrap();
+        assert_eq!(info.gpl_compatible(), Some(true));
+    });
+    assert_eq!(mhr_userspace::guard::object_license().as_deref(), Some("Dual MIT/GPL"));
+}
+
+#[test]
 fn offenders_are_tracked_per_uplink_and_source() {
     in_quiet_host(|| {
         let mut f = Fixture::new(false);

@@ -213,6 +213,56 @@ fn an_address_change_updates_the_maps_without_reloading_the_program() {
     assert!(mhr(&host.host, &config, &["down"]).succeeded());
 }
 
+#[test]
+fn a_slot_given_to_another_uplink_starts_with_nothing_of_the_old_one() {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("guard").unwrap();
+    let config = quiet_config(&dir, "monitor");
+    assert!(mhr(&host.host, &config, &["apply"]).succeeded());
+    send_frames(&host.host, "ens3", &frame_from(&host, 0, FOREIGN), 4).unwrap();
+    let mut maps = GuardMaps::from_pins(&dir.pin_dir()).unwrap().unwrap();
+    let old_slot = maps.slot_of("ens3").unwrap().unwrap();
+    assert_eq!(maps.verdict_counts(old_slot).unwrap().get(Family::Ipv4, Verdict::Spoofed).packets, 4);
+    assert_eq!(maps.event_counts(old_slot).unwrap().flags_emitted, 4);
+    let names = maps.slot_names().unwrap();
+    assert!(maps.offenders(&names).unwrap().iter().any(|o| o.uplink == "ens3"));
+
+    // ens3 leaves; ens4 and as many new uplinks as there are slots: one of
+    // them takes ens3's slot.
+    let ens4 = host.host.run(|| mhr_userspace::datapath::interface_index("ens4").unwrap()).unwrap();
+    let mut uplinks = vec![mhr_userspace::guard::GuardUplink {
+        interface: "ens4".into(),
+        ifindex: ens4,
+        addresses: vec![host.uplinks[1].address.into()],
+        allow: vec![],
+        enforce: false,
+        enforce_asymmetric: false,
+        l3: false,
+    }];
+    for i in 1..mhr_common::guard::MAX_UPLINKS {
+        uplinks.push(mhr_userspace::guard::GuardUplink {
+            interface: format!("new{i}"),
+            ifindex: 3000 + i,
+            addresses: vec![],
+            allow: vec![],
+            enforce: false,
+            enforce_asymmetric: false,
+            l3: false,
+        });
+    }
+    maps.configure(&uplinks).unwrap();
+    let names = maps.slot_names().unwrap();
+    let heir = names.get(&old_slot).expect("the slot is taken again");
+    assert!(heir.starts_with("new"), "{heir}");
+    let counts = maps.verdict_counts(old_slot).unwrap();
+    assert!(Verdict::ALL.iter().all(|v| counts.total(*v).packets == 0), "counters cleared");
+    let events = maps.event_counts(old_slot).unwrap();
+    assert_eq!((events.flags_emitted, events.flags_suppressed, events.dropped), (0, 0, 0));
+    let offenders = maps.offenders(&names).unwrap();
+    assert!(offenders.iter().all(|o| &o.uplink != heir), "no offender carried over: {offenders:?}");
+}
+
 /// Sources of the IP packets read back from a tun device.
 fn sources(packets: &[Vec<u8>]) -> Vec<IpAddr> {
     packets

@@ -70,13 +70,18 @@ pub fn mhr_guard(ctx: TcContext) -> i32 {
     let guard =
         if ifindex < MAX_IFINDEX { UPLINKS.get(ifindex) } else { unsafe { UPLINKS_HIGH.get(ifindex) } };
     let Some(guard) = guard else { return TCX_NEXT };
-    if guard.enabled == 0 || guard.slot >= MAX_UPLINKS {
+    if guard.enabled == 0 {
+        return TCX_NEXT;
+    }
+    if guard.slot >= MAX_UPLINKS {
+        // Only a corrupt entry gets here: pass, counted against slot 0.
+        bump(0, Event::Errors);
         return TCX_NEXT;
     }
     let parsed = if guard.l3 != 0 { parse::parse_l3(&ctx) } else { parse::parse(&ctx) };
     let (family, verdict) = classify(guard, &parsed);
     let length = u64::from(ctx.len());
-    count(guard.slot, family, verdict, length);
+    let counted = count(guard.slot, family, verdict, length);
     // The kernel's stack never sends these; a source hidden behind a third
     // tag must not get past enforce mode.
     if guard.enforce != 0 && matches!(parsed, Parsed::TooManyTags) {
@@ -86,16 +91,19 @@ pub fn mhr_guard(ctx: TcContext) -> i32 {
     if !verdict.is_offence() {
         return TCX_NEXT;
     }
-    let drop = guard.enforce != 0 && (verdict == Verdict::Spoofed || guard.enforce_asymmetric != 0);
+    let enforced = guard.enforce != 0 && (verdict == Verdict::Spoofed || guard.enforce_asymmetric != 0);
     // The coarse clock (jiffies resolution) is enough for first/last seen
     // and one-second flag windows, and much cheaper than the precise one.
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let offence =
-        Offence { ifindex, slot: guard.slot, family, verdict, length, dropped: drop, now, parsed: &parsed };
-    remember_offender(&offence);
-    flag(&ctx, &offence);
-    if drop {
+    let mut offence =
+        Offence { ifindex, slot: guard.slot, family, verdict, length, dropped: false, now, parsed: &parsed };
+    // Every internal error fails open: the packet passes (and is counted
+    // as an error), whatever the mode.
+    let remembered = remember_offender(&offence);
+    offence.dropped = enforced && counted && remembered;
+    let flagged = flag(&ctx, &offence);
+    if offence.dropped && flagged {
         bump(guard.slot, Event::Dropped);
         return TC_ACT_SHOT;
     }
@@ -196,15 +204,20 @@ fn mismatch_v6(slot: u32, has_allow: bool, source: &[u64; 2]) -> Verdict {
     if ALLOW_V6.get(key).is_some() { Verdict::Ok } else { verdict }
 }
 
+/// False on an internal error (counted).
 #[inline(always)]
-fn count(slot: u32, family: Family, verdict: Verdict, length: u64) {
+fn count(slot: u32, family: Family, verdict: Verdict, length: u64) -> bool {
     match VERDICTS.get_ptr_mut(verdict_slot(slot, family, verdict)) {
         // SAFETY: this CPU's slot of a pre-allocated per-CPU array.
         Some(counter) => unsafe {
             (*counter).packets += 1;
             (*counter).bytes += length;
+            true
         },
-        None => bump(slot, Event::Errors),
+        None => {
+            bump(slot, Event::Errors);
+            false
+        }
     }
 }
 
@@ -229,8 +242,9 @@ fn offender_key(slot: u32, family: Family, parsed: &Parsed) -> OffenderKey {
     OffenderKey { slot, family: family as u8, _pad: [0; 3], source }
 }
 
+/// False on an internal error (counted).
 #[inline(never)]
-fn remember_offender(offence: &Offence) {
+fn remember_offender(offence: &Offence) -> bool {
     let Offence { slot, family, verdict, length, now, parsed, .. } = *offence;
     let key = offender_key(slot, family, parsed);
     match OFFENDERS.get_ptr_mut(key) {
@@ -245,6 +259,7 @@ fn remember_offender(offence: &Offence) {
                 (*offender).first_seen_ns = now;
                 (*offender).verdict = verdict as u8;
             }
+            true
         },
         None => {
             let offender = Offender {
@@ -259,18 +274,22 @@ fn remember_offender(offence: &Offence) {
             // only sets this CPU's value and keeps the others.
             if OFFENDERS.insert(key, offender, 0).is_err() {
                 bump(slot, Event::Errors);
+                return false;
             }
+            true
         }
     }
 }
 
 /// Writes a flag record unless this CPU used up its budget for the second.
+/// False on an internal error (counted); a spent budget or a full ring is
+/// none (counted as suppressed).
 #[inline(never)]
-fn flag(ctx: &TcContext, offence: &Offence) {
+fn flag(ctx: &TcContext, offence: &Offence) -> bool {
     let Offence { ifindex, slot, family, verdict, dropped, now, parsed, .. } = *offence;
     let Some(budget) = FLAG_BUDGET.get_ptr_mut(slot) else {
         bump(slot, Event::Errors);
-        return;
+        return false;
     };
     // SAFETY: `budget` is this CPU's entry for this uplink.
     let allowed = unsafe {
@@ -284,7 +303,7 @@ fn flag(ctx: &TcContext, offence: &Offence) {
     let Some(mut entry) = entry else {
         // SAFETY: as above.
         unsafe { (*budget).suppressed += 1 };
-        return;
+        return true;
     };
     let key = offender_key(slot, family, parsed);
     let (destination, protocol, ports) = parse::details(ctx, parsed);
@@ -309,7 +328,14 @@ fn flag(ctx: &TcContext, offence: &Offence) {
         (*budget).window_emitted += 1;
         (*budget).emitted += 1;
     }
+    true
 }
+
+/// GPL-compatible, as some helpers require; explicit rather than the
+/// loader's default.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "license")]
+pub static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -7,7 +7,7 @@ use std::{
     net::IpAddr,
 };
 
-use aya::maps::lpm_trie::Key;
+use aya::maps::{MapError, lpm_trie::Key};
 use ipnet::IpNet;
 use mhr_common::{
     MAX_IFINDEX,
@@ -17,73 +17,94 @@ use mhr_common::{
 use super::{
     GuardError, GuardMaps, GuardUplink,
     maps::{encode_name, map_error},
+    update::{self, MapOp, MapState},
 };
 
 impl GuardMaps {
     /// Makes the maps describe exactly `uplinks`: slots, addresses, owners,
-    /// allow prefixes. Returns each uplink's slot.
+    /// allow prefixes, changed in an order that never misclassifies a
+    /// packet ([`super::update`]). Returns each uplink's slot.
     pub fn configure(&mut self, uplinks: &[GuardUplink]) -> Result<BTreeMap<String, u32>, GuardError> {
-        let slots = self.assign_slots(uplinks)?;
-        let mut enabled: BTreeMap<u32, UplinkGuard> = BTreeMap::new();
-        let mut owners_v4: BTreeMap<u32, u32> = BTreeMap::new();
-        let mut owners_v6: BTreeMap<[u64; 2], u32> = BTreeMap::new();
-        let mut allow_v4: BTreeSet<(u32, AllowV4)> = BTreeSet::new();
-        let mut allow_v6: BTreeSet<(u32, AllowV6)> = BTreeSet::new();
-        for uplink in uplinks {
-            let slot = slots[&uplink.interface];
-            let mut entry = UplinkGuard { enabled: 1, slot, ..UplinkGuard::DISABLED };
-            entry.enforce = u8::from(uplink.enforce);
-            entry.enforce_asymmetric = u8::from(uplink.enforce_asymmetric);
-            entry.l3 = u8::from(uplink.l3);
-            for address in &uplink.addresses {
-                match address {
-                    IpAddr::V4(v4) => {
-                        let word = u32::from_ne_bytes(v4.octets());
-                        if usize::from(entry.v4_count) < INLINE_V4 {
-                            entry.v4[usize::from(entry.v4_count)] = word;
-                            entry.v4_count += 1;
-                        }
-                        owners_v4.insert(word, slot);
-                    }
-                    IpAddr::V6(v6) => {
-                        let words = ipv6_words(v6.octets());
-                        if usize::from(entry.v6_count) < INLINE_V6 {
-                            entry.v6[usize::from(entry.v6_count)] = words;
-                            entry.v6_count += 1;
-                        }
-                        owners_v6.insert(words, slot);
-                    }
-                }
-            }
-            for prefix in &uplink.allow {
-                let prefix = prefix.trunc();
-                // The slot leads the key, so a prefix only matches for its uplink.
-                let bits = 32 + u32::from(prefix.prefix_len());
-                let slot_bytes = slot.to_be_bytes();
-                match prefix {
-                    IpNet::V4(net) => {
-                        entry.allow_v4 = 1;
-                        allow_v4.insert((bits, AllowV4 { slot: slot_bytes, address: net.addr().octets() }));
-                    }
-                    IpNet::V6(net) => {
-                        entry.allow_v6 = 1;
-                        allow_v6.insert((bits, AllowV6 { slot: slot_bytes, address: net.addr().octets() }));
-                    }
-                }
-            }
-            enabled.insert(uplink.ifindex, entry);
+        let (slots, reclaimed) = self.assign_slots(uplinks)?;
+        let wanted = wanted_state(uplinks, &slots);
+        let current = self.current_state()?;
+        for op in update::plan(&current, &wanted, &reclaimed) {
+            self.run(&op)?;
         }
-        self.write_uplinks(&enabled)?;
-        sync_hash(&mut self.owners_v4, &owners_v4, "MHR_OWNERS_V4")?;
-        sync_hash(&mut self.owners_v6, &owners_v6, "MHR_OWNERS_V6")?;
-        sync_trie(&mut self.allow_v4, &allow_v4, "MHR_ALLOW_V4")?;
-        sync_trie(&mut self.allow_v6, &allow_v6, "MHR_ALLOW_V6")?;
         Ok(slots)
     }
 
+    /// What the maps hold now (enabled entries, owners, allow prefixes).
+    fn current_state(&self) -> Result<MapState, GuardError> {
+        let mut state = MapState::default();
+        for (index, entry) in self.uplinks.iter().enumerate() {
+            let entry = entry.map_err(map_error("MHR_UPLINKS"))?;
+            if entry.enabled != 0 {
+                state.uplinks.insert(u32::try_from(index).unwrap_or(u32::MAX), entry);
+            }
+        }
+        for item in self.uplinks_high.iter() {
+            let (index, entry) = item.map_err(map_error("MHR_UPLINKS_HIGH"))?;
+            state.uplinks.insert(index, entry);
+        }
+        state.owners_v4 =
+            self.owners_v4.iter().collect::<Result<_, _>>().map_err(map_error("MHR_OWNERS_V4"))?;
+        state.owners_v6 =
+            self.owners_v6.iter().collect::<Result<_, _>>().map_err(map_error("MHR_OWNERS_V6"))?;
+        let keys_v4: Vec<Key<AllowV4>> =
+            self.allow_v4.keys().collect::<Result<_, _>>().map_err(map_error("MHR_ALLOW_V4"))?;
+        state.allow_v4 = keys_v4.iter().map(|key| (key.prefix_len(), key.data())).collect();
+        let keys_v6: Vec<Key<AllowV6>> =
+            self.allow_v6.keys().collect::<Result<_, _>>().map_err(map_error("MHR_ALLOW_V6"))?;
+        state.allow_v6 = keys_v6.iter().map(|key| (key.prefix_len(), key.data())).collect();
+        Ok(state)
+    }
+
+    fn run(&mut self, op: &MapOp) -> Result<(), GuardError> {
+        let uplinks = map_error("MHR_UPLINKS");
+        let high = map_error("MHR_UPLINKS_HIGH");
+        match op {
+            MapOp::DisableUplink(index) if *index < MAX_IFINDEX => {
+                self.uplinks.set(*index, UplinkGuard::DISABLED, 0).map_err(uplinks)
+            }
+            MapOp::DisableUplink(index) => ignore_missing(self.uplinks_high.remove(index)).map_err(high),
+            MapOp::ClearSlot(slot) => self.clear_slot(*slot),
+            MapOp::SetOwnerV4(address, slot) => {
+                self.owners_v4.insert(address, slot, 0).map_err(map_error("MHR_OWNERS_V4"))
+            }
+            MapOp::SetOwnerV6(address, slot) => {
+                self.owners_v6.insert(address, slot, 0).map_err(map_error("MHR_OWNERS_V6"))
+            }
+            MapOp::AddAllowV4(bits, key) => {
+                self.allow_v4.insert(&Key::new(*bits, *key), 1, 0).map_err(map_error("MHR_ALLOW_V4"))
+            }
+            MapOp::AddAllowV6(bits, key) => {
+                self.allow_v6.insert(&Key::new(*bits, *key), 1, 0).map_err(map_error("MHR_ALLOW_V6"))
+            }
+            MapOp::SetUplink(index, entry) if *index < MAX_IFINDEX => {
+                self.uplinks.set(*index, *entry, 0).map_err(uplinks)
+            }
+            MapOp::SetUplink(index, entry) => self.uplinks_high.insert(index, entry, 0).map_err(high),
+            MapOp::RemoveOwnerV4(address) => {
+                ignore_missing(self.owners_v4.remove(address)).map_err(map_error("MHR_OWNERS_V4"))
+            }
+            MapOp::RemoveOwnerV6(address) => {
+                ignore_missing(self.owners_v6.remove(address)).map_err(map_error("MHR_OWNERS_V6"))
+            }
+            MapOp::RemoveAllowV4(bits, key) => ignore_missing(self.allow_v4.remove(&Key::new(*bits, *key)))
+                .map_err(map_error("MHR_ALLOW_V4")),
+            MapOp::RemoveAllowV6(bits, key) => ignore_missing(self.allow_v6.remove(&Key::new(*bits, *key)))
+                .map_err(map_error("MHR_ALLOW_V6")),
+        }
+    }
+
     /// The same interface keeps its slot (and counters) across runs; new
-    /// ones take a free slot, or the slot of an uplink no longer configured.
-    fn assign_slots(&mut self, uplinks: &[GuardUplink]) -> Result<BTreeMap<String, u32>, GuardError> {
+    /// ones take a free slot, or the slot of an uplink no longer configured
+    /// (returned as reclaimed: it is cleared before its new uplink counts).
+    fn assign_slots(
+        &mut self,
+        uplinks: &[GuardUplink],
+    ) -> Result<(BTreeMap<String, u32>, BTreeSet<u32>), GuardError> {
         let names = self.slot_names()?;
         let wanted: BTreeSet<&str> = uplinks.iter().map(|u| u.interface.as_str()).collect();
         let mut slots: BTreeMap<String, u32> = names
@@ -96,6 +117,7 @@ impl GuardMaps {
             names.iter().filter(|(_, name)| !wanted.contains(name.as_str())).map(|(slot, _)| *slot).collect();
         free.reverse();
         reclaimable.reverse();
+        let mut reclaimed = BTreeSet::new();
         for uplink in uplinks {
             if slots.contains_key(&uplink.interface) {
                 continue;
@@ -104,7 +126,7 @@ impl GuardMaps {
                 Some(slot) => slot,
                 None => {
                     let slot = reclaimable.pop().ok_or(GuardError::TooManyUplinks)?;
-                    self.reset_slot(slot)?;
+                    reclaimed.insert(slot);
                     slot
                 }
             };
@@ -113,69 +135,69 @@ impl GuardMaps {
                 .map_err(map_error("MHR_SLOT_NAMES"))?;
             slots.insert(uplink.interface.clone(), slot);
         }
-        Ok(slots)
+        Ok((slots, reclaimed))
     }
+}
 
-    fn write_uplinks(&mut self, enabled: &BTreeMap<u32, UplinkGuard>) -> Result<(), GuardError> {
-        // Disable interfaces that are no longer uplinks, then write the rest.
-        let mut stale = Vec::new();
-        for (index, entry) in self.uplinks.iter().enumerate() {
-            let entry = entry.map_err(map_error("MHR_UPLINKS"))?;
-            let index = u32::try_from(index).unwrap_or(u32::MAX);
-            if entry.enabled != 0 && !enabled.contains_key(&index) {
-                stale.push(index);
+/// The entries, owners and allow prefixes that describe `uplinks`.
+fn wanted_state(uplinks: &[GuardUplink], slots: &BTreeMap<String, u32>) -> MapState {
+    let mut state = MapState::default();
+    for uplink in uplinks {
+        let slot = slots[&uplink.interface];
+        let mut entry = UplinkGuard { enabled: 1, slot, ..UplinkGuard::DISABLED };
+        entry.enforce = u8::from(uplink.enforce);
+        entry.enforce_asymmetric = u8::from(uplink.enforce_asymmetric);
+        entry.l3 = u8::from(uplink.l3);
+        for address in &uplink.addresses {
+            match address {
+                IpAddr::V4(v4) => {
+                    let word = u32::from_ne_bytes(v4.octets());
+                    if usize::from(entry.v4_count) < INLINE_V4 {
+                        entry.v4[usize::from(entry.v4_count)] = word;
+                        entry.v4_count += 1;
+                    }
+                    state.owners_v4.insert(word, slot);
+                }
+                IpAddr::V6(v6) => {
+                    let words = ipv6_words(v6.octets());
+                    if usize::from(entry.v6_count) < INLINE_V6 {
+                        entry.v6[usize::from(entry.v6_count)] = words;
+                        entry.v6_count += 1;
+                    }
+                    state.owners_v6.insert(words, slot);
+                }
             }
         }
-        for index in stale {
-            self.uplinks.set(index, UplinkGuard::DISABLED, 0).map_err(map_error("MHR_UPLINKS"))?;
+        for prefix in &uplink.allow {
+            let prefix = prefix.trunc();
+            // The slot leads the key, so a prefix only matches for its uplink.
+            let bits = 32 + u32::from(prefix.prefix_len());
+            let slot_bytes = slot.to_be_bytes();
+            match prefix {
+                IpNet::V4(net) => {
+                    entry.allow_v4 = 1;
+                    state.allow_v4.insert((bits, AllowV4 { slot: slot_bytes, address: net.addr().octets() }));
+                }
+                IpNet::V6(net) => {
+                    entry.allow_v6 = 1;
+                    state.allow_v6.insert((bits, AllowV6 { slot: slot_bytes, address: net.addr().octets() }));
+                }
+            }
         }
-        let high: BTreeMap<u32, UplinkGuard> =
-            enabled.iter().filter(|(index, _)| **index >= MAX_IFINDEX).map(|(i, e)| (*i, *e)).collect();
-        sync_hash(&mut self.uplinks_high, &high, "MHR_UPLINKS_HIGH")?;
-        for (index, entry) in enabled.iter().filter(|(index, _)| **index < MAX_IFINDEX) {
-            self.uplinks.set(*index, *entry, 0).map_err(map_error("MHR_UPLINKS"))?;
-        }
-        Ok(())
+        state.uplinks.insert(uplink.ifindex, entry);
     }
+    state
 }
 
-/// Makes a hash map hold exactly `wanted`.
-fn sync_hash<K, V>(
-    map: &mut aya::maps::HashMap<aya::maps::MapData, K, V>,
-    wanted: &BTreeMap<K, V>,
-    name: &'static str,
-) -> Result<(), GuardError>
-where
-    K: aya::Pod + Ord,
-    V: aya::Pod,
-{
-    let existing: Vec<K> = map.keys().collect::<Result<_, _>>().map_err(map_error(name))?;
-    for key in existing.iter().filter(|key| !wanted.contains_key(key)) {
-        map.remove(key).map_err(map_error(name))?;
+/// A removal of something already gone is no error.
+fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
+    match result {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(ref error)) if error.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(())
+        }
+        other => other,
     }
-    for (key, value) in wanted {
-        map.insert(key, value, 0).map_err(map_error(name))?;
-    }
-    Ok(())
-}
-
-/// Makes an LPM trie hold exactly `wanted` (prefix length, key data).
-fn sync_trie<K>(
-    trie: &mut aya::maps::LpmTrie<aya::maps::MapData, K, u8>,
-    wanted: &BTreeSet<(u32, K)>,
-    name: &'static str,
-) -> Result<(), GuardError>
-where
-    K: aya::Pod + Ord,
-{
-    let existing: Vec<Key<K>> = trie.keys().collect::<Result<_, _>>().map_err(map_error(name))?;
-    for key in existing.iter().filter(|key| !wanted.contains(&(key.prefix_len(), key.data()))) {
-        trie.remove(key).map_err(map_error(name))?;
-    }
-    for (bits, data) in wanted {
-        trie.insert(&Key::new(*bits, *data), 1, 0).map_err(map_error(name))?;
-    }
-    Ok(())
 }
 
 /// Enforcement of one guarded interface: (enforce, enforce_asymmetric).

@@ -174,8 +174,9 @@ impl GuardMaps {
         Ok(offenders)
     }
 
-    /// Zeroes a slot's counters (when it is given to another uplink).
-    pub fn reset_slot(&mut self, slot: u32) -> Result<(), GuardError> {
+    /// Clears all a slot carries before another uplink takes it: counters,
+    /// events, the flag budget and the offenders seen there.
+    pub fn clear_slot(&mut self, slot: u32) -> Result<(), GuardError> {
         let cpus = aya::util::nr_cpus().map_err(|(_, source)| GuardError::Cpus(source))?;
         let zero_counts = || PerCpuValues::try_from(vec![Count::default(); cpus]).map_err(GuardError::Cpus);
         for family in Family::ALL {
@@ -190,6 +191,14 @@ impl GuardMaps {
             self.events
                 .set(event_slot(slot, event), zero_events()?, 0)
                 .map_err(map_error(EVENT_COUNTERS_MAP))?;
+        }
+        let budget = PerCpuValues::try_from(vec![FlagBudget::default(); cpus]).map_err(GuardError::Cpus)?;
+        self.flag_budget.set(slot, budget, 0).map_err(map_error(FLAG_BUDGET_MAP))?;
+        let keys: Vec<OffenderKey> =
+            self.offenders.keys().collect::<Result<_, _>>().map_err(map_error(OFFENDERS_MAP))?;
+        for key in keys.iter().filter(|key| key.slot == slot) {
+            // Evicted meanwhile by the LRU: fine.
+            let _ = self.offenders.remove(key);
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod clsact;
 mod configure;
 pub mod flags;
 pub mod maps;
+pub mod update;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -35,6 +36,16 @@ use crate::datapath::{AttachMode, Mechanism};
 
 /// The guard's eBPF object, built by `build.rs` from mhr-ebpf's `mhr-guard`.
 static GUARD_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mhr-guard"));
+
+/// The license the guard object declares in its `license` section (the
+/// loader would assume GPL without one).
+pub fn object_license() -> Option<String> {
+    use object::{Object as _, ObjectSection as _};
+    let file = object::File::parse(GUARD_OBJECT).ok()?;
+    let data = file.section_by_name("license")?.data().ok()?;
+    let text = data.split(|byte| *byte == 0).next()?;
+    String::from_utf8(text.to_vec()).ok()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
