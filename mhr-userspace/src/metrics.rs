@@ -44,6 +44,7 @@ pub struct ControlMetrics {
     pub guard_repairs: MetricFamily<Labels, Counter>,
     pub uplink_blocked: MetricFamily<Labels, Gauge>,
     pub flag_lines_suppressed: Counter,
+    pub flag_records_folded: Counter,
 }
 
 impl ControlMetrics {
@@ -340,8 +341,13 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: DatapathCol
     );
     registry.register(
         "mhr_flag_log_lines_suppressed",
-        "Flagged packets not written to the log because of the daemon's per-second log cap",
+        "Flag log lines (first lines and summaries) not written because of the daemon's per-second log cap",
         control.flag_lines_suppressed.clone(),
+    );
+    registry.register(
+        "mhr_flag_records_folded",
+        "Flag records of offenders already logged, folded into their next summary line",
+        control.flag_records_folded.clone(),
     );
     registry.register(
         "mhr_guard_repairs",

@@ -115,6 +115,62 @@ pub fn send_frames(netns: &Netns, interface: &str, frame: &[u8], count: usize) -
         .map_err(LabError::io(format!("sending raw frames in {}", netns.name())))
 }
 
+/// An AF_PACKET socket bound to an interface of a namespace, for sending
+/// many different frames fast (the socket stays in its namespace).
+pub struct RawSender {
+    socket: std::os::fd::OwnedFd,
+    address: libc::sockaddr_ll,
+}
+
+impl RawSender {
+    pub fn open(netns: &Netns, interface: &str) -> Result<Self> {
+        let interface = interface.to_owned();
+        netns
+            .run(move || -> std::io::Result<Self> {
+                use std::os::fd::FromRawFd as _;
+                let name = std::ffi::CString::new(interface).map_err(std::io::Error::other)?;
+                // SAFETY: plain libc calls; the fd is owned right away.
+                unsafe {
+                    let index = libc::if_nametoindex(name.as_ptr());
+                    if index == 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let mut address: libc::sockaddr_ll = std::mem::zeroed();
+                    address.sll_family = libc::AF_PACKET as u16;
+                    address.sll_ifindex = index as i32;
+                    address.sll_halen = 6;
+                    Ok(Self { socket: std::os::fd::OwnedFd::from_raw_fd(fd), address })
+                }
+            })?
+            .map_err(LabError::io(format!("opening a raw socket in {}", netns.name())))
+    }
+
+    /// Sends one frame; false when the stack dropped it on egress (ENOBUFS).
+    pub fn send(&self, frame: &[u8]) -> std::io::Result<bool> {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: the buffer and address are live and correctly sized.
+        let sent = unsafe {
+            libc::sendto(
+                self.socket.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const self.address).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if sent >= 0 {
+            return Ok(true);
+        }
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::ENOBUFS) { Ok(false) } else { Err(error) }
+    }
+}
+
 /// Packets received by `interface` in `netns` (its RX counter).
 pub fn rx_packets(netns: &Netns, interface: &str) -> Result<u64> {
     let path = format!("/sys/class/net/{interface}/statistics/rx_packets");

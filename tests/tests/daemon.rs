@@ -524,40 +524,88 @@ fn route_churn_in_tables_mhr_does_not_use_triggers_no_reconcile() {
     });
 }
 
-#[test]
-fn a_flood_of_flagged_packets_leaves_the_log_bounded_and_counted() {
+/// The daemon's JSON log lines (stderr) once it is killed.
+fn log_lines(daemon: &mut DaemonProcess) -> Vec<String> {
     use std::io::BufRead as _;
-    require_root();
-    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
-    let dir = TempDir::new("daemon").unwrap();
-    let config = quiet_daemon_config(&dir);
-    let mut daemon = DaemonProcess::spawn_with(
+    let _ = daemon.0.kill();
+    let stderr = daemon.0.stderr.take().unwrap();
+    std::io::BufReader::new(stderr).lines().map_while(Result::ok).collect()
+}
+
+/// A spoofed frame out of ens3 from 192.0.2.`host`.
+fn spoofed_from(host: &QuietHost, source: u8) -> Vec<u8> {
+    let own = mac_of(&host.host, "ens3").unwrap();
+    let peer = mac_of(&host.peer, "p0").unwrap();
+    udp4_frame(own, peer, Ipv4Addr::new(192, 0, 2, source), host.uplinks[0].peer_address, 64)
+}
+
+fn flag_daemon(host: &QuietHost, dir: &TempDir, args: &[&str]) -> DaemonProcess {
+    let config = quiet_daemon_config(dir);
+    let daemon = DaemonProcess::spawn_with(
         &host.host,
         &config,
         &["--log-format", "json"],
-        &["--flag-log-rate", "5"],
+        args,
         std::process::Stdio::piped(),
     );
     eventually("first reconcile done", CONVERGE, || healthy(&host.host));
-    let (_, spoofed) = offending_frames(&host);
-    send_frames(&host.host, "ens3", &spoofed, 100).unwrap();
+    daemon
+}
+
+#[test]
+fn a_flood_of_new_offenders_leaves_the_log_bounded_and_counted() {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("daemon").unwrap();
+    let mut daemon = flag_daemon(&host, &dir, &["--flag-log-rate", "5"]);
+    for source in 1..=100 {
+        send_frames(&host.host, "ens3", &spoofed_from(&host, source), 1).unwrap();
+    }
     // The summary comes when the second ends.
     std::thread::sleep(std::time::Duration::from_millis(2500));
     let body = http_get(&host.host, METRICS_PORT, "/metrics").unwrap().1;
     let emitted = sample(&body, "mhr_guard_flags_emitted_total", "uplink=\"ens3\"").unwrap();
     let not_logged = sample(&body, "mhr_flag_log_lines_suppressed_total", "").unwrap();
-    let _ = daemon.0.kill();
-    let stderr = daemon.0.stderr.take().unwrap();
-    let lines: Vec<String> = std::io::BufReader::new(stderr).lines().map_while(Result::ok).collect();
+    let lines = log_lines(&mut daemon);
     let flagged = lines.iter().filter(|l| l.contains("\"flagged packet\"")).count();
     let summaries: u64 = lines
         .iter()
-        .filter(|l| l.contains("not logged (log cap per second)"))
+        .filter(|l| l.contains("not written (log cap per second)"))
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["fields"]["suppressed"].as_u64())
         .sum();
-    assert!(emitted > 5.0, "the kernel flagged more than the cap: {emitted}");
+    assert_eq!(emitted, 100.0, "the kernel flagged each: {body}");
     // 5 a second: the burst takes milliseconds but may straddle two windows.
     assert!((5..=10).contains(&flagged), "the cap: {flagged} lines: {lines:?}");
-    assert_eq!(flagged as f64 + not_logged, emitted, "every flag logged or counted");
+    assert_eq!(flagged as f64 + not_logged, emitted, "every new offender's line logged or counted");
     assert_eq!(summaries as f64, not_logged, "the summary says how many: {lines:?}");
+}
+
+#[test]
+fn an_offender_is_logged_once_then_summarised_once_per_interval() {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("daemon").unwrap();
+    let mut daemon = flag_daemon(&host, &dir, &["--flag-summary-interval", "1s"]);
+    for source in [66, 67, 68] {
+        send_frames(&host.host, "ens3", &spoofed_from(&host, source), 20).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let body = http_get(&host.host, METRICS_PORT, "/metrics").unwrap().1;
+    let lines = log_lines(&mut daemon);
+    let json: Vec<serde_json::Value> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let message = |v: &serde_json::Value| v["fields"]["message"].as_str().unwrap_or_default().to_owned();
+    let first: Vec<&serde_json::Value> = json.iter().filter(|v| message(v) == "flagged packet").collect();
+    let summaries: Vec<&serde_json::Value> =
+        json.iter().filter(|v| message(v) == "offender still flagged").collect();
+    assert_eq!(first.len(), 3, "one line per new offender: {lines:?}");
+    assert_eq!(summaries.len(), 3, "one summary per offender, none once it is quiet: {lines:?}");
+    for summary in &summaries {
+        assert_eq!(summary["fields"]["packets"].as_u64(), Some(19), "{summary}");
+        assert_eq!(summary["fields"]["uplink"].as_str(), Some("ens3"));
+    }
+    let sources: std::collections::BTreeSet<&str> =
+        summaries.iter().filter_map(|s| s["fields"]["src"].as_str()).collect();
+    assert_eq!(sources.len(), 3, "{sources:?}");
+    assert_eq!(sample(&body, "mhr_flag_records_folded_total", ""), Some(57.0), "{body}");
+    assert_eq!(sample(&body, "mhr_flag_log_lines_suppressed_total", ""), Some(0.0));
 }

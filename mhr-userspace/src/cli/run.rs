@@ -29,16 +29,24 @@ pub struct RunArgs {
     /// the node's address in a DaemonSet (`--metrics-listen $(HOST_IP):9847`).
     #[arg(long, value_name = "ADDRESS:PORT")]
     metrics_listen: Option<std::net::SocketAddr>,
-    /// Flagged-packet lines a second that reach the log, over all CPUs and
-    /// uplinks; the rest are counted (mhr_flag_log_lines_suppressed_total)
-    /// and summarised once a second.
+    /// Flag log lines a second, over all CPUs and uplinks; the rest are
+    /// counted (mhr_flag_log_lines_suppressed_total) and summarised once a
+    /// second.
     #[arg(long, value_name = "LINES", default_value_t = 50)]
     flag_log_rate: u32,
+    /// An offender's first flagged packet is a log line; after it, one
+    /// summary line per offender per this interval (its later packets are
+    /// counted in mhr_flag_records_folded_total).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    flag_summary_interval: Duration,
 }
 
 pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
     if args.resync.is_zero() {
         anyhow::bail!("--resync must be greater than zero");
+    }
+    if args.flag_summary_interval.is_zero() {
+        anyhow::bail!("--flag-summary-interval must be greater than zero");
     }
     let mut config = Config::load(config_path)?;
     let metrics_listen = args.metrics_listen;
@@ -51,6 +59,7 @@ pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
         cleanup_on_exit: args.cleanup_on_exit,
         guard: !args.no_guard,
         flag_log_per_second: args.flag_log_rate,
+        flag_summary_interval: args.flag_summary_interval,
         ..DaemonOptions::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -50,6 +50,8 @@ pub struct DaemonOptions {
     pub guard_repair_deadline: Duration,
     /// Flag lines a second that reach the log, in all (the rest are counted).
     pub flag_log_per_second: u32,
+    /// At most one summary line per offender per interval.
+    pub flag_summary_interval: Duration,
 }
 
 impl Default for DaemonOptions {
@@ -64,6 +66,7 @@ impl Default for DaemonOptions {
             guard_check: Duration::from_secs(1),
             guard_repair_deadline: Duration::from_secs(30),
             flag_log_per_second: 50,
+            flag_summary_interval: Duration::from_secs(10),
         }
     }
 }
@@ -196,8 +199,13 @@ pub async fn run_with_reloads(
         let mut guard = Guard::load(&pin_dir).map_err(EngineError::from)?;
         let ring = guard.take_flags().map_err(EngineError::from)?;
         if let Some(names) = GuardMaps::from_pins(&pin_dir).map_err(EngineError::from)? {
-            let not_logged = control.flag_lines_suppressed.clone();
-            tokio::spawn(flags::log_flags(ring, names, options.flag_log_per_second, not_logged));
+            let log = flags::FlagLog {
+                per_second: options.flag_log_per_second,
+                summary_interval: options.flag_summary_interval,
+                lines_suppressed: control.flag_lines_suppressed.clone(),
+                records_folded: control.flag_records_folded.clone(),
+            };
+            tokio::spawn(flags::log_flags(ring, names, log));
         }
         Some(guard)
     } else {
