@@ -5,7 +5,13 @@
 //!    allowed IPv6 and mismatch paths (several source addresses each), each
 //!    next to an empty classifier.
 //! 2. CPU per packet under a bounded 64-byte UDP load over veth: no program,
-//!    the guard, and an nftables egress rule set doing the same check.
+//!    an empty TCX program, the guard, and an nftables egress rule set
+//!    doing the same check.
+//! 3. TCP throughput over veth (GSO on) with the guard in enforce mode,
+//!    next to no program.
+//! 4. Attach cost per uplink: mhr's guard attach (TCX link, pinned) on 32
+//!    interfaces next to raw TCX link creation of the empty program on
+//!    the same interfaces.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, UdpSocket},
@@ -32,6 +38,157 @@ fn main() {
     let host = QuietHost::start(&["ens3"]).expect("bench host");
     host.host.run(|| test_run_costs(&host)).expect("entering the namespace");
     load_costs(&host);
+    throughput(&host);
+    attach_costs();
+}
+
+const THROUGHPUT_SECONDS: f64 = 2.0;
+
+/// Bytes a second one TCP connection out of ens3 to its peer carries for
+/// THROUGHPUT_SECONDS.
+fn tcp_rate(host: &QuietHost) -> f64 {
+    let to = host.uplinks[0].peer_address;
+    let listener = host.peer.run(move || std::net::TcpListener::bind((to, 0)).unwrap()).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sink = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let _ = std::io::copy(&mut stream, &mut std::io::sink());
+    });
+    let rate = host
+        .host
+        .run(move || {
+            use std::io::Write as _;
+            let mut socket = std::net::TcpStream::connect((to, port)).unwrap();
+            let buffer = vec![0x5a; 64 * 1024];
+            let mut sent = 0u64;
+            let start = std::time::Instant::now();
+            while start.elapsed().as_secs_f64() < THROUGHPUT_SECONDS {
+                socket.write_all(&buffer).unwrap();
+                sent += buffer.len() as u64;
+            }
+            sent as f64 / start.elapsed().as_secs_f64()
+        })
+        .unwrap();
+    sink.join().unwrap();
+    rate
+}
+
+fn throughput(host: &QuietHost) {
+    host.peer.ip(["link", "set", "p0", "up"]).unwrap();
+    let ifindex = host.host.run(|| interface_index("ens3").unwrap()).unwrap();
+    let pin = pin_dir("throughput");
+    let mut ratios = Vec::new();
+    let mut bare = Vec::new();
+    for _ in 0..ROUNDS {
+        let baseline = tcp_rate(host);
+        bare.push(baseline);
+        let guard = host
+            .host
+            .run(|| {
+                let mut guard = guard_for(ifindex, &pin);
+                let uplink = GuardUplink {
+                    interface: "ens3".into(),
+                    ifindex,
+                    addresses: own_v4().into_iter().map(IpAddr::V4).collect(),
+                    allow: vec![],
+                    enforce: true,
+                    enforce_asymmetric: true,
+                    l3: false,
+                };
+                guard.configure(std::slice::from_ref(&uplink)).expect("maps filled");
+                guard.attach(&[uplink], AttachMode::Tcx).expect("guard attached");
+                guard
+            })
+            .unwrap();
+        ratios.push(tcp_rate(host) / baseline);
+        drop(guard);
+        let _ = teardown(&pin, &[]);
+    }
+    println!(
+        "\n== TCP throughput over veth (GSO on), one connection, {THROUGHPUT_SECONDS} s, median of {ROUNDS} rounds"
+    );
+    println!("   no program            {:>8.2} Gbit/s", median(bare) * 8.0 / 1e9);
+    println!("   guard, enforce mode   ratio {:.3}; target ≥ 0.98", median(ratios));
+}
+
+const ATTACH_UPLINKS: usize = 32;
+
+/// Per-interface attach time: mhr's guard (Guard::attach, TCX, pinned)
+/// next to raw TCX link creation of the empty program, same interfaces.
+fn attach_costs() {
+    use aya::programs::{LinkOrder, TcAttachType, tc::TcAttachOptions};
+    use mhr_common::guard::EMPTY_PROGRAM;
+    use mhr_userspace::datapath::AttachMode;
+
+    let many = mhr_tests::many_uplinks::ManyUplinks::start(ATTACH_UPLINKS, 1, 0).expect("bench host");
+    let mut raw = Vec::new();
+    let mut guarded = Vec::new();
+    for round in 0..ROUNDS {
+        let pin = pin_dir(&format!("attach{round}"));
+        let (raw_time, guard_time) = many
+            .host
+            .run(|| {
+                let mut guard = Guard::load(&pin).expect("guard loads");
+                guard.load_empty().expect("empty program loads");
+                let uplinks: Vec<GuardUplink> = (0..ATTACH_UPLINKS)
+                    .map(|i| {
+                        let interface = mhr_tests::many_uplinks::ManyUplinks::interface(i);
+                        GuardUplink {
+                            ifindex: interface_index(&interface).unwrap(),
+                            interface,
+                            addresses: vec![],
+                            allow: vec![],
+                            enforce: false,
+                            enforce_asymmetric: false,
+                            l3: false,
+                        }
+                    })
+                    .collect();
+                guard.configure(&uplinks).expect("maps filled");
+                let raw = |guard: &mut Guard| {
+                    let empty = guard.program(EMPTY_PROGRAM).unwrap();
+                    let start = std::time::Instant::now();
+                    let mut links = Vec::new();
+                    for uplink in &uplinks {
+                        let options = TcAttachOptions::TcxOrder(LinkOrder::default());
+                        let id = empty
+                            .attach_with_options(&uplink.interface, TcAttachType::Egress, options)
+                            .unwrap();
+                        links.push(empty.take_link(id).unwrap());
+                    }
+                    (start.elapsed(), links)
+                };
+                let ours = |guard: &mut Guard| {
+                    let start = std::time::Instant::now();
+                    guard.attach(&uplinks, AttachMode::Tcx).expect("guard attached");
+                    start.elapsed()
+                };
+                // Alternate which goes first: the kernel's grace periods
+                // make a run's first attaches the slow ones.
+                if round % 2 == 0 {
+                    let (raw_time, links) = raw(&mut guard);
+                    drop(links);
+                    (raw_time, ours(&mut guard))
+                } else {
+                    let guard_time = ours(&mut guard);
+                    let (raw_time, links) = raw(&mut guard);
+                    drop(links);
+                    (raw_time, guard_time)
+                }
+            })
+            .unwrap();
+        let _ = teardown(&pin, &[]);
+        raw.push(raw_time.as_secs_f64() * 1e3 / ATTACH_UPLINKS as f64);
+        guarded.push(guard_time.as_secs_f64() * 1e3 / ATTACH_UPLINKS as f64);
+    }
+    let ratios: Vec<f64> = guarded.iter().zip(&raw).map(|(g, r)| g / r).collect();
+    println!("\n== attach per uplink, {ATTACH_UPLINKS} veth uplinks, median of {ROUNDS} rounds");
+    println!("   raw TCX link create (empty program)  {:>6.2} ms", median(raw));
+    println!(
+        "   mhr guard attach (TCX, pinned)       {:>6.2} ms   ratio {:.2}; target ≤ 1.3",
+        median(guarded),
+        median(ratios)
+    );
 }
 
 fn own_v4() -> Vec<Ipv4Addr> {
@@ -190,11 +347,30 @@ fn load_costs(host: &QuietHost) {
     );
     let pin = pin_dir("load");
     let mut none = Vec::new();
+    let mut empty = Vec::new();
     let mut guarded = Vec::new();
     let mut nft = Vec::new();
     for _ in 0..ROUNDS {
         let baseline = cpu_per_packet(host);
         none.push(baseline);
+
+        let ifindex = host.host.run(|| interface_index("ens3").unwrap()).unwrap();
+        let empty_pin = pin_dir("load-empty");
+        let link = host
+            .host
+            .run(|| {
+                use aya::programs::{LinkOrder, TcAttachType, tc::TcAttachOptions};
+                let mut guard = guard_for(ifindex, &empty_pin);
+                let program = guard.program(mhr_common::guard::EMPTY_PROGRAM).unwrap();
+                let options = TcAttachOptions::TcxOrder(LinkOrder::default());
+                let id = program.attach_with_options("ens3", TcAttachType::Egress, options).unwrap();
+                let link = program.take_link(id).unwrap();
+                (guard, link)
+            })
+            .unwrap();
+        empty.push(cpu_per_packet(host) / baseline);
+        drop(link);
+        let _ = teardown(&empty_pin, &[]);
 
         let ifindex = host.host.run(|| interface_index("ens3").unwrap()).unwrap();
         let guard = host
@@ -229,9 +405,10 @@ fn load_costs(host: &QuietHost) {
         assert!(status.success());
     }
     // Each round's figures are ratios to that round's own baseline.
-    let (none, guarded, nft) = (median(none), median(guarded), median(nft));
+    let (none, empty, guarded, nft) = (median(none), median(empty), median(guarded), median(nft));
     println!("\n== CPU per packet, {LOAD_PACKETS} × 64-byte UDP frames over veth, median of {ROUNDS} rounds");
     println!("   no program        {none:>8.0} ns   ratio 1.000");
+    println!("   empty TCX program {:>8.0} ns   ratio {empty:.3}", empty * none);
     println!("   guard (TCX)       {:>8.0} ns   ratio {guarded:.3}", guarded * none);
     println!("   nftables egress   {:>8.0} ns   ratio {nft:.3}", nft * none);
 }

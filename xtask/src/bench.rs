@@ -54,6 +54,7 @@ struct Round {
     noop: Duration,
     guard_attach: Duration,
     guard_replace: Duration,
+    down_routing: Duration,
     down: Duration,
     batch_apply: Duration,
     dumps: Duration,
@@ -85,7 +86,8 @@ fn routing(mhr: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     let rows = [
         ("first apply", median(|r| r.apply), "ip -4/-6 -batch (same)", median(|r| r.batch_apply)),
         ("no-op apply", median(|r| r.noop), "ip rule/route show ×4", median(|r| r.dumps)),
-        ("down", median(|r| r.down), "ip -4/-6 -batch (inverse)", median(|r| r.batch_down)),
+        ("down", median(|r| r.down_routing), "ip -4/-6 -batch (inverse)", median(|r| r.batch_down)),
+        ("down + guard", median(|r| r.down), "ip -4/-6 -batch (inverse)", median(|r| r.batch_down)),
         ("guard attach", median(|r| r.guard_attach), "no-op apply --no-guard", median(|r| r.noop)),
         ("guard replace", median(|r| r.guard_replace), "no-op apply --no-guard", median(|r| r.noop)),
     ];
@@ -133,6 +135,8 @@ fn routing_round(mhr: &Path, uplinks: usize, v4: usize, v6: usize) -> anyhow::Re
     // loading the program (the kernel's verifier) and replacing its links.
     round.apply = timed(mhr_command(&["apply", "--no-guard"]))?.0;
     round.noop = timed(mhr_command(&["apply", "--no-guard"]))?.0;
+    round.down_routing = timed(mhr_command(&["down"]))?.0;
+    timed(mhr_command(&["apply", "--no-guard"]))?;
     round.guard_attach = timed(mhr_command(&["apply"]))?.0;
     round.guard_replace = timed(mhr_command(&["apply"]))?.0;
     round.down = timed(mhr_command(&["down"]))?.0;
