@@ -63,6 +63,9 @@ pub struct Applied {
 pub struct Engine {
     config: Config,
     handle: Handle,
+    /// A second socket with strict dump checking, so that route dumps are
+    /// filtered by the kernel (None on kernels before 4.20: full dumps).
+    filtered: Option<Handle>,
     strictness: Strictness,
 }
 
@@ -72,7 +75,31 @@ impl Engine {
     pub fn connect(config: Config) -> Result<Self, EngineError> {
         let (connection, handle, _) = rtnetlink::new_connection().map_err(EngineError::Connect)?;
         tokio::spawn(connection);
-        Ok(Self { config, handle, strictness: Strictness::Strict })
+        let filtered = filtering_connection().map_err(EngineError::Connect)?;
+        Ok(Self { config, handle, filtered, strictness: Strictness::Strict })
+    }
+
+    /// The routing tables mhr reads (see [`observe::observe_scoped`]).
+    pub fn route_scope(&self) -> Result<observe::RouteScope, EngineError> {
+        let routing = &self.config.routing;
+        let registry = state::read_tables(&routing.rt_tables_dir)?;
+        let mut claimed: std::collections::BTreeSet<u32> = registry.values().copied().collect();
+        claimed.extend(self.config.uplinks.iter().filter_map(|u| u.table));
+        let allocations = self
+            .config
+            .uplinks
+            .iter()
+            .filter(|u| {
+                u.table.is_none() && !registry.get(&u.interface).is_some_and(|t| routing.tables().contains(t))
+            })
+            .count();
+        Ok(observe::RouteScope {
+            protocol: routing.protocol,
+            range: routing.tables(),
+            claimed,
+            allocations,
+            search_everywhere: registry.is_empty(),
+        })
     }
 
     /// Plans that skip uplinks that cannot be routed yet instead of failing
@@ -100,7 +127,8 @@ impl Engine {
     }
 
     pub async fn observe(&self) -> Result<Observed, EngineError> {
-        Ok(observe::observe(&self.handle).await?)
+        let scope = self.route_scope()?;
+        Ok(observe::observe_scoped(&self.handle, self.filtered.as_ref().map(|h| (h, &scope))).await?)
     }
 
     fn moved(&self) -> Result<Vec<MovedRoute>, StateError> {
@@ -359,4 +387,17 @@ fn flush_ipv6_cache() {
     if let Err(err) = apply::flush_ipv6_route_cache() {
         tracing::warn!(%err, "flushing the IPv6 route cache failed");
     }
+}
+
+/// A netlink socket whose dumps the kernel filters (NETLINK_GET_STRICT_CHK),
+/// or None where the kernel does not offer it.
+fn filtering_connection() -> Result<Option<Handle>, std::io::Error> {
+    let (mut connection, handle, _) = rtnetlink::new_connection()?;
+    use rtnetlink::sys::AsyncSocket as _;
+    if let Err(err) = connection.socket_mut().socket_mut().set_netlink_get_strict_chk(true) {
+        tracing::info!(%err, "no strict netlink dump checking: reading every routing table");
+        return Ok(None);
+    }
+    tokio::spawn(connection);
+    Ok(Some(handle))
 }

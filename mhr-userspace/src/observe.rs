@@ -1,7 +1,7 @@
 //! Reading the kernel's links, addresses, routes and rules over rtnetlink
 //! into plain data.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{collections::BTreeSet, net::IpAddr, ops::RangeInclusive};
 
 use futures::TryStreamExt as _;
 use ipnet::IpNet;
@@ -16,7 +16,7 @@ use rtnetlink::packet_route::{
 use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 
 use crate::{
-    model::{Family, Names, NextHop, Route, Rule},
+    model::{Family, MAIN_TABLE, Names, NextHop, Route, Rule},
     plan::Gateway,
 };
 
@@ -145,26 +145,61 @@ fn failed_neighbour(message: &NeighbourMessage) -> Option<(u32, IpAddr)> {
 }
 
 /// Dumps links, global addresses, unicast routes of every table and rules.
+/// Which routing tables mhr reads. A host may carry a BGP table or a
+/// CNI's routes; mhr has no business dumping them on every reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteScope {
+    /// mhr's protocol: its routes are found in any table.
+    pub protocol: u8,
+    /// mhr's table range.
+    pub range: RangeInclusive<u32>,
+    /// Tables uplinks hold (explicit or allocated earlier).
+    pub claimed: BTreeSet<u32>,
+    /// Uplinks that still need a table from the range.
+    pub allocations: usize,
+    /// Look for mhr's routes in every table (a walk of all of them in the
+    /// kernel): when no record says which tables are mhr's.
+    pub search_everywhere: bool,
+}
+
+/// Protocols of the routes DHCP clients, router advertisements and
+/// ifupdown install: gateways are learned from their default routes in
+/// tables outside mhr's.
+const GATEWAY_PROTOCOLS: [u8; 4] = [3, 4, 9, 16];
+const LOCAL_TABLE: u32 = 255;
+const DEFAULT_TABLE: u32 = 253;
+
+/// Everything mhr needs, reading all routing tables (`mhr init`, kernels
+/// without strict dump checking).
 pub async fn observe(handle: &Handle) -> Result<Observed, ObserveError> {
+    observe_scoped(handle, None).await
+}
+
+/// Like [`observe`], with routes read through `scoped`'s handle (strict
+/// dump checking on, so the kernel filters) from the tables its scope
+/// names only: main; tables uplinks hold or held, and tables of the range
+/// that rules point at (mhr's own routes wherever they are, when nothing
+/// records its tables); the next free tables of the range, as many as
+/// uplinks still need; and default routes of DHCP/RA/boot/static
+/// protocol in other tables rules point at (to learn gateways from).
+pub async fn observe_scoped(
+    handle: &Handle,
+    scoped: Option<(&Handle, &RouteScope)>,
+) -> Result<Observed, ObserveError> {
     let err = |what| move |source| ObserveError { what, source };
     let links: Vec<LinkMessage> = handle.link().get().execute().try_collect().await.map_err(err("links"))?;
     let addresses: Vec<AddressMessage> =
         handle.address().get().execute().try_collect().await.map_err(err("addresses"))?;
-    let mut routes = Vec::new();
-    for request in [
-        RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
-        RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
-    ] {
-        let messages: Vec<RouteMessage> =
-            handle.route().get(request).execute().try_collect().await.map_err(err("routes"))?;
-        routes.extend(messages.iter().filter_map(route_from_message));
-    }
     let mut rules = Vec::new();
     for version in [IpVersion::V4, IpVersion::V6] {
         let messages: Vec<RuleMessage> =
             handle.rule().get(version).execute().try_collect().await.map_err(err("rules"))?;
         rules.extend(messages.iter().filter_map(rule_from_message));
     }
+    let routes = match scoped {
+        None => dump_routes(handle, None, None).await?,
+        Some((strict, scope)) => scoped_routes(strict, scope, &rules).await?,
+    };
     Ok(Observed {
         links: links.iter().filter_map(link_from_message).collect(),
         addresses: addresses.iter().filter_map(address_from_message).collect(),
@@ -172,6 +207,89 @@ pub async fn observe(handle: &Handle) -> Result<Observed, ObserveError> {
         rules,
         failed_neighbours: failed_neighbours(handle).await?,
     })
+}
+
+async fn scoped_routes(
+    handle: &Handle,
+    scope: &RouteScope,
+    rules: &[Rule],
+) -> Result<Vec<Route>, ObserveError> {
+    let own = match scope.search_everywhere {
+        true => dump_routes(handle, None, Some(scope.protocol)).await?,
+        false => Vec::new(),
+    };
+    let mut whole: BTreeSet<u32> = BTreeSet::from([MAIN_TABLE]);
+    whole.extend(&scope.claimed);
+    whole.extend(rules.iter().map(|r| r.table).filter(|t| scope.range.contains(t)));
+    whole.extend(own.iter().map(|r| r.table));
+    let mut routes = Vec::new();
+    for table in &whole {
+        routes.extend(dump_routes(handle, Some(*table), None).await?);
+    }
+    // The tables the planner may allocate next: free ones, in order,
+    // skipping those someone else's routes occupy.
+    let mut free = 0;
+    for table in scope.range.clone().filter(|t| !whole.contains(t)) {
+        if free >= scope.allocations {
+            break;
+        }
+        let found = dump_routes(handle, Some(table), None).await?;
+        if found.is_empty() {
+            free += 1;
+        }
+        routes.extend(found);
+    }
+    let elsewhere: BTreeSet<u32> = rules
+        .iter()
+        .map(|r| r.table)
+        .filter(|t| !whole.contains(t) && !scope.range.contains(t))
+        .filter(|t| ![0, LOCAL_TABLE, DEFAULT_TABLE].contains(t))
+        .collect();
+    for table in elsewhere {
+        for protocol in GATEWAY_PROTOCOLS {
+            let found = dump_routes(handle, Some(table), Some(protocol)).await?;
+            routes.extend(found.into_iter().filter(Route::is_default));
+        }
+    }
+    Ok(routes)
+}
+
+/// IPv4 and IPv6 routes, of one table and one protocol if given. The
+/// filters take effect in the kernel only on a socket with strict dump
+/// checking; they are applied here too.
+async fn dump_routes(
+    handle: &Handle,
+    table: Option<u32>,
+    protocol: Option<u8>,
+) -> Result<Vec<Route>, ObserveError> {
+    let mut routes = Vec::new();
+    for mut request in [
+        RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+        RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+    ] {
+        // The builder's defaults (table main, protocol static) would
+        // filter a strict dump: unset, then set what is asked for.
+        request.header.table = 0;
+        request.header.protocol = protocol.unwrap_or(0).into();
+        if let Some(table) = table {
+            request.attributes.push(RouteAttribute::Table(table));
+        }
+        let messages: Vec<RouteMessage> = handle
+            .route()
+            .get(request)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| ObserveError { what: "routes", source })?;
+        routes.extend(
+            messages
+                .iter()
+                .filter_map(route_from_message)
+                .filter(|r| table.is_none_or(|t| r.table == t))
+                .filter(|r| protocol.is_none_or(|p| r.protocol == p)),
+        );
+    }
+    Ok(routes)
 }
 
 fn link_from_message(message: &LinkMessage) -> Option<Link> {

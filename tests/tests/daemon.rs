@@ -331,8 +331,10 @@ fn flagged_packets_are_logged_as_structured_json_lines() {
         }
     });
     eventually("first reconcile done", CONVERGE, || healthy(&host.host));
-    let (_, spoofed) = offending_frames(&host);
-    send_frames(&host.host, "ens3", &spoofed, 2).unwrap();
+    // Two offenders: each one's first flagged packet is a line.
+    for source in [66, 67] {
+        send_frames(&host.host, "ens3", &spoofed_from(&host, source), 1).unwrap();
+    }
 
     let mut flagged = Vec::new();
     let deadline = std::time::Instant::now() + CONVERGE;
@@ -349,12 +351,13 @@ fn flagged_packets_are_logged_as_structured_json_lines() {
         assert_eq!(line["target"], "mhr::flag");
         assert_eq!(line["fields"]["uplink"], "ens3");
         assert_eq!(line["fields"]["verdict"], "spoofed");
-        assert_eq!(line["fields"]["src"], "192.0.2.66");
         assert_eq!(line["fields"]["dst"], host.uplinks[0].peer_address.to_string());
         assert_eq!(line["fields"]["dropped"], false);
         assert_eq!(line["fields"]["proto"], "udp", "the flag schema's names, as in `watch --json`");
         assert!(line["fields"]["len"].as_u64().is_some_and(|len| len > 0), "{line}");
     }
+    let sources: Vec<&str> = flagged.iter().filter_map(|line| line["fields"]["src"].as_str()).collect();
+    assert_eq!(sources, ["192.0.2.66", "192.0.2.67"]);
     daemon.kill_9();
     assert!(mhr(&host.host, &config, &["down"]).succeeded());
 }

@@ -120,6 +120,67 @@ fn two_uplinks_in_one_subnet_each_answer_through_their_own_interface() {
 }
 
 #[test]
+fn only_main_mhrs_tables_and_gateway_defaults_elsewhere_are_read() {
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("routing").unwrap();
+    let config_path = write_config(&dir, &mhr_config(dir.path()));
+    // A big table nobody points at, as a BGP daemon or a CNI keeps it.
+    let batch: String = (0..2000)
+        .map(|i| format!("route add 198.18.{}.{}/32 dev ens3 table 500\n", i / 250, i % 250))
+        .collect();
+    lab.host.ip_batch(&batch).unwrap();
+    // A table a rule points at: its BGP-learned route is not read, the
+    // DHCP client's default is (ens4's gateway is learned from it).
+    lab.host
+        .ip([
+            "route",
+            "add",
+            "203.0.113.0/24",
+            "via",
+            "10.0.4.1",
+            "dev",
+            "ens4",
+            "proto",
+            "bgp",
+            "table",
+            "600",
+        ])
+        .unwrap();
+    lab.host.ip(["route", "del", "default", "via", "10.0.4.1", "dev", "ens4"]).unwrap();
+    lab.host
+        .ip(["route", "add", "default", "via", "10.0.4.1", "dev", "ens4", "proto", "dhcp", "table", "600"])
+        .unwrap();
+    lab.host.ip(["rule", "add", "from", "192.0.2.0/24", "lookup", "600", "priority", "600"]).unwrap();
+    // Someone else's route in the first table mhr would allocate.
+    lab.host.ip(["route", "add", "198.51.100.0/24", "dev", "ens3", "table", "7100"]).unwrap();
+
+    let config = Config::load(&config_path).unwrap();
+    let observed = lab
+        .host
+        .run(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async { Engine::connect(config).unwrap().observe().await.unwrap() })
+        })
+        .unwrap();
+    let in_table = |table: u32| observed.routes.iter().filter(move |r| r.table == table);
+    assert_eq!(in_table(500).count(), 0, "the unreferenced foreign table is not read");
+    let table_600: Vec<_> = in_table(600).collect();
+    assert_eq!(table_600.len(), 1, "only the DHCP default of table 600: {table_600:?}");
+    assert!(table_600[0].is_default());
+    assert_eq!(in_table(7100).count(), 1, "the free table mhr would take is checked");
+    assert!(in_table(254).any(|r| r.is_default()), "main is read whole");
+
+    let applied = mhr(&lab.host, &config_path, &["apply"]);
+    assert!(applied.succeeded(), "{applied:?}");
+    let status = mhr(&lab.host, &config_path, &["status"]);
+    assert!(status.output.contains("IPv4 gateway: 10.0.4.1 (from another table)"), "{}", status.output);
+    let tables = std::fs::read_to_string(dir.path().join("rt_tables.d/mhr.conf")).unwrap();
+    assert!(tables.ends_with("7101 ens3\n7102 ens4\n"), "7100 is someone else's: {tables}");
+    assert!(mhr(&lab.host, &config_path, &["check"]).succeeded());
+}
+
+#[test]
 fn second_apply_changes_nothing_and_down_restores_the_host_with_foreign_objects_untouched() {
     require_root();
     let lab = SeedLab::start().unwrap();
