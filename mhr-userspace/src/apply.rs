@@ -3,6 +3,7 @@
 
 use std::{net::IpAddr, path::Path};
 
+use futures::StreamExt as _;
 use rtnetlink::{
     Handle,
     packet_route::{
@@ -34,7 +35,7 @@ pub enum ApplyError {
 
 fn rollback_note(rollback: &[String]) -> String {
     if rollback.is_empty() {
-        "; every change made before it was undone".to_owned()
+        "; every change this apply made was undone".to_owned()
     } else {
         format!("; undoing earlier changes also failed: {}", rollback.join("; "))
     }
@@ -46,33 +47,50 @@ enum Outcome {
     AlreadyDone,
 }
 
-/// Executes `actions` in order. On the first failure, undoes the changed
-/// ones in reverse order and reports the failed action.
+/// Requests in flight at once. The kernel handles a socket's requests in
+/// the order they were sent, so an action still finds what the ones
+/// before it made (a table's prefix route before its default via the
+/// gateway); each acknowledgement is matched to its action by sequence
+/// number, so a failure is still the failing action's.
+const IN_FLIGHT: usize = 64;
+
+/// Each action's outcome, in order, with up to [`IN_FLIGHT`] requests in
+/// flight.
+async fn pipelined<'a>(
+    handle: &Handle,
+    actions: impl IntoIterator<Item = &'a Action>,
+    state_dir: &Path,
+) -> Vec<(&'a Action, Result<Outcome, String>)> {
+    futures::stream::iter(actions)
+        .map(|action| async move { (action, execute_one(handle, action, state_dir).await) })
+        .buffered(IN_FLIGHT)
+        .collect()
+        .await
+}
+
+/// Executes `actions` in order, pipelined. If one fails, undoes every one
+/// that changed the kernel (those after it included, already sent) in
+/// reverse order and reports the first failed action.
 pub async fn execute(
     handle: &Handle,
     actions: &[Action],
     names: &Names,
     state_dir: &Path,
 ) -> Result<usize, ApplyError> {
-    let mut done: Vec<&Action> = Vec::new();
-    for action in actions {
-        match execute_one(handle, action, state_dir).await {
-            Ok(Outcome::Changed) => done.push(action),
-            Ok(Outcome::AlreadyDone) => {}
-            Err(reason) => {
-                let mut rollback = Vec::new();
-                for earlier in done.iter().rev() {
-                    let undo = earlier.inverse();
-                    if let Err(err) = execute_one(handle, &undo, state_dir).await {
-                        rollback.push(format!("{}: {err}", undo.describe(names)));
-                    }
-                }
-                tracing::warn!(action = %action.describe(names), %reason, undone = done.len(), "apply failed");
-                return Err(ApplyError::Action { action: action.describe(names), reason, rollback });
-            }
-        }
-    }
-    Ok(done.len())
+    let outcomes = pipelined(handle, actions, state_dir).await;
+    let done: Vec<&Action> =
+        outcomes.iter().filter(|(_, o)| matches!(o, Ok(Outcome::Changed))).map(|(a, _)| *a).collect();
+    let Some((action, Err(reason))) = outcomes.iter().find(|(_, o)| o.is_err()) else {
+        return Ok(done.len());
+    };
+    let undo: Vec<Action> = done.iter().rev().map(|earlier| earlier.inverse()).collect();
+    let rollback: Vec<String> = pipelined(handle, &undo, state_dir)
+        .await
+        .into_iter()
+        .filter_map(|(undo, outcome)| Some(format!("{}: {}", undo.describe(names), outcome.err()?)))
+        .collect();
+    tracing::warn!(action = %action.describe(names), %reason, undone = done.len(), "apply failed");
+    Err(ApplyError::Action { action: action.describe(names), reason: reason.clone(), rollback })
 }
 
 /// What a best-effort run did.
@@ -83,12 +101,13 @@ pub struct BestEffort {
     pub failed: Vec<String>,
 }
 
-/// Executes every action, going on past failures (`down`: the way back
-/// must finish even when part of the host is gone). Nothing is undone.
+/// Executes every action, pipelined, going on past failures (`down`: the
+/// way back must finish even when part of the host is gone). Nothing is
+/// undone.
 pub async fn execute_all(handle: &Handle, actions: &[Action], names: &Names, state_dir: &Path) -> BestEffort {
     let mut outcome = BestEffort::default();
-    for action in actions {
-        match execute_one(handle, action, state_dir).await {
+    for (action, result) in pipelined(handle, actions, state_dir).await {
+        match result {
             Ok(Outcome::Changed) => outcome.changed += 1,
             Ok(Outcome::AlreadyDone) => {}
             Err(reason) => {
