@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{Outcome, routing::ApplyArgs};
+use super::{Outcome, apply::ApplyArgs};
 use crate::{
     config::Config,
     confirm::{self, ConfirmError, POLL, Pending},
@@ -125,7 +125,7 @@ pub(super) async fn apply_with_confirm(
         let _ = confirm::remove_pending(&state_dir);
         return Err(err);
     }
-    if let Err(err) = super::routing::apply_now(engine, args, out).await {
+    if let Err(err) = super::apply::apply_now(engine, args, out).await {
         // apply undid its own routing changes; put the rest back too.
         let report = confirm::restore(engine, &pending.prior).await?;
         confirm::remove_pending(&state_dir)?;
@@ -230,7 +230,12 @@ fn confirm_pending(engine: &Engine, config_path: &Path, id: Option<&str>) -> Res
 }
 
 /// `mhr confirm`.
-pub(super) fn confirm(engine: &Engine, config_path: &Path, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+/// `mhr confirm`.
+pub(super) fn confirm_command(config_path: &Path, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    super::with_engine(config_path, out, async |engine, out| confirm(engine, config_path, out))
+}
+
+fn confirm(engine: &Engine, config_path: &Path, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let pending = confirm_pending(engine, config_path, None)?;
     writeln!(out, "confirmed the change from {}; it stays", pending.config_path.display())?;
     Ok(Outcome::Success)
@@ -294,8 +299,7 @@ pub fn guardian(config_path: &Path, args: &GuardianArgs) -> anyhow::Result<Outco
     }
     let config = Config::load(config_path)?;
     let state_dir = config.routing.state_dir.clone();
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(async {
         let engine = Engine::connect(config)?;
         loop {

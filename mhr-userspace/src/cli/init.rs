@@ -18,10 +18,7 @@ pub struct InitArgs {
 }
 
 pub fn run(config_path: &Path, args: &InitArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     let observed = runtime.block_on(async {
         let (connection, handle, _) = rtnetlink::new_connection().context("opening a netlink socket")?;
         tokio::spawn(connection);

@@ -1,12 +1,16 @@
 //! The `mhr` command line. `run` writes to any `Write`, so tests drive the
 //! real commands in-process (inside a network namespace).
 
+mod apply;
+mod check;
 mod confirm;
 mod docs;
+mod down;
 mod init;
 mod monitor;
-mod routing;
+mod plan;
 mod run;
+mod status;
 mod watch;
 
 use std::{io::Write, path::PathBuf};
@@ -51,11 +55,11 @@ pub enum Command {
     /// global address and a default route); --write writes it.
     Init(init::InitArgs),
     /// Show the changes `apply` would make (nothing is changed).
-    Plan(routing::PlanArgs),
+    Plan(plan::PlanArgs),
     /// Install per-uplink tables and rules, keep one default route in main,
     /// and attach the source guard to every uplink. Idempotent: a second run
     /// changes no routing and replaces the guard in place, counters kept.
-    Apply(routing::ApplyArgs),
+    Apply(apply::ApplyArgs),
     /// Keep the change a running `apply --confirm` made (same config).
     Confirm,
     /// Remove everything mhr installed (routing and guard). Always finishes:
@@ -63,10 +67,10 @@ pub enum Command {
     /// confirmation.
     Down,
     /// Uplinks, addresses, gateways, tables, rules, and whether each is as desired.
-    Status(routing::StatusArgs),
+    Status(status::StatusArgs),
     /// Verify with the kernel's own route lookups that every address answers
     /// through its uplink. Exits non-zero when any check fails.
-    Check(routing::CheckArgs),
+    Check(check::CheckArgs),
     /// Print the guard's flagged packets as log lines (and how many were
     /// suppressed by its rate limit) until interrupted or a limit is hit.
     /// The flag ring buffer has one reader: while `mhr run` runs, flagged
@@ -105,6 +109,33 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Init(args) => init::run(&cli.config, args, out),
         Command::Completions(args) => docs::completions(args, out),
         Command::Manpage => docs::manpage(out),
-        command => routing::run(&cli.config, command, out),
+        Command::Plan(args) => plan::run(&cli.config, args, out),
+        Command::Apply(args) => apply::run(&cli.config, args, out),
+        Command::Confirm => confirm::confirm_command(&cli.config, out),
+        Command::Down => down::run(&cli.config, out),
+        Command::Status(args) => status::run(&cli.config, args, out),
+        Command::Check(args) => check::run(&cli.config, args, out),
     }
+}
+
+/// The one async runtime a command runs on (single-threaded: mhr's work
+/// is netlink round trips and timers).
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
+}
+
+/// Runs `command` with an engine for the config at `config_path`, after
+/// finishing a change an earlier session left unconfirmed.
+fn with_engine(
+    config_path: &std::path::Path,
+    out: &mut dyn Write,
+    command: impl AsyncFnOnce(&crate::engine::Engine, &mut dyn Write) -> anyhow::Result<Outcome>,
+) -> anyhow::Result<Outcome> {
+    let config = crate::config::Config::load(config_path)?;
+    runtime()?.block_on(async {
+        let engine = crate::engine::Engine::connect(config)?;
+        confirm::finish_abandoned(&engine, out).await?;
+        command(&engine, out).await
+    })
 }

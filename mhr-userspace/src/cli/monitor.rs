@@ -38,10 +38,7 @@ pub fn run(args: &MonitorArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(out, "monitoring; Ctrl-C to stop")?;
     out.flush().context("writing the output")?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(watch(&datapath, args.interval, args.duration, out))?;
     print_reports(&datapath.reports()?, "final", out)?;
     Ok(())

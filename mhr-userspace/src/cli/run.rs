@@ -62,10 +62,7 @@ pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
         flag_summary_interval: args.flag_summary_interval,
         ..DaemonOptions::default()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(async {
         let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

@@ -1,0 +1,45 @@
+//! `mhr down`: the way back. Always finishes; what cannot be done now is named.
+
+use std::{io::Write, path::Path};
+
+use super::Outcome;
+use crate::lock;
+
+pub fn run(config_path: &Path, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    super::with_engine(config_path, out, async |engine, out| {
+        let state_dir = &engine.config().routing.state_dir;
+        let _lock = lock::acquire(state_dir, lock::Role::Down, lock::WAIT)?;
+        // down is the way back: a pending confirmation has nothing left to undo.
+        if let Some(pending) = crate::confirm::read_pending(state_dir)? {
+            crate::confirm::cancel(state_dir, &pending)?;
+            writeln!(out, "note: cancelled the pending confirmation; mhr run will not apply that config")?;
+        }
+        let applied = engine.down().await?;
+        if applied.actions.is_empty() {
+            writeln!(out, "no changes: mhr owns nothing here")?;
+        } else {
+            for action in &applied.actions {
+                writeln!(out, "  {action}")?;
+            }
+            writeln!(out, "removed mhr's routing ({} change(s))", applied.changed)?;
+        }
+        let mut failed = applied.failed;
+        match engine.down_guard() {
+            Ok(detached) => {
+                for detached in detached {
+                    writeln!(out, "guard: detached {detached}")?;
+                }
+            }
+            Err(err) => failed.push(format!("removing the guard: {err:#}")),
+        }
+        if !failed.is_empty() {
+            writeln!(out, "down finished, but {} step(s) could not be done now:", failed.len())?;
+            for failure in &failed {
+                writeln!(out, "  {failure}")?;
+            }
+            writeln!(out, "run `mhr down` again once the host allows it (or `mhr run` finishes it)")?;
+            return Ok(Outcome::Incomplete);
+        }
+        Ok(Outcome::Success)
+    })
+}

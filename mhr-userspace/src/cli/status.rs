@@ -1,0 +1,136 @@
+//! `mhr status`: uplinks as mhr sees them, and whether each object is in place.
+
+use std::{io::Write, path::Path};
+
+use super::Outcome;
+use crate::status::Status;
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Only these uplinks (default: all).
+    #[arg(value_name = "UPLINK")]
+    uplinks: Vec<String>,
+    /// Print as JSON (with a schema `version`).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(config_path: &Path, args: &StatusArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    super::with_engine(config_path, out, async |engine, out| {
+        let status = engine.status().await?.only(&args.uplinks).map_err(anyhow::Error::msg)?;
+        if args.json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
+        } else {
+            print_status(&status, out)?;
+        }
+        Ok(Outcome::Success)
+    })
+}
+
+fn unix_time(seconds: u64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)
+}
+
+fn mark(present: bool) -> &'static str {
+    if present { "ok     " } else { "MISSING" }
+}
+
+fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
+    for uplink in &status.uplinks {
+        let role = if uplink.primary { ", primary" } else { "" };
+        let state = match (uplink.up, uplink.carrier) {
+            (false, _) => "DOWN",
+            (true, false) => "up, NO CARRIER",
+            (true, true) => "up",
+        };
+        writeln!(
+            out,
+            "{} (ifindex {}, {state}{role}), table {}",
+            uplink.interface, uplink.index, uplink.table
+        )?;
+        writeln!(
+            out,
+            "  addresses: {}",
+            if uplink.addresses.is_empty() { "none".into() } else { uplink.addresses.join(", ") }
+        )?;
+        for (family, gateway) in [("IPv4", &uplink.gateway4), ("IPv6", &uplink.gateway6)] {
+            if let Some(gateway) = gateway {
+                writeln!(out, "  {family} gateway: {} (from {})", gateway.gateway, gateway.learned_from)?;
+            }
+        }
+        if let Some(reason) = &uplink.blocked {
+            writeln!(out, "  BLOCKED, left as it is: {reason}")?;
+        }
+        for health in &uplink.health {
+            let state = match health.fault {
+                None if health.healthy => "healthy".to_owned(),
+                Some(fault) if health.healthy => format!("healthy ({fault}, not yet confirmed)"),
+                Some(fault) => format!("UNHEALTHY: {fault}"),
+                None => "UNHEALTHY: recovering".to_owned(),
+            };
+            let mut line = format!("  {} {state}", health.family);
+            if let Some(since) = health.since {
+                line += &format!(", since {}", humantime::format_rfc3339_seconds(unix_time(since)));
+            }
+            if let Some(loss) = health.probe_loss {
+                line += &format!(", probe loss {:.0}%", loss * 100.0);
+            }
+            if let Some(rtt) = health.probe_rtt_seconds {
+                line += &format!(", rtt {:.1} ms", rtt * 1000.0);
+            }
+            if health.active {
+                line += ", holds main's default";
+            }
+            writeln!(out, "{line} [{}]", health.judged_by)?;
+        }
+        for object in uplink.rules.iter().chain(&uplink.routes) {
+            writeln!(out, "  {} {}", mark(object.present), object.object)?;
+        }
+    }
+    for (family, uplinks) in &status.active {
+        writeln!(out, "main's {family} default: {}", uplinks.join(" + "))?;
+    }
+    match &status.guard {
+        None => writeln!(out, "guard: not installed")?,
+        Some(guard) => {
+            for uplink in &guard.uplinks {
+                let attached = match uplink.attachment {
+                    Some(mechanism) => format!("attached via {mechanism}"),
+                    None => "NOT attached".to_owned(),
+                };
+                writeln!(out, "guard on {} ({attached}, {} mode):", uplink.interface, uplink.mode)?;
+                let verdicts: Vec<String> =
+                    uplink.verdicts.iter().map(|(name, count)| format!("{name} {}", count.packets)).collect();
+                writeln!(out, "  packets: {}", verdicts.join(", "))?;
+                let e = &uplink.events;
+                writeln!(
+                    out,
+                    "  dropped {}, flags emitted {}, suppressed {}, errors {}",
+                    e.dropped, e.flags_emitted, e.flags_suppressed, e.errors
+                )?;
+            }
+            if !guard.top_offenders.is_empty() {
+                writeln!(out, "top offenders:")?;
+                for offender in &guard.top_offenders {
+                    writeln!(
+                        out,
+                        "  {} {} {} packets {} bytes {}",
+                        offender.uplink, offender.source, offender.verdict, offender.packets, offender.bytes
+                    )?;
+                }
+            }
+        }
+    }
+    for note in &status.notes {
+        writeln!(out, "note: {note}")?;
+    }
+    if status.in_sync {
+        writeln!(out, "in sync: apply would change nothing")?;
+    } else {
+        writeln!(out, "NOT in sync; `mhr apply` would:")?;
+        for pending in &status.pending {
+            writeln!(out, "  {pending}")?;
+        }
+    }
+    Ok(())
+}
