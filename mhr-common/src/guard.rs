@@ -96,7 +96,7 @@ impl Verdict {
 /// Address family dimension of the counters.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Family {
+pub enum PacketFamily {
     Ipv4 = 0,
     Ipv6 = 1,
     /// Not IP, or too short to tell.
@@ -105,7 +105,7 @@ pub enum Family {
 
 pub const FAMILIES: usize = 3;
 
-impl Family {
+impl PacketFamily {
     pub const ALL: [Self; FAMILIES] = [Self::Ipv4, Self::Ipv6, Self::Other];
 
     pub fn from_u8(value: u8) -> Option<Self> {
@@ -123,7 +123,7 @@ impl Family {
 
 /// Index into the per-CPU verdict counters.
 #[inline(always)]
-pub fn verdict_slot(uplink: u32, family: Family, verdict: Verdict) -> u32 {
+pub fn verdict_slot(uplink: u32, family: PacketFamily, verdict: Verdict) -> u32 {
     uplink * (FAMILIES * VERDICTS) as u32 + family as u32 * VERDICTS as u32 + verdict as u32
 }
 
@@ -243,7 +243,7 @@ const _: () = assert!(size_of::<AllowV6>() == 20);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct OffenderKey {
     pub slot: u32,
-    /// [`Family`] as u8.
+    /// [`PacketFamily`] as u8.
     pub family: u8,
     pub _pad: [u8; 3],
     /// IPv4 in the first four bytes, the rest zero.
@@ -278,7 +278,7 @@ pub struct FlagRecord {
     pub destination_port: u16,
     /// [`Verdict`] as u8.
     pub verdict: u8,
-    /// [`Family`] as u8.
+    /// [`PacketFamily`] as u8.
     pub family: u8,
     /// IP protocol (next header for IPv6); 0 when unknown.
     pub protocol: u8,
@@ -332,7 +332,7 @@ mod tests {
     fn counter_slots_are_dense_and_distinct() {
         let mut seen = std::collections::BTreeSet::new();
         for uplink in 0..MAX_UPLINKS {
-            for family in Family::ALL {
+            for family in PacketFamily::ALL {
                 for verdict in Verdict::ALL {
                     let slot = verdict_slot(uplink, family, verdict);
                     assert!(slot < VERDICT_SLOTS);
@@ -348,8 +348,8 @@ mod tests {
         for verdict in Verdict::ALL {
             assert_eq!(Verdict::from_u8(verdict as u8), Some(verdict));
         }
-        for family in Family::ALL {
-            assert_eq!(Family::from_u8(family as u8), Some(family));
+        for family in PacketFamily::ALL {
+            assert_eq!(PacketFamily::from_u8(family as u8), Some(family));
         }
         assert_eq!(Verdict::from_u8(6), None);
     }

@@ -42,7 +42,7 @@ fn rollback_note(rollback: &[String]) -> String {
 }
 
 /// Whether an action changed the kernel (and so needs undoing on failure).
-enum Outcome {
+enum Effect {
     Changed,
     AlreadyDone,
 }
@@ -60,7 +60,7 @@ async fn pipelined<'a>(
     handle: &Handle,
     actions: impl IntoIterator<Item = &'a Action>,
     state_dir: &Path,
-) -> Vec<(&'a Action, Result<Outcome, String>)> {
+) -> Vec<(&'a Action, Result<Effect, String>)> {
     futures::stream::iter(actions)
         .map(|action| async move { (action, execute_one(handle, action, state_dir).await) })
         .buffered(IN_FLIGHT)
@@ -79,7 +79,7 @@ pub async fn execute(
 ) -> Result<usize, ApplyError> {
     let outcomes = pipelined(handle, actions, state_dir).await;
     let done: Vec<&Action> =
-        outcomes.iter().filter(|(_, o)| matches!(o, Ok(Outcome::Changed))).map(|(a, _)| *a).collect();
+        outcomes.iter().filter(|(_, o)| matches!(o, Ok(Effect::Changed))).map(|(a, _)| *a).collect();
     let Some((action, Err(reason))) = outcomes.iter().find(|(_, o)| o.is_err()) else {
         return Ok(done.len());
     };
@@ -108,8 +108,8 @@ pub async fn execute_all(handle: &Handle, actions: &[Action], names: &Names, sta
     let mut outcome = BestEffort::default();
     for (action, result) in pipelined(handle, actions, state_dir).await {
         match result {
-            Ok(Outcome::Changed) => outcome.changed += 1,
-            Ok(Outcome::AlreadyDone) => {}
+            Ok(Effect::Changed) => outcome.changed += 1,
+            Ok(Effect::AlreadyDone) => {}
             Err(reason) => {
                 tracing::warn!(action = %action.describe(names), %reason, "could not be done; going on");
                 outcome.failed.push(format!("{}: {reason}", action.describe(names)));
@@ -119,7 +119,7 @@ pub async fn execute_all(handle: &Handle, actions: &[Action], names: &Names, sta
     outcome
 }
 
-async fn execute_one(handle: &Handle, action: &Action, state_dir: &Path) -> Result<Outcome, String> {
+async fn execute_one(handle: &Handle, action: &Action, state_dir: &Path) -> Result<Effect, String> {
     match action {
         Action::AddRoute { route } => add_route(handle, route).await,
         Action::ReplaceRoute { new, .. } => {
@@ -176,26 +176,26 @@ fn update_moved(state_dir: &Path, change: impl FnOnce(&mut Vec<MovedRoute>)) -> 
     state::write_moved(state_dir, &moved)
 }
 
-async fn add_route(handle: &Handle, route: &Route) -> Result<Outcome, String> {
+async fn add_route(handle: &Handle, route: &Route) -> Result<Effect, String> {
     changed(handle.route().add(route_message(route)).execute().await)
 }
 
-async fn delete_route(handle: &Handle, route: &Route) -> Result<Outcome, String> {
+async fn delete_route(handle: &Handle, route: &Route) -> Result<Effect, String> {
     tolerate_missing(handle.route().del(route_message(route)).execute().await)
 }
 
-fn changed(result: Result<(), rtnetlink::Error>) -> Result<Outcome, String> {
-    result.map(|()| Outcome::Changed).map_err(|err| describe_error(&err))
+fn changed(result: Result<(), rtnetlink::Error>) -> Result<Effect, String> {
+    result.map(|()| Effect::Changed).map_err(|err| describe_error(&err))
 }
 
 /// Deleting what is already gone is done (ENOENT/ESRCH).
-fn tolerate_missing(result: Result<(), rtnetlink::Error>) -> Result<Outcome, String> {
+fn tolerate_missing(result: Result<(), rtnetlink::Error>) -> Result<Effect, String> {
     match result {
-        Ok(()) => Ok(Outcome::Changed),
+        Ok(()) => Ok(Effect::Changed),
         Err(rtnetlink::Error::NetlinkError(message))
             if matches!(-message.raw_code(), libc::ENOENT | libc::ESRCH) =>
         {
-            Ok(Outcome::AlreadyDone)
+            Ok(Effect::AlreadyDone)
         }
         Err(err) => Err(describe_error(&err)),
     }

@@ -163,8 +163,9 @@ struct RawConfig {
     health: HealthConfig,
     #[serde(default)]
     routing: RoutingConfig,
-    #[serde(default)]
-    datapath: DatapathConfig,
+    /// `[guard]`; `[datapath]`, its name before, is accepted too.
+    #[serde(default, alias = "datapath")]
+    guard: GuardConfig,
     #[serde(default)]
     metrics: MetricsConfig,
 }
@@ -253,10 +254,11 @@ impl Default for HealthConfig {
     }
 }
 
-/// `[datapath]`.
+/// `[guard]` (formerly `[datapath]`): where the source guard keeps its
+/// pins and how it attaches.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
-pub struct DatapathConfig {
+pub struct GuardConfig {
     /// bpffs directory for pinned maps and links; several instances can
     /// coexist with different directories.
     pub pin_dir: PathBuf,
@@ -265,7 +267,7 @@ pub struct DatapathConfig {
     pub attach: AttachMode,
 }
 
-impl Default for DatapathConfig {
+impl Default for GuardConfig {
     fn default() -> Self {
         Self { pin_dir: PathBuf::from(DEFAULT_PIN_DIR), attach: AttachMode::Auto }
     }
@@ -389,7 +391,7 @@ pub struct Config {
     pub uplinks: Vec<UplinkConfig>,
     pub health: HealthConfig,
     pub routing: RoutingConfig,
-    pub datapath: DatapathConfig,
+    pub guard: GuardConfig,
     pub metrics: MetricsConfig,
 }
 
@@ -432,7 +434,7 @@ impl Config {
             uplinks: raw.uplinks,
             health: raw.health,
             routing: raw.routing,
-            datapath: raw.datapath,
+            guard: raw.guard,
             metrics: raw.metrics,
         };
         config.validate()?;
@@ -627,7 +629,7 @@ mod tests {
         assert_eq!(config.uplinks.len(), 2);
         assert!(config.uplinks[0].primary && !config.uplinks[1].primary);
         assert_eq!(config.routing, RoutingConfig::default());
-        assert_eq!(config.datapath.pin_dir, PathBuf::from(DEFAULT_PIN_DIR));
+        assert_eq!(config.guard.pin_dir, PathBuf::from(DEFAULT_PIN_DIR));
         assert_eq!(config.metrics.listen.to_string(), "127.0.0.1:9847");
         assert_eq!(config.metrics.top_offenders, 0);
         assert_eq!(config.guard_mode(&config.uplinks[0]), (GuardMode::Monitor, false));
@@ -675,9 +677,22 @@ source_rules = "address"
         let config = parse(text).unwrap();
         assert_eq!(config.guard_mode(&config.uplinks[0]), (GuardMode::Enforce, false));
         assert_eq!(config.guard_mode(&config.uplinks[1]), (GuardMode::Monitor, true));
-        assert_eq!(config.datapath.pin_dir, PathBuf::from("/sys/fs/bpf/x"));
+        assert_eq!(config.guard.pin_dir, PathBuf::from("/sys/fs/bpf/x"));
         let bad = parse("mode = \"block\"\n[[uplink]]\ninterface = \"a\"\nprimary = true\n").unwrap_err();
         assert!(matches!(bad, ConfigError::Syntax { line: 1, .. }), "{bad:?}");
+    }
+
+    #[test]
+    fn the_guard_section_is_read_under_its_old_name_too() {
+        let guard =
+            parse(&format!("{MINIMAL}[guard]\npin_dir = \"/sys/fs/bpf/g\"\nattach = \"clsact\"\n")).unwrap();
+        assert_eq!(guard.guard.pin_dir, PathBuf::from("/sys/fs/bpf/g"));
+        assert_eq!(guard.guard.attach, AttachMode::Clsact);
+        let old = parse(&format!("{MINIMAL}[datapath]\npin_dir = \"/sys/fs/bpf/g\"\nattach = \"clsact\"\n"))
+            .unwrap();
+        assert_eq!(old.guard, guard.guard);
+        let both = parse(&format!("{MINIMAL}[guard]\npin_dir = \"/a\"\n[datapath]\npin_dir = \"/b\"\n"));
+        assert!(both.is_err(), "one section, not two: {both:?}");
     }
 
     #[test]

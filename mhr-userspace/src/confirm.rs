@@ -165,7 +165,7 @@ pub async fn capture(engine: &Engine) -> Result<Prior, EngineError> {
     let protocol = config.routing.protocol;
     let observed = engine.observe().await?;
     let registry = state::read_tables(&config.routing.rt_tables_dir)?;
-    let guard = GuardMaps::from_pins(&config.datapath.pin_dir)?.map(|maps| maps.enforcement()).transpose()?;
+    let guard = GuardMaps::from_pins(&config.guard.pin_dir)?.map(|maps| maps.enforcement()).transpose()?;
     Ok(Prior {
         interfaces: observed.links.iter().map(|link| (link.index, link.name.clone())).collect(),
         rules: observed.rules.into_iter().filter(|r| r.protocol == protocol).collect(),
@@ -232,7 +232,7 @@ pub async fn restore(engine: &Engine, prior: &Prior) -> Result<RolledBackReport,
                 report.failed.push(format!("removing the guard: {err:#}"));
             }
         }
-        Some(modes) => match GuardMaps::from_pins(&config.datapath.pin_dir) {
+        Some(modes) => match GuardMaps::from_pins(&config.guard.pin_dir) {
             Ok(Some(mut maps)) => {
                 if let Err(err) = maps.set_enforcement(modes) {
                     report.failed.push(format!("restoring the guard's modes: {err:#}"));

@@ -357,7 +357,7 @@ impl Engine {
     }
 
     pub fn load_guard(&self) -> Result<Guard, EngineError> {
-        Ok(Guard::load(&self.config.datapath.pin_dir)?)
+        Ok(Guard::load(&self.config.guard.pin_dir)?)
     }
 
     /// Fills the guard's maps and attaches it to every uplink, replacing an
@@ -369,13 +369,13 @@ impl Engine {
     ) -> Result<Vec<GuardAttachment>, EngineError> {
         let uplinks = self.guard_uplinks(planned);
         guard.configure(&uplinks)?;
-        Ok(guard.attach(&uplinks, self.config.datapath.attach)?)
+        Ok(guard.attach(&uplinks, self.config.guard.attach)?)
     }
 
     /// Detaches the guard everywhere and removes its pins.
     pub fn down_guard(&self) -> Result<Vec<String>, EngineError> {
         let interfaces: Vec<String> = self.config.uplinks.iter().map(|u| u.interface.clone()).collect();
-        Ok(crate::guard::teardown(&self.config.datapath.pin_dir, &interfaces)?)
+        Ok(crate::guard::teardown(&self.config.guard.pin_dir, &interfaces)?)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::{path::PathBuf, sync::atomic::AtomicU64};
 
-use mhr_common::guard::{Family, MAX_OFFENDERS, Verdict};
+use mhr_common::guard::{MAX_OFFENDERS, PacketFamily, Verdict};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -203,7 +203,7 @@ impl DatapathCollector {
         let mut snapshot = Snapshot::default();
         for (slot, uplink) in &names {
             let counts = maps.verdict_counts(*slot).ok()?;
-            for family in Family::ALL {
+            for family in PacketFamily::ALL {
                 for verdict in Verdict::ALL {
                     let count = counts.get(family, verdict);
                     let labels =

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use mhr_common::guard::{Family, Verdict};
+use mhr_common::guard::{PacketFamily, Verdict};
 use serde::Serialize;
 
 use crate::{
@@ -72,8 +72,8 @@ pub struct GuardUplinkStatus {
     pub mode: crate::config::GuardMode,
     pub enforce_asymmetric: bool,
     /// Packets and bytes by verdict (all families), and by family.
-    pub verdicts: BTreeMap<&'static str, Count>,
-    pub by_family: BTreeMap<&'static str, BTreeMap<&'static str, Count>>,
+    pub verdicts: BTreeMap<&'static str, PacketCount>,
+    pub by_family: BTreeMap<&'static str, BTreeMap<&'static str, PacketCount>>,
     pub events: EventCounts,
 }
 
@@ -87,7 +87,7 @@ pub struct GuardStatus {
 
 /// Packets and bytes, for JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Count {
+pub struct PacketCount {
     pub packets: u64,
     pub bytes: u64,
 }
@@ -194,7 +194,7 @@ impl Engine {
     /// Counters, offenders and attachment of the installed guard, read from
     /// its pinned maps.
     pub fn guard_status(&self) -> Result<Option<GuardStatus>, EngineError> {
-        let pin_dir = &self.config().datapath.pin_dir;
+        let pin_dir = &self.config().guard.pin_dir;
         let Some(maps) = GuardMaps::from_pins(pin_dir)? else { return Ok(None) };
         let names = maps.slot_names()?;
         let links = PinLayout::new(pin_dir).links();
@@ -207,7 +207,7 @@ impl Engine {
                 continue;
             };
             let counts = maps.verdict_counts(slot)?;
-            let count = |c: mhr_common::guard::Count| Count { packets: c.packets, bytes: c.bytes };
+            let count = |c: mhr_common::guard::Count| PacketCount { packets: c.packets, bytes: c.bytes };
             let (mode, enforce_asymmetric) = self.config().guard_mode(uplink);
             let prefix = crate::guard::pin_prefix(&uplink.interface);
             let attachment = if pinned.iter().any(|name| name.starts_with(&prefix)) {
@@ -226,7 +226,7 @@ impl Engine {
                 mode,
                 enforce_asymmetric,
                 verdicts: Verdict::ALL.iter().map(|v| (v.name(), count(counts.total(*v)))).collect(),
-                by_family: Family::ALL
+                by_family: PacketFamily::ALL
                     .iter()
                     .map(|f| {
                         (

@@ -342,11 +342,11 @@ pub fn mhr_config(dir: &std::path::Path) -> String {
     )
 }
 
-/// `[routing]` and `[datapath]` sections keeping mhr's files under `dir`
+/// `[routing]` and `[guard]` sections keeping mhr's files under `dir`
 /// and its pins in the bpffs directory paired with it.
 pub fn routing_section(dir: &std::path::Path) -> String {
     format!(
-        "[routing]\nrt_tables_dir = \"{}\"\nstate_dir = \"{}\"\n\n[datapath]\npin_dir = \"{}\"\n",
+        "[routing]\nrt_tables_dir = \"{}\"\nstate_dir = \"{}\"\n\n[guard]\npin_dir = \"{}\"\n",
         dir.join("rt_tables.d").display(),
         dir.join("state").display(),
         crate::temp_dir::pin_dir_for(dir).display()

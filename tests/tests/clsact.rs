@@ -1,4 +1,4 @@
-//! The clsact backend (`[datapath] attach = "clsact"`), which kernels
+//! The clsact backend (`[guard] attach = "clsact"`), which kernels
 //! without TCX (< 6.6) use, forced and tested on this kernel: it counts and
 //! drops like TCX, a new program replaces the old one in place, `status`
 //! reports it, and the daemon leaves a working filter alone but puts back
@@ -12,7 +12,7 @@ use common::{
     daemon::{DaemonThread, METRICS_PORT, eventually, sample, wait_healthy},
     mhr, write_config,
 };
-use mhr_common::guard::{Family, Verdict};
+use mhr_common::guard::{PacketFamily, Verdict};
 use mhr_tests::{
     TempDir,
     probe::http_get,
@@ -35,7 +35,7 @@ const FOREIGN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 66);
 fn clsact_config(dir: &TempDir) -> std::path::PathBuf {
     let text = format!(
         "mode = \"enforce\"\n[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"10.99.0.1\"\n\n[[uplink]]\ninterface = \"ens4\"\ngateway = \"10.99.1.1\"\n\n{}",
-        routing_section(dir.path()).replace("[datapath]\n", "[datapath]\nattach = \"clsact\"\n")
+        routing_section(dir.path()).replace("[guard]\n", "[guard]\nattach = \"clsact\"\n")
     );
     write_config(dir, &text)
 }
@@ -83,8 +83,8 @@ fn a_clsact_guard_counts_and_drops_is_replaced_in_place_and_shows_in_status() {
         let maps = GuardMaps::from_pins(&dir.pin_dir()).unwrap().expect("guard installed");
         maps.verdict_counts(maps.slot_of("ens3").unwrap().unwrap()).unwrap()
     };
-    assert_eq!(counts().get(Family::Ipv4, Verdict::Ok).packets, 3);
-    assert_eq!(counts().get(Family::Ipv4, Verdict::Spoofed).packets, 2);
+    assert_eq!(counts().get(PacketFamily::Ipv4, Verdict::Ok).packets, 3);
+    assert_eq!(counts().get(PacketFamily::Ipv4, Verdict::Spoofed).packets, 2);
 
     let status = mhr(&host.host, &config, &["status"]);
     assert!(status.output.contains("guard on ens3 (attached via clsact, enforce mode)"), "{}", status.output);
@@ -98,7 +98,7 @@ fn a_clsact_guard_counts_and_drops_is_replaced_in_place_and_shows_in_status() {
     let second = the_filter(&host, "ens3");
     assert_ne!(second.program_id, first.program_id, "the new program runs");
     host.send_udp(0, 2, 32).unwrap();
-    assert_eq!(counts().get(Family::Ipv4, Verdict::Ok).packets, 5, "counters kept across the swap");
+    assert_eq!(counts().get(PacketFamily::Ipv4, Verdict::Ok).packets, 5, "counters kept across the swap");
 
     assert!(mhr(&host.host, &config, &["down"]).succeeded());
     assert!(guard_filters(&host, "ens3").is_empty() && guard_filters(&host, "ens4").is_empty());

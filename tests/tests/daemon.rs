@@ -14,7 +14,7 @@ use common::{
     daemon::{DaemonProcess, DaemonThread, METRICS_PORT, eventually, healthy, mhr_binary, sample},
     mhr, write_config,
 };
-use mhr_common::guard::{Family, Verdict};
+use mhr_common::guard::{PacketFamily, Verdict};
 use mhr_tests::{
     Netns, SeedLab, TempDir,
     probe::http_get,
@@ -243,8 +243,11 @@ fn scraped_metrics_match_the_packets_sent_exactly() {
     assert_eq!(status, 200);
     assert_promtool_accepts(&body);
     let packets = |verdict: Verdict| {
-        let labels =
-            format!("uplink=\"ens3\",family=\"{}\",verdict=\"{}\"", Family::Ipv4.name(), verdict.name());
+        let labels = format!(
+            "uplink=\"ens3\",family=\"{}\",verdict=\"{}\"",
+            PacketFamily::Ipv4.name(),
+            verdict.name()
+        );
         (sample(&body, "mhr_guard_packets_total", &labels), sample(&body, "mhr_guard_bytes_total", &labels))
     };
     assert_eq!(packets(Verdict::Ok), (Some(7.0), Some(7.0 * frame)), "{body}");
@@ -296,7 +299,7 @@ fn after_kill_9_the_guard_keeps_counting_and_a_restart_continues_the_counters() 
     send_frames(&host.host, "ens3", &good, 10).unwrap();
     let maps = GuardMaps::from_pins(&dir.pin_dir()).unwrap().expect("pins survive the daemon");
     let slot = maps.slot_of("ens3").unwrap().expect("ens3 has a slot");
-    let ok = maps.verdict_counts(slot).unwrap().get(Family::Ipv4, Verdict::Ok).packets;
+    let ok = maps.verdict_counts(slot).unwrap().get(PacketFamily::Ipv4, Verdict::Ok).packets;
     assert_eq!(ok, 20, "the guard stayed attached and counted while no daemon ran");
 
     let mut second = DaemonProcess::spawn(&host.host, &config);

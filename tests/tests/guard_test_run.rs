@@ -14,7 +14,7 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use common::frames::{self, TCP, UDP};
 use mhr_common::{
     TCX_NEXT,
-    guard::{Count, Family, GUARD_PROGRAM, TC_ACT_SHOT, Verdict},
+    guard::{Count, GUARD_PROGRAM, PacketFamily, TC_ACT_SHOT, Verdict},
 };
 use mhr_tests::{quiet_host::QuietHost, require_root};
 use mhr_userspace::{
@@ -127,11 +127,11 @@ impl Drop for Fixture {
 
 /// Runs `frame` and asserts the verdict counter it lands in moved by exactly
 /// one packet of the frame's length, and nothing else did.
-fn expect(fixture: &mut Fixture, frame: &[u8], family: Family, verdict: Verdict, code: i32) {
+fn expect(fixture: &mut Fixture, frame: &[u8], family: PacketFamily, verdict: Verdict, code: i32) {
     let before = fixture.counts();
     assert_eq!(fixture.run(frame), code, "{family:?} {verdict:?}");
     let after = fixture.counts();
-    for f in Family::ALL {
+    for f in PacketFamily::ALL {
         for v in Verdict::ALL {
             let delta = Count {
                 packets: after.get(f, v).packets - before.get(f, v).packets,
@@ -157,26 +157,32 @@ fn in_quiet_host(test: impl FnOnce() + Send) {
 fn ipv4_verdicts() {
     in_quiet_host(|| {
         let mut f = Fixture::new(false);
-        expect(&mut f, &frames::ipv4(ENS3_V4, PEER_V4, UDP, &[]), Family::Ipv4, Verdict::Ok, TCX_NEXT);
-        expect(&mut f, &frames::ipv4(ALLOWED_V4, PEER_V4, UDP, &[]), Family::Ipv4, Verdict::Ok, TCX_NEXT);
+        expect(&mut f, &frames::ipv4(ENS3_V4, PEER_V4, UDP, &[]), PacketFamily::Ipv4, Verdict::Ok, TCX_NEXT);
+        expect(
+            &mut f,
+            &frames::ipv4(ALLOWED_V4, PEER_V4, UDP, &[]),
+            PacketFamily::Ipv4,
+            Verdict::Ok,
+            TCX_NEXT,
+        );
         expect(
             &mut f,
             &frames::ipv4(Ipv4Addr::UNSPECIFIED, PEER_V4, UDP, &[]),
-            Family::Ipv4,
+            PacketFamily::Ipv4,
             Verdict::Exempt,
             TCX_NEXT,
         );
         expect(
             &mut f,
             &frames::ipv4(ENS4_V4, PEER_V4, TCP, &[]),
-            Family::Ipv4,
+            PacketFamily::Ipv4,
             Verdict::Asymmetric,
             TCX_NEXT,
         );
         expect(
             &mut f,
             &frames::ipv4(FOREIGN_V4, PEER_V4, UDP, &[]),
-            Family::Ipv4,
+            PacketFamily::Ipv4,
             Verdict::Spoofed,
             TCX_NEXT,
         );
@@ -190,11 +196,11 @@ fn ipv6_verdicts_with_and_without_extension_headers() {
         let link_local: Ipv6Addr = "fe80::1".parse().unwrap();
         for extensions in [false, true] {
             let frame = |source| frames::ipv6(source, PEER_V6, UDP, extensions, &[]);
-            expect(&mut f, &frame(ENS3_V6), Family::Ipv6, Verdict::Ok, TCX_NEXT);
-            expect(&mut f, &frame(Ipv6Addr::UNSPECIFIED), Family::Ipv6, Verdict::Exempt, TCX_NEXT);
-            expect(&mut f, &frame(link_local), Family::Ipv6, Verdict::Exempt, TCX_NEXT);
-            expect(&mut f, &frame(ENS4_V6), Family::Ipv6, Verdict::Asymmetric, TCX_NEXT);
-            expect(&mut f, &frame(FOREIGN_V6), Family::Ipv6, Verdict::Spoofed, TCX_NEXT);
+            expect(&mut f, &frame(ENS3_V6), PacketFamily::Ipv6, Verdict::Ok, TCX_NEXT);
+            expect(&mut f, &frame(Ipv6Addr::UNSPECIFIED), PacketFamily::Ipv6, Verdict::Exempt, TCX_NEXT);
+            expect(&mut f, &frame(link_local), PacketFamily::Ipv6, Verdict::Exempt, TCX_NEXT);
+            expect(&mut f, &frame(ENS4_V6), PacketFamily::Ipv6, Verdict::Asymmetric, TCX_NEXT);
+            expect(&mut f, &frame(FOREIGN_V6), PacketFamily::Ipv6, Verdict::Spoofed, TCX_NEXT);
         }
         // The flag records found the UDP ports behind the extension headers.
         let flags = f.flags();
@@ -212,19 +218,31 @@ fn vlan_tags_in_band_are_parsed_up_to_two() {
         let mut f = Fixture::new(false);
         let single = [(0x8100, 42)];
         let double = [(0x88a8, 100), (0x8100, 42)];
-        expect(&mut f, &frames::ipv4(ENS3_V4, PEER_V4, UDP, &single), Family::Ipv4, Verdict::Ok, TCX_NEXT);
-        expect(&mut f, &frames::ipv4(ENS3_V4, PEER_V4, UDP, &double), Family::Ipv4, Verdict::Ok, TCX_NEXT);
+        expect(
+            &mut f,
+            &frames::ipv4(ENS3_V4, PEER_V4, UDP, &single),
+            PacketFamily::Ipv4,
+            Verdict::Ok,
+            TCX_NEXT,
+        );
+        expect(
+            &mut f,
+            &frames::ipv4(ENS3_V4, PEER_V4, UDP, &double),
+            PacketFamily::Ipv4,
+            Verdict::Ok,
+            TCX_NEXT,
+        );
         expect(
             &mut f,
             &frames::ipv6(ENS3_V6, PEER_V6, UDP, false, &double),
-            Family::Ipv6,
+            PacketFamily::Ipv6,
             Verdict::Ok,
             TCX_NEXT,
         );
         expect(
             &mut f,
             &frames::ipv4(FOREIGN_V4, PEER_V4, UDP, &single),
-            Family::Ipv4,
+            PacketFamily::Ipv4,
             Verdict::Spoofed,
             TCX_NEXT,
         );
@@ -232,7 +250,7 @@ fn vlan_tags_in_band_are_parsed_up_to_two() {
         expect(
             &mut f,
             &frames::ipv4(ENS3_V4, PEER_V4, UDP, &triple),
-            Family::Other,
+            PacketFamily::Other,
             Verdict::Malformed,
             TCX_NEXT,
         );
@@ -249,12 +267,12 @@ fn enforce_mode_drops_frames_with_more_vlan_tags_than_it_reads() {
         let triple = [(0x88a8, 1), (0x8100, 2), (0x8100, 3)];
         for source in [ENS3_V4, FOREIGN_V4] {
             let frame = frames::ipv4(source, PEER_V4, UDP, &triple);
-            expect(&mut f, &frame, Family::Other, Verdict::Malformed, TC_ACT_SHOT);
+            expect(&mut f, &frame, PacketFamily::Other, Verdict::Malformed, TC_ACT_SHOT);
         }
         expect(
             &mut f,
             &frames::ipv4(ENS3_V4, PEER_V4, UDP, &[(0x8100, 42)]),
-            Family::Ipv4,
+            PacketFamily::Ipv4,
             Verdict::Ok,
             TCX_NEXT,
         );
@@ -266,18 +284,18 @@ fn enforce_mode_drops_frames_with_more_vlan_tags_than_it_reads() {
 fn non_ip_and_truncated_frames_are_counted_and_passed() {
     in_quiet_host(|| {
         let mut f = Fixture::new(true);
-        expect(&mut f, &frames::arp(), Family::Other, Verdict::NonIp, TCX_NEXT);
+        expect(&mut f, &frames::arp(), PacketFamily::Other, Verdict::NonIp, TCX_NEXT);
         // Frames cut at every header boundary: each one the kernel accepts
         // is malformed and passed; which ones it refuses is recorded too.
         let v4 = frames::ipv4(FOREIGN_V4, PEER_V4, UDP, &[]);
         let v6 = frames::ipv6(FOREIGN_V6, PEER_V6, UDP, false, &[]);
         let tagged = frames::ipv4(FOREIGN_V4, PEER_V4, UDP, &[(0x8100, 42)]);
         let tagged6 = frames::ipv6(FOREIGN_V6, PEER_V6, UDP, false, &[(0x8100, 42)]);
-        let cases: [(&[u8], &[usize], Family); 4] = [
-            (&v4, &[15, 20, 26, 29, 33], Family::Ipv4),
-            (&v6, &[15, 21, 37, 53], Family::Ipv6),
-            (&tagged, &[15, 16, 17, 18, 19, 24, 30, 33, 37], Family::Other),
-            (&tagged6, &[19, 25, 41, 57], Family::Ipv6),
+        let cases: [(&[u8], &[usize], PacketFamily); 4] = [
+            (&v4, &[15, 20, 26, 29, 33], PacketFamily::Ipv4),
+            (&v6, &[15, 21, 37, 53], PacketFamily::Ipv6),
+            (&tagged, &[15, 16, 17, 18, 19, 24, 30, 33, 37], PacketFamily::Other),
+            (&tagged6, &[19, 25, 41, 57], PacketFamily::Ipv6),
         ];
         let mut refused = Vec::new();
         for (frame, cuts, family) in cases {
@@ -288,8 +306,11 @@ fn non_ip_and_truncated_frames_are_counted_and_passed() {
                     Some(code) => {
                         assert_eq!(code, TCX_NEXT);
                         // Inside a tag, the inner family is known once its EtherType is.
-                        let family =
-                            if frame.len() == tagged.len() && cut >= 18 { Family::Ipv4 } else { family };
+                        let family = if frame.len() == tagged.len() && cut >= 18 {
+                            PacketFamily::Ipv4
+                        } else {
+                            family
+                        };
                         let after = f.counts().get(family, Verdict::Malformed).packets;
                         assert_eq!(
                             after,
@@ -305,10 +326,10 @@ fn non_ip_and_truncated_frames_are_counted_and_passed() {
         assert_eq!(refused, vec![15, 20, 26, 29, 33, 15, 21, 37, 53], "the kernel refused exactly these");
         let mut options_cut = v4.clone();
         options_cut[14] = 0x4f; // IHL 15: 60 header bytes claimed, fewer present
-        expect(&mut f, &options_cut, Family::Ipv4, Verdict::Malformed, TCX_NEXT);
+        expect(&mut f, &options_cut, PacketFamily::Ipv4, Verdict::Malformed, TCX_NEXT);
         let mut bad_version = v4.clone();
         bad_version[14] = 0x55;
-        expect(&mut f, &bad_version, Family::Ipv4, Verdict::Malformed, TCX_NEXT);
+        expect(&mut f, &bad_version, PacketFamily::Ipv4, Verdict::Malformed, TCX_NEXT);
         // The kernel itself refuses zero-length and header-only test frames.
         let program = f.guard.program(GUARD_PROGRAM).unwrap();
         for frame in [&[][..], &v4[..14]] {
@@ -327,25 +348,25 @@ fn non_ip_and_truncated_frames_are_counted_and_passed() {
 fn enforce_mode_drops_spoofed_but_not_asymmetric_by_default() {
     in_quiet_host(|| {
         let mut f = Fixture::new(true);
-        expect(&mut f, &frames::ipv4(ENS3_V4, PEER_V4, UDP, &[]), Family::Ipv4, Verdict::Ok, TCX_NEXT);
+        expect(&mut f, &frames::ipv4(ENS3_V4, PEER_V4, UDP, &[]), PacketFamily::Ipv4, Verdict::Ok, TCX_NEXT);
         expect(
             &mut f,
             &frames::ipv4(FOREIGN_V4, PEER_V4, UDP, &[]),
-            Family::Ipv4,
+            PacketFamily::Ipv4,
             Verdict::Spoofed,
             TC_ACT_SHOT,
         );
         expect(
             &mut f,
             &frames::ipv4(ENS4_V4, PEER_V4, UDP, &[]),
-            Family::Ipv4,
+            PacketFamily::Ipv4,
             Verdict::Asymmetric,
             TCX_NEXT,
         );
         expect(
             &mut f,
             &frames::ipv6(FOREIGN_V6, PEER_V6, TCP, false, &[]),
-            Family::Ipv6,
+            PacketFamily::Ipv6,
             Verdict::Spoofed,
             TC_ACT_SHOT,
         );
@@ -429,6 +450,6 @@ fn flag_records_are_rate_limited_and_the_rest_counted_as_suppressed() {
         assert!(events.flags_emitted <= 200 * 2, "at most the per-CPU budget: {events:?}");
         assert!(events.flags_suppressed >= 600, "{events:?}");
         assert_eq!(f.flags().len() as u64, events.flags_emitted);
-        assert_eq!(f.counts().get(Family::Ipv4, Verdict::Spoofed).packets, 1000);
+        assert_eq!(f.counts().get(PacketFamily::Ipv4, Verdict::Spoofed).packets, 1000);
     });
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::{mhr, write_config};
-use mhr_common::guard::{Family, Verdict};
+use mhr_common::guard::{PacketFamily, Verdict};
 use mhr_tests::{
     TempDir,
     quiet_host::{QuietHost, UDP4_FRAME_OVERHEAD},
@@ -66,7 +66,7 @@ fn egress_traffic_is_counted_by_verdict_exactly() {
     let frame = (PAYLOAD + UDP4_OVERHEAD) as u64;
     assert_eq!(UDP4_FRAME_OVERHEAD, UDP4_OVERHEAD as u64);
     let ens3 = counts(&dir.pin_dir(), "ens3");
-    let v4 = |verdict| ens3.get(Family::Ipv4, verdict);
+    let v4 = |verdict| ens3.get(PacketFamily::Ipv4, verdict);
     assert_eq!((v4(Verdict::Ok).packets, v4(Verdict::Ok).bytes), (7, 7 * frame));
     assert_eq!((v4(Verdict::Asymmetric).packets, v4(Verdict::Asymmetric).bytes), (5, 5 * frame));
     assert_eq!((v4(Verdict::Spoofed).packets, v4(Verdict::Spoofed).bytes), (3, 3 * frame));
@@ -123,7 +123,7 @@ fn enforce_mode_lets_the_router_side_see_none_of_the_spoofed_and_all_the_good() 
         "all good packets and the (not enforced) asymmetric ones arrive, no spoofed"
     );
     let ens3 = counts(&dir.pin_dir(), "ens3");
-    assert_eq!(ens3.get(Family::Ipv4, Verdict::Spoofed).packets, 20);
+    assert_eq!(ens3.get(PacketFamily::Ipv4, Verdict::Spoofed).packets, 20);
     let maps = GuardMaps::from_pins(&dir.pin_dir()).unwrap().unwrap();
     let slot = maps.slot_of("ens3").unwrap().expect("ens3 has a slot");
     assert_eq!(maps.event_counts(slot).unwrap().dropped, 20);
@@ -138,7 +138,7 @@ fn counters_survive_reapply_and_restart_and_no_packet_goes_uncounted() {
     let config = quiet_config(&dir, "monitor");
     assert!(mhr(&host.host, &config, &["apply"]).succeeded());
     host.send_udp(0, 10, PAYLOAD).unwrap();
-    assert_eq!(counts(&dir.pin_dir(), "ens3").get(Family::Ipv4, Verdict::Ok).packets, 10);
+    assert_eq!(counts(&dir.pin_dir(), "ens3").get(PacketFamily::Ipv4, Verdict::Ok).packets, 10);
 
     // Keep traffic flowing while mhr is re-applied three times (each run a
     // fresh load of the program, as after a restart, replacing it in place).
@@ -159,7 +159,7 @@ fn counters_survive_reapply_and_restart_and_no_packet_goes_uncounted() {
     });
     let during = sent.load(Ordering::Relaxed);
     assert!(during > 0);
-    let ok = counts(&dir.pin_dir(), "ens3").get(Family::Ipv4, Verdict::Ok).packets;
+    let ok = counts(&dir.pin_dir(), "ens3").get(PacketFamily::Ipv4, Verdict::Ok).packets;
     assert_eq!(ok, 10 + during, "every packet counted across the replacements");
     assert!(mhr(&host.host, &config, &["down"]).succeeded());
     assert!(GuardMaps::from_pins(&dir.pin_dir()).unwrap().is_none(), "down unpins the maps");
@@ -178,7 +178,7 @@ fn an_address_change_updates_the_maps_without_reloading_the_program() {
     host.host.ip(["addr", "add", &format!("{added}/24"), "dev", "ens3"]).unwrap();
     let frame = frame_from(&host, 0, added);
     send_frames(&host.host, "ens3", &frame, 2).unwrap();
-    assert_eq!(counts(&dir.pin_dir(), "ens3").get(Family::Ipv4, Verdict::Spoofed).packets, 2);
+    assert_eq!(counts(&dir.pin_dir(), "ens3").get(PacketFamily::Ipv4, Verdict::Spoofed).packets, 2);
 
     // Rewrite the pinned maps only: no program is loaded or attached.
     let index = |name: &'static str| {
@@ -208,8 +208,8 @@ fn an_address_change_updates_the_maps_without_reloading_the_program() {
     maps.configure(&uplinks).unwrap();
     send_frames(&host.host, "ens3", &frame, 3).unwrap();
     let ens3 = counts(&dir.pin_dir(), "ens3");
-    assert_eq!(ens3.get(Family::Ipv4, Verdict::Ok).packets, 3);
-    assert_eq!(ens3.get(Family::Ipv4, Verdict::Spoofed).packets, 2, "earlier counts kept");
+    assert_eq!(ens3.get(PacketFamily::Ipv4, Verdict::Ok).packets, 3);
+    assert_eq!(ens3.get(PacketFamily::Ipv4, Verdict::Spoofed).packets, 2, "earlier counts kept");
     assert!(mhr(&host.host, &config, &["down"]).succeeded());
 }
 
@@ -223,7 +223,7 @@ fn a_slot_given_to_another_uplink_starts_with_nothing_of_the_old_one() {
     send_frames(&host.host, "ens3", &frame_from(&host, 0, FOREIGN), 4).unwrap();
     let mut maps = GuardMaps::from_pins(&dir.pin_dir()).unwrap().unwrap();
     let old_slot = maps.slot_of("ens3").unwrap().unwrap();
-    assert_eq!(maps.verdict_counts(old_slot).unwrap().get(Family::Ipv4, Verdict::Spoofed).packets, 4);
+    assert_eq!(maps.verdict_counts(old_slot).unwrap().get(PacketFamily::Ipv4, Verdict::Spoofed).packets, 4);
     assert_eq!(maps.event_counts(old_slot).unwrap().flags_emitted, 4);
     let names = maps.slot_names().unwrap();
     assert!(maps.offenders(&names).unwrap().iter().any(|o| o.uplink == "ens3"));
@@ -331,10 +331,10 @@ fn an_l3_uplink_is_guarded_from_its_ip_header() {
         assert!(!left.contains(&foreign), "spoofed {foreign} dropped: {left:?}");
     }
     let tun0 = counts(&dir.pin_dir(), "tun0");
-    assert_eq!(tun0.get(Family::Ipv4, Verdict::Spoofed).packets, 3);
-    assert_eq!(tun0.get(Family::Ipv6, Verdict::Spoofed).packets, 3);
-    assert!(tun0.get(Family::Ipv4, Verdict::Ok).packets >= 3);
-    assert!(tun0.get(Family::Ipv6, Verdict::Ok).packets >= 3);
+    assert_eq!(tun0.get(PacketFamily::Ipv4, Verdict::Spoofed).packets, 3);
+    assert_eq!(tun0.get(PacketFamily::Ipv6, Verdict::Spoofed).packets, 3);
+    assert!(tun0.get(PacketFamily::Ipv4, Verdict::Ok).packets >= 3);
+    assert!(tun0.get(PacketFamily::Ipv6, Verdict::Ok).packets >= 3);
     assert_eq!(
         tun0.total(Verdict::NonIp).packets + tun0.total(Verdict::Malformed).packets,
         0,

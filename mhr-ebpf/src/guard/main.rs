@@ -19,9 +19,9 @@ use aya_ebpf::{
 use mhr_common::{
     MAX_IFINDEX, TCX_NEXT,
     guard::{
-        AllowV4, AllowV6, Count, EVENT_SLOTS, Event, FLAGS_PER_CPU_PER_SECOND, FLAGS_RING_BYTES, Family,
-        FlagBudget, FlagRecord, INLINE_V4, INLINE_V6, MAX_ALLOW, MAX_HIGH_IFINDEXES, MAX_OFFENDERS,
-        MAX_OWNERS, MAX_UPLINKS, Offender, OffenderKey, TC_ACT_SHOT, UplinkGuard, VERDICT_SLOTS, Verdict,
+        AllowV4, AllowV6, Count, EVENT_SLOTS, Event, FLAGS_PER_CPU_PER_SECOND, FLAGS_RING_BYTES, FlagBudget,
+        FlagRecord, INLINE_V4, INLINE_V6, MAX_ALLOW, MAX_HIGH_IFINDEXES, MAX_OFFENDERS, MAX_OWNERS,
+        MAX_UPLINKS, Offender, OffenderKey, PacketFamily, TC_ACT_SHOT, UplinkGuard, VERDICT_SLOTS, Verdict,
         event_slot, verdict_slot,
     },
 };
@@ -114,7 +114,7 @@ pub fn mhr_guard(ctx: TcContext) -> i32 {
 struct Offence<'a> {
     ifindex: u32,
     slot: u32,
-    family: Family,
+    family: PacketFamily,
     verdict: Verdict,
     length: u64,
     dropped: bool,
@@ -124,13 +124,13 @@ struct Offence<'a> {
 }
 
 #[inline(always)]
-fn classify(guard: &UplinkGuard, parsed: &Parsed) -> (Family, Verdict) {
+fn classify(guard: &UplinkGuard, parsed: &Parsed) -> (PacketFamily, Verdict) {
     match parsed {
-        Parsed::NonIp => (Family::Other, Verdict::NonIp),
+        Parsed::NonIp => (PacketFamily::Other, Verdict::NonIp),
         Parsed::Malformed(family) => (*family, Verdict::Malformed),
-        Parsed::TooManyTags => (Family::Other, Verdict::Malformed),
-        Parsed::Ip { source: Source::V4(source), .. } => (Family::Ipv4, classify_v4(guard, *source)),
-        Parsed::Ip { source: Source::V6(source), .. } => (Family::Ipv6, classify_v6(guard, source)),
+        Parsed::TooManyTags => (PacketFamily::Other, Verdict::Malformed),
+        Parsed::Ip { source: Source::V4(source), .. } => (PacketFamily::Ipv4, classify_v4(guard, *source)),
+        Parsed::Ip { source: Source::V6(source), .. } => (PacketFamily::Ipv6, classify_v6(guard, source)),
     }
 }
 
@@ -206,7 +206,7 @@ fn mismatch_v6(slot: u32, has_allow: bool, source: &[u64; 2]) -> Verdict {
 
 /// False on an internal error (counted).
 #[inline(always)]
-fn count(slot: u32, family: Family, verdict: Verdict, length: u64) -> bool {
+fn count(slot: u32, family: PacketFamily, verdict: Verdict, length: u64) -> bool {
     match VERDICTS.get_ptr_mut(verdict_slot(slot, family, verdict)) {
         // SAFETY: this CPU's slot of a pre-allocated per-CPU array.
         Some(counter) => unsafe {
@@ -229,7 +229,7 @@ fn bump(slot: u32, event: Event) {
     }
 }
 
-fn offender_key(slot: u32, family: Family, parsed: &Parsed) -> OffenderKey {
+fn offender_key(slot: u32, family: PacketFamily, parsed: &Parsed) -> OffenderKey {
     let mut source = [0u8; 16];
     match parsed {
         Parsed::Ip { source: Source::V4(address), .. } => source[..4].copy_from_slice(&address.to_ne_bytes()),

@@ -3,7 +3,7 @@
 //! otherwise, and "malformed" when the packet is too short.
 
 use aya_ebpf::programs::TcContext;
-use mhr_common::guard::{Family, MAX_IPV6_EXTENSIONS, MAX_VLAN_TAGS};
+use mhr_common::guard::{MAX_IPV6_EXTENSIONS, MAX_VLAN_TAGS, PacketFamily};
 
 const ETH_HEADER: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -30,7 +30,7 @@ pub enum Source {
 
 pub enum Parsed {
     NonIp,
-    Malformed(Family),
+    Malformed(PacketFamily),
     /// More in-band VLAN tags than the parser reads: whatever is inside
     /// cannot be vouched for (counted as malformed; dropped in enforce mode).
     TooManyTags,
@@ -89,7 +89,7 @@ pub fn parse(ctx: &TcContext) -> Parsed {
 #[inline(always)]
 fn parse_slow(ctx: &TcContext) -> Parsed {
     let Some(mut ethertype) = read::<u16>(ctx, 12).map(u16::from_be) else {
-        return Parsed::Malformed(Family::Other);
+        return Parsed::Malformed(PacketFamily::Other);
     };
     let mut l3 = ETH_HEADER;
     let mut vlan = 0u16;
@@ -98,10 +98,10 @@ fn parse_slow(ctx: &TcContext) -> Parsed {
             break;
         }
         let Some(tci) = read::<u16>(ctx, l3).map(u16::from_be) else {
-            return Parsed::Malformed(Family::Other);
+            return Parsed::Malformed(PacketFamily::Other);
         };
         let Some(inner) = read::<u16>(ctx, l3 + 2).map(u16::from_be) else {
-            return Parsed::Malformed(Family::Other);
+            return Parsed::Malformed(PacketFamily::Other);
         };
         if tag == 0 {
             vlan = tci & 0x0fff;
@@ -130,24 +130,24 @@ pub fn parse_l3(ctx: &TcContext) -> Parsed {
 fn parse_ip(ctx: &TcContext, ethertype: u16, l3: usize, vlan: u16) -> Parsed {
     match ethertype {
         ETH_P_IP => {
-            let Some(version_ihl) = first_byte(ctx, l3) else { return Parsed::Malformed(Family::Ipv4) };
+            let Some(version_ihl) = first_byte(ctx, l3) else { return Parsed::Malformed(PacketFamily::Ipv4) };
             let header = usize::from(version_ihl & 0x0f) * 4;
             if version_ihl >> 4 != 4 || header < IPV4_MIN_HEADER || l3 + header > ctx.len() as usize {
-                return Parsed::Malformed(Family::Ipv4);
+                return Parsed::Malformed(PacketFamily::Ipv4);
             }
             match read::<u32>(ctx, l3 + 12) {
                 Some(source) => Parsed::Ip { l3, vlan, source: Source::V4(source) },
-                None => Parsed::Malformed(Family::Ipv4),
+                None => Parsed::Malformed(PacketFamily::Ipv4),
             }
         }
         ETH_P_IPV6 => {
-            let Some(version) = first_byte(ctx, l3) else { return Parsed::Malformed(Family::Ipv6) };
+            let Some(version) = first_byte(ctx, l3) else { return Parsed::Malformed(PacketFamily::Ipv6) };
             if version >> 4 != 6 || l3 + IPV6_HEADER > ctx.len() as usize {
-                return Parsed::Malformed(Family::Ipv6);
+                return Parsed::Malformed(PacketFamily::Ipv6);
             }
             match read::<[u64; 2]>(ctx, l3 + 8) {
                 Some(source) => Parsed::Ip { l3, vlan, source: Source::V6(source) },
-                None => Parsed::Malformed(Family::Ipv6),
+                None => Parsed::Malformed(PacketFamily::Ipv6),
             }
         }
         _ => Parsed::NonIp,

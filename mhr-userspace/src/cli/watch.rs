@@ -32,7 +32,7 @@ const SUPPRESSED_EVERY: Duration = Duration::from_secs(1);
 
 pub fn run(config_path: &Path, args: &WatchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
-    let pin_dir = &config.datapath.pin_dir;
+    let pin_dir = &config.guard.pin_dir;
     let Some(maps) = GuardMaps::from_pins(pin_dir)? else {
         bail!("no guard is installed under {} (run `mhr apply` first)", pin_dir.display());
     };

@@ -180,7 +180,7 @@ pub async fn run_with_reloads(
         .with_route_filter(events::RouteFilter::for_config(&config));
     let control = Arc::new(ControlMetrics::default());
     let health = Arc::new(Health::default());
-    let collector = DatapathCollector::new(config.datapath.pin_dir.clone(), config.metrics.top_offenders);
+    let collector = DatapathCollector::new(config.guard.pin_dir.clone(), config.metrics.top_offenders);
     let registry = Arc::new(registry(&control, collector));
     let address = config.metrics.listen;
     let listener = tokio::net::TcpListener::bind(address)
@@ -189,7 +189,7 @@ pub async fn run_with_reloads(
     tokio::spawn(http::serve(listener, Arc::clone(&registry), Arc::clone(&health)));
     tracing::info!(%address, "serving /metrics and /healthz");
 
-    let pin_dir = config.datapath.pin_dir.clone();
+    let pin_dir = config.guard.pin_dir.clone();
     let settings = config.health.clone();
     let engine = Engine::connect(config)?.tolerant();
     let (probe_plans, plans) = tokio::sync::watch::channel(Vec::new());
@@ -417,7 +417,7 @@ impl Daemon {
         }
         let detached = guard.forget_detached();
         let held_before = guard.held_pins();
-        let mode = self.engine.config().datapath.attach;
+        let mode = self.engine.config().guard.attach;
         let attached = repaired.and(configured).and_then(|()| guard.attach_missing(&uplinks, mode));
         if let Ok(attached) = &attached {
             for attachment in attached {
@@ -448,8 +448,8 @@ impl Daemon {
         if config.metrics.listen != old.metrics.listen {
             kept.push("[metrics] listen");
         }
-        if config.datapath.pin_dir != old.datapath.pin_dir {
-            kept.push("[datapath] pin_dir");
+        if config.guard.pin_dir != old.guard.pin_dir {
+            kept.push("[guard] pin_dir");
         }
         if config.routing.state_dir != old.routing.state_dir {
             kept.push("[routing] state_dir");
@@ -468,7 +468,7 @@ impl Daemon {
         config.routing.protocol = old.routing.protocol;
         config.routing.table_range = old.routing.table_range;
         config.metrics.listen = old.metrics.listen;
-        config.datapath.pin_dir = old.datapath.pin_dir.clone();
+        config.guard.pin_dir = old.guard.pin_dir.clone();
         config.routing.state_dir = old.routing.state_dir.clone();
         config.health = old.health.clone();
         if !kept.is_empty() {

@@ -1,5 +1,5 @@
 //! The guard as a clsact egress filter, for kernels without TCX (< 6.6)
-//! or when `[datapath] attach = "clsact"`. The filter has a fixed priority
+//! or when `[guard] attach = "clsact"`. The filter has a fixed priority
 //! and handle, so a new program replaces the old one in place (one netlink
 //! change, no unguarded gap), and whether the kernel runs a given program
 //! there is a filter dump away, so nothing is re-attached on trust.

@@ -99,7 +99,7 @@ impl fmt::Display for FlaggedPacket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mhr_common::guard::Family;
+    use mhr_common::guard::PacketFamily;
 
     #[test]
     fn records_decode_into_readable_lines() {
@@ -110,7 +110,7 @@ mod tests {
             source_port: 40000,
             destination_port: 53,
             verdict: Verdict::Spoofed as u8,
-            family: Family::Ipv4 as u8,
+            family: PacketFamily::Ipv4 as u8,
             protocol: 17,
             dropped: 1,
             vlan: 0,

@@ -15,8 +15,8 @@ use aya::{
 };
 use mhr_common::guard::{
     ALLOW_V4_MAP, ALLOW_V6_MAP, AllowV4, AllowV6, Count, EVENT_COUNTERS_MAP, EVENTS, Event, FAMILIES,
-    FLAG_BUDGET_MAP, FLAGS_MAP, Family, FlagBudget, MAP_LAYOUT_VERSION, MAX_UPLINKS, OFFENDERS_MAP,
-    OWNERS_V4_MAP, OWNERS_V6_MAP, Offender, OffenderKey, SLOT_NAMES_MAP, UPLINKS_HIGH_MAP, UPLINKS_MAP,
+    FLAG_BUDGET_MAP, FLAGS_MAP, FlagBudget, MAP_LAYOUT_VERSION, MAX_UPLINKS, OFFENDERS_MAP, OWNERS_V4_MAP,
+    OWNERS_V6_MAP, Offender, OffenderKey, PacketFamily, SLOT_NAMES_MAP, UPLINKS_HIGH_MAP, UPLINKS_MAP,
     UplinkGuard, VERDICT_COUNTERS_MAP, VERDICTS, Verdict, event_slot, verdict_slot,
 };
 use serde::Serialize;
@@ -129,7 +129,7 @@ impl GuardMaps {
     /// Counters of one slot by family and verdict, summed over CPUs.
     pub fn verdict_counts(&self, slot: u32) -> Result<VerdictCounts, GuardError> {
         let mut counts = VerdictCounts::default();
-        for family in Family::ALL {
+        for family in PacketFamily::ALL {
             for verdict in Verdict::ALL {
                 let values = self
                     .verdicts
@@ -179,7 +179,7 @@ impl GuardMaps {
     pub fn clear_slot(&mut self, slot: u32) -> Result<(), GuardError> {
         let cpus = aya::util::nr_cpus().map_err(|(_, source)| GuardError::Cpus(source))?;
         let zero_counts = || PerCpuValues::try_from(vec![Count::default(); cpus]).map_err(GuardError::Cpus);
-        for family in Family::ALL {
+        for family in PacketFamily::ALL {
             for verdict in Verdict::ALL {
                 self.verdicts
                     .set(verdict_slot(slot, family, verdict), zero_counts()?, 0)
@@ -226,13 +226,13 @@ pub fn decode_name(raw: &[u8; 16]) -> Option<String> {
 pub struct VerdictCounts(pub [[Count; VERDICTS]; FAMILIES]);
 
 impl VerdictCounts {
-    pub fn get(&self, family: Family, verdict: Verdict) -> Count {
+    pub fn get(&self, family: PacketFamily, verdict: Verdict) -> Count {
         self.0[family as usize][verdict as usize]
     }
 
     /// One verdict over all families.
     pub fn total(&self, verdict: Verdict) -> Count {
-        Family::ALL.iter().fold(Count::default(), |sum, family| {
+        PacketFamily::ALL.iter().fold(Count::default(), |sum, family| {
             let count = self.get(*family, verdict);
             Count { packets: sum.packets + count.packets, bytes: sum.bytes + count.bytes }
         })
@@ -260,10 +260,10 @@ pub struct OffenderReport {
 }
 
 pub fn source_address(family: u8, raw: &[u8; 16]) -> Option<IpAddr> {
-    match Family::from_u8(family)? {
-        Family::Ipv4 => Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
-        Family::Ipv6 => Some(IpAddr::V6(Ipv6Addr::from(*raw))),
-        Family::Other => None,
+    match PacketFamily::from_u8(family)? {
+        PacketFamily::Ipv4 => Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
+        PacketFamily::Ipv6 => Some(IpAddr::V6(Ipv6Addr::from(*raw))),
+        PacketFamily::Other => None,
     }
 }
 
@@ -300,9 +300,9 @@ mod tests {
     fn offender_sources_decode_by_family() {
         let mut raw = [0u8; 16];
         raw[..4].copy_from_slice(&[10, 0, 4, 10]);
-        assert_eq!(source_address(Family::Ipv4 as u8, &raw), Some("10.0.4.10".parse().unwrap()));
+        assert_eq!(source_address(PacketFamily::Ipv4 as u8, &raw), Some("10.0.4.10".parse().unwrap()));
         let v6: Ipv6Addr = "2001:db8::1".parse().unwrap();
-        assert_eq!(source_address(Family::Ipv6 as u8, &v6.octets()), Some(IpAddr::V6(v6)));
-        assert_eq!(source_address(Family::Other as u8, &raw), None);
+        assert_eq!(source_address(PacketFamily::Ipv6 as u8, &v6.octets()), Some(IpAddr::V6(v6)));
+        assert_eq!(source_address(PacketFamily::Other as u8, &raw), None);
     }
 }
