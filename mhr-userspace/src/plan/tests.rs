@@ -859,6 +859,47 @@ fn drift_is_what_mhr_wanted_before_and_lost_host_changes_are_new_wants() {
     assert!(!actions.is_empty() && actions.iter().all(|a| !a.corrects_drift(&now)), "{actions:?}");
 }
 
+#[test]
+fn an_explicit_table_a_foreign_rule_points_at_is_refused() {
+    let config = config(
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\ntable = 7150\n[[uplink]]\ninterface = \"ens4\"\n",
+    );
+    let mut host = seed_host();
+    host.rules
+        .push(Rule { source: Some("192.0.2.0/24".parse().unwrap()), ..kernel_rule(Family::V4, 500, 7150) });
+    let err = plan(&config, &host).unwrap_err();
+    let PlanError::TableHasForeignRule { table, interface, object } = &err else { panic!("{err:?}") };
+    assert_eq!((*table, interface.as_str()), (7150, "ens3"));
+    assert!(object.contains("from 192.0.2.0/24 lookup 7150"), "{object}");
+}
+
+#[test]
+fn a_table_range_with_no_free_table_left_is_refused_not_reused() {
+    let config = config(
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens4\"\n[routing]\ntable_range = [7100, 7101]\n",
+    );
+    let mut host = seed_host();
+    // Someone else's route takes one of the two tables.
+    host.routes.push(route(7100, "198.51.100.0/24", None, 2, BOOT, None));
+    let err = plan(&config, &host).unwrap_err();
+    assert_eq!(
+        err,
+        PlanError::TablesExhausted { start: 7100, end: 7101, interface: "ens4".into() },
+        "ens3 takes 7101; nothing is left for ens4"
+    );
+    assert_eq!(err.to_string(), "no free table left in table_range 7100–7101 for `ens4`");
+}
+
+#[test]
+fn an_interface_the_host_lacks_is_refused_with_its_name_and_the_config_file() {
+    let config =
+        config("[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"wwan0\"\n");
+    assert_eq!(
+        plan(&config, &seed_host()).unwrap_err(),
+        PlanError::UnknownInterface { path: "mhr.toml".into(), interface: "wwan0".into() }
+    );
+}
+
 /// Generated hosts: the planner's promises hold for any of them.
 mod properties {
     use proptest::prelude::*;
