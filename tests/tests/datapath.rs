@@ -45,6 +45,16 @@ fn counts_exact_packets_and_bytes_per_uplink() {
     assert_eq!(by_name, vec![("ens3", expected(7)), ("ens4", expected(11))]);
     // TCX links are file descriptors: dropping the datapath detaches them.
     drop(datapath);
+    for interface in ["ens3", "ens4"] {
+        let (_, programs) = lab
+            .host
+            .run(move || {
+                aya::programs::SchedClassifier::query_tcx(interface, aya::programs::TcAttachType::Egress)
+            })
+            .unwrap()
+            .unwrap();
+        assert!(programs.is_empty(), "{interface} runs nothing after the drop: {programs:?}");
+    }
 }
 
 #[test]

@@ -451,5 +451,18 @@ fn flag_records_are_rate_limited_and_the_rest_counted_as_suppressed() {
         assert!(events.flags_suppressed >= 600, "{events:?}");
         assert_eq!(f.flags().len() as u64, events.flags_emitted);
         assert_eq!(f.counts().get(PacketFamily::Ipv4, Verdict::Spoofed).packets, 1000);
+
+        // The next second's window has its budget again.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let options = TestRunOptions {
+            data_in: Some(&spoofed),
+            ctx_in: Some(&context),
+            repeat: 10,
+            ..Default::default()
+        };
+        f.guard.program(GUARD_PROGRAM).unwrap().test_run(options).unwrap();
+        let refilled = f.guard.maps.event_counts(f.slot("ens3")).unwrap();
+        assert_eq!(refilled.flags_emitted, events.flags_emitted + 10, "{refilled:?}");
+        assert_eq!(refilled.flags_suppressed, events.flags_suppressed);
     });
 }
