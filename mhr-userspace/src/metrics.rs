@@ -180,7 +180,7 @@ fn gauge_family(
 }
 
 /// What one scrape reads from the maps.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Snapshot {
     packets: Vec<(Labels, u64)>,
     bytes: Vec<(Labels, u64)>,
@@ -239,8 +239,17 @@ impl DatapathCollector {
 }
 
 impl Collector for DatapathCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(s) = self.snapshot() else { return Ok(()) };
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        match self.snapshot() {
+            Some(snapshot) => encode_snapshot(encoder, &snapshot, self.top_offenders > 0),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The guard's metric families from one snapshot of its maps.
+fn encode_snapshot(mut encoder: DescriptorEncoder, s: &Snapshot, top: bool) -> Result<(), std::fmt::Error> {
+    {
         let e = &mut encoder;
         counter_family(
             e,
@@ -270,7 +279,7 @@ impl Collector for DatapathCollector {
             "Capacity of the offender table",
             &[(Labels::new(), i64::from(MAX_OFFENDERS))],
         )?;
-        if self.top_offenders > 0 {
+        if top {
             gauge_family(
                 e,
                 "mhr_guard_top_offender_packets",
@@ -421,15 +430,47 @@ mod tests {
         control.guard_repair("map");
         control.initialise(&["ens3"]);
         control.uplink_blocked.get_or_create(&labels([("uplink", "ens3")])).set(0);
-        let registry = registry(&control, DatapathCollector::new("/nonexistent".into(), 0));
-        let text = render(&registry).unwrap();
-        let mut names: BTreeSet<String> = text
-            .lines()
+        let mut registry = registry(&control, DatapathCollector::new("/nonexistent".into(), 0));
+        // The guard's families as the collector encodes them, from a
+        // snapshot with one sample each.
+        registry.register_collector(Box::new(GuardSample));
+        sample_names(&render(&registry).unwrap())
+    }
+
+    fn sample_names(text: &str) -> BTreeSet<String> {
+        text.lines()
             .filter(|line| !line.starts_with('#') && !line.is_empty())
             .map(|line| line.split(['{', ' ']).next().unwrap_or_default().to_owned())
-            .collect();
-        names.extend(DATAPATH_METRICS.iter().map(|n| (*n).to_owned()));
-        names
+            .collect()
+    }
+
+    #[derive(Debug)]
+    struct GuardSample;
+
+    impl Collector for GuardSample {
+        fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            let one = vec![(labels([("uplink", "ens3")]), 1)];
+            let snapshot = Snapshot {
+                packets: one.clone(),
+                bytes: one.clone(),
+                dropped: one.clone(),
+                flags_emitted: one.clone(),
+                flags_suppressed: one.clone(),
+                errors: one,
+                offenders: 1,
+                top: vec![(labels([("uplink", "ens3"), ("source", "192.0.2.66")]), 1)],
+            };
+            encode_snapshot(encoder, &snapshot, true)
+        }
+    }
+
+    #[test]
+    fn the_documented_guard_metrics_are_what_the_collector_encodes() {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(GuardSample));
+        let encoded = sample_names(&render(&registry).unwrap());
+        let listed: BTreeSet<String> = DATAPATH_METRICS.iter().map(|n| (*n).to_owned()).collect();
+        assert_eq!(encoded, listed);
     }
 
     #[test]
