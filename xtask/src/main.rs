@@ -5,6 +5,7 @@ mod bench;
 mod cmd;
 mod dist;
 mod lab;
+mod mutants;
 mod setup;
 mod test;
 
@@ -35,6 +36,9 @@ enum Task {
     /// Build the Debian package (binary with the eBPF objects inside, unit,
     /// completions, man page, docs) into target/dist.
     Dist(dist::DistArgs),
+    /// Mutation testing (cargo-mutants, installed on first use) of the
+    /// planner, config and guard userspace against their unit tests.
+    Mutants(mutants::MutantsArgs),
 }
 
 impl Task {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Task::Lab(args) => lab::run(&args),
         Task::Bench(args) => bench::run(&args),
         Task::Dist(args) => dist::run(&args),
+        Task::Mutants(args) => mutants::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
