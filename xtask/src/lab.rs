@@ -165,11 +165,14 @@ fn daemon_demo(lab: &SeedLab, mhr: &Mhr) -> anyhow::Result<()> {
             "the daemon's first reconcile",
         )?;
         let [_, secondary] = lab.uplinks() else { bail!("the seed lab has two uplinks") };
-        let rule =
-            ["rule", "del", "from", &secondary.address.to_string(), "lookup", "7101", "priority", "7103"];
+        // mhr's rule covers the secondary's whole connected prefix.
+        let mask = u32::MAX.checked_shl(32 - u32::from(secondary.prefix_len)).unwrap_or(0);
+        let network = std::net::Ipv4Addr::from(u32::from(secondary.address) & mask);
+        let prefix = format!("{network}/{}", secondary.prefix_len);
+        let rule = ["rule", "del", "from", &prefix, "lookup", "7101", "priority", "7103"];
         println!("$ ip {}   # drift: someone deletes one of mhr's rules", rule.join(" "));
         lab.host.ip(rule)?;
-        let needle = format!("from {} lookup 7101", secondary.address);
+        let needle = format!("from {prefix} lookup 7101");
         wait_for(
             || lab.host.ip(["rule"]).is_ok_and(|rules| rules.contains(&needle)),
             "the rule to come back",

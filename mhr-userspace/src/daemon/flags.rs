@@ -269,8 +269,9 @@ mod tests {
         assert_eq!(due.len(), 1, "only the offender with folded records: {due:?}");
         assert_eq!((due[0].1.folded, due[0].1.dropped), (5, 5));
         assert_eq!(offenders.seen.len(), 2, "both seen within the interval");
-        // Quiet for an interval: forgotten, its next packet is a first line.
-        assert!(offenders.summaries(start + Duration::from_secs(20)).is_empty());
+        // Quiet for a whole interval (to the nanosecond): forgotten, its
+        // next packet is a first line.
+        assert!(offenders.summaries(start + Duration::from_secs(10)).is_empty());
         assert!(offenders.seen.is_empty());
         assert_eq!(offenders.record(&packet("192.0.2.1"), start), Disposition::First);
     }

@@ -149,7 +149,8 @@ mod tests {
         })
     }
 
-    /// Uplink `i` (ifindex 10 + i) with IPv4 words `addresses`.
+    /// Uplink `i` (ifindex 10 + i) with IPv4 words `addresses`, the same
+    /// numbers as IPv6 addresses, and an allow prefix of each family.
     fn state(uplinks: &[(u32, Vec<u32>)]) -> MapState {
         let mut state = MapState::default();
         for (i, (slot, addresses)) in uplinks.iter().enumerate() {
@@ -160,10 +161,66 @@ mod tests {
                     entry.v4_count += 1;
                 }
                 state.owners_v4.insert(*address, *slot);
+                state.owners_v6.insert(v6(*address), *slot);
             }
+            let slot_bytes = slot.to_be_bytes();
+            state.allow_v4.insert((40, AllowV4 { slot: slot_bytes, address: [198, 18, i as u8, 0] }));
+            state.allow_v6.insert((
+                64,
+                AllowV6 {
+                    slot: slot_bytes,
+                    address: [0x20, 1, 0xd, 0xb8, i as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                },
+            ));
             state.uplinks.insert(10 + i as u32, entry);
         }
         state
+    }
+
+    fn v6(address: u32) -> [u64; 2] {
+        [0x2001_0db8, u64::from(address)]
+    }
+
+    #[test]
+    fn a_reclaimed_slot_loses_exactly_its_old_uplinks_owners_and_prefixes_and_nobody_elses() {
+        // Slot 0's uplink (ifindex 10) goes; a new one (ifindex 12) takes
+        // slot 0; slot 1's uplink (ifindex 11) stays as it is.
+        let before = state(&[(0, vec![1, 2]), (1, vec![3])]);
+        let mut after = state(&[(0, vec![]), (1, vec![3])]);
+        let new = after.uplinks.remove(&10).unwrap();
+        after.uplinks.insert(12, new);
+        let ops = plan(&before, &after, &BTreeSet::from([0]));
+        let entry = ops.iter().position(|op| matches!(op, MapOp::SetUplink(12, _))).unwrap();
+        for gone in [
+            MapOp::RemoveOwnerV4(1),
+            MapOp::RemoveOwnerV4(2),
+            MapOp::RemoveOwnerV6(v6(1)),
+            MapOp::RemoveOwnerV6(v6(2)),
+        ] {
+            let at = ops.iter().position(|op| *op == gone).unwrap_or_else(|| panic!("{gone:?} in {ops:?}"));
+            assert!(at < entry, "{gone:?} before slot 0 counts for its new uplink: {ops:?}");
+        }
+        let slot0 = 0u32.to_be_bytes();
+        let removed_prefixes = ops[..entry]
+            .iter()
+            .filter(|op| match op {
+                MapOp::RemoveAllowV4(_, key) => key.slot == slot0,
+                MapOp::RemoveAllowV6(_, key) => key.slot == slot0,
+                _ => false,
+            })
+            .count();
+        assert_eq!(removed_prefixes, 2, "the old uplink's prefixes go before: {ops:?}");
+        let touches_slot1 = |op: &MapOp| match op {
+            MapOp::RemoveOwnerV4(a) => *a == 3,
+            MapOp::RemoveOwnerV6(a) => *a == v6(3),
+            MapOp::RemoveAllowV4(_, key) => key.slot == 1u32.to_be_bytes(),
+            MapOp::RemoveAllowV6(_, key) => key.slot == 1u32.to_be_bytes(),
+            _ => false,
+        };
+        assert!(!ops.iter().any(touches_slot1), "slot 1's uplink keeps everything: {ops:?}");
+        let mut model = before.clone();
+        ops.iter().for_each(|op| apply(&mut model, op));
+        assert_eq!(model, after);
     }
 
     /// Every intermediate state, the first and the last included.
@@ -185,7 +242,7 @@ mod tests {
         let owner = ops.iter().position(|op| *op == MapOp::SetOwnerV4(3, 0)).unwrap();
         let entry = ops.iter().position(|op| matches!(op, MapOp::SetUplink(10, _))).unwrap();
         assert!(owner < entry, "{ops:?}");
-        assert_eq!(ops.len(), 2, "only what changed: {ops:?}");
+        assert_eq!(ops.len(), 3, "only what changed (its IPv4 and IPv6 owners, its entry): {ops:?}");
     }
 
     #[test]
