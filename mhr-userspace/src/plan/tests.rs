@@ -900,6 +900,44 @@ fn an_interface_the_host_lacks_is_refused_with_its_name_and_the_config_file() {
     );
 }
 
+#[test]
+fn gateways_and_where_they_came_from_read_as_status_prints_them() {
+    assert_eq!(Gateway::Via("10.0.4.1".parse().unwrap()).to_string(), "10.0.4.1");
+    assert_eq!(Gateway::OnLink.to_string(), "on-link (point-to-point)");
+    let sources = [
+        (GatewaySource::Config, "config"),
+        (GatewaySource::MainTable, "main table"),
+        (GatewaySource::OtherTable, "another table"),
+        (GatewaySource::Owned, "mhr's table"),
+        (GatewaySource::Moved, "the route an earlier mhr moved out of main"),
+        (GatewaySource::Remembered, "remembered"),
+        (GatewaySource::PointToPoint, "point-to-point link"),
+    ];
+    for (source, text) in sources {
+        assert_eq!(source.to_string(), text);
+    }
+}
+
+#[test]
+fn the_plan_names_each_uplinks_table_and_gateway_per_family() {
+    let (desired, _) = plan(&seed_config(), &seed_host()).unwrap();
+    let names: Vec<(u32, String)> = desired.table_names().into_iter().collect();
+    assert_eq!(names, vec![(7100, "ens3".to_owned()), (7101, "ens4".to_owned())]);
+    let ens4 = desired.uplinks.iter().find(|u| u.interface == "ens4").unwrap();
+    assert_eq!(ens4.gateway(Family::V4), Some(Gateway::Via("10.0.4.1".parse().unwrap())));
+    assert_eq!(ens4.gateway(Family::V6), Some(Gateway::Via("2001:db8:4::1".parse().unwrap())));
+}
+
+#[test]
+fn an_uplink_with_an_address_but_no_gateway_is_judged_not_forgotten() {
+    let mut host = seed_host();
+    host.routes.retain(|r| !(r.is_default() && r.interface == Some(3) && r.family() == Family::V4));
+    let desired = plan_with(&seed_config(), &host, &Memory::default(), Strictness::Tolerant).unwrap();
+    let ens4 = desired.uplinks.iter().find(|u| u.interface == "ens4").unwrap();
+    let verdict = ens4.verdict(Family::V4).expect("a verdict for IPv4");
+    assert_eq!((verdict.fault, verdict.healthy), (Some(Fault::NoGateway), false));
+}
+
 /// Generated hosts: the planner's promises hold for any of them.
 mod properties {
     use proptest::prelude::*;
