@@ -938,6 +938,22 @@ fn an_uplink_with_an_address_but_no_gateway_is_judged_not_forgotten() {
     assert_eq!((verdict.fault, verdict.healthy), (Some(Fault::NoGateway), false));
 }
 
+#[test]
+fn in_the_daemon_a_foreign_default_at_mhrs_metric_takes_its_place_and_one_below_does_not() {
+    let tolerant = |metric| {
+        let mut host = seed_host();
+        host.routes.push(route(MAIN_TABLE, "0.0.0.0/0", Some("10.0.4.1"), 3, KERNEL, Some(metric)));
+        plan_with(&seed_config(), &host, &Memory::default(), Strictness::Tolerant).unwrap()
+    };
+    let ours = |desired: &Desired| desired.routes.iter().any(|r| *r == main_default("10.0.3.1", 2));
+    // The same metric: the kernel would refuse a second route with its key.
+    let same = tolerant(50);
+    assert!(!ours(&same), "{:?}", same.routes);
+    assert!(same.notes.iter().any(|n| n.contains("outranks mhr's (50)")), "{:?}", same.notes);
+    // Below: mhr's route still goes in (and loses until the foreign one goes).
+    assert!(ours(&tolerant(40)));
+}
+
 /// Generated hosts: the planner's promises hold for any of them.
 mod properties {
     use proptest::prelude::*;
