@@ -954,6 +954,20 @@ fn in_the_daemon_a_foreign_default_at_mhrs_metric_takes_its_place_and_one_below_
     assert!(ours(&tolerant(40)));
 }
 
+#[test]
+fn a_point_to_point_primary_gets_an_on_link_default_of_link_scope_in_ipv4() {
+    let mut host = seed_host();
+    host.links.iter_mut().filter(|l| l.name == "ens3").for_each(|l| l.point_to_point = true);
+    host.routes.retain(|r| !(r.is_default() && r.interface == Some(2)));
+    let (desired, _) = plan(&seed_config(), &host).unwrap();
+    let main_defaults: Vec<&Route> =
+        desired.routes.iter().filter(|r| r.table == MAIN_TABLE && r.is_default()).collect();
+    let v4 = main_defaults.iter().find(|r| r.family() == Family::V4).unwrap();
+    assert_eq!((v4.gateway, v4.interface, v4.scope), (None, Some(2), SCOPE_LINK), "{v4:?}");
+    let v6 = main_defaults.iter().find(|r| r.family() == Family::V6).unwrap();
+    assert_eq!((v6.gateway, v6.scope), (None, SCOPE_UNIVERSE), "{v6:?}");
+}
+
 /// Generated hosts: the planner's promises hold for any of them.
 mod properties {
     use proptest::prelude::*;
