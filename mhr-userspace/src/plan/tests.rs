@@ -287,6 +287,32 @@ fn routes_an_earlier_version_moved_out_of_main_go_back() {
 }
 
 #[test]
+fn a_moved_route_goes_back_once_on_the_links_current_index_with_an_address_of_its_family_and_a_free_key() {
+    let (host, moved) = legacy_host();
+    let restore = |host: &Observed, moved: Vec<MovedRoute>| {
+        plan_with(&seed_config(), host, &memory(&[], moved), Strictness::Tolerant).unwrap().restore
+    };
+    // Recorded under an old ifindex (the interface was re-created), twice.
+    let mut old_index = moved.clone();
+    old_index.iter_mut().for_each(|m| m.route.interface = Some(99));
+    old_index.extend(old_index.clone());
+    let back = restore(&host, old_index);
+    assert_eq!(back.len(), 2, "once per route: {back:?}");
+    assert!(back.iter().all(|m| m.route.interface == Some(3)), "{back:?}");
+    // No IPv6 address on ens4: its IPv6 route waits.
+    let mut no_v6 = host.clone();
+    no_v6.addresses.retain(|a| !(a.interface == 3 && a.family() == Family::V6));
+    let back = restore(&no_v6, moved.clone());
+    assert_eq!(back.iter().map(|m| m.route.family()).collect::<Vec<_>>(), vec![Family::V4]);
+    // Someone put the IPv4 one back already: its key is taken.
+    let mut readded = host.clone();
+    readded.routes.push(moved[0].route.clone());
+    let back = restore(&readded, moved.clone());
+    assert_eq!(back.len(), 1);
+    assert_ne!(back[0].route.family(), moved[0].route.family());
+}
+
+#[test]
 fn foreign_objects_are_never_planned_for_deletion() {
     let mut host = seed_host();
     host.routes.push(route(500, "192.0.2.0/24", None, 2, BOOT, None));
