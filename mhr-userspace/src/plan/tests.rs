@@ -313,6 +313,54 @@ fn a_moved_route_goes_back_once_on_the_links_current_index_with_an_address_of_it
 }
 
 #[test]
+fn gateways_are_learned_from_the_first_source_that_has_one_and_never_from_mhrs_own_main_route() {
+    let config = seed_config();
+    let (_, actions) = plan(&config, &seed_host()).unwrap();
+    let applied = after(&seed_host(), &actions);
+    let source = |host: &Observed, memory: &Memory| {
+        let desired = plan_with(&config, host, memory, Strictness::Tolerant).unwrap();
+        desired.uplinks.iter().find(|u| u.interface == "ens4").and_then(|u| u.gateway4)
+    };
+    let via = |address: &str| Gateway::Via(address.parse().unwrap());
+    let none = Memory::default();
+    assert_eq!(source(&applied, &none), Some((via("10.0.4.1"), GatewaySource::MainTable)));
+
+    // The DHCP default leaves main (mhr's own default in main never counts;
+    // ens4 holds none now, but it would not count either).
+    let mut owned = applied.clone();
+    owned.routes.retain(|r| !(r.table == MAIN_TABLE && r.interface == Some(3) && r.protocol == BOOT));
+    assert_eq!(source(&owned, &none), Some((via("10.0.4.1"), GatewaySource::Owned)));
+
+    // A DHCP client's default in a table of its own wins over mhr's table.
+    let mut other = owned.clone();
+    other.routes.push(route(600, "0.0.0.0/0", Some("10.0.4.254"), 3, 16, None));
+    assert_eq!(source(&other, &none), Some((via("10.0.4.254"), GatewaySource::OtherTable)));
+    // Another interface's default or an IPv6 one there does not count.
+    let mut elsewhere = owned.clone();
+    elsewhere.routes.push(route(600, "0.0.0.0/0", Some("10.0.3.254"), 2, 16, None));
+    elsewhere.routes.push(route(600, "::/0", Some("2001:db8:4::254"), 3, 16, None));
+    assert_eq!(source(&elsewhere, &none), Some((via("10.0.4.1"), GatewaySource::Owned)));
+
+    // A foreign default inside mhr's table is not mhr's: it is a foreign
+    // object there (the daemon leaves the uplink as it is).
+    let mut squatted = owned.clone();
+    squatted.routes.retain(|r| !(r.table == 7101 && r.is_default() && r.family() == Family::V4));
+    squatted.routes.push(route(7101, "0.0.0.0/0", Some("10.0.4.253"), 3, BOOT, None));
+    let desired = plan_with(&config, &squatted, &none, Strictness::Tolerant).unwrap();
+    let ens4 = desired.uplinks.iter().find(|u| u.interface == "ens4").unwrap();
+    assert_ne!(ens4.gateway4.map(|(_, s)| s), Some(GatewaySource::Owned), "{ens4:?}");
+
+    // Nothing in any table: the recorded moved route, then the remembered one.
+    let mut bare = owned.clone();
+    bare.routes.retain(|r| !(r.interface == Some(3) && r.is_default() && r.family() == Family::V4));
+    let moved = vec![MovedRoute {
+        interface: "ens4".into(),
+        route: route(MAIN_TABLE, "0.0.0.0/0", Some("10.0.4.9"), 3, BOOT, Some(200)),
+    }];
+    assert_eq!(source(&bare, &memory(&[], moved)), Some((via("10.0.4.9"), GatewaySource::Moved)));
+}
+
+#[test]
 fn foreign_objects_are_never_planned_for_deletion() {
     let mut host = seed_host();
     host.routes.push(route(500, "192.0.2.0/24", None, 2, BOOT, None));
@@ -914,16 +962,6 @@ fn a_table_range_with_no_free_table_left_is_refused_not_reused() {
         "ens3 takes 7101; nothing is left for ens4"
     );
     assert_eq!(err.to_string(), "no free table left in table_range 7100–7101 for `ens4`");
-}
-
-#[test]
-fn an_interface_the_host_lacks_is_refused_with_its_name_and_the_config_file() {
-    let config =
-        config("[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"wwan0\"\n");
-    assert_eq!(
-        plan(&config, &seed_host()).unwrap_err(),
-        PlanError::UnknownInterface { path: "mhr.toml".into(), interface: "wwan0".into() }
-    );
 }
 
 #[test]
