@@ -361,6 +361,66 @@ fn gateways_are_learned_from_the_first_source_that_has_one_and_never_from_mhrs_o
 }
 
 #[test]
+fn actions_read_as_ip_commands_sentences_and_metric_kinds() {
+    let (desired, actions) = plan(&seed_config(), &seed_host()).unwrap();
+    let names = seed_host().names();
+    let rule = desired.rules.iter().find(|r| r.table == 7101 && r.family == Family::V4).unwrap().clone();
+    let add = Action::AddRule { rule: rule.clone() };
+    assert_eq!(
+        add.ip_command(&names),
+        "ip -4 rule add from 10.0.4.0/24 lookup 7101 priority 7103 protocol 210"
+    );
+    assert_eq!(add.describe(&names), "add rule from 10.0.4.0/24 lookup 7101 priority 7103 protocol 210");
+    assert_eq!(add.kind(), "rule_added");
+    let first = &actions[0];
+    assert!(first.ip_command(&names).starts_with("ip -4 route add "), "{}", first.ip_command(&names));
+    assert!(first.describe(&names).starts_with("add route "), "{}", first.describe(&names));
+    assert_eq!(Action::DeleteRule { rule }.kind(), "rule_deleted");
+    let kinds: BTreeSet<&str> = actions.iter().map(Action::kind).collect();
+    assert!(kinds.contains("route_added") && kinds.contains("rule_added"), "{kinds:?}");
+}
+
+#[test]
+fn a_deletion_is_drift_only_when_mhr_did_not_want_the_object_before() {
+    let (desired, _) = plan(&seed_config(), &seed_host()).unwrap();
+    let rule = desired.rules.iter().next().unwrap().clone();
+    let route = desired.routes.iter().next().unwrap().clone();
+    // Deleting what mhr wanted before follows a host change (an address
+    // went); deleting what it never wanted undoes someone's addition.
+    assert!(!Action::DeleteRule { rule: rule.clone() }.corrects_drift(&desired));
+    assert!(!Action::DeleteRoute { route: route.clone() }.corrects_drift(&desired));
+    let empty = Desired::default();
+    assert!(Action::DeleteRule { rule }.corrects_drift(&empty));
+    assert!(Action::DeleteRoute { route }.corrects_drift(&empty));
+}
+
+#[test]
+fn down_restores_a_moved_route_on_the_current_index_once_and_yields_to_a_foreign_holder() {
+    let (host, moved) = legacy_host();
+    let mut records = moved.clone();
+    records.iter_mut().for_each(|m| m.route.interface = Some(99));
+    records.extend(records.clone());
+    let restores = |host: &Observed, records: &[MovedRoute]| -> Vec<Route> {
+        teardown(host, MHR, records)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::RestoreDefault { route, .. } | Action::ReplaceRoute { new: route, .. } => Some(route),
+                _ => None,
+            })
+            .collect()
+    };
+    let back = restores(&host, &records);
+    assert_eq!(back.len(), 2, "once each: {back:?}");
+    assert!(back.iter().all(|r| r.interface == Some(3)), "{back:?}");
+    // A DHCP client put the IPv4 one back already: it stays, not ours.
+    let mut taken = host.clone();
+    taken.routes.push(moved[0].route.clone());
+    let back = restores(&taken, &records);
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_ne!(back[0].family(), moved[0].route.family());
+}
+
+#[test]
 fn foreign_objects_are_never_planned_for_deletion() {
     let mut host = seed_host();
     host.routes.push(route(500, "192.0.2.0/24", None, 2, BOOT, None));
