@@ -409,6 +409,7 @@ fn down_restores_a_moved_route_on_the_current_index_once_and_yields_to_a_foreign
             })
             .collect()
     };
+    assert_eq!(restores(&host, &moved).len(), 2, "each record restores its route");
     let back = restores(&host, &records);
     assert_eq!(back.len(), 2, "once each: {back:?}");
     assert!(back.iter().all(|r| r.interface == Some(3)), "{back:?}");
