@@ -392,8 +392,8 @@ fn flush_ipv6_cache() {
 /// A netlink socket whose dumps the kernel filters (NETLINK_GET_STRICT_CHK),
 /// or None where the kernel does not offer it.
 fn filtering_connection() -> Result<Option<Handle>, std::io::Error> {
-    let (mut connection, handle, _) = rtnetlink::new_connection()?;
     use rtnetlink::sys::AsyncSocket as _;
+    let (mut connection, handle, _) = rtnetlink::new_connection()?;
     if let Err(err) = connection.socket_mut().socket_mut().set_netlink_get_strict_chk(true) {
         tracing::info!(%err, "no strict netlink dump checking: reading every routing table");
         return Ok(None);

@@ -144,7 +144,6 @@ fn failed_neighbour(message: &NeighbourMessage) -> Option<(u32, IpAddr)> {
     })
 }
 
-/// Dumps links, global addresses, unicast routes of every table and rules.
 /// Which routing tables mhr reads. A host may carry a BGP table or a
 /// CNI's routes; mhr has no business dumping them on every reconcile.
 #[derive(Clone, Debug, PartialEq, Eq)]
