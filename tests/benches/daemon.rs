@@ -62,24 +62,13 @@ fn allowed_cost(host: &QuietHost) -> f64 {
     host.host
         .run(move || {
             let socket = std::net::UdpSocket::bind((from, 0)).unwrap();
-            let start = thread_cpu();
+            let start = mhr_tests::measure::thread_cpu();
             for _ in 0..ALLOWED {
                 let _ = socket.send_to(&[0x5a; 22], (to, 9));
             }
-            (thread_cpu() - start).as_nanos() as f64 / f64::from(ALLOWED)
+            (mhr_tests::measure::thread_cpu() - start).as_nanos() as f64 / f64::from(ALLOWED)
         })
         .unwrap()
-}
-
-fn thread_cpu() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct; RUSAGE_THREAD is Linux's.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let micros = |t: libc::timeval| Duration::from_micros(t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64);
-    micros(usage.ru_utime) + micros(usage.ru_stime)
 }
 
 /// Metric series in an exposition (sample lines).

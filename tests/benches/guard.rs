@@ -16,7 +16,6 @@
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, UdpSocket},
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use aya::programs::{TestRun as _, TestRunOptions};
@@ -310,18 +309,6 @@ fn test_run_costs(_host: &QuietHost) {
     let _ = teardown(&pin, &[]);
 }
 
-/// Thread CPU time (user + system) of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct; RUSAGE_THREAD is Linux's.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let micros = |t: libc::timeval| Duration::from_micros(t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64);
-    micros(usage.ru_utime) + micros(usage.ru_stime)
-}
-
 /// CPU ns per packet for sending LOAD_PACKETS 64-byte UDP frames out of ens3.
 fn cpu_per_packet(host: &QuietHost) -> f64 {
     let uplink = &host.uplinks[0];
@@ -331,11 +318,11 @@ fn cpu_per_packet(host: &QuietHost) -> f64 {
             let socket = UdpSocket::bind(SocketAddrV4::new(from, 0)).unwrap();
             let payload = [0x5a; PAYLOAD_64_BYTE_FRAME];
             let target = SocketAddrV4::new(to, 9);
-            let start = thread_cpu();
+            let start = mhr_tests::measure::thread_cpu();
             for _ in 0..LOAD_PACKETS {
                 let _ = socket.send_to(&payload, target);
             }
-            (thread_cpu() - start).as_nanos() as f64 / LOAD_PACKETS as f64
+            (mhr_tests::measure::thread_cpu() - start).as_nanos() as f64 / LOAD_PACKETS as f64
         })
         .unwrap()
 }

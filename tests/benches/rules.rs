@@ -13,7 +13,6 @@ use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
 };
 
 use mhr_tests::{TempDir, many_uplinks::ManyUplinks, raw::mac_of, require_root, seed_lab::routing_section};
@@ -115,23 +114,11 @@ fn ns_per_send(source: Ipv4Addr) -> f64 {
     let socket = UdpSocket::bind(SocketAddrV4::new(source, 0)).unwrap();
     let target = SocketAddrV4::new(REMOTE, 9);
     let payload = [0x5a; 22];
-    let start = thread_cpu();
+    let start = mhr_tests::measure::thread_cpu();
     for _ in 0..SENDS {
         let _ = socket.send_to(&payload, target);
     }
-    (thread_cpu() - start).as_nanos() as f64 / f64::from(SENDS)
-}
-
-/// Thread CPU time (user + system) of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct; RUSAGE_THREAD is Linux's.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let micros = |t: libc::timeval| Duration::from_micros(t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64);
-    micros(usage.ru_utime) + micros(usage.ru_stime)
+    (mhr_tests::measure::thread_cpu() - start).as_nanos() as f64 / f64::from(SENDS)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

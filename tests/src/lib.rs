@@ -7,6 +7,7 @@
 
 pub mod dhcp;
 pub mod many_uplinks;
+pub mod measure;
 pub mod netns;
 pub mod probe;
 pub mod quiet_host;

@@ -68,51 +68,14 @@ pub fn udp4_frame(
 /// many the stack reported dropped on egress (ENOBUFS: a TC program or
 /// qdisc dropped it).
 pub fn send_frames(netns: &Netns, interface: &str, frame: &[u8], count: usize) -> Result<usize> {
-    let interface = interface.to_owned();
-    let frame = frame.to_vec();
-    netns
-        .run(move || -> std::io::Result<usize> {
-            let name = std::ffi::CString::new(interface).map_err(std::io::Error::other)?;
-            // SAFETY: plain libc calls on a socket this closure owns; every
-            // pointer passed points to a live, correctly sized value.
-            unsafe {
-                let index = libc::if_nametoindex(name.as_ptr());
-                if index == 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let socket = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-                if socket < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let mut address: libc::sockaddr_ll = std::mem::zeroed();
-                address.sll_family = libc::AF_PACKET as u16;
-                address.sll_ifindex = index as i32;
-                address.sll_halen = 6;
-                let mut result = Ok(0);
-                for _ in 0..count {
-                    let sent = libc::sendto(
-                        socket,
-                        frame.as_ptr().cast(),
-                        frame.len(),
-                        0,
-                        (&raw const address).cast(),
-                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                    );
-                    if sent < 0 {
-                        let error = std::io::Error::last_os_error();
-                        if error.raw_os_error() == Some(libc::ENOBUFS) {
-                            result = result.map(|dropped| dropped + 1);
-                            continue;
-                        }
-                        result = Err(error);
-                        break;
-                    }
-                }
-                libc::close(socket);
-                result
-            }
-        })?
-        .map_err(LabError::io(format!("sending raw frames in {}", netns.name())))
+    let sender = RawSender::open(netns, interface)?;
+    let mut dropped = 0;
+    for _ in 0..count {
+        let sent =
+            sender.send(frame).map_err(LabError::io(format!("sending raw frames in {}", netns.name())))?;
+        dropped += usize::from(!sent);
+    }
+    Ok(dropped)
 }
 
 /// An AF_PACKET socket bound to an interface of a namespace, for sending
