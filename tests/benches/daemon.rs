@@ -86,22 +86,7 @@ fn flag_flood(binary: &PathBuf) {
     );
     std::fs::write(&config, text).unwrap();
     let log = dir.path().join("daemon.log");
-    let child = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", host.host.name()))
-        .arg(binary)
-        .args(["--log-format", "json", "--config"])
-        .arg(&config)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("mhr run starts");
-    let _daemon = Daemon(child);
-    let start = Instant::now();
-    while http_get(&host.host, "/healthz").map(|(code, _)| code) != Some(200) {
-        assert!(start.elapsed() < Duration::from_secs(20), "the daemon did not become healthy");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _daemon = Daemon::start_logging(binary, &host.host, &config, Some(&log));
     let before = http_get(&host.host, "/metrics").unwrap().1;
     let quiet = allowed_cost(&host);
 
@@ -246,14 +231,25 @@ struct Daemon(Child);
 
 impl Daemon {
     fn start(binary: &PathBuf, netns: &Netns, config: &std::path::Path) -> Self {
+        Self::start_logging(binary, netns, config, None)
+    }
+
+    /// Like `start`, writing JSON log lines to `log`.
+    fn start_logging(
+        binary: &PathBuf,
+        netns: &Netns,
+        config: &std::path::Path,
+        log: Option<&std::path::Path>,
+    ) -> Self {
+        let stderr = log.map_or_else(Stdio::null, |path| Stdio::from(std::fs::File::create(path).unwrap()));
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", netns.name()))
             .arg(binary)
-            .arg("--config")
+            .args(["--log-format", "json", "--config"])
             .arg(config)
             .arg("run")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("mhr run starts");
         let daemon = Self(child);
