@@ -7,6 +7,7 @@
 use core::mem::size_of;
 
 pub mod guard;
+pub mod packet;
 
 /// Name of the egress classifier program in the eBPF object.
 pub const EGRESS_PROGRAM: &str = "mhr_egress";

@@ -16,6 +16,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::TcContext,
 };
+use mhr_common::packet::{self, Details, Parsed, Source};
 use mhr_common::{
     MAX_IFINDEX, TCX_NEXT,
     guard::{
@@ -25,7 +26,7 @@ use mhr_common::{
         event_slot, verdict_slot,
     },
 };
-use parse::{Parsed, Source};
+use parse::Skb;
 
 #[map(name = "MHR_UPLINKS")]
 static UPLINKS: Array<UplinkGuard> = Array::pinned(MAX_IFINDEX, 0);
@@ -78,7 +79,8 @@ pub fn mhr_guard(ctx: TcContext) -> i32 {
         bump(0, Event::Errors);
         return TCX_NEXT;
     }
-    let parsed = if guard.l3 != 0 { parse::parse_l3(&ctx) } else { parse::parse(&ctx) };
+    let skb = Skb(&ctx);
+    let parsed = if guard.l3 != 0 { packet::parse_l3(&skb) } else { packet::parse(&skb) };
     let (family, verdict) = classify(guard, &parsed);
     let length = u64::from(ctx.len());
     let counted = count(guard.slot, family, verdict, length);
@@ -306,21 +308,21 @@ fn flag(ctx: &TcContext, offence: &Offence) -> bool {
         return true;
     };
     let key = offender_key(slot, family, parsed);
-    let (destination, protocol, ports) = parse::details(ctx, parsed);
+    let details = details(ctx, parsed);
     entry.write(FlagRecord {
         ifindex,
         slot,
         length: ctx.len(),
-        source_port: ports.0,
-        destination_port: ports.1,
+        source_port: details.source_port,
+        destination_port: details.destination_port,
         verdict: verdict as u8,
         family: family as u8,
-        protocol,
+        protocol: details.protocol,
         dropped: u8::from(dropped),
-        vlan: parse::vlan(ctx, parsed),
+        vlan: packet::vlan(&Skb(ctx), parsed),
         _pad: 0,
         source: key.source,
-        destination,
+        destination: details.destination,
     });
     entry.submit(0);
     // SAFETY: as above.
@@ -329,6 +331,12 @@ fn flag(ctx: &TcContext, offence: &Offence) -> bool {
         (*budget).emitted += 1;
     }
     true
+}
+
+/// Kept out of line: only flagged packets need it.
+#[inline(never)]
+fn details(ctx: &TcContext, parsed: &Parsed) -> Details {
+    packet::details(&Skb(ctx), parsed)
 }
 
 /// GPL-compatible, as some helpers require; explicit rather than the
