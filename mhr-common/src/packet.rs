@@ -13,6 +13,10 @@ pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
+/// The pre-802.1ad QinQ TPID some switches still use; Linux never sends
+/// it, but a packet socket can, and an IP packet behind it must not pass
+/// as "not IP".
+pub const ETH_P_QINQ1: u16 = 0x9100;
 pub const VLAN_TAG: usize = 4;
 pub const IPV4_MIN_HEADER: usize = 20;
 pub const IPV6_HEADER: usize = 40;
@@ -134,6 +138,11 @@ pub fn parse<P: Packet>(packet: &P) -> Parsed {
     parse_slow(packet)
 }
 
+#[inline(always)]
+fn is_vlan_tag(ethertype: u16) -> bool {
+    ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD || ethertype == ETH_P_QINQ1
+}
+
 /// Every other frame: IPv6, VLAN tags, IPv4 options, short or non-linear data.
 #[inline(always)]
 fn parse_slow<P: Packet>(packet: &P) -> Parsed {
@@ -143,7 +152,7 @@ fn parse_slow<P: Packet>(packet: &P) -> Parsed {
     let mut l3 = ETH_HEADER;
     let mut vlan = 0u16;
     for tag in 0..MAX_VLAN_TAGS {
-        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+        if !is_vlan_tag(ethertype) {
             break;
         }
         let Some([tci, inner]) = packet.read::<[u16; 2]>(l3).map(|words| words.map(u16::from_be)) else {
@@ -155,7 +164,7 @@ fn parse_slow<P: Packet>(packet: &P) -> Parsed {
         ethertype = inner;
         l3 += VLAN_TAG;
     }
-    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+    if is_vlan_tag(ethertype) {
         return Parsed::TooManyTags;
     }
     parse_ip(packet, ethertype, l3, vlan)

@@ -6,6 +6,7 @@
 //! dhcpcd (the product never does).
 
 pub mod dhcp;
+pub mod frames;
 pub mod many_uplinks;
 pub mod measure;
 pub mod netns;

@@ -195,3 +195,11 @@ fn no_length_panics_or_reads_past_the_end() {
         let _ = vlan(&frame, &parsed);
     }
 }
+
+#[test]
+fn the_old_qinq_tag_hides_no_ip_packet() {
+    let bytes = ipv4(&[(ETH_P_QINQ1, 30), (ETH_P_8021Q, 7)], 0, 0);
+    let parsed = parse(&Frame::ethernet(&bytes));
+    assert!(matches!(parsed, Parsed::Ip { l3: 22, vlan: 30, .. }));
+    assert_eq!(source_v4(&parsed), Some(SOURCE_V4));
+}
