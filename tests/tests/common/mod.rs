@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod frames;
+pub mod guard;
 
 use std::path::{Path, PathBuf};
 

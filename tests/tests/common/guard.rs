@@ -1,0 +1,127 @@
+//! A loaded guard for the ens3/ens4 uplinks of a quiet host, run through
+//! BPF_PROG_TEST_RUN.
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use mhr_common::guard::GUARD_PROGRAM;
+use mhr_tests::{quiet_host::QuietHost, require_root};
+use mhr_userspace::{
+    datapath::interface_index,
+    guard::{Guard, GuardMaps, GuardUplink, VerdictCounts, flags::FlaggedPacket, teardown},
+};
+
+pub const ENS3_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 10);
+pub const ENS4_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 4, 10);
+pub const FOREIGN_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 66);
+pub const ALLOWED_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 1);
+pub const PEER_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
+pub const ENS3_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 0x10);
+pub const ENS4_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 4, 0, 0, 0, 0, 0x10);
+pub const FOREIGN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x66, 0, 0, 0, 0, 1);
+pub const PEER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 5);
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A loaded guard for ens3/ens4 of a quiet host, pinned in its own bpffs
+/// directory (removed on drop).
+pub struct Fixture {
+    pub guard: Guard,
+    pub pin_dir: PathBuf,
+    pub ens3: u32,
+}
+
+impl Fixture {
+    pub fn new(enforce: bool) -> Self {
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/mhr-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut guard = Guard::load(&pin_dir).expect("guard loads");
+        let ens3 = interface_index("ens3").unwrap();
+        let ens4 = interface_index("ens4").unwrap();
+        let uplinks = [
+            GuardUplink {
+                interface: "ens3".into(),
+                ifindex: ens3,
+                addresses: vec![IpAddr::V4(ENS3_V4), IpAddr::V6(ENS3_V6)],
+                allow: vec!["198.18.0.0/15".parse().unwrap()],
+                enforce,
+                enforce_asymmetric: false,
+                l3: false,
+            },
+            GuardUplink {
+                interface: "ens4".into(),
+                ifindex: ens4,
+                addresses: vec![IpAddr::V4(ENS4_V4), IpAddr::V6(ENS4_V6)],
+                allow: vec![],
+                enforce,
+                enforce_asymmetric: false,
+                l3: false,
+            },
+        ];
+        guard.configure(&uplinks).expect("maps filled");
+        Self { guard, pin_dir, ens3 }
+    }
+
+    /// Runs the guard on `frame` as egress of ens3; returns its verdict code.
+    pub fn run(&mut self, frame: &[u8]) -> i32 {
+        let len = frame.len();
+        self.try_run(frame).unwrap_or_else(|| panic!("the kernel refused a {len}-byte test frame"))
+    }
+
+    /// Like `run`; `None` when the kernel refuses the frame (BPF_PROG_TEST_RUN
+    /// wants a whole IP header behind an IPv4/IPv6 EtherType).
+    pub fn try_run(&mut self, frame: &[u8]) -> Option<i32> {
+        let mut context = [0u8; 44];
+        context[40..44].copy_from_slice(&self.ens3.to_ne_bytes());
+        let options = TestRunOptions { data_in: Some(frame), ctx_in: Some(&context), ..Default::default() };
+        let program = self.guard.program(GUARD_PROGRAM).unwrap();
+        match program.test_run(options) {
+            Ok(result) => Some(result.return_value as i32),
+            Err(aya::programs::ProgramError::SyscallError(err))
+                if err.io_error.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                None
+            }
+            Err(err) => panic!("test run: {err}"),
+        }
+    }
+
+    pub fn counts(&self) -> VerdictCounts {
+        self.guard.maps.verdict_counts(self.slot("ens3")).unwrap()
+    }
+
+    pub fn slot(&self, name: &str) -> u32 {
+        self.guard.maps.slot_of(name).unwrap().expect("slot assigned")
+    }
+
+    pub fn flags(&self) -> Vec<FlaggedPacket> {
+        let names: BTreeMap<u32, String> = self.guard.maps.slot_names().unwrap();
+        let mut ring = GuardMaps::flags_from_pins(&self.pin_dir).unwrap();
+        let mut flagged = Vec::new();
+        while let Some(item) = ring.next() {
+            flagged.push(FlaggedPacket::decode(&item, &names).expect("whole record"));
+        }
+        flagged
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = teardown(&self.pin_dir, &[]);
+    }
+}
+
+pub fn in_quiet_host(test: impl FnOnce() + Send) {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).expect("host starts");
+    host.host.run(test).unwrap();
+}
