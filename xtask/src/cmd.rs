@@ -93,3 +93,15 @@ pub fn put_cargo_bin_on_path() {
         unsafe { std::env::set_var("PATH", joined) };
     }
 }
+
+/// Cargo through rustup's nightly (cargo's own `+nightly` needs the proxy).
+pub fn nightly_cargo() -> anyhow::Result<Command> {
+    let rustup = which("rustup").context("rustup not found on PATH")?;
+    let mut command = Command::new(rustup);
+    command.args(["run", "nightly", "cargo"]).current_dir(workspace_root());
+    // Let the nightly cargo pick its own rustc, not the stable one xtask runs under.
+    for var in ["RUSTC", "RUSTDOC", "CARGO", "RUSTUP_TOOLCHAIN"] {
+        command.env_remove(var);
+    }
+    Ok(command)
+}

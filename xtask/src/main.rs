@@ -4,6 +4,7 @@
 mod bench;
 mod cmd;
 mod dist;
+mod fuzz;
 mod lab;
 mod mutants;
 mod setup;
@@ -39,6 +40,9 @@ enum Task {
     /// Mutation testing (cargo-mutants, installed on first use) of the
     /// planner, config and guard userspace against their unit tests.
     Mutants(mutants::MutantsArgs),
+    /// Fuzz the guard's packet parser and the config loader (cargo-fuzz,
+    /// installed on first use; nightly, AddressSanitizer).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 impl Task {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Task::Bench(args) => bench::run(&args),
         Task::Dist(args) => dist::run(&args),
         Task::Mutants(args) => mutants::run(&args),
+        Task::Fuzz(args) => fuzz::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

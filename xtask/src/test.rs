@@ -38,7 +38,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         "warnings",
     ]))?;
     section("clippy (eBPF crate, bpfel-unknown-none)");
-    cmd::run(nightly_cargo()?.args([
+    cmd::run(cmd::nightly_cargo()?.args([
         "clippy",
         "--package",
         "mhr-ebpf",
@@ -102,18 +102,6 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
 
 fn section(title: &str) {
     println!("\n== {title}");
-}
-
-/// Cargo through rustup's nightly (cargo's own `+nightly` needs the proxy).
-fn nightly_cargo() -> anyhow::Result<Command> {
-    let rustup = cmd::which("rustup").context("rustup not found on PATH")?;
-    let mut command = Command::new(rustup);
-    command.args(["run", "nightly", "cargo"]).current_dir(cmd::workspace_root());
-    // Let the nightly cargo pick its own rustc, not the stable one xtask runs under.
-    for var in ["RUSTC", "RUSTDOC", "CARGO", "RUSTUP_TOOLCHAIN"] {
-        command.env_remove(var);
-    }
-    Ok(command)
 }
 
 /// Runs `cargo test`, echoing its output, and returns how many tests passed.
