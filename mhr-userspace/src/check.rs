@@ -11,10 +11,10 @@ use rtnetlink::{Handle, RouteMessageBuilder};
 use serde::Serialize;
 
 use crate::{
-    apply::describe_error,
     engine::{Engine, EngineError},
+    model::Observed,
     model::{Family, Names, rule_args},
-    observe::{Observed, route_fields},
+    netlink::{decode::route_fields, describe_error},
     plan::{Desired, FamilyVerdict, Gateway, UplinkPlan},
 };
 

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use mhr_common::guard::MAX_ALLOW;
 use serde::Deserialize;
 
-use crate::datapath::AttachMode;
+use crate::tc::AttachMode;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mhr/mhr.toml";
 

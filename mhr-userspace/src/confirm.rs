@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     apply,
     engine::{Engine, EngineError},
-    guard::{Enforcement, GuardMaps},
+    guard::{Deployment, Enforcement, GuardMaps},
     model::{Route, Rule},
     plan::{self, Desired},
     state::{self, StateError},
@@ -228,7 +228,7 @@ pub async fn restore(engine: &Engine, prior: &Prior) -> Result<RolledBackReport,
     }
     match &prior.guard {
         None => {
-            if let Err(err) = engine.down_guard() {
+            if let Err(err) = Deployment::new(engine.config()).down() {
                 report.failed.push(format!("removing the guard: {err:#}"));
             }
         }

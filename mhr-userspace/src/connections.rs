@@ -13,10 +13,7 @@ use netlink_packet_sock_diag::{
     constants::{AF_INET, AF_INET6, IPPROTO_TCP},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
 };
-use rtnetlink::{
-    packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload},
-    sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_SOCK_DIAG},
-};
+use rtnetlink::sys::protocols::NETLINK_SOCK_DIAG;
 use serde::Serialize;
 
 use crate::{model::Family, plan::Desired};
@@ -53,11 +50,6 @@ pub fn established() -> io::Result<Vec<Connection>> {
 }
 
 fn dump(family: u8) -> io::Result<Vec<Connection>> {
-    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
-    socket.bind_auto()?;
-    socket.connect(&NetlinkAddr::new(0, 0))?;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let socket_id = if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() };
     let request = InetRequest {
         family,
@@ -66,45 +58,19 @@ fn dump(family: u8) -> io::Result<Vec<Connection>> {
         states: StateFlags::ESTABLISHED,
         socket_id,
     };
-    let mut packet = NetlinkMessage::new(header, SockDiagMessage::InetRequest(request).into());
-    packet.finalize();
-    let mut request_bytes = vec![0; packet.buffer_len()];
-    packet.serialize(&mut request_bytes);
-    socket.send(&request_bytes, 0)?;
-
-    let mut connections = Vec::new();
-    let mut buffer = vec![0; 64 * 1024];
-    loop {
-        let size = socket.recv(&mut &mut buffer[..], 0)?;
-        let mut bytes = &buffer[..size];
-        while !bytes.is_empty() {
-            let message = NetlinkMessage::<SockDiagMessage>::deserialize(bytes)
-                .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err.to_string()))?;
-            let length = message.header.length as usize;
-            match message.payload {
-                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                    let id = &response.header.socket_id;
-                    // IPv4 on dual-stack sockets comes as ::ffff:a.b.c.d.
-                    connections.push(Connection {
-                        local: SocketAddr::new(id.source_address.to_canonical(), id.source_port),
-                        remote: SocketAddr::new(id.destination_address.to_canonical(), id.destination_port),
-                    });
-                }
-                NetlinkPayload::Done(_) => return Ok(connections),
-                NetlinkPayload::Error(err) => {
-                    return Err(err.code.map_or_else(
-                        || io::Error::other("sock_diag error"),
-                        |code| io::Error::from_raw_os_error(-code.get()),
-                    ));
-                }
-                _ => {}
+    crate::netlink::dump::dump(NETLINK_SOCK_DIAG, SockDiagMessage::InetRequest(request), |message| {
+        match message {
+            SockDiagMessage::InetResponse(response) => {
+                let id = &response.header.socket_id;
+                // IPv4 on dual-stack sockets comes as ::ffff:a.b.c.d.
+                Some(Connection {
+                    local: SocketAddr::new(id.source_address.to_canonical(), id.source_port),
+                    remote: SocketAddr::new(id.destination_address.to_canonical(), id.destination_port),
+                })
             }
-            if length == 0 || length > bytes.len() {
-                break;
-            }
-            bytes = &bytes[length.next_multiple_of(4).min(bytes.len())..];
+            _ => None,
         }
-    }
+    })
 }
 
 /// Which uplink a connection leaves by once `desired` is in place: the one

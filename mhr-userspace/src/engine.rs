@@ -7,14 +7,14 @@ use rtnetlink::Handle;
 
 use crate::{
     apply::{self, ApplyError},
-    config::{Config, ConfigError, GuardMode},
+    config::{Config, ConfigError},
     daemon::HealthSnapshot,
-    guard::{Guard, GuardAttachment, GuardError, GuardUplink},
-    model::{Family, Names},
-    observe::{self, Framing, ObserveError, Observed},
+    guard::GuardError,
+    model::{Family, MovedRoute, Names, Observed},
+    observe::{self, ObserveError},
     plan::{self, Action, Desired, GatewaySource, HealthJudge, InstantJudge, Memory, PlanError, Strictness},
     probe::{ProbePlan, Prober},
-    state::{self, MovedRoute, RememberedGateway, StateError},
+    state::{self, RememberedGateway, StateError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -73,9 +73,7 @@ impl Engine {
     /// Opens the netlink socket in the calling thread's network namespace.
     /// Needs a tokio runtime.
     pub fn connect(config: Config) -> Result<Self, EngineError> {
-        let (connection, handle, _) = rtnetlink::new_connection().map_err(EngineError::Connect)?;
-        tokio::spawn(connection);
-        let filtered = filtering_connection().map_err(EngineError::Connect)?;
+        let (handle, filtered) = crate::netlink::connect().map_err(EngineError::Connect)?;
         Ok(Self { config, handle, filtered, strictness: Strictness::Strict })
     }
 
@@ -315,67 +313,14 @@ pub fn probe_plans(config: &Config, observed: &Observed) -> Vec<ProbePlan> {
 }
 
 impl Engine {
-    /// What the guard protects: every uplink whose packets it can parse
-    /// (Ethernet or bare IP) with its current addresses, `allow` prefixes
-    /// and mode. Other link types are left unguarded rather than misread.
-    pub fn guard_uplinks(&self, planned: &Planned) -> Vec<GuardUplink> {
-        planned
-            .desired
-            .uplinks
-            .iter()
-            .filter(|plan| plan.framing != Framing::Other)
-            .filter_map(|plan| {
-                let uplink = self.config.uplinks.iter().find(|u| u.interface == plan.interface)?;
-                let (mode, enforce_asymmetric) = self.config.guard_mode(uplink);
-                Some(GuardUplink {
-                    interface: plan.interface.clone(),
-                    ifindex: plan.index,
-                    addresses: plan.addresses.iter().map(|a| a.addr()).collect(),
-                    allow: uplink.allow.clone(),
-                    enforce: mode == GuardMode::Enforce,
-                    enforce_asymmetric,
-                    l3: plan.framing == Framing::Ip,
-                })
-            })
-            .collect()
-    }
-
-    /// Loads the guard, reusing its pinned maps (counters continue). Done
-    /// before routing changes, so a missing bpffs or a refused program
-    /// stops `apply` before it changes anything.
     /// What `apply` checks before its first change: mhr's directories are
-    /// writable and, with the guard, its maps hold every uplink and address.
-    pub fn preflight(&self, planned: &Planned, guard: bool) -> Result<(), EngineError> {
+    /// writable.
+    pub fn preflight(&self) -> Result<(), EngineError> {
         let routing = &self.config.routing;
         for dir in [&routing.rt_tables_dir, &routing.state_dir] {
             state::check_writable(dir)?;
         }
-        if guard {
-            crate::guard::check_capacity(&self.guard_uplinks(planned))?;
-        }
         Ok(())
-    }
-
-    pub fn load_guard(&self) -> Result<Guard, EngineError> {
-        Ok(Guard::load(&self.config.guard.pin_dir)?)
-    }
-
-    /// Fills the guard's maps and attaches it to every uplink, replacing an
-    /// earlier program atomically.
-    pub fn apply_guard(
-        &self,
-        guard: &mut Guard,
-        planned: &Planned,
-    ) -> Result<Vec<GuardAttachment>, EngineError> {
-        let uplinks = self.guard_uplinks(planned);
-        guard.configure(&uplinks)?;
-        Ok(guard.attach(&uplinks, self.config.guard.attach)?)
-    }
-
-    /// Detaches the guard everywhere and removes its pins.
-    pub fn down_guard(&self) -> Result<Vec<String>, EngineError> {
-        let interfaces: Vec<String> = self.config.uplinks.iter().map(|u| u.interface.clone()).collect();
-        Ok(crate::guard::teardown(&self.config.guard.pin_dir, &interfaces)?)
     }
 }
 
@@ -387,17 +332,4 @@ fn flush_ipv6_cache() {
     if let Err(err) = apply::flush_ipv6_route_cache() {
         tracing::warn!(%err, "flushing the IPv6 route cache failed");
     }
-}
-
-/// A netlink socket whose dumps the kernel filters (NETLINK_GET_STRICT_CHK),
-/// or None where the kernel does not offer it.
-fn filtering_connection() -> Result<Option<Handle>, std::io::Error> {
-    use rtnetlink::sys::AsyncSocket as _;
-    let (mut connection, handle, _) = rtnetlink::new_connection()?;
-    if let Err(err) = connection.socket_mut().socket_mut().set_netlink_get_strict_chk(true) {
-        tracing::info!(%err, "no strict netlink dump checking: reading every routing table");
-        return Ok(None);
-    }
-    tokio::spawn(connection);
-    Ok(Some(handle))
 }

@@ -5,8 +5,8 @@
 use std::{fmt::Write as _, path::Path};
 
 use crate::{
+    model::Observed,
     model::{Family, MAIN_TABLE},
-    observe::Observed,
 };
 
 /// Where DHCP clients keep leases, by interface name or index: a lease
@@ -123,7 +123,7 @@ mod tests {
     use super::*;
     use crate::{
         model::Route,
-        observe::{Address, Framing, Link},
+        model::{Address, Framing, Link},
     };
 
     fn link(index: u32, name: &str) -> Link {

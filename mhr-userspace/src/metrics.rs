@@ -140,12 +140,12 @@ impl ControlMetrics {
 /// pins are opened anew each time (cheap), so a guard removed and
 /// installed again by another process is never read through stale maps.
 #[derive(Debug)]
-pub struct DatapathCollector {
+pub struct GuardCollector {
     pin_dir: PathBuf,
     top_offenders: usize,
 }
 
-impl DatapathCollector {
+impl GuardCollector {
     pub fn new(pin_dir: PathBuf, top_offenders: usize) -> Self {
         Self { pin_dir, top_offenders }
     }
@@ -192,7 +192,7 @@ struct Snapshot {
     top: Vec<(Labels, i64)>,
 }
 
-impl DatapathCollector {
+impl GuardCollector {
     fn snapshot(&self) -> Option<Snapshot> {
         let maps = GuardMaps::from_pins(&self.pin_dir).ok().flatten()?;
         Self::read(&maps, self.top_offenders)
@@ -238,7 +238,7 @@ impl DatapathCollector {
     }
 }
 
-impl Collector for DatapathCollector {
+impl Collector for GuardCollector {
     fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         match self.snapshot() {
             Some(snapshot) => encode_snapshot(encoder, &snapshot, self.top_offenders > 0),
@@ -292,7 +292,7 @@ fn encode_snapshot(mut encoder: DescriptorEncoder, s: &Snapshot, top: bool) -> R
 }
 
 /// The registry behind `/metrics`.
-pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: DatapathCollector) -> Registry {
+pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: GuardCollector) -> Registry {
     let mut registry = Registry::default();
     registry.register("mhr_reconciles", "Reconciles by result", control.reconciles.clone());
     registry.register(
@@ -430,7 +430,7 @@ mod tests {
         control.guard_repair("map");
         control.initialise(&["ens3"]);
         control.uplink_blocked.get_or_create(&labels([("uplink", "ens3")])).set(0);
-        let mut registry = registry(&control, DatapathCollector::new("/nonexistent".into(), 0));
+        let mut registry = registry(&control, GuardCollector::new("/nonexistent".into(), 0));
         // The guard's families as the collector encodes them, from a
         // snapshot with one sample each.
         registry.register_collector(Box::new(GuardSample));

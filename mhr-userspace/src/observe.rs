@@ -1,23 +1,18 @@
-//! Reading the kernel's links, addresses, routes and rules over rtnetlink
-//! into plain data.
+//! Reading the host's links, addresses, routes and rules over rtnetlink
+//! (decoded by `netlink::decode`), and which routing tables to read.
 
 use std::{collections::BTreeSet, net::IpAddr, ops::RangeInclusive};
 
 use futures::TryStreamExt as _;
-use ipnet::IpNet;
 use rtnetlink::packet_route::{
-    AddressFamily,
-    address::{AddressAttribute, AddressMessage, AddressScope},
-    link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage},
-    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
-    route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteNextHop, RouteType},
-    rule::{RuleAction, RuleAttribute, RuleMessage},
+    address::AddressMessage, link::LinkMessage, neighbour::NeighbourMessage, route::RouteAttribute,
+    route::RouteMessage, rule::RuleMessage,
 };
 use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 
 use crate::{
-    model::{Family, MAIN_TABLE, Names, NextHop, Route, Rule},
-    plan::Gateway,
+    model::{MAIN_TABLE, Observed, Route, Rule},
+    netlink::decode,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -26,94 +21,6 @@ pub struct ObserveError {
     pub what: &'static str,
     #[source]
     pub source: rtnetlink::Error,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Link {
-    pub index: u32,
-    pub name: String,
-    /// Administratively up (IFF_UP).
-    pub up: bool,
-    /// Has carrier (IFF_LOWER_UP).
-    pub carrier: bool,
-    pub point_to_point: bool,
-    /// What the device's packets start with (how the guard parses them).
-    pub framing: Framing,
-}
-
-/// What a device's packets start with at TC egress.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Framing {
-    /// An Ethernet header (Ethernet, veth, bonds, VLANs, bridges, macvlan).
-    Ethernet,
-    /// The IP header itself: tun, WireGuard, PPP, raw-IP modems (wwan), IP
-    /// tunnels (ipip, sit, ip6tnl, GRE).
-    Ip,
-    /// Anything else (InfiniBand, CAN, …): routed, not guarded.
-    Other,
-}
-
-impl Framing {
-    pub fn of(link_layer: LinkLayerType) -> Self {
-        use LinkLayerType as L;
-        match link_layer {
-            L::Ether => Self::Ethernet,
-            L::None | L::Ppp | L::Rawip | L::Tunnel | L::Tunnel6 | L::Sit | L::Ipgre | L::Ip6gre => Self::Ip,
-            _ => Self::Other,
-        }
-    }
-}
-
-/// A global-scope address on a link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Address {
-    pub interface: u32,
-    pub address: IpAddr,
-    pub prefix_len: u8,
-}
-
-impl Address {
-    pub fn network(&self) -> IpNet {
-        IpNet::new(self.address, self.prefix_len).map_or_else(|_| IpNet::from(self.address), |n| n.trunc())
-    }
-
-    pub fn family(&self) -> Family {
-        Family::of(&self.address)
-    }
-}
-
-/// Everything mhr needs to know about the host's routing state.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Observed {
-    pub links: Vec<Link>,
-    pub addresses: Vec<Address>,
-    pub routes: Vec<Route>,
-    pub rules: Vec<Rule>,
-    /// Neighbours (ARP/ND) whose resolution failed: (ifindex, address).
-    pub failed_neighbours: BTreeSet<(u32, IpAddr)>,
-}
-
-impl Observed {
-    pub fn link(&self, name: &str) -> Option<&Link> {
-        self.links.iter().find(|link| link.name == name)
-    }
-
-    pub fn names(&self) -> Names {
-        Names(self.links.iter().map(|link| (link.index, link.name.clone())).collect())
-    }
-
-    pub fn addresses_of(&self, interface: u32) -> impl Iterator<Item = &Address> {
-        self.addresses.iter().filter(move |a| a.interface == interface)
-    }
-
-    /// Whether the kernel failed to resolve `gateway` on `interface`.
-    pub fn neighbour_failed(&self, interface: u32, gateway: Gateway) -> bool {
-        match gateway {
-            Gateway::Via(address) => self.failed_neighbours.contains(&(interface, address)),
-            Gateway::OnLink => false,
-        }
-    }
 }
 
 /// Neighbours whose resolution failed (`FAILED`, or `INCOMPLETE`: asked
@@ -126,22 +33,7 @@ pub async fn failed_neighbours(handle: &Handle) -> Result<BTreeSet<(u32, IpAddr)
         .try_collect()
         .await
         .map_err(|source| ObserveError { what: "neighbours", source })?;
-    Ok(messages.iter().filter_map(failed_neighbour).collect())
-}
-
-fn failed_neighbour(message: &NeighbourMessage) -> Option<(u32, IpAddr)> {
-    if !matches!(message.header.state, NeighbourState::Failed | NeighbourState::Incomplete) {
-        return None;
-    }
-    message.attributes.iter().find_map(|attr| match attr {
-        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-            Some((message.header.ifindex, IpAddr::V4(*v4)))
-        }
-        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-            Some((message.header.ifindex, IpAddr::V6(*v6)))
-        }
-        _ => None,
-    })
+    Ok(messages.iter().filter_map(decode::failed_neighbour).collect())
 }
 
 /// Which routing tables mhr reads. A host may carry a BGP table or a
@@ -193,15 +85,15 @@ pub async fn observe_scoped(
     for version in [IpVersion::V4, IpVersion::V6] {
         let messages: Vec<RuleMessage> =
             handle.rule().get(version).execute().try_collect().await.map_err(err("rules"))?;
-        rules.extend(messages.iter().filter_map(rule_from_message));
+        rules.extend(messages.iter().filter_map(decode::rule_from_message));
     }
     let routes = match scoped {
         None => dump_routes(handle, None, None).await?,
         Some((strict, scope)) => scoped_routes(strict, scope, &rules).await?,
     };
     Ok(Observed {
-        links: links.iter().filter_map(link_from_message).collect(),
-        addresses: addresses.iter().filter_map(address_from_message).collect(),
+        links: links.iter().filter_map(decode::link_from_message).collect(),
+        addresses: addresses.iter().filter_map(decode::address_from_message).collect(),
         routes,
         rules,
         failed_neighbours: failed_neighbours(handle).await?,
@@ -283,160 +175,10 @@ async fn dump_routes(
         routes.extend(
             messages
                 .iter()
-                .filter_map(route_from_message)
+                .filter_map(decode::route_from_message)
                 .filter(|r| table.is_none_or(|t| r.table == t))
                 .filter(|r| protocol.is_none_or(|p| r.protocol == p)),
         );
     }
     Ok(routes)
-}
-
-fn link_from_message(message: &LinkMessage) -> Option<Link> {
-    let name = message.attributes.iter().find_map(|attr| match attr {
-        LinkAttribute::IfName(name) => Some(name.clone()),
-        _ => None,
-    })?;
-    let flags = message.header.flags;
-    Some(Link {
-        index: message.header.index,
-        name,
-        up: flags.contains(LinkFlags::Up),
-        carrier: flags.contains(LinkFlags::LowerUp),
-        point_to_point: flags.contains(LinkFlags::Pointopoint),
-        framing: Framing::of(message.header.link_layer_type),
-    })
-}
-
-pub(crate) fn address_from_message(message: &AddressMessage) -> Option<Address> {
-    if message.header.scope != AddressScope::Universe {
-        return None;
-    }
-    // IFA_LOCAL is the address itself; IFA_ADDRESS is the peer on
-    // point-to-point links (and equal to IFA_LOCAL elsewhere).
-    let local = message.attributes.iter().find_map(|attr| match attr {
-        AddressAttribute::Local(address) => Some(*address),
-        _ => None,
-    });
-    let address = local.or_else(|| {
-        message.attributes.iter().find_map(|attr| match attr {
-            AddressAttribute::Address(address) => Some(*address),
-            _ => None,
-        })
-    })?;
-    Some(Address { interface: message.header.index, address, prefix_len: message.header.prefix_len })
-}
-
-fn ip_of(address: &RouteAddress) -> Option<IpAddr> {
-    match address {
-        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
-    }
-}
-
-/// Unicast routes only; cached clones and other kinds are not mhr's business.
-pub fn route_from_message(message: &RouteMessage) -> Option<Route> {
-    let header = &message.header;
-    if header.kind != RouteType::Unicast || header.flags.contains(RouteFlags::Cloned) {
-        return None;
-    }
-    route_fields(message)
-}
-
-/// The route fields of any route message, also a lookup's answer.
-pub fn route_fields(message: &RouteMessage) -> Option<Route> {
-    let header = &message.header;
-    let family = match header.address_family {
-        AddressFamily::Inet => Family::V4,
-        AddressFamily::Inet6 => Family::V6,
-        _ => return None,
-    };
-    let mut route = Route {
-        table: u32::from(header.table),
-        destination: family.default_route(),
-        gateway: None,
-        interface: None,
-        source: None,
-        protocol: header.protocol.into(),
-        scope: header.scope.into(),
-        metric: None,
-        onlink: header.flags.contains(RouteFlags::Onlink),
-        multipath: Vec::new(),
-    };
-    for attribute in &message.attributes {
-        match attribute {
-            RouteAttribute::Table(table) => route.table = *table,
-            RouteAttribute::Destination(address) => {
-                let address = ip_of(address)?;
-                route.destination = IpNet::new(address, header.destination_prefix_length).ok()?;
-            }
-            RouteAttribute::Gateway(address) => route.gateway = ip_of(address),
-            RouteAttribute::Oif(index) => route.interface = Some(*index),
-            RouteAttribute::PrefSource(address) => route.source = ip_of(address),
-            RouteAttribute::Priority(metric) => route.metric = Some(*metric),
-            RouteAttribute::MultiPath(hops) => route.multipath = hops.iter().filter_map(next_hop).collect(),
-            _ => {}
-        }
-    }
-    // A one-hop multipath message is a plain route.
-    if let [only] = route.multipath.as_slice() {
-        route.gateway = only.gateway;
-        route.interface = Some(only.interface);
-        route.multipath.clear();
-    }
-    Some(route)
-}
-
-fn next_hop(hop: &RouteNextHop) -> Option<NextHop> {
-    let gateway = hop.attributes.iter().find_map(|attr| match attr {
-        RouteAttribute::Gateway(address) => ip_of(address),
-        _ => None,
-    });
-    Some(NextHop { gateway, interface: hop.interface_index, weight: u32::from(hop.hops) + 1 })
-}
-
-pub fn rule_from_message(message: &RuleMessage) -> Option<Rule> {
-    let header = &message.header;
-    let family = match header.family {
-        AddressFamily::Inet => Family::V4,
-        AddressFamily::Inet6 => Family::V6,
-        _ => return None,
-    };
-    let mut rule = Rule {
-        family,
-        priority: 0,
-        table: u32::from(header.table),
-        source: None,
-        destination: None,
-        protocol: 0,
-        other_selectors: header.action != RuleAction::ToTable || header.tos != 0 || !header.flags.is_empty(),
-    };
-    for attribute in &message.attributes {
-        match attribute {
-            RuleAttribute::Priority(priority) => rule.priority = *priority,
-            RuleAttribute::Table(table) => rule.table = *table,
-            RuleAttribute::Source(address) => rule.source = IpNet::new(*address, header.src_len).ok(),
-            RuleAttribute::Destination(address) => {
-                rule.destination = IpNet::new(*address, header.dst_len).ok()
-            }
-            RuleAttribute::Protocol(protocol) => rule.protocol = (*protocol).into(),
-            RuleAttribute::Iifname(_)
-            | RuleAttribute::Oifname(_)
-            | RuleAttribute::FwMark(_)
-            | RuleAttribute::FwMask(_)
-            | RuleAttribute::Goto(_)
-            | RuleAttribute::UidRange(_)
-            | RuleAttribute::IpProtocol(_)
-            | RuleAttribute::SourcePortRange(_)
-            | RuleAttribute::DestinationPortRange(_)
-            | RuleAttribute::L3MDev(_)
-            | RuleAttribute::TunId(_) => rule.other_selectors = true,
-            // The kernel reports these on every rule; u32::MAX means unset.
-            RuleAttribute::SuppressIfGroup(value) | RuleAttribute::SuppressPrefixLen(value) => {
-                rule.other_selectors |= *value != u32::MAX;
-            }
-            _ => {}
-        }
-    }
-    Some(rule)
 }

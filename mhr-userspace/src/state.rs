@@ -14,7 +14,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    model::{Family, Route},
+    model::{Family, MovedRoute},
     plan::GatewaySource,
 };
 
@@ -55,14 +55,6 @@ pub enum StateError {
     },
     #[error("{path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-}
-
-/// A default route mhr took out of main.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct MovedRoute {
-    /// By name: the interface may come back with another index.
-    pub interface: String,
-    pub route: Route,
 }
 
 pub fn tables_path(rt_tables_dir: &Path) -> PathBuf {
@@ -284,6 +276,7 @@ pub fn remove_file_durably(path: &Path) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Route;
 
     #[test]
     fn tables_round_trip_through_the_rt_tables_format() {

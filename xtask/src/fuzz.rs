@@ -32,8 +32,11 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
         )
         .context("installing cargo-fuzz (needs crates.io)")?;
     }
-    let targets: Vec<&str> =
-        if args.targets.is_empty() { TARGETS.to_vec() } else { args.targets.iter().map(String::as_str).collect() };
+    let targets: Vec<&str> = if args.targets.is_empty() {
+        TARGETS.to_vec()
+    } else {
+        args.targets.iter().map(String::as_str).collect()
+    };
     let root = cmd::workspace_root();
     for target in targets {
         let corpus = root.join("target/fuzz-corpus").join(target);

@@ -17,7 +17,7 @@ const DEFAULT_FILES: [&str; 6] = [
     "mhr-userspace/src/guard/update.rs",
     "mhr-userspace/src/guard/configure.rs",
     "mhr-userspace/src/daemon/flags.rs",
-    "mhr-userspace/src/daemon/events.rs",
+    "mhr-userspace/src/netlink/subscribe.rs",
 ];
 
 #[derive(Debug, clap::Args)]

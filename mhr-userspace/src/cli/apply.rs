@@ -9,8 +9,9 @@ use super::{
 use crate::{
     config::GuardMode,
     engine::{Engine, Planned},
+    guard::Deployment,
     lock,
-    observe::Framing,
+    model::Framing,
 };
 
 #[derive(Debug, clap::Args)]
@@ -52,8 +53,15 @@ pub fn run(config_path: &Path, args: &ApplyArgs, out: &mut dyn Write) -> anyhow:
 /// Applies routing and (unless `--no-guard`) the guard, printing what changed.
 pub(super) async fn apply_now(engine: &Engine, args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let planned = engine.plan().await?;
-    let mut guard = if args.no_guard { None } else { Some(engine.load_guard()?) };
-    engine.preflight(&planned, guard.is_some())?;
+    let deployment = Deployment::new(engine.config());
+    // The guard loads, and its maps are checked to hold every uplink and
+    // address, before routing changes: a missing bpffs or a refused
+    // program stops `apply` before it changes anything.
+    let mut guard = if args.no_guard { None } else { Some(deployment.load()?) };
+    engine.preflight()?;
+    if guard.is_some() {
+        deployment.check_capacity(&planned.desired)?;
+    }
     let applied = engine.apply(&planned).await?;
     if applied.actions.is_empty() {
         writeln!(out, "no changes: the host is as desired")?;
@@ -83,7 +91,7 @@ pub(super) async fn apply_now(engine: &Engine, args: &ApplyArgs, out: &mut dyn W
                 uplink.interface
             )?;
         }
-        let attachments = engine.apply_guard(guard, &planned)?;
+        let attachments = deployment.apply(guard, &planned.desired)?;
         let mode = |interface: &str| {
             let uplink = engine.config().uplinks.iter().find(|u| u.interface == interface);
             uplink.map(|u| engine.config().guard_mode(u))

@@ -3,7 +3,7 @@
 use std::{io::Write, path::Path};
 
 use super::Outcome;
-use crate::lock;
+use crate::{guard::Deployment, lock};
 
 pub fn run(config_path: &Path, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     super::with_engine(config_path, out, async |engine, out| {
@@ -24,7 +24,7 @@ pub fn run(config_path: &Path, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             writeln!(out, "removed mhr's routing ({} change(s))", applied.changed)?;
         }
         let mut failed = applied.failed;
-        match engine.down_guard() {
+        match Deployment::new(engine.config()).down() {
             Ok(detached) => {
                 for detached in detached {
                     writeln!(out, "guard: detached {detached}")?;

@@ -2,7 +2,10 @@
 
 use std::{io::Write, time::Duration};
 
-use crate::datapath::{AttachMode, Datapath, InterfaceReport};
+use crate::{
+    monitor::{InterfaceReport, Monitor},
+    tc::AttachMode,
+};
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -26,9 +29,9 @@ pub fn run(args: &MonitorArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if args.interval.is_zero() {
         anyhow::bail!("--interval must be greater than zero");
     }
-    let mut datapath = Datapath::load()?;
+    let mut monitor = Monitor::load()?;
     for interface in &args.interfaces {
-        let attachment = datapath.attach(interface, args.attach)?;
+        let attachment = monitor.attach(interface, args.attach)?;
         writeln!(
             out,
             "attached {} (ifindex {}) via {}",
@@ -39,13 +42,13 @@ pub fn run(args: &MonitorArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     out.flush().context("writing the output")?;
 
     let runtime = super::runtime()?;
-    runtime.block_on(watch(&datapath, args.interval, args.duration, out))?;
-    print_reports(&datapath.reports()?, "final", out)?;
+    runtime.block_on(watch(&monitor, args.interval, args.duration, out))?;
+    print_reports(&monitor.reports()?, "final", out)?;
     Ok(())
 }
 
 async fn watch(
-    datapath: &Datapath,
+    monitor: &Monitor,
     interval: Duration,
     duration: Option<Duration>,
     out: &mut dyn Write,
@@ -58,7 +61,7 @@ async fn watch(
     ticks.tick().await; // the first tick is immediate
     loop {
         tokio::select! {
-            _ = ticks.tick() => print_reports(&datapath.reports()?, "counters", out)?,
+            _ = ticks.tick() => print_reports(&monitor.reports()?, "counters", out)?,
             _ = terminate.recv() => return Ok(()),
             _ = interrupt.recv() => return Ok(()),
             () = &mut deadline, if duration.is_some() => return Ok(()),

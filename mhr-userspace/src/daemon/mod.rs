@@ -3,7 +3,6 @@
 //! timer trigger a reconcile through the same plan/diff/apply path as
 //! `mhr apply`. Metrics are served over HTTP.
 
-mod events;
 mod flags;
 mod health;
 mod http;
@@ -16,16 +15,16 @@ use std::{
 
 use tokio::time::{Instant, sleep_until};
 
+pub use crate::netlink::subscribe::{Event, EventSocket};
 use crate::{
     config::Config,
     engine::{Engine, EngineError, Planned, probe_plans},
-    guard::{Guard, GuardMaps},
+    guard::{Deployment, Guard, GuardMaps},
     health::{HealthBook, Transition},
-    metrics::{ControlMetrics, DatapathCollector, registry, unix_now},
+    metrics::{ControlMetrics, GuardCollector, registry, unix_now},
     model::Family,
     probe::{ProbePlan, ProbeResult},
 };
-pub use events::{Event, EventSocket};
 pub use health::{HealthRecord, HealthSnapshot, unix_seconds};
 
 #[derive(Clone, Debug)]
@@ -177,10 +176,10 @@ pub async fn run_with_reloads(
     // Subscribe first, so nothing that happens during start-up is missed.
     let mut events = EventSocket::open(options.netlink_buffer)
         .map_err(DaemonError::Events)?
-        .with_route_filter(events::RouteFilter::for_config(&config));
+        .with_route_filter(crate::netlink::subscribe::RouteFilter::for_config(&config));
     let control = Arc::new(ControlMetrics::default());
     let health = Arc::new(Health::default());
-    let collector = DatapathCollector::new(config.guard.pin_dir.clone(), config.metrics.top_offenders);
+    let collector = GuardCollector::new(config.guard.pin_dir.clone(), config.metrics.top_offenders);
     let registry = Arc::new(registry(&control, collector));
     let address = config.metrics.listen;
     let listener = tokio::net::TcpListener::bind(address)
@@ -275,7 +274,7 @@ pub async fn run_with_reloads(
             Some(config) = reloads.recv() => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
                 daemon.reload(config);
-                events.set_route_filter(events::RouteFilter::for_config(daemon.engine.config()));
+                events.set_route_filter(crate::netlink::subscribe::RouteFilter::for_config(daemon.engine.config()));
                 first_pending = None;
                 daemon.reconcile(Trigger::Reload).await;
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -404,7 +403,7 @@ impl Daemon {
         counts_as_drift: bool,
     ) -> Result<usize, crate::guard::GuardError> {
         let Some(guard) = &mut self.guard else { return Ok(0) };
-        let uplinks = self.engine.guard_uplinks(planned);
+        let uplinks = Deployment::new(self.engine.config()).uplinks(&planned.desired);
         // The maps first: in enforce mode a new address must not be dropped
         // as spoofed while anything else is retried.
         let configured = guard.configure(&uplinks).map(drop);
@@ -483,9 +482,9 @@ impl Daemon {
     /// Adds new addresses of guarded uplinks to the guard's maps at once,
     /// before the debounced reconcile: in enforce mode a new address's
     /// first packets must not be dropped as spoofed.
-    fn guard_learns(&mut self, added: &[crate::observe::Address]) {
+    fn guard_learns(&mut self, added: &[crate::model::Address]) {
         let (Some(guard), Some(last)) = (&mut self.guard, &self.last) else { return };
-        let mut uplinks = self.engine.guard_uplinks(last);
+        let mut uplinks = Deployment::new(self.engine.config()).uplinks(&last.desired);
         let mut learned = false;
         for address in added {
             let uplink = uplinks.iter_mut().find(|u| u.ifindex == address.interface);
@@ -504,7 +503,7 @@ impl Daemon {
     /// Whether an uplink the guard should be on runs without it.
     fn guard_lost(&mut self) -> bool {
         let (Some(guard), Some(last)) = (&mut self.guard, &self.last) else { return false };
-        let uplinks = self.engine.guard_uplinks(last);
+        let uplinks = Deployment::new(self.engine.config()).uplinks(&last.desired);
         // Any guard program counts, an earlier instance's included: exiting
         // while one still runs would only take it away.
         uplinks.iter().any(|uplink| {
@@ -655,7 +654,7 @@ impl Daemon {
             Err(err) => tracing::warn!(error = %err, "removing routing failed"),
         }
         if self.guard.take().is_some() {
-            match self.engine.down_guard() {
+            match Deployment::new(self.engine.config()).down() {
                 Ok(detached) => tracing::info!(?detached, "guard removed"),
                 Err(err) => tracing::warn!(error = %err, "removing the guard failed"),
             }

@@ -13,7 +13,7 @@ use aya::programs::{
 };
 
 use super::{GuardError, GuardUplink, clsact};
-use crate::datapath::{AttachMode, Mechanism, tcx_unsupported};
+use crate::tc::{AttachMode, Mechanism, tcx_unsupported};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuardAttachment {
@@ -121,7 +121,7 @@ pub fn teardown(pin_dir: &Path, interfaces: &[String]) -> Result<Vec<String>, Gu
         }
     }
     for interface in interfaces {
-        let Ok(ifindex) = crate::datapath::interface_index(interface) else { continue };
+        let Ok(ifindex) = crate::tc::interface_index(interface) else { continue };
         if clsact::detach_all(interface, ifindex) {
             detached.push(format!("{interface} (clsact)"));
         }

@@ -13,15 +13,14 @@ use aya::programs::{
 };
 use mhr_common::guard::GUARD_PROGRAM;
 use rtnetlink::{
-    packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload},
     packet_route::{
         RouteNetlinkMessage,
         tc::{TcAttribute, TcFilterBpfOption, TcHandle as NlHandle, TcMessage, TcOption},
     },
-    sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_ROUTE},
+    sys::protocols::NETLINK_ROUTE,
 };
 
-use crate::datapath::ensure_clsact;
+use crate::tc::ensure_clsact;
 
 /// The guard filter's priority on clsact egress: after filters other tools
 /// add with explicit low priorities, before the kernel's automatic 49152.
@@ -105,42 +104,14 @@ pub fn guard_filters(ifindex: u32) -> io::Result<Vec<Filter>> {
 
 /// `tc filter show dev IF egress`, BPF filters only.
 fn egress_filters(ifindex: u32) -> io::Result<Vec<Filter>> {
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    socket.connect(&NetlinkAddr::new(0, 0))?;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let mut request = TcMessage::with_index(i32::try_from(ifindex).map_err(io::Error::other)?);
     request.header.parent = NlHandle::from(CLSACT_EGRESS);
-    let mut packet = NetlinkMessage::new(header, RouteNetlinkMessage::GetTrafficFilter(request).into());
-    packet.finalize();
-    let mut bytes = vec![0; packet.buffer_len()];
-    packet.serialize(&mut bytes);
-    socket.send(&bytes, 0)?;
-
-    let mut filters = Vec::new();
-    let mut buffer = vec![0; 64 * 1024];
-    loop {
-        let size = socket.recv(&mut &mut buffer[..], 0)?;
-        let mut rest = &buffer[..size];
-        while !rest.is_empty() {
-            let message =
-                NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest).map_err(io::Error::other)?;
-            let length = message.header.length as usize;
-            match message.payload {
-                NetlinkPayload::Done(_) => return Ok(filters),
-                NetlinkPayload::Error(error) => return Err(error.to_io()),
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewTrafficFilter(filter)) => {
-                    filters.extend(bpf_filter(&filter));
-                }
-                _ => {}
-            }
-            if length == 0 || length > rest.len() {
-                return Err(io::Error::other("malformed netlink message"));
-            }
-            rest = &rest[length..];
+    crate::netlink::dump::dump(NETLINK_ROUTE, RouteNetlinkMessage::GetTrafficFilter(request), |message| {
+        match message {
+            RouteNetlinkMessage::NewTrafficFilter(filter) => bpf_filter(&filter),
+            _ => None,
         }
-    }
+    })
 }
 
 /// A BPF filter instance (not its priority's head entry, handle 0).

@@ -6,6 +6,7 @@
 mod attach;
 pub mod clsact;
 mod configure;
+mod deploy;
 pub mod flags;
 pub mod maps;
 pub mod update;
@@ -30,9 +31,10 @@ use mhr_common::guard::{EMPTY_PROGRAM, FLAGS_MAP, GUARD_PROGRAM, MAX_OWNERS, MAX
 
 pub use attach::{GuardAttachment, pin_prefix, teardown};
 pub use configure::Enforcement;
+pub use deploy::Deployment;
 pub use maps::{EventCounts, GuardMaps, OffenderReport, PinLayout, VerdictCounts};
 
-use crate::datapath::{AttachMode, Mechanism};
+use crate::tc::{AttachMode, Mechanism};
 
 /// The guard's eBPF object, built by `build.rs` from mhr-ebpf's `mhr-guard`.
 static GUARD_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mhr-guard"));
@@ -296,7 +298,7 @@ impl Guard {
     /// egress (TCX or clsact), this instance's or an earlier one's
     /// (`None`: cannot ask).
     pub fn kernel_runs_any_guard(interface: &str) -> Option<bool> {
-        let ifindex = crate::datapath::interface_index(interface).ok()?;
+        let ifindex = crate::tc::interface_index(interface).ok()?;
         if !clsact::guard_filters(ifindex).ok()?.is_empty() {
             return Some(true);
         }

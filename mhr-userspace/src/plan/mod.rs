@@ -14,11 +14,10 @@ use crate::{
     config::{Config, Policy, SourceRules, UplinkConfig},
     health::Fault,
     model::{
-        Family, IPV6_DEFAULT_METRIC, MAIN_TABLE, Names, NextHop, Route, Rule, SCOPE_LINK, SCOPE_UNIVERSE,
-        rule_args,
+        Address, Family, Framing, IPV6_DEFAULT_METRIC, Link, MAIN_TABLE, MovedRoute, Names, NextHop,
+        Observed, Route, Rule, SCOPE_LINK, SCOPE_UNIVERSE, rule_args,
     },
-    observe::{Address, Framing, Link, Observed},
-    state::{MovedRoute, RememberedGateways},
+    state::RememberedGateways,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

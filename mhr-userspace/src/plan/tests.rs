@@ -7,7 +7,7 @@ use super::*;
 use crate::{
     config::Config,
     model::SCOPE_LINK,
-    observe::{Framing, Link},
+    model::{Framing, Link},
 };
 
 const MHR: u8 = 210;

@@ -1,5 +1,6 @@
-//! Attaching the egress classifier: TCX where the kernel has it (≥ 6.6),
-//! otherwise a filter on the clsact qdisc.
+//! Attaching an egress classifier (the monitor's counter; the guard builds
+//! on these too): TCX where the kernel has it (≥ 6.6), otherwise a filter
+//! on the clsact qdisc.
 
 use std::{fmt, io};
 
@@ -8,7 +9,25 @@ use aya::programs::{
     tc::{self, NlOptions, TcAttachOptions, TcError},
 };
 
-use super::DatapathError;
+/// Why an attachment failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("no interface named `{0}`")]
+    UnknownInterface(String),
+    #[error("attaching to `{interface}` via {mechanism} failed")]
+    Attach {
+        interface: String,
+        mechanism: Mechanism,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("adding the clsact qdisc to `{interface}` failed")]
+    Clsact {
+        interface: String,
+        #[source]
+        source: TcError,
+    },
+}
 
 /// How to attach; `Auto` tries TCX and falls back to clsact when the kernel
 /// does not support TCX links.
@@ -38,17 +57,17 @@ impl fmt::Display for Mechanism {
     }
 }
 
-pub(super) fn attach_egress(
+pub fn attach_egress(
     program: &mut SchedClassifier,
     interface: &str,
     mode: AttachMode,
-) -> Result<Mechanism, DatapathError> {
+) -> Result<Mechanism, AttachError> {
     match mode {
         AttachMode::Tcx => attach_tcx(program, interface).map(|()| Mechanism::Tcx),
         AttachMode::Clsact => attach_clsact(program, interface).map(|()| Mechanism::Clsact),
         AttachMode::Auto => match attach_tcx(program, interface) {
             Ok(()) => Ok(Mechanism::Tcx),
-            Err(DatapathError::Attach { source, .. }) if tcx_unsupported(&source) => {
+            Err(AttachError::Attach { source, .. }) if tcx_unsupported(&source) => {
                 tracing::info!(interface, error = %source, "TCX unavailable, falling back to clsact");
                 attach_clsact(program, interface).map(|()| Mechanism::Clsact)
             }
@@ -57,19 +76,19 @@ pub(super) fn attach_egress(
     }
 }
 
-fn attach_tcx(program: &mut SchedClassifier, interface: &str) -> Result<(), DatapathError> {
+fn attach_tcx(program: &mut SchedClassifier, interface: &str) -> Result<(), AttachError> {
     let options = TcAttachOptions::TcxOrder(LinkOrder::default());
     program.attach_with_options(interface, TcAttachType::Egress, options).map(drop).map_err(|source| {
-        DatapathError::Attach { interface: interface.to_owned(), mechanism: Mechanism::Tcx, source }
+        AttachError::Attach { interface: interface.to_owned(), mechanism: Mechanism::Tcx, source }
     })
 }
 
-fn attach_clsact(program: &mut SchedClassifier, interface: &str) -> Result<(), DatapathError> {
+fn attach_clsact(program: &mut SchedClassifier, interface: &str) -> Result<(), AttachError> {
     ensure_clsact(interface)
-        .map_err(|source| DatapathError::Clsact { interface: interface.to_owned(), source })?;
+        .map_err(|source| AttachError::Clsact { interface: interface.to_owned(), source })?;
     let options = TcAttachOptions::Netlink(NlOptions::default());
     program.attach_with_options(interface, TcAttachType::Egress, options).map(drop).map_err(|source| {
-        DatapathError::Attach { interface: interface.to_owned(), mechanism: Mechanism::Clsact, source }
+        AttachError::Attach { interface: interface.to_owned(), mechanism: Mechanism::Clsact, source }
     })
 }
 
@@ -89,4 +108,15 @@ pub(crate) fn tcx_unsupported(error: &ProgramError) -> bool {
     };
     matches!(syscall.io_error.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))
         || syscall.io_error.kind() == io::ErrorKind::Unsupported
+}
+
+/// Resolves an interface name in the calling thread's network namespace.
+pub fn interface_index(interface: &str) -> Result<u32, AttachError> {
+    let unknown = || AttachError::UnknownInterface(interface.to_owned());
+    let name = std::ffi::CString::new(interface).map_err(|_| unknown())?;
+    // SAFETY: `name` is a valid NUL-terminated string for the whole call.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(unknown()),
+        index => Ok(index),
+    }
 }

@@ -7,6 +7,10 @@ use std::{collections::BTreeMap, fmt, net::IpAddr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+mod host;
+
+pub use host::{Address, Framing, Link, MovedRoute, Observed};
+
 pub const MAIN_TABLE: u32 = 254;
 pub const SCOPE_UNIVERSE: u8 = 0;
 pub const SCOPE_LINK: u8 = 253;

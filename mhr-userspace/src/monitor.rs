@@ -1,7 +1,5 @@
-//! The eBPF data path: load the object, attach the egress classifier to
-//! interfaces, read its counters.
-
-mod attach;
+//! `mhr monitor`'s per-interface counter: load its eBPF object, attach the
+//! egress classifier to interfaces, read what it counted.
 
 use aya::{
     Ebpf, EbpfError,
@@ -10,14 +8,13 @@ use aya::{
 };
 use mhr_common::{EGRESS_PROGRAM, INTERFACE_COUNTERS_MAP, InterfaceCounters, counter_slot};
 
-pub use attach::{AttachMode, Mechanism};
-pub(crate) use attach::{ensure_clsact, tcx_unsupported};
+use crate::tc::{self, AttachError, AttachMode, Mechanism, interface_index};
 
 /// The eBPF object built by `build.rs` from the mhr-ebpf crate.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mhr-ebpf"));
 
 #[derive(Debug, thiserror::Error)]
-pub enum DatapathError {
+pub enum MonitorError {
     #[error("loading the eBPF object failed (is this root with CAP_BPF?)")]
     Load(#[source] EbpfError),
     #[error("the eBPF object has no program `{0}`")]
@@ -42,21 +39,8 @@ pub enum DatapathError {
         #[source]
         source: MapError,
     },
-    #[error("no interface named `{0}`")]
-    UnknownInterface(String),
-    #[error("attaching to `{interface}` via {mechanism} failed")]
-    Attach {
-        interface: String,
-        mechanism: Mechanism,
-        #[source]
-        source: ProgramError,
-    },
-    #[error("adding the clsact qdisc to `{interface}` failed")]
-    Clsact {
-        interface: String,
-        #[source]
-        source: aya::programs::tc::TcError,
-    },
+    #[error(transparent)]
+    Attach(#[from] AttachError),
     #[error("reading counters of `{interface}` failed")]
     ReadCounters {
         interface: String,
@@ -83,46 +67,46 @@ pub struct InterfaceReport {
 /// The loaded eBPF object with its program and maps resolved once.
 ///
 /// Dropping it detaches every attachment it made.
-pub struct Datapath {
+pub struct Monitor {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, InterfaceCounters>,
     attachments: Vec<Attachment>,
 }
 
-impl Datapath {
+impl Monitor {
     /// Loads the object and its egress program into the kernel (not attached).
-    pub fn load() -> Result<Self, DatapathError> {
+    pub fn load() -> Result<Self, MonitorError> {
         Self::load_object(EBPF_OBJECT)
     }
 
-    fn load_object(object: &[u8]) -> Result<Self, DatapathError> {
-        let mut ebpf = Ebpf::load(object).map_err(DatapathError::Load)?;
+    fn load_object(object: &[u8]) -> Result<Self, MonitorError> {
+        let mut ebpf = Ebpf::load(object).map_err(MonitorError::Load)?;
         let map =
-            ebpf.take_map(INTERFACE_COUNTERS_MAP).ok_or(DatapathError::MissingMap(INTERFACE_COUNTERS_MAP))?;
+            ebpf.take_map(INTERFACE_COUNTERS_MAP).ok_or(MonitorError::MissingMap(INTERFACE_COUNTERS_MAP))?;
         let counters = PerCpuArray::try_from(map)
-            .map_err(|source| DatapathError::MapType { name: INTERFACE_COUNTERS_MAP, source })?;
-        let mut datapath = Self { ebpf, counters, attachments: Vec::new() };
-        datapath
+            .map_err(|source| MonitorError::MapType { name: INTERFACE_COUNTERS_MAP, source })?;
+        let mut monitor = Self { ebpf, counters, attachments: Vec::new() };
+        monitor
             .egress_program()?
             .load()
-            .map_err(|source| DatapathError::ProgramLoad { name: EGRESS_PROGRAM, source })?;
-        Ok(datapath)
+            .map_err(|source| MonitorError::ProgramLoad { name: EGRESS_PROGRAM, source })?;
+        Ok(monitor)
     }
 
     /// The egress classifier, for attaching or for `BPF_PROG_TEST_RUN`.
-    pub fn egress_program(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+    pub fn egress_program(&mut self) -> Result<&mut SchedClassifier, MonitorError> {
         self.ebpf
             .program_mut(EGRESS_PROGRAM)
-            .ok_or(DatapathError::MissingProgram(EGRESS_PROGRAM))?
+            .ok_or(MonitorError::MissingProgram(EGRESS_PROGRAM))?
             .try_into()
-            .map_err(|source| DatapathError::ProgramType { name: EGRESS_PROGRAM, source })
+            .map_err(|source| MonitorError::ProgramType { name: EGRESS_PROGRAM, source })
     }
 
     /// Attaches the egress classifier to `interface`; see [`AttachMode`].
-    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<&Attachment, DatapathError> {
+    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<&Attachment, MonitorError> {
         let ifindex = interface_index(interface)?;
         let program = self.egress_program()?;
-        let mechanism = attach::attach_egress(program, interface, mode)?;
+        let mechanism = tc::attach_egress(program, interface, mode)?;
         self.attachments.push(Attachment { interface: interface.to_owned(), ifindex, mechanism });
         Ok(self.attachments.last().expect("pushed above"))
     }
@@ -132,12 +116,12 @@ impl Datapath {
     }
 
     /// Counters of every attached interface, summed over CPUs.
-    pub fn reports(&self) -> Result<Vec<InterfaceReport>, DatapathError> {
+    pub fn reports(&self) -> Result<Vec<InterfaceReport>, MonitorError> {
         self.attachments
             .iter()
             .map(|attachment| {
                 let counters = self.counters_for_ifindex(attachment.ifindex).map_err(|source| {
-                    DatapathError::ReadCounters { interface: attachment.interface.clone(), source }
+                    MonitorError::ReadCounters { interface: attachment.interface.clone(), source }
                 })?;
                 Ok(InterfaceReport { attachment: attachment.clone(), counters })
             })
@@ -148,16 +132,5 @@ impl Datapath {
     pub fn counters_for_ifindex(&self, ifindex: u32) -> Result<InterfaceCounters, MapError> {
         let per_cpu = self.counters.get(&counter_slot(ifindex), 0)?;
         Ok(per_cpu.iter().fold(InterfaceCounters::default(), |sum, cpu| sum.merge(*cpu)))
-    }
-}
-
-/// Resolves an interface name in the calling thread's network namespace.
-pub fn interface_index(interface: &str) -> Result<u32, DatapathError> {
-    let unknown = || DatapathError::UnknownInterface(interface.to_owned());
-    let name = std::ffi::CString::new(interface).map_err(|_| unknown())?;
-    // SAFETY: `name` is a valid NUL-terminated string for the whole call.
-    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
-        0 => Err(unknown()),
-        index => Ok(index),
     }
 }

@@ -14,10 +14,8 @@ use rtnetlink::{
     sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket, protocols::NETLINK_ROUTE},
 };
 
-use crate::{
-    model::MAIN_TABLE,
-    observe::{Address, address_from_message},
-};
+use super::decode::address_from_message;
+use crate::model::{Address, MAIN_TABLE};
 
 /// RTNLGRP_LINK, IPV4_IFADDR, IPV4_ROUTE, IPV4_RULE, IPV6_IFADDR,
 /// IPV6_ROUTE, IPV6_RULE.

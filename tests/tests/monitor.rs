@@ -7,7 +7,10 @@ use mhr_tests::{
     quiet_host::{QuietHost, UDP4_FRAME_OVERHEAD},
     require_root,
 };
-use mhr_userspace::datapath::{AttachMode, Datapath, DatapathError, Mechanism, interface_index};
+use mhr_userspace::{
+    monitor::{Monitor, MonitorError},
+    tc::{AttachError, AttachMode, Mechanism, interface_index},
+};
 
 const PAYLOAD: usize = 100;
 
@@ -15,36 +18,36 @@ fn expected(packets: u64) -> InterfaceCounters {
     InterfaceCounters { packets, bytes: packets * (PAYLOAD as u64 + UDP4_FRAME_OVERHEAD) }
 }
 
-/// Counters of `interface` as the loaded datapath sees them.
-fn counters(datapath: &Datapath, interface: &str) -> InterfaceCounters {
+/// Counters of `interface` as the loaded monitor sees them.
+fn counters(monitor: &Monitor, interface: &str) -> InterfaceCounters {
     let ifindex = interface_index(interface).expect("interface exists");
-    datapath.counters_for_ifindex(ifindex).expect("map read")
+    monitor.counters_for_ifindex(ifindex).expect("map read")
 }
 
 #[test]
 fn counts_exact_packets_and_bytes_per_uplink() {
     require_root();
     let lab = QuietHost::start(&["ens3", "ens4"]).expect("host starts");
-    let datapath = lab
+    let monitor = lab
         .host
         .run(|| {
-            let mut datapath = Datapath::load().expect("eBPF object loads");
+            let mut monitor = Monitor::load().expect("eBPF object loads");
             for interface in ["ens3", "ens4"] {
-                let attachment = datapath.attach(interface, AttachMode::Auto).expect("attaches");
+                let attachment = monitor.attach(interface, AttachMode::Auto).expect("attaches");
                 assert_eq!(attachment.mechanism, Mechanism::Tcx, "this kernel has TCX (≥ 6.6)");
             }
-            datapath
+            monitor
         })
         .unwrap();
     lab.send_udp(0, 7, PAYLOAD).unwrap();
     lab.send_udp(1, 11, PAYLOAD).unwrap();
 
-    let reports = datapath.reports().expect("counters read");
+    let reports = monitor.reports().expect("counters read");
     let by_name: Vec<(&str, InterfaceCounters)> =
         reports.iter().map(|r| (r.attachment.interface.as_str(), r.counters)).collect();
     assert_eq!(by_name, vec![("ens3", expected(7)), ("ens4", expected(11))]);
-    // TCX links are file descriptors: dropping the datapath detaches them.
-    drop(datapath);
+    // TCX links are file descriptors: dropping the monitor detaches them.
+    drop(monitor);
     for interface in ["ens3", "ens4"] {
         let (_, programs) = lab
             .host
@@ -64,17 +67,17 @@ fn clsact_attachment_counts_the_same_and_detaches_on_drop() {
     let filters = || lab.host.tc(["filter", "show", "dev", "ens3", "egress"]).expect("tc lists filters");
     lab.host
         .run(|| {
-            let mut datapath = Datapath::load().expect("eBPF object loads");
+            let mut monitor = Monitor::load().expect("eBPF object loads");
             for interface in ["ens3", "ens4"] {
-                let attachment = datapath.attach(interface, AttachMode::Clsact).expect("attaches");
+                let attachment = monitor.attach(interface, AttachMode::Clsact).expect("attaches");
                 assert_eq!(attachment.mechanism, Mechanism::Clsact);
             }
             assert!(filters().contains("mhr_egress"), "tc shows the filter: {}", filters());
             lab.send_udp(0, 5, PAYLOAD).unwrap();
             lab.send_udp(1, 3, PAYLOAD).unwrap();
-            assert_eq!(counters(&datapath, "ens3"), expected(5));
-            assert_eq!(counters(&datapath, "ens4"), expected(3));
-            drop(datapath);
+            assert_eq!(counters(&monitor, "ens3"), expected(5));
+            assert_eq!(counters(&monitor, "ens4"), expected(3));
+            drop(monitor);
             assert!(!filters().contains("mhr_egress"), "filter removed: {}", filters());
         })
         .unwrap();
@@ -87,8 +90,8 @@ fn a_program_after_mhr_in_the_tcx_chain_still_sees_every_packet() {
     let (first, second) = lab
         .host
         .run(|| {
-            let mut first = Datapath::load().expect("first instance loads");
-            let mut second = Datapath::load().expect("second instance loads");
+            let mut first = Monitor::load().expect("first instance loads");
+            let mut second = Monitor::load().expect("second instance loads");
             first.attach("ens3", AttachMode::Tcx).expect("first attaches");
             second.attach("ens3", AttachMode::Tcx).expect("second attaches after it");
             (first, second)
@@ -121,7 +124,7 @@ fn test_run_returns_tcx_next_and_counts_only_the_context_interface() {
     let lab = QuietHost::start(&["ens3", "ens4"]).expect("host starts");
     lab.host
         .run(|| {
-            let mut datapath = Datapath::load().expect("eBPF object loads");
+            let mut monitor = Monitor::load().expect("eBPF object loads");
             let ens3 = interface_index("ens3").unwrap();
             let data = frame(60);
             let context = skb_context(ens3);
@@ -131,10 +134,10 @@ fn test_run_returns_tcx_next_and_counts_only_the_context_interface() {
                 repeat: 10,
                 ..Default::default()
             };
-            let result = datapath.egress_program().unwrap().test_run(options).expect("test run");
+            let result = monitor.egress_program().unwrap().test_run(options).expect("test run");
             assert_eq!(result.return_value as i32, TCX_NEXT);
-            assert_eq!(counters(&datapath, "ens3"), InterfaceCounters { packets: 10, bytes: 600 });
-            assert_eq!(counters(&datapath, "ens4"), InterfaceCounters::default());
+            assert_eq!(counters(&monitor, "ens3"), InterfaceCounters { packets: 10, bytes: 600 });
+            assert_eq!(counters(&monitor, "ens4"), InterfaceCounters::default());
         })
         .unwrap();
 }
@@ -149,7 +152,7 @@ fn interfaces_beyond_the_counter_array_are_counted_in_the_overflow_slot() {
         .expect("interface with a large ifindex");
     lab.host
         .run(|| {
-            let mut datapath = Datapath::load().expect("eBPF object loads");
+            let mut monitor = Monitor::load().expect("eBPF object loads");
             assert_eq!(interface_index("big0").unwrap(), big_index);
             let data = frame(64);
             let context = skb_context(big_index);
@@ -159,12 +162,12 @@ fn interfaces_beyond_the_counter_array_are_counted_in_the_overflow_slot() {
                 repeat: 3,
                 ..Default::default()
             };
-            let result = datapath.egress_program().unwrap().test_run(options).expect("test run");
+            let result = monitor.egress_program().unwrap().test_run(options).expect("test run");
             assert_eq!(result.return_value as i32, TCX_NEXT);
             let overflow = InterfaceCounters { packets: 3, bytes: 192 };
-            assert_eq!(datapath.counters_for_ifindex(big_index).unwrap(), overflow);
-            assert_eq!(datapath.counters_for_ifindex(MAX_IFINDEX + 7).unwrap(), overflow, "one shared slot");
-            assert_eq!(counters(&datapath, "ens3"), InterfaceCounters::default());
+            assert_eq!(monitor.counters_for_ifindex(big_index).unwrap(), overflow);
+            assert_eq!(monitor.counters_for_ifindex(MAX_IFINDEX + 7).unwrap(), overflow, "one shared slot");
+            assert_eq!(counters(&monitor, "ens3"), InterfaceCounters::default());
         })
         .unwrap();
 }
@@ -175,11 +178,11 @@ fn attaching_to_a_missing_interface_names_it_and_attaches_nothing() {
     let lab = QuietHost::start(&["ens3"]).expect("host starts");
     lab.host
         .run(|| {
-            let mut datapath = Datapath::load().expect("eBPF object loads");
-            let err = datapath.attach("nosuch0", AttachMode::Auto).expect_err("no such interface");
-            assert!(matches!(err, DatapathError::UnknownInterface(ref name) if name == "nosuch0"));
+            let mut monitor = Monitor::load().expect("eBPF object loads");
+            let err = monitor.attach("nosuch0", AttachMode::Auto).expect_err("no such interface");
+            assert!(matches!(err, MonitorError::Attach(AttachError::UnknownInterface(ref name)) if name == "nosuch0"));
             assert_eq!(err.to_string(), "no interface named `nosuch0`");
-            assert!(datapath.attachments().is_empty());
+            assert!(monitor.attachments().is_empty());
         })
         .unwrap();
 }

@@ -1,0 +1,70 @@
+//! The guard as the commands and the daemon deploy it under a config:
+//! which uplinks it protects for a plan, and loading, applying and removing
+//! it. Kept apart from the routing engine, which knows nothing of it.
+
+use super::{Guard, GuardAttachment, GuardError, GuardUplink};
+use crate::{
+    config::{Config, GuardMode},
+    model::Framing,
+    plan::Desired,
+};
+
+pub struct Deployment<'a> {
+    config: &'a Config,
+}
+
+impl<'a> Deployment<'a> {
+    pub fn new(config: &'a Config) -> Self {
+        Self { config }
+    }
+
+    /// What the guard protects: every planned uplink whose packets it can
+    /// parse (Ethernet or bare IP) with its current addresses, `allow`
+    /// prefixes and mode. Other link types are left unguarded rather than
+    /// misread.
+    pub fn uplinks(&self, desired: &Desired) -> Vec<GuardUplink> {
+        desired
+            .uplinks
+            .iter()
+            .filter(|plan| plan.framing != Framing::Other)
+            .filter_map(|plan| {
+                let uplink = self.config.uplinks.iter().find(|u| u.interface == plan.interface)?;
+                let (mode, enforce_asymmetric) = self.config.guard_mode(uplink);
+                Some(GuardUplink {
+                    interface: plan.interface.clone(),
+                    ifindex: plan.index,
+                    addresses: plan.addresses.iter().map(|a| a.addr()).collect(),
+                    allow: uplink.allow.clone(),
+                    enforce: mode == GuardMode::Enforce,
+                    enforce_asymmetric,
+                    l3: plan.framing == Framing::Ip,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the maps hold every uplink and address of `desired`: checked
+    /// before `apply` changes anything.
+    pub fn check_capacity(&self, desired: &Desired) -> Result<(), GuardError> {
+        super::check_capacity(&self.uplinks(desired))
+    }
+
+    /// Loads the guard, reusing its pinned maps (counters continue).
+    pub fn load(&self) -> Result<Guard, GuardError> {
+        Guard::load(&self.config.guard.pin_dir)
+    }
+
+    /// Fills the guard's maps and attaches it to every uplink, replacing an
+    /// earlier program atomically.
+    pub fn apply(&self, guard: &mut Guard, desired: &Desired) -> Result<Vec<GuardAttachment>, GuardError> {
+        let uplinks = self.uplinks(desired);
+        guard.configure(&uplinks)?;
+        guard.attach(&uplinks, self.config.guard.attach)
+    }
+
+    /// Detaches the guard everywhere and removes its pins.
+    pub fn down(&self) -> Result<Vec<String>, GuardError> {
+        let interfaces: Vec<String> = self.config.uplinks.iter().map(|u| u.interface.clone()).collect();
+        super::teardown(&self.config.guard.pin_dir, &interfaces)
+    }
+}

@@ -1,0 +1,183 @@
+//! Netlink messages into mhr's model: links, addresses, routes, rules and
+//! neighbours as plain data.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use rtnetlink::packet_route::{
+    AddressFamily,
+    address::{AddressAttribute, AddressMessage, AddressScope},
+    link::{LinkAttribute, LinkFlags, LinkMessage},
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+    route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteNextHop, RouteType},
+    rule::{RuleAction, RuleAttribute, RuleMessage},
+};
+
+use crate::model::{Address, Family, Framing, Link, NextHop, Route, Rule};
+
+/// A neighbour whose resolution failed (`FAILED`, or `INCOMPLETE`: asked
+/// and not yet answered): (ifindex, address).
+pub fn failed_neighbour(message: &NeighbourMessage) -> Option<(u32, IpAddr)> {
+    if !matches!(message.header.state, NeighbourState::Failed | NeighbourState::Incomplete) {
+        return None;
+    }
+    message.attributes.iter().find_map(|attr| match attr {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+            Some((message.header.ifindex, IpAddr::V4(*v4)))
+        }
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+            Some((message.header.ifindex, IpAddr::V6(*v6)))
+        }
+        _ => None,
+    })
+}
+
+pub fn link_from_message(message: &LinkMessage) -> Option<Link> {
+    let name = message.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::IfName(name) => Some(name.clone()),
+        _ => None,
+    })?;
+    let flags = message.header.flags;
+    Some(Link {
+        index: message.header.index,
+        name,
+        up: flags.contains(LinkFlags::Up),
+        carrier: flags.contains(LinkFlags::LowerUp),
+        point_to_point: flags.contains(LinkFlags::Pointopoint),
+        framing: Framing::of(message.header.link_layer_type),
+    })
+}
+
+pub fn address_from_message(message: &AddressMessage) -> Option<Address> {
+    if message.header.scope != AddressScope::Universe {
+        return None;
+    }
+    // IFA_LOCAL is the address itself; IFA_ADDRESS is the peer on
+    // point-to-point links (and equal to IFA_LOCAL elsewhere).
+    let local = message.attributes.iter().find_map(|attr| match attr {
+        AddressAttribute::Local(address) => Some(*address),
+        _ => None,
+    });
+    let address = local.or_else(|| {
+        message.attributes.iter().find_map(|attr| match attr {
+            AddressAttribute::Address(address) => Some(*address),
+            _ => None,
+        })
+    })?;
+    Some(Address { interface: message.header.index, address, prefix_len: message.header.prefix_len })
+}
+
+fn ip_of(address: &RouteAddress) -> Option<IpAddr> {
+    match address {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+/// Unicast routes only; cached clones and other kinds are not mhr's business.
+pub fn route_from_message(message: &RouteMessage) -> Option<Route> {
+    let header = &message.header;
+    if header.kind != RouteType::Unicast || header.flags.contains(RouteFlags::Cloned) {
+        return None;
+    }
+    route_fields(message)
+}
+
+/// The route fields of any route message, also a lookup's answer.
+pub fn route_fields(message: &RouteMessage) -> Option<Route> {
+    let header = &message.header;
+    let family = match header.address_family {
+        AddressFamily::Inet => Family::V4,
+        AddressFamily::Inet6 => Family::V6,
+        _ => return None,
+    };
+    let mut route = Route {
+        table: u32::from(header.table),
+        destination: family.default_route(),
+        gateway: None,
+        interface: None,
+        source: None,
+        protocol: header.protocol.into(),
+        scope: header.scope.into(),
+        metric: None,
+        onlink: header.flags.contains(RouteFlags::Onlink),
+        multipath: Vec::new(),
+    };
+    for attribute in &message.attributes {
+        match attribute {
+            RouteAttribute::Table(table) => route.table = *table,
+            RouteAttribute::Destination(address) => {
+                let address = ip_of(address)?;
+                route.destination = IpNet::new(address, header.destination_prefix_length).ok()?;
+            }
+            RouteAttribute::Gateway(address) => route.gateway = ip_of(address),
+            RouteAttribute::Oif(index) => route.interface = Some(*index),
+            RouteAttribute::PrefSource(address) => route.source = ip_of(address),
+            RouteAttribute::Priority(metric) => route.metric = Some(*metric),
+            RouteAttribute::MultiPath(hops) => route.multipath = hops.iter().filter_map(next_hop).collect(),
+            _ => {}
+        }
+    }
+    // A one-hop multipath message is a plain route.
+    if let [only] = route.multipath.as_slice() {
+        route.gateway = only.gateway;
+        route.interface = Some(only.interface);
+        route.multipath.clear();
+    }
+    Some(route)
+}
+
+fn next_hop(hop: &RouteNextHop) -> Option<NextHop> {
+    let gateway = hop.attributes.iter().find_map(|attr| match attr {
+        RouteAttribute::Gateway(address) => ip_of(address),
+        _ => None,
+    });
+    Some(NextHop { gateway, interface: hop.interface_index, weight: u32::from(hop.hops) + 1 })
+}
+
+pub fn rule_from_message(message: &RuleMessage) -> Option<Rule> {
+    let header = &message.header;
+    let family = match header.family {
+        AddressFamily::Inet => Family::V4,
+        AddressFamily::Inet6 => Family::V6,
+        _ => return None,
+    };
+    let mut rule = Rule {
+        family,
+        priority: 0,
+        table: u32::from(header.table),
+        source: None,
+        destination: None,
+        protocol: 0,
+        other_selectors: header.action != RuleAction::ToTable || header.tos != 0 || !header.flags.is_empty(),
+    };
+    for attribute in &message.attributes {
+        match attribute {
+            RuleAttribute::Priority(priority) => rule.priority = *priority,
+            RuleAttribute::Table(table) => rule.table = *table,
+            RuleAttribute::Source(address) => rule.source = IpNet::new(*address, header.src_len).ok(),
+            RuleAttribute::Destination(address) => {
+                rule.destination = IpNet::new(*address, header.dst_len).ok()
+            }
+            RuleAttribute::Protocol(protocol) => rule.protocol = (*protocol).into(),
+            RuleAttribute::Iifname(_)
+            | RuleAttribute::Oifname(_)
+            | RuleAttribute::FwMark(_)
+            | RuleAttribute::FwMask(_)
+            | RuleAttribute::Goto(_)
+            | RuleAttribute::UidRange(_)
+            | RuleAttribute::IpProtocol(_)
+            | RuleAttribute::SourcePortRange(_)
+            | RuleAttribute::DestinationPortRange(_)
+            | RuleAttribute::L3MDev(_)
+            | RuleAttribute::TunId(_) => rule.other_selectors = true,
+            // The kernel reports these on every rule; u32::MAX means unset.
+            RuleAttribute::SuppressIfGroup(value) | RuleAttribute::SuppressPrefixLen(value) => {
+                rule.other_selectors |= *value != u32::MAX;
+            }
+            _ => {}
+        }
+    }
+    Some(rule)
+}

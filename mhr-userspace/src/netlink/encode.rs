@@ -1,0 +1,103 @@
+//! mhr's model into netlink messages: the route and rule requests apply
+//! sends, and what a refused one is called.
+
+use std::net::IpAddr;
+
+use rtnetlink::packet_route::{
+    AddressFamily,
+    route::{
+        RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteNextHop, RouteProtocol, RouteScope,
+        RouteType,
+    },
+    rule::{RuleAction, RuleAttribute, RuleMessage},
+};
+
+use crate::model::{Family, Route, Rule};
+
+/// `RT_TABLE_UNSPEC` in the header when the id only fits the attribute (as iproute2 does).
+const TABLE_IN_ATTRIBUTE: u8 = 0;
+
+pub fn describe_error(err: &rtnetlink::Error) -> String {
+    match err {
+        rtnetlink::Error::NetlinkError(message) => message.to_io().to_string(),
+        other => other.to_string(),
+    }
+}
+
+pub fn address_family(family: Family) -> AddressFamily {
+    match family {
+        Family::V4 => AddressFamily::Inet,
+        Family::V6 => AddressFamily::Inet6,
+    }
+}
+
+fn header_table(table: u32) -> u8 {
+    u8::try_from(table).unwrap_or(TABLE_IN_ATTRIBUTE)
+}
+
+pub fn route_message(route: &Route) -> RouteMessage {
+    let mut message = RouteMessage::default();
+    let header = &mut message.header;
+    header.address_family = address_family(route.family());
+    header.destination_prefix_length = route.destination.prefix_len();
+    header.table = header_table(route.table);
+    header.protocol = RouteProtocol::from(route.protocol);
+    header.scope = RouteScope::from(route.scope);
+    header.kind = RouteType::Unicast;
+    if route.onlink {
+        header.flags |= RouteFlags::Onlink;
+    }
+    let attributes = &mut message.attributes;
+    attributes.push(RouteAttribute::Table(route.table));
+    if !route.is_default() {
+        attributes.push(RouteAttribute::Destination(route_address(route.destination.addr())));
+    }
+    if let Some(gateway) = route.gateway {
+        attributes.push(RouteAttribute::Gateway(route_address(gateway)));
+    }
+    if let Some(index) = route.interface {
+        attributes.push(RouteAttribute::Oif(index));
+    }
+    if let Some(source) = route.source {
+        attributes.push(RouteAttribute::PrefSource(route_address(source)));
+    }
+    if let Some(metric) = route.metric {
+        attributes.push(RouteAttribute::Priority(metric));
+    }
+    if !route.multipath.is_empty() {
+        let hops = route.multipath.iter().map(|hop| {
+            let mut next = RouteNextHop::default();
+            next.hops = u8::try_from(hop.weight.saturating_sub(1)).unwrap_or(u8::MAX);
+            next.interface_index = hop.interface;
+            next.attributes =
+                hop.gateway.map(|g| RouteAttribute::Gateway(route_address(g))).into_iter().collect();
+            next
+        });
+        attributes.push(RouteAttribute::MultiPath(hops.collect()));
+    }
+    message
+}
+
+fn route_address(address: IpAddr) -> RouteAddress {
+    RouteAddress::from(address)
+}
+
+pub fn rule_message(rule: &Rule) -> RuleMessage {
+    let mut message = RuleMessage::default();
+    message.header.family = address_family(rule.family);
+    message.header.table = header_table(rule.table);
+    message.header.action = RuleAction::ToTable;
+    let attributes = &mut message.attributes;
+    attributes.push(RuleAttribute::Priority(rule.priority));
+    attributes.push(RuleAttribute::Table(rule.table));
+    if let Some(source) = rule.source {
+        message.header.src_len = source.prefix_len();
+        attributes.push(RuleAttribute::Source(source.addr()));
+    }
+    if let Some(destination) = rule.destination {
+        message.header.dst_len = destination.prefix_len();
+        attributes.push(RuleAttribute::Destination(destination.addr()));
+    }
+    attributes.push(RuleAttribute::Protocol(RouteProtocol::from(rule.protocol)));
+    message
+}
