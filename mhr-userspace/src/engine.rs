@@ -10,11 +10,11 @@ use crate::{
     config::{Config, ConfigError},
     daemon::HealthSnapshot,
     guard::GuardError,
-    model::{Family, MovedRoute, Names, Observed},
+    model::{Family, MovedRoute, Names, Observed, RememberedGateway},
     observe::{self, ObserveError},
     plan::{self, Action, Desired, GatewaySource, HealthJudge, InstantJudge, Memory, PlanError, Strictness},
     probe::{ProbePlan, Prober},
-    state::{self, RememberedGateway, StateError},
+    state::{self, StateError},
 };
 
 #[derive(Debug, thiserror::Error)]

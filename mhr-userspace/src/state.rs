@@ -11,27 +11,14 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::{
-    model::{Family, MovedRoute},
-    plan::GatewaySource,
-};
+use crate::model::{MovedRoute, RememberedGateways};
 
 const TABLES_FILE: &str = "mhr.conf";
 const MOVED_FILE: &str = "moved-routes.json";
 const GATEWAYS_FILE: &str = "gateways.json";
 const HEALTH_FILE: &str = "health.json";
-
-/// The last gateway seen per uplink (by name) and family.
-pub type RememberedGateways = BTreeMap<String, BTreeMap<Family, RememberedGateway>>;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RememberedGateway {
-    pub gateway: std::net::IpAddr,
-    /// Where it was learned the last time it was seen.
-    pub learned_from: GatewaySource,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -276,7 +263,7 @@ pub fn remove_file_durably(path: &Path) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Route;
+    use crate::model::{Family, GatewaySource, RememberedGateway, Route};
 
     #[test]
     fn tables_round_trip_through_the_rt_tables_format() {

@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, net::IpAddr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::{Family, Names, Route, Rule};
+use super::{Family, Gateway, Names, Route, Rule};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Link {
@@ -89,8 +89,7 @@ impl Observed {
     }
 
     /// Whether the kernel failed to resolve `gateway` on `interface`.
-    pub fn neighbour_failed(&self, interface: u32, gateway: crate::plan::Gateway) -> bool {
-        use crate::plan::Gateway;
+    pub fn neighbour_failed(&self, interface: u32, gateway: Gateway) -> bool {
         match gateway {
             Gateway::Via(address) => self.failed_neighbours.contains(&(interface, address)),
             Gateway::OnLink => false,

@@ -7,8 +7,10 @@ use std::{collections::BTreeMap, fmt, net::IpAddr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+mod gateway;
 mod host;
 
+pub use gateway::{Gateway, GatewaySource, RememberedGateway, RememberedGateways};
 pub use host::{Address, Framing, Link, MovedRoute, Observed};
 
 pub const MAIN_TABLE: u32 = 254;

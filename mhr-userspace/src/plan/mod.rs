@@ -3,7 +3,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fmt,
     net::IpAddr,
 };
 
@@ -15,10 +14,11 @@ use crate::{
     health::Fault,
     model::{
         Address, Family, Framing, IPV6_DEFAULT_METRIC, Link, MAIN_TABLE, MovedRoute, Names, NextHop,
-        Observed, Route, Rule, SCOPE_LINK, SCOPE_UNIVERSE, rule_args,
+        Observed, RememberedGateways, Route, Rule, SCOPE_LINK, SCOPE_UNIVERSE, rule_args,
     },
-    state::RememberedGateways,
 };
+
+pub use crate::model::{Gateway, GatewaySource};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
@@ -40,52 +40,6 @@ pub enum PlanError {
         "main has a foreign {family} default route at metric {metric}, at or below mhr's main_metric {main_metric}: {object}; give it a higher metric (DHCP clients and networkd have a setting for it) or set [routing] main_metric below {metric}"
     )]
     ForeignDefaultOutranks { family: Family, metric: u32, main_metric: u32, object: String },
-}
-
-/// A default gateway: an address, or the link itself (point-to-point).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Gateway {
-    Via(IpAddr),
-    OnLink,
-}
-
-impl fmt::Display for Gateway {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Via(address) => write!(f, "{address}"),
-            Self::OnLink => f.write_str("on-link (point-to-point)"),
-        }
-    }
-}
-
-/// Where a gateway came from, for status and errors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GatewaySource {
-    Config,
-    MainTable,
-    OtherTable,
-    Owned,
-    Moved,
-    /// Recorded under state_dir when last seen (the link flapped, the
-    /// DHCP client has not renewed yet).
-    Remembered,
-    PointToPoint,
-}
-
-impl fmt::Display for GatewaySource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Config => "config",
-            Self::MainTable => "main table",
-            Self::OtherTable => "another table",
-            Self::Owned => "mhr's table",
-            Self::Moved => "the route an earlier mhr moved out of main",
-            Self::Remembered => "remembered",
-            Self::PointToPoint => "point-to-point link",
-        })
-    }
 }
 
 /// An uplink as mhr will route it.

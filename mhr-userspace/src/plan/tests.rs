@@ -842,7 +842,7 @@ fn a_downed_link_with_a_remembered_gateway_is_reported_unhealthy() {
         "ens3".into(),
         BTreeMap::from([(
             Family::V4,
-            crate::state::RememberedGateway {
+            crate::model::RememberedGateway {
                 gateway: "10.0.3.1".parse().unwrap(),
                 learned_from: GatewaySource::MainTable,
             },
