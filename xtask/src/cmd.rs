@@ -105,3 +105,13 @@ pub fn nightly_cargo() -> anyhow::Result<Command> {
     }
     Ok(command)
 }
+
+/// Installs a cargo subcommand from crates.io unless it is on PATH.
+pub fn ensure_cargo_tool(binary: &str, package: &str, version: &str) -> anyhow::Result<()> {
+    if which(binary).is_some() {
+        return Ok(());
+    }
+    println!("== installing {package} {version}");
+    run(cargo().args(["install", "--locked", package, "--version"]).arg(format!("^{version}")))
+        .with_context(|| format!("installing {package} (needs crates.io)"))
+}

@@ -23,15 +23,7 @@ pub struct FuzzArgs {
 }
 
 pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
-    if cmd::which("cargo-fuzz").is_none() {
-        println!("== installing cargo-fuzz {CARGO_FUZZ_VERSION}");
-        cmd::run(
-            cmd::cargo()
-                .args(["install", "--locked", "cargo-fuzz", "--version"])
-                .arg(format!("^{CARGO_FUZZ_VERSION}")),
-        )
-        .context("installing cargo-fuzz (needs crates.io)")?;
-    }
+    cmd::ensure_cargo_tool("cargo-fuzz", "cargo-fuzz", CARGO_FUZZ_VERSION)?;
     let targets: Vec<&str> = if args.targets.is_empty() {
         TARGETS.to_vec()
     } else {

@@ -37,15 +37,7 @@ pub struct MutantsArgs {
 }
 
 pub fn run(args: &MutantsArgs) -> anyhow::Result<()> {
-    if cmd::which("cargo-mutants").is_none() {
-        println!("== installing cargo-mutants {CARGO_MUTANTS_VERSION}");
-        cmd::run(
-            cmd::cargo()
-                .args(["install", "--locked", "cargo-mutants", "--version"])
-                .arg(format!("^{CARGO_MUTANTS_VERSION}")),
-        )
-        .context("installing cargo-mutants (needs crates.io)")?;
-    }
+    cmd::ensure_cargo_tool("cargo-mutants", "cargo-mutants", CARGO_MUTANTS_VERSION)?;
     let files: Vec<&str> = if args.files.is_empty() {
         DEFAULT_FILES.to_vec()
     } else {

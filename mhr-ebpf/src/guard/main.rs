@@ -8,7 +8,7 @@
 #![no_std]
 #![no_main]
 
-mod parse;
+mod skb;
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_coarse_ns,
@@ -16,7 +16,6 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::TcContext,
 };
-use mhr_common::packet::{self, Details, Parsed, Source};
 use mhr_common::{
     MAX_IFINDEX, TCX_NEXT,
     guard::{
@@ -25,8 +24,9 @@ use mhr_common::{
         MAX_UPLINKS, Offender, OffenderKey, PacketFamily, TC_ACT_SHOT, UplinkGuard, VERDICT_SLOTS, Verdict,
         event_slot, verdict_slot,
     },
+    packet::{self, Details, Parsed, Source},
 };
-use parse::Skb;
+use skb::Skb;
 
 #[map(name = "MHR_UPLINKS")]
 static UPLINKS: Array<UplinkGuard> = Array::pinned(MAX_IFINDEX, 0);
