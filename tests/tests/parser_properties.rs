@@ -200,6 +200,25 @@ proptest! {
         }
     }
 
+    /// A tag the driver holds out of band counts only when the frame has
+    /// no in-band one; the source and offsets do not change.
+    #[test]
+    fn an_offloaded_tag_yields_to_an_in_band_one(spec in frames::well_formed(&sources()), tci in any::<u16>()) {
+        let bytes = spec.bytes();
+        let plain = Frame::ethernet(&bytes);
+        let offloaded = Frame { offloaded_vlan_tci: Some(tci), ..plain };
+        let (parsed, with_tag) = (packet::parse(&plain), packet::parse(&offloaded));
+        let in_band = spec.vlans.first().map_or(0, |(_, tci)| tci & 0x0fff);
+        let wanted = if in_band != 0 { in_band } else { tci & 0x0fff };
+        if let (Parsed::Ip { l3: a, .. }, Parsed::Ip { l3: b, .. }) = (&parsed, &with_tag) {
+            prop_assert_eq!(a, b);
+            prop_assert_eq!(packet::vlan(&offloaded, &with_tag), wanted);
+        } else {
+            prop_assert_eq!(std::mem::discriminant(&parsed), std::mem::discriminant(&with_tag));
+            prop_assert_eq!(packet::vlan(&offloaded, &with_tag), tci & 0x0fff);
+        }
+    }
+
     /// Mutated, truncated and random frames: never a panic, and wherever
     /// etherparse finds an IP header (behind at most two tags) the guard
     /// finds the same header, source and VLAN id; where the guard calls a
