@@ -26,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
         }
         let details = packet::details(&frame, &parsed);
         if (details.source_port, details.destination_port) != (0, 0) {
-            assert!(matches!(details.protocol, IPPROTO_TCP | IPPROTO_UDP), "ports of protocol {}", details.protocol);
+            assert!(
+                matches!(details.protocol, IPPROTO_TCP | IPPROTO_UDP),
+                "ports of protocol {}",
+                details.protocol
+            );
         }
         assert!(packet::vlan(&frame, &parsed) < 4096);
     }

@@ -77,6 +77,9 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         "mhr-tests",
         "--exclude",
         "mhr-ebpf",
+        // Fuzz targets run under `cargo xtask fuzz`; clippy checks them.
+        "--exclude",
+        "mhr-fuzz",
     ]))?;
 
     section("privileged tests (network namespaces, bpf)");
