@@ -893,6 +893,91 @@ source_rules = "address"
         assert!(err.to_string().starts_with("cannot read config /proc/self/mem"), "{err}");
     }
 
+    /// The boundaries the validation draws, each accepted exactly at the
+    /// limit and refused one past it.
+    #[test]
+    fn limits_hold_exactly_at_their_bounds() {
+        let uplinks = |count: usize| -> String {
+            (0..count)
+                .map(|i| {
+                    format!(
+                        "[[uplink]]\ninterface = \"up{i}\"\n{}",
+                        if i == 0 { "primary = true\n" } else { "" }
+                    )
+                })
+                .collect()
+        };
+        let sixty_four = parse(&format!("{}[routing]\npriority_range = [100, 400]\n", uplinks(64)));
+        assert_eq!(sixty_four.map(|c| c.uplinks.len()), Ok(64));
+        // Two rule priorities an uplink: three uplinks need six.
+        let three = |range: &str| parse(&format!("{}[routing]\npriority_range = {range}\n", uplinks(3)));
+        assert!(three("[100, 105]").is_ok());
+        let five = three("[100, 104]").unwrap_err();
+        assert!(matches!(five, ConfigError::PriorityRangeTooSmall { needed: 6, have: 5, .. }), "{five:?}");
+        let one_table =
+            parse("[[uplink]]\ninterface = \"a\"\nprimary = true\n[routing]\ntable_range = [7100, 7100]\n");
+        assert_eq!(one_table.map(|c| c.routing.tables()), Ok(7100..=7100));
+        let probes = |count: usize| {
+            let targets: Vec<String> = (1..=count).map(|i| format!("\"192.0.2.{i}\"")).collect();
+            parse(&format!(
+                "[[uplink]]\ninterface = \"a\"\nprimary = true\nprobe = [{}]\n",
+                targets.join(", ")
+            ))
+        };
+        assert_eq!(
+            probes(MAX_PROBES_PER_UPLINK).map(|c| c.uplinks[0].probe.len()),
+            Ok(MAX_PROBES_PER_UPLINK)
+        );
+        assert!(matches!(probes(MAX_PROBES_PER_UPLINK + 1), Err(ConfigError::TooManyProbes { .. })));
+    }
+
+    #[test]
+    fn interface_names_refuse_each_character_the_kernel_does() {
+        for name in ["a/b", "a:b", "a b", "a\\tb", ".", ".."] {
+            let text = format!("[[uplink]]\ninterface = \"{name}\"\nprimary = true\n");
+            assert!(matches!(parse(&text), Err(ConfigError::BadInterfaceName { .. })), "{name:?}");
+        }
+        let text = "[[uplink]]\ninterface = \"a\\u0001b\"\nprimary = true\n";
+        assert!(matches!(parse(text), Err(ConfigError::BadInterfaceName { .. })), "a control character");
+        assert!(parse("[[uplink]]\ninterface = \"eth0.100\"\nprimary = true\n").is_ok());
+    }
+
+    #[test]
+    fn a_config_file_of_exactly_the_limit_loads_and_one_byte_more_does_not() {
+        let dir = std::env::temp_dir().join(format!("mhr-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mhr.toml");
+        let padded = |size: u64| {
+            let mut text = format!("{MINIMAL}#");
+            text.push_str(&"x".repeat(size as usize - text.len()));
+            text
+        };
+        std::fs::write(&path, padded(MAX_CONFIG_BYTES)).unwrap();
+        let loaded = Config::load(&path).map(|c| c.uplinks.len());
+        std::fs::write(&path, padded(MAX_CONFIG_BYTES + 1)).unwrap();
+        let too_large = Config::load(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(loaded, Ok(2));
+        assert!(matches!(too_large, Err(ConfigError::TooLarge { size, .. }) if size == MAX_CONFIG_BYTES + 1));
+    }
+
+    #[test]
+    fn probes_are_split_by_family_and_modes_print_as_written() {
+        let text = "[[uplink]]\ninterface = \"a\"\nprimary = true\nprobe = [\"192.0.2.1\", \"2001:db8::1\", \"192.0.2.2\"]\n";
+        let config = parse(text).unwrap();
+        let probes = |family| config.uplinks[0].probes(family).map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(probes(crate::model::Family::V4), ["192.0.2.1", "192.0.2.2"]);
+        assert_eq!(probes(crate::model::Family::V6), ["2001:db8::1"]);
+        assert_eq!(
+            (GuardMode::Monitor.to_string(), GuardMode::Enforce.to_string()),
+            ("monitor".into(), "enforce".into())
+        );
+        assert_eq!(
+            (Policy::Failover.to_string(), Policy::Balance.to_string()),
+            ("failover".into(), "balance".into())
+        );
+    }
+
     #[test]
     fn line_column_counts_from_one() {
         assert_eq!(line_column("ab\ncd", 0), (1, 1));

@@ -11,9 +11,11 @@ use common::{
     guard::*,
 };
 use mhr_common::{
-    TCX_NEXT,
+    MAX_IFINDEX, TCX_NEXT,
     guard::{Count, GUARD_PROGRAM, PacketFamily, TC_ACT_SHOT, Verdict},
 };
+use mhr_tests::{quiet_host::QuietHost, require_root};
+use mhr_userspace::{guard::GuardUplink, tc::interface_index};
 
 /// Runs `frame` and asserts the verdict counter it lands in moved by exactly
 /// one packet of the frame's length, and nothing else did.
@@ -349,4 +351,50 @@ fn flag_records_are_rate_limited_and_the_rest_counted_as_suppressed() {
         assert_eq!(refilled.flags_emitted, events.flags_emitted + 10, "{refilled:?}");
         assert_eq!(refilled.flags_suppressed, events.flags_suppressed);
     });
+}
+
+/// Interfaces with an ifindex beyond the array (long-running hosts with
+/// many veths get there) are guarded through the hash map, and forgotten
+/// there when they stop being uplinks.
+#[test]
+fn an_uplink_with_an_ifindex_beyond_the_array_is_guarded_through_the_hash_map() {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).expect("host starts");
+    host.host
+        .ip(["link", "add", "hi0", "index", "5000", "type", "veth", "peer", "name", "hi1"])
+        .expect("a veth at ifindex 5000");
+    host.host
+        .run(|| {
+            const HIGH_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 50, 10);
+            let mut f = Fixture::new(true);
+            let high = interface_index("hi0").unwrap();
+            assert!(high >= MAX_IFINDEX, "ifindex {high}");
+            let mut uplinks = common::guard::uplinks(true);
+            uplinks.push(GuardUplink {
+                interface: "hi0".into(),
+                ifindex: high,
+                addresses: vec![IpAddr::V4(HIGH_V4)],
+                allow: vec![],
+                enforce: true,
+                enforce_asymmetric: false,
+                l3: false,
+            });
+            f.guard.configure(&uplinks).expect("maps filled");
+            let slot = f.slot("hi0");
+            let counts = |f: &Fixture| f.guard.maps.verdict_counts(slot).unwrap();
+            let frame = |source| frames::ipv4(source, PEER_V4, UDP, &[]);
+            assert_eq!(f.try_run_on(high, &frame(HIGH_V4)), Some(TCX_NEXT));
+            assert_eq!(f.try_run_on(high, &frame(ENS3_V4)), Some(TCX_NEXT));
+            assert_eq!(f.try_run_on(high, &frame(FOREIGN_V4)), Some(TC_ACT_SHOT), "spoofed dropped on hi0");
+            let seen = counts(&f);
+            for verdict in [Verdict::Ok, Verdict::Asymmetric, Verdict::Spoofed] {
+                assert_eq!(seen.get(PacketFamily::Ipv4, verdict).packets, 1, "{verdict:?} on hi0");
+            }
+
+            uplinks.pop();
+            f.guard.configure(&uplinks).expect("hi0 removed");
+            assert_eq!(f.try_run_on(high, &frame(FOREIGN_V4)), Some(TCX_NEXT), "no longer guarded");
+            assert_eq!(counts(&f), seen, "nothing counted for a removed uplink");
+        })
+        .unwrap();
 }

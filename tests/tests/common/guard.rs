@@ -37,6 +37,21 @@ pub struct Fixture {
     pub ens3: u32,
 }
 
+/// ens3 (with an `allow` prefix) and ens4, each with one IPv4 and one IPv6
+/// address.
+pub fn uplinks(enforce: bool) -> Vec<GuardUplink> {
+    let uplink = |interface: &str, v4, v6, allow: &[&str]| GuardUplink {
+        interface: interface.into(),
+        ifindex: interface_index(interface).unwrap(),
+        addresses: vec![IpAddr::V4(v4), IpAddr::V6(v6)],
+        allow: allow.iter().map(|prefix| prefix.parse().unwrap()).collect(),
+        enforce,
+        enforce_asymmetric: false,
+        l3: false,
+    };
+    vec![uplink("ens3", ENS3_V4, ENS3_V6, &["198.18.0.0/15"]), uplink("ens4", ENS4_V4, ENS4_V6, &[])]
+}
+
 impl Fixture {
     pub fn new(enforce: bool) -> Self {
         let pin_dir = PathBuf::from(format!(
@@ -45,28 +60,8 @@ impl Fixture {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let mut guard = Guard::load(&pin_dir).expect("guard loads");
-        let ens3 = interface_index("ens3").unwrap();
-        let ens4 = interface_index("ens4").unwrap();
-        let uplinks = [
-            GuardUplink {
-                interface: "ens3".into(),
-                ifindex: ens3,
-                addresses: vec![IpAddr::V4(ENS3_V4), IpAddr::V6(ENS3_V6)],
-                allow: vec!["198.18.0.0/15".parse().unwrap()],
-                enforce,
-                enforce_asymmetric: false,
-                l3: false,
-            },
-            GuardUplink {
-                interface: "ens4".into(),
-                ifindex: ens4,
-                addresses: vec![IpAddr::V4(ENS4_V4), IpAddr::V6(ENS4_V6)],
-                allow: vec![],
-                enforce,
-                enforce_asymmetric: false,
-                l3: false,
-            },
-        ];
+        let uplinks = uplinks(enforce);
+        let ens3 = uplinks[0].ifindex;
         guard.configure(&uplinks).expect("maps filled");
         Self { guard, pin_dir, ens3 }
     }
@@ -80,8 +75,13 @@ impl Fixture {
     /// Like `run`; `None` when the kernel refuses the frame (BPF_PROG_TEST_RUN
     /// wants a whole IP header behind an IPv4/IPv6 EtherType).
     pub fn try_run(&mut self, frame: &[u8]) -> Option<i32> {
+        self.try_run_on(self.ens3, frame)
+    }
+
+    /// Like `try_run`, as egress of the interface `ifindex`.
+    pub fn try_run_on(&mut self, ifindex: u32, frame: &[u8]) -> Option<i32> {
         let mut context = [0u8; 44];
-        context[40..44].copy_from_slice(&self.ens3.to_ne_bytes());
+        context[40..44].copy_from_slice(&ifindex.to_ne_bytes());
         let options = TestRunOptions { data_in: Some(frame), ctx_in: Some(&context), ..Default::default() };
         let program = self.guard.program(GUARD_PROGRAM).unwrap();
         match program.test_run(options) {
