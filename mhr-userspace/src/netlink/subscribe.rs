@@ -198,4 +198,52 @@ mod tests {
         }
         assert!(decode(&[1, 2, 3], Some(&filter)).relevant, "what cannot be read counts");
     }
+
+    #[test]
+    fn new_global_addresses_are_decoded_for_the_guard() {
+        use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+        let mut message = AddressMessage::default();
+        message.header.index = 7;
+        message.header.prefix_len = 24;
+        message.header.scope = AddressScope::Universe;
+        message.attributes.push(AddressAttribute::Local("192.0.2.10".parse().unwrap()));
+        let bytes = datagram(vec![
+            RouteNetlinkMessage::NewRoute(route(100, 24)),
+            RouteNetlinkMessage::NewAddress(message),
+        ]);
+        let decoded = decode(&bytes, Some(&filter()));
+        let address = Address { interface: 7, address: "192.0.2.10".parse().unwrap(), prefix_len: 24 };
+        assert_eq!(decoded, Decoded { added: vec![address], relevant: true });
+    }
+
+    #[test]
+    fn a_header_only_message_counts_and_the_next_is_still_read() {
+        let mut noop = vec![0u8; 16];
+        noop[..4].copy_from_slice(&16u32.to_ne_bytes());
+        noop[4..6].copy_from_slice(&1u16.to_ne_bytes()); // NLMSG_NOOP
+        let mut message = rtnetlink::packet_route::address::AddressMessage::default();
+        message.header.index = 7;
+        message.header.prefix_len = 24;
+        message
+            .attributes
+            .push(rtnetlink::packet_route::address::AddressAttribute::Local("192.0.2.10".parse().unwrap()));
+        noop.extend(datagram(vec![RouteNetlinkMessage::NewAddress(message)]));
+        let decoded = decode(&noop, Some(&filter()));
+        assert!(decoded.relevant);
+        assert_eq!(decoded.added.len(), 1, "the address behind the header-only message");
+    }
+
+    #[test]
+    fn a_zero_length_message_ends_the_datagram() {
+        let bytes = [0u8; 32];
+        assert!(decode(&bytes, Some(&filter())).relevant);
+    }
+
+    #[test]
+    fn a_message_longer_than_its_datagram_counts_and_is_not_read_past() {
+        let mut bytes = datagram(vec![RouteNetlinkMessage::NewRoute(route(100, 24))]);
+        let claimed = (bytes.len() as u32 + 64).to_ne_bytes();
+        bytes[..4].copy_from_slice(&claimed);
+        assert!(decode(&bytes, Some(&filter())).relevant);
+    }
 }
