@@ -5,16 +5,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use futures::TryStreamExt as _;
 use ipnet::IpNet;
-use rtnetlink::{Handle, RouteMessageBuilder};
+use rtnetlink::Handle;
 use serde::Serialize;
 
 use crate::{
     engine::{Engine, EngineError},
     model::Observed,
     model::{Family, Names, rule_args},
-    netlink::{decode::route_fields, describe_error},
     plan::{Desired, FamilyVerdict, Gateway, UplinkPlan},
 };
 
@@ -95,31 +93,15 @@ fn probe(family: Family) -> IpAddr {
     }
 }
 
+/// Which way the kernel would send to `destination` (from `source`, as
+/// if received on `iif`).
 pub(crate) async fn lookup(
     handle: &Handle,
     destination: IpAddr,
     source: Option<IpAddr>,
     iif: Option<u32>,
 ) -> Result<Path, String> {
-    let mut builder = RouteMessageBuilder::<IpAddr>::new()
-        .destination_prefix(destination, if destination.is_ipv4() { 32 } else { 128 })
-        .map_err(|err| err.to_string())?;
-    if let Some(source) = source {
-        builder = builder
-            .source_prefix(source, if source.is_ipv4() { 32 } else { 128 })
-            .map_err(|err| err.to_string())?;
-    }
-    if let Some(iif) = iif {
-        builder = builder.input_interface(iif);
-    }
-    let messages: Vec<_> = handle
-        .route()
-        .get(builder.build())
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|err| describe_error(&err))?;
-    let route = messages.iter().find_map(route_fields).ok_or_else(|| "no route".to_owned())?;
+    let route = crate::netlink::route_lookup(handle, destination, source, iif).await?;
     Ok(Path { interface: route.interface, gateway: route.gateway })
 }
 

@@ -1,13 +1,20 @@
-//! The southbound: everything that speaks netlink. Messages are encoded
-//! and decoded here, change notifications subscribed to here; observe,
-//! apply, check and the daemon work on mhr's model only.
+//! The southbound: everything that speaks rtnetlink. Link, address, route,
+//! rule and neighbour messages are encoded and decoded here, route lookups
+//! asked and change notifications subscribed to here; observe, apply,
+//! check and the daemon work on mhr's model. (`connections` reads
+//! sock_diag through [`dump`].)
 
 pub mod decode;
 pub mod dump;
 pub mod encode;
 pub mod subscribe;
 
-use rtnetlink::Handle;
+use std::net::IpAddr;
+
+use futures::TryStreamExt as _;
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+use crate::model::Route;
 
 pub use encode::describe_error;
 
@@ -29,4 +36,33 @@ fn filtering_connection() -> std::io::Result<Option<Handle>> {
     }
     tokio::spawn(connection);
     Ok(Some(handle))
+}
+
+/// The route the kernel picks for `destination`, from `source` and as if
+/// received on `iif` when given (`ip route get`); the answer's fields, as a
+/// route.
+pub async fn route_lookup(
+    handle: &Handle,
+    destination: IpAddr,
+    source: Option<IpAddr>,
+    iif: Option<u32>,
+) -> Result<Route, String> {
+    let host = |address: IpAddr| if address.is_ipv4() { 32 } else { 128 };
+    let mut builder = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(destination, host(destination))
+        .map_err(|err| err.to_string())?;
+    if let Some(source) = source {
+        builder = builder.source_prefix(source, host(source)).map_err(|err| err.to_string())?;
+    }
+    if let Some(iif) = iif {
+        builder = builder.input_interface(iif);
+    }
+    let messages: Vec<_> = handle
+        .route()
+        .get(builder.build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|err| describe_error(&err))?;
+    messages.iter().find_map(decode::route_fields).ok_or_else(|| "no route".to_owned())
 }
