@@ -398,3 +398,24 @@ fn an_uplink_with_an_ifindex_beyond_the_array_is_guarded_through_the_hash_map() 
         })
         .unwrap();
 }
+
+/// An uplink dropped from the set stops being guarded at once: its array
+/// entry is disabled, not left enforcing for an interface mhr no longer
+/// manages.
+#[test]
+fn an_uplink_removed_from_the_set_is_no_longer_guarded() {
+    in_quiet_host(|| {
+        let mut f = Fixture::new(true);
+        let ens4 = interface_index("ens4").unwrap();
+        let spoofed = frames::ipv4(FOREIGN_V4, PEER_V4, UDP, &[]);
+        assert_eq!(f.try_run_on(ens4, &spoofed), Some(TC_ACT_SHOT), "guarded while an uplink");
+        let slot = f.slot("ens4");
+        let mut uplinks = common::guard::uplinks(true);
+        uplinks.retain(|uplink| uplink.interface != "ens4");
+        f.guard.configure(&uplinks).expect("ens4 removed");
+        let before = f.guard.maps.verdict_counts(slot).unwrap();
+        assert_eq!(f.try_run_on(ens4, &spoofed), Some(TCX_NEXT), "passed once removed");
+        assert_eq!(f.guard.maps.verdict_counts(slot).unwrap(), before, "and not counted");
+        assert_eq!(f.run(&spoofed), TC_ACT_SHOT, "ens3 still guarded");
+    });
+}
