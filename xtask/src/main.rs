@@ -38,7 +38,8 @@ enum Task {
     /// completions, man page, docs) into target/dist.
     Dist(dist::DistArgs),
     /// Mutation testing (cargo-mutants, installed on first use) of the
-    /// planner, config and guard userspace against their unit tests.
+    /// planner, config and guard userspace against their unit tests, or
+    /// (--privileged) of the guard's map I/O against its namespace tests.
     Mutants(mutants::MutantsArgs),
     /// Fuzz the guard's packet parser and the config loader (cargo-fuzz,
     /// installed on first use; nightly, AddressSanitizer).

@@ -1,7 +1,9 @@
 //! `cargo xtask mutants`: cargo-mutants over the code whose unit tests must
 //! catch a broken change: the planner, the config loader and the guard's
-//! userspace (map updates, flag logging). Optional and slow (one build per
-//! mutant); not part of `cargo xtask test`. Installs cargo-mutants first.
+//! userspace (map updates, flag logging). `--privileged` mutates the
+//! guard's map I/O instead and runs the guard's namespace tests against
+//! each mutant (root). Optional and slow (one build per mutant); not part
+//! of `cargo xtask test`. Installs cargo-mutants first.
 
 use anyhow::Context as _;
 
@@ -34,17 +36,29 @@ pub struct MutantsArgs {
     /// Only list the mutants.
     #[arg(long)]
     list: bool,
+    /// Mutate the guard's map I/O (guard/configure.rs, unless --file says
+    /// otherwise) and run the guard's privileged tests (test runs, real
+    /// traffic, clsact) on each mutant instead of the unit tests. Root.
+    #[arg(long)]
+    privileged: bool,
 }
 
+/// The guard's namespace tests a privileged run uses.
+const PRIVILEGED_TESTS: [&str; 3] = ["guard_test_run", "guard_traffic", "clsact"];
+
 pub fn run(args: &MutantsArgs) -> anyhow::Result<()> {
+    if args.privileged && !args.list && !cmd::is_root() {
+        anyhow::bail!("--privileged runs namespace and bpf tests: run it as root");
+    }
     cmd::ensure_cargo_tool("cargo-mutants", "cargo-mutants", CARGO_MUTANTS_VERSION)?;
-    let files: Vec<&str> = if args.files.is_empty() {
-        DEFAULT_FILES.to_vec()
-    } else {
-        args.files.iter().map(String::as_str).collect()
+    let files: Vec<&str> = match (args.files.is_empty(), args.privileged) {
+        (false, _) => args.files.iter().map(String::as_str).collect(),
+        (true, false) => DEFAULT_FILES.to_vec(),
+        (true, true) => vec!["mhr-userspace/src/guard/configure.rs"],
     };
+    let output = if args.privileged { "target/mutants-privileged" } else { "target/mutants" };
     let mut command = cmd::cargo();
-    command.args(["mutants", "--package", "mhr-userspace", "--output", "target/mutants"]);
+    command.args(["mutants", "--output", output]);
     for file in &files {
         command.args(["--file", file]);
     }
@@ -52,15 +66,24 @@ pub fn run(args: &MutantsArgs) -> anyhow::Result<()> {
     if args.list {
         command.arg("--list");
     }
-    // The unit tests: pure planner, config and map-update properties.
-    command.args(["--", "--lib"]);
+    if args.privileged {
+        // cargo-mutants 27.1 runs its baseline on the mutated package's own
+        // tests whatever --test-package says: skip it, with fixed timeouts.
+        command.args(["--test-package", "mhr-tests", "--baseline", "skip", "--timeout", "180"]);
+        command.args(["--build-timeout", "900", "--"]);
+        for test in PRIVILEGED_TESTS {
+            command.args(["--test", test]);
+        }
+        command.args(["--", "--test-threads=1"]);
+    } else {
+        // The unit tests: pure planner, config and map-update properties.
+        command.args(["--package", "mhr-userspace", "--", "--lib"]);
+    }
     // cargo-mutants exits non-zero when mutants survive: that is the
     // finding, reported in target/mutants/mutants.out, not a task failure.
     let shown = cmd::describe(&command);
     println!("$ {shown}");
     let status = command.status().with_context(|| format!("could not start `{shown}`"))?;
-    println!(
-        "cargo-mutants exited with {status}; see target/mutants/mutants.out/ (missed.txt: surviving mutants)"
-    );
+    println!("cargo-mutants exited with {status}; see {output}/mutants.out/ (missed.txt: surviving mutants)");
     Ok(())
 }
