@@ -12,7 +12,7 @@ use common::{
 };
 use mhr_common::{
     MAX_IFINDEX, TCX_NEXT,
-    guard::{Count, GUARD_PROGRAM, PacketFamily, TC_ACT_SHOT, Verdict},
+    guard::{Count, GUARD_PROGRAM, PacketFamily, TC_ACT_SHOT, Verdict, ipv6_words},
 };
 use mhr_tests::{quiet_host::QuietHost, require_root};
 use mhr_userspace::{guard::GuardUplink, tc::interface_index};
@@ -417,5 +417,40 @@ fn an_uplink_removed_from_the_set_is_no_longer_guarded() {
         assert_eq!(f.try_run_on(ens4, &spoofed), Some(TCX_NEXT), "passed once removed");
         assert_eq!(f.guard.maps.verdict_counts(slot).unwrap(), before, "and not counted");
         assert_eq!(f.run(&spoofed), TC_ACT_SHOT, "ens3 still guarded");
+    });
+}
+
+/// The first 8 IPv4 and 4 IPv6 own addresses sit inline in the uplink's
+/// entry (the fast path); the rest are found through the owner maps.
+#[test]
+fn own_addresses_beyond_the_inline_ones_are_found_through_the_owner_maps() {
+    in_quiet_host(|| {
+        let mut f = Fixture::new(true);
+        let v4: Vec<Ipv4Addr> = (1..=10).map(|i| Ipv4Addr::new(10, 0, 3, 100 + i)).collect();
+        let v6: Vec<Ipv6Addr> = (1..=6).map(|i| Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 1, i)).collect();
+        let mut uplinks = common::guard::uplinks(true);
+        uplinks[0].addresses =
+            v4.iter().copied().map(IpAddr::V4).chain(v6.iter().copied().map(IpAddr::V6)).collect();
+        f.guard.configure(&uplinks).expect("maps filled");
+        let entry = f.guard.maps.uplinks.get(&f.ens3, 0).expect("ens3's entry");
+        assert_eq!((entry.v4_count, entry.v6_count), (8, 4), "inline counts");
+        let inline_v4: Vec<Ipv4Addr> =
+            entry.v4.iter().map(|word| Ipv4Addr::from(word.to_ne_bytes())).collect();
+        assert_eq!(inline_v4, v4[..8]);
+        let wanted_v6: Vec<[u64; 2]> = v6[..4].iter().map(|address| ipv6_words(address.octets())).collect();
+        assert_eq!(entry.v6.to_vec(), wanted_v6);
+        for source in [v4[0], v4[7], v4[8], v4[9]] {
+            expect(
+                &mut f,
+                &frames::ipv4(source, PEER_V4, UDP, &[]),
+                PacketFamily::Ipv4,
+                Verdict::Ok,
+                TCX_NEXT,
+            );
+        }
+        for source in [v6[0], v6[3], v6[4], v6[5]] {
+            let frame = frames::ipv6(source, PEER_V6, UDP, false, &[]);
+            expect(&mut f, &frame, PacketFamily::Ipv6, Verdict::Ok, TCX_NEXT);
+        }
     });
 }
