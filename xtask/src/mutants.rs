@@ -38,13 +38,14 @@ pub struct MutantsArgs {
     list: bool,
     /// Mutate the guard's map I/O (guard/configure.rs, unless --file says
     /// otherwise) and run the guard's privileged tests (test runs, real
-    /// traffic, clsact) on each mutant instead of the unit tests. Root.
+    /// traffic, clsact, confirmation) on each mutant instead of the unit
+    /// tests. Root.
     #[arg(long)]
     privileged: bool,
 }
 
 /// The guard's namespace tests a privileged run uses.
-const PRIVILEGED_TESTS: [&str; 3] = ["guard_test_run", "guard_traffic", "clsact"];
+const PRIVILEGED_TESTS: [&str; 4] = ["guard_test_run", "guard_traffic", "clsact", "confirm"];
 
 pub fn run(args: &MutantsArgs) -> anyhow::Result<()> {
     if args.privileged && !args.list && !cmd::is_root() {
