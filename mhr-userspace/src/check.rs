@@ -204,13 +204,13 @@ async fn main_default(handle: &Handle, holders: &[&UplinkPlan], family: Family, 
             ok: false,
             check,
             observed: show(&path, names),
-            advice: "another default route wins in main; run `mhr apply`".to_owned(),
+            advice: "a rule ahead of mhr's default rules, or a more specific route in main, wins: inspect `ip rule` and `ip route get`; run `mhr apply`".to_owned(),
         },
         Err(reason) => Finding {
             ok: false,
             check,
             observed: reason,
-            advice: "main has no default route; run `mhr apply`".to_owned(),
+            advice: "no default route answers; run `mhr apply`".to_owned(),
         },
     }
 }

@@ -30,11 +30,6 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/mhr";
 /// bpffs directory for the guard's pinned maps and links.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/mhr";
 
-/// Metric of the default route mhr keeps in main: below the defaults DHCP
-/// clients, networkd, NetworkManager and the kernel's RA code install
-/// (100 and up), so mhr's choice wins while theirs stay as fallbacks.
-pub const DEFAULT_MAIN_METRIC: u32 = 50;
-
 /// Tables the kernel owns (unspec, default, main, local).
 const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
 /// Protocols other writers of routes use (iproute2's rt_protos): unspec,
@@ -115,7 +110,9 @@ pub enum ConfigError {
     SharedTable { path: PathBuf, table: u32, first: String, second: String },
     #[error("{path}: [routing] {key} = [{start}, {end}] is not a valid range: {reason}")]
     BadRange { path: PathBuf, key: &'static str, start: u32, end: u32, reason: &'static str },
-    #[error("{path}: [routing] priority_range holds {have} priorities, {needed} are needed (two per uplink)")]
+    #[error(
+        "{path}: [routing] priority_range holds {have} priorities, {needed} are needed (two per uplink, two for the default)"
+    )]
     PriorityRangeTooSmall { path: PathBuf, needed: usize, have: u64 },
     #[error(
         "{path}: [routing] protocol {protocol} is `{owner}`'s: mhr would treat their routes as its own; pick an unassigned number such as 210 (or set force_protocol = true if nothing on this host uses it)"
@@ -136,9 +133,13 @@ pub enum ConfigError {
     #[error("{path}: [health] {key}: {reason}")]
     BadHealth { path: PathBuf, key: &'static str, reason: String },
     #[error(
-        "{path}: [routing] main_metric = 0: IPv6 treats metric 0 as 1024; use 1 or more (below your DHCP clients' metrics)"
+        "{path}: [routing] default_table = {table} is reserved by the kernel (0, 253 default, 254 main, 255 local)"
     )]
-    ZeroMainMetric { path: PathBuf },
+    ReservedDefaultTable { path: PathBuf, table: u32 },
+    #[error(
+        "{path}: uplink `{interface}`: table {table} holds main's default route ([routing] default_table); pick another"
+    )]
+    UplinkOnDefaultTable { path: PathBuf, interface: String, table: u32 },
     #[error(
         "{path}: [metrics] top_offenders = {value}: at most {MAX_TOP_OFFENDERS} (label sets stay bounded)"
     )]
@@ -347,9 +348,15 @@ pub struct RoutingConfig {
     /// every packet to a local address, so they match nothing and only
     /// lengthen the rule walk.
     pub to_rules: bool,
-    /// Metric of mhr's default route in main. Foreign defaults (DHCP, RA,
-    /// networkd) stay in main behind it; one at or below it is refused.
-    pub main_metric: u32,
+    /// The table holding the default route mhr chooses (default: the last
+    /// id of `table_range`, which uplinks then never get). Two rules after
+    /// the uplinks' `from` rules send host traffic there: `lookup main
+    /// suppress_prefixlength 0` (main without its default routes), then
+    /// this table; main's own defaults, whatever their metric, come after.
+    pub default_table: Option<u32>,
+    /// Accepted for configs written before mhr kept its default in its own
+    /// table (it was the metric of mhr's default in main); ignored.
+    pub main_metric: Option<u32>,
     /// Accept a `protocol` another routing daemon uses (mhr would treat
     /// its routes in mhr's tables as its own).
     pub force_protocol: bool,
@@ -365,7 +372,8 @@ impl Default for RoutingConfig {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             source_rules: SourceRules::default(),
             to_rules: false,
-            main_metric: DEFAULT_MAIN_METRIC,
+            default_table: None,
+            main_metric: None,
             force_protocol: false,
         }
     }
@@ -378,6 +386,18 @@ impl RoutingConfig {
 
     pub fn priorities(&self) -> RangeInclusive<u32> {
         self.priority_range[0]..=self.priority_range[1]
+    }
+
+    /// The table of the default route mhr chooses.
+    pub fn default_table(&self) -> u32 {
+        self.default_table.unwrap_or(self.table_range[1])
+    }
+
+    /// The priorities of the rules that send host traffic to
+    /// [`Self::default_table`]: main without its defaults, then the table.
+    /// The last two of `priority_range`, after every uplink's rules.
+    pub fn default_priorities(&self) -> (u32, u32) {
+        (self.priority_range[1] - 1, self.priority_range[1])
     }
 }
 
@@ -519,7 +539,8 @@ impl Config {
             }
         }
         let have = u64::from(routing.priority_range[1] - routing.priority_range[0]) + 1;
-        let needed = self.uplinks.len() * 2;
+        // Two per uplink, and two for the rules to main's default.
+        let needed = self.uplinks.len() * 2 + 2;
         if have < needed as u64 {
             return Err(ConfigError::PriorityRangeTooSmall { path: path(), needed, have });
         }
@@ -544,8 +565,22 @@ impl Config {
                 return Err(ConfigError::TooManyAllow { path: path(), family, count });
             }
         }
-        if routing.main_metric == 0 {
-            return Err(ConfigError::ZeroMainMetric { path: path() });
+        let default_table = routing.default_table();
+        if RESERVED_TABLES.contains(&default_table) {
+            return Err(ConfigError::ReservedDefaultTable { path: path(), table: default_table });
+        }
+        if let Some(uplink) = self.uplinks.iter().find(|u| u.table == Some(default_table)) {
+            return Err(ConfigError::UplinkOnDefaultTable {
+                path: path(),
+                interface: uplink.interface.clone(),
+                table: default_table,
+            });
+        }
+        if let Some(metric) = routing.main_metric {
+            tracing::warn!(
+                metric,
+                "[routing] main_metric is no longer used: mhr keeps its default in table {default_table}, ahead of main's defaults whatever their metric"
+            );
         }
         self.validate_health()?;
         if self.metrics.top_offenders > MAX_TOP_OFFENDERS {
@@ -781,8 +816,8 @@ source_rules = "address"
         assert!(matches!(with("priority_range = [0, 10]").unwrap_err(), ConfigError::BadRange { .. }));
         assert!(matches!(with("priority_range = [32000, 32766]").unwrap_err(), ConfigError::BadRange { .. }));
         assert!(matches!(
-            with("priority_range = [100, 102]").unwrap_err(),
-            ConfigError::PriorityRangeTooSmall { needed: 4, have: 3, .. }
+            with("priority_range = [100, 104]").unwrap_err(),
+            ConfigError::PriorityRangeTooSmall { needed: 6, have: 5, .. }
         ));
         assert!(matches!(with("protocol = 4").unwrap_err(), ConfigError::ReservedProtocol { .. }));
         let dhcp = with("protocol = 16").unwrap_err();
@@ -794,13 +829,27 @@ source_rules = "address"
             with("protocol = 186").unwrap_err(),
             ConfigError::ReservedProtocol { owner: "bgp", .. }
         ));
-        assert!(matches!(with("main_metric = 0").unwrap_err(), ConfigError::ZeroMainMetric { .. }));
+        // Written before mhr kept its default in its own table: accepted, unused.
+        assert_eq!(with("main_metric = 0").map(|c| c.routing.main_metric), Ok(Some(0)));
+        assert!(matches!(
+            with("default_table = 254").unwrap_err(),
+            ConfigError::ReservedDefaultTable { table: 254, .. }
+        ));
+        let taken = parse("[[uplink]]\ninterface = \"a\"\nprimary = true\ntable = 7199\n").unwrap_err();
+        assert!(
+            matches!(&taken, ConfigError::UplinkOnDefaultTable { table: 7199, interface, .. } if interface == "a"),
+            "{taken:?}"
+        );
+        assert_eq!(with("default_table = 500").map(|c| c.routing.default_table()), Ok(500));
         let top = parse(&format!("{MINIMAL}[metrics]\ntop_offenders = 11\n")).unwrap_err();
         assert!(matches!(top, ConfigError::TooManyTopOffenders { value: 11, .. }));
         let listen =
             parse(&format!("{MINIMAL}[metrics]\nlisten = \"0.0.0.0:9100\"\ntop_offenders = 10\n")).unwrap();
         assert_eq!(listen.metrics.listen.port(), 9100);
-        assert!(with("priority_range = [100, 103]").is_ok());
+        assert_eq!(
+            with("priority_range = [100, 105]").map(|c| c.routing.default_priorities()),
+            Ok((104, 105))
+        );
     }
 
     #[test]
@@ -853,7 +902,8 @@ source_rules = "address"
         assert_eq!(config.health, HealthConfig::default());
         assert_eq!(config.health.interval, Duration::from_secs(1));
         assert_eq!((config.health.down_after, config.health.up_after), (3, 5));
-        assert_eq!(config.routing.main_metric, 50);
+        assert_eq!(config.routing.default_table(), 7199);
+        assert_eq!(config.routing.default_priorities(), (7298, 7299));
 
         let text = "policy = \"balance\"\n[[uplink]]\ninterface = \"a\"\nprimary = true\nprobe = [\"203.0.113.1\", \"2001:db8::53\"]\nweight = 3\n[[uplink]]\ninterface = \"b\"\npriority = 7\n[health]\ninterval = \"500ms\"\ntimeout = \"300ms\"\ndown_after = 2\nup_after = 10\n";
         let config = parse(text).unwrap();
@@ -909,11 +959,11 @@ source_rules = "address"
         };
         let sixty_four = parse(&format!("{}[routing]\npriority_range = [100, 400]\n", uplinks(64)));
         assert_eq!(sixty_four.map(|c| c.uplinks.len()), Ok(64));
-        // Two rule priorities an uplink: three uplinks need six.
+        // Two rule priorities an uplink and two for the default: three uplinks need eight.
         let three = |range: &str| parse(&format!("{}[routing]\npriority_range = {range}\n", uplinks(3)));
-        assert!(three("[100, 105]").is_ok());
-        let five = three("[100, 104]").unwrap_err();
-        assert!(matches!(five, ConfigError::PriorityRangeTooSmall { needed: 6, have: 5, .. }), "{five:?}");
+        assert!(three("[100, 107]").is_ok());
+        let seven = three("[100, 106]").unwrap_err();
+        assert!(matches!(seven, ConfigError::PriorityRangeTooSmall { needed: 8, have: 7, .. }), "{seven:?}");
         let one_table =
             parse("[[uplink]]\ninterface = \"a\"\nprimary = true\n[routing]\ntable_range = [7100, 7100]\n");
         assert_eq!(one_table.map(|c| c.routing.tables()), Ok(7100..=7100));

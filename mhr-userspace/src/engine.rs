@@ -13,7 +13,7 @@ use crate::{
     model::{Family, MovedRoute, Names, Observed, RememberedGateway},
     observe::{self, ObserveError},
     plan::{self, Action, Desired, GatewaySource, HealthJudge, InstantJudge, Memory, PlanError, Strictness},
-    probe::{ProbePlan, Prober},
+    probe::{ProbePlan, Prober, has_path, probe_plans},
     state::{self, StateError},
 };
 
@@ -83,6 +83,7 @@ impl Engine {
         let registry = state::read_tables(&routing.rt_tables_dir)?;
         let mut claimed: std::collections::BTreeSet<u32> = registry.values().copied().collect();
         claimed.extend(self.config.uplinks.iter().filter_map(|u| u.table));
+        claimed.insert(routing.default_table());
         let allocations = self
             .config
             .uplinks
@@ -159,7 +160,11 @@ impl Engine {
             let mut judge = SnapshotJudge(snapshot);
             return self.plan_observed(observed, &mut judge, strictness);
         }
-        let plans = probe_plans(&self.config, &observed);
+        // Before mhr's tables exist a probe may have no way out of its
+        // uplink (a host whose only default is on another one): such a
+        // probe would fail for want of a route, not of an upstream.
+        let plans: Vec<ProbePlan> =
+            probe_plans(&self.config, &observed).into_iter().filter(|p| has_path(&observed, p)).collect();
         let mut judge = InstantJudge::default();
         if !plans.is_empty() {
             let results = Prober::new().round(&plans, self.config.health.timeout).await;
@@ -191,7 +196,13 @@ impl Engine {
         let memory = self.memory()?;
         let desired = plan::desired(&self.config, &observed, &memory, strictness, judge)?;
         let actions = plan::diff(&desired, &observed, self.config.routing.protocol);
-        Ok(Planned { names: observed.names(), tables: desired.table_names(), observed, desired, actions })
+        Ok(Planned {
+            names: observed.names(),
+            tables: desired.table_names(&self.config),
+            observed,
+            desired,
+            actions,
+        })
     }
 
     /// Executes a plan: all of it, or (after undoing) none of it. Then
@@ -288,28 +299,6 @@ impl HealthJudge for SnapshotJudge {
             None => InstantJudge::default().judge(interface, family, link_fault, gateway_unreachable),
         }
     }
-}
-
-/// The probes of every uplink family that has targets, a link that is up
-/// and an address to send from.
-pub fn probe_plans(config: &Config, observed: &Observed) -> Vec<ProbePlan> {
-    let mut plans = Vec::new();
-    for uplink in &config.uplinks {
-        let Some(link) = observed.link(&uplink.interface).filter(|l| l.up) else { continue };
-        for family in [Family::V4, Family::V6] {
-            let targets: Vec<_> = uplink.probes(family).collect();
-            let source = observed.addresses_of(link.index).find(|a| a.family() == family);
-            if let (Some(source), false) = (source, targets.is_empty()) {
-                plans.push(ProbePlan {
-                    interface: uplink.interface.clone(),
-                    family,
-                    source: source.address,
-                    targets,
-                });
-            }
-        }
-    }
-    plans
 }
 
 impl Engine {

@@ -14,7 +14,13 @@ use std::{
 
 use surge_ping::{Client, Config as PingConfig, ICMP, PingIdentifier, PingSequence};
 
-use crate::{health::ProbeOutcome, model::Family};
+use ipnet::IpNet;
+
+use crate::{
+    config::Config,
+    health::ProbeOutcome,
+    model::{Address, Family, Observed},
+};
 
 /// What to probe from one uplink in one family.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,4 +128,87 @@ async fn probe_plan(
         }
     }
     ProbeResult { interface: plan.interface.clone(), family: plan.family, outcome }
+}
+
+/// The probes of every uplink family that has targets, a link that is up
+/// and an address to send from.
+pub fn probe_plans(config: &Config, observed: &Observed) -> Vec<ProbePlan> {
+    let mut plans = Vec::new();
+    for uplink in &config.uplinks {
+        let Some(link) = observed.link(&uplink.interface).filter(|l| l.up) else { continue };
+        for family in [Family::V4, Family::V6] {
+            let targets: Vec<_> = uplink.probes(family).collect();
+            if targets.is_empty() {
+                continue;
+            }
+            let configured = match family {
+                Family::V4 => uplink.gateway.map(IpAddr::V4),
+                Family::V6 => uplink.gateway6.map(IpAddr::V6),
+            };
+            let gateway =
+                configured.or_else(|| {
+                    observed.routes.iter().filter(|r| r.is_default() && r.family() == family).find_map(|r| {
+                        r.next_hops().find(|h| h.interface == link.index).and_then(|h| h.gateway)
+                    })
+                });
+            let addresses: Vec<&Address> =
+                observed.addresses_of(link.index).filter(|a| a.family() == family).collect();
+            if let Some(source) = probe_source(&addresses, gateway) {
+                plans.push(ProbePlan { interface: uplink.interface.clone(), family, source, targets });
+            }
+        }
+    }
+    plans
+}
+
+/// The address probes leave from: the one whose prefix holds the gateway
+/// (what the upstream routes back); else, in IPv6, a global one that is
+/// not a ULA (fc00::/7); else the first. Adding a VIP, a ULA or a second
+/// prefix never moves it off the gateway's prefix.
+pub fn probe_source(addresses: &[&Address], gateway: Option<IpAddr>) -> Option<IpAddr> {
+    let on_gateway_prefix =
+        gateway.and_then(|gateway| addresses.iter().find(|a| a.network().contains(&gateway)));
+    let routable = || {
+        let ula: IpNet = "fc00::/7".parse().ok()?;
+        addresses.iter().find(|a| a.address.is_ipv4() || !ula.contains(&a.address))
+    };
+    on_gateway_prefix.or_else(routable).or_else(|| addresses.first()).map(|a| a.address)
+}
+
+/// Whether a probe of `plan` has a way out of its uplink: a default route
+/// through it in any table mhr reads.
+pub fn has_path(observed: &Observed, plan: &ProbePlan) -> bool {
+    let Some(link) = observed.link(&plan.interface) else { return false };
+    observed.routes.iter().any(|r| {
+        r.is_default() && r.family() == plan.family && r.next_hops().any(|h| h.interface == link.index)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(text: &str) -> Address {
+        let net: IpNet = text.parse().unwrap();
+        Address { interface: 2, address: net.addr(), prefix_len: net.prefix_len() }
+    }
+
+    #[test]
+    fn probes_leave_from_the_address_on_the_gateways_prefix_whatever_else_is_added() {
+        let global = address("2001:db8:3::10/64");
+        let ula = address("fd00:1::10/64");
+        let vip = address("2001:db8:99::1/128");
+        let gateway = Some("2001:db8:3::1".parse().unwrap());
+        for order in [vec![&global, &ula, &vip], vec![&ula, &vip, &global], vec![&vip, &ula, &global]] {
+            assert_eq!(probe_source(&order, gateway), Some(global.address), "{order:?}");
+        }
+        // A link-local gateway (router advertisements): not a ULA.
+        let link_local = Some("fe80::1".parse().unwrap());
+        assert_eq!(probe_source(&[&ula, &global], link_local), Some(global.address));
+        assert_eq!(probe_source(&[&ula], link_local), Some(ula.address), "a ULA when nothing else");
+        let v4 = [address("10.0.3.10/24"), address("192.0.2.7/32")];
+        let v4: Vec<&Address> = v4.iter().rev().collect();
+        assert_eq!(probe_source(&v4, Some("10.0.3.1".parse().unwrap())), Some("10.0.3.10".parse().unwrap()));
+        assert_eq!(probe_source(&[], gateway), None);
+    }
 }

@@ -104,6 +104,9 @@ pub struct Status {
     pub uplinks: Vec<UplinkStatus>,
     /// Per family, the uplinks holding main's default route.
     pub active: BTreeMap<crate::model::Family, Vec<String>>,
+    /// The rules that send host traffic to mhr's default table (main
+    /// without its default routes, then the table).
+    pub default_rules: Vec<ObjectStatus>,
     /// None when no guard is installed under the configured pin directory.
     pub guard: Option<GuardStatus>,
     /// True when `apply` would change nothing.
@@ -178,10 +181,18 @@ impl Engine {
                 blocked: uplink.blocked.clone(),
             })
             .collect();
+        let uplink_tables: Vec<u32> = desired.uplinks.iter().map(|u| u.table).collect();
+        let default_rules = desired
+            .rules
+            .iter()
+            .filter(|rule| !uplink_tables.contains(&rule.table))
+            .map(|rule| ObjectStatus { object: rule_args(rule), present: observed.rules.contains(rule) })
+            .collect();
         Ok(Status {
             version: STATUS_VERSION,
             guard: self.guard_status()?,
             active: desired.active.clone(),
+            default_rules,
             uplinks,
             in_sync: planned.actions.is_empty(),
             pending: planned.actions.iter().map(|a| a.describe(names)).collect(),

@@ -150,7 +150,8 @@ const HEALTH_INTERVAL_MS: u64 = 200;
 const DOWN_AFTER: u64 = 3;
 
 fn main_default_on(netns: &Netns, device: &str) -> bool {
-    let routes = netns.ip(["-4", "route", "show", "default", "proto", "210"]).unwrap_or_default();
+    let routes =
+        netns.ip(["-4", "route", "show", "default", "table", "7199", "proto", "210"]).unwrap_or_default();
     routes.contains(&format!("dev {device} "))
 }
 

@@ -162,6 +162,20 @@ impl SeedLab {
         &UPLINKS
     }
 
+    /// Router `index` keeps its links and answers ARP/ND but forwards
+    /// nothing: an upstream that went silent (its internet side is lost).
+    pub fn silence_upstream(&self, index: usize) -> Result<()> {
+        nft(
+            &self.routers[index],
+            "table inet mhr_lab_block {\n  chain forward {\n    type filter hook forward priority -20; policy drop;\n  }\n}\n",
+        )
+    }
+
+    /// Undoes [`SeedLab::silence_upstream`].
+    pub fn restore_upstream(&self, index: usize) -> Result<()> {
+        nft(&self.routers[index], "delete table inet mhr_lab_block\n")
+    }
+
     fn build_client(&self) -> Result<()> {
         let c = &self.client;
         // No multicast snooping: neighbour discovery is flooded from the start.

@@ -111,10 +111,12 @@ fn every_drift_scenario_converges_to_exactly_the_desired_state() {
     host.ip(["route", "del", "default", "table", "7101"]).unwrap();
     settle("an mhr route deleted by someone else");
 
-    host.ip(["route", "del", "default", "proto", "210"]).unwrap();
-    settle("mhr's default in main deleted by someone else");
-    let defaults = host.ip(["route", "show", "default"]).unwrap();
-    assert!(defaults.contains("default via 10.0.3.1 dev ens3 proto 210 metric 50"), "{defaults}");
+    host.ip(["route", "del", "default", "table", "7199", "proto", "210"]).unwrap();
+    settle("mhr's default deleted by someone else");
+    let defaults = host.ip(["route", "show", "default", "table", "7199"]).unwrap();
+    assert!(defaults.contains("default via 10.0.3.1 dev ens3 proto 210"), "{defaults}");
+    host.ip(["rule", "del", "priority", "7298"]).unwrap();
+    settle("mhr's rule to main without its defaults deleted by someone else");
     host.ip(["route", "del", "default", "via", "10.0.4.1", "dev", "ens4"]).unwrap();
     host.ip(["route", "add", "default", "via", "10.0.4.1", "dev", "ens4", "proto", "dhcp", "metric", "200"])
         .unwrap();
@@ -154,12 +156,12 @@ fn every_drift_scenario_converges_to_exactly_the_desired_state() {
         Some(0.0),
         "no reconcile failed (the series exists from the start):\n{body}"
     );
-    // Drift: one rule and two routes someone deleted, put back; the rest
+    // Drift: two rules and two routes someone deleted, put back; the rest
     // followed the host (an address added and removed, a link flap, a
     // re-created interface).
     let drift = |kind: &str| sample(&body, "mhr_drift_corrections_total", &format!("kind=\"{kind}\""));
     let host_change = |kind: &str| sample(&body, "mhr_host_changes_total", &format!("kind=\"{kind}\""));
-    assert_eq!(drift("rule_added"), Some(1.0), "{body}");
+    assert_eq!(drift("rule_added"), Some(2.0), "{body}");
     assert_eq!(drift("route_added"), Some(2.0), "{body}");
     assert_eq!(drift("route_deleted"), Some(0.0), "nothing foreign deleted");
     assert!(host_change("rule_added").unwrap_or(0.0) >= 2.0, "{body}");
@@ -265,7 +267,11 @@ fn scraped_metrics_match_the_packets_sent_exactly() {
         ),
         Some(5.0)
     );
-    assert_eq!(sample(&body, "mhr_rules_installed", ""), Some(2.0), "a from rule per uplink prefix");
+    assert_eq!(
+        sample(&body, "mhr_rules_installed", ""),
+        Some(4.0),
+        "a from rule per uplink prefix, two to mhr's default"
+    );
     assert!(sample(&body, "mhr_last_successful_reconcile_timestamp_seconds", "").unwrap_or(0.0) > 1.7e9);
     assert!(body.contains("mhr_build_info{version=\""));
     assert_eq!(body.matches("mhr_guard_packets_total{").count(), 2 * 3 * 6, "labels bounded by uplinks");

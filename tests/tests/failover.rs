@@ -40,10 +40,10 @@ fn options() -> DaemonOptions {
     DaemonOptions { resync: Duration::from_secs(3600), guard: false, ..DaemonOptions::default() }
 }
 
-/// The interface(s) of mhr's default route in main for a family (`-4`/`-6`).
+/// The interface(s) of mhr's default route (in its default table) for a family (`-4`/`-6`).
 fn main_default(host: &Netns, family: &str) -> String {
     let routes =
-        host.ip([family, "route", "show", "default", "table", "main", "proto", "210"]).unwrap_or_default();
+        host.ip([family, "route", "show", "default", "table", "7199", "proto", "210"]).unwrap_or_default();
     let mut devices: Vec<String> = routes
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -84,20 +84,6 @@ fn nft(router: &Netns, dir: &TempDir, ruleset: &str) {
     std::fs::write(&path, ruleset).unwrap();
     let status = router.command("nft").arg("-f").arg(&path).status().unwrap();
     assert!(status.success(), "nft -f {ruleset}");
-}
-
-/// The router keeps its links and answers ARP/ND, but forwards nothing: an
-/// upstream that silently drops.
-fn stop_forwarding(router: &Netns, dir: &TempDir) {
-    nft(
-        router,
-        dir,
-        "table inet mhr_lab_block {\n  chain forward {\n    type filter hook forward priority -20; policy drop;\n  }\n}\n",
-    );
-}
-
-fn resume_forwarding(router: &Netns, dir: &TempDir) {
-    nft(router, dir, "delete table inet mhr_lab_block\n");
 }
 
 fn start(probes: bool) -> (SeedLab, TempDir, std::path::PathBuf, DaemonThread) {
@@ -166,9 +152,9 @@ fn carrier_loss_fails_over_within_a_second() {
 
 #[test]
 fn an_upstream_that_silently_drops_fails_over_by_probes_and_back() {
-    let (lab, dir, config, _daemon) = start(true);
+    let (lab, _dir, config, _daemon) = start(true);
     // Link and gateway stay fine; the router stops forwarding.
-    stop_forwarding(&lab.routers[0], &dir);
+    lab.silence_upstream(0).unwrap();
     let limit = Duration::from_millis(INTERVAL_MS * u64::from(DOWN_AFTER)) + Duration::from_secs(1);
     let took = wait_for_default(&lab.host, "ens4", limit);
     eprintln!(
@@ -184,7 +170,7 @@ fn an_upstream_that_silently_drops_fails_over_by_probes_and_back() {
     assert_eq!(parsed["uplinks"][0]["health"][0]["fault"], "probes_failing", "{}", json.output);
     assert_eq!(parsed["active"]["v4"][0], "ens4");
 
-    resume_forwarding(&lab.routers[0], &dir);
+    lab.restore_upstream(0).unwrap();
     wait_for_default(&lab.host, "ens3", Duration::from_secs(5));
     let body = metrics(&lab.host);
     let rtt = sample(&body, "mhr_uplink_probe_rtt_seconds", "uplink=\"ens3\",family=\"ipv4\"");
@@ -195,9 +181,9 @@ fn an_upstream_that_silently_drops_fails_over_by_probes_and_back() {
 
 #[test]
 fn with_no_healthy_uplink_main_keeps_the_last_default() {
-    let (lab, dir, config, _daemon) = start(true);
-    for router in &lab.routers {
-        stop_forwarding(router, &dir);
+    let (lab, _dir, config, _daemon) = start(true);
+    for index in 0..lab.routers.len() {
+        lab.silence_upstream(index).unwrap();
     }
     eventually("both uplinks unhealthy", Duration::from_secs(3), || {
         let body = metrics(&lab.host);
@@ -215,7 +201,7 @@ fn with_no_healthy_uplink_main_keeps_the_last_default() {
     let status = mhr(&lab.host, &config, &["status"]);
     assert!(status.output.contains("no healthy IPv4 uplink: keeping main's default"), "{}", status.output);
     // The first uplink back takes main's default.
-    resume_forwarding(&lab.routers[1], &dir);
+    lab.restore_upstream(1).unwrap();
     wait_for_default(&lab.host, "ens4", Duration::from_secs(5));
 }
 
@@ -402,7 +388,10 @@ fn a_lease_that_changes_address_and_gateway_converges() {
     eventually("mhr follows the new lease", Duration::from_secs(20), || {
         let rules = lab.host.ip(["-4", "rule"]).unwrap_or_default();
         let table = lab.host.ip(["-4", "route", "show", "table", "7100"]).unwrap_or_default();
-        let main = lab.host.ip(["-4", "route", "show", "default", "proto", "210"]).unwrap_or_default();
+        let main = lab
+            .host
+            .ip(["-4", "route", "show", "default", "table", "7199", "proto", "210"])
+            .unwrap_or_default();
         // Same /24: the prefix rule stays; the table and main follow the gateway.
         let converged = rules.contains("from 10.0.3.0/24 lookup 7100")
             && table.contains(&format!("default via {gateway} dev ens3"))

@@ -243,14 +243,13 @@ fn plan_and_dry_run_change_nothing_and_plan_prints_pasteable_commands() {
         plan.output
     );
     assert!(
-        plan.output
-            .contains("ip -4 route add default via 10.0.3.1 dev ens3 metric 50 proto 210 table main\n"),
+        plan.output.contains("ip -4 route add default via 10.0.3.1 dev ens3 proto 210 table 7199\n"),
         "{}",
         plan.output
     );
     assert!(!plan.output.contains("route del"), "foreign defaults stay: {}", plan.output);
     let dry = mhr(&lab.host, &config, &["apply", "--dry-run"]);
-    assert!(dry.output.ends_with("14 change(s) planned\n"), "{}", dry.output);
+    assert!(dry.output.ends_with("18 change(s) planned\n"), "{}", dry.output);
     assert_eq!(snapshot(&lab.host), before);
     assert!(dir.files().len() == 1, "no files written: {:?}", dir.files());
 

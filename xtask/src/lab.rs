@@ -249,9 +249,14 @@ fn safe_apply_demo(lab: &SeedLab, mhr: &Mhr, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The interface of mhr's default route in main (`-4`/`-6`).
+/// An off-link destination: `ip route get` of it shows the way host traffic takes.
+fn probe_target(family: &str) -> &'static str {
+    if family == "-6" { "2001:db8:ffff::1" } else { "203.0.113.1" }
+}
+
+/// The interface host traffic leaves by (`-4`/`-6`), as the kernel's lookup says.
 fn main_default(lab: &SeedLab, family: &str) -> String {
-    let routes = lab.host.ip([family, "route", "show", "default", "proto", "210"]).unwrap_or_default();
+    let routes = lab.host.ip([family, "route", "get", probe_target(family)]).unwrap_or_default();
     routes.split_whitespace().skip_while(|w| *w != "dev").nth(1).unwrap_or("none").to_owned()
 }
 
@@ -259,7 +264,7 @@ fn main_default(lab: &SeedLab, family: &str) -> String {
 fn failover_demo(lab: &SeedLab) -> anyhow::Result<()> {
     let [primary, secondary] = lab.uplinks() else { bail!("the seed lab has two uplinks") };
     println!(
-        "$ ip route show default; ip -6 route show default   # mhr's default (metric 50) in front of dhcpcd's and the RAs'"
+        "$ ip route show default table all   # dhcpcd's and the RAs' defaults stay in main; mhr's choice sits in table 7199, looked up before main's defaults"
     );
     print_defaults(lab);
     println!("$ ip link set {} down   # the primary uplink dies", primary.interface);
@@ -297,12 +302,16 @@ fn failover_demo(lab: &SeedLab) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The lab host's IPv4 and IPv6 default routes in main.
+/// The lab host's IPv4 and IPv6 default routes (main's and mhr's) and
+/// the way host traffic takes.
 fn print_defaults(lab: &SeedLab) {
     for family in ["-4", "-6"] {
-        for line in lab.host.ip([family, "route", "show", "default"]).unwrap_or_default().lines() {
+        let defaults = lab.host.ip([family, "route", "show", "default", "table", "all"]).unwrap_or_default();
+        for line in defaults.lines().filter(|l| !l.contains("table") || l.contains("table 7199")) {
             println!("   | {line}");
         }
+        let way = main_default(lab, family);
+        println!("   host traffic ({family}) leaves by {way}");
     }
 }
 

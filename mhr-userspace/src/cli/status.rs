@@ -90,6 +90,9 @@ fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
     for (family, uplinks) in &status.active {
         writeln!(out, "main's {family} default: {}", uplinks.join(" + "))?;
     }
+    for rule in &status.default_rules {
+        writeln!(out, "  {} {}", mark(rule.present), rule.object)?;
+    }
     match &status.guard {
         None => writeln!(out, "guard: not installed")?,
         Some(guard) => {

@@ -18,11 +18,12 @@ use tokio::time::{Instant, sleep_until};
 pub use crate::netlink::subscribe::{Event, EventSocket};
 use crate::{
     config::Config,
-    engine::{Engine, EngineError, Planned, probe_plans},
+    engine::{Engine, EngineError, Planned},
     guard::{Deployment, Guard, GuardMaps},
     health::{HealthBook, Transition},
     metrics::{ControlMetrics, GuardCollector, registry, unix_now},
     model::Family,
+    probe::probe_plans,
     probe::{ProbePlan, ProbeResult},
 };
 pub use health::{HealthRecord, HealthSnapshot, unix_seconds};

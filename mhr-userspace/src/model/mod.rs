@@ -117,6 +117,10 @@ pub struct Rule {
     pub source: Option<IpNet>,
     pub destination: Option<IpNet>,
     pub protocol: u8,
+    /// `suppress_prefixlength N`: the lookup's answer is refused when its
+    /// prefix is N bits or shorter (0: main without its default routes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppress_prefixlength: Option<u32>,
     /// Selectors mhr does not model (iif, fwmark, …) or an action other
     /// than "lookup": such a rule is never mhr's.
     pub other_selectors: bool,
@@ -179,8 +183,11 @@ pub fn rule_args(rule: &Rule) -> String {
     if let Some(destination) = rule.destination {
         out += &format!(" to {}", host_or_prefix(destination));
     }
-    out +=
-        &format!(" lookup {} priority {} protocol {}", table_name(rule.table), rule.priority, rule.protocol);
+    out += &format!(" lookup {}", table_name(rule.table));
+    if let Some(length) = rule.suppress_prefixlength {
+        out += &format!(" suppress_prefixlength {length}");
+    }
+    out += &format!(" priority {} protocol {}", rule.priority, rule.protocol);
     out
 }
 
@@ -277,6 +284,7 @@ mod tests {
             source: Some("10.0.4.10/32".parse().unwrap()),
             destination: None,
             protocol: 210,
+            suppress_prefixlength: None,
             other_selectors: false,
         };
         assert_eq!(

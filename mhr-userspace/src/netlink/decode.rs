@@ -150,6 +150,7 @@ pub fn rule_from_message(message: &RuleMessage) -> Option<Rule> {
         source: None,
         destination: None,
         protocol: 0,
+        suppress_prefixlength: None,
         other_selectors: header.action != RuleAction::ToTable || header.tos != 0 || !header.flags.is_empty(),
     };
     for attribute in &message.attributes {
@@ -173,8 +174,9 @@ pub fn rule_from_message(message: &RuleMessage) -> Option<Rule> {
             | RuleAttribute::L3MDev(_)
             | RuleAttribute::TunId(_) => rule.other_selectors = true,
             // The kernel reports these on every rule; u32::MAX means unset.
-            RuleAttribute::SuppressIfGroup(value) | RuleAttribute::SuppressPrefixLen(value) => {
-                rule.other_selectors |= *value != u32::MAX;
+            RuleAttribute::SuppressIfGroup(value) => rule.other_selectors |= *value != u32::MAX,
+            RuleAttribute::SuppressPrefixLen(value) => {
+                rule.suppress_prefixlength = (*value != u32::MAX).then_some(*value);
             }
             _ => {}
         }

@@ -98,6 +98,9 @@ pub fn rule_message(rule: &Rule) -> RuleMessage {
         message.header.dst_len = destination.prefix_len();
         attributes.push(RuleAttribute::Destination(destination.addr()));
     }
+    if let Some(length) = rule.suppress_prefixlength {
+        attributes.push(RuleAttribute::SuppressPrefixLen(length));
+    }
     attributes.push(RuleAttribute::Protocol(RouteProtocol::from(rule.protocol)));
     message
 }

@@ -46,7 +46,9 @@ pub struct RouteFilter {
 impl RouteFilter {
     pub fn for_config(config: &crate::config::Config) -> Self {
         let [first, last] = config.routing.table_range;
-        Self { tables: (first, last), explicit: config.uplinks.iter().filter_map(|u| u.table).collect() }
+        let mut explicit: Vec<u32> = config.uplinks.iter().filter_map(|u| u.table).collect();
+        explicit.push(config.routing.default_table());
+        Self { tables: (first, last), explicit }
     }
 }
 

@@ -36,11 +36,10 @@ pub enum PlanError {
     PriorityTaken { priority: u32, interface: String, object: String },
     #[error("no free table left in table_range {start}–{end} for `{interface}`")]
     TablesExhausted { start: u32, end: u32, interface: String },
-    #[error(
-        "main has a foreign {family} default route at metric {metric}, at or below mhr's main_metric {main_metric}: {object}; give it a higher metric (DHCP clients and networkd have a setting for it) or set [routing] main_metric below {metric}"
-    )]
-    ForeignDefaultOutranks { family: Family, metric: u32, main_metric: u32, object: String },
 }
+
+/// The name of mhr's default table in rt_tables.d (`ip rule` shows it).
+pub const DEFAULT_TABLE_NAME: &str = "mhr-default";
 
 /// An uplink as mhr will route it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -155,8 +154,13 @@ pub struct Desired {
 
 impl Desired {
     /// `table name` lines for rt_tables.d.
-    pub fn table_names(&self) -> BTreeMap<u32, String> {
-        self.uplinks.iter().map(|u| (u.table, u.interface.clone())).collect()
+    pub fn table_names(&self, config: &Config) -> BTreeMap<u32, String> {
+        let mut names: BTreeMap<u32, String> =
+            self.uplinks.iter().map(|u| (u.table, u.interface.clone())).collect();
+        if !self.active.is_empty() {
+            names.insert(config.routing.default_table(), DEFAULT_TABLE_NAME.to_owned());
+        }
+        names
     }
 }
 
@@ -278,6 +282,7 @@ pub fn desired(
                 source,
                 destination,
                 protocol,
+                suppress_prefixlength: None,
                 other_selectors: false,
             };
             for source in rule_sources(config.routing.source_rules, observed, link.index, &family_addresses) {
@@ -383,10 +388,13 @@ fn gateway_on_link(gateway: (Gateway, GatewaySource), addresses: &[&Address]) ->
     }
 }
 
-/// Main's default route for `family`, owned by mhr at `main_metric`: the
-/// first healthy uplink (failover) or all of them (balance). With nothing
-/// healthy the default main has is kept; foreign defaults stay in main
-/// behind mhr's as the kernel's own fallback.
+/// The default route host traffic takes for `family`: the first healthy
+/// uplink (failover) or all of them (balance), in mhr's default table,
+/// reached by two rules after the uplinks' `from` rules: `lookup main
+/// suppress_prefixlength 0` (main's specific routes keep winning) and a
+/// lookup of the default table. Main's own defaults, at whatever metric
+/// their writers gave them, are left alone and answer when mhr's rules are
+/// gone. With nothing healthy the default mhr has is kept.
 fn main_default(
     desired: &mut Desired,
     config: &Config,
@@ -398,28 +406,40 @@ fn main_default(
     if candidates.is_empty() {
         return Ok(());
     }
-    let protocol = config.routing.protocol;
-    let main_metric = config.routing.main_metric;
-    let names = observed.names();
-    let foreign_below = observed.routes.iter().find(|r| {
-        r.table == MAIN_TABLE
-            && r.is_default()
-            && r.family() == family
-            && r.protocol != protocol
-            && r.metric.unwrap_or(0) <= main_metric
-    });
-    if let Some(route) = foreign_below {
-        let metric = route.metric.unwrap_or(0);
-        let object = names.route_args(route);
+    let routing = &config.routing;
+    let (protocol, table) = (routing.protocol, routing.default_table());
+    if let Some(clash) = default_clash(config, observed) {
         if strictness == Strictness::Strict {
-            return Err(PlanError::ForeignDefaultOutranks { family, metric, main_metric, object });
+            return Err(clash);
         }
+        // Leave what mhr has there as it is: deleting it could leave the
+        // host with a default it never chose.
+        let (suppress, lookup) = routing.default_priorities();
+        desired.rules.extend(
+            observed
+                .rules
+                .iter()
+                .filter(|r| r.protocol == protocol && r.family == family)
+                .filter(|r| r.table == table || [suppress, lookup].contains(&r.priority))
+                .cloned(),
+        );
+        desired
+            .routes
+            .extend(observed.routes.iter().filter(|r| r.protocol == protocol && r.table == table).cloned());
+        desired.notes.push(format!("main's {family} default left as it is: {clash}"));
+        return Ok(());
+    }
+    let names = observed.names();
+    let rules = default_rules(config, family);
+    let legacy = observed
+        .routes
+        .iter()
+        .find(|r| r.table == MAIN_TABLE && r.is_default() && r.family() == family && r.protocol == protocol);
+    if let Some(legacy) = legacy {
         desired.notes.push(format!(
-            "a foreign {family} default at metric {metric} outranks mhr's ({main_metric}): {object}"
+            "upgrade: mhr's {family} default moves out of main ({}) into table {table}, looked up ahead of main's defaults whatever their metric",
+            names.route_args(legacy)
         ));
-        if metric == main_metric {
-            return Ok(());
-        }
     }
     candidates.sort_by_key(|c| c.order());
     let healthy: Vec<&Candidate> = candidates.iter().copied().filter(|c| c.healthy).collect();
@@ -428,7 +448,7 @@ fn main_default(
         (Policy::Balance, Some(_)) => healthy,
         (_, None) => {
             let kept = observed.routes.iter().find(|r| {
-                r.table == MAIN_TABLE && r.is_default() && r.family() == family && r.protocol == protocol
+                r.table == table && r.is_default() && r.family() == family && r.protocol == protocol
             });
             if let Some(kept) = kept {
                 desired.notes.push(format!(
@@ -439,6 +459,7 @@ fn main_default(
                     .active
                     .insert(family, kept.next_hops().map(|h| names.interface(h.interface)).collect());
                 desired.routes.insert(kept.clone());
+                desired.rules.extend(rules);
                 return Ok(());
             }
             desired.notes.push(format!(
@@ -449,14 +470,14 @@ fn main_default(
         }
     };
     let mut route = Route {
-        table: MAIN_TABLE,
+        table,
         destination: family.default_route(),
         gateway: None,
         interface: None,
         source: None,
         protocol,
         scope: SCOPE_UNIVERSE,
-        metric: Some(main_metric),
+        metric: (family == Family::V6).then_some(IPV6_DEFAULT_METRIC),
         onlink: false,
         multipath: Vec::new(),
     };
@@ -473,7 +494,45 @@ fn main_default(
     }
     desired.active.insert(family, chosen.iter().map(|c| c.uplink.interface.clone()).collect());
     desired.routes.insert(route);
+    desired.rules.extend(rules);
     Ok(())
+}
+
+/// The two rules that send host traffic to mhr's default: main without
+/// its default routes, then the default table.
+pub fn default_rules(config: &Config, family: Family) -> [Rule; 2] {
+    let routing = &config.routing;
+    let (suppress, lookup) = routing.default_priorities();
+    let rule = |priority, table, suppress_prefixlength| Rule {
+        family,
+        priority,
+        table,
+        source: None,
+        destination: None,
+        protocol: routing.protocol,
+        suppress_prefixlength,
+        other_selectors: false,
+    };
+    [rule(suppress, MAIN_TABLE, Some(0)), rule(lookup, routing.default_table(), None)]
+}
+
+/// A foreign object where mhr's default goes: a route in the default
+/// table, a rule pointing at it, a rule at one of its priorities.
+fn default_clash(config: &Config, observed: &Observed) -> Option<PlanError> {
+    let routing = &config.routing;
+    let (protocol, table) = (routing.protocol, routing.default_table());
+    let interface = "the default".to_owned();
+    if let Some(route) = observed.routes.iter().find(|r| r.table == table && r.protocol != protocol) {
+        let object = observed.names().route_args(route);
+        return Some(PlanError::TableHasForeignRoute { table, interface, object });
+    }
+    let mut foreign_rules = observed.rules.iter().filter(|r| r.protocol != protocol);
+    if let Some(rule) = foreign_rules.clone().find(|r| r.table == table) {
+        return Some(PlanError::TableHasForeignRule { table, interface, object: rule_args(rule) });
+    }
+    let (suppress, lookup) = routing.default_priorities();
+    let rule = foreign_rules.find(|r| r.priority == suppress || r.priority == lookup)?;
+    Some(PlanError::PriorityTaken { priority: rule.priority, interface, object: rule_args(rule) })
 }
 
 /// Default routes an earlier mhr moved out of main go back where their
@@ -516,13 +575,16 @@ fn allocate_tables(
     let explicit: BTreeSet<u32> = config.uplinks.iter().filter_map(|u| u.table).collect();
     let kept = |uplink: &UplinkConfig| {
         uplink.table.or_else(|| {
-            registry.get(&uplink.interface).copied().filter(|t| range.contains(t) && !explicit.contains(t))
+            registry.get(&uplink.interface).copied().filter(|t| {
+                range.contains(t) && !explicit.contains(t) && *t != config.routing.default_table()
+            })
         })
     };
     // Tables spoken for: explicit ones, and every registry entry (also of
     // uplinks no longer configured, whose routes are about to go).
     let mut taken = explicit.clone();
     taken.extend(registry.values().copied());
+    taken.insert(config.routing.default_table());
     let mut tables = Vec::with_capacity(config.uplinks.len());
     for uplink in &config.uplinks {
         let table = match kept(uplink) {

@@ -13,6 +13,7 @@ use crate::{
 const MHR: u8 = 210;
 const BOOT: u8 = 3;
 const KERNEL: u8 = 2;
+const STATIC: u8 = 4;
 
 fn config(text: &str) -> Config {
     Config::parse(text, Path::new("mhr.toml")).expect("valid config")
@@ -52,6 +53,7 @@ fn kernel_rule(family: Family, priority: u32, table: u32) -> Rule {
         source: None,
         destination: None,
         protocol: KERNEL,
+        suppress_prefixlength: None,
         other_selectors: false,
     }
 }
@@ -100,8 +102,9 @@ fn seed_host() -> Observed {
 
 /// The host after the kernel carried out `actions`, with the kernel's
 /// rules: a route whose key (table, destination, metric) is taken cannot be
-/// added, a route via an off-link gateway needs a link route to it first,
-/// and a duplicate rule is refused.
+/// added, a route via an off-link gateway needs a link route to it first
+/// (in its own table, or found by the full lookup the kernel falls back
+/// to: main here), and a duplicate rule is refused.
 fn after(observed: &Observed, actions: &[Action]) -> Observed {
     let key = |r: &Route| (r.table, r.destination, r.metric.unwrap_or(0));
     let mut next = observed.clone();
@@ -111,7 +114,9 @@ fn after(observed: &Observed, actions: &[Action]) -> Observed {
                 assert!(!next.routes.iter().any(|r| key(r) == key(route)), "EEXIST adding {route:?}");
                 if let Some(gateway) = route.gateway.filter(|g| g.is_ipv4() && !route.onlink) {
                     let reachable = next.routes.iter().any(|r| {
-                        r.table == route.table && r.scope == SCOPE_LINK && r.destination.contains(&gateway)
+                        [route.table, MAIN_TABLE].contains(&r.table)
+                            && r.scope == SCOPE_LINK
+                            && r.destination.contains(&gateway)
                     });
                     assert!(reachable, "invalid gateway adding {route:?}");
                 }
@@ -158,16 +163,14 @@ fn plan(config: &Config, observed: &Observed) -> Result<(Desired, Vec<Action>), 
     Ok((desired, actions))
 }
 
-/// mhr's default route in main through `gateway` on ifindex `interface`.
+/// mhr's default table (the last of the default table range).
+const DEFAULT: u32 = 7199;
+
+/// mhr's default route through `gateway` on ifindex `interface`.
 fn main_default(gateway: &str, interface: u32) -> Route {
-    route(
-        MAIN_TABLE,
-        if gateway.contains(':') { "::/0" } else { "0.0.0.0/0" },
-        Some(gateway),
-        interface,
-        MHR,
-        Some(50),
-    )
+    let v6 = gateway.contains(':');
+    let destination = if v6 { "::/0" } else { "0.0.0.0/0" };
+    route(DEFAULT, destination, Some(gateway), interface, MHR, v6.then_some(IPV6_DEFAULT_METRIC))
 }
 
 #[test]
@@ -191,10 +194,11 @@ fn seed_host_gets_a_table_rules_and_one_default_in_main() {
     assert!(ens4_table.contains(&route(7101, "2001:db8:4::/64", None, 3, MHR, Some(1024))));
     assert_eq!(ens4_table.len(), 4);
     assert_eq!(
-        table(MAIN_TABLE),
+        table(DEFAULT),
         vec![main_default("10.0.3.1", 2), main_default("2001:db8:3::1", 2)],
-        "mhr's own default in main, below the DHCP defaults' metrics"
+        "mhr's own default in its default table; main keeps what it had"
     );
+    assert_eq!(table(MAIN_TABLE), vec![], "nothing of mhr's in main");
     assert_eq!(desired.active[&Family::V4], vec!["ens3".to_owned()]);
 
     let from = |source: &str, table, priority| Rule {
@@ -204,16 +208,27 @@ fn seed_host_gets_a_table_rules_and_one_default_in_main() {
         source: Some(source.parse().unwrap()),
         destination: None,
         protocol: MHR,
+        suppress_prefixlength: None,
         other_selectors: false,
     };
     assert!(desired.rules.contains(&from("10.0.4.0/24", 7101, 7103)));
     assert!(desired.rules.contains(&from("2001:db8:4::/64", 7101, 7103)));
-    assert_eq!(desired.rules.len(), 4, "one from rule per uplink prefix, no to rules");
+    let [suppress, lookup] = default_rules(&seed_config(), Family::V6);
+    assert!(desired.rules.contains(&suppress) && desired.rules.contains(&lookup));
+    assert_eq!(
+        desired.rules.len(),
+        4 + 4,
+        "one from rule per uplink prefix, no to rules, two to the default per family"
+    );
 
     assert!(desired.restore.is_empty());
-    assert_eq!(actions.len(), 8 + 4 + 2);
+    assert_eq!(actions.len(), 8 + 2 + 4 + 4);
     assert!(matches!(actions.first(), Some(Action::AddRoute { .. })));
-    assert_eq!(actions.last(), Some(&Action::AddRoute { route: main_default("2001:db8:3::1", 2) }));
+    let default_route =
+        actions.iter().position(|a| *a == Action::AddRoute { route: main_default("2001:db8:3::1", 2) });
+    let default_rule = actions.iter().position(|a| *a == Action::AddRule { rule: lookup.clone() });
+    assert!(default_route < default_rule, "the default is in its table before the rule leads there");
+    assert_eq!(actions.last(), Some(&Action::AddRule { rule: lookup }));
     assert!(
         !actions.iter().any(|a| matches!(a, Action::DeleteRoute { route } if route.protocol != MHR)),
         "the DHCP defaults stay where their owner put them"
@@ -747,24 +762,87 @@ fn a_changed_gateway_replaces_the_route_in_place() {
 }
 
 #[test]
-fn a_foreign_default_at_or_below_mhrs_metric_is_refused_naming_it() {
+fn a_foreign_default_at_metric_zero_stays_in_main_and_mhrs_choice_still_wins() {
+    // networkd's `Gateway=`, ifupdown and dhclient-script: metric 0, on the backup.
     let mut host = seed_host();
-    host.routes.push(route(MAIN_TABLE, "0.0.0.0/0", Some("10.0.4.1"), 3, BOOT, None));
-    let err = plan(&seed_config(), &host).unwrap_err();
+    host.routes.push(route(MAIN_TABLE, "0.0.0.0/0", Some("10.0.4.1"), 3, STATIC, None));
+    let (desired, actions) = plan(&seed_config(), &host).unwrap();
+    assert_eq!(desired.active[&Family::V4], vec!["ens3".to_owned()]);
     assert!(
-        matches!(
-            err,
-            PlanError::ForeignDefaultOutranks { family: Family::V4, metric: 0, main_metric: 50, .. }
-        ),
-        "{err:?}"
+        !actions.iter().any(|a| matches!(a, Action::DeleteRoute { route } | Action::ReleaseDefault { route, .. } if route.table == MAIN_TABLE)),
+        "main's own default is never touched: {actions:?}"
     );
-    assert!(err.to_string().contains("default via 10.0.4.1 dev ens4 proto 3 table main"), "{err}");
-    let tolerant = plan_with(&seed_config(), &host, &Memory::default(), Strictness::Tolerant).unwrap();
-    assert!(tolerant.notes.iter().any(|n| n.contains("outranks mhr's")), "{:?}", tolerant.notes);
-    let lower = config("[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[routing]\nmain_metric = 100\n");
+    let [suppress, lookup] = default_rules(&seed_config(), Family::V4);
+    assert_eq!(
+        rule_args(&suppress),
+        "from all lookup main suppress_prefixlength 0 priority 7298 protocol 210"
+    );
+    assert_eq!(rule_args(&lookup), "from all lookup 7199 priority 7299 protocol 210");
+    assert!(desired.rules.contains(&suppress) && desired.rules.contains(&lookup));
+    // Host traffic (no source) walks the rules: main without defaults, then mhr's table.
+    let applied = after(&host, &actions);
+    let chosen = lookup_default(&applied, Family::V4);
+    assert_eq!(chosen.map(|r| (r.table, r.gateway)), Some((7199, Some("10.0.3.1".parse().unwrap()))));
+    // With mhr's rules gone the host routes as its manager made it.
+    let down = after(&applied, &teardown(&applied, MHR, &[]));
+    let theirs = lookup_default(&down, Family::V4);
+    assert_eq!(theirs.map(|r| (r.table, r.protocol)), Some((MAIN_TABLE, STATIC)));
+}
+
+/// The default route a packet without a source finds by the kernel's rule
+/// walk (rules in priority order; `suppress_prefixlength 0` refuses defaults).
+fn lookup_default(host: &Observed, family: Family) -> Option<Route> {
+    let mut rules: Vec<&Rule> =
+        host.rules.iter().filter(|r| r.family == family && r.source.is_none()).collect();
+    rules.sort_by_key(|r| r.priority);
+    let mut walk: Vec<(u32, Option<u32>)> =
+        rules.iter().map(|r| (r.table, r.suppress_prefixlength)).collect();
+    walk.push((MAIN_TABLE, None));
+    walk.into_iter().find_map(|(table, suppress)| {
+        host.routes
+            .iter()
+            .filter(|r| r.table == table && r.is_default() && r.family() == family)
+            .filter(|r| suppress.is_none_or(|length| u32::from(r.destination.prefix_len()) > length))
+            .min_by_key(|r| r.metric.unwrap_or(0))
+            .cloned()
+    })
+}
+
+#[test]
+fn an_earlier_mhrs_default_in_main_moves_to_the_default_table_after_its_rules_are_in() {
     let mut host = seed_host();
-    host.routes.retain(|r| r.interface != Some(3));
-    assert!(matches!(plan(&lower, &host), Err(PlanError::ForeignDefaultOutranks { metric: 100, .. })));
+    let legacy = route(MAIN_TABLE, "0.0.0.0/0", Some("10.0.3.1"), 2, MHR, Some(50));
+    host.routes.push(legacy.clone());
+    let desired = plan_with(&seed_config(), &host, &Memory::default(), Strictness::Strict).unwrap();
+    assert!(
+        desired.notes.iter().any(|n| n.starts_with("upgrade: mhr's IPv4 default moves out of main")),
+        "{:?}",
+        desired.notes
+    );
+    let actions = diff(&desired, &host, MHR);
+    let deleted = actions.iter().position(|a| *a == Action::DeleteRoute { route: legacy.clone() }).unwrap();
+    let [_, lookup] = default_rules(&seed_config(), Family::V4);
+    let ruled = actions.iter().position(|a| *a == Action::AddRule { rule: lookup.clone() }).unwrap();
+    assert!(ruled < deleted, "the old default goes only once the new one is looked up");
+    let applied = after(&host, &actions);
+    assert_eq!(lookup_default(&applied, Family::V4).map(|r| r.table), Some(DEFAULT));
+}
+
+#[test]
+fn a_foreign_object_where_the_default_goes_is_refused_naming_it() {
+    let mut taken = seed_host();
+    taken.rules.push(kernel_rule(Family::V4, 7299, 500));
+    let err = plan(&seed_config(), &taken).unwrap_err();
+    assert!(matches!(&err, PlanError::PriorityTaken { priority: 7299, .. }), "{err:?}");
+    assert!(err.to_string().contains("lookup 500 priority 7299"), "{err}");
+    let tolerant = plan_with(&seed_config(), &taken, &Memory::default(), Strictness::Tolerant).unwrap();
+    assert!(tolerant.notes.iter().any(|n| n.contains("default left as it is")), "{:?}", tolerant.notes);
+    assert!(!tolerant.rules.iter().any(|r| r.priority >= 7298), "nothing of mhr's goes there");
+
+    let mut occupied = seed_host();
+    occupied.routes.push(route(7199, "0.0.0.0/0", Some("10.0.3.1"), 2, BOOT, None));
+    let err = plan(&seed_config(), &occupied).unwrap_err();
+    assert!(matches!(err, PlanError::TableHasForeignRoute { table: 7199, .. }), "{err:?}");
 }
 
 /// Judges uplink families unhealthy by name, as the daemon's health book would.
@@ -783,7 +861,7 @@ fn judged(config: &Config, host: &Observed, judge: &mut dyn HealthJudge) -> Desi
 }
 
 fn main_defaults(desired: &Desired) -> Vec<Route> {
-    desired.routes.iter().filter(|r| r.table == MAIN_TABLE).cloned().collect()
+    desired.routes.iter().filter(|r| r.table == DEFAULT).cloned().collect()
 }
 
 #[test]
@@ -907,7 +985,7 @@ fn balance_spreads_main_over_the_healthy_uplinks_by_weight() {
             NextHop { gateway: Some("10.0.4.1".parse().unwrap()), interface: 3, weight: 1 },
         ]
     );
-    assert_eq!((v4.gateway, v4.interface, v4.metric), (None, None, Some(50)));
+    assert_eq!((v4.gateway, v4.interface, v4.metric), (None, None, None));
     assert_eq!(both.active[&Family::V4], vec!["ens3".to_owned(), "ens4".to_owned()]);
     let one = judged(&config, &host, &mut Unhealthy(vec![("ens3", Family::V4)]));
     assert!(main_defaults(&one).contains(&main_default("10.0.4.1", 3)), "one healthy uplink: a plain route");
@@ -1011,7 +1089,7 @@ fn an_explicit_table_a_foreign_rule_points_at_is_refused() {
 #[test]
 fn a_table_range_with_no_free_table_left_is_refused_not_reused() {
     let config = config(
-        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens4\"\n[routing]\ntable_range = [7100, 7101]\n",
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens4\"\n[routing]\ntable_range = [7100, 7101]\ndefault_table = 7000\n",
     );
     let mut host = seed_host();
     // Someone else's route takes one of the two tables.
@@ -1045,9 +1123,13 @@ fn gateways_and_where_they_came_from_read_as_status_prints_them() {
 
 #[test]
 fn the_plan_names_each_uplinks_table_and_gateway_per_family() {
-    let (desired, _) = plan(&seed_config(), &seed_host()).unwrap();
-    let names: Vec<(u32, String)> = desired.table_names().into_iter().collect();
-    assert_eq!(names, vec![(7100, "ens3".to_owned()), (7101, "ens4".to_owned())]);
+    let config = seed_config();
+    let (desired, _) = plan(&config, &seed_host()).unwrap();
+    let names: Vec<(u32, String)> = desired.table_names(&config).into_iter().collect();
+    assert_eq!(
+        names,
+        vec![(7100, "ens3".to_owned()), (7101, "ens4".to_owned()), (7199, "mhr-default".to_owned())]
+    );
     let ens4 = desired.uplinks.iter().find(|u| u.interface == "ens4").unwrap();
     assert_eq!(ens4.gateway(Family::V4), Some(Gateway::Via("10.0.4.1".parse().unwrap())));
     assert_eq!(ens4.gateway(Family::V6), Some(Gateway::Via("2001:db8:4::1".parse().unwrap())));
@@ -1064,19 +1146,16 @@ fn an_uplink_with_an_address_but_no_gateway_is_judged_not_forgotten() {
 }
 
 #[test]
-fn in_the_daemon_a_foreign_default_at_mhrs_metric_takes_its_place_and_one_below_does_not() {
-    let tolerant = |metric| {
+fn a_foreign_default_at_any_metric_leaves_mhrs_choice_alone() {
+    for metric in [None, Some(0), Some(50), Some(1024)] {
         let mut host = seed_host();
-        host.routes.push(route(MAIN_TABLE, "0.0.0.0/0", Some("10.0.4.1"), 3, KERNEL, Some(metric)));
-        plan_with(&seed_config(), &host, &Memory::default(), Strictness::Tolerant).unwrap()
-    };
-    let ours = |desired: &Desired| desired.routes.iter().any(|r| *r == main_default("10.0.3.1", 2));
-    // The same metric: the kernel would refuse a second route with its key.
-    let same = tolerant(50);
-    assert!(!ours(&same), "{:?}", same.routes);
-    assert!(same.notes.iter().any(|n| n.contains("outranks mhr's (50)")), "{:?}", same.notes);
-    // Below: mhr's route still goes in (and loses until the foreign one goes).
-    assert!(ours(&tolerant(40)));
+        host.routes.push(route(MAIN_TABLE, "0.0.0.0/0", Some("10.0.4.1"), 3, KERNEL, metric));
+        for strictness in [Strictness::Strict, Strictness::Tolerant] {
+            let desired = plan_with(&seed_config(), &host, &Memory::default(), strictness).unwrap();
+            assert!(desired.routes.contains(&main_default("10.0.3.1", 2)), "metric {metric:?}");
+            assert_eq!(desired.active[&Family::V4], vec!["ens3".to_owned()]);
+        }
+    }
 }
 
 #[test]
@@ -1086,7 +1165,7 @@ fn a_point_to_point_primary_gets_an_on_link_default_of_link_scope_in_ipv4() {
     host.routes.retain(|r| !(r.is_default() && r.interface == Some(2)));
     let (desired, _) = plan(&seed_config(), &host).unwrap();
     let main_defaults: Vec<&Route> =
-        desired.routes.iter().filter(|r| r.table == MAIN_TABLE && r.is_default()).collect();
+        desired.routes.iter().filter(|r| r.table == DEFAULT && r.is_default()).collect();
     let v4 = main_defaults.iter().find(|r| r.family() == Family::V4).unwrap();
     assert_eq!((v4.gateway, v4.interface, v4.scope), (None, Some(2), SCOPE_LINK), "{v4:?}");
     let v6 = main_defaults.iter().find(|r| r.family() == Family::V6).unwrap();
