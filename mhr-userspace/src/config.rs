@@ -247,11 +247,34 @@ pub struct HealthConfig {
     /// Consecutive good rounds before an unhealthy uplink is healthy again
     /// (the hysteresis that stops flapping).
     pub up_after: u32,
+    /// How an uplink with probes is judged when mhr first sees it (a new
+    /// or re-created interface, an uplink added by reload) and nothing it
+    /// remembers or a start-up probe round says otherwise.
+    pub assume: Assume,
+}
+
+/// `[health] assume`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Assume {
+    /// Unhealthy until it has passed `up_after` good probe rounds: a
+    /// re-created primary does not take main's default before it proved
+    /// its upstream works.
+    #[default]
+    Unhealthy,
+    /// Healthy until `down_after` failed rounds (the earlier behaviour).
+    Healthy,
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(1), timeout: Duration::from_secs(1), down_after: 3, up_after: 5 }
+        Self {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            down_after: 3,
+            up_after: 5,
+            assume: Assume::default(),
+        }
     }
 }
 

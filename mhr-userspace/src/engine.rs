@@ -58,6 +58,10 @@ pub struct Applied {
     pub changed: usize,
     /// What `down` could not do (it goes on past failures); empty for apply.
     pub failed: Vec<String>,
+    /// Why the records beside the kernel (table names, gateways) could not
+    /// be written after the kernel changes were made: the routing is in
+    /// place regardless, and the next apply or reconcile writes them.
+    pub unrecorded: Option<String>,
 }
 
 pub struct Engine {
@@ -206,13 +210,16 @@ impl Engine {
     }
 
     /// Executes a plan: all of it, or (after undoing) none of it. Then
-    /// remembers the uplinks' gateways.
+    /// records table names and the uplinks' gateways: a record that cannot
+    /// be written (a full disk) never holds the routing back; it is
+    /// reported in [`Applied::unrecorded`].
     pub async fn apply(&self, planned: &Planned) -> Result<Applied, EngineError> {
         let routing = &self.config.routing;
         let changed =
             apply::execute(&self.handle, &planned.actions, &planned.names, &routing.state_dir).await?;
-        state::write_tables(&routing.rt_tables_dir, &planned.tables)?;
-        self.remember_gateways(&planned.desired)?;
+        let recorded = state::write_tables(&routing.rt_tables_dir, &planned.tables)
+            .map_err(EngineError::from)
+            .and_then(|()| self.remember_gateways(&planned.desired));
         if self.config.policy == crate::config::Policy::Balance
             && let Err(err) = apply::use_l4_multipath_hash()
         {
@@ -221,7 +228,12 @@ impl Engine {
         if changed > 0 {
             flush_ipv6_cache();
         }
-        Ok(Applied { actions: describe(&planned.actions, &planned.names), changed, failed: Vec::new() })
+        Ok(Applied {
+            actions: describe(&planned.actions, &planned.names),
+            changed,
+            failed: Vec::new(),
+            unrecorded: recorded.err().map(|err| error_chain(&err)),
+        })
     }
 
     /// Records every gateway learned from something other than memory, so a
@@ -278,7 +290,12 @@ impl Engine {
         if outcome.changed > 0 {
             flush_ipv6_cache();
         }
-        Ok(Applied { actions: describe(&actions, &names), changed: outcome.changed, failed })
+        Ok(Applied {
+            actions: describe(&actions, &names),
+            changed: outcome.changed,
+            failed,
+            unrecorded: None,
+        })
     }
 }
 
@@ -311,6 +328,17 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// An error and its sources, one sentence: `writing X: No space left on device`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text += &format!(": {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 fn describe(actions: &[Action], names: &Names) -> Vec<String> {

@@ -13,7 +13,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{config::HealthConfig, model::Family};
+use crate::{
+    config::{Assume, HealthConfig},
+    model::Family,
+};
 
 /// Why an uplink is (or is becoming) unhealthy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -26,6 +29,9 @@ pub enum Fault {
     /// The gateway's neighbour entry (ARP/ND) failed.
     GatewayUnreachable,
     ProbesFailing,
+    /// First seen, with probes, under `assume = "unhealthy"`: not yet
+    /// `up_after` good rounds.
+    Unproven,
 }
 
 impl Fault {
@@ -42,6 +48,7 @@ impl Fault {
             Self::NoGateway => "no_gateway",
             Self::GatewayUnreachable => "gateway_unreachable",
             Self::ProbesFailing => "probes_failing",
+            Self::Unproven => "unproven",
         }
     }
 }
@@ -55,6 +62,7 @@ impl fmt::Display for Fault {
             Self::NoGateway => "no gateway known",
             Self::GatewayUnreachable => "gateway unreachable (neighbour entry failed)",
             Self::ProbesFailing => "probes failing",
+            Self::Unproven => "not proven yet (waiting for up_after good probe rounds)",
         })
     }
 }
@@ -155,11 +163,32 @@ pub struct Transition {
 pub struct HealthBook {
     settings: HealthConfig,
     entries: BTreeMap<(String, Family), FamilyHealth>,
+    /// Uplink families with probe targets: under `assume = "unhealthy"`
+    /// they start unproven.
+    probed: std::collections::BTreeSet<(String, Family)>,
 }
 
 impl HealthBook {
     pub fn new(settings: HealthConfig) -> Self {
-        Self { settings, entries: BTreeMap::new() }
+        Self { settings, entries: BTreeMap::new(), probed: Default::default() }
+    }
+
+    /// Which uplink families have probe targets (from the config).
+    pub fn set_probed(&mut self, probed: impl IntoIterator<Item = (String, Family)>) {
+        self.probed = probed.into_iter().collect();
+    }
+
+    /// Puts back what an earlier run judged (its counters start afresh).
+    pub fn remember(&mut self, interface: &str, family: Family, health: FamilyHealth) {
+        let entry = FamilyHealth { good_rounds: 0, failed_rounds: 0, ..health };
+        self.entries.insert((interface.to_owned(), family), entry);
+    }
+
+    /// A first judgement from one probe round (the daemon's start-up, as
+    /// `apply` does), for a family the book has no entry for yet.
+    pub fn first_round(&mut self, interface: &str, family: Family, answered: bool, now: u64) {
+        let fault = (!answered).then_some(Fault::ProbesFailing);
+        self.entries.entry((interface.to_owned(), family)).or_insert_with(|| FamilyHealth::new(fault, now));
     }
 
     pub fn get(&self, interface: &str, family: Family) -> Option<&FamilyHealth> {
@@ -188,7 +217,9 @@ impl HealthBook {
     ) -> Option<Transition> {
         let key = (interface.to_owned(), family);
         let Some(entry) = self.entries.get_mut(&key) else {
-            self.entries.insert(key, FamilyHealth::new(link_fault, now));
+            let unproven = self.settings.assume == Assume::Unhealthy && self.probed.contains(&key);
+            let fault = link_fault.or(unproven.then_some(Fault::Unproven));
+            self.entries.insert(key, FamilyHealth::new(fault, now));
             return None;
         };
         let fault = link_fault?;
@@ -280,6 +311,53 @@ mod tests {
         assert!(!book.is_healthy("b", Family::V4));
         assert_eq!(book.get("b", Family::V4).unwrap().fault, Some(Fault::NoCarrier));
         assert!(!book.is_healthy("a", Family::V6), "families are separate");
+    }
+
+    #[test]
+    fn a_new_uplink_with_probes_is_unproven_until_up_after_good_rounds_unless_assumed_healthy() {
+        let mut book = book();
+        book.set_probed([("a".to_owned(), Family::V4)]);
+        assert_eq!(book.observe_link("a", Family::V4, None, 1), None);
+        assert_eq!(
+            book.get("a", Family::V4).map(|e| (e.healthy, e.fault)),
+            Some((false, Some(Fault::Unproven)))
+        );
+        assert!(book.observe_link("a", Family::V6, None, 1).is_none());
+        assert!(book.is_healthy("a", Family::V6), "a family without probes starts healthy");
+        for round in 1..5 {
+            assert_eq!(
+                book.observe_round("a", Family::V4, None, probe(true), 1 + round),
+                None,
+                "round {round}"
+            );
+        }
+        let proven =
+            book.observe_round("a", Family::V4, None, probe(true), 6).expect("healthy after 5 rounds");
+        assert_eq!((proven.healthy, proven.fault), (true, None));
+
+        let mut trusting =
+            HealthBook::new(HealthConfig { assume: Assume::Healthy, ..HealthConfig::default() });
+        trusting.set_probed([("a".to_owned(), Family::V4)]);
+        trusting.observe_link("a", Family::V4, None, 1);
+        assert!(trusting.is_healthy("a", Family::V4));
+    }
+
+    #[test]
+    fn a_remembered_or_first_round_judgement_stands_until_rounds_change_it() {
+        let mut book = book();
+        book.set_probed([("a".to_owned(), Family::V4), ("b".to_owned(), Family::V4)]);
+        let mut sick = FamilyHealth::new(Some(Fault::ProbesFailing), 1);
+        sick.failed_rounds = 40;
+        book.remember("a", Family::V4, sick);
+        assert_eq!(book.observe_link("a", Family::V4, None, 2), None, "an event does not bring it back");
+        assert!(!book.is_healthy("a", Family::V4));
+        assert_eq!(book.get("a", Family::V4).map(|e| e.failed_rounds), Some(0), "counters start afresh");
+        book.first_round("b", Family::V4, true, 2);
+        assert!(book.is_healthy("b", Family::V4), "answered at start-up: healthy at once");
+        book.first_round("b", Family::V4, false, 3);
+        assert!(book.is_healthy("b", Family::V4), "only a family without an entry is judged so");
+        book.first_round("c", Family::V4, false, 3);
+        assert_eq!(book.get("c", Family::V4).and_then(|e| e.fault), Some(Fault::ProbesFailing));
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub struct ControlMetrics {
     pub uplink_blocked: MetricFamily<Labels, Gauge>,
     pub flag_lines_suppressed: Counter,
     pub flag_records_folded: Counter,
+    pub state_write_errors: Counter,
 }
 
 impl ControlMetrics {
@@ -357,6 +358,11 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: GuardCollec
         "mhr_flag_records_folded",
         "Flag records of offenders already logged, folded into their next summary line",
         control.flag_records_folded.clone(),
+    );
+    registry.register(
+        "mhr_state_write_errors",
+        "Records (table names, gateways, the health view) that could not be written to disk; routing, health and failover go on, and the write is retried",
+        control.state_write_errors.clone(),
     );
     registry.register(
         "mhr_guard_repairs",

@@ -19,6 +19,8 @@ const TABLES_FILE: &str = "mhr.conf";
 const MOVED_FILE: &str = "moved-routes.json";
 const GATEWAYS_FILE: &str = "gateways.json";
 const HEALTH_FILE: &str = "health.json";
+/// The health view of a daemon that stopped: read by the next start only.
+const RETIRED_HEALTH_FILE: &str = "health-last.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -34,7 +36,7 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
-    #[error("{path} is not writable; mhr needs it for its files")]
+    #[error("{path} is not writable or has no room: mhr needs it for its records")]
     NotWritable {
         path: PathBuf,
         #[source]
@@ -132,6 +134,24 @@ pub fn read_health<T: serde::de::DeserializeOwned + Default>(state_dir: &Path) -
     read_json(&health_path(state_dir))
 }
 
+pub fn read_retired_health<T: serde::de::DeserializeOwned + Default>(
+    state_dir: &Path,
+) -> Result<T, StateError> {
+    read_json(&state_dir.join(RETIRED_HEALTH_FILE))
+}
+
+/// Moves a stopping daemon's health view out of the way of `status` and
+/// `apply` (no daemon judges any more), keeping it for the next start.
+pub fn retire_health(state_dir: &Path) -> Result<(), StateError> {
+    let retired = state_dir.join(RETIRED_HEALTH_FILE);
+    match std::fs::rename(health_path(state_dir), &retired) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => {
+            Err(StateError::Write { path: retired, source: err })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A JSON state file; absent means empty. A corrupt one is renamed aside
 /// (`NAME.corrupt-UNIXTIME`) with a warning and read as empty: mhr rebuilds
 /// what it can from the kernel instead of refusing to work.
@@ -212,13 +232,20 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), StateError> {
     write_file(path, text, true)
 }
 
-/// Whether mhr can write files in `dir` (creating it if missing): checked
-/// before the first kernel change, so a read-only directory fails `apply`
-/// with nothing changed.
+/// Room mhr's records need (a few KiB each, with margin).
+const RECORD_RESERVE: usize = 16 * 1024;
+
+/// Whether mhr can write its records in `dir` (creating it if missing):
+/// a file of [`RECORD_RESERVE`] bytes is written and synced, so a
+/// read-only or full directory fails `apply` with nothing changed.
 pub fn check_writable(dir: &Path) -> Result<(), StateError> {
+    use std::io::Write as _;
+
     let fail = |source| StateError::NotWritable { path: dir.to_owned(), source };
     std::fs::create_dir_all(dir).map_err(fail)?;
-    tempfile::Builder::new().prefix(".mhr-check-").tempfile_in(dir).map_err(fail).map(drop)
+    let mut probe = tempfile::Builder::new().prefix(".mhr-check-").tempfile_in(dir).map_err(fail)?;
+    probe.write_all(&[0; RECORD_RESERVE]).map_err(fail)?;
+    probe.as_file().sync_all().map_err(fail)
 }
 
 fn write_file(path: &Path, text: &str, durable: bool) -> Result<(), StateError> {

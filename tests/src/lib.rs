@@ -9,6 +9,7 @@ pub mod dhcp;
 pub mod frames;
 pub mod many_uplinks;
 pub mod measure;
+pub mod mount;
 pub mod netns;
 pub mod probe;
 pub mod quiet_host;

@@ -13,6 +13,7 @@ use common::{
 use mhr_tests::{
     TempDir,
     many_uplinks::ManyUplinks,
+    mount::Mount,
     probe::http_get,
     quiet_host::QuietHost,
     raw::{mac_of, send_frames, udp4_frame},
@@ -228,34 +229,6 @@ fn link_detach(link: &std::os::fd::OwnedFd) {
 
 fn detach_link(pin: &std::path::Path) {
     link_detach(&open_pin(pin));
-}
-
-/// A tmpfs mounted over a directory, unmounted when dropped.
-struct Mount(std::path::PathBuf);
-
-impl Mount {
-    fn tmpfs(path: &std::path::Path) -> Self {
-        let status = std::process::Command::new("mount").args(["-t", "tmpfs", "mhr-test"]).arg(path).status();
-        assert!(status.is_ok_and(|s| s.success()), "mount tmpfs on {}", path.display());
-        Self(path.to_owned())
-    }
-}
-
-impl Mount {
-    fn read_only_tmpfs(path: &std::path::Path) -> Self {
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "ro", "mhr-test"])
-            .arg(path)
-            .status();
-        assert!(status.is_ok_and(|s| s.success()), "mount read-only tmpfs on {}", path.display());
-        Self(path.to_owned())
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
 }
 
 #[test]

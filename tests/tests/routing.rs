@@ -69,7 +69,7 @@ fn the_seed_layout_with_a_from_and_a_to_rule_per_address_answers_too() {
 
     let applied = mhr(&lab.host, &config, &["apply"]);
     assert!(applied.succeeded(), "{applied:?}");
-    assert!(applied.output.contains("applied 18 change(s)"), "{}", applied.output);
+    assert!(applied.output.contains("applied 22 change(s)"), "{}", applied.output);
     let rules = lab.host.ip(["rule"]).unwrap();
     for rule in ["7103:\tfrom 10.0.4.10 lookup 7101", "7102:\tfrom all to 10.0.4.10 lookup 7101"] {
         assert!(rules.contains(rule), "{rule} in:\n{rules}");
@@ -176,7 +176,7 @@ fn only_main_mhrs_tables_and_gateway_defaults_elsewhere_are_read() {
     let status = mhr(&lab.host, &config_path, &["status"]);
     assert!(status.output.contains("IPv4 gateway: 10.0.4.1 (from another table)"), "{}", status.output);
     let tables = std::fs::read_to_string(dir.path().join("rt_tables.d/mhr.conf")).unwrap();
-    assert!(tables.ends_with("7101 ens3\n7102 ens4\n"), "7100 is someone else's: {tables}");
+    assert!(tables.ends_with("7101 ens3\n7102 ens4\n7199 mhr-default\n"), "7100 is someone else's: {tables}");
     assert!(mhr(&lab.host, &config_path, &["check"]).succeeded());
 }
 
@@ -193,7 +193,7 @@ fn second_apply_changes_nothing_and_down_restores_the_host_with_foreign_objects_
 
     let first = mhr(&lab.host, &config, &["apply"]);
     assert!(first.succeeded(), "{first:?}");
-    assert!(first.output.contains("applied 14 change(s)"), "{}", first.output);
+    assert!(first.output.contains("applied 18 change(s)"), "{}", first.output);
     let applied = snapshot(&lab.host);
     assert!(applied.contains("from 192.0.2.99 lookup 500"), "foreign rule kept:\n{applied}");
     assert!(
@@ -201,7 +201,7 @@ fn second_apply_changes_nothing_and_down_restores_the_host_with_foreign_objects_
         "foreign route kept:\n{applied}"
     );
     let tables = std::fs::read_to_string(dir.path().join("rt_tables.d/mhr.conf")).unwrap();
-    assert!(tables.ends_with("7100 ens3\n7101 ens4\n"), "{tables}");
+    assert!(tables.ends_with("7100 ens3\n7101 ens4\n7199 mhr-default\n"), "{tables}");
     assert!(
         lab.host.ip(["route", "show", "table", "7101"]).unwrap().contains("default via 10.0.4.1 dev ens4")
     );
@@ -400,8 +400,12 @@ fn thirty_two_uplinks_with_several_addresses_apply_check_and_tear_down_exactly()
     let applied = mhr(&host.host, &config, &["apply"]);
     assert!(applied.succeeded(), "{applied:?}");
     // Per uplink: a from rule per prefix (IPv4 and IPv6), 4 routes in its
-    // table; mhr's own default in main per family (the foreign ones stay).
-    assert!(applied.output.contains(&format!("applied {} change(s)\n", 32 * 6 + 2)), "{}", applied.output);
+    // table; mhr's own default and its two rules per family (main's stay).
+    assert!(
+        applied.output.contains(&format!("applied {} change(s)\n", 32 * 6 + 2 * 3)),
+        "{}",
+        applied.output
+    );
     assert_eq!(applied.output.matches("guard: up").count(), 32, "{}", applied.output);
     let check = mhr(&host.host, &config, &["check"]);
     assert!(check.succeeded(), "{}", check.output);

@@ -63,6 +63,9 @@ pub(super) async fn apply_now(engine: &Engine, args: &ApplyArgs, out: &mut dyn W
         deployment.check_capacity(&planned.desired)?;
     }
     let applied = engine.apply(&planned).await?;
+    if let Some(reason) = &applied.unrecorded {
+        tracing::warn!(%reason, "routing is in place, but its records could not be written; the next apply or `mhr run` writes them");
+    }
     if applied.actions.is_empty() {
         writeln!(out, "no changes: the host is as desired")?;
     } else {

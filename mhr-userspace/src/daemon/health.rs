@@ -1,5 +1,6 @@
 //! The daemon's side of uplink health: the probe task, health rounds, the
-//! judge the planner asks, and the snapshot `mhr status` reads.
+//! judge the planner asks, the snapshot `mhr status` reads, and what a
+//! start knows before its first round (the last judgement, one probe round).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -132,6 +133,74 @@ impl HealthSnapshot {
 
     pub fn get(&self, interface: &str, family: Family) -> Option<&FamilyHealth> {
         self.uplinks.iter().find(|r| r.interface == interface && r.family == family).map(|r| &r.health)
+    }
+}
+
+/// How old a remembered judgement may be to count at start-up.
+pub const REMEMBER_FOR: u64 = 600;
+
+/// Uplink families with probe targets.
+pub fn probed(config: &crate::config::Config) -> Vec<(String, Family)> {
+    config
+        .uplinks
+        .iter()
+        .flat_map(|u| {
+            [Family::V4, Family::V6]
+                .into_iter()
+                .filter(|family| u.probes(*family).next().is_some())
+                .map(|family| (u.interface.clone(), family))
+        })
+        .collect()
+}
+
+/// Puts back the last judgement of an earlier run (a daemon killed leaves
+/// `health.json`, one stopped `health-last.json`) when it is at most
+/// [`REMEMBER_FOR`] old: a restart during a failover keeps the failover.
+pub fn remember(book: &mut HealthBook, state_dir: &std::path::Path, now: u64) {
+    let read = |snapshot: Result<HealthSnapshot, crate::state::StateError>| {
+        snapshot.ok().filter(|s| s.written > 0 && s.written + REMEMBER_FOR >= now)
+    };
+    let newest =
+        [read(crate::state::read_health(state_dir)), read(crate::state::read_retired_health(state_dir))]
+            .into_iter()
+            .flatten()
+            .max_by_key(|s| s.written);
+    let Some(snapshot) = newest else { return };
+    for record in snapshot.uplinks {
+        tracing::info!(
+            uplink = %record.interface,
+            family = %record.family,
+            healthy = record.health.healthy,
+            age_seconds = now.saturating_sub(snapshot.written),
+            "remembered health"
+        );
+        book.remember(&record.interface, record.family, record.health);
+    }
+}
+
+/// One probe round before the first reconcile, as `apply` does: an uplink
+/// family nothing is remembered of is judged by it at once (a primary
+/// already dead never takes main's default). Probes without a way out of
+/// their uplink yet (no table, no default via it) judge nothing.
+pub async fn startup_round(engine: &crate::engine::Engine, book: &mut HealthBook, timeout: Duration) {
+    let observed = match engine.observe().await {
+        Ok(observed) => observed,
+        Err(err) => {
+            tracing::warn!(error = %crate::engine::error_chain(&err), "observing for the start-up probe round failed");
+            return;
+        }
+    };
+    let plans: Vec<ProbePlan> = crate::probe::probe_plans(engine.config(), &observed)
+        .into_iter()
+        .filter(|plan| crate::probe::has_path(&observed, plan))
+        .filter(|plan| book.get(&plan.interface, plan.family).is_none())
+        .collect();
+    if plans.is_empty() {
+        return;
+    }
+    let now = unix_seconds();
+    for result in Prober::new().round(&plans, timeout).await {
+        book.first_round(&result.interface, result.family, result.outcome.answered, now);
     }
 }
 

@@ -213,7 +213,10 @@ pub async fn run_with_reloads(
     };
     let uplink_names: Vec<&str> = engine.config().uplinks.iter().map(|u| u.interface.as_str()).collect();
     control.initialise(&uplink_names);
-    let book = HealthBook::new(settings);
+    let mut book = HealthBook::new(settings.clone());
+    book.set_probed(health::probed(engine.config()));
+    health::remember(&mut book, &engine.config().routing.state_dir, health::unix_seconds());
+    health::startup_round(&engine, &mut book, settings.timeout).await;
     let active = std::collections::BTreeMap::new();
     let mut daemon = Daemon {
         engine,
@@ -292,7 +295,7 @@ pub async fn run_with_reloads(
                 {
                     let HealthState::Failing(error) = daemon.health.state() else { continue };
                     tracing::error!(%error, "the source guard could not be repaired; exiting");
-                    let _ = std::fs::remove_file(crate::state::health_path(&daemon.engine.config().routing.state_dir));
+                    let _ = crate::state::retire_health(&daemon.engine.config().routing.state_dir);
                     return Err(DaemonError::GuardLost(options.guard_repair_deadline, error));
                 }
             }
@@ -306,8 +309,9 @@ pub async fn run_with_reloads(
     }
     tracing::info!("stopping");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    // Without a daemon its health view would mislead `status` and `apply`.
-    let _ = std::fs::remove_file(crate::state::health_path(&daemon.engine.config().routing.state_dir));
+    // Without a daemon its health view would mislead `status` and `apply`;
+    // the next start reads it.
+    let _ = crate::state::retire_health(&daemon.engine.config().routing.state_dir);
     if options.cleanup_on_exit {
         daemon.cleanup().await;
     }
@@ -367,6 +371,10 @@ impl Daemon {
         }
         let changes = *guard_result.as_ref().unwrap_or(&0);
         let applied = self.engine.apply(&planned).await?;
+        if let Some(reason) = &applied.unrecorded {
+            self.control.state_write_errors.inc();
+            tracing::warn!(%reason, "writing mhr's records failed; routing goes on, the next reconcile retries");
+        }
         for action in &planned.actions {
             let drift = self.last.as_ref().is_some_and(|last| action.corrects_drift(&last.desired));
             // One line per change, naming it: what the daemon did is in the log.
@@ -476,6 +484,7 @@ impl Daemon {
         }
         let uplinks: Vec<&str> = config.uplinks.iter().map(|u| u.interface.as_str()).collect();
         self.control.initialise(&uplinks);
+        self.book.set_probed(health::probed(&config));
         tracing::info!(path = %config.path.display(), "config reloaded");
         self.engine.set_config(config);
     }
@@ -645,7 +654,8 @@ impl Daemon {
     fn write_snapshot(&self) {
         let snapshot = HealthSnapshot::of(&self.book, &self.active, health::unix_seconds());
         if let Err(err) = crate::state::write_health(&self.engine.config().routing.state_dir, &snapshot) {
-            tracing::debug!(error = %err, "writing the health snapshot failed");
+            self.control.state_write_errors.inc();
+            tracing::debug!(error = %crate::engine::error_chain(&err), "writing the health snapshot failed");
         }
     }
 
