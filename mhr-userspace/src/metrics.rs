@@ -46,6 +46,9 @@ pub struct ControlMetrics {
     pub flag_lines_suppressed: Counter,
     pub flag_records_folded: Counter,
     pub state_write_errors: Counter,
+    /// 1 when the last reload (SIGHUP) took its config, 0 when it was refused.
+    pub config_reload_success: Gauge,
+    pub config_reload_failures: Counter,
 }
 
 impl ControlMetrics {
@@ -118,6 +121,53 @@ impl ControlMetrics {
         }
         if let Some(loss) = health.probe_loss {
             self.probe_loss.get_or_create(&key).set(loss);
+        }
+    }
+
+    /// An uplink family whose interface is gone: unhealthy, so alerts on
+    /// the primary fire rather than go quiet.
+    pub fn uplink_missing(&self, uplink: &str, family: &str, primary: bool) {
+        let with_role = labels([
+            ("uplink", uplink),
+            ("family", family),
+            ("primary", if primary { "true" } else { "false" }),
+        ]);
+        self.uplink_healthy.get_or_create(&with_role).set(0);
+    }
+
+    /// Removes one uplink family's health series under a role it no longer
+    /// has; with `entirely`, its probe and active series too (the uplink
+    /// left the config).
+    pub fn forget_uplink_health(&self, uplink: &str, family: &str, primary: bool, entirely: bool) {
+        let with_role = labels([
+            ("uplink", uplink),
+            ("family", family),
+            ("primary", if primary { "true" } else { "false" }),
+        ]);
+        self.uplink_healthy.remove(&with_role);
+        if entirely {
+            let key = labels([("uplink", uplink), ("family", family)]);
+            self.probe_rtt.remove(&key);
+            self.probe_loss.remove(&key);
+            self.uplink_active.remove(&key);
+        }
+    }
+
+    /// Removes the per-uplink series of an uplink no longer configured.
+    pub fn forget_uplink(&self, uplink: &str) {
+        let key = labels([("uplink", uplink)]);
+        self.guard_attached.remove(&key);
+        self.uplink_blocked.remove(&key);
+        for family in ["ipv4", "ipv6"] {
+            self.uplink_active.remove(&labels([("uplink", uplink), ("family", family)]));
+        }
+    }
+
+    /// The outcome of a reload.
+    pub fn config_reloaded(&self, ok: bool) {
+        self.config_reload_success.set(i64::from(ok));
+        if !ok {
+            self.config_reload_failures.inc();
         }
     }
 
@@ -358,6 +408,16 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: GuardCollec
         "mhr_flag_records_folded",
         "Flag records of offenders already logged, folded into their next summary line",
         control.flag_records_folded.clone(),
+    );
+    registry.register(
+        "mhr_config_reload_success",
+        "1 when the last config reload (SIGHUP) was taken, 0 when the file was refused and the running config stayed",
+        control.config_reload_success.clone(),
+    );
+    registry.register(
+        "mhr_config_reload_failures",
+        "Config reloads refused (the running config stayed)",
+        control.config_reload_failures.clone(),
     );
     registry.register(
         "mhr_state_write_errors",

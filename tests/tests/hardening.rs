@@ -162,3 +162,78 @@ fn a_recreated_primary_takes_the_default_only_after_up_after_good_rounds() {
     let apply = mhr(&lab.host, &config, &["check"]);
     assert!(matches!(apply.result, Ok(Outcome::Success)), "{apply:?}");
 }
+
+/// The exposition lines of `metric` that name `uplink`.
+fn series_of(body: &str, metric: &str, uplink: &str) -> Vec<String> {
+    let needle = format!("uplink=\"{uplink}\"");
+    body.lines().filter(|l| l.starts_with(metric) && l.contains(&needle)).map(str::to_owned).collect()
+}
+
+#[test]
+fn metrics_follow_what_exists_across_a_missing_interface_and_reloads() {
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("hardening").unwrap();
+    let config = config(&dir);
+    let mut daemon = common::daemon::DaemonProcess::spawn_with(
+        &lab.host,
+        &config,
+        &[],
+        &["--no-guard"],
+        std::process::Stdio::null(),
+    );
+    wait_healthy(&lab.host, Duration::from_secs(10));
+    wait_for_default(&lab.host, "ens3", Duration::from_secs(5));
+    let scrape = || http_get(&lab.host, METRICS_PORT, "/metrics").expect("metrics served").1;
+    let healthy = |body: &str, uplink: &str| {
+        sample(body, "mhr_uplink_healthy", &format!("uplink=\"{uplink}\",family=\"ipv4\",primary=\"false\""))
+    };
+    eventually("ens4 healthy", Duration::from_secs(3), || match healthy(&scrape(), "ens4") {
+        Some(1.0) => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    assert_eq!(sample(&scrape(), "mhr_config_reload_success", ""), Some(1.0));
+
+    // The interface goes away: its health says so instead of freezing at 1.
+    lab.host.ip(["link", "del", "ens4"]).unwrap();
+    eventually("a missing interface is unhealthy", Duration::from_secs(3), || {
+        match healthy(&scrape(), "ens4") {
+            Some(0.0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+
+    let pid = daemon.0.id().to_string();
+    let hangup = || {
+        let sent = std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(sent.success());
+    };
+    // A broken config: refused, counted, the running one stays.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, "[[uplink]\n").unwrap();
+    hangup();
+    eventually("the refused reload is counted", Duration::from_secs(3), || {
+        let body = scrape();
+        let (ok, failed) = (
+            sample(&body, "mhr_config_reload_success", ""),
+            sample(&body, "mhr_config_reload_failures_total", ""),
+        );
+        if (ok, failed) == (Some(0.0), Some(1.0)) { Ok(()) } else { Err(format!("{ok:?} {failed:?}")) }
+    });
+
+    // ens4 leaves the config: every series naming it goes.
+    let start = text.find("[[uplink]]\ninterface = \"ens4\"").unwrap();
+    let end = text.find("[health]").unwrap();
+    std::fs::write(&config, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    hangup();
+    eventually("ens4's series are gone", Duration::from_secs(3), || {
+        let body = scrape();
+        let left: Vec<String> = ["mhr_uplink_", "mhr_guard_attached"]
+            .iter()
+            .flat_map(|metric| series_of(&body, metric, "ens4"))
+            .collect();
+        let ok = sample(&body, "mhr_config_reload_success", "");
+        if left.is_empty() && ok == Some(1.0) { Ok(()) } else { Err(format!("{ok:?} {left:?}")) }
+    });
+    daemon.kill_9();
+}

@@ -79,18 +79,14 @@ pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
         let path = config_path.to_owned();
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
-                match Config::load(&path) {
-                    Ok(mut config) => {
-                        if let Some(listen) = metrics_listen {
-                            config.metrics.listen = listen;
-                        }
-                        if reload.send(config).await.is_err() {
-                            break;
-                        }
+                let loaded = Config::load(&path).map_err(|err| err.to_string()).map(|mut config| {
+                    if let Some(listen) = metrics_listen {
+                        config.metrics.listen = listen;
                     }
-                    Err(err) => {
-                        tracing::error!(error = %err, "reloading the config failed; the running config stays")
-                    }
+                    config
+                });
+                if reload.send(loaded).await.is_err() {
+                    break;
                 }
             }
         });

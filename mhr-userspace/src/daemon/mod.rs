@@ -146,6 +146,8 @@ struct Daemon {
     probe_plans: tokio::sync::watch::Sender<Vec<ProbePlan>>,
     /// Since when the guard has failed to attach or repair, if it does.
     guard_failing_since: Option<Instant>,
+    /// The health series exported: uplink, family, primary.
+    exported_health: std::collections::BTreeSet<(String, Family, bool)>,
 }
 
 /// Runs until `shutdown` completes. Needs a tokio runtime; netlink sockets
@@ -155,7 +157,7 @@ pub async fn run(
     options: DaemonOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let (_keep, mut reloads) = tokio::sync::mpsc::channel(1);
+    let (_keep, mut reloads) = tokio::sync::mpsc::channel::<Result<Config, String>>(1);
     run_with_reloads(config, options, shutdown, &mut reloads).await
 }
 
@@ -165,7 +167,7 @@ pub async fn run_with_reloads(
     config: Config,
     options: DaemonOptions,
     shutdown: impl Future<Output = ()>,
-    reloads: &mut tokio::sync::mpsc::Receiver<Config>,
+    reloads: &mut tokio::sync::mpsc::Receiver<Result<Config, String>>,
 ) -> Result<(), DaemonError> {
     // The host's routing is this daemon's from now on: `apply`/`down` are refused.
     let _lock = crate::lock::acquire(&config.routing.state_dir, crate::lock::Role::Run, crate::lock::WAIT)?;
@@ -213,6 +215,7 @@ pub async fn run_with_reloads(
     };
     let uplink_names: Vec<&str> = engine.config().uplinks.iter().map(|u| u.interface.as_str()).collect();
     control.initialise(&uplink_names);
+    control.config_reload_success.set(1);
     let mut book = HealthBook::new(settings.clone());
     book.set_probed(health::probed(engine.config()));
     health::remember(&mut book, &engine.config().routing.state_dir, health::unix_seconds());
@@ -228,6 +231,7 @@ pub async fn run_with_reloads(
         active,
         probe_plans,
         guard_failing_since: None,
+        exported_health: Default::default(),
     };
     daemon.reconcile(Trigger::Startup).await;
     // systemd (Type=notify): started once the first reconcile ran; the
@@ -275,7 +279,16 @@ pub async fn run_with_reloads(
             _ = watchdog.tick(), if watchdog_enabled => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
             }
-            Some(config) = reloads.recv() => {
+            Some(reload) = reloads.recv() => {
+                let config = match reload {
+                    Ok(config) => config,
+                    Err(reason) => {
+                        tracing::error!(error = %reason, "reloading the config failed; the running config stays");
+                        daemon.control.config_reloaded(false);
+                        continue;
+                    }
+                };
+                daemon.control.config_reloaded(true);
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
                 daemon.reload(config);
                 events.set_route_filter(crate::netlink::subscribe::RouteFilter::for_config(daemon.engine.config()));
@@ -483,6 +496,9 @@ impl Daemon {
             tracing::warn!(settings = ?kept, "these settings take effect when mhr run restarts");
         }
         let uplinks: Vec<&str> = config.uplinks.iter().map(|u| u.interface.as_str()).collect();
+        for gone in old.uplinks.iter().filter(|u| !uplinks.contains(&u.interface.as_str())) {
+            self.control.forget_uplink(&gone.interface);
+        }
         self.control.initialise(&uplinks);
         self.book.set_probed(health::probed(&config));
         tracing::info!(path = %config.path.display(), "config reloaded");
@@ -581,10 +597,29 @@ impl Daemon {
             .flat_map(|u| u.health.iter().map(|v| (u.interface.clone(), v.family)))
             .collect();
         self.book.retain(|interface, family| routed.iter().any(|(i, f)| i == interface && *f == family));
+        let config = self.engine.config();
+        let role =
+            |interface: &str| config.uplinks.iter().find(|u| u.interface == interface).map(|u| u.primary);
+        let mut exported = std::collections::BTreeSet::new();
         for ((interface, family), entry) in self.book.entries() {
-            let primary = self.engine.config().uplinks.iter().any(|u| u.interface == *interface && u.primary);
+            let primary = role(interface).unwrap_or(false);
             self.control.uplink_health(interface, family_label(*family), primary, entry);
+            exported.insert((interface.clone(), *family, primary));
         }
+        // A configured uplink whose interface is gone stays exported, unhealthy.
+        for (interface, family, _) in &self.exported_health {
+            let known = exported.iter().any(|(i, f, _)| i == interface && f == family);
+            if let (false, Some(primary)) = (known, role(interface)) {
+                self.control.uplink_missing(interface, family_label(*family), primary);
+                exported.insert((interface.clone(), *family, primary));
+            }
+        }
+        // Series of a role the uplink no longer has, or of an uplink no longer configured.
+        for (interface, family, primary) in self.exported_health.difference(&exported) {
+            let entirely = !exported.iter().any(|(i, f, _)| i == interface && f == family);
+            self.control.forget_uplink_health(interface, family_label(*family), *primary, entirely);
+        }
+        self.exported_health = exported;
     }
 
     /// Logs an uplink becoming blocked or free again; the metric per uplink.
