@@ -64,9 +64,14 @@ impl Engine {
                 }
             }
         }
+        let probes = crate::probe::probe_plans(self.config(), observed);
         for uplink in &desired.uplinks {
             for verdict in &uplink.health {
-                findings.push(health_finding(uplink, verdict, desired));
+                let source = probes
+                    .iter()
+                    .find(|p| p.interface == uplink.interface && p.family == verdict.family)
+                    .map(|p| p.source);
+                findings.push(health_finding(uplink, verdict, desired, source));
             }
         }
         for (family, active) in &desired.active {
@@ -174,13 +179,22 @@ async fn source_lookup(
     }
 }
 
-fn health_finding(uplink: &UplinkPlan, verdict: &FamilyVerdict, desired: &Desired) -> Finding {
+/// `probe_source`: the address the uplink's probes leave from, if it has any.
+fn health_finding(
+    uplink: &UplinkPlan,
+    verdict: &FamilyVerdict,
+    desired: &Desired,
+    probe_source: Option<IpAddr>,
+) -> Finding {
     let check = format!("{} is healthy for {}", uplink.interface, verdict.family);
-    let observed = match verdict.fault {
+    let mut observed = match verdict.fault {
         None if verdict.healthy => "healthy".to_owned(),
         None => "recovering".to_owned(),
         Some(fault) => fault.to_string(),
     };
+    if let Some(source) = probe_source {
+        observed += &format!(" (probes from {source})");
+    }
     let advice = if verdict.healthy {
         String::new()
     } else {

@@ -322,6 +322,12 @@ pub struct UplinkConfig {
     /// uplink, every health interval (at most 4; any answer is a good round).
     #[serde(default)]
     pub probe: Vec<IpAddr>,
+    /// The IPv4 address probes leave from (default: the one on the
+    /// gateway's prefix).
+    pub probe_source: Option<Ipv4Addr>,
+    /// The IPv6 address probes leave from (default: the one on the
+    /// gateway's prefix, else a global one that is not a ULA).
+    pub probe_source6: Option<Ipv6Addr>,
     /// Failover order after the primary: lower first; uplinks without one
     /// follow in config order.
     pub priority: Option<u32>,

@@ -153,7 +153,11 @@ pub fn probe_plans(config: &Config, observed: &Observed) -> Vec<ProbePlan> {
                 });
             let addresses: Vec<&Address> =
                 observed.addresses_of(link.index).filter(|a| a.family() == family).collect();
-            if let Some(source) = probe_source(&addresses, gateway) {
+            let chosen = match family {
+                Family::V4 => uplink.probe_source.map(IpAddr::V4),
+                Family::V6 => uplink.probe_source6.map(IpAddr::V6),
+            };
+            if let Some(source) = chosen.or_else(|| probe_source(&addresses, gateway)) {
                 plans.push(ProbePlan { interface: uplink.interface.clone(), family, source, targets });
             }
         }

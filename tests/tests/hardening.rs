@@ -237,3 +237,27 @@ fn metrics_follow_what_exists_across_a_missing_interface_and_reloads() {
     });
     daemon.kill_9();
 }
+
+#[test]
+fn a_new_ula_or_vip_changes_neither_the_probe_source_nor_health() {
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("hardening").unwrap();
+    let config = config(&dir);
+    let _daemon = DaemonThread::start(&lab.host, &config, options());
+    wait_for_default(&lab.host, "ens3", Duration::from_secs(5));
+    // Addresses the upstream does not route, added after the uplink's own:
+    // the kernel lists the newest first.
+    lab.host.ip(["-6", "addr", "add", "fd00:3::10/64", "dev", "ens3", "nodad"]).unwrap();
+    lab.host.ip(["-6", "addr", "add", "2001:db8:99::10/128", "dev", "ens3", "nodad"]).unwrap();
+    lab.host.ip(["addr", "add", "192.0.2.250/32", "dev", "ens3"]).unwrap();
+    let rounds = Duration::from_millis(INTERVAL_MS * 6);
+    let seen = sample_defaults(&lab.host, rounds);
+    assert_eq!(seen, ["ens3"], "IPv4 stays");
+    let v6 = lab.host.ip(["-6", "route", "show", "default", "table", "7199"]).unwrap();
+    assert!(v6.contains("dev ens3"), "IPv6 stays on ens3: {v6}");
+    let check = mhr(&lab.host, &config, &["check"]);
+    assert!(check.succeeded(), "{}", check.output);
+    assert!(check.output.contains("(probes from 2001:db8:3::10)"), "{}", check.output);
+    assert!(check.output.contains("(probes from 10.0.3.10)"), "{}", check.output);
+}
