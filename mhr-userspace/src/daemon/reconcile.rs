@@ -1,0 +1,198 @@
+//! The daemon's reconcile: plan against the kernel, apply, keep the guard
+//! attached and its maps current, and count what changed and why.
+
+use tokio::time::Instant;
+
+use super::{Daemon, HealthState, Trigger, health};
+use crate::{
+    engine::{EngineError, Planned},
+    guard::{Deployment, Guard},
+    metrics::unix_now,
+    probe::probe_plans,
+};
+
+impl Daemon {
+    pub(super) async fn reconcile(&mut self, trigger: Trigger) {
+        match trigger {
+            Trigger::Startup => self.control.resync("startup"),
+            Trigger::Overrun => self.control.resync("overrun"),
+            Trigger::Periodic => self.control.resync("periodic"),
+            Trigger::Event | Trigger::Health | Trigger::GuardCheck | Trigger::Reload => {}
+        }
+        match self.try_reconcile(trigger).await {
+            Ok(changes) => {
+                self.control.reconcile(true);
+                self.control.last_success.set(unix_now());
+                self.health.set(HealthState::Ok);
+                if changes > 0 {
+                    tracing::info!(?trigger, changes, "reconciled");
+                }
+            }
+            Err(err) => {
+                self.control.reconcile(false);
+                let message = format!("{err:#}");
+                tracing::warn!(?trigger, error = %message, "reconcile failed");
+                self.health.set(HealthState::Failing(message));
+            }
+        }
+    }
+
+    pub(super) async fn try_reconcile(&mut self, trigger: Trigger) -> Result<usize, EngineError> {
+        let observed = self.engine.observe().await?;
+        let now = health::unix_seconds();
+        let mut judge = health::BookJudge { book: &mut self.book, now, transitions: Vec::new() };
+        let planned = self.engine.plan_observed(observed, &mut judge, self.engine.strictness())?;
+        let transitions = std::mem::take(&mut judge.transitions);
+        self.after_health_change(&transitions, &planned);
+        let counts_as_drift = !matches!(trigger, Trigger::Startup | Trigger::Health | Trigger::Reload);
+        // The guard first: its maps follow the addresses even when a
+        // routing change fails (in enforce mode a new address must not be
+        // dropped as spoofed while routing is retried). A guard failure does
+        // not hold routing back either: both run, the first error is reported.
+        let guard_result = self.reconcile_guard(&planned, counts_as_drift);
+        match (&guard_result, self.guard_failing_since) {
+            (Ok(_), _) => self.guard_failing_since = None,
+            (Err(_), None) => self.guard_failing_since = Some(Instant::now()),
+            (Err(_), Some(_)) => {}
+        }
+        let changes = *guard_result.as_ref().unwrap_or(&0);
+        let applied = self.engine.apply(&planned).await?;
+        if let Some(reason) = &applied.unrecorded {
+            self.control.state_write_errors.inc();
+            tracing::warn!(%reason, "writing mhr's records failed; routing goes on, the next reconcile retries");
+        }
+        for action in &planned.actions {
+            let drift = self.last.as_ref().is_some_and(|last| action.corrects_drift(&last.desired));
+            // One line per change, naming it: what the daemon did is in the log.
+            let why = if !counts_as_drift {
+                "apply"
+            } else if drift {
+                "drift"
+            } else {
+                "host change"
+            };
+            tracing::info!(change = %action.describe(&planned.names), why, "changed");
+            if counts_as_drift && drift {
+                self.control.correction(action.kind());
+            } else if counts_as_drift {
+                self.control.host_change(action.kind());
+            }
+        }
+        self.control.rules_installed.set(planned.desired.rules.len() as i64);
+        self.control.routes_installed.set(planned.desired.routes.len() as i64);
+        self.record_active(&planned);
+        self.record_blocked(&planned);
+        let _ = self.probe_plans.send(probe_plans(self.engine.config(), &planned.observed));
+        self.last = Some(planned);
+        self.write_snapshot();
+        guard_result?;
+        Ok(changes + applied.changed)
+    }
+
+    /// Makes the guard's maps describe the planned uplinks and attaches it
+    /// where it is missing, first putting back pins and links someone
+    /// removed. Returns the number of links attached.
+    pub(super) fn reconcile_guard(
+        &mut self,
+        planned: &Planned,
+        counts_as_drift: bool,
+    ) -> Result<usize, crate::guard::GuardError> {
+        let Some(guard) = &mut self.guard else { return Ok(0) };
+        let uplinks = Deployment::new(self.engine.config()).uplinks(&planned.desired);
+        // The maps first: in enforce mode a new address must not be dropped
+        // as spoofed while anything else is retried.
+        let configured = guard.configure(&uplinks).map(drop);
+        let repaired = guard.repair_pins();
+        if let Ok(repinned) = &repaired {
+            for pin in repinned {
+                tracing::warn!(pin = %pin, "a guard pin was removed; pinned it again");
+                self.control.guard_repair(pin.split(' ').next().unwrap_or("map"));
+            }
+        }
+        let detached = guard.forget_detached();
+        let held_before = guard.held_pins();
+        let mode = self.engine.config().guard.attach;
+        let attached = repaired.and(configured).and_then(|()| guard.attach_missing(&uplinks, mode));
+        if let Ok(attached) = &attached {
+            for attachment in attached {
+                let pin =
+                    format!("{}{}", crate::guard::pin_prefix(&attachment.interface), attachment.ifindex);
+                if held_before.contains(&pin) || detached.contains(&pin) {
+                    tracing::warn!(uplink = %attachment.interface, "the guard's link was removed; attached it again");
+                    self.control.guard_repair("link");
+                } else if counts_as_drift {
+                    self.control.correction("guard_attached");
+                }
+            }
+        }
+        for uplink in &self.engine.config().uplinks {
+            let on = guard.attached_in_kernel(&uplink.interface);
+            let labels = vec![("uplink".to_owned(), uplink.interface.clone())];
+            self.control.guard_attached.get_or_create(&labels).set(i64::from(on));
+        }
+        attached.map(|attached| attached.len())
+    }
+
+    /// Adds new addresses of guarded uplinks to the guard's maps at once,
+    /// before the debounced reconcile: in enforce mode a new address's
+    /// first packets must not be dropped as spoofed.
+    pub(super) fn guard_learns(&mut self, added: &[crate::model::Address]) {
+        let (Some(guard), Some(last)) = (&mut self.guard, &self.last) else { return };
+        let mut uplinks = Deployment::new(self.engine.config()).uplinks(&last.desired);
+        let mut learned = false;
+        for address in added {
+            let uplink = uplinks.iter_mut().find(|u| u.ifindex == address.interface);
+            if let Some(uplink) = uplink
+                && !uplink.addresses.contains(&address.address)
+            {
+                uplink.addresses.push(address.address);
+                learned = true;
+            }
+        }
+        if learned && let Err(err) = guard.configure(&uplinks) {
+            tracing::warn!(error = %err, "adding a new address to the guard failed; the reconcile retries");
+        }
+    }
+
+    /// Whether an uplink the guard should be on runs without it.
+    pub(super) fn guard_lost(&mut self) -> bool {
+        let (Some(guard), Some(last)) = (&mut self.guard, &self.last) else { return false };
+        let uplinks = Deployment::new(self.engine.config()).uplinks(&last.desired);
+        // Any guard program counts, an earlier instance's included: exiting
+        // while one still runs would only take it away.
+        uplinks.iter().any(|uplink| {
+            !guard.attached_in_kernel(&uplink.interface)
+                && Guard::kernel_runs_any_guard(&uplink.interface) == Some(false)
+        })
+    }
+
+    /// Whether a guard pin or link is gone, or the guard is failing.
+    pub(super) fn guard_needs_repair(&mut self) -> bool {
+        let Some(guard) = &mut self.guard else { return false };
+        if self.guard_failing_since.is_some() || !guard.pins_intact() {
+            return true;
+        }
+        let held: Vec<String> = self
+            .engine
+            .config()
+            .uplinks
+            .iter()
+            .map(|uplink| uplink.interface.clone())
+            .filter(|interface| guard.holds(interface))
+            .collect();
+        held.iter().any(|interface| !guard.attached_in_kernel(interface))
+    }
+
+    pub(super) async fn cleanup(&mut self) {
+        match self.engine.down().await {
+            Ok(applied) => tracing::info!(changes = applied.changed, "routing removed"),
+            Err(err) => tracing::warn!(error = %err, "removing routing failed"),
+        }
+        if self.guard.take().is_some() {
+            match Deployment::new(self.engine.config()).down() {
+                Ok(detached) => tracing::info!(?detached, "guard removed"),
+                Err(err) => tracing::warn!(error = %err, "removing the guard failed"),
+            }
+        }
+    }
+}

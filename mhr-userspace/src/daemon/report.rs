@@ -1,0 +1,191 @@
+//! What the daemon learns besides reconciling: config reloads, health
+//! rounds, and how they show in logs, metrics and the health view.
+
+use super::{Daemon, HealthSnapshot, family_label, health};
+use crate::{config::Config, engine::Planned, health::Transition, model::Family, probe::ProbeResult};
+
+impl Daemon {
+    /// Takes a new config. What the running process is built around (the
+    /// metrics listener, pins, state and health settings) keeps its old
+    /// value until a restart, and says so.
+    pub(super) fn reload(&mut self, mut config: Config) {
+        let old = self.engine.config().clone();
+        let mut kept = Vec::new();
+        if config.metrics.listen != old.metrics.listen {
+            kept.push("[metrics] listen");
+        }
+        if config.guard.pin_dir != old.guard.pin_dir {
+            kept.push("[guard] pin_dir");
+        }
+        if config.routing.state_dir != old.routing.state_dir {
+            kept.push("[routing] state_dir");
+        }
+        if config.health != old.health {
+            kept.push("[health]");
+        }
+        // What marks and places mhr's objects: changing it live would make
+        // them all look foreign.
+        if config.routing.protocol != old.routing.protocol {
+            kept.push("[routing] protocol");
+        }
+        if config.routing.table_range != old.routing.table_range {
+            kept.push("[routing] table_range");
+        }
+        config.routing.protocol = old.routing.protocol;
+        config.routing.table_range = old.routing.table_range;
+        config.metrics.listen = old.metrics.listen;
+        config.guard.pin_dir = old.guard.pin_dir.clone();
+        config.routing.state_dir = old.routing.state_dir.clone();
+        config.health = old.health.clone();
+        if !kept.is_empty() {
+            tracing::warn!(settings = ?kept, "these settings take effect when mhr run restarts");
+        }
+        let uplinks: Vec<&str> = config.uplinks.iter().map(|u| u.interface.as_str()).collect();
+        for gone in old.uplinks.iter().filter(|u| !uplinks.contains(&u.interface.as_str())) {
+            self.control.forget_uplink(&gone.interface);
+        }
+        self.control.initialise(&uplinks);
+        self.book.set_probed(health::probed(&config));
+        tracing::info!(path = %config.path.display(), "config reloaded");
+        self.engine.set_config(config);
+    }
+
+    /// One health round: probes answered or not, the gateways' neighbour
+    /// state. True when an uplink's health changed (reconcile now).
+    pub(super) async fn health_round(&mut self, probes: &[ProbeResult]) -> bool {
+        let Some(last) = &self.last else { return false };
+        let failed = match crate::observe::failed_neighbours(self.engine.handle()).await {
+            Ok(failed) => failed,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading neighbours for the health round failed");
+                Default::default()
+            }
+        };
+        let transitions =
+            health::round(&mut self.book, &last.desired.uplinks, probes, &failed, health::unix_seconds());
+        let last = self.last.take();
+        if let Some(last) = &last {
+            self.after_health_change(&transitions, last);
+        }
+        self.last = last;
+        self.write_snapshot();
+        !transitions.is_empty()
+    }
+
+    /// Logs transitions and updates the health metrics.
+    pub(super) fn after_health_change(&mut self, transitions: &[Transition], planned: &Planned) {
+        for transition in transitions {
+            let state = if transition.healthy { "healthy" } else { "unhealthy" };
+            let reason = transition.fault.map_or_else(|| "recovered".to_owned(), |f| f.to_string());
+            tracing::info!(
+                uplink = %transition.interface,
+                family = %transition.family,
+                state,
+                reason,
+                "uplink health changed"
+            );
+        }
+        let routed: Vec<(String, Family)> = planned
+            .desired
+            .uplinks
+            .iter()
+            .flat_map(|u| u.health.iter().map(|v| (u.interface.clone(), v.family)))
+            .collect();
+        self.book.retain(|interface, family| routed.iter().any(|(i, f)| i == interface && *f == family));
+        let config = self.engine.config();
+        let role =
+            |interface: &str| config.uplinks.iter().find(|u| u.interface == interface).map(|u| u.primary);
+        let mut exported = std::collections::BTreeSet::new();
+        for ((interface, family), entry) in self.book.entries() {
+            let primary = role(interface).unwrap_or(false);
+            self.control.uplink_health(interface, family_label(*family), primary, entry);
+            exported.insert((interface.clone(), *family, primary));
+        }
+        // A configured uplink whose interface is gone stays exported, unhealthy.
+        for (interface, family, _) in &self.exported_health {
+            let known = exported.iter().any(|(i, f, _)| i == interface && f == family);
+            if let (false, Some(primary)) = (known, role(interface)) {
+                self.control.uplink_missing(interface, family_label(*family), primary);
+                exported.insert((interface.clone(), *family, primary));
+            }
+        }
+        // Series of a role the uplink no longer has, or of an uplink no longer configured.
+        for (interface, family, primary) in self.exported_health.difference(&exported) {
+            let entirely = !exported.iter().any(|(i, f, _)| i == interface && f == family);
+            self.control.forget_uplink_health(interface, family_label(*family), *primary, entirely);
+        }
+        self.exported_health = exported;
+    }
+
+    /// Logs an uplink becoming blocked or free again; the metric per uplink.
+    pub(super) fn record_blocked(&mut self, planned: &Planned) {
+        for uplink in &self.engine.config().uplinks {
+            let reason = planned
+                .desired
+                .uplinks
+                .iter()
+                .find(|u| u.interface == uplink.interface)
+                .and_then(|u| u.blocked.clone());
+            let labels = vec![("uplink".to_owned(), uplink.interface.clone())];
+            let gauge = self.control.uplink_blocked.get_or_create(&labels);
+            let was_blocked = gauge.get() == 1;
+            match &reason {
+                Some(reason) if !was_blocked => {
+                    tracing::warn!(uplink = %uplink.interface, %reason, "uplink left as it is; the others go on")
+                }
+                None if was_blocked => tracing::info!(uplink = %uplink.interface, "uplink no longer blocked"),
+                _ => {}
+            }
+            gauge.set(i64::from(reason.is_some()));
+        }
+    }
+
+    /// Counts and logs a change of the uplink holding main's default.
+    pub(super) fn record_active(&mut self, planned: &Planned) {
+        let active = &planned.desired.active;
+        for family in [Family::V4, Family::V6] {
+            let before = self.active.get(&family);
+            let now = active.get(&family);
+            if before.is_some() && before != now {
+                self.control.failover(family_label(family), true);
+                let reasons: Vec<String> = before
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|uplink| {
+                        let entry = self.book.get(uplink, family)?;
+                        Some(format!(
+                            "{uplink}: {}",
+                            entry.fault.map_or("healthy".to_owned(), |f| f.to_string())
+                        ))
+                    })
+                    .collect();
+                tracing::warn!(
+                    family = %family,
+                    from = %before.map(|u| u.join("+")).unwrap_or_default(),
+                    to = %now.map(|u| u.join("+")).unwrap_or_else(|| "none".to_owned()),
+                    reason = %reasons.join(", "),
+                    "main's default route moved"
+                );
+            }
+        }
+        for uplink in &self.engine.config().uplinks {
+            for family in [Family::V4, Family::V6] {
+                let holds = active.get(&family).is_some_and(|u| u.contains(&uplink.interface));
+                let known = self.book.get(&uplink.interface, family).is_some();
+                if holds || known {
+                    self.control.uplink_active(&uplink.interface, family_label(family), holds);
+                }
+            }
+        }
+        self.active = active.clone();
+    }
+
+    /// The health view for `mhr status` (best effort: a failed write is logged).
+    pub(super) fn write_snapshot(&self) {
+        let snapshot = HealthSnapshot::of(&self.book, &self.active, health::unix_seconds());
+        if let Err(err) = crate::state::write_health(&self.engine.config().routing.state_dir, &snapshot) {
+            self.control.state_write_errors.inc();
+            tracing::debug!(error = %crate::engine::error_chain(&err), "writing the health snapshot failed");
+        }
+    }
+}
