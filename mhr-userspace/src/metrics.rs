@@ -46,6 +46,8 @@ pub struct ControlMetrics {
     pub flag_lines_suppressed: Counter,
     pub flag_records_folded: Counter,
     pub state_write_errors: Counter,
+    pub drift_deferred: Counter,
+    pub contested_objects: Gauge,
     /// 1 when the last reload (SIGHUP) took its config, 0 when it was refused.
     pub config_reload_success: Gauge,
     pub config_reload_failures: Counter,
@@ -408,6 +410,16 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: GuardCollec
         "mhr_flag_records_folded",
         "Flag records of offenders already logged, folded into their next summary line",
         control.flag_records_folded.clone(),
+    );
+    registry.register(
+        "mhr_drift_corrections_deferred",
+        "Corrections held back because another writer keeps removing the object (put back at a bounded rate)",
+        control.drift_deferred.clone(),
+    );
+    registry.register(
+        "mhr_drift_contested_objects",
+        "Routes and rules another writer removed 3 times or more within a minute",
+        control.contested_objects.clone(),
     );
     registry.register(
         "mhr_config_reload_success",

@@ -109,3 +109,61 @@ fn a_static_default_at_metric_zero_neither_blocks_apply_nor_outranks_failover_an
     );
     assert!(!host.ip(["rule"]).unwrap().contains("proto 210"), "no rule of mhr's is left");
 }
+
+#[test]
+fn a_writer_that_keeps_deleting_mhrs_rule_meets_a_bounded_rate_of_corrections_and_is_named_once() {
+    use std::io::Write as _;
+
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let host = &lab.host;
+    let dir = TempDir::new("coexistence").unwrap();
+    let config = write_config(
+        &dir,
+        &format!(
+            "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n\n[[uplink]]\ninterface = \"ens4\"\n\n{}",
+            routing_section(dir.path())
+        ),
+    );
+    let log_path = dir.path().join("mhr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let _daemon = common::daemon::DaemonProcess::spawn_with(host, &config, &[], &["--no-guard"], log.into());
+    let rule = ["rule", "del", "from", "10.0.4.0/24", "lookup", "7101", "priority", "7103"];
+    let present = || host.ip(["-4", "rule"]).unwrap_or_default().contains("from 10.0.4.0/24 lookup 7101");
+    eventually("mhr applied", Duration::from_secs(10), || {
+        if present() { Ok(()) } else { Err("no rule".into()) }
+    });
+
+    // One long-lived writer (one netlink socket) deleting the rule every 100 ms for 5 s.
+    let mut fighter = host
+        .command("ip")
+        .args(["-force", "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = fighter.stdin.as_mut().unwrap();
+    for _ in 0..50 {
+        writeln!(stdin, "{}", rule.join(" ")).unwrap();
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let body = mhr_tests::probe::http_get(host, common::daemon::METRICS_PORT, "/metrics").unwrap().1;
+    let corrections =
+        common::daemon::sample(&body, "mhr_drift_corrections_total", "kind=\"rule_added\"").unwrap();
+    // 3 at once, then after 1, 2 s (doubling): never one per deletion.
+    assert!((3.0..=6.0).contains(&corrections), "{corrections} corrections for 50 deletions");
+    assert!(common::daemon::sample(&body, "mhr_drift_corrections_deferred_total", "").unwrap() >= 1.0);
+    assert_eq!(common::daemon::sample(&body, "mhr_drift_contested_objects", ""), Some(1.0));
+    drop(fighter.stdin.take());
+    let _ = fighter.wait();
+    eventually("the rule is back once the writer stops", Duration::from_secs(10), || {
+        if present() { Ok(()) } else { Err("rule still missing".into()) }
+    });
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("another writer keeps undoing")).collect();
+    assert_eq!(lines.len(), 1, "one line:\n{text}");
+    assert!(lines[0].contains("ip (pid"), "names the writer: {}", lines[0]);
+    assert!(lines[0].contains("from 10.0.4.0/24 lookup 7101"), "names the object: {}", lines[0]);
+}

@@ -3,6 +3,7 @@
 //! timer trigger a reconcile through the same plan/diff/apply path as
 //! `mhr apply`. Metrics are served over HTTP.
 
+mod fights;
 mod flags;
 mod health;
 mod http;
@@ -149,6 +150,13 @@ struct Daemon {
     guard_failing_since: Option<Instant>,
     /// The health series exported: uplink, family, primary.
     exported_health: std::collections::BTreeSet<(String, Family, bool)>,
+    /// Corrections per object, to put back at a bounded rate what another
+    /// writer keeps removing.
+    fights: fights::Fights,
+    /// Netlink ports that deleted rules or routes since the last reconcile.
+    removers: Vec<u32>,
+    /// When corrections held back by [`fights`] are due.
+    retry_at: Option<Instant>,
 }
 
 /// Runs until `shutdown` completes. Needs a tokio runtime; netlink sockets
@@ -233,6 +241,9 @@ pub async fn run_with_reloads(
         probe_plans,
         guard_failing_since: None,
         exported_health: Default::default(),
+        fights: fights::Fights::default(),
+        removers: Vec::new(),
+        retry_at: None,
     };
     daemon.reconcile(Trigger::Startup).await;
     // systemd (Type=notify): started once the first reconcile ran; the
@@ -255,9 +266,14 @@ pub async fn run_with_reloads(
         tokio::select! {
             () = &mut shutdown => break,
             event = events.next() => match event {
-                Ok(Event::Changed { added }) => {
+                Ok(Event::Changed { added, removed_by }) => {
                     if !added.is_empty() {
                         daemon.guard_learns(&added);
+                    }
+                    for port in removed_by {
+                        if daemon.removers.len() < 8 && !daemon.removers.contains(&port) {
+                            daemon.removers.push(port);
+                        }
                     }
                     first_pending.get_or_insert_with(Instant::now);
                 }
@@ -272,6 +288,10 @@ pub async fn run_with_reloads(
                     daemon.reconcile(Trigger::Overrun).await;
                 }
             },
+            () = sleep_until(daemon.retry_at.unwrap_or(Instant::now() + far)), if daemon.retry_at.is_some() => {
+                daemon.retry_at = None;
+                daemon.reconcile(Trigger::Event).await;
+            }
             () = sleep_until(deadline), if first_pending.is_some() => {
                 first_pending = None;
                 daemon.reconcile(Trigger::Event).await;

@@ -41,7 +41,7 @@ impl Daemon {
         let observed = self.engine.observe().await?;
         let now = health::unix_seconds();
         let mut judge = health::BookJudge { book: &mut self.book, now, transitions: Vec::new() };
-        let planned = self.engine.plan_observed(observed, &mut judge, self.engine.strictness())?;
+        let mut planned = self.engine.plan_observed(observed, &mut judge, self.engine.strictness())?;
         let transitions = std::mem::take(&mut judge.transitions);
         self.after_health_change(&transitions, &planned);
         let counts_as_drift = !matches!(trigger, Trigger::Startup | Trigger::Health | Trigger::Reload);
@@ -56,6 +56,9 @@ impl Daemon {
             (Err(_), Some(_)) => {}
         }
         let changes = *guard_result.as_ref().unwrap_or(&0);
+        if counts_as_drift {
+            self.pace_corrections(&mut planned);
+        }
         let applied = self.engine.apply(&planned).await?;
         if let Some(reason) = &applied.unrecorded {
             self.control.state_write_errors.inc();
@@ -87,6 +90,48 @@ impl Daemon {
         self.write_snapshot();
         guard_result?;
         Ok(changes + applied.changed)
+    }
+
+    /// Holds back corrections of objects another writer keeps removing
+    /// (see [`super::fights`]): they wait for their turn, a reconcile is
+    /// due then, and the first time an object is contested one line says
+    /// what keeps removing what.
+    fn pace_corrections(&mut self, planned: &mut Planned) {
+        let now = Instant::now();
+        self.fights.forget_quiet(now);
+        let removers: Vec<String> = self.removers.drain(..).map(super::fights::sender_name).collect();
+        let who = if removers.is_empty() { "unknown".to_owned() } else { removers.join(", ") };
+        let before = self.last.as_ref().map(|last| &last.desired);
+        let (mut retry, mut deferred): (Option<Instant>, u64) = (None, 0);
+        let (fights, names) = (&mut self.fights, &planned.names);
+        planned.actions.retain(|action| {
+            if !before.is_some_and(|desired| action.corrects_drift(desired)) {
+                return true;
+            }
+            let object = action.describe(names);
+            match fights.ask(&object, now) {
+                super::fights::Decision::Correct { newly_contested, recent } => {
+                    if newly_contested {
+                        tracing::warn!(
+                            change = %object,
+                            times = recent,
+                            removed_by = %who,
+                            "another writer keeps undoing what mhr keeps ({recent} times within {}s); mhr now puts it back at a bounded rate. A network manager that deletes foreign rules and routes? (systemd-networkd: ManageForeignRoutingPolicyRules=no, ManageForeignRoutes=no)",
+                            super::fights::WINDOW.as_secs()
+                        );
+                    }
+                    true
+                }
+                super::fights::Decision::Defer { until } => {
+                    retry = Some(retry.map_or(until, |r| r.min(until)));
+                    deferred += 1;
+                    false
+                }
+            }
+        });
+        self.control.drift_deferred.inc_by(deferred);
+        self.control.contested_objects.set(i64::try_from(self.fights.contested()).unwrap_or(i64::MAX));
+        self.retry_at = retry;
     }
 
     /// Makes the guard's maps describe the planned uplinks and attaches it

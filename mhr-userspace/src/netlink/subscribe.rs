@@ -25,8 +25,10 @@ const GROUPS: [u32; 7] = [1, 5, 7, 8, 9, 11, 19];
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Some link, address, route or rule changed; `added` are the global
-    /// addresses among the changes that appeared.
-    Changed { added: Vec<Address> },
+    /// addresses among the changes that appeared; `removed_by` the netlink
+    /// port ids of the sockets that asked to delete a rule or route (the
+    /// kernel's own deletions, port 0, are not listed).
+    Changed { added: Vec<Address>, removed_by: Vec<u32> },
     /// The kernel dropped notifications (ENOBUFS): only a full resync is safe.
     Overrun,
     /// Only routes mhr neither owns nor learns from changed (a BGP table,
@@ -103,7 +105,11 @@ impl EventSocket {
         match self.socket.recv_from_full().await {
             Ok((bytes, _)) => {
                 let decoded = decode(&bytes, self.filter.as_ref());
-                Ok(if decoded.relevant { Event::Changed { added: decoded.added } } else { Event::Ignored })
+                Ok(if decoded.relevant {
+                    Event::Changed { added: decoded.added, removed_by: decoded.removed_by }
+                } else {
+                    Event::Ignored
+                })
             }
             Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => Ok(Event::Overrun),
             Err(err) => Err(err),
@@ -118,6 +124,8 @@ struct Decoded {
     added: Vec<Address>,
     /// Anything but route changes the filter ignores (or undecodable).
     relevant: bool,
+    /// Port ids of the sockets that deleted a rule or a relevant route.
+    removed_by: Vec<u32>,
 }
 
 fn decode(mut bytes: &[u8], filter: Option<&RouteFilter>) -> Decoded {
@@ -132,15 +140,30 @@ fn decode(mut bytes: &[u8], filter: Option<&RouteFilter>) -> Decoded {
             decoded.relevant = true;
             break;
         }
-        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..length]).map(|m| m.payload) {
+        let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..length]);
+        let sender = message.as_ref().map_or(0, |m| m.header.port_number);
+        let mut removed_by = |sender: u32| {
+            if sender != 0 && !decoded.removed_by.contains(&sender) {
+                decoded.removed_by.push(sender);
+            }
+        };
+        match message.map(|m| m.payload) {
             Ok(NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(address))) => {
                 decoded.relevant = true;
                 decoded.added.extend(address_from_message(&address));
             }
-            Ok(NetlinkPayload::InnerMessage(
-                RouteNetlinkMessage::NewRoute(route) | RouteNetlinkMessage::DelRoute(route),
-            )) => {
+            Ok(NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(route))) => {
+                if filter.is_none_or(|filter| filter.matters(&route)) {
+                    decoded.relevant = true;
+                    removed_by(sender);
+                }
+            }
+            Ok(NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route))) => {
                 decoded.relevant |= filter.is_none_or(|filter| filter.matters(&route));
+            }
+            Ok(NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRule(_))) => {
+                decoded.relevant = true;
+                removed_by(sender);
             }
             // Links, addresses gone, rules, and whatever could not be read.
             _ => decoded.relevant = true,
@@ -168,6 +191,34 @@ mod tests {
             bytes.extend(buffer);
         }
         bytes
+    }
+
+    #[test]
+    fn deletions_name_the_port_that_asked_for_them_and_the_kernels_own_do_not() {
+        use rtnetlink::packet_route::rule::RuleMessage;
+
+        let sent_by = |port: u32, inner: RouteNetlinkMessage| {
+            let mut header = NetlinkHeader::default();
+            header.port_number = port;
+            let mut message = NetlinkMessage::new(header, inner.into());
+            message.finalize();
+            let mut buffer = vec![0; message.buffer_len()];
+            message.serialize(&mut buffer);
+            buffer
+        };
+        let filter = RouteFilter { tables: (7100, 7199), explicit: vec![] };
+        let mut bytes = sent_by(4242, RouteNetlinkMessage::DelRule(RuleMessage::default()));
+        bytes.extend(sent_by(77, RouteNetlinkMessage::DelRoute(route(500, 24))));
+        bytes.extend(sent_by(0, RouteNetlinkMessage::DelRoute(route(7150, 24))));
+        bytes.extend(sent_by(4242, RouteNetlinkMessage::DelRoute(route(MAIN_TABLE, 24))));
+        bytes.extend(sent_by(99, RouteNetlinkMessage::NewRoute(route(MAIN_TABLE, 24))));
+        let decoded = decode(&bytes, Some(&filter));
+        assert!(decoded.relevant);
+        assert_eq!(
+            decoded.removed_by,
+            vec![4242],
+            "once, not the ignored table's, not the kernel's, not an addition"
+        );
     }
 
     fn route(table: u32, prefix_len: u8) -> RouteMessage {
@@ -215,7 +266,7 @@ mod tests {
         ]);
         let decoded = decode(&bytes, Some(&filter()));
         let address = Address { interface: 7, address: "192.0.2.10".parse().unwrap(), prefix_len: 24 };
-        assert_eq!(decoded, Decoded { added: vec![address], relevant: true });
+        assert_eq!(decoded, Decoded { added: vec![address], relevant: true, removed_by: vec![] });
     }
 
     #[test]
