@@ -81,6 +81,16 @@ impl Engine {
                 findings.push(main_default(self.handle(), &holders, *family, names).await);
             }
         }
+        for neighbour in crate::neighbours::detect(&crate::neighbours::host_root()) {
+            if let Some(warning) = neighbour.warning {
+                findings.push(Finding {
+                    ok: false,
+                    check: format!("{} leaves mhr's rules and routes alone", neighbour.manager),
+                    observed: warning,
+                    advice: neighbour.advice.to_owned(),
+                });
+            }
+        }
         if connections {
             let paths = crate::connections::paths(self.handle(), desired, names)
                 .await

@@ -322,6 +322,10 @@ pub struct UplinkConfig {
     /// uplink, every health interval (at most 4; any answer is a good round).
     #[serde(default)]
     pub probe: Vec<IpAddr>,
+    /// The lease file of this uplink's DHCP client, when it is not where
+    /// dhclient, dhcpcd, networkd or NetworkManager keep it by default
+    /// (the gateway is learned from it when no route names it).
+    pub dhcp_lease: Option<PathBuf>,
     /// The IPv4 address probes leave from (default: the one on the
     /// gateway's prefix).
     pub probe_source: Option<Ipv4Addr>,

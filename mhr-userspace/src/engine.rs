@@ -145,6 +145,7 @@ impl Engine {
             registry: state::read_tables(&routing.rt_tables_dir)?,
             moved: self.moved()?,
             gateways: state::read_gateways(&routing.state_dir)?,
+            leases: BTreeMap::new(),
         })
     }
 
@@ -197,7 +198,14 @@ impl Engine {
         judge: &mut dyn HealthJudge,
         strictness: Strictness,
     ) -> Result<Planned, EngineError> {
-        let memory = self.memory()?;
+        let mut memory = self.memory()?;
+        let explicit: BTreeMap<String, std::path::PathBuf> = self
+            .config
+            .uplinks
+            .iter()
+            .filter_map(|u| Some((u.interface.clone(), u.dhcp_lease.clone()?)))
+            .collect();
+        memory.leases = crate::leases::gateways(std::path::Path::new("/"), &observed.links, &explicit);
         let desired = plan::desired(&self.config, &observed, &memory, strictness, judge)?;
         let actions = plan::diff(&desired, &observed, self.config.routing.protocol);
         Ok(Planned {

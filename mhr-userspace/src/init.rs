@@ -2,20 +2,12 @@
 //! an interface with a global address and a default route in main (or a
 //! DHCP lease); the one with the lowest-metric default is the primary.
 
-use std::{fmt::Write as _, path::Path};
+use std::fmt::Write as _;
 
 use crate::{
     model::Observed,
     model::{Family, MAIN_TABLE},
 };
-
-/// Where DHCP clients keep leases, by interface name or index: a lease
-/// makes an interface an uplink even while it has no default route.
-const LEASE_FILES: [&str; 3] = [
-    "/var/lib/dhcpcd/{name}.lease",
-    "/var/lib/dhcp/dhclient.{name}.leases",
-    "/run/systemd/netif/leases/{index}",
-];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Found {
@@ -80,16 +72,9 @@ pub fn discover(observed: &Observed, has_lease: impl Fn(&str, u32) -> bool) -> V
     found
 }
 
-/// Whether one of the usual DHCP clients keeps a lease for the interface.
-pub fn has_lease_file(name: &str, index: u32) -> bool {
-    LEASE_FILES.iter().any(|pattern| {
-        let path = pattern.replace("{name}", name).replace("{index}", &index.to_string());
-        Path::new(&path).exists()
-    })
-}
-
-/// The config for `found`, with a comment per line.
-pub fn render(found: &[Found]) -> String {
+/// The config for `found`, with a comment per line, and what to set in
+/// the network managers beside mhr (`neighbours`).
+pub fn render(found: &[Found], neighbours: &[crate::neighbours::Neighbour]) -> String {
     let mut text = String::from(
         "# Written by `mhr init` from the uplinks this host has: interfaces with a\n\
          # global address and a default route (or a DHCP lease). Every key is in\n\
@@ -98,6 +83,16 @@ pub fn render(found: &[Found]) -> String {
          mode = \"monitor\"\n\
          # Gateways are learned from the default routes (DHCP, RA); `gateway = \"…\"` pins one.\n",
     );
+    if !neighbours.is_empty() {
+        text += "#\n# Beside this host's network managers:\n";
+        for neighbour in neighbours {
+            let _ =
+                writeln!(text, "# - {} ({}): {}", neighbour.manager, neighbour.evidence, neighbour.advice);
+            if let Some(warning) = &neighbour.warning {
+                let _ = writeln!(text, "#   NOW: {warning}");
+            }
+        }
+    }
     for (position, uplink) in found.iter().enumerate() {
         let _ = write!(
             text,
@@ -197,8 +192,18 @@ mod tests {
     #[test]
     fn the_rendered_config_is_valid_and_names_the_primary() {
         let found = discover(&host(), |name, _| name == "wwan0");
-        let text = render(&found);
-        let config = crate::config::Config::parse(&text, Path::new("init.toml")).unwrap();
+        let neighbours = [crate::neighbours::Neighbour {
+            manager: crate::neighbours::Manager::Networkd,
+            evidence: "running (pid 9)".into(),
+            advice: "set this",
+            warning: Some("it deletes".into()),
+        }];
+        let text = render(&found, &neighbours);
+        assert!(
+            text.contains("# - systemd-networkd (running (pid 9)): set this\n#   NOW: it deletes\n"),
+            "{text}"
+        );
+        let config = crate::config::Config::parse(&text, std::path::Path::new("init.toml")).unwrap();
         let primary: Vec<&str> =
             config.uplinks.iter().filter(|u| u.primary).map(|u| u.interface.as_str()).collect();
         assert_eq!(primary, ["ens4"]);

@@ -196,7 +196,16 @@ impl Engine {
             uplinks,
             in_sync: planned.actions.is_empty(),
             pending: planned.actions.iter().map(|a| a.describe(names)).collect(),
-            notes: desired.notes.clone(),
+            notes: desired
+                .notes
+                .iter()
+                .cloned()
+                .chain(
+                    crate::neighbours::detect(&crate::neighbours::host_root())
+                        .into_iter()
+                        .filter_map(|n| Some(format!("{}; {}", n.warning?, n.advice))),
+                )
+                .collect(),
         })
     }
 }

@@ -5,7 +5,7 @@ use std::{io::Write, path::Path};
 use anyhow::{Context as _, bail};
 
 use super::Outcome;
-use crate::init::{discover, has_lease_file, render};
+use crate::init::{discover, render};
 
 #[derive(Debug, clap::Args)]
 pub struct InitArgs {
@@ -24,13 +24,17 @@ pub fn run(config_path: &Path, args: &InitArgs, out: &mut dyn Write) -> anyhow::
         tokio::spawn(connection);
         crate::observe::observe(&handle).await.context("reading the host's links, addresses and routes")
     })?;
-    let found = discover(&observed, has_lease_file);
+    // A lease makes an interface an uplink even while it has no default
+    // route (dhclient installs one default only).
+    let leases = crate::leases::gateways(Path::new("/"), &observed.links, &Default::default());
+    let found = discover(&observed, |name, _| leases.contains_key(name));
     if found.is_empty() {
         bail!(
             "no uplink found: no interface has both a global address and a default route (or a DHCP lease)"
         );
     }
-    let text = render(&found);
+    let neighbours = crate::neighbours::detect(&crate::neighbours::host_root());
+    let text = render(&found, &neighbours);
     // What init writes must load: refuse rather than write a broken file.
     crate::config::Config::parse(&text, config_path).context("the generated config does not validate")?;
     if !args.write {

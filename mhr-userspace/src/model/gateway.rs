@@ -24,6 +24,27 @@ impl fmt::Display for Gateway {
     }
 }
 
+/// Who wrote a lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseKeeper {
+    Dhclient,
+    Dhcpcd,
+    Networkd,
+    NetworkManager,
+}
+
+impl fmt::Display for LeaseKeeper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Dhclient => "dhclient",
+            Self::Dhcpcd => "dhcpcd",
+            Self::Networkd => "systemd-networkd",
+            Self::NetworkManager => "NetworkManager",
+        })
+    }
+}
+
 /// Where a gateway came from, for status and errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -31,6 +52,8 @@ pub enum GatewaySource {
     Config,
     MainTable,
     OtherTable,
+    /// A DHCP client's lease file, when no route names the gateway.
+    Lease(LeaseKeeper),
     Owned,
     Moved,
     /// Recorded under state_dir when last seen (the link flapped, the
@@ -41,7 +64,11 @@ pub enum GatewaySource {
 
 impl fmt::Display for GatewaySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Self::Lease(keeper) = self {
+            return write!(f, "{keeper}'s lease");
+        }
         f.write_str(match self {
+            Self::Lease(_) => "a lease",
             Self::Config => "config",
             Self::MainTable => "main table",
             Self::OtherTable => "another table",

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 mod gateway;
 mod host;
 
-pub use gateway::{Gateway, GatewaySource, RememberedGateway, RememberedGateways};
+pub use gateway::{Gateway, GatewaySource, LeaseKeeper, RememberedGateway, RememberedGateways};
 pub use host::{Address, Framing, Link, MovedRoute, Observed};
 
 pub const MAIN_TABLE: u32 = 254;

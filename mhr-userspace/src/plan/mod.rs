@@ -121,6 +121,8 @@ pub struct Memory {
     pub moved: Vec<MovedRoute>,
     /// The last gateway seen per uplink and family.
     pub gateways: RememberedGateways,
+    /// The router each interface's DHCP lease names (IPv4).
+    pub leases: BTreeMap<String, crate::leases::LeaseGateway>,
 }
 
 impl UplinkPlan {
@@ -605,8 +607,9 @@ fn allocate_tables(
 }
 
 /// Where an uplink's gateway comes from, first found wins: config, a
-/// foreign default route in main, in another table, mhr's own table, a
-/// route an earlier mhr moved, the remembered one, point-to-point.
+/// foreign default route in main, in another table, the DHCP client's
+/// lease, mhr's own table, a route an earlier mhr moved, the remembered
+/// one, point-to-point.
 fn learn_gateway(
     config: &Config,
     uplink: &UplinkConfig,
@@ -635,6 +638,16 @@ fn learn_gateway(
     pick(GatewaySource::MainTable, defaults().find(|r| r.table == MAIN_TABLE && r.protocol != protocol))
         .or_else(|| {
             pick(GatewaySource::OtherTable, defaults().find(|r| r.table != table && r.protocol != protocol))
+        })
+        .or_else(|| {
+            // Only a router on one of the link's prefixes: a lease left
+            // from another network names nothing here.
+            let lease = memory.leases.get(&uplink.interface).filter(|_| family == Family::V4)?;
+            let router = IpAddr::V4(lease.router);
+            observed
+                .addresses_of(index)
+                .any(|a| a.network().contains(&router))
+                .then_some((Gateway::Via(router), GatewaySource::Lease(lease.keeper)))
         })
         .or_else(|| {
             pick(GatewaySource::Owned, defaults().find(|r| r.table == table && r.protocol == protocol))

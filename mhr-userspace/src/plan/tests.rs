@@ -145,6 +145,7 @@ fn memory(registry: &[(&str, u32)], moved: Vec<MovedRoute>) -> Memory {
         registry: registry.iter().map(|(name, table)| ((*name).to_owned(), *table)).collect(),
         moved,
         gateways: Default::default(),
+        leases: Default::default(),
     }
 }
 
@@ -1101,6 +1102,37 @@ fn a_table_range_with_no_free_table_left_is_refused_not_reused() {
         "ens3 takes 7101; nothing is left for ens4"
     );
     assert_eq!(err.to_string(), "no free table left in table_range 7100–7101 for `ens4`");
+}
+
+#[test]
+fn a_gateway_no_route_names_is_learned_from_the_lease_on_the_links_prefix() {
+    // dhclient installed ens3's default only: ens4's failed at metric 0.
+    let mut host = seed_host();
+    host.routes.retain(|r| !(r.is_default() && r.interface == Some(3) && r.family() == Family::V4));
+    let lease = |router: &str| crate::leases::LeaseGateway {
+        router: router.parse().unwrap(),
+        keeper: crate::model::LeaseKeeper::Dhclient,
+    };
+    let mut memory = Memory::default();
+    memory.leases.insert("ens4".into(), lease("10.0.4.1"));
+    let desired = plan_with(&seed_config(), &host, &memory, Strictness::Strict).unwrap();
+    let ens4 = desired.uplinks.iter().find(|u| u.interface == "ens4").unwrap();
+    assert_eq!(
+        ens4.gateway4,
+        Some((
+            Gateway::Via("10.0.4.1".parse().unwrap()),
+            GatewaySource::Lease(crate::model::LeaseKeeper::Dhclient)
+        ))
+    );
+    assert_eq!(ens4.gateway4.unwrap().1.to_string(), "dhclient's lease");
+    // A lease from another network names nothing here.
+    memory.leases.insert("ens4".into(), lease("192.168.1.1"));
+    let err = plan_with(&seed_config(), &host, &memory, Strictness::Strict).unwrap_err();
+    assert!(matches!(err, PlanError::GatewayUnknown { family: Family::V4, .. }), "{err:?}");
+    // A route still wins over the lease.
+    let desired = plan_with(&seed_config(), &seed_host(), &memory, Strictness::Strict).unwrap();
+    let ens4 = desired.uplinks.iter().find(|u| u.interface == "ens4").unwrap();
+    assert_eq!(ens4.gateway4.map(|g| g.1), Some(GatewaySource::MainTable));
 }
 
 #[test]
