@@ -106,7 +106,7 @@ pub(super) fn safe_apply_demo(lab: &SeedLab, mhr: &Mhr, dir: &Path) -> anyhow::R
 }
 
 /// An off-link destination: `ip route get` of it shows the way host traffic takes.
-fn probe_target(family: &str) -> &'static str {
+pub(super) fn probe_target(family: &str) -> &'static str {
     if family == "-6" { "2001:db8:ffff::1" } else { "203.0.113.1" }
 }
 

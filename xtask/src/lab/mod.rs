@@ -26,6 +26,7 @@ use mhr_tests::{
 use crate::cmd;
 
 mod demos;
+mod static_host;
 
 use demos::{daemon_demo, print_defaults, safe_apply_demo};
 
@@ -153,6 +154,11 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         drop(lab);
         println!("\n== lab removed");
     }
+    println!(
+        "\n== a statically configured host: one default in main, at metric 0, and an upstream that goes silent"
+    );
+    static_host::static_host_demo(&mhr.binary)?;
+    println!("\n== static lab removed");
     Ok(())
 }
 
