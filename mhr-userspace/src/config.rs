@@ -332,6 +332,10 @@ pub struct UplinkConfig {
     /// The IPv6 address probes leave from (default: the one on the
     /// gateway's prefix, else a global one that is not a ULA).
     pub probe_source6: Option<Ipv6Addr>,
+    /// May be missing (an unplugged LTE modem, a WireGuard link that is
+    /// down): `plan`, `apply` and `check` go on without it, saying so.
+    #[serde(default)]
+    pub optional: bool,
     /// Failover order after the primary: lower first; uplinks without one
     /// follow in config order.
     pub priority: Option<u32>,

@@ -151,13 +151,22 @@ fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     found
 }
 
-/// Processes by pid and command name.
+/// Processes by pid and command name, in mhr's own network namespace
+/// (a manager in another one manages other links).
 fn running(root: &Path) -> Vec<(u32, String)> {
-    let Ok(entries) = std::fs::read_dir(root.join("proc")) else { return Vec::new() };
+    let proc = root.join("proc");
+    let Ok(entries) = std::fs::read_dir(&proc) else { return Vec::new() };
+    // The calling thread's: a thread may have entered another namespace.
+    let own = std::fs::read_link(proc.join("thread-self/ns/net")).ok();
     entries
         .flatten()
         .filter_map(|entry| {
             let pid = entry.file_name().to_string_lossy().parse().ok()?;
+            if let Some(own) = &own
+                && std::fs::read_link(entry.path().join("ns/net")).ok().as_ref() != Some(own)
+            {
+                return None;
+            }
             let name = std::fs::read_to_string(entry.path().join("comm")).ok()?;
             Some((pid, name.trim().to_owned()))
         })
@@ -259,7 +268,10 @@ mod tests {
             "[DHCPv4]\nManageForeignRoutes=yes\n[Network]\nManageForeignRoutingPolicyRules=yes\n",
         );
         assert!(warning().is_some_and(|w| w.contains("foreign routing policy rules:")), "{:?}", warning());
-        // A running networkd's config is read through its own root (its mount namespace).
+        // A running networkd's config is read through its own root (its
+        // mount namespace); only one in mhr's network namespace counts.
+        std::fs::create_dir_all(root.join("proc/thread-self/ns")).unwrap();
+        std::os::unix::fs::symlink("net:[1]", root.join("proc/thread-self/ns/net")).unwrap();
         std::fs::create_dir_all(root.join("proc/9")).unwrap();
         put(root, "proc/9/comm", "systemd-network\n");
         std::os::unix::fs::symlink(root.join("elsewhere"), root.join("proc/9/root")).unwrap();
@@ -268,6 +280,13 @@ mod tests {
             "elsewhere/etc/systemd/networkd.conf",
             "[Network]\nManageForeignRoutingPolicyRules=no\nManageForeignRoutes=no\n",
         );
+        std::fs::create_dir_all(root.join("proc/9/ns")).unwrap();
+        std::os::unix::fs::symlink("net:[2]", root.join("proc/9/ns/net")).unwrap();
+        assert!(!detect(root)[0].evidence.contains("running"), "another network namespace's networkd");
+        assert!(warning().is_some(), "judged by the host's files then");
+        std::fs::remove_file(root.join("proc/9/ns/net")).unwrap();
+        std::os::unix::fs::symlink("net:[1]", root.join("proc/9/ns/net")).unwrap();
+        assert!(detect(root)[0].evidence.contains("running (pid 9)"));
         assert_eq!(warning(), None);
     }
 }

@@ -42,6 +42,10 @@ pub struct UplinkStatus {
     pub health: Vec<FamilyStatus>,
     /// Why mhr leaves this uplink's table and rules as they are.
     pub blocked: Option<String>,
+    /// Configured, but no such interface on the host.
+    pub missing: bool,
+    /// `optional = true`: may be missing.
+    pub optional: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -93,8 +97,28 @@ pub struct PacketCount {
 }
 
 pub const TOP_OFFENDERS: usize = 10;
-/// `status --json`'s `version`.
-pub const STATUS_VERSION: u32 = 1;
+/// `status --json`'s `version`: 2 lists missing uplinks (`missing`),
+/// `errors`, `daemon`, `confirmation` and `rolled_back`.
+pub const STATUS_VERSION: u32 = 2;
+
+/// The daemon, as its health view on disk says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DaemonStatus {
+    /// A fresh health view exists (written within three health intervals).
+    pub running: bool,
+    pub pid: Option<u32>,
+    /// Unix seconds of its last health view.
+    pub updated: Option<u64>,
+}
+
+/// A change applied with `--confirm` that waits for `mhr confirm`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConfirmationStatus {
+    /// Unix seconds after which it is rolled back.
+    pub deadline: u64,
+    pub config_path: String,
+    pub guardian: Option<u32>,
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Status {
@@ -114,6 +138,12 @@ pub struct Status {
     /// What `apply` would do.
     pub pending: Vec<String>,
     pub notes: Vec<String>,
+    /// What `plan` and `apply` refuse (the same errors, in full).
+    pub errors: Vec<String>,
+    pub daemon: DaemonStatus,
+    pub confirmation: Option<ConfirmationStatus>,
+    /// The config whose change was rolled back (`mhr run` will not use it).
+    pub rolled_back: Option<String>,
 }
 
 fn gateway_status(gateway: Option<(Gateway, GatewaySource)>) -> Option<GatewayStatus> {
@@ -179,8 +209,41 @@ impl Engine {
                     })
                     .collect(),
                 blocked: uplink.blocked.clone(),
+                missing: false,
+                optional: self.config().uplinks.iter().any(|u| u.interface == uplink.interface && u.optional),
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let mut uplinks = uplinks;
+        for configured in &self.config().uplinks {
+            if uplinks.iter().any(|u| u.interface == configured.interface) {
+                continue;
+            }
+            uplinks.push(UplinkStatus {
+                interface: configured.interface.clone(),
+                index: 0,
+                primary: configured.primary,
+                up: false,
+                carrier: false,
+                table: configured.table.unwrap_or(0),
+                addresses: Vec::new(),
+                gateway4: None,
+                gateway6: None,
+                rules: Vec::new(),
+                routes: Vec::new(),
+                health: Vec::new(),
+                blocked: None,
+                missing: true,
+                optional: configured.optional,
+            });
+        }
+        let state_dir = &self.config().routing.state_dir;
+        let confirmation = crate::confirm::read_pending(state_dir)?.map(|pending| ConfirmationStatus {
+            deadline: pending.deadline_ms / 1000,
+            config_path: pending.config_path.display().to_string(),
+            guardian: pending.guardian,
+        });
+        let rolled_back =
+            crate::confirm::read_rolled_back(state_dir)?.map(|r| r.config_path.display().to_string());
         let uplink_tables: Vec<u32> = desired.uplinks.iter().map(|u| u.table).collect();
         let default_rules = desired
             .rules
@@ -188,13 +251,22 @@ impl Engine {
             .filter(|rule| !uplink_tables.contains(&rule.table))
             .map(|rule| ObjectStatus { object: rule_args(rule), present: observed.rules.contains(rule) })
             .collect();
+        let errors: Vec<String> = desired.problems.iter().map(ToString::to_string).collect();
         Ok(Status {
+            errors,
+            daemon: DaemonStatus {
+                running: daemon.is_some(),
+                pid: daemon.as_ref().map(|d| d.pid),
+                updated: daemon.as_ref().map(|d| d.written),
+            },
+            confirmation,
+            rolled_back,
             version: STATUS_VERSION,
             guard: self.guard_status()?,
             active: desired.active.clone(),
             default_rules,
             uplinks,
-            in_sync: planned.actions.is_empty(),
+            in_sync: planned.actions.is_empty() && desired.problems.is_empty(),
             pending: planned.actions.iter().map(|a| a.describe(names)).collect(),
             notes: desired
                 .notes

@@ -11,6 +11,7 @@ mod monitor;
 mod plan;
 mod run;
 mod status;
+mod status_summary;
 mod watch;
 
 use std::{io::Write, path::PathBuf};

@@ -11,19 +11,39 @@ pub struct StatusArgs {
     #[arg(value_name = "UPLINK")]
     uplinks: Vec<String>,
     /// Print as JSON (with a schema `version`).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["brief", "fields"])]
     json: bool,
+    /// Only the summary: a line per uplink, the daemon, a pending confirmation.
+    #[arg(long, short = 'b')]
+    brief: bool,
+    /// Only these columns, tab-separated, no header, a line per uplink
+    /// (uplink, role, state, since, active, loss, rtt, guard).
+    #[arg(long, short = 'f', value_delimiter = ',', value_name = "FIELD,…")]
+    fields: Vec<String>,
+    /// Exit 1 when an uplink is unhealthy, missing or blocked, `apply`
+    /// would change something, or `plan` would refuse (for monitoring).
+    #[arg(long)]
+    check: bool,
 }
 
 pub fn run(config_path: &Path, args: &StatusArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     super::with_engine(config_path, out, async |engine, out| {
+        super::status_summary::check_fields(&args.fields).map_err(anyhow::Error::msg)?;
         let status = engine.status().await?.only(&args.uplinks).map_err(anyhow::Error::msg)?;
         if args.json {
             writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
+        } else if !args.fields.is_empty() {
+            super::status_summary::print_fields(&status, &args.fields, out)?;
         } else {
-            print_status(&status, out)?;
+            super::status_summary::print_summary(&status, out)?;
+            if !args.brief {
+                writeln!(out)?;
+                print_status(&status, out)?;
+            }
         }
-        Ok(Outcome::Success)
+        let attention = status.uplinks.iter().any(super::status_summary::needs_attention);
+        let trouble = attention || !status.in_sync || !status.errors.is_empty();
+        Ok(if args.check && trouble { Outcome::ChecksFailed } else { Outcome::Success })
     })
 }
 
@@ -37,6 +57,11 @@ fn mark(present: bool) -> &'static str {
 
 fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
     for uplink in &status.uplinks {
+        if uplink.missing {
+            let optional = if uplink.optional { " (optional: planned without it)" } else { "" };
+            writeln!(out, "{}: MISSING, no such interface{optional}", uplink.interface)?;
+            continue;
+        }
         let role = if uplink.primary { ", primary" } else { "" };
         let state = match (uplink.up, uplink.carrier) {
             (false, _) => "DOWN",
@@ -127,7 +152,9 @@ fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
     for note in &status.notes {
         writeln!(out, "note: {note}")?;
     }
-    if status.in_sync {
+    if !status.errors.is_empty() {
+        writeln!(out, "NOT ready: `mhr plan` and `mhr apply` refuse (see the errors above)")?;
+    } else if status.in_sync {
         writeln!(out, "in sync: apply would change nothing")?;
     } else {
         writeln!(out, "NOT in sync; `mhr apply` would:")?;

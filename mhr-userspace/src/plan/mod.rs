@@ -20,7 +20,7 @@ use crate::{
 
 pub use crate::model::{Gateway, GatewaySource};
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     #[error("{path}: uplink `{interface}` does not exist on this host")]
     UnknownInterface { path: String, interface: String },
@@ -152,6 +152,10 @@ pub struct Desired {
     /// Uplinks that have nothing to route yet, defaults kept for want of a
     /// healthy uplink, …
     pub notes: Vec<String>,
+    /// What a strict plan (`plan`, `apply`, `check`) refuses: a tolerant
+    /// plan (the daemon, `status`) goes on past them and lists them here,
+    /// so every command reports the same errors.
+    pub problems: Vec<PlanError>,
 }
 
 impl Desired {
@@ -197,14 +201,20 @@ pub fn desired(
 
     for (position, uplink) in config.uplinks.iter().enumerate() {
         let Some(link) = observed.link(&uplink.interface) else {
-            if tolerant {
-                desired.notes.push(format!("{}: no such interface yet, nothing to route", uplink.interface));
+            let problem =
+                PlanError::UnknownInterface { path: path.clone(), interface: uplink.interface.clone() };
+            if uplink.optional {
+                desired
+                    .notes
+                    .push(format!("{} (optional): no such interface, planned without it", uplink.interface));
                 continue;
             }
-            return Err(PlanError::UnknownInterface {
-                path: path.clone(),
-                interface: uplink.interface.clone(),
-            });
+            if tolerant {
+                desired.notes.push(format!("{}: no such interface yet, nothing to route", uplink.interface));
+                desired.problems.push(problem);
+                continue;
+            }
+            return Err(problem);
         };
         let table = tables[position];
         let base = config.routing.priority_range[0] + 2 * position as u32;
@@ -263,14 +273,18 @@ pub fn desired(
             }
             let Some(gateway) = learned else {
                 let key = if family == Family::V4 { "gateway" } else { "gateway6" };
-                if tolerant {
+                let interface = uplink.interface.clone();
+                let problem = PlanError::GatewayUnknown { path: path.clone(), interface, family, key };
+                if tolerant || uplink.optional {
                     desired
                         .notes
                         .push(format!("{}: no {family} gateway known yet (set `{key}`)", uplink.interface));
+                    if !uplink.optional {
+                        desired.problems.push(problem);
+                    }
                     continue;
                 }
-                let interface = uplink.interface.clone();
-                return Err(PlanError::GatewayUnknown { path: path.clone(), interface, family, key });
+                return Err(problem);
             };
             match family {
                 Family::V4 => plan.gateway4 = Some(gateway),
@@ -308,6 +322,7 @@ pub fn desired(
             return Err(clash);
         }
         isolate(&mut desired, observed, protocol, index, &clash);
+        desired.problems.push(clash);
     }
     Ok(desired)
 }
@@ -429,6 +444,9 @@ fn main_default(
             .routes
             .extend(observed.routes.iter().filter(|r| r.protocol == protocol && r.table == table).cloned());
         desired.notes.push(format!("main's {family} default left as it is: {clash}"));
+        if !desired.problems.contains(&clash) {
+            desired.problems.push(clash);
+        }
         return Ok(());
     }
     let names = observed.names();

@@ -1136,6 +1136,26 @@ fn a_gateway_no_route_names_is_learned_from_the_lease_on_the_links_prefix() {
 }
 
 #[test]
+fn a_tolerant_plan_lists_what_a_strict_one_refuses_and_an_optional_uplink_is_no_problem() {
+    let text = "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens5\"\n";
+    let strict = plan(&config(text), &seed_host()).unwrap_err();
+    let tolerant = plan_with(&config(text), &seed_host(), &Memory::default(), Strictness::Tolerant).unwrap();
+    assert_eq!(tolerant.problems, vec![strict]);
+    let optional = config(&format!("{text}optional = true\n"));
+    let desired = plan_with(&optional, &seed_host(), &Memory::default(), Strictness::Strict).unwrap();
+    assert!(desired.problems.is_empty());
+    assert!(desired.notes.iter().any(|n| n == "ens5 (optional): no such interface, planned without it"));
+    // No gateway for an optional uplink: planned without its family, no error.
+    let mut host = seed_host();
+    host.routes.retain(|r| !(r.is_default() && r.interface == Some(3) && r.family() == Family::V4));
+    let ens4 = config(
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens4\"\noptional = true\n",
+    );
+    let desired = plan_with(&ens4, &host, &Memory::default(), Strictness::Strict).unwrap();
+    assert!(desired.problems.is_empty() && desired.uplinks.iter().any(|u| u.interface == "ens4"));
+}
+
+#[test]
 fn gateways_and_where_they_came_from_read_as_status_prints_them() {
     assert_eq!(Gateway::Via("10.0.4.1".parse().unwrap()).to_string(), "10.0.4.1");
     assert_eq!(Gateway::OnLink.to_string(), "on-link (point-to-point)");
