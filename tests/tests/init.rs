@@ -38,6 +38,13 @@ fn init_finds_the_uplinks_writes_a_config_that_applies_and_never_overwrites() {
     assert!(again.error().contains("never overwrites it without --force"), "{again:?}");
     assert!(mhr(&host.host, &config, &["init", "--write", "--force"]).succeeded());
 
+    // What `plan` would refuse is said at once, with the fix.
+    host.host.ip(["rule", "add", "from", "192.0.2.7", "lookup", "500", "priority", "7101"]).unwrap();
+    let refused = mhr(&host.host, &config, &["init"]);
+    assert!(refused.succeeded(), "{refused:?}");
+    assert!(refused.output.contains("# `mhr plan` would refuse this until these are fixed:\n# - priority 7101 (for `up0`) is already used by a rule mhr does not own"), "{}", refused.output);
+    host.host.ip(["rule", "del", "priority", "7101"]).unwrap();
+
     // Keep mhr's own files in the test's directory, then use it.
     let usable = std::fs::read_to_string(&config).unwrap() + "\n" + &routing_section(dir.path());
     std::fs::write(&config, usable).unwrap();

@@ -34,9 +34,23 @@ pub fn run(config_path: &Path, args: &InitArgs, out: &mut dyn Write) -> anyhow::
         );
     }
     let neighbours = crate::neighbours::detect(&crate::neighbours::host_root());
-    let text = render(&found, &neighbours);
+    let mut text = render(&found, &neighbours);
     // What init writes must load: refuse rather than write a broken file.
-    crate::config::Config::parse(&text, config_path).context("the generated config does not validate")?;
+    let config =
+        crate::config::Config::parse(&text, config_path).context("the generated config does not validate")?;
+    // The planner's own checks on what was found, as `mhr plan` will run
+    // them: each refusal names the key that fixes it.
+    let memory = crate::plan::Memory { leases, ..Default::default() };
+    let mut judge = crate::plan::InstantJudge::default();
+    let tolerant = crate::plan::Strictness::Tolerant;
+    if let Ok(desired) = crate::plan::desired(&config, &observed, &memory, tolerant, &mut judge)
+        && !desired.problems.is_empty()
+    {
+        text += "\n# `mhr plan` would refuse this until these are fixed:\n";
+        for problem in &desired.problems {
+            text += &format!("# - {problem}\n");
+        }
+    }
     if !args.write {
         write!(out, "{text}")?;
         return Ok(Outcome::Success);
