@@ -16,6 +16,7 @@ pub mod health;
 pub mod init;
 pub mod leases;
 pub mod lock;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod monitor;

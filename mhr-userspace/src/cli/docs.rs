@@ -15,10 +15,56 @@ pub struct CompletionsArgs {
 }
 
 pub fn completions(args: &CompletionsArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let mut command = Cli::command();
+    let full = Cli::command();
+    // The generators list hidden subcommands too (the rollback guardian):
+    // complete only what people type.
+    let visible: Vec<clap::Command> =
+        full.get_subcommands().filter(|sub| !sub.is_hide_set()).cloned().collect();
+    let mut command = clap::Command::new("mhr").args(full.get_arguments().cloned()).subcommands(visible);
     clap_complete::generate(args.shell, &mut command, "mhr", out);
     Ok(Outcome::Success)
 }
+
+/// The sections clap does not write: exit status, files, environment.
+const MAN_TAIL: &str = r#".SH "EXIT STATUS"
+.TP
+0
+Success.
+.TP
+1
+\fBcheck\fR (or \fBstatus \-\-check\fR) found something wrong, or \fBdown\fR left work for a later \fBdown\fR (an uplink that is gone).
+.TP
+2
+An error: bad input, a refused plan, a failed kernel change (undone). Bad input changes nothing.
+.SH ENVIRONMENT
+.TP
+\fBMHR_LOG\fR
+The log filter when \fB\-\-log\-level\fR is not given (a level such as \fBinfo\fR, or \fBwarn,mhr_userspace::daemon=debug\fR).
+.TP
+\fBMHR_HOST_ROOT\fR
+Read the host's network manager files and processes under this root instead of / (a container with the host's / mounted elsewhere).
+.TP
+\fBJOURNAL_STREAM\fR
+Set by systemd: log lines carry a syslog priority and no timestamp of their own.
+.TP
+\fBNO_COLOR\fR
+No colours in log lines.
+.SH FILES
+.TP
+\fB/etc/mhr/mhr.toml\fR
+The configuration (\fBmhr init \-\-write\fR writes one).
+.TP
+\fB/var/lib/mhr/\fR
+State: remembered gateways, the daemon's health view (health.json, health\-last.json), a pending confirmation and its rollback record, the lock.
+.TP
+\fB/etc/iproute2/rt_tables.d/mhr.conf\fR
+The names of mhr's routing tables.
+.TP
+\fB/sys/fs/bpf/mhr/\fR
+The source guard's pinned maps and links.
+.SH "SEE ALSO"
+\fBip\-rule\fR(8), \fBip\-route\fR(8), \fBtc\fR(8)
+"#;
 
 /// mhr(8) in roff, with a section per command.
 pub fn manpage(out: &mut dyn Write) -> anyhow::Result<Outcome> {
@@ -31,6 +77,7 @@ pub fn manpage(out: &mut dyn Write) -> anyhow::Result<Outcome> {
         page.render_description_section(out)?;
         page.render_options_section(out)?;
     }
+    out.write_all(MAN_TAIL.as_bytes())?;
     Ok(Outcome::Success)
 }
 
@@ -47,6 +94,7 @@ mod tests {
             assert!(bash.contains(command), "{command} missing from the bash completions");
         }
         assert!(bash.contains("--confirm") && bash.contains("--connections"));
+        assert!(!bash.contains("guardian"), "the hidden guardian is not completed");
     }
 
     #[test]
@@ -60,5 +108,8 @@ mod tests {
         }
         assert!(roff.contains("confirm"), "apply's --confirm documented");
         assert!(!roff.contains("GUARDIAN"));
+        for section in [".SH \"EXIT STATUS\"", ".SH ENVIRONMENT", ".SH FILES", ".SH \"SEE ALSO\""] {
+            assert!(roff.contains(section), "{section} missing");
+        }
     }
 }
