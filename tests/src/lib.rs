@@ -7,6 +7,7 @@
 
 pub mod dhcp;
 pub mod frames;
+pub mod managers;
 pub mod many_uplinks;
 pub mod measure;
 pub mod netns;
