@@ -7,12 +7,13 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    daemon::{DaemonThread, eventually},
+    daemon::{DaemonThread, METRICS_PORT, eventually},
     managed, mhr,
 };
 use mhr_tests::{
     Netns, TempDir,
     managers::{Addressing, ManagedLab, Manager, main_defaults_on, networkd::Networkd},
+    probe::http_get,
     require_root,
 };
 
@@ -83,10 +84,12 @@ fn mhrs_routes(host: &Netns) -> Vec<String> {
     routes
 }
 
-/// networkd (re)configuring a link removes every routing policy rule it did
-/// not make (ManageForeignRoutingPolicyRules=yes): on a restart, and when a
-/// link it manages appears. Under `mhr run` both heal, and afterwards
-/// mhr's rules and routes stay put (no fight).
+/// networkd configuring a link removes every routing policy rule it did not
+/// make (ManageForeignRoutingPolicyRules=yes) and the link's routes it did
+/// not make, in every table (ManageForeignRoutes=yes): on a restart (all
+/// links), and when a link it manages appears (that link's routes, every
+/// rule). Under `mhr run` both heal, and afterwards mhr's rules and routes
+/// stay put (no fight).
 #[test]
 fn a_networkd_restart_and_a_new_link_under_mhr_run_are_healed_without_a_fight() {
     let managed = lab(STATIC);
@@ -99,25 +102,11 @@ fn a_networkd_restart_and_a_new_link_under_mhr_run_are_healed_without_a_fight() 
     assert_eq!(rules.len(), 4, "two uplink rules and the two default rules: {rules:#?}");
 
     managed.manager.restart().unwrap();
-    managed
-        .wait_for("its defaults again", Duration::from_secs(20), |host| {
-            defaults_in_main(host, "proto static")
-        })
-        .unwrap();
-    let healed = || {
-        let now = (mhrs_rules(host), mhrs_routes(host));
-        if now == (rules.clone(), routes.clone()) { Ok(()) } else { Err(format!("{now:#?}")) }
-    };
-    eventually("mhr's rules and routes are back after the restart", Duration::from_secs(5), healed);
-    stays_put(host, &rules, &routes, "after networkd's restart");
+    healed_and_quiet(&managed, &rules, &routes, "networkd's restart");
 
     // ens4 unplugged and plugged again: networkd configures the new link.
     managed.lab.recreate_uplink(1).unwrap();
-    managed
-        .wait_for("ens4 again", Duration::from_secs(20), |host| defaults_in_main(host, "proto static"))
-        .unwrap();
-    eventually("mhr's rules and routes are back after ens4 reappeared", Duration::from_secs(5), healed);
-    stays_put(host, &rules, &routes, "after ens4 reappeared");
+    healed_and_quiet(&managed, &rules, &routes, "ens4 reappeared");
     managed::wait_leaves_by(host, "ens3", Duration::from_secs(1), "healed");
     daemon.stop();
     assert!(mhr(host, &config, &["down"]).succeeded());
@@ -125,11 +114,46 @@ fn a_networkd_restart_and_a_new_link_under_mhr_run_are_healed_without_a_fight() 
     assert!(managed.manager.log().contains("Configuring with"), "networkd ran: {}", managed.manager.log());
 }
 
-/// mhr's rules and routes do not change for 3 s (sampled every 100 ms).
-fn stays_put(host: &Netns, rules: &[String], routes: &[String], when: &str) {
+/// mhr's corrections of drift so far (every kind).
+fn corrections(host: &Netns) -> f64 {
+    let body = http_get(host, METRICS_PORT, "/metrics").map(|(_, body)| body).unwrap_or_default();
+    body.lines()
+        .filter(|line| line.starts_with("mhr_drift_corrections_total"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// After `event`: networkd removed something of mhr's (mhr corrected it),
+/// mhr's rules and routes are all back, and once networkd has settled
+/// (1 s) they do not change for 3 s (sampled every 100 ms) and mhr
+/// corrects nothing more: no fight.
+fn healed_and_quiet(managed: &ManagedLab<Networkd>, rules: &[String], routes: &[String], event: &str) {
+    let host = managed.host();
+    let before = corrections(host);
+    let healed = || {
+        let now = (mhrs_rules(host), mhrs_routes(host));
+        if corrections(host) > before && now.0 == rules && now.1 == routes {
+            Ok(())
+        } else {
+            Err(format!("{} corrections since; {now:#?}\n{}", corrections(host) - before, managed.report()))
+        }
+    };
+    eventually(
+        &format!("networkd removed mhr's objects and mhr put them back after {event}"),
+        Duration::from_secs(10),
+        healed,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let settled = corrections(host);
     for _ in 0..30 {
-        assert_eq!(mhrs_rules(host), rules, "mhr's rules stay put {when}");
-        assert_eq!(mhrs_routes(host), routes, "mhr's routes stay put {when}");
+        assert_eq!(mhrs_rules(host), rules, "mhr's rules stay put after {event}");
+        assert_eq!(mhrs_routes(host), routes, "mhr's routes stay put after {event}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(corrections(host), settled, "no fight with networkd after {event}");
+    managed
+        .wait_for("both defaults in main", Duration::from_secs(10), |host| {
+            defaults_in_main(host, "proto static")
+        })
+        .unwrap();
 }

@@ -137,7 +137,7 @@ impl<M: Manager> ManagedLab<M> {
         let log = self.manager.log();
         let lines: Vec<&str> = log.lines().collect();
         report += &format!("--- {} log (end)\n", self.manager.name());
-        for line in &lines[lines.len().saturating_sub(30)..] {
+        for line in &lines[lines.len().saturating_sub(40)..] {
             report += &format!("{line}\n");
         }
         report
