@@ -11,6 +11,7 @@
 //! measured behaviour are in the project's notes on managers in network
 //! namespaces.
 
+pub mod network_manager;
 pub mod networkd;
 
 use std::{
@@ -189,7 +190,7 @@ impl Daemon {
     fn spawn(&self) -> Result<()> {
         let mut command = in_netns(&self.netns, "unshare");
         command
-            .args(["--mount", "--propagation=private", "--pid", "--fork", "--kill-child=SIGKILL"])
+            .args(["--mount", "--propagation=private", "--uts", "--pid", "--fork", "--kill-child=SIGKILL"])
             .args(["sh", "-c", self.script])
             .arg(&self.dir);
         self.process.start(command)

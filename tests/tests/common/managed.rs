@@ -12,13 +12,13 @@ use std::{
 use mhr_tests::{
     Netns, SeedLab, TempDir,
     managers::{ManagedLab, Manager},
-    probe::{TcpResponder, ping, tcp_exchange},
+    probe::{TcpResponder, http_get, ping, tcp_exchange},
     seed_lab::{CLIENT, routing_section},
 };
 use mhr_userspace::daemon::DaemonOptions;
 
 use super::{
-    daemon::{DaemonThread, eventually},
+    daemon::{DaemonThread, METRICS_PORT, eventually},
     mhr, write_config,
 };
 
@@ -182,4 +182,79 @@ pub fn run_fails_over_and_back<M: Manager>(managed: &ManagedLab<M>, gateways: [O
             Err(format!("{}\n{}", difference(&before, &after), managed.report()))
         }
     });
+}
+
+/// mhr's rules (proto 210), as `ip` prints them.
+pub fn mhrs_rules(host: &Netns) -> Vec<String> {
+    let rules = host.ip(["-4", "rule", "show"]).unwrap();
+    rules.lines().filter(|line| line.contains("proto 210")).map(str::to_owned).collect()
+}
+
+/// mhr's routes (proto 210) in every table, sorted.
+pub fn mhrs_routes(host: &Netns) -> Vec<String> {
+    let routes = host.ip(["-4", "route", "show", "table", "all", "proto", "210"]).unwrap();
+    let mut routes: Vec<String> = routes.lines().map(str::to_owned).collect();
+    routes.sort();
+    routes
+}
+
+/// mhr's corrections of drift so far (every kind), from its metrics.
+pub fn corrections(host: &Netns) -> f64 {
+    let body = http_get(host, METRICS_PORT, "/metrics").map(|(_, body)| body).unwrap_or_default();
+    body.lines()
+        .filter(|line| line.starts_with("mhr_drift_corrections_total"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Whether a manager removes mhr's rules and routes on some event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removes {
+    Yes,
+    No,
+}
+
+/// Under `mhr run`, `event` happens (`act`). With `Removes::Yes` the
+/// manager removed something of mhr's (mhr corrected it) and mhr's `rules`
+/// and `routes` are all back; with `Removes::No` mhr had nothing to
+/// correct. Either way, once the manager has settled (1 s) they do not
+/// change for 3 s (sampled every 100 ms) and mhr corrects nothing more:
+/// no fight.
+pub fn mhr_is_whole_and_quiet_after<M: Manager>(
+    managed: &ManagedLab<M>,
+    rules: &[String],
+    routes: &[String],
+    event: &str,
+    removes: Removes,
+    act: impl FnOnce(),
+) {
+    let host = managed.host();
+    let before = corrections(host);
+    act();
+    let whole = |host: &Netns| (mhrs_rules(host), mhrs_routes(host)) == (rules.to_vec(), routes.to_vec());
+    if removes == Removes::Yes {
+        eventually(
+            &format!("{} removed mhr's objects and mhr put them back after {event}", managed.manager.name()),
+            Duration::from_secs(10),
+            || {
+                let corrected = corrections(host) - before;
+                if corrected > 0.0 && whole(host) {
+                    Ok(())
+                } else {
+                    Err(format!("{corrected} corrections; {:#?}\n{}", mhrs_rules(host), managed.report()))
+                }
+            },
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let settled = corrections(host);
+    for _ in 0..30 {
+        assert_eq!(mhrs_rules(host), rules, "mhr's rules stay put after {event}");
+        assert_eq!(mhrs_routes(host), routes, "mhr's routes stay put after {event}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(corrections(host), settled, "no fight with {} after {event}", managed.manager.name());
+    if removes == Removes::No {
+        assert_eq!(settled, before, "{} left mhr's objects alone on {event}", managed.manager.name());
+    }
 }
