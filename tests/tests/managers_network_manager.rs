@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     daemon::DaemonThread,
-    managed::{self, Removes},
+    managed::{self, AfterFlap, Removes},
     mhr,
 };
 use mhr_tests::{
@@ -46,7 +46,7 @@ fn a_static_and_a_dhcp_connection_apply_then_down_leaves_network_managers_routes
 
 #[test]
 fn a_static_and_a_dhcp_connection_run_fails_over_and_back() {
-    managed::run_fails_over_and_back(&lab(), [None, None]);
+    managed::run_fails_over_and_back(&lab(), [None, None], AfterFlap::Restores);
 }
 
 /// NetworkManager restarting (SIGTERM, start again; its /run state kept,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{
     daemon::DaemonThread,
-    managed::{self, Removes},
+    managed::{self, AfterFlap, Removes},
     mhr,
 };
 use mhr_tests::{
@@ -52,7 +52,7 @@ fn static_addresses_apply_then_down_leaves_networkds_routes() {
 
 #[test]
 fn static_addresses_run_fails_over_and_back() {
-    managed::run_fails_over_and_back(&lab(STATIC), [None, None]);
+    managed::run_fails_over_and_back(&lab(STATIC), [None, None], AfterFlap::Restores);
 }
 
 #[test]
@@ -68,7 +68,7 @@ fn dhcp_apply_then_down_leaves_networkds_routes() {
 
 #[test]
 fn dhcp_run_fails_over_and_back() {
-    managed::run_fails_over_and_back(&lab(DHCP), [None, None]);
+    managed::run_fails_over_and_back(&lab(DHCP), [None, None], AfterFlap::Restores);
 }
 
 /// networkd configuring a link removes every routing policy rule it did not

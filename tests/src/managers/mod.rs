@@ -11,6 +11,7 @@
 //! measured behaviour are in the project's notes on managers in network
 //! namespaces.
 
+pub mod dhclient;
 pub mod network_manager;
 pub mod networkd;
 
@@ -58,8 +59,9 @@ pub struct ManagedLab<M> {
     dir: TempDir,
 }
 
-/// How long a manager gets to configure both uplinks.
-const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a manager gets to configure both uplinks (dhclient retries a
+/// lost first DISCOVER only after 3 to 15 s).
+const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(40);
 
 impl<M: Manager> ManagedLab<M> {
     /// Builds a bare lab, serves DHCP where `addressing` asks for it,

@@ -137,12 +137,25 @@ pub fn apply_then_down<M: Manager>(managed: &ManagedLab<M>, gateways: [Option<Ip
     );
 }
 
+/// Whether a manager puts back what the kernel removed with a link that
+/// went administratively down (its default route) once the link is up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterFlap {
+    Restores,
+    /// dhclient: not until its lease is bound anew.
+    Forgets,
+}
+
 /// `mhr run` beside the manager: converges, both floating IPs answer,
 /// fails over when the primary goes administratively down and when its
-/// upstream goes silent, fails back each time, and after `mhr down` every
-/// rule and route is as the manager made them (once the manager has put
-/// back what the kernel removed with the link).
-pub fn run_fails_over_and_back<M: Manager>(managed: &ManagedLab<M>, gateways: [Option<Ipv4Addr>; 2]) {
+/// upstream goes silent, fails back each time, and `mhr down` removes
+/// exactly mhr's rules and routes. With `AfterFlap::Restores` every rule
+/// and route is then as the manager made them before mhr started.
+pub fn run_fails_over_and_back<M: Manager>(
+    managed: &ManagedLab<M>,
+    gateways: [Option<Ipv4Addr>; 2],
+    after_flap: AfterFlap,
+) {
     let (lab, host) = (&managed.lab, managed.host());
     let responder = TcpResponder::start(host, 0).unwrap();
     let before = routing(host);
@@ -172,8 +185,14 @@ pub fn run_fails_over_and_back<M: Manager>(managed: &ManagedLab<M>, gateways: [O
     assert_both_floating_ips_answer(lab, &responder);
     daemon.stop();
 
+    let others: Vec<String> = routing(host).into_iter().filter(|line| !line.contains("proto 210")).collect();
     let down = mhr(host, &config, &["down"]);
     assert!(down.succeeded(), "{down:?}");
+    let after = routing(host);
+    assert!(after == others, "down removes mhr's objects and nothing else:\n{}", difference(&others, &after));
+    if after_flap == AfterFlap::Forgets {
+        return;
+    }
     eventually(&format!("down leaves what {} made", managed.manager.name()), Duration::from_secs(10), || {
         let after = routing(host);
         if after == before {
