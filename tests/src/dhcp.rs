@@ -268,7 +268,8 @@ dhcpcd --nobackground --debug --config "$0/dhcpcd.conf" "$1"
 exit $?"#;
 
 impl DhcpClient {
-    fn start(host: &Netns, uplink: &Uplink, dir: &Path, keep: bool) -> Result<Self> {
+    /// Starts dhcpcd for `uplink` on `host`, its files under `dir`.
+    pub fn start(host: &Netns, uplink: &Uplink, dir: &Path, keep: bool) -> Result<Self> {
         let ifname = uplink.interface;
         let dir = dir.join(format!("dhcpcd-{ifname}"));
         let lib = dir.join("lib");

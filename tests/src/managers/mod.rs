@@ -12,6 +12,7 @@
 //! namespaces.
 
 pub mod dhclient;
+pub mod dhcpcd;
 pub mod network_manager;
 pub mod networkd;
 
