@@ -12,6 +12,7 @@ pub mod many_uplinks;
 pub mod measure;
 pub mod netns;
 pub mod probe;
+pub(crate) mod process;
 pub mod quiet_host;
 pub mod raw;
 pub mod seed_lab;

@@ -26,7 +26,8 @@ use std::{
 
 use crate::{
     LabError, Netns, Result, SeedLab, TempDir, checked,
-    dhcp::{DhcpServer, Process, children, in_netns},
+    dhcp::DhcpServer,
+    process::{Process, children, in_netns},
     seed_lab::Uplink,
 };
 
