@@ -147,8 +147,8 @@ pub enum AfterFlap {
 }
 
 /// `mhr run` beside the manager: converges, both floating IPs answer,
-/// fails over when the primary goes administratively down and when its
-/// upstream goes silent, fails back each time, and `mhr down` removes
+/// fails over when the primary goes administratively down, loses its
+/// carrier and when its upstream goes silent, fails back each time, and `mhr down` removes
 /// exactly mhr's rules and routes. With `AfterFlap::Restores` every rule
 /// and route is then as the manager made them before mhr started.
 pub fn run_fails_over_and_back<M: Manager>(
@@ -177,6 +177,13 @@ pub fn run_fails_over_and_back<M: Manager>(
     host.ip(["link", "set", "ens3", "up"]).unwrap();
     wait_leaves_by(host, "ens3", Duration::from_secs(15), "ens3 up again");
     assert_both_floating_ips_answer(lab, &responder);
+
+    // The router's side goes down: ens3 stays up, without carrier.
+    lab.routers[0].ip(["link", "set", "lan", "down"]).unwrap();
+    wait_leaves_by(host, "ens4", Duration::from_secs(2), "ens3 without carrier");
+    std::thread::sleep(Duration::from_secs(1));
+    lab.routers[0].ip(["link", "set", "lan", "up"]).unwrap();
+    wait_leaves_by(host, "ens3", Duration::from_secs(15), "ens3's carrier back");
 
     lab.silence_upstream(0).unwrap();
     wait_leaves_by(host, "ens4", Duration::from_secs(5), "ens3's upstream silent");
