@@ -43,8 +43,8 @@ impl Dhclient {
         Ok(Self { daemon })
     }
 
-    /// The uplinks (index, interface) whose lease's default route is in no
-    /// table: dhclient-script could not add it.
+    /// The uplinks (index, interface) without a default route in main:
+    /// dhclient-script could not add their lease's (it writes nowhere else).
     pub fn without_default(host: &Netns) -> Vec<(usize, &'static str)> {
         UPLINKS
             .iter()
