@@ -17,14 +17,16 @@
 use std::{
     fs,
     net::{Ipv4Addr, Ipv6Addr},
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Mutex, MutexGuard, PoisonError},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use crate::{LabError, Netns, Result, TempDir, checked, describe, seed_lab::Uplink};
+use crate::{
+    LabError, Netns, Result, TempDir, checked, describe,
+    process::{Process, children, in_netns},
+    seed_lab::Uplink,
+};
 
 /// The lease dnsmasq hands out: its shortest (it raises anything shorter to
 /// two minutes). dhcpcd renews at T1, half of it.
@@ -59,7 +61,7 @@ impl Dhcp {
         let servers = uplinks
             .iter()
             .zip(routers)
-            .map(|(uplink, router)| DhcpServer::start(router, uplink, dir.path(), keep))
+            .map(|(uplink, router)| DhcpServer::start(router, uplink, dir.path(), keep, true))
             .collect::<Result<_>>()?;
         let clients = uplinks
             .iter()
@@ -137,17 +139,23 @@ pub struct DhcpServer {
     netns: String,
     uplink: Uplink,
     dir: PathBuf,
+    /// Whether it also sends router advertisements.
+    ra: bool,
     process: Process,
 }
 
 impl DhcpServer {
-    fn start(router: &Netns, uplink: &Uplink, dir: &Path, keep: bool) -> Result<Self> {
+    /// Starts dnsmasq for `uplink` in `router`, its files in `dir`; with
+    /// `ra` it also advertises the router for IPv6. Killed when dropped
+    /// unless `keep`.
+    pub fn start(router: &Netns, uplink: &Uplink, dir: &Path, keep: bool, ra: bool) -> Result<Self> {
         let log = dir.join(format!("dnsmasq-{}.log", uplink.interface));
         let server = Self {
             netns: router.name().to_owned(),
             uplink: *uplink,
             dir: dir.to_owned(),
-            process: Process { log, keep, child: Mutex::default() },
+            ra,
+            process: Process::new(log, keep),
         };
         server.restart()?;
         Ok(server)
@@ -223,16 +231,19 @@ impl DhcpServer {
             "--interface=lan",
             "--dhcp-authoritative",
             "--no-ping",
-            "--enable-ra",
-            "--dhcp-range=::,constructor:lan,ra-only",
         ]);
+        if self.ra {
+            command.args(["--enable-ra", "--dhcp-range=::,constructor:lan,ra-only"]);
+        }
         let (address, mask, lease) = (uplink.address, netmask(uplink.prefix_len), LEASE.as_secs());
         command
             .arg(format!("--dhcp-range={address},{address},{mask},{lease}"))
             .arg(format!("--dhcp-option=option:router,{}", uplink.gateway))
-            .arg(format!("--ra-param=lan,{RA_INTERVAL_SECS},{}", RA_LIFETIME.as_secs()))
             .arg(format!("--dhcp-leasefile={}", self.file("leases").display()))
             .arg(format!("--pid-file={}", self.file("pid").display()));
+        if self.ra {
+            command.arg(format!("--ra-param=lan,{RA_INTERVAL_SECS},{}", RA_LIFETIME.as_secs()));
+        }
         command
     }
 }
@@ -259,7 +270,8 @@ dhcpcd --nobackground --debug --config "$0/dhcpcd.conf" "$1"
 exit $?"#;
 
 impl DhcpClient {
-    fn start(host: &Netns, uplink: &Uplink, dir: &Path, keep: bool) -> Result<Self> {
+    /// Starts dhcpcd for `uplink` on `host`, its files under `dir`.
+    pub fn start(host: &Netns, uplink: &Uplink, dir: &Path, keep: bool) -> Result<Self> {
         let ifname = uplink.interface;
         let dir = dir.join(format!("dhcpcd-{ifname}"));
         let lib = dir.join("lib");
@@ -275,7 +287,7 @@ impl DhcpClient {
         );
         fs::write(&config, text).map_err(LabError::io(format!("writing {}", config.display())))?;
         let log = dir.with_extension("log");
-        let process = Process { log, keep, child: Mutex::default() };
+        let process = Process::new(log, keep);
         let client = Self { netns: host.name().to_owned(), uplink: *uplink, dir, process };
         client.restart()?;
         Ok(client)
@@ -331,79 +343,6 @@ impl DhcpClient {
     }
 }
 
-/// A daemon that can be stopped and started again, its output appended to
-/// `log`; killed on drop unless kept.
-struct Process {
-    log: PathBuf,
-    keep: bool,
-    child: Mutex<Option<Child>>,
-}
-
-impl Process {
-    fn start(&self, mut command: Command) -> Result<()> {
-        self.stop();
-        let shown = describe(&command);
-        let open = || {
-            fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.log)
-                .map_err(LabError::io(format!("opening {}", self.log.display())))
-        };
-        // Own process group: a Ctrl-C meant for the test does not reach it.
-        command.stdin(Stdio::null()).stdout(open()?).stderr(open()?).process_group(0);
-        if !self.keep {
-            // SAFETY: prctl is async-signal-safe and nothing is allocated.
-            unsafe {
-                command.pre_exec(|| {
-                    let signal = nix::libc::SIGKILL as nix::libc::c_ulong;
-                    match nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, signal) {
-                        -1 => Err(std::io::Error::last_os_error()),
-                        _ => Ok(()),
-                    }
-                });
-            }
-        }
-        let child = command.spawn().map_err(LabError::io(format!("could not start `{shown}`")))?;
-        *self.lock() = Some(child);
-        Ok(())
-    }
-
-    fn stop(&self) {
-        if let Some(mut child) = self.lock().take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// The pid while it runs.
-    fn pid(&self) -> Option<u32> {
-        let mut child = self.lock();
-        let child = child.as_mut()?;
-        matches!(child.try_wait(), Ok(None)).then(|| child.id())
-    }
-
-    fn running(&self) -> bool {
-        self.pid().is_some()
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Child>> {
-        self.child.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if !self.keep {
-            self.stop();
-        }
-    }
-}
-
 /// What `host` still lacks for `uplink`: its leased address and, with
 /// `routes`, its DHCP and router-advertised default routes in main.
 fn lacks(host: &Netns, uplink: &Uplink, routes: bool) -> Vec<String> {
@@ -444,30 +383,14 @@ pub fn ra_gateway(host: &Netns, ifname: &str) -> Option<Ipv6Addr> {
 }
 
 /// The word after `key` in a line of `ip` output.
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let mut words = line.split_whitespace();
     words.by_ref().find(|word| *word == key)?;
     words.next()
 }
 
-fn netmask(prefix_len: u8) -> Ipv4Addr {
+pub(crate) fn netmask(prefix_len: u8) -> Ipv4Addr {
     Ipv4Addr::from(u32::MAX.checked_shl(32u32.saturating_sub(prefix_len.into())).unwrap_or(0))
-}
-
-/// `program` in network namespace `netns`, as [`Netns::command`] runs it.
-fn in_netns(netns: &str, program: &str) -> Command {
-    let mut command = Command::new("nsenter");
-    command.arg(format!("--net=/run/netns/{netns}")).arg(program);
-    command
-}
-
-/// The children of process `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|child| child.parse().ok())
-        .collect()
 }
 
 #[cfg(test)]

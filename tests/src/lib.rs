@@ -7,11 +7,13 @@
 
 pub mod dhcp;
 pub mod frames;
+pub mod managers;
 pub mod many_uplinks;
 pub mod measure;
 pub mod mount;
 pub mod netns;
 pub mod probe;
+pub(crate) mod process;
 pub mod quiet_host;
 pub mod raw;
 pub mod seed_lab;

@@ -29,6 +29,12 @@ const SYSTEM_COMMANDS: &[(&str, &str)] = &[
     ("script", "bsdutils"),
     ("dnsmasq", "dnsmasq-base"),
     ("dhcpcd", "dhcpcd-base"),
+    // Real network managers on the lab host (tests/src/managers), each run
+    // by the tests in namespaces of its own.
+    ("/lib/systemd/systemd-networkd", "systemd"),
+    ("NetworkManager", "network-manager"),
+    ("dbus-daemon", "dbus"),
+    ("dhclient", "isc-dhcp-client"),
     // Checks the alert rules (unit tests) and the daemon's exposition.
     ("promtool", "prometheus"),
 ];
@@ -276,7 +282,31 @@ fn ensure_system_packages(report: &mut SetupReport) -> anyhow::Result<()> {
     if ours {
         let _ = fs::remove_file(policy);
     }
-    installed
+    installed?;
+    disable_installed_services(&missing);
+    Ok(())
+}
+
+/// Services packages enable on install that must never run on the test
+/// machine (NetworkManager would manage its links from the next boot).
+const NEVER_ENABLED: &[(&str, &[&str])] = &[(
+    "network-manager",
+    &["NetworkManager.service", "NetworkManager-dispatcher.service", "NetworkManager-wait-online.service"],
+)];
+
+/// Disables (on systemd machines) the services of `installed` packages
+/// listed in [`NEVER_ENABLED`]; a machine without systemctl has nothing
+/// to disable.
+fn disable_installed_services(installed: &[&str]) {
+    let Some(systemctl) = cmd::which_system("systemctl") else { return };
+    for (package, units) in NEVER_ENABLED {
+        if installed.contains(package) {
+            let disabled = Command::new(&systemctl).arg("disable").args(*units).status();
+            if !disabled.is_ok_and(|status| status.success()) {
+                println!("  warning   could not disable {} ({package})", units.join(" "));
+            }
+        }
+    }
 }
 
 /// PyPI's kubernetes-validate validates the DaemonSet against the

@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod frames;
 pub mod guard;
+pub mod managed;
 
 use std::path::{Path, PathBuf};
 

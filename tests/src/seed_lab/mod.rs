@@ -17,12 +17,18 @@
 //!
 //! [`SeedLab::start`] gives the host its addresses and default routes
 //! statically; [`SeedLab::start_dhcp`] from a real DHCP server and client
-//! and real router advertisements (see [`crate::dhcp`]).
+//! and real router advertisements (see [`crate::dhcp`]); [`SeedLab::start_bare`]
+//! leaves the host's uplinks to a real network manager (see
+//! [`crate::managers`]).
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
+
+mod router;
+
+use router::{nft, reach_all, router_ruleset, router_suffix};
 
 use crate::{Netns, Result, checked, dhcp::Dhcp};
 
@@ -107,6 +113,18 @@ pub struct SeedLab {
     /// One router per uplink, in [`UPLINKS`] order.
     pub routers: Vec<Netns>,
     pub client: Netns,
+    setup: HostSetup,
+}
+
+/// Who configures the host's uplinks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HostSetup {
+    /// The lab, statically (addresses and default routes).
+    Static,
+    /// dhcpcd (IPv4) and router advertisements (IPv6 default routes).
+    Dhcp,
+    /// Nobody yet: links without addresses, down, IPv6 off.
+    Bare,
 }
 
 impl SeedLab {
@@ -117,7 +135,16 @@ impl SeedLab {
 
     /// Builds the lab; with `keep` its namespaces outlive this process.
     pub fn start_with(keep: bool) -> Result<Self> {
-        Self::build(keep, false)
+        Self::build(keep, HostSetup::Static)
+    }
+
+    /// Builds the lab with the host's uplinks created but down, without
+    /// addresses and with IPv6 disabled: a network manager started on the
+    /// host brings them up and configures them (IPv4). The neighbours on
+    /// the host's segments are learned once it did
+    /// ([`SeedLab::learn_host_neighbours`]).
+    pub fn start_bare() -> Result<Self> {
+        Self::build(false, HostSetup::Bare)
     }
 
     /// Builds the lab with the host's IPv4 addresses and default routes
@@ -131,30 +158,34 @@ impl SeedLab {
     /// Like [`SeedLab::start_dhcp`]; with `keep` the namespaces, the DHCP
     /// processes and their directory outlive this process.
     pub fn start_dhcp_with(keep: bool) -> Result<Self> {
-        Self::build(keep, true)
+        Self::build(keep, HostSetup::Dhcp)
     }
 
-    fn build(keep: bool, dhcp: bool) -> Result<Self> {
+    fn build(keep: bool, setup: HostSetup) -> Result<Self> {
         let client = Netns::create_with("client", keep)?;
         let host = Netns::create_with("host", keep)?;
         let mut routers = Vec::with_capacity(UPLINKS.len());
         for uplink in &UPLINKS {
             routers.push(Netns::create_with(&format!("r{}", &uplink.interface[3..]), keep)?);
         }
-        let mut lab = Self { dhcp: None, host, routers, client };
+        let mut lab = Self { dhcp: None, host, routers, client, setup };
         for netns in lab.namespaces() {
             // Addresses usable at once: no duplicate address detection delay.
             netns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
             netns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
         }
+        if setup == HostSetup::Bare {
+            // The uplinks, created below, start without IPv6.
+            lab.host.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+        }
         lab.build_client()?;
         for (uplink, router) in UPLINKS.iter().zip(&lab.routers) {
-            lab.build_uplink(uplink, router, dhcp)?;
+            lab.build_uplink(uplink, router)?;
         }
-        if dhcp {
+        if setup == HostSetup::Dhcp {
             lab.dhcp = Some(Dhcp::start(&lab.host, &lab.routers, &UPLINKS, keep)?);
         }
-        lab.learn_neighbours()?;
+        lab.learn_neighbours(setup != HostSetup::Bare)?;
         Ok(lab)
     }
 
@@ -186,7 +217,7 @@ impl SeedLab {
         Ok(())
     }
 
-    fn build_uplink(&self, uplink: &Uplink, router: &Netns, dhcp: bool) -> Result<()> {
+    fn build_uplink(&self, uplink: &Uplink, router: &Netns) -> Result<()> {
         let client = &self.client;
         let port = format!("to-{}", router_suffix(router));
 
@@ -200,7 +231,7 @@ impl SeedLab {
         router.sysctl("net.ipv4.ip_forward", "1")?;
         router.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         nft(router, &router_ruleset(uplink))?;
-        self.connect_uplink(uplink, router, dhcp)?;
+        self.connect_uplink(uplink, router)?;
 
         // Client: reach the floating IP and the routed prefix via this router.
         let floating = format!("{}/32", uplink.floating);
@@ -212,8 +243,9 @@ impl SeedLab {
     /// The host's uplink and the router's LAN side: the link, addresses, and
     /// the host's default routes in main, as a DHCP client would leave them.
     /// With `dhcp`, only the link, the router's addresses and the host's
-    /// IPv6 address: DHCP and router advertisements bring the rest.
-    fn connect_uplink(&self, uplink: &Uplink, router: &Netns, dhcp: bool) -> Result<()> {
+    /// IPv6 address: DHCP and router advertisements bring the rest. Bare,
+    /// only the link (down) and the router's addresses.
+    fn connect_uplink(&self, uplink: &Uplink, router: &Netns) -> Result<()> {
         let host = &self.host;
         let ifname = uplink.interface;
         host.ip(["link", "add", ifname, "type", "veth", "peer", "name", "lan", "netns", router.name()])?;
@@ -221,8 +253,11 @@ impl SeedLab {
         let gateway6 = format!("{}/{}", uplink.gateway6, uplink.prefix6_len);
         router.ip(["addr", "add", &gateway6, "dev", "lan", "nodad"])?;
         router.ip(["link", "set", "lan", "up"])?;
+        if self.setup == HostSetup::Bare {
+            return Ok(());
+        }
         let address6 = format!("{}/{}", uplink.address6, uplink.prefix6_len);
-        if dhcp {
+        if self.setup == HostSetup::Dhcp {
             host.ip(["addr", "add", &address6, "dev", ifname, "nodad"])?;
             // The default route from router advertisements at the uplink's
             // metric (as dhcpcd or NetworkManager would set it), no SLAAC
@@ -259,7 +294,7 @@ impl SeedLab {
     pub fn recreate_uplink(&self, index: usize) -> Result<()> {
         let uplink = &UPLINKS[index];
         self.host.ip(["link", "del", uplink.interface])?;
-        self.connect_uplink(uplink, &self.routers[index], self.dhcp.is_some())?;
+        self.connect_uplink(uplink, &self.routers[index])?;
         if let Some(dhcp) = &self.dhcp {
             dhcp.clients[index].restart()?;
             dhcp.wait_for_lease(&self.host, index, Duration::from_secs(10))?;
@@ -284,27 +319,34 @@ impl SeedLab {
     /// the first IPv6 reply may leave by another uplink: the kernel prefers
     /// default routers whose neighbour entry is known reachable over the
     /// lower metric.
-    fn learn_neighbours(&self) -> Result<()> {
-        for (uplink, router) in UPLINKS.iter().zip(&self.routers) {
+    /// With `host` false only the routers' and the client's (the host's
+    /// uplinks are not configured yet).
+    fn learn_neighbours(&self, host: bool) -> Result<()> {
+        if host {
+            self.learn_host_neighbours(true)?;
+        }
+        for uplink in &UPLINKS {
             let pairs = [
-                (&self.host, IpAddr::V4(uplink.gateway)),
-                (&self.host, IpAddr::V6(uplink.gateway6)),
-                (router, IpAddr::V4(uplink.address)),
-                (router, IpAddr::V6(uplink.address6)),
                 (&self.client, IpAddr::V4(uplink.router_wan)),
                 (&self.client, IpAddr::V6(uplink.router_wan6)),
             ];
-            for (from, to) in pairs {
-                let reachable = (0..5).any(|_| {
-                    crate::probe::ping(from, to, std::time::Duration::from_secs(1)).unwrap_or(false)
-                });
-                if !reachable {
-                    return Err(crate::LabError::Parse {
-                        command: format!("ping {to} from {}", from.name()),
-                        output: "no answer after 5 tries".into(),
-                    });
-                }
+            reach_all(&pairs)?;
+        }
+        Ok(())
+    }
+
+    /// Resolves the neighbours between the host and its routers (both
+    /// ways), over IPv4 and, with `ipv6`, IPv6; for a bare lab once its
+    /// manager configured the uplinks.
+    pub fn learn_host_neighbours(&self, ipv6: bool) -> Result<()> {
+        for (uplink, router) in UPLINKS.iter().zip(&self.routers) {
+            let mut pairs =
+                vec![(&self.host, IpAddr::V4(uplink.gateway)), (router, IpAddr::V4(uplink.address))];
+            if ipv6 {
+                pairs.push((&self.host, IpAddr::V6(uplink.gateway6)));
+                pairs.push((router, IpAddr::V6(uplink.address6)));
             }
+            reach_all(&pairs)?;
         }
         Ok(())
     }
@@ -365,37 +407,4 @@ pub fn routing_section(dir: &std::path::Path) -> String {
         dir.join("state").display(),
         crate::temp_dir::pin_dir_for(dir).display()
     )
-}
-
-fn router_suffix(router: &Netns) -> &str {
-    router.name().rsplit('-').next().unwrap_or("r")
-}
-
-fn router_ruleset(uplink: &Uplink) -> String {
-    let (address, floating) = (uplink.address, uplink.floating);
-    let (subnet, subnet6) = (uplink.subnet(), uplink.subnet6());
-    format!(
-        r#"table ip mhr_lab_nat {{
-    chain prerouting {{
-        type nat hook prerouting priority dstnat; policy accept;
-        iifname "wan" ip daddr {floating} dnat to {address}
-    }}
-    chain postrouting {{
-        type nat hook postrouting priority srcnat; policy accept;
-        oifname "wan" ip saddr {address} snat to {floating}
-    }}
-}}
-table inet mhr_lab_filter {{
-    chain forward {{
-        type filter hook forward priority filter; policy accept;
-        iifname "lan" ip saddr != {subnet} counter drop
-        iifname "lan" ip6 saddr != {subnet6} counter drop
-    }}
-}}
-"#
-    )
-}
-
-fn nft(netns: &Netns, ruleset: &str) -> Result<()> {
-    crate::checked_with_input(netns.command("nft").args(["-f", "-"]), ruleset).map(drop)
 }
