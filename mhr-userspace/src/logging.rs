@@ -85,7 +85,10 @@ mod tests {
         for good in ["info", "WARN", "off", "warn,mhr_userspace::daemon=debug", "mhr_userspace=trace"] {
             assert!(filter(Some(good), None).is_ok(), "{good}");
         }
-        assert_eq!(filter(None, None).map(|f| f.to_string()), Ok("mhr_userspace::daemon=info,warn".to_owned()));
+        assert_eq!(
+            filter(None, None).map(|f| f.to_string()),
+            Ok("mhr_userspace::daemon=info,warn".to_owned())
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub fn host_root() -> PathBuf {
     std::env::var_os("MHR_HOST_ROOT").map_or_else(|| PathBuf::from("/"), PathBuf::from)
 }
 
-const NETWORKD_ADVICE: &str = "set ManageForeignRoutingPolicyRules=no and ManageForeignRoutes=no under [Network] in /etc/systemd/networkd.conf (or a drop-in in networkd.conf.d/): with the defaults networkd deletes mhr's rules and routes whenever it starts or reconfigures, and mhr has to put them back";
+const NETWORKD_ADVICE: &str = "set ManageForeignRoutingPolicyRules=no and ManageForeignRoutes=no under [Network] in /etc/systemd/networkd.conf (or a drop-in in networkd.conf.d/), and KeepConfiguration=static under [Network] in the uplinks' .network files: with the defaults a networkd restart deletes mhr's rules and routes, and without KeepConfiguration it drops and re-adds the uplinks' addresses, which takes every route through them (mhr's tables too); `mhr run` puts them back";
 
 /// Every manager found under `root`.
 pub fn detect(root: &Path) -> Vec<Neighbour> {

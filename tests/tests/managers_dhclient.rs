@@ -4,20 +4,20 @@
 
 mod common;
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::time::Duration;
 
 use common::managed::{self, AfterFlap};
 use mhr_tests::{
     managers::{Addressing, ManagedLab, dhclient::Dhclient},
     require_root,
-    seed_lab::UPLINKS,
 };
 
 /// A lab whose uplinks dhclient leased; one default in main, at metric 0.
-/// Returns it with mhr's gateways: for the uplink without a default in any
-/// route, the lab's gateway. mhr cannot learn it yet (learning it from
-/// dhclient's lease file is separate work), so the config names it.
-fn lab() -> (ManagedLab<Dhclient>, [Option<Ipv4Addr>; 2]) {
+/// Returns it with the config lines per uplink: the uplink without a
+/// default in any route names dhclient's lease file (the lab keeps it in
+/// its own directory; on a host mhr finds /var/lib/dhcp/dhclient*.leases by
+/// itself), and mhr learns its gateway from it.
+fn lab() -> (ManagedLab<Dhclient>, [String; 2]) {
     require_root();
     let managed = ManagedLab::start([Addressing::Dhcp; 2], Dhclient::start).unwrap();
     managed
@@ -29,25 +29,35 @@ fn lab() -> (ManagedLab<Dhclient>, [Option<Ipv4Addr>; 2]) {
             }
         })
         .unwrap();
-    let mut gateways = [None, None];
+    let mut lines = [String::new(), String::new()];
     let without = Dhclient::without_default(managed.host());
     assert_eq!(without.len(), 1, "dhclient-script installs one default: {without:?}\n{}", managed.report());
+    let lease = managed.dir().join("dhclient/dhclient.leases");
     for (index, _) in without {
-        gateways[index] = Some(UPLINKS[index].gateway);
+        lines[index] = format!("dhcp_lease = \"{}\"\n", lease.display());
     }
-    (managed, gateways)
+    (managed, lines)
 }
 
 #[test]
 fn apply_then_down_leaves_dhclients_routes() {
-    let (managed, gateways) = lab();
-    managed::apply_then_down(&managed, gateways);
+    let (managed, lines) = lab();
+    managed::apply_then_down_with(&managed, lines.clone());
+    // The gateway no route names came from the lease, and status says so.
+    let dir = mhr_tests::TempDir::new("managed").unwrap();
+    let config = managed::config_with(&dir, lines);
+    let status = common::mhr(managed.host(), &config, &["status"]);
+    assert!(
+        status.output.contains("gateway: 10.0.") && status.output.contains("(from dhclient's lease)"),
+        "{}",
+        status.output
+    );
 }
 
 /// dhclient does not put back a default the kernel removed with ens3's
 /// link; mhr keeps routing host traffic by ens3 all the same.
 #[test]
 fn run_fails_over_and_back() {
-    let (managed, gateways) = lab();
-    managed::run_fails_over_and_back(&managed, gateways, AfterFlap::Forgets);
+    let (managed, lines) = lab();
+    managed::run_fails_over_and_back_with(&managed, lines, AfterFlap::Forgets);
 }

@@ -83,6 +83,13 @@ fn a_networkd_restart_and_a_new_link_under_mhr_run_are_healed_without_a_fight() 
     let host = managed.host();
     let dir = TempDir::new("managed").unwrap();
     let config = managed::config(&dir, [None, None]);
+    let init = mhr(host, &config, &["init"]);
+    assert!(
+        init.output
+            .contains("#   NOW: systemd-networkd is set to delete foreign routing policy rules and routes"),
+        "init names what to set: {}",
+        init.output
+    );
     let daemon = DaemonThread::start(host, &config, managed::options());
     managed::wait_leaves_by(host, "ens3", Duration::from_secs(5), "the daemon converged");
     let (rules, routes) = (managed::mhrs_rules(host), managed::mhrs_routes(host));
@@ -121,4 +128,40 @@ fn a_networkd_restart_and_a_new_link_under_mhr_run_are_healed_without_a_fight() 
         "down removed everything of mhr's"
     );
     assert!(managed.manager.log().contains("Configuring with"), "networkd ran: {}", managed.manager.log());
+}
+
+#[test]
+fn with_the_settings_init_prints_a_networkd_restart_leaves_mhr_alone_and_check_passes() {
+    // networkd.conf: ManageForeignRoutingPolicyRules=no, ManageForeignRoutes=no;
+    // the .network files: KeepConfiguration=static (without it a restart
+    // drops and re-adds the addresses, and the kernel takes every route
+    // through them, mhr's tables included).
+    let managed = ManagedLab::start(STATIC, |host, dir, addressing| {
+        Networkd::start_with(host, dir, addressing, mhr_tests::managers::networkd::KEEP_FOREIGN)
+    })
+    .unwrap();
+    let host = managed.host();
+    let dir = TempDir::new("managed").unwrap();
+    let config = managed::config(&dir, [None, None]);
+    // With its defaults, init names the setting; here it is set.
+    let init = mhr(host, &config, &["init"]);
+    assert!(init.output.contains("# - systemd-networkd (running (pid"), "{}", init.output);
+    assert!(!init.output.contains("#   NOW:"), "nothing to fix: {}", init.output);
+    managed::apply_then_down(&managed, [None, None]);
+    assert!(mhr(host, &config, &["apply", "--no-guard"]).succeeded());
+    let (rules, routes) = (managed::mhrs_rules(host), managed::mhrs_routes(host));
+    managed.manager.restart().unwrap();
+    managed
+        .wait_for("networkd configured again", Duration::from_secs(10), |host| {
+            defaults_in_main(host, "proto static")
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        (managed::mhrs_rules(host), managed::mhrs_routes(host)),
+        (rules, routes),
+        "nothing of mhr's went"
+    );
+    assert!(mhr(host, &config, &["check"]).succeeded());
+    assert!(mhr(host, &config, &["down"]).succeeded());
 }

@@ -49,6 +49,11 @@ pub trait Manager {
     fn restart(&self) -> Result<()>;
     /// What it logged.
     fn log(&self) -> String;
+    /// Whether it is configured to delete rules and routes it did not
+    /// make (`mhr check` says so).
+    fn deletes_foreign(&self) -> bool {
+        false
+    }
 }
 
 /// A seed lab whose host is configured by a real manager `M`. Dropping it

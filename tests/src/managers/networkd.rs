@@ -12,6 +12,11 @@
 //! [`UDEV_LINKS`] is already initialised. networkd then configures each
 //! link after its enumeration, as on a host, and a new link at once.
 //!
+//! With [`KEEP_FOREIGN`] (what `mhr init` advises) the uplinks' .network
+//! files also get `KeepConfiguration=static`: without it a restart drops
+//! and re-adds the addresses, and the kernel takes every route through
+//! them, mhr's tables included (measured: the test fails without it).
+//!
 //! Static uplinks get `Address=` and `Gateway=` (networkd installs the
 //! default at metric 0), DHCP uplinks `DHCP=yes` (metric 1024). IPv6 stays
 //! off (`LinkLocalAddressing=no`, `IPv6AcceptRA=no`): the lab is IPv4.
@@ -36,17 +41,33 @@ exit $?"#;
 pub struct Networkd {
     daemon: Daemon,
     config: PathBuf,
+    /// Its networkd.conf leaves foreign rules and routes alone.
+    keeps_foreign: bool,
 }
+
+/// What `mhr init` tells a networkd host to set.
+pub const KEEP_FOREIGN: &str = "[Network]\nManageForeignRoutingPolicyRules=no\nManageForeignRoutes=no\n";
 
 /// The ifindexes the lab's udev database marks initialised.
 pub const UDEV_LINKS: u32 = 64;
 
 impl Networkd {
-    /// Writes a `.network` file per uplink and starts networkd on `host`.
+    /// Writes a `.network` file per uplink and starts networkd on `host`
+    /// with its default networkd.conf.
     pub fn start(host: &Netns, dir: &Path, addressing: [Addressing; 2]) -> Result<Self> {
+        Self::start_with(host, dir, addressing, "")
+    }
+
+    /// [`Networkd::start`] with `networkd_conf` as its networkd.conf.
+    pub fn start_with(
+        host: &Netns,
+        dir: &Path,
+        addressing: [Addressing; 2],
+        networkd_conf: &str,
+    ) -> Result<Self> {
         let config = dir.join("networkd/network");
         make_dir(&config, 0o755)?;
-        write(&dir.join("networkd/networkd.conf"), "", 0o644)?;
+        write(&dir.join("networkd/networkd.conf"), networkd_conf, 0o644)?;
         for (uplink, addressing) in UPLINKS.iter().zip(addressing) {
             let network = match addressing {
                 Addressing::Static => {
@@ -54,8 +75,9 @@ impl Networkd {
                 }
                 Addressing::Dhcp => "DHCP=yes\n".to_owned(),
             };
+            let keep = if networkd_conf == KEEP_FOREIGN { "KeepConfiguration=static\n" } else { "" };
             let text = format!(
-                "[Match]\nName={}\n\n[Network]\n{network}LinkLocalAddressing=no\nIPv6AcceptRA=no\n",
+                "[Match]\nName={}\n\n[Network]\n{network}LinkLocalAddressing=no\nIPv6AcceptRA=no\n{keep}",
                 uplink.interface
             );
             write(&config.join(format!("10-{}.network", uplink.interface)), &text, 0o644)?;
@@ -66,7 +88,7 @@ impl Networkd {
             write(&udev.join(format!("n{index}")), "I:1\n", 0o644)?;
         }
         let daemon = Daemon::start(host, SCRIPT, dir, "systemd-network")?;
-        Ok(Self { daemon, config })
+        Ok(Self { daemon, config, keeps_foreign: networkd_conf == KEEP_FOREIGN })
     }
 
     /// The directory networkd reads as /etc/systemd/network.
@@ -86,5 +108,9 @@ impl Manager for Networkd {
 
     fn log(&self) -> String {
         self.daemon.log()
+    }
+
+    fn deletes_foreign(&self) -> bool {
+        !self.keeps_foreign
     }
 }
