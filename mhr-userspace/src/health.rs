@@ -199,6 +199,12 @@ impl HealthBook {
         self.entries.iter()
     }
 
+    /// Forgets an uplink (both families): its interface was re-created, so
+    /// it is judged as first seen.
+    pub fn forget(&mut self, interface: &str) {
+        self.entries.retain(|(name, _), _| name != interface);
+    }
+
     /// Forgets uplink families that are no longer routed.
     pub fn retain(&mut self, keep: impl Fn(&str, Family) -> bool) {
         self.entries.retain(|(interface, family), _| keep(interface, *family));
@@ -334,6 +340,11 @@ mod tests {
         let proven =
             book.observe_round("a", Family::V4, None, probe(true), 6).expect("healthy after 5 rounds");
         assert_eq!((proven.healthy, proven.fault), (true, None));
+        // Re-created: judged as first seen again.
+        book.forget("a");
+        assert_eq!((book.get("a", Family::V4), book.get("a", Family::V6)), (None, None));
+        book.observe_link("a", Family::V4, None, 7);
+        assert_eq!(book.get("a", Family::V4).and_then(|e| e.fault), Some(Fault::Unproven));
 
         let mut trusting =
             HealthBook::new(HealthConfig { assume: Assume::Healthy, ..HealthConfig::default() });

@@ -39,6 +39,17 @@ impl Daemon {
 
     pub(super) async fn try_reconcile(&mut self, trigger: Trigger) -> Result<usize, EngineError> {
         let observed = self.engine.observe().await?;
+        // An interface deleted and created again between two reconciles
+        // (a new ifindex) is a new uplink: judged as first seen, not by
+        // what its predecessor proved.
+        if let Some(last) = &self.last {
+            for uplink in &last.desired.uplinks {
+                if observed.link(&uplink.interface).is_some_and(|link| link.index != uplink.index) {
+                    tracing::info!(uplink = %uplink.interface, "interface re-created: judged as new");
+                    self.book.forget(&uplink.interface);
+                }
+            }
+        }
         let now = health::unix_seconds();
         let mut judge = health::BookJudge { book: &mut self.book, now, transitions: Vec::new() };
         let mut planned = self.engine.plan_observed(observed, &mut judge, self.engine.strictness())?;
