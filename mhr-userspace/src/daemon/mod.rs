@@ -54,6 +54,9 @@ pub struct DaemonOptions {
     pub flag_log_per_second: u32,
     /// At most one summary line per offender per interval.
     pub flag_summary_interval: Duration,
+    /// Drop privileges once start-up is done (`crate::sandbox`); `mhr run`
+    /// sets it unless `--no-sandbox`, the library default is off.
+    pub sandbox: Option<crate::sandbox::Unlisted>,
 }
 
 impl Default for DaemonOptions {
@@ -69,6 +72,7 @@ impl Default for DaemonOptions {
             guard_repair_deadline: Duration::from_secs(30),
             flag_log_per_second: 50,
             flag_summary_interval: Duration::from_secs(10),
+            sandbox: None,
         }
     }
 }
@@ -83,6 +87,8 @@ pub enum DaemonError {
     PendingConfirmation,
     #[error("the source guard could not be repaired for {0:?}; exiting so the supervisor restarts mhr: {1}")]
     GuardLost(Duration, String),
+    #[error("dropping privileges failed (`mhr run --no-sandbox` runs without): {0}")]
+    Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("subscribing to netlink notifications failed")]
     Events(#[source] std::io::Error),
     #[error("serving metrics on {address} failed")]
@@ -245,6 +251,11 @@ pub async fn run_with_reloads(
         removers: Vec::new(),
         retry_at: None,
     };
+    // Everything privileged that only start-up does is done (guard
+    // loaded, sockets open, listener bound): from here on, least privilege.
+    if let Some(unlisted) = options.sandbox {
+        crate::sandbox::enter_logged(unlisted)?;
+    }
     daemon.reconcile(Trigger::Startup).await;
     // systemd (Type=notify): started once the first reconcile ran; the
     // watchdog is fed from this loop, so a hung loop gets restarted.
