@@ -5,11 +5,13 @@
 //!   and the bounding set where CAP_SETPCAP allows) is cut to [`KEPT`]:
 //!   CAP_NET_ADMIN (routes, rules, tc/TCX attach), CAP_BPF (every bpf(2)
 //!   call: map updates, pins, links; Debian's `unprivileged_bpf_disabled`
-//!   refuses even map lookups without it), CAP_PERFMON (the guard's
-//!   verifier-sensitive operations when it is attached again) and
-//!   CAP_NET_RAW (raw ICMP probes where `ping_group_range` does not allow
-//!   unprivileged ones, SO_BINDTODEVICE). The state and pin files the
-//!   daemon writes are its own (uid 0), so CAP_DAC_OVERRIDE is not needed.
+//!   refuses even map lookups without it) and CAP_NET_RAW (raw ICMP
+//!   probes where `ping_group_range` does not allow unprivileged ones).
+//!   CAP_PERFMON and CAP_SYS_ADMIN are only needed to load the guard
+//!   program, which start-up does; attaching the loaded program to a new
+//!   or re-created uplink needs neither (tests/tests/sandbox.rs shows it).
+//!   The state and pin files the daemon writes are its own (uid 0 in
+//!   root-owned directories), so CAP_DAC_OVERRIDE is not needed either.
 //! - `PR_SET_NO_NEW_PRIVS`, so nothing the process runs can regain any.
 //! - a seccomp filter of the syscalls the daemon makes (tokio, netlink,
 //!   bpf, TLS, state files), on every thread (TSYNC). An unlisted syscall
@@ -26,8 +28,7 @@ use caps::{CapSet, Capability, CapsHashSet};
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 
 /// The capabilities `mhr run` keeps after start-up.
-pub const KEPT: [Capability; 4] =
-    [Capability::CAP_NET_ADMIN, Capability::CAP_BPF, Capability::CAP_PERFMON, Capability::CAP_NET_RAW];
+pub const KEPT: [Capability; 3] = [Capability::CAP_NET_ADMIN, Capability::CAP_BPF, Capability::CAP_NET_RAW];
 
 /// What happens to a syscall that is not on the list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
