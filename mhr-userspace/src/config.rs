@@ -82,6 +82,8 @@ const MAX_WEIGHT: u32 = 256;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::TrustError),
     #[error("cannot read config {path}: {reason}")]
     Read { path: PathBuf, reason: String },
     #[error(
@@ -469,6 +471,8 @@ impl Config {
         }
         let text = String::from_utf8(bytes)
             .map_err(|_| ConfigError::Read { path: path.to_owned(), reason: "not UTF-8 text".to_owned() })?;
+        // Whoever can write the config decides the host's routing.
+        crate::trust::check(path)?;
         Self::parse(&text, path)
     }
 

@@ -30,3 +30,4 @@ pub mod sandbox;
 pub mod state;
 pub mod status;
 pub mod tc;
+pub mod trust;
