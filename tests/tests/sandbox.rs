@@ -188,3 +188,87 @@ fn a_sandboxed_daemon_cleans_up_on_exit() {
     assert_eq!(links, 0, "no guard link left pinned:\n{log}");
     assert!(!log.contains("Operation not permitted"), "{log}");
 }
+
+/// `GET /metrics` inside `netns` on 127.0.0.1:`port`, over TLS trusting
+/// `root` when given, with basic-auth `login` when given: the status code.
+fn scrape(
+    netns: &Netns,
+    port: u16,
+    root: Option<rustls::pki_types::CertificateDer<'static>>,
+    login: Option<(&str, &str)>,
+) -> Option<u16> {
+    use base64::Engine as _;
+    use std::io::{Read as _, Write as _};
+    let authorization = login.map_or(String::new(), |(user, password)| {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        format!("Authorization: Basic {encoded}\r\n")
+    });
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: localhost\r\n{authorization}\r\n");
+    netns
+        .run(move || {
+            let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            let mut answer = String::new();
+            match root {
+                None => {
+                    let mut tcp = tcp;
+                    tcp.write_all(request.as_bytes()).ok()?;
+                    tcp.read_to_string(&mut answer).ok()?;
+                }
+                Some(root) => {
+                    let mut roots = rustls::RootCertStore::empty();
+                    roots.add(root).ok()?;
+                    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+                    let config = rustls::ClientConfig::builder_with_provider(provider)
+                        .with_safe_default_protocol_versions()
+                        .ok()?
+                        .with_root_certificates(roots)
+                        .with_no_client_auth();
+                    let name = "localhost".try_into().ok()?;
+                    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).ok()?;
+                    let mut stream = rustls::StreamOwned::new(connection, tcp);
+                    stream.write_all(request.as_bytes()).ok()?;
+                    let _ = stream.read_to_string(&mut answer);
+                }
+            }
+            answer.split_whitespace().nth(1)?.parse().ok()
+        })
+        .ok()
+        .flatten()
+}
+
+/// TLS and basic auth work in the sandbox: bcrypt runs on a thread the
+/// daemon starts after the drop, which inherits the reduced capabilities.
+#[test]
+fn a_sandboxed_daemon_serves_metrics_over_tls_to_configured_users_only() {
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("sandbox-tls").unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let hash = bcrypt::hash_with_result("s3cret", 4).unwrap().format_for_version(bcrypt::Version::TwoY);
+    let text = format!(
+        "{}\n[metrics]\ntls_cert = \"{}\"\ntls_key = \"{}\"\nbasic_auth_users = {{ prometheus = \"{hash}\" }}\n",
+        mhr_config(dir.path()),
+        cert.display(),
+        key.display()
+    );
+    let config = write_config(&dir, &text);
+    let daemon = DaemonProcess::spawn(&lab.host, &config);
+    let pid = daemon.0.id();
+    wait_sandboxed(pid);
+    let root = || Some(certified.cert.der().clone());
+    eventually("metrics over TLS", CONVERGE, || {
+        match scrape(&lab.host, METRICS_PORT, root(), Some(("prometheus", "s3cret"))) {
+            Some(200) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(scrape(&lab.host, METRICS_PORT, root(), None), Some(401));
+    assert_eq!(scrape(&lab.host, METRICS_PORT, root(), Some(("prometheus", "wrong"))), Some(401));
+    assert_eq!(scrape(&lab.host, METRICS_PORT, None, Some(("prometheus", "s3cret"))), None, "no clear text");
+    let masks = capability_mask(pid, "CapEff");
+    assert!(masks.iter().all(|&mask| mask == KEPT_MASK), "every thread, bcrypt's too: {masks:x?}");
+}

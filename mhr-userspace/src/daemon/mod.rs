@@ -9,6 +9,7 @@ mod health;
 mod http;
 mod reconcile;
 mod report;
+pub mod web;
 
 use std::{
     future::Future,
@@ -89,6 +90,8 @@ pub enum DaemonError {
     GuardLost(Duration, String),
     #[error("dropping privileges failed (`mhr run --no-sandbox` runs without): {0}")]
     Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error(transparent)]
+    Web(#[from] web::WebError),
     #[error("subscribing to netlink notifications failed")]
     Events(#[source] std::io::Error),
     #[error("serving metrics on {address} failed")]
@@ -203,7 +206,8 @@ pub async fn run_with_reloads(
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| DaemonError::Metrics { address, source })?;
-    tokio::spawn(http::serve(listener, Arc::clone(&registry), Arc::clone(&health)));
+    let web = web::Web::load(&config.metrics)?;
+    tokio::spawn(http::serve(listener, Arc::clone(&registry), Arc::clone(&health), web));
     tracing::info!(%address, "serving /metrics and /healthz");
 
     let pin_dir = config.guard.pin_dir.clone();
