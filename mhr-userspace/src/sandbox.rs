@@ -98,7 +98,12 @@ pub fn enter_logged(unlisted: Unlisted) -> Result<(), SandboxError> {
         "privileges dropped: kept capabilities, no new privileges, seccomp filter"
     );
     if !sandboxed.bounding_cut {
-        tracing::warn!(target: "mhr_userspace::daemon", "without CAP_SETPCAP the capability bounding set stays as it was given");
+        // With no-new-privs set, nothing regains a capability from the
+        // bounding set; it is cut where it can be for a clean record.
+        tracing::info!(
+            target: "mhr_userspace::daemon",
+            "the capability bounding set stays as given (no CAP_SETPCAP to cut it, as under systemd or in a container)"
+        );
     }
     Ok(())
 }

@@ -4,7 +4,9 @@
 //! The path itself and every directory above it must be owned by root or
 //! by the effective user, and not be writable by group or others. A
 //! directory above may be world-writable if it is sticky (`/tmp`): there
-//! nobody can replace an entry owned by someone else.
+//! nobody can replace an entry owned by someone else. Write bits do not
+//! count on a read-only mount (a Kubernetes pod's config volume mounted
+//! `readOnly`, whose directory is 0777): nothing writes through it.
 
 use std::{
     os::unix::fs::MetadataExt as _,
@@ -37,9 +39,16 @@ pub fn check(path: &Path) -> Result<(), TrustError> {
     let euid = unsafe { libc::geteuid() };
     for (depth, item) in real.ancestors().enumerate() {
         let metadata = std::fs::metadata(item).map_err(|err| stat_error(item, err))?;
-        check_one(item, metadata.uid(), metadata.mode(), metadata.is_dir() && depth > 0, euid)?;
+        let mode = if read_only(item) { metadata.mode() & !0o022 } else { metadata.mode() };
+        check_one(item, metadata.uid(), mode, metadata.is_dir() && depth > 0, euid)?;
     }
     Ok(())
+}
+
+/// Whether `path` is on a read-only mount (unknown: no).
+fn read_only(path: &Path) -> bool {
+    nix::sys::statvfs::statvfs(path)
+        .is_ok_and(|stat| stat.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
 /// One path: its owner and mode. `above` marks a directory above the path

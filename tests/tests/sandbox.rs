@@ -272,3 +272,70 @@ fn a_sandboxed_daemon_serves_metrics_over_tls_to_configured_users_only() {
     let masks = capability_mask(pid, "CapEff");
     assert!(masks.iter().all(|&mask| mask == KEPT_MASK), "every thread, bcrypt's too: {masks:x?}");
 }
+
+/// Strict modes: a config in a world-writable directory is refused naming
+/// the directory and the fix, unless the directory is a read-only mount
+/// (a Kubernetes pod's config volume, 0777 but mounted `readOnly`).
+#[test]
+fn a_config_others_can_write_is_refused_unless_its_mount_is_read_only() {
+    require_root();
+    let dir = TempDir::new("strict").unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let config = open.join("mhr.toml");
+    std::fs::write(&config, "[[uplink]]\ninterface = \"nonexistent0\"\nprimary = true\n").unwrap();
+    let check = |script: &str| {
+        let output = std::process::Command::new("unshare")
+            .args(["-m", "sh", "-c", script])
+            .env("DIR", &open)
+            .env("MHR", common::daemon::mhr_binary())
+            .output()
+            .expect("unshare runs");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let refused = check("\"$MHR\" --config \"$DIR/mhr.toml\" check");
+    let real = std::fs::canonicalize(&open).unwrap();
+    assert!(
+        refused.contains(&format!("{} is writable by its group and by others", real.display())),
+        "{refused}"
+    );
+    assert!(refused.contains(&format!("chmod go-w {}", real.display())), "{refused}");
+    let read_only = check(
+        "mount --bind \"$DIR\" \"$DIR\" && mount -o remount,bind,ro \"$DIR\" && \"$MHR\" --config \"$DIR/mhr.toml\" check",
+    );
+    assert!(!read_only.contains("writable by"), "{read_only}");
+    assert!(read_only.contains("nonexistent0"), "the config was read and validated: {read_only}");
+}
+
+/// As systemd starts it (deploy/systemd/mhr.service): uid 0 with a
+/// bounding set of the unit's capabilities and no CAP_SETPCAP. The daemon
+/// keeps those of them it uses and does its job.
+#[test]
+fn started_with_the_units_capabilities_the_daemon_drops_what_it_does_not_use() {
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("sandbox-unit").unwrap();
+    let config = write_config(&dir, &mhr_config(dir.path()));
+    let child = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.host.name()))
+        .args(["setpriv", "--bounding-set=-all,+net_admin,+bpf,+perfmon,+net_raw", "--"])
+        .arg(common::daemon::mhr_binary())
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mhr run starts");
+    let daemon = DaemonProcess(child);
+    let pid = daemon.0.id();
+    wait_sandboxed(pid);
+    eventually("start-up", CONVERGE, || in_sync(&lab.host, &config));
+    assert!(capability_mask(pid, "CapEff").iter().all(|&mask| mask == KEPT_MASK));
+    // CAP_PERFMON stays in the bounding set (no CAP_SETPCAP), inert under no-new-privs.
+    let bounding = capability_mask(pid, "CapBnd");
+    assert!(bounding.iter().all(|&mask| mask == KEPT_MASK | (1 << 38)), "{bounding:x?}");
+    lab.host.ip(["rule", "del", "from", "10.0.4.0/24", "lookup", "7101", "priority", "7103"]).unwrap();
+    eventually("a deleted rule put back", CONVERGE, || in_sync(&lab.host, &config));
+}
