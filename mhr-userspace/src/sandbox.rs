@@ -306,6 +306,7 @@ pub fn allowed_syscalls() -> Vec<i64> {
         libc::SYS_access,
         libc::SYS_readlink,
         libc::SYS_mkdir,
+        libc::SYS_rmdir,
         libc::SYS_unlink,
         libc::SYS_rename,
         libc::SYS_chmod,

@@ -186,6 +186,7 @@ fn a_sandboxed_daemon_cleans_up_on_exit() {
     assert_eq!(common::snapshot(&lab.host), before, "everything removed:\n{log}");
     let links = std::fs::read_dir(dir.pin_dir().join("v1/links")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(links, 0, "no guard link left pinned:\n{log}");
+    assert!(!dir.pin_dir().exists(), "the emptied pin directories are removed (rmdir):\n{log}");
     assert!(!log.contains("Operation not permitted"), "{log}");
 }
 
