@@ -82,6 +82,8 @@ const MAX_WEIGHT: u32 = 256;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::TrustError),
     #[error("cannot read config {path}: {reason}")]
     Read { path: PathBuf, reason: String },
     #[error(
@@ -144,6 +146,8 @@ pub enum ConfigError {
         "{path}: [metrics] top_offenders = {value}: at most {MAX_TOP_OFFENDERS} (label sets stay bounded)"
     )]
     TooManyTopOffenders { path: PathBuf, value: usize },
+    #[error("{path}: [metrics] {key}: {reason}")]
+    BadMetrics { path: PathBuf, key: &'static str, reason: String },
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -179,6 +183,12 @@ pub struct MetricsConfig {
     pub listen: std::net::SocketAddr,
     /// Export the top K offenders with per-source labels (0 = off, at most 10).
     pub top_offenders: usize,
+    /// Serve over TLS with this PEM certificate chain and key (both or neither).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Basic auth: user name to bcrypt hash (the exporter-toolkit's
+    /// web-config convention); empty = no auth.
+    pub basic_auth_users: std::collections::BTreeMap<String, String>,
 }
 
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9847";
@@ -186,7 +196,13 @@ pub const MAX_TOP_OFFENDERS: usize = 10;
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9847)), top_offenders: 0 }
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9847)),
+            top_offenders: 0,
+            tls_cert: None,
+            tls_key: None,
+            basic_auth_users: std::collections::BTreeMap::new(),
+        }
     }
 }
 
@@ -469,6 +485,8 @@ impl Config {
         }
         let text = String::from_utf8(bytes)
             .map_err(|_| ConfigError::Read { path: path.to_owned(), reason: "not UTF-8 text".to_owned() })?;
+        // Whoever can write the config decides the host's routing.
+        crate::trust::check(path)?;
         Self::parse(&text, path)
     }
 
@@ -623,6 +641,11 @@ impl Config {
         if self.metrics.top_offenders > MAX_TOP_OFFENDERS {
             return Err(ConfigError::TooManyTopOffenders { path: path(), value: self.metrics.top_offenders });
         }
+        crate::daemon::web::validate(&self.metrics).map_err(|(key, reason)| ConfigError::BadMetrics {
+            path: path(),
+            key,
+            reason,
+        })?;
         Ok(())
     }
 }

@@ -26,6 +26,8 @@ pub mod observe;
 pub mod plan;
 pub mod probe;
 pub mod process_metrics;
+pub mod sandbox;
 pub mod state;
 pub mod status;
 pub mod tc;
+pub mod trust;

@@ -51,6 +51,8 @@ pub enum LockError {
         "mhr run ({holder}) keeps this host's routing; stop it first (e.g. `systemctl stop mhr`), then run this again"
     )]
     DaemonRunning { holder: String },
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::TrustError),
     #[error("another mhr ({holder}) is applying (waited {waited:?}); try again when it is done")]
     Busy { holder: String, waited: Duration },
 }
@@ -79,6 +81,8 @@ pub fn acquire(state_dir: &Path, role: Role, wait: Duration) -> Result<WriterLoc
     let path = lock_path(state_dir);
     let open_error = |source| LockError::Open { path: path.clone(), source };
     std::fs::create_dir_all(state_dir).map_err(open_error)?;
+    // Whoever can write the state directory can forge mhr's records of what it owns.
+    crate::trust::check(state_dir)?;
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)

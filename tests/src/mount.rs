@@ -19,7 +19,11 @@ impl Mount {
         Self::with_options(path, &format!("size={bytes}"))
     }
 
+    /// Mode 0755, as a state directory must be: a tmpfs root is 1777 by
+    /// default, which mhr's strict modes refuse (`mhr_userspace::trust`).
     fn with_options(path: &Path, options: &str) -> Self {
+        let options = format!("{options},mode=0755");
+        let options = options.as_str();
         let status = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", options, "mhr-test"])
             .arg(path)

@@ -8,6 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     config::Config,
     daemon::{self, DaemonOptions},
+    sandbox::Unlisted,
 };
 
 #[derive(Debug, clap::Args)]
@@ -39,6 +40,15 @@ pub struct RunArgs {
     /// counted in mhr_flag_records_folded_total).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     flag_summary_interval: Duration,
+    /// Keep every privilege after start-up: no capability drop, no
+    /// no-new-privs, no seccomp filter (for debugging; see "Privileges" in
+    /// docs/configuration.md).
+    #[arg(long)]
+    no_sandbox: bool,
+    /// Let syscalls the seccomp filter does not list run, and have the
+    /// kernel log each (dmesg, audit log), instead of failing them with EPERM.
+    #[arg(long, conflicts_with = "no_sandbox")]
+    sandbox_audit: bool,
 }
 
 pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
@@ -60,6 +70,11 @@ pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
         guard: !args.no_guard,
         flag_log_per_second: args.flag_log_rate,
         flag_summary_interval: args.flag_summary_interval,
+        sandbox: match (args.no_sandbox, args.sandbox_audit) {
+            (true, _) => None,
+            (false, true) => Some(Unlisted::Log),
+            (false, false) => Some(Unlisted::Deny),
+        },
         ..DaemonOptions::default()
     };
     let runtime = super::runtime()?;

@@ -107,7 +107,13 @@ fn find_sender(port: u32) -> Option<String> {
             return Some(format!("{} (pid {pid})", name.trim()));
         }
     }
-    None
+    // The sandboxed daemon (crate::sandbox) cannot read the descriptors of
+    // processes holding capabilities it dropped (that needs
+    // CAP_SYS_PTRACE). A socket bound without a port (iproute2, most tools)
+    // gets its process id as port, so a live process of that id is most
+    // likely the sender: named as such.
+    let name = std::fs::read_to_string(format!("/proc/{port}/comm")).ok()?;
+    Some(format!("{} (pid {port}, going by its netlink port)", name.trim()))
 }
 
 #[cfg(test)]

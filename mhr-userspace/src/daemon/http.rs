@@ -2,7 +2,9 @@
 //! client can starve the daemon: at most [`MAX_CONNECTIONS`] at once (no
 //! more are accepted until one ends), headers must arrive within
 //! [`HEADER_READ_TIMEOUT`], and no connection lives longer than
-//! [`CONNECTION_LIFETIME`], idle keep-alive included.
+//! [`CONNECTION_LIFETIME`], idle keep-alive included (the TLS handshake
+//! too, which must also end within [`HEADER_READ_TIMEOUT`]). TLS and basic
+//! auth as `[metrics]` sets them: [`super::web`].
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,7 +16,7 @@ use hyper_util::{
 use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 
-use super::{Health, HealthState};
+use super::{Health, HealthState, web::Web};
 use crate::metrics::render;
 
 /// Concurrent connections; a scraper needs one, a few dashboards more.
@@ -32,11 +34,19 @@ struct AppState {
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>, health: Arc<Health>) {
-    let app = Router::new()
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+    health: Arc<Health>,
+    web: Web,
+) {
+    let mut app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(AppState { registry, health });
+    if let Some(auth) = web.auth {
+        app = app.layer(axum::middleware::from_fn_with_state(auth, super::web::require_auth));
+    }
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
@@ -52,10 +62,26 @@ pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>, h
                 continue;
             }
         };
-        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let service = TowerToHyperService::new(app.clone());
+        let (http, tls) = (http.clone(), web.tls.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, async move {
+                match tls {
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                    Some(tls) => {
+                        let Ok(Ok(stream)) =
+                            tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream)).await
+                        else {
+                            return;
+                        };
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
+            })
+            .await;
         });
     }
 }

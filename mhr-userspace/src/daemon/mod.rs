@@ -9,6 +9,7 @@ mod health;
 mod http;
 mod reconcile;
 mod report;
+pub mod web;
 
 use std::{
     future::Future,
@@ -54,6 +55,9 @@ pub struct DaemonOptions {
     pub flag_log_per_second: u32,
     /// At most one summary line per offender per interval.
     pub flag_summary_interval: Duration,
+    /// Drop privileges once start-up is done (`crate::sandbox`); `mhr run`
+    /// sets it unless `--no-sandbox`, the library default is off.
+    pub sandbox: Option<crate::sandbox::Unlisted>,
 }
 
 impl Default for DaemonOptions {
@@ -69,6 +73,7 @@ impl Default for DaemonOptions {
             guard_repair_deadline: Duration::from_secs(30),
             flag_log_per_second: 50,
             flag_summary_interval: Duration::from_secs(10),
+            sandbox: None,
         }
     }
 }
@@ -83,6 +88,10 @@ pub enum DaemonError {
     PendingConfirmation,
     #[error("the source guard could not be repaired for {0:?}; exiting so the supervisor restarts mhr: {1}")]
     GuardLost(Duration, String),
+    #[error("dropping privileges failed (`mhr run --no-sandbox` runs without): {0}")]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error(transparent)]
+    Web(#[from] web::WebError),
     #[error("subscribing to netlink notifications failed")]
     Events(#[source] std::io::Error),
     #[error("serving metrics on {address} failed")]
@@ -197,7 +206,8 @@ pub async fn run_with_reloads(
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| DaemonError::Metrics { address, source })?;
-    tokio::spawn(http::serve(listener, Arc::clone(&registry), Arc::clone(&health)));
+    let web = web::Web::load(&config.metrics)?;
+    tokio::spawn(http::serve(listener, Arc::clone(&registry), Arc::clone(&health), web));
     tracing::info!(%address, "serving /metrics and /healthz");
 
     let pin_dir = config.guard.pin_dir.clone();
@@ -245,6 +255,11 @@ pub async fn run_with_reloads(
         removers: Vec::new(),
         retry_at: None,
     };
+    // Everything privileged that only start-up does is done (guard
+    // loaded, sockets open, listener bound): from here on, least privilege.
+    if let Some(unlisted) = options.sandbox {
+        crate::sandbox::enter_logged(unlisted)?;
+    }
     daemon.reconcile(Trigger::Startup).await;
     // systemd (Type=notify): started once the first reconcile ran; the
     // watchdog is fed from this loop, so a hung loop gets restarted.

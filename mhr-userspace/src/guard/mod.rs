@@ -9,6 +9,7 @@ mod configure;
 mod deploy;
 pub mod flags;
 pub mod maps;
+mod tcx_query;
 pub mod update;
 
 use std::{
@@ -290,8 +291,10 @@ impl Guard {
         if mechanism == Mechanism::Clsact {
             return clsact::runs(ifindex, id).ok();
         }
-        let (_, programs) = SchedClassifier::query_tcx(interface, TcAttachType::Egress).ok()?;
-        Some(programs.iter().any(|program| program.id() == id))
+        // By id only: opening programs by id needs CAP_SYS_ADMIN, which the
+        // sandboxed daemon does not keep.
+        let ids = tcx_query::egress_program_ids(crate::tc::interface_index(interface).ok()?).ok()?;
+        Some(ids.contains(&id))
     }
 
     /// Whether the kernel runs any mhr guard program on `interface`'s
@@ -302,6 +305,11 @@ impl Guard {
         if !clsact::guard_filters(ifindex).ok()?.is_empty() {
             return Some(true);
         }
+        if tcx_query::egress_program_ids(ifindex).ok()?.is_empty() {
+            return Some(false);
+        }
+        // Names need the programs opened by id (CAP_SYS_ADMIN): sandboxed,
+        // a TCX program of unknown name is "cannot ask".
         let (_, programs) = SchedClassifier::query_tcx(interface, TcAttachType::Egress).ok()?;
         Some(programs.iter().any(|program| program.name_as_str() == Some(GUARD_PROGRAM)))
     }
