@@ -4,7 +4,7 @@ use std::path::Path;
 
 use aya::maps::MapData;
 
-use super::GuardError;
+use super::{GuardError, PinLayout, pins, versions};
 
 /// A handle on every map pinned in `dir`, by file name.
 pub(super) fn open_pinned_maps(dir: &Path) -> Result<Vec<(String, MapData)>, GuardError> {
@@ -37,4 +37,25 @@ pub(super) fn ensure_bpffs(pin_dir: &Path) -> Result<(), GuardError> {
         return Err(not_bpffs());
     }
     Ok(())
+}
+
+/// Puts right what would make the pins under `pin_dir` lie: detaches and
+/// removes trees of other layout versions, and removes stale maps from
+/// this version's (the loader then creates them anew). Returns one line
+/// for each, also logged.
+pub(super) fn check_pins(
+    pin_dir: &Path,
+    layout: &PinLayout,
+    object: &[u8],
+) -> Result<Vec<String>, GuardError> {
+    let mut notes = Vec::new();
+    for line in versions::remove_other_versions(pin_dir)? {
+        tracing::warn!(pins = %line, "another layout version's guard removed");
+        notes.push(format!("another layout version's guard: {line}"));
+    }
+    for pin in pins::replace_stale(&layout.maps(), &layout.links(), object)? {
+        tracing::warn!(pin = %pin.path().display(), "{pin}; replaced it with a new map");
+        notes.push(format!("{pin}; replaced it with a new map (its contents are gone)"));
+    }
+    Ok(notes)
 }

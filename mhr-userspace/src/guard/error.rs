@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use aya::{maps::MapError, pin::PinError, programs::ProgramError};
 use mhr_common::guard::{MAX_OWNERS, MAX_UPLINKS};
 
+use super::pins::StalePin;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
     #[error("creating the pin directory {path} failed (is bpffs mounted at /sys/fs/bpf?)")]
@@ -61,6 +63,16 @@ pub enum GuardError {
     },
     #[error("removing the guard's pins under {path}")]
     Remove {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the map definitions of the guard object")]
+    Object(#[source] aya_obj::ParseError),
+    #[error("{pin}, still used by {users}; `mhr down --purge-pins` or remove it")]
+    StalePin { pin: StalePin, users: String },
+    #[error("removing pins of another layout version: {path}")]
+    OtherVersion {
         path: PathBuf,
         #[source]
         source: std::io::Error,

@@ -11,7 +11,10 @@ mod deploy;
 mod error;
 pub mod flags;
 pub mod maps;
+pub mod pins;
+mod sys;
 pub mod update;
+pub mod versions;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -77,6 +80,8 @@ pub struct Guard {
     /// is removed (a deleted directory, a remounted bpffs): the same maps,
     /// so counters continue.
     map_pins: Vec<(String, MapData)>,
+    /// What loading found wrong with the pins and put right, one line each.
+    pin_notes: Vec<String>,
 }
 
 struct Held {
@@ -89,7 +94,9 @@ struct Held {
 
 impl Guard {
     /// Loads the object, reusing the maps pinned under `pin_dir` (so
-    /// counters survive) or pinning new ones there.
+    /// counters survive) or pinning new ones there. Pins are checked first
+    /// ([`pins::replace_stale`], [`versions::remove_other_versions`]): the
+    /// caller holds mhr's writer lock (`apply`, `run`).
     pub fn load(pin_dir: &Path) -> Result<Self, GuardError> {
         bpffs::ensure_bpffs(pin_dir)?;
         let layout = PinLayout::new(pin_dir);
@@ -97,18 +104,25 @@ impl Guard {
             std::fs::create_dir_all(&dir)
                 .map_err(|source| GuardError::PinDir { path: dir.clone(), source })?;
         }
+        let pin_notes = bpffs::check_pins(pin_dir, &layout, GUARD_OBJECT)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(layout.maps())
             .load(GUARD_OBJECT)
             .map_err(|source| GuardError::Load { pin_dir: pin_dir.to_owned(), source: Box::new(source) })?;
         let map_pins = bpffs::open_pinned_maps(&layout.maps())?;
         let maps = GuardMaps::from_ebpf(&mut ebpf)?;
-        let mut guard = Self { ebpf, maps, layout, attached: Default::default(), map_pins };
+        let mut guard = Self { ebpf, maps, layout, attached: Default::default(), map_pins, pin_notes };
         guard
             .program(GUARD_PROGRAM)?
             .load()
             .map_err(|source| GuardError::Program { name: GUARD_PROGRAM, source })?;
         Ok(guard)
+    }
+
+    /// What loading found wrong with the pins and put right: trees of
+    /// other layout versions detached and removed, stale maps replaced.
+    pub fn pin_notes(&self) -> &[String] {
+        &self.pin_notes
     }
 
     /// Loads the empty classifier (`EMPTY_PROGRAM`), the benchmarks' baseline.
