@@ -83,6 +83,16 @@ fn a_pinned_map_of_the_wrong_value_size_is_named_in_one_line_and_replaced_by_app
     let config = config(&dir, "monitor");
     pin_array(&uplinks_pin(&dir), UPLINK_VALUE - 16, MAX_IFINDEX);
 
+    // status names it too (and does not fail reading a map it cannot read).
+    let status = mhr(&host.host, &config, &["status"]);
+    assert!(status.result.is_ok(), "{status:?}");
+    let named = lines_naming(&status.output, UPLINKS_MAP);
+    assert!(
+        named.len() == 1 && named[0].ends_with("`mhr apply` or `mhr run` replaces it"),
+        "{}",
+        status.output
+    );
+
     let apply = mhr(&host.host, &config, &["apply"]);
     assert!(apply.succeeded(), "{apply:?}");
     let expected = format!(
@@ -182,6 +192,9 @@ fn apply_detaches_and_removes_another_layout_versions_guard_and_a_new_address_fl
     let config = config(&dir, "enforce");
     let _held = plant_old_guard(&host, &dir);
     assert_eq!(dropped_from_new_address(&host), 5, "the old guard drops the new address's packets");
+    let status = mhr(&host.host, &config, &["status"]);
+    let v0 = format!("pins of another layout version under {}", dir.pin_dir().join("v0").display());
+    assert!(status.output.contains(&v0), "{}", status.output);
 
     let apply = mhr(&host.host, &config, &["apply"]);
     assert!(apply.succeeded(), "{apply:?}");

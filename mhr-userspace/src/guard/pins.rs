@@ -204,6 +204,26 @@ pub fn replace_stale(maps_dir: &Path, links_dir: &Path, object: &[u8]) -> Result
     Ok(replaced)
 }
 
+/// What is wrong with the pins under `pin_dir`, read-only (for `status`):
+/// stale maps in this version's tree and trees of other layout versions,
+/// one line each, saying what puts it right.
+pub fn diagnose(pin_dir: &Path) -> Vec<String> {
+    let layout = super::PinLayout::new(pin_dir);
+    let mut lines = Vec::new();
+    for tree in super::versions::other_versions(pin_dir) {
+        lines.push(format!(
+            "pins of another layout version under {}: its guard may still run; `mhr apply` or `mhr down` removes it",
+            tree.display()
+        ));
+    }
+    if let Ok(expected) = expected_maps(super::GUARD_OBJECT) {
+        for (pin, _) in stale_pins(&layout.maps(), &expected) {
+            lines.push(format!("{pin}; `mhr apply` or `mhr run` replaces it"));
+        }
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use mhr_common::{
