@@ -12,6 +12,7 @@ mod error;
 pub mod flags;
 pub mod maps;
 pub mod pins;
+pub mod retry;
 mod sys;
 pub mod update;
 pub mod versions;
