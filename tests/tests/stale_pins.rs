@@ -17,7 +17,7 @@ use std::{
 
 use aya::{maps::MapInfo, programs::links::PinnedLink};
 use common::{
-    daemon::{DaemonProcess, METRICS_PORT, eventually, sample},
+    daemon::{DaemonProcess, DaemonThread, METRICS_PORT, eventually, sample},
     mhr, write_config,
 };
 use mhr_common::{
@@ -26,6 +26,7 @@ use mhr_common::{
 };
 use mhr_tests::{
     TempDir,
+    mount::Mount,
     probe::http_get,
     quiet_host::QuietHost,
     raw::{mac_of, send_frames, udp4_frame},
@@ -33,6 +34,7 @@ use mhr_tests::{
     seed_lab::routing_section,
 };
 use mhr_userspace::{
+    daemon::DaemonOptions,
     guard::{Guard, GuardUplink},
     tc::{AttachMode, interface_index},
 };
@@ -252,4 +254,57 @@ fn down_purge_pins_leaves_no_pin_of_any_version_and_no_guard() {
     let runs = host.host.run(|| ["ens3", "ens4"].map(Guard::kernel_runs_any_guard)).unwrap();
     assert_eq!(runs, [Some(false), Some(false)]);
     assert_eq!(dropped_from_new_address(&host), 0);
+}
+
+#[test]
+fn a_guard_that_cannot_load_leaves_routing_running_says_why_and_attaches_once_it_can() {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("stale-pins").unwrap();
+    let config = config(&dir, "monitor");
+    // pin_dir is no bpffs: the guard cannot load.
+    std::fs::create_dir_all(dir.pin_dir()).unwrap();
+    let tmpfs = Mount::tmpfs(&dir.pin_dir());
+    let options = DaemonOptions { resync: Duration::from_secs(3600), ..DaemonOptions::default() };
+    let mut daemon = DaemonThread::start(&host.host, &config, options);
+    let metrics = || http_get(&host.host, METRICS_PORT, "/metrics").map(|(_, body)| body).unwrap_or_default();
+    eventually(
+        "routing is applied and /healthz says why the guard is missing",
+        Duration::from_secs(10),
+        || {
+            let rules = host.host.ip(["rule"]).unwrap_or_default();
+            match http_get(&host.host, METRICS_PORT, "/healthz") {
+                Some((503, body))
+                    if body.contains("the source guard is not running")
+                        && body.contains("bpffs")
+                        && rules.contains("lookup 7101") =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{other:?} {rules}")),
+            }
+        },
+    );
+    eventually("failures are counted by reason", Duration::from_secs(5), || {
+        match sample(&metrics(), "mhr_guard_failures_total", "reason=\"bpffs\"") {
+            Some(count) if count >= 2.0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    // Past the old 30 s deadline's scaled-down stand-in: no exit.
+    assert_eq!(daemon.exited_within(Duration::from_secs(4)), None, "the daemon stays up");
+    let failures = sample(&metrics(), "mhr_guard_failures_total", "reason=\"bpffs\"").unwrap();
+    assert!(failures <= 5.0, "retried with backoff, not every second: {failures} in ~6 s");
+
+    drop(tmpfs);
+    eventually("the guard loads and attaches once it can", Duration::from_secs(70), || {
+        let body = metrics();
+        let attached = ["ens3", "ens4"]
+            .map(|uplink| sample(&body, "mhr_guard_attached", &format!("uplink=\"{uplink}\"")));
+        match (attached, http_get(&host.host, METRICS_PORT, "/healthz")) {
+            ([Some(1.0), Some(1.0)], Some((200, _))) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    daemon.stop();
 }
