@@ -44,8 +44,9 @@ const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const UPLINK_VALUE: u32 = size_of::<UplinkGuard>() as u32;
 
-/// Creates an array map of the given shape with bpf(2) and pins it at `path`.
-fn pin_array(path: &Path, value_size: u32, max_entries: u32) {
+/// Creates an array map of the given shape with bpf(2) and pins it at
+/// `path`; returns its fd.
+fn pin_array(path: &Path, value_size: u32, max_entries: u32) -> OwnedFd {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut attr = [0u32; 12];
     attr[..4].copy_from_slice(&[BPF_MAP_TYPE_ARRAY, 4, value_size, max_entries]);
@@ -59,6 +60,40 @@ fn pin_array(path: &Path, value_size: u32, max_entries: u32) {
     // SAFETY: a bpf_attr for BPF_OBJ_PIN: the path and the fd.
     let pinned = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_PIN, attr.as_mut_ptr(), 16) };
     assert_eq!(pinned, 0, "BPF_OBJ_PIN {}: {}", path.display(), std::io::Error::last_os_error());
+    fd
+}
+
+/// Loads a tiny classifier that refers to `map` (so the kernel counts it
+/// as the map's user) and attaches it to `interface`'s TCX egress with an
+/// unpinned link, as another tool would. Returns the link's fd.
+fn attach_user_of(map: &OwnedFd, interface: &str) -> OwnedFd {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_LINK_CREATE: libc::c_long = 28;
+    const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+    const BPF_TCX_EGRESS: u32 = 47;
+    let insn = |code: u8, regs: u8, imm: i32| {
+        u64::from(code) | (u64::from(regs) << 8) | (u64::from(imm as u32) << 32)
+    };
+    // r1 = map (BPF_PSEUDO_MAP_FD), r0 = -1 (TCX_NEXT), exit.
+    let program = [insn(0x18, 0x11, map.as_raw_fd()), 0, insn(0xb7, 0, -1), insn(0x95, 0, 0)];
+    let license = c"GPL";
+    let mut attr = [0u64; 16];
+    attr[0] = u64::from(BPF_PROG_TYPE_SCHED_CLS) | ((program.len() as u64) << 32);
+    attr[1] = program.as_ptr() as u64;
+    attr[2] = license.as_ptr() as u64;
+    // SAFETY: a zero-padded bpf_attr for BPF_PROG_LOAD.
+    let prog = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, attr.as_mut_ptr(), 128) };
+    assert!(prog >= 0, "BPF_PROG_LOAD: {}", std::io::Error::last_os_error());
+    // SAFETY: the kernel just returned this fd.
+    let prog = unsafe { OwnedFd::from_raw_fd(prog as i32) };
+    let mut attr = [0u64; 8];
+    attr[0] = prog.as_raw_fd() as u64 | (u64::from(interface_index(interface).unwrap()) << 32);
+    attr[1] = u64::from(BPF_TCX_EGRESS);
+    // SAFETY: a zero-padded bpf_attr for BPF_LINK_CREATE.
+    let link = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, attr.as_mut_ptr(), 64) };
+    assert!(link >= 0, "BPF_LINK_CREATE: {}", std::io::Error::last_os_error());
+    // SAFETY: the kernel just returned this fd.
+    unsafe { OwnedFd::from_raw_fd(link as i32) }
 }
 
 fn uplinks_pin(dir: &TempDir) -> PathBuf {
@@ -83,7 +118,7 @@ fn a_pinned_map_of_the_wrong_value_size_is_named_in_one_line_and_replaced_by_app
     let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
     let dir = TempDir::new("stale-pins").unwrap();
     let config = config(&dir, "monitor");
-    pin_array(&uplinks_pin(&dir), UPLINK_VALUE - 16, MAX_IFINDEX);
+    let _map = pin_array(&uplinks_pin(&dir), UPLINK_VALUE - 16, MAX_IFINDEX);
 
     // status names it too (and does not fail reading a map it cannot read).
     let status = mhr(&host.host, &config, &["status"]);
@@ -121,7 +156,7 @@ fn a_pinned_map_of_the_wrong_capacity_is_named_by_run_which_then_guards_every_up
     let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
     let dir = TempDir::new("stale-pins").unwrap();
     let config = config(&dir, "monitor");
-    pin_array(&uplinks_pin(&dir), UPLINK_VALUE, 1);
+    let _map = pin_array(&uplinks_pin(&dir), UPLINK_VALUE, 1);
 
     let log = dir.path().join("run.log");
     let _daemon =
@@ -243,8 +278,8 @@ fn down_purge_pins_leaves_no_pin_of_any_version_and_no_guard() {
     let _held = plant_old_guard(&host, &dir);
     assert!(mhr(&host.host, &config, &["apply"]).succeeded());
     // Left by hand or by a build with another layout scheme.
-    pin_array(&dir.pin_dir().join("v9/maps").join(UPLINKS_MAP), 8, 1);
-    pin_array(&dir.pin_dir().join("scratch").join(UPLINKS_MAP), 8, 1);
+    let _v9 = pin_array(&dir.pin_dir().join("v9/maps").join(UPLINKS_MAP), 8, 1);
+    let _scratch = pin_array(&dir.pin_dir().join("scratch").join(UPLINKS_MAP), 8, 1);
     assert!(pins_under(&dir.pin_dir()).len() > 3);
 
     let down = mhr(&host.host, &config, &["down", "--purge-pins"]);
@@ -307,4 +342,49 @@ fn a_guard_that_cannot_load_leaves_routing_running_says_why_and_attaches_once_it
         }
     });
     daemon.stop();
+}
+
+#[test]
+fn a_stale_pin_another_tools_link_still_uses_is_refused_by_name_until_purged() {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("stale-pins").unwrap();
+    let config = config(&dir, "monitor");
+    let map = pin_array(&uplinks_pin(&dir), UPLINK_VALUE - 16, MAX_IFINDEX);
+    let link = host.host.run(|| attach_user_of(&map, "ens3")).unwrap();
+
+    let apply = mhr(&host.host, &config, &["apply"]);
+    let error = apply.error();
+    let expected = format!(
+        "pinned map {UPLINKS_MAP} under {} has value size {}, expected {UPLINK_VALUE}: another mhr's, still used by link ",
+        dir.pin_dir().join("v1/maps").display(),
+        UPLINK_VALUE - 16
+    );
+    assert!(
+        error.contains(&expected) && error.contains("on ens3; `mhr down --purge-pins` or remove it"),
+        "{apply:?}"
+    );
+    assert_eq!(error.lines().count(), 1, "{error}");
+    assert_eq!(
+        MapInfo::from_pin(uplinks_pin(&dir)).unwrap().value_size(),
+        UPLINK_VALUE - 16,
+        "left in place"
+    );
+
+    let purge = mhr(&host.host, &config, &["down", "--purge-pins"]);
+    assert!(purge.succeeded() && purge.output.contains("detached link"), "{purge:?}");
+    let apply = mhr(&host.host, &config, &["apply"]);
+    assert!(apply.succeeded() && lines_naming(&apply.output, UPLINKS_MAP).is_empty(), "{apply:?}");
+    let programs = host
+        .host
+        .run(|| {
+            aya::programs::SchedClassifier::query_tcx("ens3", aya::programs::TcAttachType::Egress)
+                .unwrap()
+                .1
+                .len()
+        })
+        .unwrap();
+    assert_eq!(programs, 1, "only mhr's guard runs on ens3");
+    drop(link);
+    assert!(mhr(&host.host, &config, &["down"]).succeeded());
 }

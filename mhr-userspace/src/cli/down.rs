@@ -33,14 +33,9 @@ pub fn run(config_path: &Path, args: &DownArgs, out: &mut dyn Write) -> anyhow::
             writeln!(out, "removed mhr's routing ({} change(s))", applied.changed)?;
         }
         let mut failed = applied.failed;
-        match Deployment::new(engine.config()).down() {
-            Ok(detached) => {
-                for line in detached {
-                    writeln!(out, "guard: {line}")?;
-                }
-            }
-            Err(err) => failed.push(format!("removing the guard: {err:#}")),
-        }
+        // Purging first: it detaches whatever runs a program using one of
+        // the pinned maps (a link someone else holds too), which it finds
+        // through the pins the plain removal would take away.
         if args.purge_pins {
             match Deployment::new(engine.config()).purge() {
                 Ok(done) => {
@@ -50,6 +45,14 @@ pub fn run(config_path: &Path, args: &DownArgs, out: &mut dyn Write) -> anyhow::
                 }
                 Err(err) => failed.push(format!("purging the guard's pins: {err:#}")),
             }
+        }
+        match Deployment::new(engine.config()).down() {
+            Ok(detached) => {
+                for line in detached {
+                    writeln!(out, "guard: {line}")?;
+                }
+            }
+            Err(err) => failed.push(format!("removing the guard: {err:#}")),
         }
         if !failed.is_empty() {
             writeln!(out, "down finished, but {} step(s) could not be done now:", failed.len())?;
