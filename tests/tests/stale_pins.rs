@@ -55,12 +55,18 @@ fn pin_array(path: &Path, value_size: u32, max_entries: u32) -> OwnedFd {
     assert!(fd >= 0, "BPF_MAP_CREATE: {}", std::io::Error::last_os_error());
     // SAFETY: the kernel just returned this fd.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    pin(&fd, path);
+    fd
+}
+
+/// Pins the object behind `fd` at `path`.
+fn pin(fd: &OwnedFd, path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     let mut attr = [name.as_ptr() as u64, fd.as_raw_fd() as u64];
     // SAFETY: a bpf_attr for BPF_OBJ_PIN: the path and the fd.
     let pinned = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_PIN, attr.as_mut_ptr(), 16) };
     assert_eq!(pinned, 0, "BPF_OBJ_PIN {}: {}", path.display(), std::io::Error::last_os_error());
-    fd
 }
 
 /// Loads a tiny classifier that refers to `map` (so the kernel counts it
@@ -386,5 +392,36 @@ fn a_stale_pin_another_tools_link_still_uses_is_refused_by_name_until_purged() {
         .unwrap();
     assert_eq!(programs, 1, "only mhr's guard runs on ens3");
     drop(link);
+    assert!(mhr(&host.host, &config, &["down"]).succeeded());
+}
+
+#[test]
+fn a_stale_pin_only_mhrs_own_pinned_link_uses_is_replaced_and_that_link_runs_the_new_guard() {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("stale-pins").unwrap();
+    let config = config(&dir, "monitor");
+    let map = pin_array(&uplinks_pin(&dir), UPLINK_VALUE - 16, MAX_IFINDEX);
+    // As a build with another map layout but the same version left it.
+    let ifindex = host.host.run(|| interface_index("ens3").unwrap()).unwrap();
+    let link_pin = dir.pin_dir().join(format!("v1/links/ens3@{ifindex}"));
+    host.host.run(|| pin(&attach_user_of(&map, "ens3"), &link_pin)).unwrap();
+
+    let apply = mhr(&host.host, &config, &["apply"]);
+    assert!(apply.succeeded(), "{apply:?}");
+    assert_eq!(lines_naming(&apply.output, UPLINKS_MAP).len(), 1, "{}", apply.output);
+    assert!(apply.output.contains("guard: ens3 program replaced"), "{}", apply.output);
+    let runs = host.host.run(|| Guard::kernel_runs_any_guard("ens3")).unwrap();
+    assert_eq!(runs, Some(true));
+    let programs = host
+        .host
+        .run(|| {
+            aya::programs::SchedClassifier::query_tcx("ens3", aya::programs::TcAttachType::Egress)
+                .unwrap()
+                .1
+                .len()
+        })
+        .unwrap();
+    assert_eq!(programs, 1, "the old program was replaced in its link, not joined");
     assert!(mhr(&host.host, &config, &["down"]).succeeded());
 }
