@@ -189,6 +189,12 @@ const NEW_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 77);
 /// address. Then ens3 gets a new address. Returns a handle on the link, as
 /// an older `mhr run` still holds it (unpinning alone leaves it attached).
 fn plant_old_guard(host: &QuietHost, dir: &TempDir) -> PinnedLink {
+    let held = plant_old_guard_with(host, dir, AttachMode::Tcx);
+    held.expect("a TCX link")
+}
+
+/// [`plant_old_guard`] attached by `mode`; `None` for clsact (no link).
+fn plant_old_guard_with(host: &QuietHost, dir: &TempDir, mode: AttachMode) -> Option<PinnedLink> {
     let old = PathBuf::from(format!("{}-old", dir.pin_dir().display()));
     let pin_dir = dir.pin_dir();
     let address = host.uplinks[0].address;
@@ -206,7 +212,7 @@ fn plant_old_guard(host: &QuietHost, dir: &TempDir) -> PinnedLink {
             };
             let mut guard = Guard::load(&old_dir).unwrap();
             guard.configure(std::slice::from_ref(&uplink)).unwrap();
-            guard.attach(&[uplink], AttachMode::Auto).unwrap();
+            guard.attach(&[uplink], mode).unwrap();
         })
         .unwrap();
     std::fs::create_dir_all(&pin_dir).unwrap();
@@ -215,8 +221,8 @@ fn plant_old_guard(host: &QuietHost, dir: &TempDir) -> PinnedLink {
     host.host.ip(["addr", "add", &format!("{NEW_ADDRESS}/24"), "dev", "ens3"]).unwrap();
     let links = std::fs::read_dir(pin_dir.join("v0/links")).unwrap().flatten().map(|e| e.path());
     let links: Vec<PathBuf> = links.collect();
-    assert_eq!(links.len(), 1, "{links:?}");
-    PinnedLink::from_pin(&links[0]).unwrap()
+    assert_eq!(links.len(), usize::from(mode != AttachMode::Clsact), "{links:?}");
+    links.first().map(|link| PinnedLink::from_pin(link).unwrap())
 }
 
 /// How many of 5 frames from ens3's new address the stack dropped.
@@ -423,5 +429,25 @@ fn a_stale_pin_only_mhrs_own_pinned_link_uses_is_replaced_and_that_link_runs_the
         })
         .unwrap();
     assert_eq!(programs, 1, "the old program was replaced in its link, not joined");
+    assert!(mhr(&host.host, &config, &["down"]).succeeded());
+}
+
+#[test]
+fn apply_removes_another_layout_versions_clsact_filter() {
+    require_root();
+    let host = QuietHost::start(&["ens3", "ens4"]).unwrap();
+    let dir = TempDir::new("stale-pins").unwrap();
+    let config = config(&dir, "enforce");
+    assert!(plant_old_guard_with(&host, &dir, AttachMode::Clsact).is_none());
+    assert_eq!(dropped_from_new_address(&host), 5, "the old guard's filter drops the new address's packets");
+
+    let apply = mhr(&host.host, &config, &["apply"]);
+    assert!(apply.succeeded(), "{apply:?}");
+    assert!(
+        apply.output.contains("another layout version's guard: removed the clsact filter of program"),
+        "{}",
+        apply.output
+    );
+    assert_eq!(dropped_from_new_address(&host), 0);
     assert!(mhr(&host.host, &config, &["down"]).succeeded());
 }
