@@ -190,6 +190,10 @@ pub fn other_users(map_id: u32, links_dir: &Path) -> Vec<String> {
 /// something else is an error naming it. The caller holds mhr's writer
 /// lock: no other `apply` or `run` of this host uses the pins meanwhile.
 pub fn replace_stale(maps_dir: &Path, links_dir: &Path, object: &[u8]) -> Result<Vec<StalePin>, GuardError> {
+    // Nothing pinned yet (a first start): no object to parse, no delay.
+    if std::fs::read_dir(maps_dir).map_or(true, |mut entries| entries.next().is_none()) {
+        return Ok(Vec::new());
+    }
     let expected = expected_maps(object)?;
     let mut replaced = Vec::new();
     for (pin, map_id) in stale_pins(maps_dir, &expected) {
