@@ -42,6 +42,8 @@ pub struct ControlMetrics {
     pub probe_loss: MetricFamily<Labels, Gauge<f64, AtomicU64>>,
     pub failovers: MetricFamily<Labels, Counter>,
     pub guard_repairs: MetricFamily<Labels, Counter>,
+    /// The guard failed to load or attach, by reason (guard::retry::REASONS).
+    pub guard_failures: MetricFamily<Labels, Counter>,
     pub uplink_blocked: MetricFamily<Labels, Gauge>,
     pub flag_lines_suppressed: Counter,
     pub flag_records_folded: Counter,
@@ -67,6 +69,11 @@ impl ControlMetrics {
         self.guard_repairs.get_or_create(&labels([("what", what)])).inc();
     }
 
+    /// The guard failed to load or attach (`reason`: guard::retry::REASONS).
+    pub fn guard_failure(&self, reason: &str) {
+        self.guard_failures.get_or_create(&labels([("reason", reason)])).inc();
+    }
+
     /// A change made because the host changed (an address, a link, a
     /// gateway, health), not to undo drift.
     pub fn host_change(&self, kind: &str) {
@@ -89,6 +96,9 @@ impl ControlMetrics {
         }
         for what in ["map", "link"] {
             drop(self.guard_repairs.get_or_create(&labels([("what", what)])));
+        }
+        for reason in crate::guard::retry::REASONS {
+            drop(self.guard_failures.get_or_create(&labels([("reason", reason)])));
         }
         for family in ["ipv4", "ipv6"] {
             drop(self.failovers.get_or_create(&labels([("family", family)])));
@@ -442,6 +452,11 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: GuardCollec
         control.guard_repairs.clone(),
     );
     registry.register(
+        "mhr_guard_failures",
+        "The source guard failed to load or attach, by reason; routing goes on and the guard is retried with backoff",
+        control.guard_failures.clone(),
+    );
+    registry.register(
         "mhr_build",
         "Build information",
         Info::new(vec![("version", env!("CARGO_PKG_VERSION")), ("revision", env!("MHR_REVISION"))]),
@@ -569,6 +584,7 @@ mod tests {
             "mhr_uplink_probe_loss_ratio",
             "mhr_failovers_total",
             "mhr_guard_repairs_total",
+            "mhr_guard_failures_total",
             "mhr_uplink_blocked",
             "mhr_host_changes_total",
         ] {

@@ -252,6 +252,9 @@ impl Engine {
             .map(|rule| ObjectStatus { object: rule_args(rule), present: observed.rules.contains(rule) })
             .collect();
         let errors: Vec<String> = desired.problems.iter().map(ToString::to_string).collect();
+        // Stale pins are named, not read (their layout is not the guard's).
+        let pin_notes = crate::guard::pins::diagnose(&self.config().guard.pin_dir);
+        let stale = pin_notes.iter().any(|note| note.starts_with("pinned map"));
         Ok(Status {
             errors,
             daemon: DaemonStatus {
@@ -262,7 +265,7 @@ impl Engine {
             confirmation,
             rolled_back,
             version: STATUS_VERSION,
-            guard: self.guard_status()?,
+            guard: if stale { None } else { self.guard_status()? },
             active: desired.active.clone(),
             default_rules,
             uplinks,
@@ -277,6 +280,7 @@ impl Engine {
                         .into_iter()
                         .filter_map(|n| Some(format!("{}; {}", n.warning?, n.advice))),
                 )
+                .chain(pin_notes)
                 .collect(),
         })
     }

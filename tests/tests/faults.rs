@@ -93,6 +93,7 @@ fn guard_daemon() -> DaemonOptions {
     DaemonOptions {
         resync: Duration::from_secs(3600),
         guard_repair_deadline: Duration::from_secs(3),
+        exit_when_guard_lost: true,
         ..DaemonOptions::default()
     }
 }

@@ -447,8 +447,14 @@ fn status_names_one_uplink_on_request_and_its_json_carries_a_schema_version() {
     assert!(mhr(&lab.host, &config, &["apply", "--no-guard"]).succeeded());
     let one = mhr(&lab.host, &config, &["status", "ens4"]);
     assert!(one.succeeded(), "{one:?}");
-    assert!(one.output.starts_with("ens4 (ifindex"), "{}", one.output);
-    assert!(!one.output.contains("ens3 (ifindex"), "{}", one.output);
+    // The summary's header and line, then the details: ens4's only.
+    assert!(
+        one.output.starts_with("UPLINK") && one.output.lines().nth(1).is_some_and(|l| l.starts_with("ens4")),
+        "{}",
+        one.output
+    );
+    assert!(one.output.contains("\nens4 (ifindex"), "{}", one.output);
+    assert!(!one.output.contains("ens3"), "{}", one.output);
     let unknown = mhr(&lab.host, &config, &["status", "ens9"]);
     assert!(
         unknown.error().contains("`ens9` is not a configured uplink (uplinks: ens3, ens4)"),
@@ -456,7 +462,7 @@ fn status_names_one_uplink_on_request_and_its_json_carries_a_schema_version() {
     );
     let json: serde_json::Value =
         serde_json::from_str(&mhr(&lab.host, &config, &["status", "--json", "ens3"]).output).unwrap();
-    assert_eq!(json["version"], 1);
+    assert_eq!(json["version"], 2);
     assert_eq!(json["uplinks"].as_array().map(Vec::len), Some(1));
     assert!(mhr(&lab.host, &config, &["down"]).succeeded());
 }

@@ -58,6 +58,9 @@ pub(super) async fn apply_now(engine: &Engine, args: &ApplyArgs, out: &mut dyn W
     // address, before routing changes: a missing bpffs or a refused
     // program stops `apply` before it changes anything.
     let mut guard = if args.no_guard { None } else { Some(deployment.load()?) };
+    for note in guard.iter().flat_map(|guard| guard.pin_notes()) {
+        writeln!(out, "guard: {note}")?;
+    }
     engine.preflight()?;
     if guard.is_some() {
         deployment.check_capacity(&planned.desired)?;

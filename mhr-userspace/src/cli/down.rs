@@ -5,7 +5,16 @@ use std::{io::Write, path::Path};
 use super::Outcome;
 use crate::{guard::Deployment, lock};
 
-pub fn run(config_path: &Path, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+#[derive(Debug, Default, clap::Args)]
+pub struct DownArgs {
+    /// Also remove everything else under the guard's pin_dir (pins of any
+    /// layout version, maps another mhr left) and guard filters on every
+    /// interface.
+    #[arg(long)]
+    pub purge_pins: bool,
+}
+
+pub fn run(config_path: &Path, args: &DownArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     super::with_engine(config_path, out, async |engine, out| {
         let state_dir = &engine.config().routing.state_dir;
         let _lock = lock::acquire(state_dir, lock::Role::Down, lock::WAIT)?;
@@ -24,10 +33,23 @@ pub fn run(config_path: &Path, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             writeln!(out, "removed mhr's routing ({} change(s))", applied.changed)?;
         }
         let mut failed = applied.failed;
+        // Purging first: it detaches whatever runs a program using one of
+        // the pinned maps (a link someone else holds too), which it finds
+        // through the pins the plain removal would take away.
+        if args.purge_pins {
+            match Deployment::new(engine.config()).purge() {
+                Ok(done) => {
+                    for line in done {
+                        writeln!(out, "guard: purged: {line}")?;
+                    }
+                }
+                Err(err) => failed.push(format!("purging the guard's pins: {err:#}")),
+            }
+        }
         match Deployment::new(engine.config()).down() {
             Ok(detached) => {
-                for detached in detached {
-                    writeln!(out, "guard: detached {detached}")?;
+                for line in detached {
+                    writeln!(out, "guard: {line}")?;
                 }
             }
             Err(err) => failed.push(format!("removing the guard: {err:#}")),

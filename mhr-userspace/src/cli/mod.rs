@@ -66,7 +66,7 @@ pub enum Command {
     /// Remove everything mhr installed (routing and guard). Always finishes:
     /// what cannot be done now is named and exits 1. Cancels a pending
     /// confirmation.
-    Down,
+    Down(down::DownArgs),
     /// Uplinks, addresses, gateways, tables, rules, and whether each is as desired.
     Status(status::StatusArgs),
     /// Verify with the kernel's own route lookups that every address answers
@@ -113,7 +113,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Plan(args) => plan::run(&cli.config, args, out),
         Command::Apply(args) => apply::run(&cli.config, args, out),
         Command::Confirm => confirm::confirm_command(&cli.config, out),
-        Command::Down => down::run(&cli.config, out),
+        Command::Down(args) => down::run(&cli.config, args, out),
         Command::Status(args) => status::run(&cli.config, args, out),
         Command::Check(args) => check::run(&cli.config, args, out),
     }

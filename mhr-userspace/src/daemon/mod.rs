@@ -23,7 +23,7 @@ pub use crate::netlink::subscribe::{Event, EventSocket};
 use crate::{
     config::Config,
     engine::{Engine, EngineError, Planned},
-    guard::{Guard, GuardMaps},
+    guard::{Guard, retry::GuardRetry},
     health::HealthBook,
     metrics::{ControlMetrics, GuardCollector, registry},
     model::Family,
@@ -48,9 +48,14 @@ pub struct DaemonOptions {
     pub netlink_buffer: usize,
     /// How often the guard's pins and links are checked against the kernel.
     pub guard_check: Duration,
-    /// Exit with an error when the guard could not be repaired for this
-    /// long, so that the supervisor restarts mhr.
+    /// With `exit_when_guard_lost`: exit with an error when the guard
+    /// could not be repaired for this long, so that the supervisor
+    /// restarts mhr.
     pub guard_repair_deadline: Duration,
+    /// Exit when the guard is lost (see `guard_repair_deadline`). Off by
+    /// default: a restart meets the same cause, and routing must go on;
+    /// the guard is retried with backoff instead (guard::retry).
+    pub exit_when_guard_lost: bool,
     /// Flag lines a second that reach the log, in all (the rest are counted).
     pub flag_log_per_second: u32,
     /// At most one summary line per offender per interval.
@@ -71,6 +76,7 @@ impl Default for DaemonOptions {
             netlink_buffer: 4 << 20,
             guard_check: Duration::from_secs(1),
             guard_repair_deadline: Duration::from_secs(30),
+            exit_when_guard_lost: false,
             flag_log_per_second: 50,
             flag_summary_interval: Duration::from_secs(10),
             sandbox: None,
@@ -147,6 +153,8 @@ enum Trigger {
 struct Daemon {
     engine: Engine,
     guard: Option<Guard>,
+    /// The guard's failures to load or attach, and when to try again.
+    guard_retry: GuardRetry,
     control: Arc<ControlMetrics>,
     health: Arc<Health>,
     book: HealthBook,
@@ -210,28 +218,11 @@ pub async fn run_with_reloads(
     tokio::spawn(http::serve(listener, Arc::clone(&registry), Arc::clone(&health), web));
     tracing::info!(%address, "serving /metrics and /healthz");
 
-    let pin_dir = config.guard.pin_dir.clone();
     let settings = config.health.clone();
     let engine = Engine::connect(config)?.tolerant();
     let (probe_plans, plans) = tokio::sync::watch::channel(Vec::new());
     let (round_sender, mut rounds) = tokio::sync::mpsc::channel(4);
     tokio::spawn(health::probe_rounds(plans, round_sender, settings.interval, settings.timeout));
-    let guard = if options.guard {
-        let mut guard = Guard::load(&pin_dir).map_err(EngineError::from)?;
-        let ring = guard.take_flags().map_err(EngineError::from)?;
-        if let Some(names) = GuardMaps::from_pins(&pin_dir).map_err(EngineError::from)? {
-            let log = flags::FlagLog {
-                per_second: options.flag_log_per_second,
-                summary_interval: options.flag_summary_interval,
-                lines_suppressed: control.flag_lines_suppressed.clone(),
-                records_folded: control.flag_records_folded.clone(),
-            };
-            tokio::spawn(flags::log_flags(ring, names, log));
-        }
-        Some(guard)
-    } else {
-        None
-    };
     let uplink_names: Vec<&str> = engine.config().uplinks.iter().map(|u| u.interface.as_str()).collect();
     control.initialise(&uplink_names);
     control.config_reload_success.set(1);
@@ -242,7 +233,8 @@ pub async fn run_with_reloads(
     let active = std::collections::BTreeMap::new();
     let mut daemon = Daemon {
         engine,
-        guard,
+        guard: None,
+        guard_retry: GuardRetry::default(),
         control,
         health,
         book,
@@ -255,10 +247,19 @@ pub async fn run_with_reloads(
         removers: Vec::new(),
         retry_at: None,
     };
+    if options.guard {
+        daemon.load_guard(&options);
+    }
     // Everything privileged that only start-up does is done (guard
     // loaded, sockets open, listener bound): from here on, least privilege.
-    if let Some(unlisted) = options.sandbox {
+    // A guard that could not load yet is retried later and needs what
+    // loading needs: the sandbox waits for it.
+    let mut sandbox_pending = options.sandbox;
+    if let Some(unlisted) = sandbox_pending
+        && (daemon.guard.is_some() || !options.guard)
+    {
         crate::sandbox::enter_logged(unlisted)?;
+        sandbox_pending = None;
     }
     daemon.reconcile(Trigger::Startup).await;
     // systemd (Type=notify): started once the first reconcile ran; the
@@ -332,13 +333,23 @@ pub async fn run_with_reloads(
                 daemon.reconcile(Trigger::Reload).await;
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
             }
-            _ = guard_check.tick(), if daemon.guard.is_some() => {
+            _ = guard_check.tick(), if options.guard => {
+                if daemon.guard.is_none() {
+                    if daemon.load_guard(&options) {
+                        if let Some(unlisted) = sandbox_pending.take() {
+                            crate::sandbox::enter_logged(unlisted)?;
+                        }
+                        daemon.reconcile(Trigger::GuardCheck).await;
+                    }
+                    continue;
+                }
                 if daemon.guard_needs_repair() {
                     daemon.reconcile(Trigger::GuardCheck).await;
                 }
                 // While the kernel still runs the guard (this process holds
                 // its links), staying up keeps it; exit once it is really gone.
                 if let Some(since) = daemon.guard_failing_since
+                    && options.exit_when_guard_lost
                     && since.elapsed() >= options.guard_repair_deadline
                     && daemon.guard_lost()
                 {

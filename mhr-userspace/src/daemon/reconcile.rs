@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use super::{Daemon, HealthState, Trigger, health};
 use crate::{
     engine::{EngineError, Planned},
-    guard::{Deployment, Guard},
+    guard::{Deployment, Guard, GuardError, GuardMaps},
     metrics::unix_now,
     probe::probe_plans,
 };
@@ -23,7 +23,12 @@ impl Daemon {
             Ok(changes) => {
                 self.control.reconcile(true);
                 self.control.last_success.set(unix_now());
-                self.health.set(HealthState::Ok);
+                // Routing is in place; a guard that cannot load still fails /healthz.
+                let state = match self.guard_retry.error() {
+                    Some(error) => HealthState::Failing(format!("the source guard is not running: {error}")),
+                    None => HealthState::Ok,
+                };
+                self.health.set(state);
                 if changes > 0 {
                     tracing::info!(?trigger, changes, "reconciled");
                 }
@@ -65,6 +70,11 @@ impl Daemon {
             (Ok(_), _) => self.guard_failing_since = None,
             (Err(_), None) => self.guard_failing_since = Some(Instant::now()),
             (Err(_), Some(_)) => {}
+        }
+        match &guard_result {
+            Err(err) => self.guard_failed(err),
+            Ok(_) if self.guard.is_some() => self.guard_retry.succeeded(),
+            Ok(_) => {}
         }
         let changes = *guard_result.as_ref().unwrap_or(&0);
         if counts_as_drift {
@@ -210,6 +220,46 @@ impl Daemon {
         }
     }
 
+    /// Loads the guard and starts its flag log; on failure routing goes on
+    /// and the load is retried with backoff. True once loaded.
+    pub(super) fn load_guard(&mut self, options: &super::DaemonOptions) -> bool {
+        if !self.guard_retry.due(std::time::Instant::now()) {
+            return false;
+        }
+        let pin_dir = self.engine.config().guard.pin_dir.clone();
+        let loaded = Guard::load(&pin_dir).and_then(|mut guard| Ok((guard.take_flags()?, guard)));
+        let (ring, guard) = match loaded {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                self.guard_failed(&err);
+                return false;
+            }
+        };
+        match GuardMaps::from_pins(&pin_dir) {
+            Ok(Some(names)) => {
+                let log = super::flags::FlagLog {
+                    per_second: options.flag_log_per_second,
+                    summary_interval: options.flag_summary_interval,
+                    lines_suppressed: self.control.flag_lines_suppressed.clone(),
+                    records_folded: self.control.flag_records_folded.clone(),
+                };
+                tokio::spawn(super::flags::log_flags(ring, names, log));
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "flagged packets are not logged"),
+        }
+        self.guard = Some(guard);
+        self.guard_retry.succeeded();
+        true
+    }
+
+    /// Counts and logs a guard failure and schedules the next try.
+    fn guard_failed(&mut self, err: &GuardError) {
+        let wait = self.guard_retry.failed(std::time::Instant::now(), err);
+        self.control.guard_failure(err.reason());
+        tracing::warn!(error = %err, reason = err.reason(), retry_in = ?wait, "the source guard failed; routing goes on, retrying");
+    }
+
     /// Whether an uplink the guard should be on runs without it.
     pub(super) fn guard_lost(&mut self) -> bool {
         let (Some(guard), Some(last)) = (&mut self.guard, &self.last) else { return false };
@@ -225,7 +275,10 @@ impl Daemon {
     /// Whether a guard pin or link is gone, or the guard is failing.
     pub(super) fn guard_needs_repair(&mut self) -> bool {
         let Some(guard) = &mut self.guard else { return false };
-        if self.guard_failing_since.is_some() || !guard.pins_intact() {
+        if self.guard_failing_since.is_some() {
+            return self.guard_retry.due(std::time::Instant::now());
+        }
+        if !guard.pins_intact() {
             return true;
         }
         let held: Vec<String> = self

@@ -83,6 +83,22 @@ pub fn detach_all(interface: &str, ifindex: u32) -> bool {
     !filters.is_empty()
 }
 
+/// Removes the BPF filters on `interface`'s clsact egress that run one of
+/// `programs` (whatever their name or priority); returns those programs.
+pub(super) fn detach_programs(
+    interface: &str,
+    ifindex: u32,
+    programs: &std::collections::BTreeSet<u32>,
+) -> Vec<u32> {
+    let filters = egress_filters(ifindex).unwrap_or_default();
+    let running: Vec<&Filter> =
+        filters.iter().filter(|f| f.program_id.is_some_and(|id| programs.contains(&id))).collect();
+    for filter in &running {
+        detach(interface, filter);
+    }
+    running.iter().filter_map(|f| f.program_id).collect()
+}
+
 fn detach(interface: &str, filter: &Filter) {
     let handle = TcHandle::new((filter.handle >> 16) as u16, filter.handle as u16);
     let link = SchedClassifierLink::attached(interface, TcAttachType::Egress, filter.priority, handle, None);

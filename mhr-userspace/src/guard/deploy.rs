@@ -62,9 +62,21 @@ impl<'a> Deployment<'a> {
         guard.attach(&uplinks, self.config.guard.attach)
     }
 
-    /// Detaches the guard everywhere and removes its pins.
+    /// Detaches the guard everywhere and removes its pins, those of other
+    /// layout versions included. Returns what was done, one line each.
     pub fn down(&self) -> Result<Vec<String>, GuardError> {
         let interfaces: Vec<String> = self.config.uplinks.iter().map(|u| u.interface.clone()).collect();
-        super::teardown(&self.config.guard.pin_dir, &interfaces)
+        let pin_dir = &self.config.guard.pin_dir;
+        let other = super::versions::remove_other_versions(pin_dir)?;
+        let mut done: Vec<String> =
+            other.into_iter().map(|line| format!("another layout version's guard: {line}")).collect();
+        done.extend(super::teardown(pin_dir, &interfaces)?.into_iter().map(|pin| format!("detached {pin}")));
+        Ok(done)
+    }
+
+    /// Removes everything under the pin directory, whatever its version or
+    /// shape, and guard filters on every interface (`down --purge-pins`).
+    pub fn purge(&self) -> Result<Vec<String>, GuardError> {
+        super::versions::purge(&self.config.guard.pin_dir)
     }
 }

@@ -4,26 +4,31 @@
 //! counted, and remove it.
 
 mod attach;
+mod bpffs;
 pub mod clsact;
 mod configure;
 mod deploy;
+mod error;
 pub mod flags;
 pub mod maps;
+pub mod pins;
+pub mod retry;
+mod sys;
 mod tcx_query;
 pub mod update;
+pub mod versions;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, MapError, RingBuf},
-    pin::PinError,
+    maps::{MapData, RingBuf},
     programs::{
-        ProgramError, SchedClassifier, TcAttachType,
+        SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
     },
 };
@@ -33,6 +38,7 @@ use mhr_common::guard::{EMPTY_PROGRAM, FLAGS_MAP, GUARD_PROGRAM, MAX_OWNERS, MAX
 pub use attach::{GuardAttachment, pin_prefix, teardown};
 pub use configure::Enforcement;
 pub use deploy::Deployment;
+pub use error::GuardError;
 pub use maps::{EventCounts, GuardMaps, OffenderReport, PinLayout, VerdictCounts};
 
 use crate::tc::{AttachMode, Mechanism};
@@ -48,68 +54,6 @@ pub fn object_license() -> Option<String> {
     let data = file.section_by_name("license")?.data().ok()?;
     let text = data.split(|byte| *byte == 0).next()?;
     String::from_utf8(text.to_vec()).ok()
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum GuardError {
-    #[error("creating the pin directory {path} failed (is bpffs mounted at /sys/fs/bpf?)")]
-    PinDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("loading the guard's eBPF object failed (pins under {pin_dir})")]
-    Load {
-        pin_dir: PathBuf,
-        #[source]
-        source: Box<aya::EbpfError>,
-    },
-    #[error("the guard object has no map `{0}`")]
-    MissingMap(&'static str),
-    #[error("the guard object has no program `{0}`")]
-    MissingProgram(&'static str),
-    #[error("guard map `{name}`")]
-    Map {
-        name: &'static str,
-        #[source]
-        source: MapError,
-    },
-    #[error("guard program `{name}`")]
-    Program {
-        name: &'static str,
-        #[source]
-        source: ProgramError,
-    },
-    #[error("more than {MAX_UPLINKS} guarded uplinks")]
-    TooManyUplinks,
-    #[error("{count} {family} addresses on the uplinks; the guard holds at most {MAX_OWNERS}")]
-    TooManyAddresses { family: &'static str, count: usize },
-    #[error(
-        "pin_dir {path} is not on a bpffs ({found} is not); mount one there or point pin_dir under /sys/fs/bpf"
-    )]
-    NotBpffs { path: PathBuf, found: PathBuf },
-    #[error("counting CPUs")]
-    Cpus(#[source] std::io::Error),
-    #[error("attaching the guard to `{interface}` failed: {reason}")]
-    Attach { interface: String, reason: String },
-    #[error("opening the pinned map {path}")]
-    OpenPin {
-        path: PathBuf,
-        #[source]
-        source: MapError,
-    },
-    #[error("pinning {path} again failed (is {path} still on a bpffs?)")]
-    Repin {
-        path: PathBuf,
-        #[source]
-        source: PinError,
-    },
-    #[error("removing the guard's pins under {path}")]
-    Remove {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// What the guard needs to know about one uplink.
@@ -138,6 +82,8 @@ pub struct Guard {
     /// is removed (a deleted directory, a remounted bpffs): the same maps,
     /// so counters continue.
     map_pins: Vec<(String, MapData)>,
+    /// What loading found wrong with the pins and put right, one line each.
+    pin_notes: Vec<String>,
 }
 
 struct Held {
@@ -150,26 +96,35 @@ struct Held {
 
 impl Guard {
     /// Loads the object, reusing the maps pinned under `pin_dir` (so
-    /// counters survive) or pinning new ones there.
+    /// counters survive) or pinning new ones there. Pins are checked first
+    /// ([`pins::replace_stale`], [`versions::remove_other_versions`]): the
+    /// caller holds mhr's writer lock (`apply`, `run`).
     pub fn load(pin_dir: &Path) -> Result<Self, GuardError> {
-        ensure_bpffs(pin_dir)?;
+        bpffs::ensure_bpffs(pin_dir)?;
         let layout = PinLayout::new(pin_dir);
         for dir in [layout.maps(), layout.links()] {
             std::fs::create_dir_all(&dir)
                 .map_err(|source| GuardError::PinDir { path: dir.clone(), source })?;
         }
+        let pin_notes = bpffs::check_pins(pin_dir, &layout, GUARD_OBJECT)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(layout.maps())
             .load(GUARD_OBJECT)
             .map_err(|source| GuardError::Load { pin_dir: pin_dir.to_owned(), source: Box::new(source) })?;
-        let map_pins = open_pinned_maps(&layout.maps())?;
+        let map_pins = bpffs::open_pinned_maps(&layout.maps())?;
         let maps = GuardMaps::from_ebpf(&mut ebpf)?;
-        let mut guard = Self { ebpf, maps, layout, attached: Default::default(), map_pins };
+        let mut guard = Self { ebpf, maps, layout, attached: Default::default(), map_pins, pin_notes };
         guard
             .program(GUARD_PROGRAM)?
             .load()
             .map_err(|source| GuardError::Program { name: GUARD_PROGRAM, source })?;
         Ok(guard)
+    }
+
+    /// What loading found wrong with the pins and put right: trees of
+    /// other layout versions detached and removed, stale maps replaced.
+    pub fn pin_notes(&self) -> &[String] {
+        &self.pin_notes
     }
 
     /// Loads the empty classifier (`EMPTY_PROGRAM`), the benchmarks' baseline.
@@ -374,39 +329,6 @@ impl Guard {
         let map = self.ebpf.take_map(FLAGS_MAP).ok_or(GuardError::MissingMap(FLAGS_MAP))?;
         RingBuf::try_from(map).map_err(|source| GuardError::Map { name: FLAGS_MAP, source })
     }
-}
-
-/// A handle on every map pinned in `dir`, by file name.
-fn open_pinned_maps(dir: &Path) -> Result<Vec<(String, MapData)>, GuardError> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|source| GuardError::PinDir { path: dir.to_owned(), source })?;
-    let mut maps = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let map =
-            MapData::from_pin(&path).map_err(|source| GuardError::OpenPin { path: path.clone(), source })?;
-        maps.push((entry.file_name().to_string_lossy().into_owned(), map));
-    }
-    Ok(maps)
-}
-
-/// bpffs's `statfs` magic number.
-const BPF_FS_MAGIC: libc::c_long = 0xcafe_4a11;
-
-/// Refuses a `pin_dir` whose nearest existing ancestor is not on a bpffs,
-/// before anything is created there.
-fn ensure_bpffs(pin_dir: &Path) -> Result<(), GuardError> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let existing = pin_dir.ancestors().find(|dir| dir.exists()).unwrap_or(Path::new("/"));
-    let not_bpffs = || GuardError::NotBpffs { path: pin_dir.to_owned(), found: existing.to_owned() };
-    let path = std::ffi::CString::new(existing.as_os_str().as_bytes()).map_err(|_| not_bpffs())?;
-    // SAFETY: statfs(2) fills the zeroed struct; the path is NUL-terminated.
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    let result = unsafe { libc::statfs(path.as_ptr(), &mut stat) };
-    if result != 0 || stat.f_type as libc::c_long != BPF_FS_MAGIC {
-        return Err(not_bpffs());
-    }
-    Ok(())
 }
 
 /// Refuses, before any change, uplinks whose addresses or count the

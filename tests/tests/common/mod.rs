@@ -2,10 +2,12 @@
 //! snapshot the kernel's rules and routes.
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub mod bpf;
 pub mod daemon;
 pub mod frames;
 pub mod guard;
 pub mod managed;
+pub mod pins;
 
 use std::path::{Path, PathBuf};
 
