@@ -200,17 +200,17 @@ fn removing_the_deb_takes_mhrs_routing_and_guard_down_and_purge_removes_its_file
     let removed = root.dpkg(&host.host, &["-r", "mhr"]);
     let said = text(&removed);
     assert!(removed.status.success(), "{said}");
-    assert!(said.contains("systemd is not running here"), "{said}");
-    assert!(said.contains("removed mhr's routing") && said.contains("guard: detached"), "{said}");
     assert_eq!(root.status(), "rc", "removed, config files kept");
     assert!(!mhr.exists(), "the binary is gone");
     // Nothing of mhr's is left in the kernel: the host routes as before.
     let after = snapshot(&host.host);
-    assert!(!after.contains("proto 210"), "{after}");
+    assert!(!after.contains("proto 210"), "{said}\n{after}");
     assert_eq!(after, before);
     for interface in ["up0", "up1"] {
         assert_eq!(guard_runs_on(&host.host, interface), Some(false), "{interface}'s guard");
     }
+    assert!(said.contains("systemd is not running here"), "{said}");
+    assert!(said.contains("removed mhr's routing") && said.contains("guard: detached"), "{said}");
     assert!(
         entries(&root.join("sys/fs/bpf/mhr")).is_empty(),
         "pins left: {:?}",
