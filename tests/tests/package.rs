@@ -53,6 +53,20 @@ fn the_deb_installs_into_a_clean_root_and_its_mhr_plans_a_real_host() {
     let fields =
         run(Command::new("dpkg-deb").args(["--field"]).arg(&deb).args(["Package", "Version", "Depends"]));
     assert!(fields.contains("Package: mhr") && fields.contains("Version: 0.1.0"), "{fields}");
+    // Depends names the glibc the binary's symbols need, not just libc6.
+    let stage = deb.with_extension("");
+    let symbols = run(Command::new("objdump").arg("-T").arg(stage.join("usr/bin/mhr")));
+    let glibc = symbols
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter_map(|word| word.strip_prefix("GLIBC_"))
+        .filter_map(|v| {
+            v.split('.').map(|p| p.parse::<u32>().ok()).collect::<Option<Vec<_>>>().map(|n| (n, v))
+        })
+        .max()
+        .map(|(_, v)| v.to_owned())
+        .expect("GLIBC_ symbol versions");
+    let depends = fields.lines().find_map(|l| l.strip_prefix("Depends: ")).expect("Depends");
+    assert!(depends.split(", ").any(|d| d == format!("libc6 (>= {glibc})")), "{depends}, needs {glibc}");
 
     // A root with an empty dpkg database: dpkg installs and records the files.
     let root = dir.path().join("root");
@@ -76,6 +90,10 @@ fn the_deb_installs_into_a_clean_root_and_its_mhr_plans_a_real_host() {
     }
     let unit = std::fs::read_to_string(root.join("lib/systemd/system/mhr.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/mhr --config /etc/mhr/mhr.toml run"), "{unit}");
+    // The unit's Documentation=man:mhr(8) is the page the package installs.
+    assert!(unit.contains("man:mhr(8)"), "{unit}");
+    let man = run(Command::new("gzip").arg("-dc").arg(root.join("usr/share/man/man8/mhr.8.gz")));
+    assert!(man.lines().any(|line| line.starts_with(".TH mhr 8")), "{man}");
 
     let mhr = root.join("usr/bin/mhr");
     assert_eq!(run(Command::new(&mhr).arg("--version")).trim(), "mhr 0.1.0");
