@@ -454,7 +454,8 @@ fn status_names_one_uplink_on_request_and_its_json_carries_a_schema_version() {
         one.output
     );
     assert!(one.output.contains("\nens4 (ifindex"), "{}", one.output);
-    assert!(!one.output.contains("ens3"), "{}", one.output);
+    assert!(!one.output.contains("ens3 (ifindex"), "{}", one.output);
+    assert!(!one.output.lines().any(|l| l.starts_with("ens3")), "no summary line for ens3: {}", one.output);
     let unknown = mhr(&lab.host, &config, &["status", "ens9"]);
     assert!(
         unknown.error().contains("`ens9` is not a configured uplink (uplinks: ens3, ens4)"),
