@@ -1373,6 +1373,31 @@ source_rules = "address"
         );
     }
 
+    /// The key schema that words the errors and serde's structs list the
+    /// same keys: a key added to one is added to the other.
+    #[test]
+    fn the_key_schema_matches_the_config_structs() {
+        for (table, prefix) in [
+            ("", ""),
+            ("uplink", "[[uplink]]\ninterface = \"a\"\n"),
+            ("health", "[health]\n"),
+            ("routing", "[routing]\n"),
+            ("guard", "[guard]\n"),
+            ("metrics", "[metrics]\n"),
+        ] {
+            let err = toml::from_str::<RawConfig>(&format!("{prefix}not_a_key = 1\n")).unwrap_err();
+            let message = err.message();
+            // serde words it "expected `a`", "expected `a` or `b`" or "expected one of `a`, `b`, `c`".
+            let expected = message.split_once("expected ").map_or("", |(_, list)| list);
+            let expected = expected.trim_start_matches("one of ").replace(" or ", ", ");
+            let mut serde: Vec<&str> = expected.split(", ").map(|k| k.trim().trim_matches('`')).collect();
+            let mut schema = check::known_keys(table);
+            serde.sort_unstable();
+            schema.sort_unstable();
+            assert_eq!(serde, schema, "[{table}]: {message}");
+        }
+    }
+
     #[test]
     fn line_column_counts_from_one() {
         assert_eq!(line_column("ab\ncd", 0), (1, 1));

@@ -153,6 +153,21 @@ const METRICS: &[(&str, Kind)] = &[
 const SECTIONS: [Section; 6] =
     [Section::Top, Section::Uplink, Section::Health, Section::Routing, Section::Guard, Section::Metrics];
 
+/// The keys of a table by its name (`""` for the top level), for the test
+/// that keeps this schema and serde's structs in step.
+#[cfg(test)]
+pub(super) fn known_keys(table: &str) -> Vec<&'static str> {
+    let section = match table {
+        "uplink" => Section::Uplink,
+        "health" => Section::Health,
+        "routing" => Section::Routing,
+        "guard" => Section::Guard,
+        "metrics" => Section::Metrics,
+        _ => Section::Top,
+    };
+    section.keys().iter().map(|(k, _)| *k).collect()
+}
+
 /// Where a problem is, as a key path; resolved to `line:column` against
 /// the parsed document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
