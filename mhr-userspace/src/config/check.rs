@@ -356,7 +356,7 @@ impl<'i> Document<'i> {
                 }
             }
             Kind::Duration => {
-                if !value.get_ref().as_str().is_some_and(|s| humantime::parse_duration(s).is_ok()) {
+                if value.get_ref().as_str().is_none_or(|s| humantime::parse_duration(s).is_err()) {
                     bad(format!("{key}: durations look like 500ms, 2s or 1m, not {written}"));
                 }
             }
@@ -380,7 +380,7 @@ impl<'i> Document<'i> {
                 _ => bad(format!("{key} must be an IPv6 address such as \"fe80::1\", not {written}")),
             },
             Kind::Socket => {
-                if !value.get_ref().as_str().is_some_and(|s| s.parse::<SocketAddr>().is_ok()) {
+                if value.get_ref().as_str().is_none_or(|s| s.parse::<SocketAddr>().is_err()) {
                     bad(format!(
                         "{key} must be an address and port such as \"127.0.0.1:9847\" or \"[::1]:9847\", not {written}"
                     ));
