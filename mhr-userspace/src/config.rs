@@ -1399,6 +1399,18 @@ source_rules = "address"
     }
 
     #[test]
+    fn a_missing_interface_and_both_guard_names_are_named() {
+        assert_eq!(
+            message(&format!("{UPLINK}[[uplink]]\nprimary = false\n")),
+            "mhr.toml:4:1: uplink #2: `interface` is missing: each [[uplink]] names its network interface, e.g. interface = \"eth0\""
+        );
+        assert_eq!(
+            message(&format!("{UPLINK}[guard]\npin_dir = \"/a\"\n[datapath]\npin_dir = \"/b\"\n")),
+            "mhr.toml:6:2: [datapath] is the old name of [guard]: write one of them"
+        );
+    }
+
+    #[test]
     fn line_column_counts_from_one() {
         assert_eq!(line_column("ab\ncd", 0), (1, 1));
         assert_eq!(line_column("ab\ncd", 4), (2, 2));

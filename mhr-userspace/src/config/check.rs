@@ -253,7 +253,12 @@ impl<'i> Document<'i> {
     /// after, on the parsed config.
     pub(super) fn check(&self) -> Vec<Located> {
         let mut problems = Vec::new();
-        self.check_table(self.root.get_ref(), Section::Top, "", &mut problems);
+        let root = self.root.get_ref();
+        self.check_table(root, Section::Top, "", &mut problems);
+        if let (Some(_), Some((old, _))) = (entry(root, "guard"), entry(root, "datapath")) {
+            let message = "[datapath] is the old name of [guard]: write one of them".to_owned();
+            self.push(&mut problems, old.span(), "", message);
+        }
         problems.sort_by_key(|p| (p.line, p.column));
         problems
     }
@@ -436,7 +441,12 @@ impl<'i> Document<'i> {
                 for (index, item) in items.iter().enumerate() {
                     match item.get_ref().as_table() {
                         Some(table) => {
-                            self.check_table(table, Section::Uplink, &uplink_place(table, index), problems)
+                            let place = uplink_place(table, index);
+                            if entry(table, "interface").is_none() {
+                                let message = "`interface` is missing: each [[uplink]] names its network interface, e.g. interface = \"eth0\"";
+                                self.push(problems, item.span(), &place, message.to_owned());
+                            }
+                            self.check_table(table, Section::Uplink, &place, problems)
                         }
                         None => self.push(
                             problems,
