@@ -532,24 +532,27 @@ impl Config {
     /// A file that is not TOML stops at its first syntax error; otherwise
     /// every problem is reported at once ([`ConfigError::Invalid`]).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let syntax = |err: toml::de::Error, prefix: &str| {
+        let syntax = |err: toml::de::Error| {
             let (line, column) = err.span().map_or((1, 1), |span| line_column(text, span.start));
-            ConfigError::Syntax {
-                path: path.to_owned(),
-                line,
-                column,
-                message: format!("{prefix}{}", err.message().trim()),
+            let mut message = err.message().trim().to_owned();
+            // The parser does not say which key, nor that a table counts too.
+            if let Some(key) =
+                err.span().and_then(|span| text.get(span)).filter(|_| message == "duplicate key")
+            {
+                message =
+                    format!("`{key}` is written twice; a key (or a [table]) may appear once in its table");
             }
+            ConfigError::Syntax { path: path.to_owned(), line, column, message }
         };
-        let document = check::Document::parse(text).map_err(|err| syntax(err, ""))?;
+        let document = check::Document::parse(text).map_err(syntax)?;
         let invalid = |problems| ConfigError::Invalid { path: path.to_owned(), problems };
         let problems = document.check();
         if !problems.is_empty() {
             return Err(invalid(problems));
         }
         // Whatever the schema check lets through that serde still refuses.
-        let raw = RawConfig::deserialize(toml::de::Deserializer::from(document.root().clone()))
-            .map_err(|err| syntax(err, ""))?;
+        let raw =
+            RawConfig::deserialize(toml::de::Deserializer::from(document.root().clone())).map_err(syntax)?;
         let config = Self {
             path: path.to_owned(),
             mode: raw.mode,
@@ -1407,6 +1410,18 @@ source_rules = "address"
         assert_eq!(
             message(&format!("{UPLINK}[guard]\npin_dir = \"/a\"\n[datapath]\npin_dir = \"/b\"\n")),
             "mhr.toml:6:2: [datapath] is the old name of [guard]: write one of them"
+        );
+    }
+
+    #[test]
+    fn a_key_written_twice_is_named() {
+        assert_eq!(
+            message(&format!("{UPLINK}interface = \"ens4\"\n")),
+            "mhr.toml:4:1: `interface` is written twice; a key (or a [table]) may appear once in its table"
+        );
+        assert_eq!(
+            message(&format!("{UPLINK}[health]\n[health]\n")),
+            "mhr.toml:5:2: `health` is written twice; a key (or a [table]) may appear once in its table"
         );
     }
 
