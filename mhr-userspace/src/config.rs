@@ -1267,6 +1267,10 @@ source_rules = "address"
             "mhr.toml:4:1: uplink `ens3`: weight must be a whole number from 1 to 256, not 0"
         );
         assert_eq!(
+            with("[metrics]\nbasic_auth_users = [\"prometheus\"]"),
+            "mhr.toml:5:20: [metrics] basic_auth_users must be a table of user = \"bcrypt hash\" pairs, not [\"prometheus\"]"
+        );
+        assert_eq!(
             with("optional = \"yes\""),
             "mhr.toml:4:12: uplink `ens3`: optional must be true or false, not \"yes\""
         );
