@@ -1429,6 +1429,27 @@ source_rules = "address"
         );
     }
 
+    /// Every prefix of a full config (cut mid-key, mid-string, mid-table)
+    /// is an error with a position or a config, never a panic.
+    #[test]
+    fn every_truncation_of_a_config_fails_cleanly() {
+        let full = "mode = \"enforce\"\npolicy = \"balance\"\n[[uplink]]\ninterface = \"ens3\"\nprimary = true\n\
+                    gateway = \"192.0.2.1\"\ngateway6 = \"fe80::1\"\nallow = [\"198.51.100.0/24\", \"2001:db8::/32\"]\n\
+                    probe = [\"192.0.2.53\"]\nweight = 3\ntable = 300\n[[uplink]]\ninterface = \"wwan0\"\noptional = true\n\
+                    [health]\ninterval = \"500ms\"\ntimeout = \"300ms\"\n[routing]\ntable_range = [400, 410]\n\
+                    [metrics]\nbasic_auth_users = { prometheus = \"x\" }\n";
+        for end in (0..=full.len()).filter(|&end| full.is_char_boundary(end)) {
+            match Config::parse(&full[..end], Path::new("mhr.toml")) {
+                Ok(_) => {}
+                Err(ConfigError::Syntax { line, column, .. }) => assert!(line >= 1 && column >= 1),
+                Err(ConfigError::Invalid { problems, .. }) => {
+                    assert!(!problems.is_empty() && problems.iter().all(|p| p.line >= 1 && p.column >= 1))
+                }
+                Err(other) => panic!("{end}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn line_column_counts_from_one() {
         assert_eq!(line_column("ab\ncd", 0), (1, 1));
