@@ -16,6 +16,10 @@ use serde::Deserialize;
 
 use crate::tc::AttachMode;
 
+mod check;
+
+use check::Loc;
+
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mhr/mhr.toml";
 
 /// Defaults stay clear of the bands other agents use: cloud-init tables 100+, mwan3 priorities 1000–2999,
@@ -80,6 +84,9 @@ const MAX_STREAK: u32 = 100;
 /// A multipath next hop's weight is one byte in the kernel (weight − 1).
 const MAX_WEIGHT: u32 = 256;
 
+/// A problem in the config file. `Invalid` holds every problem of a file
+/// that parsed, each at its `line:column`; the variants after it are those
+/// problems (their text names the key and what it may hold, not the path).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error(transparent)]
@@ -92,62 +99,85 @@ pub enum ConfigError {
     Missing { path: PathBuf },
     #[error("{path}:{line}:{column}: {message}")]
     Syntax { path: PathBuf, line: usize, column: usize, message: String },
-    #[error("{path}: no [[uplink]] configured")]
-    NoUplinks { path: PathBuf },
-    #[error("{path}: {count} uplinks configured; the source guard tells at most {max} apart")]
-    TooManyUplinks { path: PathBuf, count: usize, max: u32 },
-    #[error("{path}: uplink `{interface}` is configured twice")]
-    DuplicateUplink { path: PathBuf, interface: String },
-    #[error("{path}: `{interface}` is not a valid interface name")]
-    BadInterfaceName { path: PathBuf, interface: String },
-    #[error("{path}: no uplink has `primary = true`; exactly one must carry the main default route")]
-    NoPrimary { path: PathBuf },
-    #[error("{path}: uplinks `{first}` and `{second}` both have `primary = true`; exactly one may")]
-    SeveralPrimaries { path: PathBuf, first: String, second: String },
-    #[error(
-        "{path}: uplink `{interface}`: table {table} is reserved by the kernel (0, 253 default, 254 main, 255 local)"
-    )]
-    ReservedTable { path: PathBuf, interface: String, table: u32 },
-    #[error("{path}: uplinks `{first}` and `{second}` both use table {table}")]
-    SharedTable { path: PathBuf, table: u32, first: String, second: String },
-    #[error("{path}: [routing] {key} = [{start}, {end}] is not a valid range: {reason}")]
-    BadRange { path: PathBuf, key: &'static str, start: u32, end: u32, reason: &'static str },
-    #[error(
-        "{path}: [routing] priority_range holds {have} priorities, {needed} are needed (two per uplink, two for the default)"
-    )]
-    PriorityRangeTooSmall { path: PathBuf, needed: usize, have: u64 },
-    #[error(
-        "{path}: [routing] protocol {protocol} is `{owner}`'s: mhr would treat their routes as its own; pick an unassigned number such as 210 (or set force_protocol = true if nothing on this host uses it)"
-    )]
-    ReservedProtocol { path: PathBuf, protocol: u8, owner: &'static str },
-    #[error(
-        "{path}: {count} {family} `allow` prefixes over all uplinks; the guard holds at most {MAX_ALLOW} per family"
-    )]
-    TooManyAllow { path: PathBuf, family: crate::model::Family, count: usize },
     #[error("{path}: {size} bytes is too large for a config file (at most {MAX_CONFIG_BYTES})")]
     TooLarge { path: PathBuf, size: u64 },
-    #[error("{path}: uplink `{interface}`: {count} probe targets, at most {MAX_PROBES_PER_UPLINK}")]
-    TooManyProbes { path: PathBuf, interface: String, count: usize },
-    #[error("{path}: uplink `{interface}`: probe target {target} is not a unicast address")]
-    BadProbe { path: PathBuf, interface: String, target: IpAddr },
-    #[error("{path}: uplink `{interface}`: weight {weight} is outside 1–{MAX_WEIGHT}")]
-    BadWeight { path: PathBuf, interface: String, weight: u32 },
-    #[error("{path}: [health] {key}: {reason}")]
-    BadHealth { path: PathBuf, key: &'static str, reason: String },
+    /// Every problem found, one line each: `path:line:column: problem`.
+    #[error("{}", problem_lines(path, problems))]
+    Invalid { path: PathBuf, problems: Vec<Located> },
+    #[error("{place}unknown key `{key}`{hint}")]
+    UnknownKey { place: String, key: String, hint: String },
+    #[error("{place}{message}")]
+    BadValue { place: String, message: String },
+    #[error("no [[uplink]] configured")]
+    NoUplinks,
+    #[error("{count} uplinks configured; the source guard tells at most {max} apart")]
+    TooManyUplinks { count: usize, max: u32 },
+    #[error("uplink `{interface}` is configured twice")]
+    DuplicateUplink { interface: String },
+    #[error("uplink `{interface}`: interface names {reason}")]
+    BadInterfaceName { interface: String, reason: &'static str },
+    #[error("no uplink has `primary = true`; exactly one must carry the main default route")]
+    NoPrimary,
+    #[error("uplinks `{first}` and `{second}` both have `primary = true`; exactly one may")]
+    SeveralPrimaries { first: String, second: String },
     #[error(
-        "{path}: [routing] default_table = {table} is reserved by the kernel (0, 253 default, 254 main, 255 local)"
+        "uplink `{interface}`: table {table} is reserved by the kernel (0, 253 default, 254 main, 255 local)"
     )]
-    ReservedDefaultTable { path: PathBuf, table: u32 },
+    ReservedTable { interface: String, table: u32 },
+    #[error("uplinks `{first}` and `{second}` both use table {table}")]
+    SharedTable { table: u32, first: String, second: String },
+    #[error("[routing] {key} = [{start}, {end}] is not a valid range: {reason}")]
+    BadRange { key: &'static str, start: u32, end: u32, reason: &'static str },
     #[error(
-        "{path}: uplink `{interface}`: table {table} holds main's default route ([routing] default_table); pick another"
+        "[routing] priority_range holds {have} priorities, {needed} are needed (two per uplink, two for the default)"
     )]
-    UplinkOnDefaultTable { path: PathBuf, interface: String, table: u32 },
+    PriorityRangeTooSmall { needed: usize, have: u64 },
     #[error(
-        "{path}: [metrics] top_offenders = {value}: at most {MAX_TOP_OFFENDERS} (label sets stay bounded)"
+        "[routing] protocol {protocol} is `{owner}`'s: mhr would treat their routes as its own; pick an unassigned number such as 210 (or set force_protocol = true if nothing on this host uses it)"
     )]
-    TooManyTopOffenders { path: PathBuf, value: usize },
-    #[error("{path}: [metrics] {key}: {reason}")]
-    BadMetrics { path: PathBuf, key: &'static str, reason: String },
+    ReservedProtocol { protocol: u8, owner: &'static str },
+    #[error(
+        "{count} {family} `allow` prefixes over all uplinks; the guard holds at most {MAX_ALLOW} per family"
+    )]
+    TooManyAllow { family: crate::model::Family, count: usize },
+    #[error("uplink `{interface}`: {count} probe targets, at most {MAX_PROBES_PER_UPLINK}")]
+    TooManyProbes { interface: String, count: usize },
+    #[error("uplink `{interface}`: probe target {target} is not a unicast address")]
+    BadProbe { interface: String, target: IpAddr },
+    #[error("uplink `{interface}`: weight must be a whole number from 1 to {MAX_WEIGHT}, not {weight}")]
+    BadWeight { interface: String, weight: u32 },
+    #[error("[health] {key} {reason}")]
+    BadHealth { key: &'static str, reason: String },
+    #[error(
+        "[routing] default_table = {table} is reserved by the kernel (0, 253 default, 254 main, 255 local)"
+    )]
+    ReservedDefaultTable { table: u32 },
+    #[error(
+        "uplink `{interface}`: table {table} holds main's default route ([routing] default_table); pick another"
+    )]
+    UplinkOnDefaultTable { interface: String, table: u32 },
+    #[error(
+        "[metrics] top_offenders must be a whole number from 0 to {MAX_TOP_OFFENDERS}, not {value} (label sets stay bounded)"
+    )]
+    TooManyTopOffenders { value: usize },
+    #[error("[metrics] {key}: {reason}")]
+    BadMetrics { key: &'static str, reason: String },
+}
+
+/// One problem and where it is in the file.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Located {
+    pub line: usize,
+    pub column: usize,
+    pub error: ConfigError,
+}
+
+fn problem_lines(path: &Path, problems: &[Located]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}:{}:{}: {}", path.display(), p.line, p.column, p.error))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -466,6 +496,10 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub guard: GuardConfig,
     pub metrics: MetricsConfig,
+    /// Things that parse but are likely not meant, `path:line:column: …`
+    /// each (a top-level key written after an `[[uplink]]` header lands in
+    /// that uplink). [`Config::load`] logs them.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -487,20 +521,38 @@ impl Config {
             .map_err(|_| ConfigError::Read { path: path.to_owned(), reason: "not UTF-8 text".to_owned() })?;
         // Whoever can write the config decides the host's routing.
         crate::trust::check(path)?;
-        Self::parse(&text, path)
+        let config = Self::parse(&text, path)?;
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        Ok(config)
     }
 
     /// Parses and validates `text`; `path` only names the source in errors.
+    /// A file that is not TOML stops at its first syntax error; otherwise
+    /// every problem is reported at once ([`ConfigError::Invalid`]).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|err| {
+        let syntax = |err: toml::de::Error| {
             let (line, column) = err.span().map_or((1, 1), |span| line_column(text, span.start));
-            ConfigError::Syntax {
-                path: path.to_owned(),
-                line,
-                column,
-                message: err.message().trim().to_owned(),
+            let mut message = err.message().trim().to_owned();
+            // The parser does not say which key, nor that a table counts too.
+            if let Some(key) =
+                err.span().and_then(|span| text.get(span)).filter(|_| message == "duplicate key")
+            {
+                message =
+                    format!("`{key}` is written twice; a key (or a [table]) may appear once in its table");
             }
-        })?;
+            ConfigError::Syntax { path: path.to_owned(), line, column, message }
+        };
+        let document = check::Document::parse(text).map_err(syntax)?;
+        let invalid = |problems| ConfigError::Invalid { path: path.to_owned(), problems };
+        let problems = document.check();
+        if !problems.is_empty() {
+            return Err(invalid(problems));
+        }
+        // Whatever the schema check lets through that serde still refuses.
+        let raw =
+            RawConfig::deserialize(toml::de::Deserializer::from(document.root().clone())).map_err(syntax)?;
         let config = Self {
             path: path.to_owned(),
             mode: raw.mode,
@@ -511,8 +563,20 @@ impl Config {
             routing: raw.routing,
             guard: raw.guard,
             metrics: raw.metrics,
+            warnings: document.warnings(path),
         };
-        config.validate()?;
+        let mut problems: Vec<Located> = config
+            .validate()
+            .into_iter()
+            .map(|(loc, error)| {
+                let (line, column) = document.position(loc);
+                Located { line, column, error }
+            })
+            .collect();
+        if !problems.is_empty() {
+            problems.sort_by_key(|p| (p.line, p.column));
+            return Err(invalid(problems));
+        }
         Ok(config)
     }
 
@@ -521,93 +585,110 @@ impl Config {
         (uplink.mode.unwrap_or(self.mode), uplink.enforce_asymmetric.unwrap_or(self.enforce_asymmetric))
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        let path = || self.path.clone();
+    /// Every semantic problem, each with the key it is about.
+    fn validate(&self) -> Vec<(Loc, ConfigError)> {
+        let mut problems = Vec::new();
         if self.uplinks.is_empty() {
-            return Err(ConfigError::NoUplinks { path: path() });
+            problems.push((Loc::Start, ConfigError::NoUplinks));
         }
         let max = mhr_common::guard::MAX_UPLINKS;
         if self.uplinks.len() > max as usize {
-            return Err(ConfigError::TooManyUplinks { path: path(), count: self.uplinks.len(), max });
+            problems.push((
+                Loc::Uplink(max as usize, "interface"),
+                ConfigError::TooManyUplinks { count: self.uplinks.len(), max },
+            ));
         }
         let mut seen = BTreeSet::new();
-        for uplink in &self.uplinks {
-            if !valid_interface_name(&uplink.interface) {
-                return Err(ConfigError::BadInterfaceName {
-                    path: path(),
-                    interface: uplink.interface.clone(),
-                });
+        for (index, uplink) in self.uplinks.iter().enumerate() {
+            let at = Loc::Uplink(index, "interface");
+            if let Err(reason) = check_interface_name(&uplink.interface) {
+                problems.push((
+                    at,
+                    ConfigError::BadInterfaceName { interface: uplink.interface.clone(), reason },
+                ));
             }
             if !seen.insert(uplink.interface.as_str()) {
-                return Err(ConfigError::DuplicateUplink {
-                    path: path(),
-                    interface: uplink.interface.clone(),
-                });
+                problems.push((at, ConfigError::DuplicateUplink { interface: uplink.interface.clone() }));
             }
         }
-        let mut primaries = self.uplinks.iter().filter(|u| u.primary);
-        match (primaries.next(), primaries.next()) {
-            (None, _) => return Err(ConfigError::NoPrimary { path: path() }),
-            (Some(first), Some(second)) => {
-                return Err(ConfigError::SeveralPrimaries {
-                    path: path(),
-                    first: first.interface.clone(),
-                    second: second.interface.clone(),
-                });
+        let primaries: Vec<usize> = (0..self.uplinks.len()).filter(|&i| self.uplinks[i].primary).collect();
+        match primaries[..] {
+            [] if !self.uplinks.is_empty() => {
+                problems.push((Loc::Uplink(0, "primary"), ConfigError::NoPrimary))
             }
-            (Some(_), None) => {}
+            [first, second, ..] => problems.push((
+                Loc::Uplink(second, "primary"),
+                ConfigError::SeveralPrimaries {
+                    first: self.uplinks[first].interface.clone(),
+                    second: self.uplinks[second].interface.clone(),
+                },
+            )),
+            _ => {}
         }
         for (index, uplink) in self.uplinks.iter().enumerate() {
             let Some(table) = uplink.table else { continue };
+            let at = Loc::Uplink(index, "table");
             if RESERVED_TABLES.contains(&table) {
-                return Err(ConfigError::ReservedTable {
-                    path: path(),
-                    interface: uplink.interface.clone(),
-                    table,
-                });
+                problems
+                    .push((at, ConfigError::ReservedTable { interface: uplink.interface.clone(), table }));
             }
             if let Some(other) = self.uplinks[..index].iter().find(|u| u.table == Some(table)) {
-                return Err(ConfigError::SharedTable {
-                    path: path(),
-                    table,
-                    first: other.interface.clone(),
-                    second: uplink.interface.clone(),
-                });
+                problems.push((
+                    at,
+                    ConfigError::SharedTable {
+                        table,
+                        first: other.interface.clone(),
+                        second: uplink.interface.clone(),
+                    },
+                ));
             }
         }
         let routing = &self.routing;
+        let mut ranges_ok = true;
         for (key, [start, end]) in
             [("table_range", routing.table_range), ("priority_range", routing.priority_range)]
         {
-            let bad = |reason| ConfigError::BadRange { path: path(), key, start, end, reason };
-            if start > end {
-                return Err(bad("start is after end"));
-            }
-            if start == 0 {
-                return Err(bad("0 is reserved"));
-            }
-            if key == "table_range" && RESERVED_TABLES.iter().any(|t| (start..=end).contains(t)) {
-                return Err(bad("it includes the kernel's tables 253–255"));
-            }
-            if key == "priority_range" && end >= 32766 {
-                return Err(bad("rules must sit before the main rule (32766)"));
+            let reason = if start > end {
+                Some("start is after end")
+            } else if start == 0 {
+                Some("0 is reserved")
+            } else if key == "table_range" && RESERVED_TABLES.iter().any(|t| (start..=end).contains(t)) {
+                Some("it includes the kernel's tables 253–255")
+            } else if key == "priority_range" && end >= 32766 {
+                Some("rules must sit before the main rule (32766)")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                ranges_ok = false;
+                problems
+                    .push((Loc::Section("routing", key), ConfigError::BadRange { key, start, end, reason }));
             }
         }
-        let have = u64::from(routing.priority_range[1] - routing.priority_range[0]) + 1;
-        // Two per uplink, and two for the rules to main's default.
-        let needed = self.uplinks.len() * 2 + 2;
-        if have < needed as u64 {
-            return Err(ConfigError::PriorityRangeTooSmall { path: path(), needed, have });
+        if ranges_ok {
+            let have = u64::from(routing.priority_range[1] - routing.priority_range[0]) + 1;
+            // Two per uplink, and two for the rules to main's default.
+            let needed = self.uplinks.len() * 2 + 2;
+            if have < needed as u64 {
+                problems.push((
+                    Loc::Section("routing", "priority_range"),
+                    ConfigError::PriorityRangeTooSmall { needed, have },
+                ));
+            }
         }
         if let Some((protocol, owner)) = RESERVED_PROTOCOLS.iter().find(|(p, _)| *p == routing.protocol) {
             if !routing.force_protocol {
-                return Err(ConfigError::ReservedProtocol { path: path(), protocol: *protocol, owner });
+                problems.push((
+                    Loc::Section("routing", "protocol"),
+                    ConfigError::ReservedProtocol { protocol: *protocol, owner },
+                ));
+            } else {
+                tracing::warn!(
+                    protocol,
+                    owner,
+                    "[routing] protocol is reserved; used because force_protocol = true"
+                );
             }
-            tracing::warn!(
-                protocol,
-                owner,
-                "[routing] protocol is reserved; used because force_protocol = true"
-            );
         }
         for family in [crate::model::Family::V4, crate::model::Family::V6] {
             let count = self
@@ -617,72 +698,99 @@ impl Config {
                 .filter(|p| crate::model::Family::of(&p.addr()) == family)
                 .count();
             if count > MAX_ALLOW as usize {
-                return Err(ConfigError::TooManyAllow { path: path(), family, count });
+                let index = self.uplinks.iter().position(|u| !u.allow.is_empty()).unwrap_or(0);
+                problems.push((Loc::Uplink(index, "allow"), ConfigError::TooManyAllow { family, count }));
             }
         }
-        let default_table = routing.default_table();
-        if RESERVED_TABLES.contains(&default_table) {
-            return Err(ConfigError::ReservedDefaultTable { path: path(), table: default_table });
-        }
-        if let Some(uplink) = self.uplinks.iter().find(|u| u.table == Some(default_table)) {
-            return Err(ConfigError::UplinkOnDefaultTable {
-                path: path(),
-                interface: uplink.interface.clone(),
-                table: default_table,
-            });
-        }
-        if let Some(metric) = routing.main_metric {
-            tracing::warn!(
-                metric,
-                "[routing] main_metric is no longer used: mhr keeps its default in table {default_table}, ahead of main's defaults whatever their metric"
+        if ranges_ok {
+            let default_table = routing.default_table();
+            let at = Loc::Section(
+                "routing",
+                if routing.default_table.is_some() { "default_table" } else { "table_range" },
             );
+            if RESERVED_TABLES.contains(&default_table) {
+                problems.push((at, ConfigError::ReservedDefaultTable { table: default_table }));
+            }
+            if let Some(index) = self.uplinks.iter().position(|u| u.table == Some(default_table)) {
+                problems.push((
+                    Loc::Uplink(index, "table"),
+                    ConfigError::UplinkOnDefaultTable {
+                        interface: self.uplinks[index].interface.clone(),
+                        table: default_table,
+                    },
+                ));
+            }
+            if let Some(metric) = routing.main_metric {
+                tracing::warn!(
+                    metric,
+                    "[routing] main_metric is no longer used: mhr keeps its default in table {default_table}, ahead of main's defaults whatever their metric"
+                );
+            }
         }
-        self.validate_health()?;
+        self.validate_health(&mut problems);
         if self.metrics.top_offenders > MAX_TOP_OFFENDERS {
-            return Err(ConfigError::TooManyTopOffenders { path: path(), value: self.metrics.top_offenders });
+            problems.push((
+                Loc::Section("metrics", "top_offenders"),
+                ConfigError::TooManyTopOffenders { value: self.metrics.top_offenders },
+            ));
         }
-        crate::daemon::web::validate(&self.metrics).map_err(|(key, reason)| ConfigError::BadMetrics {
-            path: path(),
-            key,
-            reason,
-        })?;
-        Ok(())
+        if let Err((key, reason)) = crate::daemon::web::validate(&self.metrics) {
+            problems.push((Loc::Section("metrics", key), ConfigError::BadMetrics { key, reason }));
+        }
+        problems
     }
 }
 
 impl Config {
-    fn validate_health(&self) -> Result<(), ConfigError> {
-        let path = || self.path.clone();
-        for uplink in &self.uplinks {
+    fn validate_health(&self, problems: &mut Vec<(Loc, ConfigError)>) {
+        for (index, uplink) in self.uplinks.iter().enumerate() {
             let interface = || uplink.interface.clone();
             if uplink.probe.len() > MAX_PROBES_PER_UPLINK {
-                return Err(ConfigError::TooManyProbes {
-                    path: path(),
-                    interface: interface(),
-                    count: uplink.probe.len(),
-                });
+                problems.push((
+                    Loc::Uplink(index, "probe"),
+                    ConfigError::TooManyProbes { interface: interface(), count: uplink.probe.len() },
+                ));
             }
-            if let Some(&target) = uplink.probe.iter().find(|t| !is_unicast(t)) {
-                return Err(ConfigError::BadProbe { path: path(), interface: interface(), target });
+            for (item, &target) in uplink.probe.iter().enumerate().filter(|(_, t)| !is_unicast(t)) {
+                problems.push((
+                    Loc::UplinkItem(index, "probe", item),
+                    ConfigError::BadProbe { interface: interface(), target },
+                ));
             }
             if let Some(weight) = uplink.weight.filter(|w| !(1..=MAX_WEIGHT).contains(w)) {
-                return Err(ConfigError::BadWeight { path: path(), interface: interface(), weight });
+                problems.push((
+                    Loc::Uplink(index, "weight"),
+                    ConfigError::BadWeight { interface: interface(), weight },
+                ));
             }
         }
         let health = &self.health;
-        let bad = |key, reason: String| ConfigError::BadHealth { path: path(), key, reason };
+        let mut bad = |key, reason: String| {
+            problems.push((Loc::Section("health", key), ConfigError::BadHealth { key, reason }));
+        };
         if !(MIN_HEALTH_INTERVAL..=MAX_HEALTH_INTERVAL).contains(&health.interval) {
-            return Err(bad("interval", "must be between 100ms and 1h".to_owned()));
+            bad(
+                "interval",
+                format!("must be from 100ms to 1h, not {}", humantime::format_duration(health.interval)),
+            );
         }
-        if health.timeout.is_zero() || health.timeout > health.interval {
-            return Err(bad("timeout", "must be more than 0 and at most `interval`".to_owned()));
+        let interval_ok = (MIN_HEALTH_INTERVAL..=MAX_HEALTH_INTERVAL).contains(&health.interval);
+        // Against an interval that is itself refused, only a zero timeout is news.
+        if health.timeout.is_zero() || (interval_ok && health.timeout > health.interval) {
+            bad(
+                "timeout",
+                format!(
+                    "must be more than 0 and at most `interval` ({}), not {}",
+                    humantime::format_duration(health.interval),
+                    humantime::format_duration(health.timeout)
+                ),
+            );
         }
         for (key, value) in [("down_after", health.down_after), ("up_after", health.up_after)] {
             if !(1..=MAX_STREAK).contains(&value) {
-                return Err(bad(key, format!("{value} is outside 1–{MAX_STREAK}")));
+                bad(key, format!("must be a whole number from 1 to {MAX_STREAK}, not {value}"));
             }
         }
-        Ok(())
     }
 }
 
@@ -691,12 +799,19 @@ fn is_unicast(address: &IpAddr) -> bool {
         && *address != IpAddr::V4(Ipv4Addr::BROADCAST)
 }
 
-fn valid_interface_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_INTERFACE_NAME
-        && name != "."
-        && name != ".."
-        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+/// Why the kernel would refuse `name` as an interface name.
+fn check_interface_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("cannot be empty")
+    } else if name.len() > MAX_INTERFACE_NAME {
+        Err("have at most 15 characters (Linux's IFNAMSIZ)")
+    } else if name == "." || name == ".." {
+        Err("cannot be `.` or `..`")
+    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
+        Err("cannot hold `/`, `:`, spaces or control characters")
+    } else {
+        Ok(())
+    }
 }
 
 /// 1-based line and column of byte `offset` in `text`.
@@ -711,8 +826,22 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 mod tests {
     use super::*;
 
+    /// A file with one problem gives that problem, so tests match on it.
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("mhr.toml"))
+        match Config::parse(text, Path::new("mhr.toml")) {
+            Err(ConfigError::Invalid { mut problems, .. }) if problems.len() == 1 => {
+                Err(problems.remove(0).error)
+            }
+            other => other,
+        }
+    }
+
+    /// The full text of the error `text` gives, one problem a line.
+    fn message(text: &str) -> String {
+        match Config::parse(text, Path::new("mhr.toml")) {
+            Err(err) => err.to_string(),
+            Ok(_) => panic!("accepted: {text}"),
+        }
     }
 
     const MINIMAL: &str =
@@ -773,8 +902,10 @@ source_rules = "address"
         assert_eq!(config.guard_mode(&config.uplinks[0]), (GuardMode::Enforce, false));
         assert_eq!(config.guard_mode(&config.uplinks[1]), (GuardMode::Monitor, true));
         assert_eq!(config.guard.pin_dir, PathBuf::from("/sys/fs/bpf/x"));
-        let bad = parse("mode = \"block\"\n[[uplink]]\ninterface = \"a\"\nprimary = true\n").unwrap_err();
-        assert!(matches!(bad, ConfigError::Syntax { line: 1, .. }), "{bad:?}");
+        assert_eq!(
+            message("mode = \"block\"\n[[uplink]]\ninterface = \"a\"\nprimary = true\n"),
+            "mhr.toml:1:8: mode must be \"monitor\" or \"enforce\", not \"block\""
+        );
     }
 
     #[test]
@@ -792,11 +923,10 @@ source_rules = "address"
 
     #[test]
     fn unknown_keys_are_errors_with_position() {
-        let err =
-            parse("[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngatway = \"10.0.0.1\"\n").unwrap_err();
-        let ConfigError::Syntax { line, column, message, .. } = err else { panic!("{err:?}") };
-        assert_eq!((line, column), (4, 1));
-        assert!(message.contains("gatway"), "{message}");
+        assert_eq!(
+            message("[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngatway = \"10.0.0.1\"\n"),
+            "mhr.toml:4:1: uplink `ens3`: unknown key `gatway`; did you mean `gateway`?"
+        );
     }
 
     #[test]
@@ -808,24 +938,42 @@ source_rules = "address"
 
     #[test]
     fn bad_addresses_are_rejected_with_position() {
-        let err = parse("[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"10.0.0.300\"\n")
-            .unwrap_err();
-        assert!(matches!(err, ConfigError::Syntax { line: 4, .. }), "{err:?}");
-        let err = parse("[[uplink]]\ninterface = \"ens3\"\nprimary = true\ngateway = \"2001:db8::1\"\n")
-            .unwrap_err();
-        assert!(
-            matches!(err, ConfigError::Syntax { line: 4, .. }),
-            "an IPv6 gateway is not an IPv4 one: {err:?}"
+        let with =
+            |line: &str| message(&format!("[[uplink]]\ninterface = \"ens3\"\nprimary = true\n{line}\n"));
+        assert_eq!(
+            with("gateway = \"10.0.0.300\""),
+            "mhr.toml:4:11: uplink `ens3`: gateway must be an IPv4 address such as \"192.0.2.1\", not \"10.0.0.300\""
         );
-        let err = parse("[[uplink]]\ninterface = \"ens3\"\nprimary = true\nallow = [\"10.0.0.0/33\"]\n")
-            .unwrap_err();
-        assert!(matches!(err, ConfigError::Syntax { line: 4, .. }), "{err:?}");
+        assert_eq!(
+            with("gateway = \"2001:db8::1\""),
+            "mhr.toml:4:11: uplink `ens3`: `gateway` is IPv4; put IPv6 gateways (2001:db8::1) in `gateway6`"
+        );
+        assert_eq!(
+            with("gateway6 = \"192.0.2.1\""),
+            "mhr.toml:4:12: uplink `ens3`: `gateway6` is IPv6; put IPv4 gateways (192.0.2.1) in `gateway`"
+        );
+        assert_eq!(
+            with("allow = [\"192.0.2.0/24\", \"192.0.2.0/33\"]"),
+            "mhr.toml:4:26: uplink `ens3`: allow[1] = \"192.0.2.0/33\": prefix length 33 is more than 32 for IPv4"
+        );
+        assert!(
+            with("allow = [\"2001:db8::/129\"]").ends_with("prefix length 129 is more than 128 for IPv6")
+        );
+        assert!(
+            with("allow = [\"192.0.2.1\"]")
+                .ends_with("no prefix length; write \"192.0.2.1/32\" for one address")
+        );
+        assert!(with("allow = [\"192.0.2.x/24\"]").ends_with("`192.0.2.x` is not an IPv4 or IPv6 address"));
+        assert!(
+            with("probe = [\"192.0.2.1\", \"ns1\"]")
+                .ends_with("probe[1] = \"ns1\": not an IPv4 or IPv6 address")
+        );
     }
 
     #[test]
     fn exactly_one_primary() {
         let none = parse("[[uplink]]\ninterface = \"ens3\"\n").unwrap_err();
-        assert!(matches!(none, ConfigError::NoPrimary { .. }));
+        assert!(matches!(none, ConfigError::NoPrimary));
         let two = parse(
             "[[uplink]]\ninterface = \"a\"\nprimary = true\n[[uplink]]\ninterface = \"b\"\nprimary = true\n",
         )
@@ -843,7 +991,7 @@ source_rules = "address"
         assert!(matches!(dup, ConfigError::DuplicateUplink { ref interface, .. } if interface == "ens3"));
         let long = parse("[[uplink]]\ninterface = \"averyveryverylongname\"\nprimary = true\n").unwrap_err();
         assert!(matches!(long, ConfigError::BadInterfaceName { .. }));
-        assert!(matches!(parse("").unwrap_err(), ConfigError::NoUplinks { .. }));
+        assert!(matches!(parse("").unwrap_err(), ConfigError::NoUplinks));
         let many: String = (0..65)
             .map(|i| {
                 format!("[[uplink]]\ninterface = \"up{i}\"\n{}", if i == 0 { "primary = true\n" } else { "" })
@@ -988,8 +1136,8 @@ source_rules = "address"
             let err = with(&format!("[health]\n{health}\n")).unwrap_err();
             assert!(matches!(err, ConfigError::BadHealth { key: k, .. } if k == key), "{health}: {err:?}");
         }
-        let random = parse(&format!("policy = \"random\"\n{MINIMAL}")).unwrap_err();
-        assert!(matches!(random, ConfigError::Syntax { line: 1, .. }), "{random:?}");
+        let random = message(&format!("policy = \"random\"\n{MINIMAL}"));
+        assert_eq!(random, "mhr.toml:1:10: policy must be \"failover\" or \"balance\", not \"random\"");
     }
 
     #[test]
@@ -1086,6 +1234,220 @@ source_rules = "address"
             (Policy::Failover.to_string(), Policy::Balance.to_string()),
             ("failover".into(), "balance".into())
         );
+    }
+
+    const UPLINK: &str = "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n";
+
+    #[test]
+    fn numbers_out_of_range_say_the_range_in_words() {
+        let with = |line: &str| message(&format!("{UPLINK}{line}\n"));
+        assert_eq!(
+            with("weight = -1"),
+            "mhr.toml:4:10: uplink `ens3`: weight must be a whole number from 1 to 256, not -1"
+        );
+        assert_eq!(
+            with("table = -5"),
+            "mhr.toml:4:9: uplink `ens3`: table must be a whole number from 1 to 4294967295 other than 253–255, not -5"
+        );
+        assert_eq!(
+            with("[routing]\nprotocol = 300"),
+            "mhr.toml:5:12: [routing] protocol must be a whole number from 0 to 255, not 300"
+        );
+        assert_eq!(
+            with("priority = \"3\""),
+            "mhr.toml:4:12: uplink `ens3`: priority must be a whole number from 0 to 4294967295, not \"3\""
+        );
+        assert_eq!(
+            with("[routing]\ntable_range = [1, 2, 3]"),
+            "mhr.toml:5:15: [routing] table_range must be [first, last], two whole numbers from 1 to 4294967295, not [1, 2, 3]"
+        );
+        // In the field's type but outside what mhr allows: the same words, from validation.
+        assert_eq!(
+            with("weight = 0"),
+            "mhr.toml:4:1: uplink `ens3`: weight must be a whole number from 1 to 256, not 0"
+        );
+        assert_eq!(
+            with("[metrics]\nbasic_auth_users = [\"prometheus\"]"),
+            "mhr.toml:5:20: [metrics] basic_auth_users must be a table of user = \"bcrypt hash\" pairs, not [\"prometheus\"]"
+        );
+        assert_eq!(
+            with("optional = \"yes\""),
+            "mhr.toml:4:12: uplink `ens3`: optional must be true or false, not \"yes\""
+        );
+    }
+
+    #[test]
+    fn a_single_bracket_uplink_says_to_write_two() {
+        assert_eq!(
+            message("[uplink]\ninterface = \"ens3\"\nprimary = true\n"),
+            "mhr.toml:1:2: uplinks are a list of tables: write `[[uplink]]` (two brackets) above each uplink's keys"
+        );
+        assert_eq!(
+            message(&format!("{UPLINK}[[health]]\ninterval = \"1s\"\n")),
+            "mhr.toml:4:3: [health] is one table: write `[health]` on a line of its own, then its keys"
+        );
+    }
+
+    #[test]
+    fn bad_durations_show_what_one_looks_like() {
+        assert_eq!(
+            message(&format!("{UPLINK}[health]\ninterval = \"fast\"\ntimeout = 2\n")),
+            "mhr.toml:5:12: [health] interval: durations look like 500ms, 2s or 1m, not \"fast\"\n\
+             mhr.toml:6:11: [health] timeout: durations look like 500ms, 2s or 1m, not 2"
+        );
+    }
+
+    #[test]
+    fn interface_names_say_why_they_are_refused() {
+        assert_eq!(
+            message("[[uplink]]\ninterface = \"averyverylongname\"\nprimary = true\n"),
+            "mhr.toml:2:1: uplink `averyverylongname`: interface names have at most 15 characters (Linux's IFNAMSIZ)"
+        );
+        assert_eq!(
+            message("[[uplink]]\ninterface = \"a/b\"\nprimary = true\n"),
+            "mhr.toml:2:1: uplink `a/b`: interface names cannot hold `/`, `:`, spaces or control characters"
+        );
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_its_line() {
+        let text = "[[uplink]]\ninterface = \"ens3\"\nprimary = true\nweight = 0\n\
+                    [[uplink]]\ninterface = \"ens3\"\ntable = 254\n\
+                    [health]\ninterval = \"10ms\"\ndown_after = 0\n";
+        assert_eq!(
+            message(text),
+            "mhr.toml:4:1: uplink `ens3`: weight must be a whole number from 1 to 256, not 0\n\
+             mhr.toml:6:1: uplink `ens3` is configured twice\n\
+             mhr.toml:7:1: uplink `ens3`: table 254 is reserved by the kernel (0, 253 default, 254 main, 255 local)\n\
+             mhr.toml:9:1: [health] interval must be from 100ms to 1h, not 10ms\n\
+             mhr.toml:10:1: [health] down_after must be a whole number from 1 to 100, not 0"
+        );
+        let Err(ConfigError::Invalid { problems, .. }) = Config::parse(text, Path::new("mhr.toml")) else {
+            panic!("not Invalid")
+        };
+        assert!(matches!(problems[1].error, ConfigError::DuplicateUplink { .. }), "{problems:?}");
+        assert_eq!(
+            message("[[uplink]]\ninterface = \"a\"\n"),
+            "mhr.toml:2:1: no uplink has `primary = true`; exactly one must carry the main default route"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_at_every_level_get_the_nearest_known_one() {
+        let text = "moed = \"enforce\"\n[[uplink]]\ninterface = \"ens3\"\nprimary = true\nweigth = 2\n\
+                    [heath]\n[routing]\nprotocl = 210\n[health]\nintervall = \"1s\"\n\
+                    [guard]\npin_dri = \"/x\"\n[metrics]\nlisten_addr = \"127.0.0.1:1\"\nzzz = 1\n";
+        assert_eq!(
+            message(text),
+            "mhr.toml:1:1: unknown key `moed`; did you mean `mode`?\n\
+             mhr.toml:5:1: uplink `ens3`: unknown key `weigth`; did you mean `weight`?\n\
+             mhr.toml:6:2: unknown key `heath`; did you mean `health`?\n\
+             mhr.toml:8:1: [routing] unknown key `protocl`; did you mean `protocol`?\n\
+             mhr.toml:10:1: [health] unknown key `intervall`; did you mean `interval`?\n\
+             mhr.toml:12:1: [guard] unknown key `pin_dri`; did you mean `pin_dir`?\n\
+             mhr.toml:14:1: [metrics] unknown key `listen_addr`; did you mean `listen`?\n\
+             mhr.toml:15:1: [metrics] unknown key `zzz` in [metrics]; known keys: listen, top_offenders, tls_cert, tls_key, basic_auth_users"
+        );
+        assert_eq!(
+            message(&format!("{UPLINK}interval = \"2s\"\n")),
+            "mhr.toml:4:1: uplink `ens3`: unknown key `interval`; it belongs in [health]"
+        );
+    }
+
+    #[test]
+    fn a_top_level_key_after_an_uplink_header_is_named_as_such() {
+        // `mode` is an uplink key too: it parses, with a warning.
+        let config = Config::parse(
+            "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens4\"\n\nmode = \"enforce\"\n",
+            Path::new("mhr.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.guard_mode(&config.uplinks[0]).0, GuardMode::Monitor);
+        assert_eq!(
+            config.warnings,
+            [
+                "mhr.toml:7:1: `mode` follows [[uplink]] `ens4`, so TOML makes it that uplink's only; to set it for every uplink, move it above the first [[uplink]] (a top-level `mode` silences this)"
+            ]
+        );
+        assert!(
+            parse(&format!("mode = \"monitor\"\n{MINIMAL}mode = \"enforce\"\n")).unwrap().warnings.is_empty()
+        );
+        assert!(parse(&format!("{MINIMAL}mode = \"enforce\"\nweight = 2\n")).unwrap().warnings.is_empty());
+        // `policy` is not: an error that says why it landed there.
+        assert_eq!(
+            message(&format!("{UPLINK}policy = \"balance\"\n")),
+            "mhr.toml:4:1: uplink `ens3`: unknown key `policy`; `policy` is a top-level key, and TOML puts every key after a [[uplink]] header into that table: move it above the first table"
+        );
+    }
+
+    /// The key schema that words the errors and serde's structs list the
+    /// same keys: a key added to one is added to the other.
+    #[test]
+    fn the_key_schema_matches_the_config_structs() {
+        for (table, prefix) in [
+            ("", ""),
+            ("uplink", "[[uplink]]\ninterface = \"a\"\n"),
+            ("health", "[health]\n"),
+            ("routing", "[routing]\n"),
+            ("guard", "[guard]\n"),
+            ("metrics", "[metrics]\n"),
+        ] {
+            let err = toml::from_str::<RawConfig>(&format!("{prefix}not_a_key = 1\n")).unwrap_err();
+            let message = err.message();
+            // serde words it "expected `a`", "expected `a` or `b`" or "expected one of `a`, `b`, `c`".
+            let expected = message.split_once("expected ").map_or("", |(_, list)| list);
+            let expected = expected.trim_start_matches("one of ").replace(" or ", ", ");
+            let mut serde: Vec<&str> = expected.split(", ").map(|k| k.trim().trim_matches('`')).collect();
+            let mut schema = check::known_keys(table);
+            serde.sort_unstable();
+            schema.sort_unstable();
+            assert_eq!(serde, schema, "[{table}]: {message}");
+        }
+    }
+
+    #[test]
+    fn a_missing_interface_and_both_guard_names_are_named() {
+        assert_eq!(
+            message(&format!("{UPLINK}[[uplink]]\nprimary = false\n")),
+            "mhr.toml:4:1: uplink #2: `interface` is missing: each [[uplink]] names its network interface, e.g. interface = \"eth0\""
+        );
+        assert_eq!(
+            message(&format!("{UPLINK}[guard]\npin_dir = \"/a\"\n[datapath]\npin_dir = \"/b\"\n")),
+            "mhr.toml:6:2: [datapath] is the old name of [guard]: write one of them"
+        );
+    }
+
+    #[test]
+    fn a_key_written_twice_is_named() {
+        assert_eq!(
+            message(&format!("{UPLINK}interface = \"ens4\"\n")),
+            "mhr.toml:4:1: `interface` is written twice; a key (or a [table]) may appear once in its table"
+        );
+        assert_eq!(
+            message(&format!("{UPLINK}[health]\n[health]\n")),
+            "mhr.toml:5:2: `health` is written twice; a key (or a [table]) may appear once in its table"
+        );
+    }
+
+    /// Every prefix of a full config (cut mid-key, mid-string, mid-table)
+    /// is an error with a position or a config, never a panic.
+    #[test]
+    fn every_truncation_of_a_config_fails_cleanly() {
+        let full = "mode = \"enforce\"\npolicy = \"balance\"\n[[uplink]]\ninterface = \"ens3\"\nprimary = true\n\
+                    gateway = \"192.0.2.1\"\ngateway6 = \"fe80::1\"\nallow = [\"198.51.100.0/24\", \"2001:db8::/32\"]\n\
+                    probe = [\"192.0.2.53\"]\nweight = 3\ntable = 300\n[[uplink]]\ninterface = \"wwan0\"\noptional = true\n\
+                    [health]\ninterval = \"500ms\"\ntimeout = \"300ms\"\n[routing]\ntable_range = [400, 410]\n\
+                    [metrics]\nbasic_auth_users = { prometheus = \"x\" }\n";
+        for end in (0..=full.len()).filter(|&end| full.is_char_boundary(end)) {
+            match Config::parse(&full[..end], Path::new("mhr.toml")) {
+                Ok(_) => {}
+                Err(ConfigError::Syntax { line, column, .. }) => assert!(line >= 1 && column >= 1),
+                Err(ConfigError::Invalid { problems, .. }) => {
+                    assert!(!problems.is_empty() && problems.iter().all(|p| p.line >= 1 && p.column >= 1))
+                }
+                Err(other) => panic!("{end}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -158,7 +158,15 @@ fn the_config_keys_follow_the_exporter_toolkit_and_are_validated() {
     assert_eq!(config.metrics.basic_auth_users.get("prometheus"), Some(&good));
     assert_eq!(config.metrics.tls_key.as_deref(), Some(Path::new("/etc/mhr/key.pem")));
     let bad = |metrics: &str, wanted: &str| match parse(metrics) {
-        Err(ConfigError::BadMetrics { key, .. }) => assert_eq!(key, wanted, "{metrics}"),
+        Err(ConfigError::Invalid { problems, .. }) => match &problems[..] {
+            [problem] => {
+                assert!(
+                    matches!(problem.error, ConfigError::BadMetrics { key, .. } if key == wanted),
+                    "{metrics}: {problem:?}"
+                )
+            }
+            other => panic!("{metrics}: {other:?}"),
+        },
         other => panic!("{metrics}: {other:?}"),
     };
     bad("tls_cert = \"/etc/mhr/cert.pem\"\n", "tls_cert");
