@@ -282,7 +282,7 @@ fn bad_input_is_one_clear_error_and_leaves_the_kernel_byte_identical() {
         (format!("{}{}", uplink("ens3", ""), uplink("ens4", "")), "no uplink has `primary = true`"),
         (
             format!("{}{}", uplink("ens3", "primary = true"), uplink("ens4", "gateway = \"10.0.4.300\"")),
-            "mhr.toml:6:11: invalid IPv4 address syntax",
+            "mhr.toml:6:11: uplink `ens4`: gateway must be an IPv4 address such as \"192.0.2.1\", not \"10.0.4.300\"",
         ),
         (
             format!("{}{}", uplink("ens3", "primary = true"), uplink("ens4", "table = 254")),
