@@ -97,6 +97,12 @@ pub async fn observe_scoped(
         routes,
         rules,
         failed_neighbours: failed_neighbours(handle).await?,
+        unpreferred: addresses
+            .iter()
+            .filter(|message| decode::address_is_unpreferred(message))
+            .filter_map(decode::address_from_message)
+            .map(|a| (a.interface, a.address))
+            .collect(),
     })
 }
 

@@ -151,8 +151,15 @@ pub fn probe_plans(config: &Config, observed: &Observed) -> Vec<ProbePlan> {
                         r.next_hops().find(|h| h.interface == link.index).and_then(|h| h.gateway)
                     })
                 });
-            let addresses: Vec<&Address> =
+            let all: Vec<&Address> =
                 observed.addresses_of(link.index).filter(|a| a.family() == family).collect();
+            // Deprecated and temporary addresses only when nothing else is left.
+            let preferred: Vec<&Address> = all
+                .iter()
+                .copied()
+                .filter(|a| !observed.unpreferred.contains(&(a.interface, a.address)))
+                .collect();
+            let addresses = if preferred.is_empty() { all } else { preferred };
             let chosen = match family {
                 Family::V4 => uplink.probe_source.map(IpAddr::V4),
                 Family::V6 => uplink.probe_source6.map(IpAddr::V6),

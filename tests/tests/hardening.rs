@@ -251,6 +251,10 @@ fn a_new_ula_or_vip_changes_neither_the_probe_source_nor_health() {
     lab.host.ip(["-6", "addr", "add", "fd00:3::10/64", "dev", "ens3", "nodad"]).unwrap();
     lab.host.ip(["-6", "addr", "add", "2001:db8:99::10/128", "dev", "ens3", "nodad"]).unwrap();
     lab.host.ip(["addr", "add", "192.0.2.250/32", "dev", "ens3"]).unwrap();
+    // A deprecated address on the gateway's own prefix: never the source.
+    lab.host
+        .ip(["-6", "addr", "add", "2001:db8:3::99/64", "dev", "ens3", "nodad", "preferred_lft", "0"])
+        .unwrap();
     let rounds = Duration::from_millis(INTERVAL_MS * 6);
     let seen = sample_defaults(&lab.host, rounds);
     assert_eq!(seen, ["ens3"], "IPv4 stays");

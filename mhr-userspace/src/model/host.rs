@@ -73,6 +73,9 @@ pub struct Observed {
     pub rules: Vec<Rule>,
     /// Neighbours (ARP/ND) whose resolution failed: (ifindex, address).
     pub failed_neighbours: BTreeSet<(u32, IpAddr)>,
+    /// Deprecated addresses, and IPv6 temporary (privacy) ones: (ifindex,
+    /// address). Never what probes leave from.
+    pub unpreferred: BTreeSet<(u32, IpAddr)>,
 }
 
 impl Observed {

@@ -67,6 +67,23 @@ pub fn address_from_message(message: &AddressMessage) -> Option<Address> {
     Some(Address { interface: message.header.index, address, prefix_len: message.header.prefix_len })
 }
 
+/// A deprecated address, or an IPv6 temporary (privacy) one (IPv6's
+/// IFA_F_TEMPORARY is IPv4's IFA_F_SECONDARY bit).
+pub fn address_is_unpreferred(message: &AddressMessage) -> bool {
+    const TEMPORARY: u32 = 0x01;
+    const DEPRECATED: u32 = 0x20;
+    let flags = message
+        .attributes
+        .iter()
+        .find_map(|attr| match attr {
+            AddressAttribute::Flags(flags) => Some(flags.bits()),
+            _ => None,
+        })
+        .unwrap_or_else(|| u32::from(message.header.flags.bits()));
+    let v6 = message.header.family == rtnetlink::packet_route::AddressFamily::Inet6;
+    flags & DEPRECATED != 0 || (v6 && flags & TEMPORARY != 0)
+}
+
 fn ip_of(address: &RouteAddress) -> Option<IpAddr> {
     match address {
         RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
@@ -182,4 +199,44 @@ pub fn rule_from_message(message: &RuleMessage) -> Option<Rule> {
         }
     }
     Some(rule)
+}
+
+#[cfg(test)]
+mod tests {
+    use rtnetlink::packet_route::{
+        AddressFamily,
+        address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage},
+    };
+
+    use super::address_is_unpreferred;
+
+    fn message(
+        family: AddressFamily,
+        flags: Option<AddressFlags>,
+        header: AddressHeaderFlags,
+    ) -> AddressMessage {
+        let mut message = AddressMessage::default();
+        message.header.family = family;
+        message.header.flags = header;
+        message.attributes.extend(flags.map(AddressAttribute::Flags));
+        message
+    }
+
+    #[test]
+    fn deprecated_and_ipv6_temporary_addresses_are_unpreferred() {
+        let (v4, v6) = (AddressFamily::Inet, AddressFamily::Inet6);
+        let none = AddressHeaderFlags::empty();
+        assert!(address_is_unpreferred(&message(v6, Some(AddressFlags::Deprecated), none)));
+        assert!(address_is_unpreferred(&message(v4, None, AddressHeaderFlags::Deprecated)));
+        // IFA_F_TEMPORARY (0x01) for IPv6; the same bit is IFA_F_SECONDARY for IPv4.
+        assert!(address_is_unpreferred(&message(v6, Some(AddressFlags::Secondary), none)));
+        assert!(!address_is_unpreferred(&message(v4, Some(AddressFlags::Secondary), none)));
+        assert!(!address_is_unpreferred(&message(v6, Some(AddressFlags::Permanent), none)));
+        // The 32-bit attribute wins over the header's byte.
+        assert!(!address_is_unpreferred(&message(
+            v6,
+            Some(AddressFlags::Permanent),
+            AddressHeaderFlags::Deprecated
+        )));
+    }
 }

@@ -97,6 +97,7 @@ fn seed_host() -> Observed {
         routes,
         rules,
         failed_neighbours: Default::default(),
+        unpreferred: Default::default(),
     }
 }
 
