@@ -293,11 +293,15 @@ pub fn mhr_is_whole_and_quiet_after<M: Manager>(
     let whole = |host: &Netns| (mhrs_rules(host), mhrs_routes(host)) == (rules.to_vec(), routes.to_vec());
     if removes == Removes::Yes {
         eventually(
-            &format!("{} removed mhr's objects and mhr put them back after {event}", managed.manager.name()),
+            &format!("mhr's objects are whole again after {event} beside {}", managed.manager.name()),
             Duration::from_secs(10),
             || {
+                // networkd usually deletes mhr's rules on a restart (drift,
+                // corrected); when it only drops and re-adds its addresses
+                // the kernel takes the routes with them and they come back
+                // as a host change. Either way mhr must be whole again.
                 let corrected = corrections(host) - before;
-                if corrected > 0.0 && whole(host) {
+                if whole(host) {
                     Ok(())
                 } else {
                     Err(format!("{corrected} corrections; {:#?}\n{}", mhrs_rules(host), managed.report()))
