@@ -109,6 +109,8 @@ pub struct DaemonStatus {
     pub pid: Option<u32>,
     /// Unix seconds of its last health view.
     pub updated: Option<u64>,
+    /// Why its source guard is not running (it retries with backoff).
+    pub guard_error: Option<String>,
 }
 
 /// A change applied with `--confirm` that waits for `mhr confirm`.
@@ -261,6 +263,7 @@ impl Engine {
                 running: daemon.is_some(),
                 pid: daemon.as_ref().map(|d| d.pid),
                 updated: daemon.as_ref().map(|d| d.written),
+                guard_error: daemon.as_ref().and_then(|d| d.guard_error.clone()),
             },
             confirmation,
             rolled_back,

@@ -193,6 +193,13 @@ fn a_guard_that_cannot_load_leaves_routing_running_says_why_and_attaches_once_it
             other => Err(format!("{other:?}")),
         }
     });
+    let status = mhr(&host.host, &config, &["status", "--brief"]);
+    assert!(
+        status.output.contains("guard: NOT running in the daemon (retried with backoff): ")
+            && status.output.contains("bpffs"),
+        "status says why: {}",
+        status.output
+    );
     // Past the old 30 s deadline's scaled-down stand-in: no exit.
     assert_eq!(daemon.exited_within(Duration::from_secs(4)), None, "the daemon stays up");
     let failures = sample(&metrics(), "mhr_guard_failures_total", "reason=\"bpffs\"").unwrap();

@@ -114,6 +114,9 @@ pub fn print_summary(status: &Status, out: &mut dyn Write) -> anyhow::Result<()>
         _ => "not running (no fresh health view)".to_owned(),
     };
     writeln!(out, "daemon: {daemon}")?;
+    if let Some(error) = &status.daemon.guard_error {
+        writeln!(out, "guard: NOT running in the daemon (retried with backoff): {error}")?;
+    }
     if let Some(pending) = &status.confirmation {
         writeln!(
             out,

@@ -104,6 +104,9 @@ pub struct HealthSnapshot {
     pub uplinks: Vec<HealthRecord>,
     /// Per family, the uplinks holding main's default.
     pub active: BTreeMap<Family, Vec<String>>,
+    /// Why the daemon's guard is not running (it retries with backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard_error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -128,6 +131,7 @@ impl HealthSnapshot {
                 })
                 .collect(),
             active: active.clone(),
+            guard_error: None,
         }
     }
 

@@ -182,7 +182,8 @@ impl Daemon {
 
     /// The health view for `mhr status` (best effort: a failed write is logged).
     pub(super) fn write_snapshot(&self) {
-        let snapshot = HealthSnapshot::of(&self.book, &self.active, health::unix_seconds());
+        let mut snapshot = HealthSnapshot::of(&self.book, &self.active, health::unix_seconds());
+        snapshot.guard_error = self.guard_retry.error().map(str::to_owned);
         if let Err(err) = crate::state::write_health(&self.engine.config().routing.state_dir, &snapshot) {
             self.control.state_write_errors.inc();
             tracing::debug!(error = %crate::engine::error_chain(&err), "writing the health snapshot failed");
