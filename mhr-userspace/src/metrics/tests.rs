@@ -1,0 +1,132 @@
+use std::{collections::BTreeSet, path::Path, sync::Arc};
+
+use super::*;
+
+/// Every metric name the daemon can export.
+fn exported() -> BTreeSet<String> {
+    let control = Arc::new(ControlMetrics::default());
+    control.reconcile(true);
+    control.reconcile(false);
+    control.correction("rule_added");
+    control.resync("startup");
+    control.guard_attached.get_or_create(&labels([("uplink", "ens3")])).set(1);
+    let mut health = crate::health::HealthBook::new(crate::config::HealthConfig::default());
+    health.observe_link("ens3", crate::model::Family::V4, None, 0);
+    let sample = crate::health::RoundSample {
+        gateway_unreachable: false,
+        probe: Some(crate::health::ProbeOutcome {
+            answered: true,
+            rtt: Some(std::time::Duration::from_millis(1)),
+        }),
+    };
+    health.observe_round("ens3", crate::model::Family::V4, None, sample, 1);
+    let entry = health.get("ens3", crate::model::Family::V4).unwrap();
+    control.uplink_health("ens3", "ipv4", true, entry);
+    control.uplink_active("ens3", "ipv4", true);
+    control.failover("ipv4", false);
+    control.guard_repair("map");
+    control.initialise(&["ens3"]);
+    control.uplink_blocked.get_or_create(&labels([("uplink", "ens3")])).set(0);
+    let mut registry = registry(&control, GuardCollector::new("/nonexistent".into(), 0));
+    // The guard's families as the collector encodes them, from a
+    // snapshot with one sample each.
+    registry.register_collector(Box::new(GuardSample));
+    sample_names(&render(&registry).unwrap())
+}
+
+fn sample_names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| line.split(['{', ' ']).next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[derive(Debug)]
+struct GuardSample;
+
+impl Collector for GuardSample {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let one = vec![(labels([("uplink", "ens3")]), 1)];
+        let snapshot = Snapshot {
+            packets: one.clone(),
+            bytes: one.clone(),
+            dropped: one.clone(),
+            flags_emitted: one.clone(),
+            flags_suppressed: one.clone(),
+            errors: one,
+            offenders: 1,
+            top: vec![(labels([("uplink", "ens3"), ("source", "192.0.2.66")]), 1)],
+        };
+        encode_snapshot(encoder, &snapshot, true)
+    }
+}
+
+#[test]
+fn the_documented_guard_metrics_are_what_the_collector_encodes() {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(GuardSample));
+    let encoded = sample_names(&render(&registry).unwrap());
+    let listed: BTreeSet<String> = DATAPATH_METRICS.iter().map(|n| (*n).to_owned()).collect();
+    assert_eq!(encoded, listed);
+}
+
+#[test]
+fn control_metrics_follow_prometheus_conventions() {
+    let names = exported();
+    for name in [
+        "mhr_reconciles_total",
+        "mhr_drift_corrections_total",
+        "mhr_netlink_resyncs_total",
+        "mhr_rules_installed",
+        "mhr_routes_installed",
+        "mhr_last_successful_reconcile_timestamp_seconds",
+        "mhr_guard_attached",
+        "mhr_build_info",
+        "mhr_uplink_healthy",
+        "mhr_uplink_active",
+        "mhr_uplink_probe_rtt_seconds",
+        "mhr_uplink_probe_loss_ratio",
+        "mhr_failovers_total",
+        "mhr_guard_repairs_total",
+        "mhr_guard_failures_total",
+        "mhr_uplink_blocked",
+        "mhr_host_changes_total",
+    ] {
+        assert!(names.contains(name), "{name} missing from {names:?}");
+    }
+    // mhr's own under mhr_, the standard process metrics under process_.
+    assert!(names.iter().all(|n| n.starts_with("mhr_") || n.starts_with("process_")), "{names:?}");
+    assert!(names.contains("process_cpu_seconds_total") && names.contains("process_open_fds"));
+}
+
+#[test]
+fn deployment_files_only_use_metrics_mhr_exports() {
+    let names = exported();
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let files = ["prometheus/alerts.yml", "grafana/mhr-dashboard.json"];
+    for file in files {
+        let text = std::fs::read_to_string(deploy.join(file)).unwrap();
+        let used: BTreeSet<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|token| token.starts_with("mhr_") && !token.starts_with("mhr_lab"))
+            .collect();
+        assert!(!used.is_empty(), "{file} uses mhr metrics");
+        for metric in used {
+            assert!(names.contains(metric), "{file} uses `{metric}`, which mhr does not export");
+        }
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy.join("grafana/mhr-dashboard.json")).unwrap())
+            .unwrap();
+    assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() >= 11));
+    let alerts = std::fs::read_to_string(deploy.join("prometheus/alerts.yml")).unwrap();
+    for alert in [
+        "MhrPrimaryUplinkUnhealthy",
+        "MhrNoHealthyUplink",
+        "MhrFailover",
+        "MhrUplinkBlocked",
+        "MhrGuardRepaired",
+    ] {
+        assert!(alerts.contains(&format!("alert: {alert}\n")), "{alert} missing");
+    }
+}
