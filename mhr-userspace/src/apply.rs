@@ -1,24 +1,36 @@
 //! The one place that changes routes and rules: executes a plan's actions
-//! over rtnetlink and, if one fails, undoes the ones already done.
+//! through the southbound and, if one fails, undoes the ones already done.
 
 use std::path::Path;
 
 use futures::StreamExt as _;
-use rtnetlink::Handle;
 
 use crate::{
     model::{MovedRoute, Names, Route},
-    netlink::encode::{describe_error, route_message, rule_message},
     plan::{Action, route_key},
+    southbound::{Change, KernelError, Southbound},
     state::{self, StateError},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("{action} failed: {reason}{}", rollback_note(.rollback))]
-    Action { action: String, reason: String, rollback: Vec<String> },
+    /// `action` is the failed action as an `ip` command; `rollback` lists
+    /// the undo steps that failed too.
+    #[error("{action} failed: {error}{}", rollback_note(.rollback))]
+    Action { action: String, error: ActionError, rollback: Vec<String> },
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+/// Why one action could not be done.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// The record of a moved default route could not be written, so the
+    /// route was left where it is.
+    #[error("recording the moved route: {0}")]
+    Record(String),
 }
 
 fn rollback_note(rollback: &[String]) -> String {
@@ -45,12 +57,12 @@ const IN_FLIGHT: usize = 64;
 /// Each action's outcome, in order, with up to [`IN_FLIGHT`] requests in
 /// flight.
 async fn pipelined<'a>(
-    handle: &Handle,
+    kernel: &dyn Southbound,
     actions: impl IntoIterator<Item = &'a Action>,
     state_dir: &Path,
-) -> Vec<(&'a Action, Result<Effect, String>)> {
+) -> Vec<(&'a Action, Result<Effect, ActionError>)> {
     futures::stream::iter(actions)
-        .map(|action| async move { (action, execute_one(handle, action, state_dir).await) })
+        .map(|action| async move { (action, execute_one(kernel, action, state_dir).await) })
         .buffered(IN_FLIGHT)
         .collect()
         .await
@@ -60,25 +72,25 @@ async fn pipelined<'a>(
 /// that changed the kernel (those after it included, already sent) in
 /// reverse order and reports the first failed action.
 pub async fn execute(
-    handle: &Handle,
+    kernel: &dyn Southbound,
     actions: &[Action],
     names: &Names,
     state_dir: &Path,
 ) -> Result<usize, ApplyError> {
-    let outcomes = pipelined(handle, actions, state_dir).await;
+    let outcomes = pipelined(kernel, actions, state_dir).await;
     let done: Vec<&Action> =
         outcomes.iter().filter(|(_, o)| matches!(o, Ok(Effect::Changed))).map(|(a, _)| *a).collect();
-    let Some((action, Err(reason))) = outcomes.iter().find(|(_, o)| o.is_err()) else {
+    let Some((action, Err(error))) = outcomes.iter().find(|(_, o)| o.is_err()) else {
         return Ok(done.len());
     };
     let undo: Vec<Action> = done.iter().rev().map(|earlier| earlier.inverse()).collect();
-    let rollback: Vec<String> = pipelined(handle, &undo, state_dir)
+    let rollback: Vec<String> = pipelined(kernel, &undo, state_dir)
         .await
         .into_iter()
         .filter_map(|(undo, outcome)| Some(format!("{}: {}", undo.describe(names), outcome.err()?)))
         .collect();
-    tracing::warn!(action = %action.describe(names), %reason, undone = done.len(), "apply failed");
-    Err(ApplyError::Action { action: action.describe(names), reason: reason.clone(), rollback })
+    tracing::warn!(action = %action.describe(names), %error, undone = done.len(), "apply failed");
+    Err(ApplyError::Action { action: action.describe(names), error: error.clone(), rollback })
 }
 
 /// What a best-effort run did.
@@ -92,9 +104,14 @@ pub struct BestEffort {
 /// Executes every action, pipelined, going on past failures (`down`: the
 /// way back must finish even when part of the host is gone). Nothing is
 /// undone.
-pub async fn execute_all(handle: &Handle, actions: &[Action], names: &Names, state_dir: &Path) -> BestEffort {
+pub async fn execute_all(
+    kernel: &dyn Southbound,
+    actions: &[Action],
+    names: &Names,
+    state_dir: &Path,
+) -> BestEffort {
     let mut outcome = BestEffort::default();
-    for (action, result) in pipelined(handle, actions, state_dir).await {
+    for (action, result) in pipelined(kernel, actions, state_dir).await {
         match result {
             Ok(Effect::Changed) => outcome.changed += 1,
             Ok(Effect::AlreadyDone) => {}
@@ -107,20 +124,18 @@ pub async fn execute_all(handle: &Handle, actions: &[Action], names: &Names, sta
     outcome
 }
 
-async fn execute_one(handle: &Handle, action: &Action, state_dir: &Path) -> Result<Effect, String> {
+async fn execute_one(
+    kernel: &dyn Southbound,
+    action: &Action,
+    state_dir: &Path,
+) -> Result<Effect, ActionError> {
     match action {
-        Action::AddRoute { route } => add_route(handle, route).await,
-        Action::ReplaceRoute { new, .. } => {
-            changed(handle.route().add(route_message(new)).replace().execute().await)
-        }
-        Action::DeleteRoute { route } => delete_route(handle, route).await,
-        Action::AddRule { rule } => {
-            let mut request = handle.rule().add();
-            *request.message_mut() = rule_message(rule);
-            changed(request.execute().await)
-        }
+        Action::AddRoute { route } => changed(kernel.change(&Change::AddRoute(route.clone())).await),
+        Action::ReplaceRoute { new, .. } => changed(kernel.change(&Change::ReplaceRoute(new.clone())).await),
+        Action::DeleteRoute { route } => delete_route(kernel, route).await,
+        Action::AddRule { rule } => changed(kernel.change(&Change::AddRule(rule.clone())).await),
         Action::DeleteRule { rule } => {
-            tolerate_missing(handle.rule().del(rule_message(rule)).execute().await)
+            tolerate_missing(kernel.change(&Change::DeleteRule(rule.clone())).await)
         }
         Action::ReleaseDefault { route, interface } => {
             // Record first: if mhr dies right after the delete, `down` still
@@ -135,19 +150,19 @@ async fn execute_one(handle: &Handle, action: &Action, state_dir: &Path) -> Resu
                 });
                 moved.push(record.clone());
             })
-            .map_err(|err| err.to_string())?;
-            let outcome = delete_route(handle, route).await;
+            .map_err(|err| ActionError::Record(err.to_string()))?;
+            let outcome = delete_route(kernel, route).await;
             if outcome.is_err() {
                 let _ = update_moved(state_dir, |moved| moved.retain(|m| m != &record));
             }
             outcome
         }
         Action::RestoreDefault { route, interface } => {
-            let outcome = add_route(handle, route).await?;
+            let outcome = changed(kernel.change(&Change::AddRoute(route.clone())).await)?;
             update_moved(state_dir, |moved| {
                 moved.retain(|m| !(m.interface == *interface && same_default(&m.route, route)));
             })
-            .map_err(|err| err.to_string())?;
+            .map_err(|err| ActionError::Record(err.to_string()))?;
             Ok(outcome)
         }
     }
@@ -164,46 +179,19 @@ fn update_moved(state_dir: &Path, change: impl FnOnce(&mut Vec<MovedRoute>)) -> 
     state::write_moved(state_dir, &moved)
 }
 
-async fn add_route(handle: &Handle, route: &Route) -> Result<Effect, String> {
-    changed(handle.route().add(route_message(route)).execute().await)
+async fn delete_route(kernel: &dyn Southbound, route: &Route) -> Result<Effect, ActionError> {
+    tolerate_missing(kernel.change(&Change::DeleteRoute(route.clone())).await)
 }
 
-async fn delete_route(handle: &Handle, route: &Route) -> Result<Effect, String> {
-    tolerate_missing(handle.route().del(route_message(route)).execute().await)
-}
-
-fn changed(result: Result<(), rtnetlink::Error>) -> Result<Effect, String> {
-    result.map(|()| Effect::Changed).map_err(|err| describe_error(&err))
+fn changed(result: Result<(), KernelError>) -> Result<Effect, ActionError> {
+    Ok(result.map(|()| Effect::Changed)?)
 }
 
 /// Deleting what is already gone is done (ENOENT/ESRCH).
-fn tolerate_missing(result: Result<(), rtnetlink::Error>) -> Result<Effect, String> {
+fn tolerate_missing(result: Result<(), KernelError>) -> Result<Effect, ActionError> {
     match result {
         Ok(()) => Ok(Effect::Changed),
-        Err(rtnetlink::Error::NetlinkError(message))
-            if matches!(-message.raw_code(), libc::ENOENT | libc::ESRCH) =>
-        {
-            Ok(Effect::AlreadyDone)
-        }
-        Err(err) => Err(describe_error(&err)),
+        Err(err) if err.is_missing() => Ok(Effect::AlreadyDone),
+        Err(err) => Err(err.into()),
     }
-}
-
-/// Multipath routes hash flows by addresses only by default; `balance`
-/// wants flows of one host pair spread too: hash on the L4 five-tuple
-/// (policy 1), for both families.
-pub fn use_l4_multipath_hash() -> std::io::Result<()> {
-    for family in ["ipv4", "ipv6"] {
-        let path = format!("/proc/sys/net/{family}/fib_multipath_hash_policy");
-        if std::fs::read_to_string(&path)?.trim() != "1" {
-            std::fs::write(&path, "1")?;
-        }
-    }
-    Ok(())
-}
-
-/// IPv6 keeps a route cache; IPv4 has had none since Linux 3.6, so there is
-/// nothing to flush there.
-pub fn flush_ipv6_route_cache() -> std::io::Result<()> {
-    std::fs::write("/proc/sys/net/ipv6/route/flush", "1")
 }

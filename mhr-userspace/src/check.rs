@@ -6,7 +6,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
-use rtnetlink::Handle;
 use serde::Serialize;
 
 use crate::{
@@ -14,6 +13,7 @@ use crate::{
     model::Observed,
     model::{Family, Names, rule_args},
     plan::{Desired, FamilyVerdict, Gateway, UplinkPlan},
+    southbound::{Lookup, Southbound},
 };
 
 /// Off-link destinations for the lookups (documentation ranges: nothing is
@@ -58,9 +58,11 @@ impl Engine {
         let mut findings = Vec::new();
         for uplink in &desired.uplinks {
             for address in &uplink.addresses {
-                findings.push(source_lookup(self.handle(), observed, desired, uplink, address, names).await);
+                findings.push(
+                    source_lookup(self.kernel().as_ref(), observed, desired, uplink, address, names).await,
+                );
                 if address.addr().is_ipv4() {
-                    findings.push(reverse_path(self.handle(), uplink, address.addr()).await);
+                    findings.push(reverse_path(self.kernel().as_ref(), uplink, address.addr()).await);
                 }
             }
         }
@@ -78,7 +80,7 @@ impl Engine {
             let holders: Vec<&UplinkPlan> =
                 desired.uplinks.iter().filter(|u| active.contains(&u.interface)).collect();
             if !holders.is_empty() {
-                findings.push(main_default(self.handle(), &holders, *family, names).await);
+                findings.push(main_default(self.kernel().as_ref(), &holders, *family, names).await);
             }
         }
         for neighbour in crate::neighbours::detect(&crate::neighbours::host_root()) {
@@ -92,7 +94,7 @@ impl Engine {
             }
         }
         if connections {
-            let paths = crate::connections::paths(self.handle(), desired, names)
+            let paths = crate::connections::paths(self.kernel().as_ref(), desired, names)
                 .await
                 .map_err(|source| EngineError::Connections { source })?;
             findings.extend(paths.iter().filter(|path| path.owner.is_some()).map(connection_finding));
@@ -111,12 +113,12 @@ fn probe(family: Family) -> IpAddr {
 /// Which way the kernel would send to `destination` (from `source`, as
 /// if received on `iif`).
 pub(crate) async fn lookup(
-    handle: &Handle,
+    kernel: &dyn Southbound,
     destination: IpAddr,
     source: Option<IpAddr>,
     iif: Option<u32>,
 ) -> Result<Path, String> {
-    let route = crate::netlink::route_lookup(handle, destination, source, iif).await?;
+    let route = kernel.lookup(Lookup { destination, source, iif }).await.map_err(|err| err.to_string())?;
     Ok(Path { interface: route.interface, gateway: route.gateway })
 }
 
@@ -137,7 +139,7 @@ fn show(path: &Path, names: &Names) -> String {
 }
 
 async fn source_lookup(
-    handle: &Handle,
+    kernel: &dyn Southbound,
     observed: &Observed,
     desired: &Desired,
     uplink: &UplinkPlan,
@@ -148,7 +150,7 @@ async fn source_lookup(
     let check =
         format!("replies from {} ({}) leave by {}", address.addr(), uplink.interface, uplink.interface);
     let expected = expected_path(uplink, family);
-    match lookup(handle, probe(family), Some(address.addr()), None).await {
+    match lookup(kernel, probe(family), Some(address.addr()), None).await {
         Ok(path) if path == expected => {
             Finding { ok: true, check, observed: show(&path, names), advice: String::new() }
         }
@@ -217,10 +219,15 @@ fn health_finding(
     Finding { ok: verdict.healthy, check, observed, advice }
 }
 
-async fn main_default(handle: &Handle, holders: &[&UplinkPlan], family: Family, names: &Names) -> Finding {
+async fn main_default(
+    kernel: &dyn Southbound,
+    holders: &[&UplinkPlan],
+    family: Family,
+    names: &Names,
+) -> Finding {
     let expected: Vec<String> = holders.iter().map(|u| u.interface.clone()).collect();
     let check = format!("main's {family} default route leaves by {}", expected.join(" or "));
-    match lookup(handle, probe(family), None, None).await {
+    match lookup(kernel, probe(family), None, None).await {
         Ok(path) if holders.iter().any(|u| path.interface == Some(u.index)) => {
             Finding { ok: true, check, observed: show(&path, names), advice: String::new() }
         }
@@ -239,18 +246,6 @@ async fn main_default(handle: &Handle, holders: &[&UplinkPlan], family: Family, 
     }
 }
 
-/// Effective IPv4 rp_filter of an interface: the maximum of `all` and its own.
-pub fn rp_filter(interface: &str) -> Option<u8> {
-    let read = |name: &str| {
-        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"))
-            .ok()?
-            .trim()
-            .parse::<u8>()
-            .ok()
-    };
-    Some(read("all")?.max(read(interface)?))
-}
-
 fn rp_filter_name(mode: u8) -> &'static str {
     match mode {
         0 => "off",
@@ -259,13 +254,13 @@ fn rp_filter_name(mode: u8) -> &'static str {
     }
 }
 
-async fn reverse_path(handle: &Handle, uplink: &UplinkPlan, address: IpAddr) -> Finding {
-    let mode = rp_filter(&uplink.interface);
+async fn reverse_path(kernel: &dyn Southbound, uplink: &UplinkPlan, address: IpAddr) -> Finding {
+    let mode = kernel.rp_filter(&uplink.interface);
     let mode_name = mode.map_or("unknown", rp_filter_name);
     let check =
         format!("rp_filter ({mode_name}) accepts traffic to {address} arriving on {}", uplink.interface);
     // An input lookup on the uplink runs the kernel's source validation.
-    match lookup(handle, address, Some(IpAddr::V4(PROBE_V4)), Some(uplink.index)).await {
+    match lookup(kernel, address, Some(IpAddr::V4(PROBE_V4)), Some(uplink.index)).await {
         Ok(_) => Finding { ok: true, check, observed: "accepted".to_owned(), advice: String::new() },
         Err(reason) => Finding {
             ok: false,

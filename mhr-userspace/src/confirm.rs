@@ -220,7 +220,7 @@ pub async fn restore(engine: &Engine, prior: &Prior) -> Result<RolledBackReport,
     };
     let actions = plan::diff(&desired, &observed, routing.protocol);
     let names = observed.names();
-    let outcome = apply::execute_all(engine.handle(), &actions, &names, &routing.state_dir).await;
+    let outcome = apply::execute_all(engine.kernel().as_ref(), &actions, &names, &routing.state_dir).await;
     let mut report = RolledBackReport { changed: outcome.changed, failed: outcome.failed };
     report.failed.extend(lost);
     if let Err(err) = state::write_tables(&routing.rt_tables_dir, &prior.tables) {

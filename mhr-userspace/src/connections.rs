@@ -121,13 +121,13 @@ impl ConnectionPath {
 /// Every established connection with where it leaves now (the kernel's
 /// lookup) and under `desired`.
 pub async fn paths(
-    handle: &rtnetlink::Handle,
+    kernel: &dyn crate::southbound::Southbound,
     desired: &Desired,
     names: &crate::model::Names,
 ) -> io::Result<Vec<ConnectionPath>> {
     let mut paths = Vec::new();
     for connection in established()? {
-        let now = crate::check::lookup(handle, connection.remote.ip(), Some(connection.local.ip()), None)
+        let now = crate::check::lookup(kernel, connection.remote.ip(), Some(connection.local.ip()), None)
             .await
             .ok()
             .and_then(|path| Some((path.interface?, path.gateway.is_some())));

@@ -1,9 +1,7 @@
 //! The routing engine: observe, plan, apply, tear down. Ties the pure
-//! planner to the kernel (rtnetlink) and to mhr's files.
+//! planner to the kernel (through the southbound) and to mhr's files.
 
-use std::collections::BTreeMap;
-
-use rtnetlink::Handle;
+use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
     apply::{self, ApplyError},
@@ -11,9 +9,9 @@ use crate::{
     daemon::HealthSnapshot,
     guard::GuardError,
     model::{Family, MovedRoute, Names, Observed, RememberedGateway},
-    observe::{self, ObserveError},
     plan::{self, Action, Desired, GatewaySource, HealthJudge, InstantJudge, Memory, PlanError, Strictness},
-    probe::{ProbePlan, Prober, has_path, probe_plans},
+    probe::{ProbePlan, has_path, probe_plans},
+    southbound::{ObserveError, RouteScope, Southbound},
     state::{self, StateError},
 };
 
@@ -66,23 +64,26 @@ pub struct Applied {
 
 pub struct Engine {
     config: Config,
-    handle: Handle,
-    /// A second socket with strict dump checking, so that route dumps are
-    /// filtered by the kernel (None on kernels before 4.20: full dumps).
-    filtered: Option<Handle>,
+    kernel: Arc<dyn Southbound>,
     strictness: Strictness,
 }
 
 impl Engine {
-    /// Opens the netlink socket in the calling thread's network namespace.
+    /// Opens the netlink sockets in the calling thread's network namespace.
     /// Needs a tokio runtime.
     pub fn connect(config: Config) -> Result<Self, EngineError> {
-        let (handle, filtered) = crate::netlink::connect().map_err(EngineError::Connect)?;
-        Ok(Self { config, handle, filtered, strictness: Strictness::Strict })
+        let kernel = crate::netlink::Kernel::connect().map_err(EngineError::Connect)?;
+        Ok(Self::new(config, Arc::new(kernel)))
     }
 
-    /// The routing tables mhr reads (see [`observe::observe_scoped`]).
-    pub fn route_scope(&self) -> Result<observe::RouteScope, EngineError> {
+    /// An engine on any southbound (the in-memory kernel model in tests).
+    pub fn new(config: Config, kernel: Arc<dyn Southbound>) -> Self {
+        Self { config, kernel, strictness: Strictness::Strict }
+    }
+
+    /// The routing tables mhr reads: main, the tables uplinks hold or
+    /// held, the next free ones of the range, and where gateways are learned.
+    pub fn route_scope(&self) -> Result<RouteScope, EngineError> {
         let routing = &self.config.routing;
         let registry = state::read_tables(&routing.rt_tables_dir)?;
         let mut claimed: std::collections::BTreeSet<u32> = registry.values().copied().collect();
@@ -96,7 +97,7 @@ impl Engine {
                 u.table.is_none() && !registry.get(&u.interface).is_some_and(|t| routing.tables().contains(t))
             })
             .count();
-        Ok(observe::RouteScope {
+        Ok(RouteScope {
             protocol: routing.protocol,
             range: routing.tables(),
             claimed,
@@ -125,13 +126,14 @@ impl Engine {
         self.config = config;
     }
 
-    pub fn handle(&self) -> &Handle {
-        &self.handle
+    /// What the engine asks of the kernel through.
+    pub fn kernel(&self) -> &Arc<dyn Southbound> {
+        &self.kernel
     }
 
     pub async fn observe(&self) -> Result<Observed, EngineError> {
         let scope = self.route_scope()?;
-        Ok(observe::observe_scoped(&self.handle, self.filtered.as_ref().map(|h| (h, &scope))).await?)
+        Ok(self.kernel.observe(Some(&scope)).await?)
     }
 
     fn moved(&self) -> Result<Vec<MovedRoute>, StateError> {
@@ -172,7 +174,7 @@ impl Engine {
             probe_plans(&self.config, &observed).into_iter().filter(|p| has_path(&observed, p)).collect();
         let mut judge = InstantJudge::default();
         if !plans.is_empty() {
-            let results = Prober::new().round(&plans, self.config.health.timeout).await;
+            let results = self.kernel.probe(&plans, self.config.health.timeout).await;
             judge.probes_failed = results
                 .into_iter()
                 .filter(|r| !r.outcome.answered)
@@ -224,17 +226,18 @@ impl Engine {
     pub async fn apply(&self, planned: &Planned) -> Result<Applied, EngineError> {
         let routing = &self.config.routing;
         let changed =
-            apply::execute(&self.handle, &planned.actions, &planned.names, &routing.state_dir).await?;
+            apply::execute(self.kernel.as_ref(), &planned.actions, &planned.names, &routing.state_dir)
+                .await?;
         let recorded = state::write_tables(&routing.rt_tables_dir, &planned.tables)
             .map_err(EngineError::from)
             .and_then(|()| self.remember_gateways(&planned.desired));
         if self.config.policy == crate::config::Policy::Balance
-            && let Err(err) = apply::use_l4_multipath_hash()
+            && let Err(err) = self.kernel.hash_multipath_by_flow()
         {
             tracing::warn!(%err, "setting fib_multipath_hash_policy to 1 (L4) failed; flows hash by address only");
         }
         if changed > 0 {
-            flush_ipv6_cache();
+            self.flush_ipv6_cache();
         }
         Ok(Applied {
             actions: describe(&planned.actions, &planned.names),
@@ -280,7 +283,7 @@ impl Engine {
         let moved = self.moved()?;
         let actions = plan::teardown(&observed, routing.protocol, &moved);
         let names = observed.names();
-        let outcome = apply::execute_all(&self.handle, &actions, &names, &routing.state_dir).await;
+        let outcome = apply::execute_all(self.kernel.as_ref(), &actions, &names, &routing.state_dir).await;
         let mut failed = outcome.failed;
         if let Err(err) = state::write_tables(&routing.rt_tables_dir, &BTreeMap::new()) {
             failed.push(format!("{err:#}"));
@@ -296,7 +299,7 @@ impl Engine {
         let waiting: Vec<MovedRoute> = self.moved()?.into_iter().filter(|r| !back(r)).collect();
         state::write_moved(&routing.state_dir, &waiting)?;
         if outcome.changed > 0 {
-            flush_ipv6_cache();
+            self.flush_ipv6_cache();
         }
         Ok(Applied {
             actions: describe(&actions, &names),
@@ -353,8 +356,10 @@ fn describe(actions: &[Action], names: &Names) -> Vec<String> {
     actions.iter().map(|action| action.describe(names)).collect()
 }
 
-fn flush_ipv6_cache() {
-    if let Err(err) = apply::flush_ipv6_route_cache() {
-        tracing::warn!(%err, "flushing the IPv6 route cache failed");
+impl Engine {
+    fn flush_ipv6_cache(&self) {
+        if let Err(err) = self.kernel.flush_ipv6_route_cache() {
+            tracing::warn!(%err, "flushing the IPv6 route cache failed");
+        }
     }
 }

@@ -20,9 +20,9 @@ pub struct InitArgs {
 pub fn run(config_path: &Path, args: &InitArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let runtime = super::runtime()?;
     let observed = runtime.block_on(async {
-        let (connection, handle, _) = rtnetlink::new_connection().context("opening a netlink socket")?;
-        tokio::spawn(connection);
-        crate::observe::observe(&handle).await.context("reading the host's links, addresses and routes")
+        use crate::southbound::Southbound as _;
+        let kernel = crate::netlink::Kernel::connect().context("opening a netlink socket")?;
+        kernel.observe(None).await.context("reading the host's links, addresses and routes")
     })?;
     // A lease makes an interface an uplink even while it has no default
     // route (dhclient installs one default only).

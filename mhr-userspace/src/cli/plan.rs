@@ -90,7 +90,7 @@ pub(super) fn print_plan(
 /// The established TCP connections the plan moves to another uplink
 /// (your SSH session among them, perhaps), and why.
 async fn print_connections(engine: &Engine, planned: &Planned, out: &mut dyn Write) -> anyhow::Result<()> {
-    let paths = crate::connections::paths(engine.handle(), &planned.desired, &planned.names)
+    let paths = crate::connections::paths(engine.kernel().as_ref(), &planned.desired, &planned.names)
         .await
         .context("listing the established connections")?;
     let moved: Vec<_> = paths.iter().filter(|path| path.moves()).collect();

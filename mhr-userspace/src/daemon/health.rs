@@ -11,7 +11,7 @@ use crate::{
     health::{FamilyHealth, Fault, HealthBook, RoundSample, Transition},
     model::Family,
     plan::{FamilyVerdict, Gateway, HealthJudge, UplinkPlan},
-    probe::{ProbePlan, ProbeResult, Prober},
+    probe::{ProbePlan, ProbeResult},
 };
 
 /// The planner's judge during a reconcile: link faults count at once,
@@ -43,18 +43,18 @@ impl HealthJudge for BookJudge<'_> {
 /// Sends one probe round per `interval` to whatever `plans` holds, and the
 /// results (possibly none) to `rounds`: the heartbeat of health rounds.
 pub async fn probe_rounds(
+    kernel: std::sync::Arc<dyn crate::southbound::Southbound>,
     mut plans: watch::Receiver<Vec<ProbePlan>>,
     rounds: mpsc::Sender<Vec<ProbeResult>>,
     interval: Duration,
     timeout: Duration,
 ) {
-    let mut prober = Prober::new();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let current = plans.borrow_and_update().clone();
-        let results = prober.round(&current, timeout).await;
+        let results = kernel.probe(&current, timeout).await;
         if rounds.send(results).await.is_err() {
             return;
         }
@@ -203,7 +203,7 @@ pub async fn startup_round(engine: &crate::engine::Engine, book: &mut HealthBook
         return;
     }
     let now = unix_seconds();
-    for result in Prober::new().round(&plans, timeout).await {
+    for result in engine.kernel().probe(&plans, timeout).await {
         book.first_round(&result.interface, result.family, result.outcome.answered, now);
     }
 }

@@ -19,7 +19,7 @@ use std::{
 
 use tokio::time::{Instant, sleep_until};
 
-pub use crate::netlink::subscribe::{Event, EventSocket};
+pub use crate::southbound::Event;
 use crate::{
     config::Config,
     engine::{Engine, EngineError, Planned},
@@ -195,6 +195,18 @@ pub async fn run_with_reloads(
     shutdown: impl Future<Output = ()>,
     reloads: &mut tokio::sync::mpsc::Receiver<Result<Config, String>>,
 ) -> Result<(), DaemonError> {
+    run_engine(Engine::connect(config)?, options, shutdown, reloads).await
+}
+
+/// [`run_with_reloads`] on an engine already connected to its southbound
+/// (the in-memory kernel model in scenario tests).
+pub async fn run_engine(
+    engine: Engine,
+    options: DaemonOptions,
+    shutdown: impl Future<Output = ()>,
+    reloads: &mut tokio::sync::mpsc::Receiver<Result<Config, String>>,
+) -> Result<(), DaemonError> {
+    let config = engine.config().clone();
     // The host's routing is this daemon's from now on: `apply`/`down` are refused.
     let _lock = crate::lock::acquire(&config.routing.state_dir, crate::lock::Role::Run, crate::lock::WAIT)?;
     // A change may have become pending between the caller's check and the
@@ -203,9 +215,10 @@ pub async fn run_with_reloads(
         return Err(DaemonError::PendingConfirmation);
     }
     // Subscribe first, so nothing that happens during start-up is missed.
-    let mut events = EventSocket::open(options.netlink_buffer)
-        .map_err(DaemonError::Events)?
-        .with_route_filter(crate::netlink::subscribe::RouteFilter::for_config(&config));
+    let mut events = engine
+        .kernel()
+        .subscribe(options.netlink_buffer, crate::southbound::RouteFilter::for_config(&config))
+        .map_err(DaemonError::Events)?;
     let control = Arc::new(ControlMetrics::default());
     let health = Arc::new(Health::default());
     let collector = GuardCollector::new(config.guard.pin_dir.clone(), config.metrics.top_offenders);
@@ -219,10 +232,16 @@ pub async fn run_with_reloads(
     tracing::info!(%address, "serving /metrics and /healthz");
 
     let settings = config.health.clone();
-    let engine = Engine::connect(config)?.tolerant();
+    let engine = engine.tolerant();
     let (probe_plans, plans) = tokio::sync::watch::channel(Vec::new());
     let (round_sender, mut rounds) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(health::probe_rounds(plans, round_sender, settings.interval, settings.timeout));
+    tokio::spawn(health::probe_rounds(
+        std::sync::Arc::clone(engine.kernel()),
+        plans,
+        round_sender,
+        settings.interval,
+        settings.timeout,
+    ));
     let uplink_names: Vec<&str> = engine.config().uplinks.iter().map(|u| u.interface.as_str()).collect();
     control.initialise(&uplink_names);
     control.config_reload_success.set(1);
@@ -328,7 +347,7 @@ pub async fn run_with_reloads(
                 daemon.control.config_reloaded(true);
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
                 daemon.reload(config);
-                events.set_route_filter(crate::netlink::subscribe::RouteFilter::for_config(daemon.engine.config()));
+                events.set_route_filter(crate::southbound::RouteFilter::for_config(daemon.engine.config()));
                 first_pending = None;
                 daemon.reconcile(Trigger::Reload).await;
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);

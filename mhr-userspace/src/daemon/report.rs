@@ -54,7 +54,7 @@ impl Daemon {
     /// state. True when an uplink's health changed (reconcile now).
     pub(super) async fn health_round(&mut self, probes: &[ProbeResult]) -> bool {
         let Some(last) = &self.last else { return false };
-        let failed = match crate::observe::failed_neighbours(self.engine.handle()).await {
+        let failed = match self.engine.kernel().failed_neighbours().await {
             Ok(failed) => failed,
             Err(err) => {
                 tracing::warn!(error = %err, "reading neighbours for the health round failed");

@@ -12,15 +12,22 @@ use rtnetlink::packet_route::{
     rule::{RuleAction, RuleAttribute, RuleMessage},
 };
 
-use crate::model::{Family, Route, Rule};
+use crate::{
+    model::{Family, Route, Rule},
+    southbound::KernelError,
+};
 
 /// `RT_TABLE_UNSPEC` in the header when the id only fits the attribute (as iproute2 does).
 const TABLE_IN_ATTRIBUTE: u8 = 0;
 
-pub fn describe_error(err: &rtnetlink::Error) -> String {
+/// The kernel's answer to a refused request, or why none came.
+pub fn kernel_error(err: &rtnetlink::Error) -> KernelError {
     match err {
-        rtnetlink::Error::NetlinkError(message) => message.to_io().to_string(),
-        other => other.to_string(),
+        rtnetlink::Error::NetlinkError(message) => match message.raw_code() {
+            0 => KernelError::Transport(err.to_string()),
+            code => KernelError::Refused(-code),
+        },
+        other => KernelError::Transport(other.to_string()),
     }
 }
 

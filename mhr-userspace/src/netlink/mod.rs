@@ -1,22 +1,26 @@
-//! The southbound: everything that speaks rtnetlink. Link, address, route,
-//! rule and neighbour messages are encoded and decoded here, route lookups
-//! asked and change notifications subscribed to here; observe, apply,
-//! check and the daemon work on mhr's model. (`connections` reads
-//! sock_diag through [`dump`].)
+//! The real kernel behind [`crate::southbound::Southbound`]: everything
+//! that speaks rtnetlink. Link, address, route, rule and neighbour
+//! messages are encoded and decoded here, route lookups asked and change
+//! notifications subscribed to here; the rest of mhr works on its model.
+//! (`connections` reads sock_diag through [`dump`].)
 
 pub mod decode;
 pub mod dump;
 pub mod encode;
+mod kernel;
+pub mod observe;
 pub mod subscribe;
+
+pub use kernel::Kernel;
 
 use std::net::IpAddr;
 
 use futures::TryStreamExt as _;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
-use crate::model::Route;
+use crate::{model::Route, southbound::KernelError};
 
-pub use encode::describe_error;
+use encode::kernel_error;
 
 /// rtnetlink connections in the calling thread's network namespace (needs
 /// a tokio runtime): a plain one, and one whose dumps the kernel filters
@@ -46,13 +50,14 @@ pub async fn route_lookup(
     destination: IpAddr,
     source: Option<IpAddr>,
     iif: Option<u32>,
-) -> Result<Route, String> {
+) -> Result<Route, KernelError> {
     let host = |address: IpAddr| if address.is_ipv4() { 32 } else { 128 };
+    let invalid = |_| KernelError::Refused(libc::EINVAL);
     let mut builder = RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(destination, host(destination))
-        .map_err(|err| err.to_string())?;
+        .map_err(invalid)?;
     if let Some(source) = source {
-        builder = builder.source_prefix(source, host(source)).map_err(|err| err.to_string())?;
+        builder = builder.source_prefix(source, host(source)).map_err(invalid)?;
     }
     if let Some(iif) = iif {
         builder = builder.input_interface(iif);
@@ -63,6 +68,6 @@ pub async fn route_lookup(
         .execute()
         .try_collect()
         .await
-        .map_err(|err| describe_error(&err))?;
-    messages.iter().find_map(decode::route_fields).ok_or_else(|| "no route".to_owned())
+        .map_err(|err| kernel_error(&err))?;
+    messages.iter().find_map(decode::route_fields).ok_or(KernelError::Refused(libc::ENETUNREACH))
 }

@@ -15,59 +15,24 @@ use rtnetlink::{
 };
 
 use super::decode::address_from_message;
-use crate::model::{Address, MAIN_TABLE};
+use crate::{
+    model::Address,
+    southbound::{Event, Notifications, RouteFilter},
+};
 
 /// RTNLGRP_LINK, IPV4_IFADDR, IPV4_ROUTE, IPV4_RULE, IPV6_IFADDR,
 /// IPV6_ROUTE, IPV6_RULE.
 const GROUPS: [u32; 7] = [1, 5, 7, 8, 9, 11, 19];
 
-/// What arrived on the socket.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// Some link, address, route or rule changed; `added` are the global
-    /// addresses among the changes that appeared; `removed_by` the netlink
-    /// port ids of the sockets that asked to delete a rule or route (the
-    /// kernel's own deletions, port 0, are not listed).
-    Changed { added: Vec<Address>, removed_by: Vec<u32> },
-    /// The kernel dropped notifications (ENOBUFS): only a full resync is safe.
-    Overrun,
-    /// Only routes mhr neither owns nor learns from changed (a BGP table,
-    /// a CNI's routes): nothing to reconcile.
-    Ignored,
-}
-
-/// Which route changes matter: those in main, in mhr's table range, and
-/// default routes anywhere (gateways are learned from them).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteFilter {
-    pub tables: (u32, u32),
-    /// Tables uplinks claim explicitly (`table = …`), maybe outside the range.
-    pub explicit: Vec<u32>,
-}
-
-impl RouteFilter {
-    pub fn for_config(config: &crate::config::Config) -> Self {
-        let [first, last] = config.routing.table_range;
-        let mut explicit: Vec<u32> = config.uplinks.iter().filter_map(|u| u.table).collect();
-        explicit.push(config.routing.default_table());
-        Self { tables: (first, last), explicit }
-    }
-}
-
-impl RouteFilter {
-    fn matters(&self, message: &RouteMessage) -> bool {
-        let mut table = u32::from(message.header.table);
-        for attribute in &message.attributes {
-            if let RouteAttribute::Table(long) = attribute {
-                table = *long;
-            }
+/// Whether a route message concerns mhr under `filter`.
+fn route_matters(filter: &RouteFilter, message: &RouteMessage) -> bool {
+    let mut table = u32::from(message.header.table);
+    for attribute in &message.attributes {
+        if let RouteAttribute::Table(long) = attribute {
+            table = *long;
         }
-        let (first, last) = self.tables;
-        table == MAIN_TABLE
-            || (first..=last).contains(&table)
-            || self.explicit.contains(&table)
-            || message.header.destination_prefix_length == 0
     }
+    filter.matters(table, message.header.destination_prefix_length)
 }
 
 pub struct EventSocket {
@@ -94,14 +59,15 @@ impl EventSocket {
         self.filter = Some(filter);
         self
     }
+}
 
-    /// A new filter (the config was reloaded).
-    pub fn set_route_filter(&mut self, filter: RouteFilter) {
+#[async_trait::async_trait]
+impl Notifications for EventSocket {
+    fn set_route_filter(&mut self, filter: RouteFilter) {
         self.filter = Some(filter);
     }
 
-    /// Waits for the next notification.
-    pub async fn next(&mut self) -> io::Result<Event> {
+    async fn next(&mut self) -> io::Result<Event> {
         match self.socket.recv_from_full().await {
             Ok((bytes, _)) => {
                 let decoded = decode(&bytes, self.filter.as_ref());
@@ -153,13 +119,13 @@ fn decode(mut bytes: &[u8], filter: Option<&RouteFilter>) -> Decoded {
                 decoded.added.extend(address_from_message(&address));
             }
             Ok(NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(route))) => {
-                if filter.is_none_or(|filter| filter.matters(&route)) {
+                if filter.is_none_or(|filter| route_matters(filter, &route)) {
                     decoded.relevant = true;
                     removed_by(sender);
                 }
             }
             Ok(NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route))) => {
-                decoded.relevant |= filter.is_none_or(|filter| filter.matters(&route));
+                decoded.relevant |= filter.is_none_or(|filter| route_matters(filter, &route));
             }
             Ok(NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRule(_))) => {
                 decoded.relevant = true;
@@ -180,6 +146,7 @@ mod tests {
     use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage};
 
     use super::*;
+    use crate::model::MAIN_TABLE;
 
     fn datagram(messages: Vec<RouteNetlinkMessage>) -> Vec<u8> {
         let mut bytes = Vec::new();

@@ -1,7 +1,7 @@
 //! Reading the host's links, addresses, routes and rules over rtnetlink
-//! (decoded by `netlink::decode`), and which routing tables to read.
+//! (decoded by `netlink::decode`), from the tables a [`RouteScope`] names.
 
-use std::{collections::BTreeSet, net::IpAddr, ops::RangeInclusive};
+use std::{collections::BTreeSet, net::IpAddr};
 
 use futures::TryStreamExt as _;
 use rtnetlink::packet_route::{
@@ -12,45 +12,20 @@ use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 
 use crate::{
     model::{MAIN_TABLE, Observed, Route, Rule},
-    netlink::decode,
+    netlink::{decode, encode::kernel_error},
+    southbound::{ObserveError, RouteScope},
 };
 
-#[derive(Debug, thiserror::Error)]
-#[error("reading {what} from the kernel failed")]
-pub struct ObserveError {
-    pub what: &'static str,
-    #[source]
-    pub source: rtnetlink::Error,
+fn failed(what: &'static str) -> impl Fn(rtnetlink::Error) -> ObserveError {
+    move |err| ObserveError { what, source: kernel_error(&err) }
 }
 
 /// Neighbours whose resolution failed (`FAILED`, or `INCOMPLETE`: asked
 /// and not yet answered).
 pub async fn failed_neighbours(handle: &Handle) -> Result<BTreeSet<(u32, IpAddr)>, ObserveError> {
-    let messages: Vec<NeighbourMessage> = handle
-        .neighbours()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|source| ObserveError { what: "neighbours", source })?;
+    let messages: Vec<NeighbourMessage> =
+        handle.neighbours().get().execute().try_collect().await.map_err(failed("neighbours"))?;
     Ok(messages.iter().filter_map(decode::failed_neighbour).collect())
-}
-
-/// Which routing tables mhr reads. A host may carry a BGP table or a
-/// CNI's routes; mhr has no business dumping them on every reconcile.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteScope {
-    /// mhr's protocol: its routes are found in any table.
-    pub protocol: u8,
-    /// mhr's table range.
-    pub range: RangeInclusive<u32>,
-    /// Tables uplinks hold (explicit or allocated earlier).
-    pub claimed: BTreeSet<u32>,
-    /// Uplinks that still need a table from the range.
-    pub allocations: usize,
-    /// Look for mhr's routes in every table (a walk of all of them in the
-    /// kernel): when no record says which tables are mhr's.
-    pub search_everywhere: bool,
 }
 
 /// Protocols of the routes DHCP clients, router advertisements and
@@ -77,14 +52,14 @@ pub async fn observe_scoped(
     handle: &Handle,
     scoped: Option<(&Handle, &RouteScope)>,
 ) -> Result<Observed, ObserveError> {
-    let err = |what| move |source| ObserveError { what, source };
-    let links: Vec<LinkMessage> = handle.link().get().execute().try_collect().await.map_err(err("links"))?;
+    let links: Vec<LinkMessage> =
+        handle.link().get().execute().try_collect().await.map_err(failed("links"))?;
     let addresses: Vec<AddressMessage> =
-        handle.address().get().execute().try_collect().await.map_err(err("addresses"))?;
+        handle.address().get().execute().try_collect().await.map_err(failed("addresses"))?;
     let mut rules = Vec::new();
     for version in [IpVersion::V4, IpVersion::V6] {
         let messages: Vec<RuleMessage> =
-            handle.rule().get(version).execute().try_collect().await.map_err(err("rules"))?;
+            handle.rule().get(version).execute().try_collect().await.map_err(failed("rules"))?;
         rules.extend(messages.iter().filter_map(decode::rule_from_message));
     }
     let routes = match scoped {
@@ -171,13 +146,8 @@ async fn dump_routes(
         if let Some(table) = table {
             request.attributes.push(RouteAttribute::Table(table));
         }
-        let messages: Vec<RouteMessage> = handle
-            .route()
-            .get(request)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|source| ObserveError { what: "routes", source })?;
+        let messages: Vec<RouteMessage> =
+            handle.route().get(request).execute().try_collect().await.map_err(failed("routes"))?;
         routes.extend(
             messages
                 .iter()

@@ -1,0 +1,110 @@
+//! [`Kernel`]: the southbound on the real host. rtnetlink for routing,
+//! ICMP sockets for probes, procfs for the sysctls routing needs.
+
+use std::{collections::BTreeSet, net::IpAddr, time::Duration};
+
+use rtnetlink::Handle;
+
+use super::{
+    encode::{kernel_error, route_message, rule_message},
+    observe, route_lookup,
+    subscribe::EventSocket,
+};
+use crate::{
+    model::{Observed, Route},
+    probe::{ProbePlan, ProbeResult, Prober},
+    southbound::{
+        Change, KernelError, Lookup, Notifications, ObserveError, RouteFilter, RouteScope, Southbound,
+    },
+};
+
+/// rtnetlink connections in the calling thread's network namespace.
+pub struct Kernel {
+    handle: Handle,
+    /// A second socket with strict dump checking, so that route dumps are
+    /// filtered by the kernel (None on kernels before 4.20: full dumps).
+    filtered: Option<Handle>,
+    /// Probe sockets, kept between rounds.
+    prober: tokio::sync::Mutex<Prober>,
+}
+
+impl Kernel {
+    /// Opens the sockets (needs a tokio runtime).
+    pub fn connect() -> std::io::Result<Self> {
+        let (handle, filtered) = super::connect()?;
+        Ok(Self { handle, filtered, prober: tokio::sync::Mutex::new(Prober::new()) })
+    }
+}
+
+#[async_trait::async_trait]
+impl Southbound for Kernel {
+    async fn observe(&self, scope: Option<&RouteScope>) -> Result<Observed, ObserveError> {
+        let scoped = match (scope, &self.filtered) {
+            (Some(scope), Some(filtered)) => Some((filtered, scope)),
+            _ => None,
+        };
+        observe::observe_scoped(&self.handle, scoped).await
+    }
+
+    async fn failed_neighbours(&self) -> Result<BTreeSet<(u32, IpAddr)>, ObserveError> {
+        observe::failed_neighbours(&self.handle).await
+    }
+
+    async fn change(&self, change: &Change) -> Result<(), KernelError> {
+        let route = self.handle.route();
+        let outcome = match change {
+            Change::AddRoute(new) => route.add(route_message(new)).execute().await,
+            Change::ReplaceRoute(new) => route.add(route_message(new)).replace().execute().await,
+            Change::DeleteRoute(old) => route.del(route_message(old)).execute().await,
+            Change::AddRule(rule) => {
+                let mut request = self.handle.rule().add();
+                *request.message_mut() = rule_message(rule);
+                request.execute().await
+            }
+            Change::DeleteRule(rule) => self.handle.rule().del(rule_message(rule)).execute().await,
+        };
+        outcome.map_err(|err| kernel_error(&err))
+    }
+
+    async fn lookup(&self, lookup: Lookup) -> Result<Route, KernelError> {
+        route_lookup(&self.handle, lookup.destination, lookup.source, lookup.iif).await
+    }
+
+    fn subscribe(
+        &self,
+        receive_buffer: usize,
+        filter: RouteFilter,
+    ) -> std::io::Result<Box<dyn Notifications>> {
+        Ok(Box::new(EventSocket::open(receive_buffer)?.with_route_filter(filter)))
+    }
+
+    async fn probe(&self, plans: &[ProbePlan], timeout: Duration) -> Vec<ProbeResult> {
+        self.prober.lock().await.round(plans, timeout).await
+    }
+
+    fn hash_multipath_by_flow(&self) -> std::io::Result<()> {
+        for family in ["ipv4", "ipv6"] {
+            let path = format!("/proc/sys/net/{family}/fib_multipath_hash_policy");
+            if std::fs::read_to_string(&path)?.trim() != "1" {
+                std::fs::write(&path, "1")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_ipv6_route_cache(&self) -> std::io::Result<()> {
+        std::fs::write("/proc/sys/net/ipv6/route/flush", "1")
+    }
+
+    /// The effective mode: the maximum of `all` and the interface's own.
+    fn rp_filter(&self, interface: &str) -> Option<u8> {
+        let read = |name: &str| {
+            std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"))
+                .ok()?
+                .trim()
+                .parse::<u8>()
+                .ok()
+        };
+        Some(read("all")?.max(read(interface)?))
+    }
+}

@@ -1,0 +1,181 @@
+//! The southbound: everything mhr asks of the kernel about routing, behind
+//! one trait. Observe (links, addresses, routes, rules, neighbours), change
+//! (routes and rules), look a route up the way the kernel's rule walk
+//! does, subscribe to change notifications, send health probes, and tune
+//! the two sysctls routing needs.
+//!
+//! Two implementations: [`crate::netlink::Kernel`] (rtnetlink, raw/ICMP
+//! sockets, procfs: the real host) and [`model::KernelModel`] (in memory:
+//! the engine's and daemon's decisions tested without root). The guard's
+//! side (bpf(2), TC links) is [`crate::guard`]; nothing else touches
+//! rtnetlink or aya.
+
+pub mod model;
+
+use std::{collections::BTreeSet, net::IpAddr, ops::RangeInclusive, time::Duration};
+
+use crate::{
+    model::{Address, Observed, Route, Rule},
+    probe::{ProbePlan, ProbeResult},
+};
+
+/// A request the kernel refused (with its errno), or one that never got an
+/// answer (the socket failed).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    #[error("{}", std::io::Error::from_raw_os_error(*.0))]
+    Refused(i32),
+    #[error("{0}")]
+    Transport(String),
+}
+
+impl KernelError {
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Self::Refused(errno) => Some(*errno),
+            Self::Transport(_) => None,
+        }
+    }
+
+    /// The object was not there (deleting what is gone is done).
+    pub fn is_missing(&self) -> bool {
+        matches!(self.errno(), Some(libc::ENOENT | libc::ESRCH))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("reading {what} from the kernel failed: {source}")]
+pub struct ObserveError {
+    pub what: &'static str,
+    pub source: KernelError,
+}
+
+/// One change to the kernel's routing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    AddRoute(Route),
+    /// Replaces the route with the same kernel key (`ip route replace`).
+    ReplaceRoute(Route),
+    DeleteRoute(Route),
+    AddRule(Rule),
+    DeleteRule(Rule),
+}
+
+/// Which routing tables mhr reads. A host may carry a BGP table or a
+/// CNI's routes; mhr has no business dumping them on every reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteScope {
+    /// mhr's protocol: its routes are found in any table.
+    pub protocol: u8,
+    /// mhr's table range.
+    pub range: RangeInclusive<u32>,
+    /// Tables uplinks hold (explicit or allocated earlier).
+    pub claimed: BTreeSet<u32>,
+    /// Uplinks that still need a table from the range.
+    pub allocations: usize,
+    /// Look for mhr's routes in every table (a walk of all of them in the
+    /// kernel): when no record says which tables are mhr's.
+    pub search_everywhere: bool,
+}
+
+/// A route lookup (`ip route get DESTINATION [from SOURCE] [iif IIF]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lookup {
+    pub destination: IpAddr,
+    pub source: Option<IpAddr>,
+    /// As if received on this interface (reverse-path checks).
+    pub iif: Option<u32>,
+}
+
+/// What a change notification says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Some link, address, route or rule changed; `added` are the global
+    /// addresses among the changes that appeared; `removed_by` the netlink
+    /// port ids of the sockets that asked to delete a rule or route (the
+    /// kernel's own deletions, port 0, are not listed).
+    Changed { added: Vec<Address>, removed_by: Vec<u32> },
+    /// The kernel dropped notifications (ENOBUFS): only a full resync is safe.
+    Overrun,
+    /// Only routes mhr neither owns nor learns from changed (a BGP table,
+    /// a CNI's routes): nothing to reconcile.
+    Ignored,
+}
+
+/// Which route changes matter: those in main, in mhr's table range, and
+/// default routes anywhere (gateways are learned from them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteFilter {
+    pub tables: (u32, u32),
+    /// Tables uplinks claim explicitly (`table = …`), maybe outside the range.
+    pub explicit: Vec<u32>,
+}
+
+impl RouteFilter {
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        let [first, last] = config.routing.table_range;
+        let mut explicit: Vec<u32> = config.uplinks.iter().filter_map(|u| u.table).collect();
+        explicit.push(config.routing.default_table());
+        Self { tables: (first, last), explicit }
+    }
+
+    /// Whether a change of a route in `table` to `destination_prefix_length`
+    /// bits concerns mhr.
+    pub fn matters(&self, table: u32, destination_prefix_length: u8) -> bool {
+        let (first, last) = self.tables;
+        table == crate::model::MAIN_TABLE
+            || (first..=last).contains(&table)
+            || self.explicit.contains(&table)
+            || destination_prefix_length == 0
+    }
+}
+
+/// A subscription to change notifications.
+#[async_trait::async_trait]
+pub trait Notifications: Send {
+    /// Waits for the next notification.
+    async fn next(&mut self) -> std::io::Result<Event>;
+    /// A new filter (the config was reloaded).
+    fn set_route_filter(&mut self, filter: RouteFilter);
+}
+
+/// What mhr asks of the kernel about routing.
+#[async_trait::async_trait]
+pub trait Southbound: Send + Sync {
+    /// Links, addresses, rules, neighbours, and routes: from the tables
+    /// `scope` names, or every table without one.
+    async fn observe(&self, scope: Option<&RouteScope>) -> Result<Observed, ObserveError>;
+
+    /// Neighbours whose resolution failed (`FAILED`, or `INCOMPLETE`: asked
+    /// and not yet answered): (ifindex, address).
+    async fn failed_neighbours(&self) -> Result<BTreeSet<(u32, IpAddr)>, ObserveError>;
+
+    /// Makes one change. Requests are handled in the order they are made,
+    /// so up to a few dozen may be in flight at once (apply pipelines).
+    async fn change(&self, change: &Change) -> Result<(), KernelError>;
+
+    /// The route the kernel picks, as a route (`ip route get`).
+    async fn lookup(&self, lookup: Lookup) -> Result<Route, KernelError>;
+
+    /// Subscribes to link, address, route and rule changes; route changes
+    /// outside `filter` come as [`Event::Ignored`]. `receive_buffer` sizes
+    /// the kernel's queue (bytes).
+    fn subscribe(
+        &self,
+        receive_buffer: usize,
+        filter: RouteFilter,
+    ) -> std::io::Result<Box<dyn Notifications>>;
+
+    /// One probe round: every plan's targets at once, each waiting at most
+    /// `timeout`, leaving by its uplink from its source address.
+    async fn probe(&self, plans: &[ProbePlan], timeout: Duration) -> Vec<ProbeResult>;
+
+    /// Multipath routes hash flows on the L4 five-tuple (balance).
+    fn hash_multipath_by_flow(&self) -> std::io::Result<()>;
+
+    /// Drops the IPv6 route cache (IPv4 has had none since Linux 3.6).
+    fn flush_ipv6_route_cache(&self) -> std::io::Result<()>;
+
+    /// `net.ipv4.conf.INTERFACE.rp_filter`, if readable.
+    fn rp_filter(&self, interface: &str) -> Option<u8>;
+}
