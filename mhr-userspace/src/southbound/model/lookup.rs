@@ -27,10 +27,12 @@ fn selects(rule: &Rule, destination: IpAddr, source: Option<IpAddr>) -> bool {
 }
 
 /// The best route of `table` for `destination`: the longest prefix, then
-/// the lowest metric. Routes through a link that is down do not answer.
-fn best_in_table(host: &Observed, table: u32, destination: IpAddr) -> Option<&Route> {
+/// the lowest metric. Routes through a link that is down do not answer;
+/// with `oif` (a socket bound to a device) only routes through it do.
+fn best_in_table(host: &Observed, table: u32, destination: IpAddr, oif: Option<u32>) -> Option<&Route> {
     let usable = |route: &Route| {
         route.next_hops().all(|hop| host.links.iter().any(|link| link.index == hop.interface && link.up))
+            && oif.is_none_or(|oif| route.next_hops().any(|hop| hop.interface == oif))
     };
     host.routes
         .iter()
@@ -41,6 +43,16 @@ fn best_in_table(host: &Observed, table: u32, destination: IpAddr) -> Option<&Ro
 /// The rule walk. Without rules of the family (a model built by hand), main
 /// is looked up at its usual priority.
 pub fn route(host: &Observed, destination: IpAddr, source: Option<IpAddr>) -> Option<Route> {
+    route_via(host, destination, source, None)
+}
+
+/// [`route`] for a socket bound to device `oif` (SO_BINDTODEVICE).
+pub fn route_via(
+    host: &Observed,
+    destination: IpAddr,
+    source: Option<IpAddr>,
+    oif: Option<u32>,
+) -> Option<Route> {
     let family = Family::of(&destination);
     let mut rules: Vec<&Rule> =
         host.rules.iter().filter(|r| r.family == family && r.table != LOCAL_TABLE).collect();
@@ -59,7 +71,7 @@ pub fn route(host: &Observed, destination: IpAddr, source: Option<IpAddr>) -> Op
     }
     rules.sort_by_key(|r| r.priority);
     rules.into_iter().filter(|rule| selects(rule, destination, source)).find_map(|rule| {
-        let found = best_in_table(host, rule.table, destination)?;
+        let found = best_in_table(host, rule.table, destination, oif)?;
         let suppressed = rule
             .suppress_prefixlength
             .is_some_and(|length| u32::from(found.destination.prefix_len()) <= length);

@@ -412,8 +412,9 @@ impl Southbound for KernelModel {
         Ok(Box::new(ModelNotifications { receiver, filter }))
     }
 
-    /// Answered when the uplink is up with carrier, not silenced, and the
-    /// path from the probe's source leaves by it.
+    /// Answered when the uplink is up with carrier, not silenced, and a
+    /// route through it (probe sockets are bound to their uplink) reaches
+    /// the target.
     async fn probe(&self, plans: &[ProbePlan], _timeout: Duration) -> Vec<ProbeResult> {
         let state = self.state();
         plans
@@ -424,8 +425,7 @@ impl Southbound for KernelModel {
                     link.is_some_and(|l| l.up && l.carrier) && !state.silent.contains(&plan.interface);
                 let index = link.map(|l| l.index);
                 let leaves = |target: &IpAddr| {
-                    lookup::route(&state.host, *target, Some(plan.source))
-                        .is_some_and(|r| r.next_hops().any(|hop| Some(hop.interface) == index))
+                    lookup::route_via(&state.host, *target, Some(plan.source), index).is_some()
                 };
                 let answered = alive && plan.targets.iter().any(leaves);
                 let outcome = ProbeOutcome { answered, rtt: answered.then(|| Duration::from_millis(1)) };

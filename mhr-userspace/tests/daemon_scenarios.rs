@@ -1,0 +1,104 @@
+//! The daemon's decisions on the in-memory kernel model, in paused time:
+//! failover on a silent upstream and on a link going down, fail-back after
+//! the hysteresis, and drift put back. Golden transcripts in
+//! `tests/scenarios/`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Scenario, default_via, wait_until, with_daemon};
+use mhr_userspace::{model::Family, southbound::Change};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_upstream_fails_over_after_down_after_rounds_and_back_after_up_after() {
+    let mut s = Scenario::new("daemon-silent-upstream", "seed-host.txt", "seed.toml");
+    let model = s.model.clone();
+    let engine = s.engine();
+    with_daemon(engine, async {
+        wait_until(&model, PATIENCE, "mhr run installs the default", || {
+            default_via(&model, Family::V4) == ["ens3"]
+        })
+        .await;
+        s.step("mhr run starts");
+
+        model.silence("ens3", true);
+        let silent_at = tokio::time::Instant::now();
+        wait_until(&model, PATIENCE, "fails over", || default_via(&model, Family::V4) == ["ens4"]).await;
+        let took = silent_at.elapsed();
+        s.step("ens3's upstream goes silent");
+        // down_after = 3 rounds of 1 s: not before the third failed round.
+        assert!(took >= Duration::from_secs(2), "failed over after {took:?}, before down_after rounds");
+        assert!(took <= Duration::from_secs(5), "failed over after {took:?}");
+        // IPv6 has no probe target: judged by its link, it stays.
+        assert_eq!(default_via(&model, Family::V6), ["ens3"]);
+
+        model.silence("ens3", false);
+        wait_until(&model, PATIENCE, "fails back", || default_via(&model, Family::V4) == ["ens3"]).await;
+        s.step("ens3's upstream answers again");
+    })
+    .await;
+    s.finish();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_primary_link_going_down_fails_over_at_once_and_comes_back_with_its_table() {
+    let mut s = Scenario::new("daemon-link-down", "seed-host.txt", "seed.toml");
+    let model = s.model.clone();
+    let engine = s.engine();
+    with_daemon(engine, async {
+        wait_until(&model, PATIENCE, "mhr run installs the default", || {
+            default_via(&model, Family::V4) == ["ens3"]
+        })
+        .await;
+        s.step("mhr run starts");
+        let installed = common::owned(&model);
+
+        model.set_link("ens3", false, false);
+        let down_at = tokio::time::Instant::now();
+        wait_until(&model, PATIENCE, "fails over", || {
+            default_via(&model, Family::V4) == ["ens4"] && default_via(&model, Family::V6) == ["ens4"]
+        })
+        .await;
+        s.step("ens3 goes down (the kernel takes its routes)");
+        assert!(down_at.elapsed() < Duration::from_secs(1), "a link fault needs no probe rounds");
+
+        model.set_link("ens3", true, true);
+        wait_until(&model, PATIENCE, "fails back", || default_via(&model, Family::V4) == ["ens3"]).await;
+        // The DHCP client's default in main went with the link (nothing
+        // here re-adds it); mhr's objects are all back.
+        wait_until(&model, PATIENCE, "all back", || common::owned(&model) == installed).await;
+        s.step("ens3 comes back up");
+    })
+    .await;
+    s.finish();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_another_writer_deletes_is_put_back_and_their_port_does_not_matter() {
+    let mut s = Scenario::new("daemon-drift", "seed-host.txt", "seed.toml");
+    let model = s.model.clone();
+    let engine = s.engine();
+    with_daemon(engine, async {
+        wait_until(&model, PATIENCE, "mhr run installs the default", || {
+            default_via(&model, Family::V4) == ["ens3"]
+        })
+        .await;
+        s.step("mhr run starts");
+        let installed = model.render();
+        let rule = model
+            .host()
+            .rules
+            .into_iter()
+            .find(|r| r.protocol == common::MHR && r.source.is_some())
+            .expect("an mhr rule");
+        model.foreign_change(&Change::DeleteRule(rule.clone()), 4242).expect("deleted");
+        wait_until(&model, PATIENCE, "put back", || model.host().rules.contains(&rule)).await;
+        s.step("another writer (port 4242) deletes one of mhr's rules");
+        assert_eq!(model.render(), installed, "exactly what was there is back");
+    })
+    .await;
+    s.finish();
+}

@@ -1,0 +1,149 @@
+//! Scenario tests without root: apply, plan, down, check, confirm's
+//! restore and status on the in-memory kernel model, each with a golden
+//! transcript in `tests/scenarios/`. The namespace tests (crate
+//! `mhr-tests`) show what only the real kernel can.
+
+mod common;
+
+use common::{Scenario, default_via};
+use mhr_userspace::{
+    apply::{ActionError, ApplyError},
+    engine::EngineError,
+    model::Family,
+    southbound::{Change, KernelError, Lookup, Southbound as _},
+};
+
+#[tokio::test]
+async fn apply_installs_the_seed_procedure_planning_again_changes_nothing_and_down_restores_the_host() {
+    let mut s = Scenario::new("seed-apply-down", "seed-host.txt", "seed.toml");
+    let engine = s.engine();
+    let applied = engine.apply(&engine.plan().await.expect("plans")).await.expect("applies");
+    s.step("mhr apply");
+    assert!(applied.changed > 0 && applied.unrecorded.is_none(), "{applied:?}");
+    assert_eq!(default_via(&s.model, Family::V4), ["ens3"], "the primary carries host traffic");
+    assert_eq!(default_via(&s.model, Family::V6), ["ens3"]);
+
+    // Replies from each uplink's address leave by that uplink, whatever main says.
+    for (source, interface) in [("10.0.3.10", 2), ("10.0.4.10", 3), ("2001:db8:4::10", 3)] {
+        let destination = if source.contains(':') { "2001:db8:ffff::1" } else { "203.0.113.1" };
+        let route = s
+            .model
+            .lookup(Lookup {
+                destination: destination.parse().unwrap(),
+                source: Some(source.parse().unwrap()),
+                iif: None,
+            })
+            .await
+            .expect("a route");
+        assert_eq!(route.interface, Some(interface), "from {source}");
+    }
+
+    let again = engine.plan().await.expect("plans");
+    assert!(again.actions.is_empty(), "planning again changes nothing: {:?}", again.actions);
+
+    let down = engine.down().await.expect("down");
+    s.step("mhr down");
+    assert!(down.failed.is_empty(), "{:?}", down.failed);
+    assert_eq!(s.model.render(), s.before, "down leaves the host exactly as it was");
+    s.finish();
+}
+
+#[tokio::test]
+async fn a_change_the_kernel_refuses_undoes_the_whole_apply_and_names_the_object_and_errno() {
+    let mut s = Scenario::new("apply-refused", "seed-host.txt", "seed.toml");
+    let engine = s.engine();
+    let planned = engine.plan().await.expect("plans");
+    let rule = planned
+        .desired
+        .rules
+        .iter()
+        .find(|r| {
+            r.family == Family::V4
+                && r.source.is_some_and(|net| net.contains(&"10.0.4.10".parse::<std::net::IpAddr>().unwrap()))
+        })
+        .expect("a from rule for ens4")
+        .clone();
+    s.model.refuse(Change::AddRule(rule.clone()), libc::EPERM);
+    let err = engine.apply(&planned).await.expect_err("the refusal fails the apply");
+    s.step("mhr apply, the kernel refusing ens4's IPv4 rule (EPERM)");
+    s.say(&err.to_string());
+    match &err {
+        EngineError::Apply(ApplyError::Action { action, error, rollback }) => {
+            assert!(action.contains("from 10.0.4.0/24 lookup 7101"), "names the rule: {action}");
+            assert_eq!(*error, ActionError::Kernel(KernelError::Refused(libc::EPERM)));
+            assert!(rollback.is_empty(), "every earlier change was undone: {rollback:?}");
+        }
+        other => panic!("expected an action error, got {other:?}"),
+    }
+    assert_eq!(s.model.render(), s.before, "nothing of the failed apply is left");
+    s.finish();
+}
+
+#[tokio::test]
+async fn check_passes_after_apply_and_names_a_rule_another_writer_deleted() {
+    let mut s = Scenario::new("check-missing-rule", "seed-host.txt", "seed.toml");
+    let engine = s.engine();
+    engine.apply(&engine.plan().await.expect("plans")).await.expect("applies");
+    s.step("mhr apply");
+    let report = engine.check(false).await.expect("checks");
+    let failed: Vec<_> = report.findings.iter().filter(|f| !f.ok).collect();
+    assert!(failed.is_empty(), "check passes after apply: {failed:#?}");
+
+    let host = s.model.host();
+    let rule = host
+        .rules
+        .iter()
+        .find(|r| {
+            r.protocol == common::MHR
+                && r.source.is_some_and(|n| n.contains(&"10.0.4.10".parse::<std::net::IpAddr>().unwrap()))
+        })
+        .expect("ens4's rule")
+        .clone();
+    s.model.foreign_change(&Change::DeleteRule(rule), 4242).expect("the rule was there");
+    let report = engine.check(false).await.expect("checks");
+    s.step("another writer deletes ens4's IPv4 rule; mhr check");
+    let failed: Vec<_> = report.findings.iter().filter(|f| !f.ok).collect();
+    assert_eq!(failed.len(), 1, "exactly the one lookup fails: {failed:#?}");
+    s.say(&format!("{}: {} ({})", failed[0].check, failed[0].observed, failed[0].advice));
+    assert!(failed[0].check.contains("10.0.4.10"), "{failed:?}");
+    assert!(failed[0].advice.contains("from 10.0.4.0/24 lookup 7101"), "names the missing rule: {failed:?}");
+    s.finish();
+}
+
+#[tokio::test]
+async fn a_rollback_restores_what_mhr_had_before_an_apply() {
+    let mut s = Scenario::new("confirm-restore", "seed-host.txt", "seed.toml");
+    let engine = s.engine();
+    let prior = mhr_userspace::confirm::capture(&engine).await.expect("captures");
+    engine.apply(&engine.plan().await.expect("plans")).await.expect("applies");
+    s.step("mhr apply --confirm (captured the host before)");
+    let report = mhr_userspace::confirm::restore(&engine, &prior).await.expect("restores");
+    s.step("no confirmation: the rollback");
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(s.model.render(), s.before, "the rollback leaves the host as it was before the apply");
+    s.finish();
+}
+
+#[tokio::test]
+async fn status_reports_in_sync_after_apply_and_pending_changes_after_a_link_went_down() {
+    let mut s = Scenario::new("status", "seed-host.txt", "seed.toml");
+    let engine = s.engine();
+    let before = engine.status().await.expect("status");
+    assert!(!before.in_sync && !before.pending.is_empty(), "before apply: {:?}", before.pending);
+    engine.apply(&engine.plan().await.expect("plans")).await.expect("applies");
+    s.step("mhr apply");
+    let status = engine.status().await.expect("status");
+    assert!(status.in_sync, "in sync after apply: {:?}", status.pending);
+    assert_eq!(status.active.get(&Family::V4).map(Vec::as_slice), Some(&["ens3".to_owned()][..]));
+
+    s.model.set_link("ens3", false, true);
+    let status = engine.status().await.expect("status");
+    s.step("ens3 goes down (the kernel drops its routes); mhr status");
+    assert!(!status.in_sync, "a down primary leaves work to do");
+    for line in &status.pending {
+        s.say(line);
+    }
+    let ens3 = status.uplinks.iter().find(|u| u.interface == "ens3").expect("ens3 is reported");
+    assert!(!ens3.up, "status shows the link down");
+    s.finish();
+}
