@@ -1,13 +1,23 @@
 //! The planner on hand-made host states: the seed host, idempotence,
 //! ownership, allocation and every refusal.
 
-use std::{collections::BTreeMap, net::IpAddr, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::Path,
+};
+
+use ipnet::IpNet;
 
 use super::*;
 use crate::{
-    config::Config,
+    config::{Config, SourceRules},
+    health::Fault,
     model::SCOPE_LINK,
-    model::{Framing, Link},
+    model::{
+        Address, Family, Framing, IPV6_DEFAULT_METRIC, Link, MAIN_TABLE, MovedRoute, NextHop, Observed,
+        Route, Rule, SCOPE_UNIVERSE, rule_args,
+    },
 };
 
 const MHR: u8 = 210;

@@ -1,0 +1,261 @@
+//! The config file's shape: the serde structs and enums of every section,
+//! and the accessors on them.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    ops::RangeInclusive,
+    path::PathBuf,
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::tc::AttachMode;
+
+/// `[metrics]` (the daemon's HTTP endpoint).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where `/metrics` and `/healthz` are served; localhost only by default.
+    pub listen: std::net::SocketAddr,
+    /// Export the top K offenders with per-source labels (0 = off, at most 10).
+    pub top_offenders: usize,
+    /// Serve over TLS with this PEM certificate chain and key (both or neither).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Basic auth: user name to bcrypt hash (the exporter-toolkit's
+    /// web-config convention); empty = no auth.
+    pub basic_auth_users: std::collections::BTreeMap<String, String>,
+}
+
+/// What the source guard does with packets whose source is not the uplink's.
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GuardMode {
+    /// Count and flag; every packet passes.
+    #[default]
+    Monitor,
+    /// Drop `spoofed` (and `asymmetric` with `enforce_asymmetric`).
+    Enforce,
+}
+
+impl std::fmt::Display for GuardMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Monitor => "monitor",
+            Self::Enforce => "enforce",
+        })
+    }
+}
+
+/// How main's default route is chosen (per family).
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// One uplink holds main's default: the primary while healthy, else the
+    /// next healthy one by `priority` (then config order).
+    #[default]
+    Failover,
+    /// A multipath default over every healthy uplink, by `weight`; flows
+    /// stay on one uplink (L4 hash).
+    Balance,
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Failover => "failover",
+            Self::Balance => "balance",
+        })
+    }
+}
+
+/// `[health]`: how uplink health is judged.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// One health round (probes, gateway neighbour state) per interval.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long a probe waits for its echo reply (at most `interval`).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive failed rounds before a healthy uplink turns unhealthy.
+    pub down_after: u32,
+    /// Consecutive good rounds before an unhealthy uplink is healthy again
+    /// (the hysteresis that stops flapping).
+    pub up_after: u32,
+    /// How an uplink with probes is judged when mhr first sees it (a new
+    /// or re-created interface, an uplink added by reload) and nothing it
+    /// remembers or a start-up probe round says otherwise.
+    pub assume: Assume,
+}
+
+/// `[health] assume`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Assume {
+    /// Unhealthy until it has passed `up_after` good probe rounds: a
+    /// re-created primary does not take main's default before it proved
+    /// its upstream works.
+    #[default]
+    Unhealthy,
+    /// Healthy until `down_after` failed rounds (the earlier behaviour).
+    Healthy,
+}
+
+/// `[guard]` (formerly `[datapath]`): where the source guard keeps its
+/// pins and how it attaches.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    /// bpffs directory for pinned maps and links; several instances can
+    /// coexist with different directories.
+    pub pin_dir: PathBuf,
+    /// How the guard attaches: TCX where the kernel has it, else clsact
+    /// (`auto`), or one of them only.
+    pub attach: AttachMode,
+}
+
+/// One `[[uplink]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    pub interface: String,
+    /// Carries the main table's default route.
+    #[serde(default)]
+    pub primary: bool,
+    /// IPv4 gateway; learned from the interface's default routes when absent.
+    pub gateway: Option<Ipv4Addr>,
+    /// IPv6 gateway; learned from the interface's default routes when absent.
+    pub gateway6: Option<Ipv6Addr>,
+    /// Routing table id; allocated from `table_range` when absent.
+    pub table: Option<u32>,
+    /// Extra source prefixes legitimately sent out of this uplink (source guard).
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+    /// Source guard mode for this uplink (default: the top-level `mode`).
+    pub mode: Option<GuardMode>,
+    /// Per-uplink override of the top-level `enforce_asymmetric`.
+    pub enforce_asymmetric: Option<bool>,
+    /// Addresses to ping from this uplink's own address, out of this
+    /// uplink, every health interval (at most 4; any answer is a good round).
+    #[serde(default)]
+    pub probe: Vec<IpAddr>,
+    /// The lease file of this uplink's DHCP client, when it is not where
+    /// dhclient, dhcpcd, networkd or NetworkManager keep it by default
+    /// (the gateway is learned from it when no route names it).
+    pub dhcp_lease: Option<PathBuf>,
+    /// The IPv4 address probes leave from (default: the one on the
+    /// gateway's prefix).
+    pub probe_source: Option<Ipv4Addr>,
+    /// The IPv6 address probes leave from (default: the one on the
+    /// gateway's prefix, else a global one that is not a ULA).
+    pub probe_source6: Option<Ipv6Addr>,
+    /// May be missing (an unplugged LTE modem, a WireGuard link that is
+    /// down): `plan`, `apply` and `check` go on without it, saying so.
+    #[serde(default)]
+    pub optional: bool,
+    /// Failover order after the primary: lower first; uplinks without one
+    /// follow in config order.
+    pub priority: Option<u32>,
+    /// Share of new flows under `policy = "balance"` (1–256, default 1).
+    pub weight: Option<u32>,
+}
+
+impl UplinkConfig {
+    pub fn weight(&self) -> u32 {
+        self.weight.unwrap_or(1)
+    }
+
+    pub fn probes(&self, family: crate::model::Family) -> impl Iterator<Item = IpAddr> + '_ {
+        self.probe.iter().copied().filter(move |target| crate::model::Family::of(target) == family)
+    }
+}
+
+/// How `from` rules cover an uplink's addresses.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceRules {
+    /// One `from PREFIX` rule per connected prefix that holds addresses of
+    /// this uplink only; per-address rules where a prefix is shared (two
+    /// uplinks in one subnet). The rule count follows prefixes, not
+    /// addresses: the kernel walks rules on every uncached route lookup.
+    #[default]
+    Prefix,
+    /// One `from ADDR` rule per address, as the seed procedure does.
+    Address,
+}
+
+/// `[routing]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    pub table_range: [u32; 2],
+    pub priority_range: [u32; 2],
+    pub protocol: u8,
+    pub rt_tables_dir: PathBuf,
+    /// Where mhr records the main-table default routes it moved, so `down`
+    /// can put them back.
+    pub state_dir: PathBuf,
+    /// How `from` rules cover an uplink's addresses.
+    pub source_rules: SourceRules,
+    /// Add the seed's `to ADDR lookup TABLE` rules next to the `from`
+    /// rules. Off by default: the local table (priority 0) already takes
+    /// every packet to a local address, so they match nothing and only
+    /// lengthen the rule walk.
+    pub to_rules: bool,
+    /// The table holding the default route mhr chooses (default: the last
+    /// id of `table_range`, which uplinks then never get). Two rules after
+    /// the uplinks' `from` rules send host traffic there: `lookup main
+    /// suppress_prefixlength 0` (main without its default routes), then
+    /// this table; main's own defaults, whatever their metric, come after.
+    pub default_table: Option<u32>,
+    /// Accepted for configs written before mhr kept its default in its own
+    /// table (it was the metric of mhr's default in main); ignored.
+    pub main_metric: Option<u32>,
+    /// Accept a `protocol` another routing daemon uses (mhr would treat
+    /// its routes in mhr's tables as its own).
+    pub force_protocol: bool,
+}
+
+impl RoutingConfig {
+    pub fn tables(&self) -> RangeInclusive<u32> {
+        self.table_range[0]..=self.table_range[1]
+    }
+
+    pub fn priorities(&self) -> RangeInclusive<u32> {
+        self.priority_range[0]..=self.priority_range[1]
+    }
+
+    /// The table of the default route mhr chooses.
+    pub fn default_table(&self) -> u32 {
+        self.default_table.unwrap_or(self.table_range[1])
+    }
+
+    /// The priorities of the rules that send host traffic to
+    /// [`Self::default_table`]: main without its defaults, then the table.
+    /// The last two of `priority_range`, after every uplink's rules.
+    pub fn default_priorities(&self) -> (u32, u32) {
+        (self.priority_range[1] - 1, self.priority_range[1])
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub path: PathBuf,
+    pub mode: GuardMode,
+    pub enforce_asymmetric: bool,
+    pub policy: Policy,
+    pub uplinks: Vec<UplinkConfig>,
+    pub health: HealthConfig,
+    pub routing: RoutingConfig,
+    pub guard: GuardConfig,
+    pub metrics: MetricsConfig,
+    /// Things that parse but are likely not meant, `path:line:column: …`
+    /// each (a top-level key written after an `[[uplink]]` header lands in
+    /// that uplink). [`Config::load`] logs them.
+    pub warnings: Vec<String>,
+}

@@ -1,0 +1,72 @@
+//! Uplink health as the planner sees it: the judge trait, the one-shot
+//! judge, and what the link itself says.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::{health::Fault, model::Family};
+
+/// Whether an uplink may carry main's default route in one family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct FamilyVerdict {
+    pub family: Family,
+    pub healthy: bool,
+    pub fault: Option<Fault>,
+}
+
+/// Decides uplink health for the planner: the daemon's [`crate::health::HealthBook`]
+/// (with hysteresis), or a one-shot view.
+pub trait HealthJudge {
+    /// `link_fault` is what the link itself says; `gateway_unreachable`
+    /// whether the gateway's neighbour entry failed.
+    fn judge(
+        &mut self,
+        interface: &str,
+        family: Family,
+        link_fault: Option<Fault>,
+        gateway_unreachable: bool,
+    ) -> FamilyVerdict;
+}
+
+/// Judges by what is true this instant: any fault makes an uplink
+/// unhealthy. `probes_failed` lists uplink families whose probes got no
+/// answer (one round).
+#[derive(Clone, Debug, Default)]
+pub struct InstantJudge {
+    pub probes_failed: BTreeSet<(String, Family)>,
+}
+
+impl HealthJudge for InstantJudge {
+    fn judge(
+        &mut self,
+        interface: &str,
+        family: Family,
+        link_fault: Option<Fault>,
+        gateway_unreachable: bool,
+    ) -> FamilyVerdict {
+        let probe = self.probes_failed.contains(&(interface.to_owned(), family));
+        let sample = crate::health::RoundSample {
+            gateway_unreachable,
+            probe: probe.then_some(crate::health::ProbeOutcome { answered: false, rtt: None }),
+        };
+        let fault = crate::health::one_shot(link_fault, sample);
+        FamilyVerdict { family, healthy: fault.is_none(), fault }
+    }
+}
+
+/// What the link itself says about carrying a family: administratively
+/// up, with carrier, an address and a gateway.
+pub fn link_fault(up: bool, carrier: bool, has_address: bool, has_gateway: bool) -> Option<Fault> {
+    if !up {
+        Some(Fault::AdminDown)
+    } else if !carrier {
+        Some(Fault::NoCarrier)
+    } else if !has_address {
+        Some(Fault::NoAddress)
+    } else if !has_gateway {
+        Some(Fault::NoGateway)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,210 @@
+//! Main's default route: the candidates, the failover or balance choice,
+//! the rules that reach mhr's default table, and moved defaults put back.
+
+use std::collections::BTreeSet;
+
+use super::{Desired, Gateway, GatewaySource, PlanError, Strictness, route_key};
+use crate::{
+    config::{Config, Policy, UplinkConfig},
+    model::{
+        Family, IPV6_DEFAULT_METRIC, MAIN_TABLE, MovedRoute, NextHop, Observed, Route, Rule, SCOPE_LINK,
+        SCOPE_UNIVERSE, rule_args,
+    },
+};
+
+/// An uplink family that could carry main's default route.
+pub(super) struct Candidate<'a> {
+    pub(super) position: usize,
+    pub(super) uplink: &'a UplinkConfig,
+    pub(super) index: u32,
+    pub(super) family: Family,
+    pub(super) gateway: (Gateway, GatewaySource),
+    /// The gateway sits in one of the uplink's prefixes (or is link-local).
+    pub(super) on_link: bool,
+    pub(super) healthy: bool,
+}
+
+impl Candidate<'_> {
+    /// Failover order: the primary, then by `priority`, then config order.
+    fn order(&self) -> (bool, u32, usize) {
+        (!self.uplink.primary, self.uplink.priority.unwrap_or(u32::MAX), self.position)
+    }
+
+    fn next_hop(&self) -> NextHop {
+        let gateway = match self.gateway.0 {
+            Gateway::Via(via) => Some(via),
+            Gateway::OnLink => None,
+        };
+        NextHop { gateway, interface: self.index, weight: self.uplink.weight() }
+    }
+}
+
+/// The default route host traffic takes for `family`: the first healthy
+/// uplink (failover) or all of them (balance), in mhr's default table,
+/// reached by two rules after the uplinks' `from` rules: `lookup main
+/// suppress_prefixlength 0` (main's specific routes keep winning) and a
+/// lookup of the default table. Main's own defaults, at whatever metric
+/// their writers gave them, are left alone and answer when mhr's rules are
+/// gone. With nothing healthy the default mhr has is kept.
+pub(super) fn main_default(
+    desired: &mut Desired,
+    config: &Config,
+    observed: &Observed,
+    family: Family,
+    mut candidates: Vec<&Candidate>,
+    strictness: Strictness,
+) -> Result<(), PlanError> {
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let routing = &config.routing;
+    let (protocol, table) = (routing.protocol, routing.default_table());
+    if let Some(clash) = default_clash(config, observed) {
+        if strictness == Strictness::Strict {
+            return Err(clash);
+        }
+        // Leave what mhr has there as it is: deleting it could leave the
+        // host with a default it never chose.
+        let (suppress, lookup) = routing.default_priorities();
+        desired.rules.extend(
+            observed
+                .rules
+                .iter()
+                .filter(|r| r.protocol == protocol && r.family == family)
+                .filter(|r| r.table == table || [suppress, lookup].contains(&r.priority))
+                .cloned(),
+        );
+        desired
+            .routes
+            .extend(observed.routes.iter().filter(|r| r.protocol == protocol && r.table == table).cloned());
+        desired.notes.push(format!("main's {family} default left as it is: {clash}"));
+        if !desired.problems.contains(&clash) {
+            desired.problems.push(clash);
+        }
+        return Ok(());
+    }
+    let names = observed.names();
+    let rules = default_rules(config, family);
+    let legacy = observed
+        .routes
+        .iter()
+        .find(|r| r.table == MAIN_TABLE && r.is_default() && r.family() == family && r.protocol == protocol);
+    if let Some(legacy) = legacy {
+        desired.notes.push(format!(
+            "upgrade: mhr's {family} default moves out of main ({}) into table {table}, looked up ahead of main's defaults whatever their metric",
+            names.route_args(legacy)
+        ));
+    }
+    candidates.sort_by_key(|c| c.order());
+    let healthy: Vec<&Candidate> = candidates.iter().copied().filter(|c| c.healthy).collect();
+    let chosen: Vec<&Candidate> = match (config.policy, healthy.first()) {
+        (Policy::Failover, Some(first)) => vec![*first],
+        (Policy::Balance, Some(_)) => healthy,
+        (_, None) => {
+            let kept = observed.routes.iter().find(|r| {
+                r.table == table && r.is_default() && r.family() == family && r.protocol == protocol
+            });
+            if let Some(kept) = kept {
+                desired.notes.push(format!(
+                    "no healthy {family} uplink: keeping main's default ({})",
+                    names.route_args(kept)
+                ));
+                desired
+                    .active
+                    .insert(family, kept.next_hops().map(|h| names.interface(h.interface)).collect());
+                desired.routes.insert(kept.clone());
+                desired.rules.extend(rules);
+                return Ok(());
+            }
+            desired.notes.push(format!(
+                "no healthy {family} uplink: using {} for main's default anyway",
+                candidates[0].uplink.interface
+            ));
+            vec![candidates[0]]
+        }
+    };
+    let mut route = Route {
+        table,
+        destination: family.default_route(),
+        gateway: None,
+        interface: None,
+        source: None,
+        protocol,
+        scope: SCOPE_UNIVERSE,
+        metric: (family == Family::V6).then_some(IPV6_DEFAULT_METRIC),
+        onlink: false,
+        multipath: Vec::new(),
+    };
+    if let [only] = chosen.as_slice() {
+        let hop = only.next_hop();
+        route.gateway = hop.gateway;
+        route.interface = Some(hop.interface);
+        route.onlink = !only.on_link;
+        if hop.gateway.is_none() && family == Family::V4 {
+            route.scope = SCOPE_LINK;
+        }
+    } else {
+        route.multipath = chosen.iter().map(|c| c.next_hop()).collect();
+    }
+    desired.active.insert(family, chosen.iter().map(|c| c.uplink.interface.clone()).collect());
+    desired.routes.insert(route);
+    desired.rules.extend(rules);
+    Ok(())
+}
+
+/// The two rules that send host traffic to mhr's default: main without
+/// its default routes, then the default table.
+pub fn default_rules(config: &Config, family: Family) -> [Rule; 2] {
+    let routing = &config.routing;
+    let (suppress, lookup) = routing.default_priorities();
+    let rule = |priority, table, suppress_prefixlength| Rule {
+        family,
+        priority,
+        table,
+        source: None,
+        destination: None,
+        protocol: routing.protocol,
+        suppress_prefixlength,
+        other_selectors: false,
+    };
+    [rule(suppress, MAIN_TABLE, Some(0)), rule(lookup, routing.default_table(), None)]
+}
+
+/// A foreign object where mhr's default goes: a route in the default
+/// table, a rule pointing at it, a rule at one of its priorities.
+fn default_clash(config: &Config, observed: &Observed) -> Option<PlanError> {
+    let routing = &config.routing;
+    let (protocol, table) = (routing.protocol, routing.default_table());
+    let interface = "the default".to_owned();
+    if let Some(route) = observed.routes.iter().find(|r| r.table == table && r.protocol != protocol) {
+        let object = observed.names().route_args(route);
+        return Some(PlanError::TableHasForeignRoute { table, interface, object });
+    }
+    let mut foreign_rules = observed.rules.iter().filter(|r| r.protocol != protocol);
+    if let Some(rule) = foreign_rules.clone().find(|r| r.table == table) {
+        return Some(PlanError::TableHasForeignRule { table, interface, object: rule_args(rule) });
+    }
+    let (suppress, lookup) = routing.default_priorities();
+    let rule = foreign_rules.find(|r| r.priority == suppress || r.priority == lookup)?;
+    Some(PlanError::PriorityTaken { priority: rule.priority, interface, object: rule_args(rule) })
+}
+
+/// Default routes an earlier mhr moved out of main go back where their
+/// owner put them once their link can take them (up, with an address of
+/// the family) and nothing holds their kernel key.
+pub(super) fn restore_moved(desired: &mut Desired, observed: &Observed, moved: &[MovedRoute]) {
+    let mut keys = BTreeSet::new();
+    for record in moved {
+        let Some(link) = observed.link(&record.interface).filter(|l| l.up) else { continue };
+        let family = record.route.family();
+        if !observed.addresses_of(link.index).any(|a| a.family() == family) {
+            continue;
+        }
+        let route = Route { interface: Some(link.index), ..record.route.clone() };
+        let key = route_key(&route);
+        if observed.routes.iter().any(|r| route_key(r) == key) || !keys.insert(key) {
+            continue;
+        }
+        desired.restore.push(MovedRoute { interface: record.interface.clone(), route });
+    }
+}
