@@ -14,10 +14,10 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// `action` is the failed action as an `ip` command; `rollback` lists
-    /// the undo steps that failed too.
+    /// `action` is the failed action (`failed`) as people read it;
+    /// `rollback` lists the undo steps that failed too.
     #[error("{action} failed: {error}{}", rollback_note(.rollback))]
-    Action { action: String, error: ActionError, rollback: Vec<String> },
+    Action { action: String, failed: Box<Action>, error: ActionError, rollback: Vec<String> },
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -90,7 +90,12 @@ pub async fn execute(
         .filter_map(|(undo, outcome)| Some(format!("{}: {}", undo.describe(names), outcome.err()?)))
         .collect();
     tracing::warn!(action = %action.describe(names), %error, undone = done.len(), "apply failed");
-    Err(ApplyError::Action { action: action.describe(names), error: error.clone(), rollback })
+    Err(ApplyError::Action {
+        action: action.describe(names),
+        failed: Box::new((*action).clone()),
+        error: error.clone(),
+        rollback,
+    })
 }
 
 /// What a best-effort run did.

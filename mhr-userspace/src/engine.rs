@@ -247,6 +247,29 @@ impl Engine {
         })
     }
 
+    /// [`Engine::apply`] that, when the kernel refuses one uplink's object,
+    /// leaves that uplink as it is (like a clash) and applies the rest:
+    /// one uplink's trouble never holds back the others (the daemon).
+    /// `planned` ends as what was applied; its blocked uplinks say why.
+    pub async fn apply_isolating(&self, planned: &mut Planned) -> Result<Applied, EngineError> {
+        let protocol = self.config.routing.protocol;
+        loop {
+            let err = match self.apply(planned).await {
+                Err(EngineError::Apply(err)) => err,
+                other => return other,
+            };
+            let ApplyError::Action { action, failed, error, .. } = &err else { return Err(err.into()) };
+            let owner = plan::owner_of(&planned.desired, failed)
+                .filter(|index| planned.desired.uplinks[*index].blocked.is_none());
+            let Some(index) = owner else { return Err(err.into()) };
+            let interface = planned.desired.uplinks[index].interface.clone();
+            let problem = PlanError::Refused { interface, action: action.clone(), error: error.to_string() };
+            plan::isolate(&mut planned.desired, &planned.observed, protocol, index, &problem);
+            planned.desired.problems.push(problem);
+            planned.actions = plan::diff(&planned.desired, &planned.observed, protocol);
+        }
+    }
+
     /// Records every gateway learned from something other than memory, so a
     /// link that flaps (the kernel drops its routes) or a restart without
     /// any route left still knows where to send.

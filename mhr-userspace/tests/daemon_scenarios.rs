@@ -102,3 +102,45 @@ async fn a_rule_another_writer_deletes_is_put_back_and_their_port_does_not_matte
     .await;
     s.finish();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_change_the_kernel_refuses_for_one_uplink_leaves_that_uplink_alone_and_routes_the_others() {
+    let mut s = Scenario::new("daemon-refused-uplink", "seed-host.txt", "seed.toml");
+    let model = s.model.clone();
+    let ens4_rule = mhr_userspace::model::Rule {
+        family: Family::V4,
+        priority: 7103,
+        table: 7101,
+        source: Some("10.0.4.0/24".parse().unwrap()),
+        destination: None,
+        protocol: common::MHR,
+        suppress_prefixlength: None,
+        other_selectors: false,
+    };
+    model.refuse(Change::AddRule(ens4_rule.clone()), libc::EPERM);
+    let engine = s.engine();
+    with_daemon(engine, async {
+        wait_until(&model, PATIENCE, "ens3 and the default are routed", || {
+            default_via(&model, Family::V4) == ["ens3"]
+                && model.host().rules.iter().any(|r| r.table == 7100 && r.protocol == common::MHR)
+        })
+        .await;
+        s.step("mhr run starts; the kernel refuses ens4's IPv4 rule (EPERM)");
+        let host = model.host();
+        assert!(
+            !host.rules.iter().any(|r| r.table == 7101) && !host.routes.iter().any(|r| r.table == 7101),
+            "ens4 is left as it was: nothing of its table half-installed"
+        );
+
+        model.clear_refusals();
+        // The next notification (here: an address appearing) retries it.
+        model.add_address("ens4", "10.0.4.11/24".parse().unwrap());
+        wait_until(&model, PATIENCE, "ens4 is routed once the kernel takes it", || {
+            model.host().rules.contains(&ens4_rule)
+        })
+        .await;
+        s.step("the kernel takes it again; an address appears on ens4");
+    })
+    .await;
+    s.finish();
+}

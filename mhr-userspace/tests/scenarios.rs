@@ -68,7 +68,7 @@ async fn a_change_the_kernel_refuses_undoes_the_whole_apply_and_names_the_object
     s.step("mhr apply, the kernel refusing ens4's IPv4 rule (EPERM)");
     s.say(&err.to_string());
     match &err {
-        EngineError::Apply(ApplyError::Action { action, error, rollback }) => {
+        EngineError::Apply(ApplyError::Action { action, error, rollback, .. }) => {
             assert!(action.contains("from 10.0.4.0/24 lookup 7101"), "names the rule: {action}");
             assert_eq!(*error, ActionError::Kernel(KernelError::Refused(libc::EPERM)));
             assert!(rollback.is_empty(), "every earlier change was undone: {rollback:?}");

@@ -80,7 +80,7 @@ impl Daemon {
         if counts_as_drift {
             self.pace_corrections(&mut planned);
         }
-        let applied = self.engine.apply(&planned).await?;
+        let applied = self.engine.apply_isolating(&mut planned).await?;
         if let Some(reason) = &applied.unrecorded {
             self.control.state_write_errors.inc();
             tracing::warn!(%reason, "writing mhr's records failed; routing goes on, the next reconcile retries");

@@ -1,7 +1,7 @@
 //! Foreign objects where an uplink's table or rules go, and leaving such an
 //! uplink as it is.
 
-use super::{Desired, PlanError, UplinkPlan};
+use super::{Action, Desired, PlanError, UplinkPlan};
 use crate::{
     config::Config,
     model::{Observed, Rule, rule_args},
@@ -35,15 +35,25 @@ pub(super) fn clashes(config: &Config, observed: &Observed, desired: &Desired) -
     desired.uplinks.iter().enumerate().filter_map(|(index, uplink)| Some((index, clash(uplink)?))).collect()
 }
 
+/// The uplink whose table or rule priorities `action` touches, if any
+/// (mhr's default and the rules to it belong to no one uplink).
+pub fn owner_of(desired: &Desired, action: &Action) -> Option<usize> {
+    let (table, priority) = match action {
+        Action::AddRoute { route }
+        | Action::DeleteRoute { route }
+        | Action::ReplaceRoute { new: route, .. } => (route.table, None),
+        Action::AddRule { rule } | Action::DeleteRule { rule } => (rule.table, Some(rule.priority)),
+        Action::ReleaseDefault { .. } | Action::RestoreDefault { .. } => return None,
+    };
+    desired.uplinks.iter().position(|uplink| {
+        uplink.table == table
+            || priority.is_some_and(|p| [uplink.from_priority, uplink.to_priority].contains(&p))
+    })
+}
+
 /// Leaves uplink `index`'s table and rules exactly as they are (mhr's own
 /// included: deleting them would break the uplink's replies) and says why.
-pub(super) fn isolate(
-    desired: &mut Desired,
-    observed: &Observed,
-    protocol: u8,
-    index: usize,
-    clash: &PlanError,
-) {
+pub fn isolate(desired: &mut Desired, observed: &Observed, protocol: u8, index: usize, clash: &PlanError) {
     let uplink = &mut desired.uplinks[index];
     let (table, priorities) = (uplink.table, [uplink.to_priority, uplink.from_priority]);
     let its_rule = |rule: &Rule| rule.table == table || priorities.contains(&rule.priority);

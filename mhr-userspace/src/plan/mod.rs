@@ -12,6 +12,7 @@ mod tables;
 mod teardown;
 
 pub use action::{Action, route_key};
+pub use clashes::{isolate, owner_of};
 pub use desired::{DEFAULT_TABLE_NAME, Desired, Memory, Strictness, UplinkPlan, desired, rule_sources};
 pub use diff::diff;
 pub use judge::{FamilyVerdict, HealthJudge, InstantJudge, link_fault};
@@ -37,6 +38,8 @@ pub enum PlanError {
     PriorityTaken { priority: u32, interface: String, object: String },
     #[error("no free table left in table_range {start}–{end} for `{interface}`")]
     TablesExhausted { start: u32, end: u32, interface: String },
+    #[error("the kernel refused `{action}` for `{interface}`: {error}")]
+    Refused { interface: String, action: String, error: String },
 }
 
 #[cfg(test)]

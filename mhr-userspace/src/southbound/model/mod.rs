@@ -114,6 +114,11 @@ impl KernelModel {
         self.state().refusals.push((change, errno));
     }
 
+    /// The kernel takes every change again.
+    pub fn clear_refusals(&self) {
+        self.state().refusals.clear();
+    }
+
     pub fn set_rp_filter(&self, interface: &str, mode: u8) {
         self.state().rp_filter.insert(interface.to_owned(), mode);
     }
