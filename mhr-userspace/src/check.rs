@@ -10,10 +10,11 @@ use serde::Serialize;
 
 use crate::{
     engine::{Engine, EngineError},
+    health::judge::FamilyVerdict,
     model::Observed,
     model::{Family, Names, rule_args},
-    plan::{Desired, FamilyVerdict, Gateway, UplinkPlan},
-    southbound::{Lookup, Southbound},
+    plan::{Desired, Gateway, UplinkPlan},
+    southbound::{Path, Southbound, path as lookup},
 };
 
 /// Off-link destinations for the lookups (documentation ranges: nothing is
@@ -42,13 +43,6 @@ impl CheckReport {
     }
 }
 
-/// Where a lookup says a packet goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Path {
-    pub(crate) interface: Option<u32>,
-    pub(crate) gateway: Option<IpAddr>,
-}
-
 impl Engine {
     /// `connections`: also that every established TCP connection leaves by
     /// the uplink that owns its local address.
@@ -66,7 +60,7 @@ impl Engine {
                 }
             }
         }
-        let probes = crate::probe::probe_plans(self.config(), observed);
+        let probes = crate::health::probe::probe_plans(self.config(), observed);
         for uplink in &desired.uplinks {
             for verdict in &uplink.health {
                 let source = probes
@@ -108,18 +102,6 @@ fn probe(family: Family) -> IpAddr {
         Family::V4 => IpAddr::V4(PROBE_V4),
         Family::V6 => IpAddr::V6(PROBE_V6),
     }
-}
-
-/// Which way the kernel would send to `destination` (from `source`, as
-/// if received on `iif`).
-pub(crate) async fn lookup(
-    kernel: &dyn Southbound,
-    destination: IpAddr,
-    source: Option<IpAddr>,
-    iif: Option<u32>,
-) -> Result<Path, String> {
-    let route = kernel.lookup(Lookup { destination, source, iif }).await.map_err(|err| err.to_string())?;
-    Ok(Path { interface: route.interface, gateway: route.gateway })
 }
 
 fn expected_path(uplink: &UplinkPlan, family: Family) -> Path {
@@ -185,7 +167,7 @@ async fn source_lookup(
         Err(reason) => Finding {
             ok: false,
             check,
-            observed: reason,
+            observed: reason.to_string(),
             advice: "no route for this source at all; run `mhr apply`".to_owned(),
         },
     }
@@ -240,7 +222,7 @@ async fn main_default(
         Err(reason) => Finding {
             ok: false,
             check,
-            observed: reason,
+            observed: reason.to_string(),
             advice: "no default route answers; run `mhr apply`".to_owned(),
         },
     }
@@ -265,7 +247,7 @@ async fn reverse_path(kernel: &dyn Southbound, uplink: &UplinkPlan, address: IpA
         Err(reason) => Finding {
             ok: false,
             check,
-            observed: reason,
+            observed: reason.to_string(),
             advice: format!(
                 "the reverse path of {address} does not leave by {}; run `mhr apply`, or set rp_filter to loose (2)",
                 uplink.interface

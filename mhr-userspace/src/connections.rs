@@ -127,7 +127,7 @@ pub async fn paths(
 ) -> io::Result<Vec<ConnectionPath>> {
     let mut paths = Vec::new();
     for connection in established()? {
-        let now = crate::check::lookup(kernel, connection.remote.ip(), Some(connection.local.ip()), None)
+        let now = crate::southbound::path(kernel, connection.remote.ip(), Some(connection.local.ip()), None)
             .await
             .ok()
             .and_then(|path| Some((path.interface?, path.gateway.is_some())));

@@ -6,11 +6,12 @@ use std::{collections::BTreeMap, sync::Arc};
 use crate::{
     apply::{self, ApplyError},
     config::{Config, ConfigError},
-    daemon::HealthSnapshot,
     guard::GuardError,
+    health::judge::{HealthJudge, InstantJudge, SnapshotJudge},
+    health::probe::{ProbePlan, has_path, probe_plans},
+    health::snapshot::HealthSnapshot,
     model::{Family, MovedRoute, Names, Observed, RememberedGateway},
-    plan::{self, Action, Desired, GatewaySource, HealthJudge, InstantJudge, Memory, PlanError, Strictness},
-    probe::{ProbePlan, has_path, probe_plans},
+    plan::{self, Action, Desired, GatewaySource, Memory, PlanError, Strictness},
     southbound::{ObserveError, RouteScope, Southbound},
     state::{self, StateError},
 };
@@ -188,7 +189,7 @@ impl Engine {
     /// round), or None when there is none or it is stale.
     pub fn daemon_health(&self) -> Option<HealthSnapshot> {
         let snapshot: HealthSnapshot = state::read_health(&self.config.routing.state_dir).ok()?;
-        let now = crate::daemon::unix_seconds();
+        let now = crate::clock::unix_seconds();
         let fresh = self.config.health.interval.as_secs() * 3 + 3;
         (snapshot.written + fresh >= now && snapshot.written > 0).then_some(snapshot)
     }
@@ -330,25 +331,6 @@ impl Engine {
             failed,
             unrecorded: None,
         })
-    }
-}
-
-/// Judges by a running daemon's health view; uplink families it does not
-/// know are judged by their link alone.
-struct SnapshotJudge(HealthSnapshot);
-
-impl HealthJudge for SnapshotJudge {
-    fn judge(
-        &mut self,
-        interface: &str,
-        family: Family,
-        link_fault: Option<crate::health::Fault>,
-        gateway_unreachable: bool,
-    ) -> plan::FamilyVerdict {
-        match self.0.get(interface, family) {
-            Some(entry) => plan::FamilyVerdict { family, healthy: entry.healthy, fault: entry.fault },
-            None => InstantJudge::default().judge(interface, family, link_fault, gateway_unreachable),
-        }
     }
 }
 

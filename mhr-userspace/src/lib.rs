@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod confirm;
 pub mod connections;
@@ -23,7 +24,6 @@ pub mod monitor;
 pub mod neighbours;
 pub mod netlink;
 pub mod plan;
-pub mod probe;
 pub mod process_metrics;
 pub mod sandbox;
 pub mod southbound;

@@ -173,7 +173,7 @@ fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T,
 
 /// Renames a corrupt file of mhr's to `NAME.corrupt-UNIXTIME` and warns.
 fn set_aside(path: &Path, error: &str) {
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let stamp = crate::clock::unix_seconds();
     let mut aside = path.as_os_str().to_owned();
     aside.push(format!(".corrupt-{stamp}"));
     let aside = PathBuf::from(aside);

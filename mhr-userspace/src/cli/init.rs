@@ -41,7 +41,7 @@ pub fn run(config_path: &Path, args: &InitArgs, out: &mut dyn Write) -> anyhow::
     // The planner's own checks on what was found, as `mhr plan` will run
     // them: each refusal names the key that fixes it.
     let memory = crate::plan::Memory { leases, ..Default::default() };
-    let mut judge = crate::plan::InstantJudge::default();
+    let mut judge = crate::health::judge::InstantJudge::default();
     let tolerant = crate::plan::Strictness::Tolerant;
     if let Ok(desired) = crate::plan::desired(&config, &observed, &memory, tolerant, &mut judge)
         && !desired.problems.is_empty()

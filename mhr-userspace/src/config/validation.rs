@@ -9,7 +9,7 @@ use std::{
 
 use mhr_common::guard::MAX_ALLOW;
 
-use super::{Config, ConfigError, check::Loc};
+use super::{Config, ConfigError, MetricsConfig, check::Loc};
 
 /// Tables the kernel owns (unspec, default, main, local).
 const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
@@ -214,7 +214,7 @@ impl Config {
                 ConfigError::TooManyTopOffenders { value: self.metrics.top_offenders },
             ));
         }
-        if let Err((key, reason)) = crate::daemon::web::validate(&self.metrics) {
+        if let Err((key, reason)) = validate_metrics(&self.metrics) {
             problems.push((Loc::Section("metrics", key), ConfigError::BadMetrics { key, reason }));
         }
         problems
@@ -292,4 +292,24 @@ fn check_interface_name(name: &str) -> Result<(), &'static str> {
     } else {
         Ok(())
     }
+}
+
+/// Checks `[metrics]` TLS and basic-auth keys when the config is loaded;
+/// `Err` names the key and the problem.
+fn validate_metrics(metrics: &MetricsConfig) -> Result<(), (&'static str, String)> {
+    if metrics.tls_cert.is_some() != metrics.tls_key.is_some() {
+        return Err(("tls_cert", "tls_cert and tls_key go together".to_owned()));
+    }
+    for (user, hash) in &metrics.basic_auth_users {
+        if user.is_empty() || user.contains(':') {
+            return Err(("basic_auth_users", format!("user name {user:?} is empty or holds ':'")));
+        }
+        if hash.parse::<bcrypt::HashParts>().is_err() {
+            return Err((
+                "basic_auth_users",
+                format!("{user}: not a bcrypt hash (`htpasswd -nBC 10 {user}` makes one)"),
+            ));
+        }
+    }
+    Ok(())
 }

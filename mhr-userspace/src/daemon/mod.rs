@@ -5,10 +5,10 @@
 
 mod fights;
 mod flags;
-mod health;
 mod http;
 mod reconcile;
 mod report;
+mod rounds;
 pub mod web;
 
 use std::{
@@ -25,11 +25,10 @@ use crate::{
     engine::{Engine, EngineError, Planned},
     guard::{Guard, retry::GuardRetry},
     health::HealthBook,
+    health::probe::ProbePlan,
     metrics::{ControlMetrics, GuardCollector, registry},
     model::Family,
-    probe::ProbePlan,
 };
-pub use health::{HealthRecord, HealthSnapshot, unix_seconds};
 
 #[derive(Clone, Debug)]
 pub struct DaemonOptions {
@@ -235,7 +234,7 @@ pub async fn run_engine(
     let engine = engine.tolerant();
     let (probe_plans, plans) = tokio::sync::watch::channel(Vec::new());
     let (round_sender, mut rounds) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(health::probe_rounds(
+    tokio::spawn(rounds::probe_rounds(
         std::sync::Arc::clone(engine.kernel()),
         plans,
         round_sender,
@@ -246,9 +245,13 @@ pub async fn run_engine(
     control.initialise(&uplink_names);
     control.config_reload_success.set(1);
     let mut book = HealthBook::new(settings.clone());
-    book.set_probed(health::probed(engine.config()));
-    health::remember(&mut book, &engine.config().routing.state_dir, health::unix_seconds());
-    health::startup_round(&engine, &mut book, settings.timeout).await;
+    book.set_probed(crate::health::snapshot::probed(engine.config()));
+    crate::health::snapshot::remember(
+        &mut book,
+        &engine.config().routing.state_dir,
+        crate::clock::unix_seconds(),
+    );
+    rounds::startup_round(&engine, &mut book, settings.timeout).await;
     let active = std::collections::BTreeMap::new();
     let mut daemon = Daemon {
         engine,

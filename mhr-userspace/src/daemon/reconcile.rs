@@ -3,12 +3,12 @@
 
 use tokio::time::Instant;
 
-use super::{Daemon, HealthState, Trigger, health};
+use super::{Daemon, HealthState, Trigger};
 use crate::{
     engine::{EngineError, Planned},
     guard::{Deployment, Guard, GuardError, GuardMaps},
+    health::probe::probe_plans,
     metrics::unix_now,
-    probe::probe_plans,
 };
 
 impl Daemon {
@@ -55,8 +55,9 @@ impl Daemon {
                 }
             }
         }
-        let now = health::unix_seconds();
-        let mut judge = health::BookJudge { book: &mut self.book, now, transitions: Vec::new() };
+        let now = crate::clock::unix_seconds();
+        let mut judge =
+            crate::health::judge::BookJudge { book: &mut self.book, now, transitions: Vec::new() };
         let mut planned = self.engine.plan_observed(observed, &mut judge, self.engine.strictness())?;
         let transitions = std::mem::take(&mut judge.transitions);
         self.after_health_change(&transitions, &planned);

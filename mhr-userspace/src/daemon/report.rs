@@ -1,8 +1,13 @@
 //! What the daemon learns besides reconciling: config reloads, health
 //! rounds, and how they show in logs, metrics and the health view.
 
-use super::{Daemon, HealthSnapshot, family_label, health};
-use crate::{config::Config, engine::Planned, health::Transition, model::Family, probe::ProbeResult};
+use super::{Daemon, family_label, rounds};
+use crate::{
+    config::Config,
+    engine::Planned,
+    health::{Transition, probe::ProbeResult, snapshot::HealthSnapshot},
+    model::Family,
+};
 
 impl Daemon {
     /// Takes a new config. What the running process is built around (the
@@ -45,7 +50,7 @@ impl Daemon {
             self.control.forget_uplink(&gone.interface);
         }
         self.control.initialise(&uplinks);
-        self.book.set_probed(health::probed(&config));
+        self.book.set_probed(crate::health::snapshot::probed(&config));
         tracing::info!(path = %config.path.display(), "config reloaded");
         self.engine.set_config(config);
     }
@@ -61,8 +66,13 @@ impl Daemon {
                 Default::default()
             }
         };
-        let transitions =
-            health::round(&mut self.book, &last.desired.uplinks, probes, &failed, health::unix_seconds());
+        let transitions = rounds::round(
+            &mut self.book,
+            &last.desired.uplinks,
+            probes,
+            &failed,
+            crate::clock::unix_seconds(),
+        );
         let last = self.last.take();
         if let Some(last) = &last {
             self.after_health_change(&transitions, last);
@@ -182,7 +192,7 @@ impl Daemon {
 
     /// The health view for `mhr status` (best effort: a failed write is logged).
     pub(super) fn write_snapshot(&self) {
-        let mut snapshot = HealthSnapshot::of(&self.book, &self.active, health::unix_seconds());
+        let mut snapshot = HealthSnapshot::of(&self.book, &self.active, crate::clock::unix_seconds());
         snapshot.guard_error = self.guard_retry.error().map(str::to_owned);
         if let Err(err) = crate::state::write_health(&self.engine.config().routing.state_dir, &snapshot) {
             self.control.state_write_errors.inc();

@@ -32,26 +32,6 @@ pub enum WebError {
     Tls(#[source] rustls::Error),
 }
 
-/// Checks `[metrics]` TLS and basic-auth keys when the config is loaded;
-/// `Err` names the key and the problem.
-pub fn validate(metrics: &MetricsConfig) -> Result<(), (&'static str, String)> {
-    if metrics.tls_cert.is_some() != metrics.tls_key.is_some() {
-        return Err(("tls_cert", "tls_cert and tls_key go together".to_owned()));
-    }
-    for (user, hash) in &metrics.basic_auth_users {
-        if user.is_empty() || user.contains(':') {
-            return Err(("basic_auth_users", format!("user name {user:?} is empty or holds ':'")));
-        }
-        if hash.parse::<bcrypt::HashParts>().is_err() {
-            return Err((
-                "basic_auth_users",
-                format!("{user}: not a bcrypt hash (`htpasswd -nBC 10 {user}` makes one)"),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// What the metrics server needs from `[metrics]`: a TLS acceptor and the
 /// users who may scrape.
 #[derive(Clone, Default)]

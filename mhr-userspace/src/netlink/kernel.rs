@@ -11,8 +11,8 @@ use super::{
     subscribe::EventSocket,
 };
 use crate::{
+    health::probe::{ProbePlan, ProbeResult, Prober},
     model::{Observed, Route},
-    probe::{ProbePlan, ProbeResult, Prober},
     southbound::{
         Change, KernelError, Lookup, Notifications, ObserveError, RouteFilter, RouteScope, Southbound,
     },

@@ -10,12 +10,12 @@ use super::{
     Gateway, GatewaySource, PlanError,
     clashes::{clashes, isolate},
     gateway::{gateway_on_link, learn_gateway},
-    judge::{FamilyVerdict, HealthJudge, link_fault},
     main_default::{Candidate, main_default, restore_moved},
     tables::{allocate_tables, table_routes},
 };
 use crate::{
     config::{Config, SourceRules},
+    health::judge::{FamilyVerdict, HealthJudge, link_fault},
     model::{Address, Family, Framing, MovedRoute, Observed, RememberedGateways, Route, Rule},
 };
 

@@ -6,7 +6,6 @@ mod clashes;
 mod desired;
 mod diff;
 mod gateway;
-mod judge;
 mod main_default;
 mod tables;
 mod teardown;
@@ -15,7 +14,6 @@ pub use action::{Action, route_key};
 pub use clashes::{isolate, owner_of};
 pub use desired::{DEFAULT_TABLE_NAME, Desired, Memory, Strictness, UplinkPlan, desired, rule_sources};
 pub use diff::diff;
-pub use judge::{FamilyVerdict, HealthJudge, InstantJudge, link_fault};
 pub use main_default::default_rules;
 pub use teardown::teardown;
 

@@ -10,6 +10,7 @@ use std::{
 use ipnet::IpNet;
 
 use super::*;
+use crate::health::judge::{FamilyVerdict, HealthJudge, InstantJudge};
 use crate::{
     config::{Config, SourceRules},
     health::Fault,

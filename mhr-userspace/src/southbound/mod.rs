@@ -15,8 +15,8 @@ pub mod model;
 use std::{collections::BTreeSet, net::IpAddr, ops::RangeInclusive, time::Duration};
 
 use crate::{
+    health::probe::{ProbePlan, ProbeResult},
     model::{Address, Observed, Route, Rule},
-    probe::{ProbePlan, ProbeResult},
 };
 
 /// A request the kernel refused (with its errno), or one that never got an
@@ -85,6 +85,25 @@ pub struct Lookup {
     pub source: Option<IpAddr>,
     /// As if received on this interface (reverse-path checks).
     pub iif: Option<u32>,
+}
+
+/// Where a lookup says a packet goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Path {
+    pub interface: Option<u32>,
+    pub gateway: Option<IpAddr>,
+}
+
+/// Which way the kernel would send to `destination` (from `source`, as
+/// if received on `iif`).
+pub async fn path(
+    kernel: &dyn Southbound,
+    destination: IpAddr,
+    source: Option<IpAddr>,
+    iif: Option<u32>,
+) -> Result<Path, KernelError> {
+    let route = kernel.lookup(Lookup { destination, source, iif }).await?;
+    Ok(Path { interface: route.interface, gateway: route.gateway })
 }
 
 /// What a change notification says.

@@ -29,8 +29,8 @@ use super::{
 };
 use crate::{
     health::ProbeOutcome,
+    health::probe::{ProbePlan, ProbeResult},
     model::{Address, Family, Link, MAIN_TABLE, Observed, Route, SCOPE_LINK, SCOPE_UNIVERSE, rule_command},
-    probe::{ProbePlan, ProbeResult},
 };
 
 const KERNEL: u8 = 2;

@@ -4,6 +4,16 @@
 //! rounds, with hysteresis: `down_after` failed rounds turn a healthy
 //! uplink unhealthy, `up_after` good rounds bring it back. Pure: the daemon
 //! and the one-shot commands feed it what they saw.
+//!
+//! The rest of health lives beside it: [`probe`] (what to probe and the
+//! prober), [`judge`] (how the planner asks: one-shot, by the daemon's
+//! book, or by the daemon's snapshot), [`snapshot`] (the daemon's view on
+//! disk for `status`, `check` and the next start). The daemon's rounds are
+//! in `daemon::rounds`.
+
+pub mod judge;
+pub mod probe;
+pub mod snapshot;
 
 use std::{
     collections::{BTreeMap, VecDeque},

@@ -1,11 +1,13 @@
-//! Uplink health as the planner sees it: the judge trait, the one-shot
-//! judge, and what the link itself says.
+//! Uplink health as the planner sees it: the judge trait and its three
+//! judges (one-shot, the daemon's book during a reconcile, a running
+//! daemon's snapshot for one-shot commands), and what the link itself says.
 
 use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::{health::Fault, model::Family};
+use super::{Fault, HealthBook, Transition, snapshot::HealthSnapshot};
+use crate::model::Family;
 
 /// Whether an uplink may carry main's default route in one family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -68,5 +70,50 @@ pub fn link_fault(up: bool, carrier: bool, has_address: bool, has_gateway: bool)
         Some(Fault::NoGateway)
     } else {
         None
+    }
+}
+
+/// The planner's judge during a reconcile: link faults count at once,
+/// everything else is what the rounds have established.
+pub struct BookJudge<'a> {
+    pub book: &'a mut HealthBook,
+    pub now: u64,
+    pub transitions: Vec<Transition>,
+}
+
+impl HealthJudge for BookJudge<'_> {
+    fn judge(
+        &mut self,
+        interface: &str,
+        family: Family,
+        link_fault: Option<Fault>,
+        _: bool,
+    ) -> FamilyVerdict {
+        self.transitions.extend(self.book.observe_link(interface, family, link_fault, self.now));
+        let entry = self.book.get(interface, family);
+        FamilyVerdict {
+            family,
+            healthy: entry.is_some_and(|e| e.healthy),
+            fault: entry.and_then(|e| e.fault),
+        }
+    }
+}
+
+/// Judges by a running daemon's health view; uplink families it does not
+/// know are judged by their link alone.
+pub struct SnapshotJudge(pub HealthSnapshot);
+
+impl HealthJudge for SnapshotJudge {
+    fn judge(
+        &mut self,
+        interface: &str,
+        family: Family,
+        link_fault: Option<Fault>,
+        gateway_unreachable: bool,
+    ) -> FamilyVerdict {
+        match self.0.get(interface, family) {
+            Some(entry) => FamilyVerdict { family, healthy: entry.healthy, fault: entry.fault },
+            None => InstantJudge::default().judge(interface, family, link_fault, gateway_unreachable),
+        }
     }
 }

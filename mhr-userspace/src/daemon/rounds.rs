@@ -1,0 +1,96 @@
+//! The daemon's health rounds: the probe task, one round over the uplinks
+//! of the last plan, and the probe round before the first reconcile.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    health::{
+        Fault, HealthBook, RoundSample, Transition,
+        probe::{ProbePlan, ProbeResult},
+    },
+    model::Family,
+    plan::{Gateway, UplinkPlan},
+};
+
+/// Sends one probe round per `interval` to whatever `plans` holds, and the
+/// results (possibly none) to `rounds`: the heartbeat of health rounds.
+pub async fn probe_rounds(
+    kernel: std::sync::Arc<dyn crate::southbound::Southbound>,
+    mut plans: watch::Receiver<Vec<ProbePlan>>,
+    rounds: mpsc::Sender<Vec<ProbeResult>>,
+    interval: Duration,
+    timeout: Duration,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let current = plans.borrow_and_update().clone();
+        let results = kernel.probe(&current, timeout).await;
+        if rounds.send(results).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What the link itself says about `uplink` carrying `family`.
+fn link_fault(uplink: &UplinkPlan, family: Family) -> Option<Fault> {
+    let has_address = uplink.addresses.iter().any(|a| Family::of(&a.addr()) == family);
+    crate::health::judge::link_fault(uplink.up, uplink.carrier, has_address, uplink.gateway(family).is_some())
+}
+
+/// One health round over the uplink families of the last plan.
+pub fn round(
+    book: &mut HealthBook,
+    uplinks: &[UplinkPlan],
+    probes: &[ProbeResult],
+    failed_neighbours: &std::collections::BTreeSet<(u32, std::net::IpAddr)>,
+    now: u64,
+) -> Vec<Transition> {
+    let mut transitions = Vec::new();
+    for uplink in uplinks {
+        for verdict in &uplink.health {
+            let family = verdict.family;
+            let gateway_unreachable = match uplink.gateway(family) {
+                Some(Gateway::Via(address)) => failed_neighbours.contains(&(uplink.index, address)),
+                _ => false,
+            };
+            let probe = probes
+                .iter()
+                .find(|p| p.interface == uplink.interface && p.family == family)
+                .map(|p| p.outcome);
+            let sample = RoundSample { gateway_unreachable, probe };
+            let fault = link_fault(uplink, family);
+            transitions.extend(book.observe_round(&uplink.interface, family, fault, sample, now));
+        }
+    }
+    transitions
+}
+
+/// One probe round before the first reconcile, as `apply` does: an uplink
+/// family nothing is remembered of is judged by it at once (a primary
+/// already dead never takes main's default). Probes without a way out of
+/// their uplink yet (no table, no default via it) judge nothing.
+pub async fn startup_round(engine: &crate::engine::Engine, book: &mut HealthBook, timeout: Duration) {
+    let observed = match engine.observe().await {
+        Ok(observed) => observed,
+        Err(err) => {
+            tracing::warn!(error = %crate::engine::error_chain(&err), "observing for the start-up probe round failed");
+            return;
+        }
+    };
+    let plans: Vec<ProbePlan> = crate::health::probe::probe_plans(engine.config(), &observed)
+        .into_iter()
+        .filter(|plan| crate::health::probe::has_path(&observed, plan))
+        .filter(|plan| book.get(&plan.interface, plan.family).is_none())
+        .collect();
+    if plans.is_empty() {
+        return;
+    }
+    let now = crate::clock::unix_seconds();
+    for result in engine.kernel().probe(&plans, timeout).await {
+        book.first_round(&result.interface, result.family, result.outcome.answered, now);
+    }
+}
