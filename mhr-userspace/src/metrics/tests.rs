@@ -1,6 +1,11 @@
 use std::{collections::BTreeSet, path::Path, sync::Arc};
 
-use super::*;
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, registry::Registry};
+
+use super::{
+    guard::{Snapshot, encode_snapshot},
+    *,
+};
 
 /// Every metric name the daemon can export.
 fn exported() -> BTreeSet<String> {
