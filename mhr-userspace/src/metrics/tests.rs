@@ -3,8 +3,12 @@ use std::{collections::BTreeSet, path::Path, sync::Arc};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, registry::Registry};
 
 use super::{
-    guard::{Snapshot, encode_snapshot},
+    guard::{GuardSource, SCRAPE_SOURCES, Snapshot, encode_snapshot},
     *,
+};
+use crate::guard::{
+    GuardError,
+    maps::{EventCounts, OffenderReport, VerdictCounts},
 };
 
 /// Every metric name the daemon can export.
@@ -59,10 +63,10 @@ impl Collector for GuardSample {
             flags_emitted: one.clone(),
             flags_suppressed: one.clone(),
             errors: one,
-            offenders: 1,
+            offenders: Some(1),
             top: vec![(labels([("uplink", "ens3"), ("source", "192.0.2.66")]), 1)],
         };
-        encode_snapshot(encoder, &snapshot, true)
+        encode_snapshot(encoder, Some(&snapshot), true, &[(labels([("source", "pins")]), 0)])
     }
 }
 
@@ -134,4 +138,109 @@ fn deployment_files_only_use_metrics_mhr_exports() {
     ] {
         assert!(alerts.contains(&format!("alert: {alert}\n")), "{alert} missing");
     }
+}
+
+/// Two uplinks' worth of guard maps, one part of which fails to read.
+struct FakeGuard {
+    failing: &'static str,
+}
+
+impl FakeGuard {
+    fn fail(&self, part: &'static str) -> Result<(), GuardError> {
+        if self.failing == part { Err(GuardError::MissingMap(part)) } else { Ok(()) }
+    }
+}
+
+impl GuardSource for FakeGuard {
+    fn slot_names(&self) -> Result<std::collections::BTreeMap<u32, String>, GuardError> {
+        self.fail("slot_names")?;
+        Ok([(0, "ens3".to_owned()), (1, "ens4".to_owned())].into())
+    }
+
+    fn verdict_counts(&self, _slot: u32) -> Result<VerdictCounts, GuardError> {
+        self.fail("verdicts")?;
+        let mut counts = VerdictCounts::default();
+        counts.0[0][0].packets = 7;
+        Ok(counts)
+    }
+
+    fn event_counts(&self, _slot: u32) -> Result<EventCounts, GuardError> {
+        self.fail("events")?;
+        Ok(EventCounts { dropped: 2, ..EventCounts::default() })
+    }
+
+    fn offender_entries(&self) -> Result<usize, GuardError> {
+        self.fail("offenders")?;
+        Ok(3)
+    }
+
+    fn offenders(
+        &self,
+        _names: &std::collections::BTreeMap<u32, String>,
+    ) -> Result<Vec<OffenderReport>, GuardError> {
+        self.fail("offenders")?;
+        Ok(vec![OffenderReport {
+            uplink: "ens3".to_owned(),
+            source: "192.0.2.66".parse().unwrap(),
+            verdict: "spoofed",
+            packets: 5,
+            bytes: 500,
+            first_seen_ns: 0,
+            last_seen_ns: 0,
+        }])
+    }
+}
+
+/// The body of two scrapes (the second) of a collector over `open`.
+fn scrape_twice(
+    open: impl Fn() -> Result<Option<Box<dyn GuardSource>>, GuardError> + Send + Sync + 'static,
+) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(GuardCollector::reading(open, 5)));
+    render(&registry).unwrap();
+    render(&registry).unwrap()
+}
+
+fn has_sample(body: &str, prefix: &str) -> bool {
+    body.lines().any(|line| line.starts_with(prefix))
+}
+
+#[test]
+fn a_failed_map_read_leaves_out_only_its_part_and_counts_once_per_scrape() {
+    // What each part gives when it reads.
+    let parts = [
+        ("verdicts", "mhr_guard_packets_total{uplink=\"ens4\",family=\"ipv4\",verdict=\"ok\"} 7"),
+        ("events", "mhr_guard_dropped_packets_total{uplink=\"ens4\"} 2"),
+        ("offenders", "mhr_guard_offenders 3"),
+        (
+            "offenders",
+            "mhr_guard_top_offender_packets{uplink=\"ens3\",source=\"192.0.2.66\",verdict=\"spoofed\"} 5",
+        ),
+    ];
+    for failing in ["slot_names", "verdicts", "events", "offenders"] {
+        let body = scrape_twice(move || Ok(Some(Box::new(FakeGuard { failing }) as Box<dyn GuardSource>)));
+        for source in SCRAPE_SOURCES {
+            let count = if source == failing { 2 } else { 0 };
+            let line = format!("mhr_scrape_errors_total{{source=\"{source}\"}} {count}");
+            assert!(has_sample(&body, &line), "{failing} failing: {line} missing from\n{body}");
+        }
+        for (part, sample) in parts {
+            // The uplinks' series need their names.
+            let lost = part == failing || (failing == "slot_names" && sample.contains("uplink=\"ens4\""));
+            assert_eq!(has_sample(&body, sample), !lost, "{failing} failing: {sample}\n{body}");
+        }
+        assert!(has_sample(&body, "mhr_guard_offenders_capacity 1024"), "{body}");
+    }
+}
+
+#[test]
+fn unreadable_pins_are_counted_and_no_guard_is_no_error() {
+    let body = scrape_twice(|| Err(GuardError::MissingMap("MHR_UPLINKS")));
+    assert!(has_sample(&body, "mhr_scrape_errors_total{source=\"pins\"} 2"), "{body}");
+    assert!(!has_sample(&body, "mhr_guard_packets_total"), "{body}");
+    let body = scrape_twice(|| Ok(None));
+    for source in SCRAPE_SOURCES {
+        assert!(has_sample(&body, &format!("mhr_scrape_errors_total{{source=\"{source}\"}} 0")), "{body}");
+    }
+    assert!(!has_sample(&body, "mhr_guard_"), "no guard, no guard series:\n{body}");
 }
