@@ -38,6 +38,11 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: GuardCollec
         control.uplink_healthy.clone(),
     );
     registry.register(
+        "mhr_uplink_primary",
+        "1 for the uplink configured as primary, 0 for the other configured uplinks",
+        control.uplink_primary.clone(),
+    );
+    registry.register(
         "mhr_uplink_active",
         "1 when the uplink holds main's default route in the family",
         control.uplink_active.clone(),
@@ -99,7 +104,7 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: GuardCollec
     );
     registry.register(
         "mhr_guard_repairs",
-        "Guard pins (map) and links (link) found removed and put back",
+        "Guard pins (map) and links (link) found removed and put back, by kind",
         control.guard_repairs.clone(),
     );
     registry.register(

@@ -20,6 +20,8 @@ pub struct ControlMetrics {
     pub last_success: Gauge<f64, AtomicU64>,
     pub guard_attached: MetricFamily<Labels, Gauge>,
     pub uplink_healthy: MetricFamily<Labels, Gauge>,
+    /// 1 for the configured primary, 0 for the other configured uplinks.
+    pub uplink_primary: MetricFamily<Labels, Gauge>,
     pub uplink_active: MetricFamily<Labels, Gauge>,
     pub probe_rtt: MetricFamily<Labels, Gauge<f64, AtomicU64>>,
     pub probe_loss: MetricFamily<Labels, Gauge<f64, AtomicU64>>,
@@ -47,9 +49,9 @@ impl ControlMetrics {
         self.drift_corrections.get_or_create(&labels([("kind", kind)])).inc();
     }
 
-    /// A guard pin or link someone removed, put back (`what`: map, link).
-    pub fn guard_repair(&self, what: &str) {
-        self.guard_repairs.get_or_create(&labels([("what", what)])).inc();
+    /// A guard pin or link someone removed, put back (`kind`: map, link).
+    pub fn guard_repair(&self, kind: &str) {
+        self.guard_repairs.get_or_create(&labels([("kind", kind)])).inc();
     }
 
     /// The guard failed to load or attach (`reason`: guard::retry::REASONS).
@@ -64,8 +66,9 @@ impl ControlMetrics {
     }
 
     /// Creates every label set known up front at zero, so that `increase()`
-    /// sees the first event (a series appearing at 1 has no increase).
-    pub fn initialise(&self, uplinks: &[&str]) {
+    /// sees the first event (a series appearing at 1 has no increase), and
+    /// sets each configured uplink's role (`uplinks`: interface, primary).
+    pub fn initialise(&self, uplinks: &[(&str, bool)]) {
         for result in ["ok", "error"] {
             drop(self.reconciles.get_or_create(&labels([("result", result)])));
         }
@@ -77,8 +80,8 @@ impl ControlMetrics {
         for reason in ["startup", "overrun", "periodic"] {
             drop(self.resyncs.get_or_create(&labels([("reason", reason)])));
         }
-        for what in ["map", "link"] {
-            drop(self.guard_repairs.get_or_create(&labels([("what", what)])));
+        for kind in ["map", "link"] {
+            drop(self.guard_repairs.get_or_create(&labels([("kind", kind)])));
         }
         for reason in crate::guard::retry::REASONS {
             drop(self.guard_failures.get_or_create(&labels([("reason", reason)])));
@@ -86,9 +89,10 @@ impl ControlMetrics {
         for family in ["ipv4", "ipv6"] {
             drop(self.failovers.get_or_create(&labels([("family", family)])));
         }
-        for uplink in uplinks {
+        for (uplink, primary) in uplinks {
             drop(self.guard_attached.get_or_create(&labels([("uplink", uplink)])));
             drop(self.uplink_blocked.get_or_create(&labels([("uplink", uplink)])));
+            self.uplink_primary.get_or_create(&labels([("uplink", uplink)])).set(i64::from(*primary));
         }
     }
 
@@ -97,20 +101,9 @@ impl ControlMetrics {
     }
 
     /// Health and probe figures of one uplink family.
-    pub fn uplink_health(
-        &self,
-        uplink: &str,
-        family: &str,
-        primary: bool,
-        health: &crate::health::FamilyHealth,
-    ) {
+    pub fn uplink_health(&self, uplink: &str, family: &str, health: &crate::health::FamilyHealth) {
         let key = labels([("uplink", uplink), ("family", family)]);
-        let with_role = labels([
-            ("uplink", uplink),
-            ("family", family),
-            ("primary", if primary { "true" } else { "false" }),
-        ]);
-        self.uplink_healthy.get_or_create(&with_role).set(i64::from(health.healthy));
+        self.uplink_healthy.get_or_create(&key).set(i64::from(health.healthy));
         if let Some(rtt) = health.probe_rtt_seconds {
             self.probe_rtt.get_or_create(&key).set(rtt);
         }
@@ -121,40 +114,28 @@ impl ControlMetrics {
 
     /// An uplink family whose interface is gone: unhealthy, so alerts on
     /// the primary fire rather than go quiet.
-    pub fn uplink_missing(&self, uplink: &str, family: &str, primary: bool) {
-        let with_role = labels([
-            ("uplink", uplink),
-            ("family", family),
-            ("primary", if primary { "true" } else { "false" }),
-        ]);
-        self.uplink_healthy.get_or_create(&with_role).set(0);
+    pub fn uplink_missing(&self, uplink: &str, family: &str) {
+        self.uplink_healthy.get_or_create(&labels([("uplink", uplink), ("family", family)])).set(0);
     }
 
-    /// Removes one uplink family's health series under a role it no longer
-    /// has; with `entirely`, its probe and active series too (the uplink
-    /// left the config).
-    pub fn forget_uplink_health(&self, uplink: &str, family: &str, primary: bool, entirely: bool) {
-        let with_role = labels([
-            ("uplink", uplink),
-            ("family", family),
-            ("primary", if primary { "true" } else { "false" }),
-        ]);
-        self.uplink_healthy.remove(&with_role);
-        if entirely {
-            let key = labels([("uplink", uplink), ("family", family)]);
-            self.probe_rtt.remove(&key);
-            self.probe_loss.remove(&key);
-            self.uplink_active.remove(&key);
-        }
+    /// Removes one uplink family's health, probe and active series (the
+    /// uplink left the config, or no longer routes the family).
+    pub fn forget_uplink_health(&self, uplink: &str, family: &str) {
+        let key = labels([("uplink", uplink), ("family", family)]);
+        self.uplink_healthy.remove(&key);
+        self.probe_rtt.remove(&key);
+        self.probe_loss.remove(&key);
+        self.uplink_active.remove(&key);
     }
 
-    /// Removes the per-uplink series of an uplink no longer configured.
+    /// Removes every per-uplink series of an uplink no longer configured.
     pub fn forget_uplink(&self, uplink: &str) {
         let key = labels([("uplink", uplink)]);
         self.guard_attached.remove(&key);
         self.uplink_blocked.remove(&key);
+        self.uplink_primary.remove(&key);
         for family in ["ipv4", "ipv6"] {
-            self.uplink_active.remove(&labels([("uplink", uplink), ("family", family)]));
+            self.forget_uplink_health(uplink, family);
         }
     }
 

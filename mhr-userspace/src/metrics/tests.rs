@@ -30,11 +30,11 @@ fn exported() -> BTreeSet<String> {
     };
     health.observe_round("ens3", crate::model::Family::V4, None, sample, 1);
     let entry = health.get("ens3", crate::model::Family::V4).unwrap();
-    control.uplink_health("ens3", "ipv4", true, entry);
+    control.uplink_health("ens3", "ipv4", entry);
     control.uplink_active("ens3", "ipv4", true);
     control.failover("ipv4", false);
     control.guard_repair("map");
-    control.initialise(&["ens3"]);
+    control.initialise(&[("ens3", true)]);
     control.uplink_blocked.get_or_create(&labels([("uplink", "ens3")])).set(0);
     let mut registry = registry(&control, GuardCollector::new("/nonexistent".into(), 0));
     // The guard's families as the collector encodes them, from a
@@ -92,6 +92,7 @@ fn control_metrics_follow_prometheus_conventions() {
         "mhr_guard_attached",
         "mhr_build_info",
         "mhr_uplink_healthy",
+        "mhr_uplink_primary",
         "mhr_uplink_active",
         "mhr_uplink_probe_rtt_seconds",
         "mhr_uplink_probe_loss_ratio",
@@ -106,6 +107,111 @@ fn control_metrics_follow_prometheus_conventions() {
     // mhr's own under mhr_, the standard process metrics under process_.
     assert!(names.iter().all(|n| n.starts_with("mhr_") || n.starts_with("process_")), "{names:?}");
     assert!(names.contains("process_cpu_seconds_total") && names.contains("process_open_fds"));
+}
+
+/// One healthy IPv4 family with an answered probe.
+fn healthy_entry() -> crate::health::FamilyHealth {
+    let mut health = crate::health::HealthBook::new(crate::config::HealthConfig::default());
+    health.observe_link("ens3", crate::model::Family::V4, None, 0);
+    let sample = crate::health::RoundSample {
+        gateway_unreachable: false,
+        probe: Some(crate::health::ProbeOutcome {
+            answered: true,
+            rtt: Some(std::time::Duration::from_millis(1)),
+        }),
+    };
+    health.observe_round("ens3", crate::model::Family::V4, None, sample, 1);
+    health.get("ens3", crate::model::Family::V4).unwrap().clone()
+}
+
+fn rendered(control: &Arc<ControlMetrics>) -> String {
+    render(&registry(control, GuardCollector::new("/nonexistent".into(), 0))).unwrap()
+}
+
+#[test]
+fn the_primary_is_a_value_not_a_label_and_a_reload_moves_it() {
+    let control = Arc::new(ControlMetrics::default());
+    let entry = healthy_entry();
+    control.initialise(&[("ens3", true), ("ens4", false)]);
+    for uplink in ["ens3", "ens4"] {
+        control.uplink_health(uplink, "ipv4", &entry);
+        control.uplink_active(uplink, "ipv4", uplink == "ens3");
+    }
+    let text = rendered(&control);
+    assert!(text.contains("\nmhr_uplink_primary{uplink=\"ens3\"} 1\n"), "{text}");
+    assert!(text.contains("\nmhr_uplink_primary{uplink=\"ens4\"} 0\n"), "{text}");
+    assert!(text.contains("\nmhr_uplink_healthy{uplink=\"ens3\",family=\"ipv4\"} 1\n"), "{text}");
+    assert!(!text.contains("primary=\""), "no series carries a primary label:\n{text}");
+    // A reload makes ens4 the primary: the same series change value.
+    control.initialise(&[("ens3", false), ("ens4", true)]);
+    let text = rendered(&control);
+    assert!(text.contains("\nmhr_uplink_primary{uplink=\"ens3\"} 0\n"), "{text}");
+    assert!(text.contains("\nmhr_uplink_primary{uplink=\"ens4\"} 1\n"), "{text}");
+}
+
+#[test]
+fn a_reload_that_removes_an_uplink_removes_all_its_series() {
+    let control = Arc::new(ControlMetrics::default());
+    let entry = healthy_entry();
+    control.initialise(&[("ens3", true), ("ens4", false)]);
+    for uplink in ["ens3", "ens4"] {
+        for family in ["ipv4", "ipv6"] {
+            control.uplink_health(uplink, family, &entry);
+            control.uplink_active(uplink, family, uplink == "ens3");
+        }
+    }
+    assert!(rendered(&control).contains("uplink=\"ens3\""));
+    // What Daemon::reload does when ens3 leaves and ens4 becomes primary.
+    control.forget_uplink("ens3");
+    control.initialise(&[("ens4", true)]);
+    let text = rendered(&control);
+    let left: Vec<&str> = text.lines().filter(|line| line.contains("uplink=\"ens3\"")).collect();
+    assert!(left.is_empty(), "ens3's series stay: {left:?}");
+    for metric in [
+        "mhr_uplink_healthy",
+        "mhr_uplink_active",
+        "mhr_uplink_probe_rtt_seconds",
+        "mhr_uplink_probe_loss_ratio",
+    ] {
+        assert!(text.contains(&format!("\n{metric}{{uplink=\"ens4\",family=\"ipv6\"}}")), "{metric}: {text}");
+    }
+    assert!(text.contains("\nmhr_uplink_primary{uplink=\"ens4\"} 1\n"), "{text}");
+}
+
+#[test]
+fn one_label_name_per_idea() {
+    let control = Arc::new(ControlMetrics::default());
+    control.initialise(&[("ens3", true)]);
+    control.guard_repair("link");
+    let text = rendered(&control);
+    assert!(text.contains("\nmhr_guard_repairs_total{kind=\"link\"} 1\n"), "{text}");
+    assert!(!text.contains("what=\""), "{text}");
+}
+
+#[test]
+fn the_docs_metrics_table_lists_every_metric_and_no_other() {
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"))
+            .unwrap();
+    let table: BTreeSet<String> = docs
+        .lines()
+        .filter(|line| line.starts_with("| `mhr_") || line.starts_with("| `process_"))
+        .flat_map(|line| line.split('|').nth(1).unwrap_or_default().split('`').skip(1).step_by(2))
+        .filter(|name| name.starts_with("mhr_") || name.starts_with("process_"))
+        .map(str::to_owned)
+        .collect();
+    let mut names = exported();
+    names.extend(DATAPATH_METRICS.iter().map(|n| (*n).to_owned()));
+    assert_eq!(
+        names.difference(&table).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "exported, not in the docs' table"
+    );
+    assert_eq!(
+        table.difference(&names).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "in the docs' table, not exported"
+    );
 }
 
 #[test]
@@ -135,6 +241,7 @@ fn deployment_files_only_use_metrics_mhr_exports() {
         "MhrFailover",
         "MhrUplinkBlocked",
         "MhrGuardRepaired",
+        "MhrGuardMapsUnreadable",
     ] {
         assert!(alerts.contains(&format!("alert: {alert}\n")), "{alert} missing");
     }
