@@ -105,7 +105,14 @@ impl GuardCollector {
         let index = SCRAPE_SOURCES.iter().position(|s| *s == source).unwrap_or_default();
         if !std::mem::replace(&mut failed[index], true) {
             self.scrape_errors[index].fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(source, error = %crate::engine::error_chain(err), "reading the guard's maps failed");
+            // The error and its causes (the map's name, then the kernel's answer).
+            let mut error = err.to_string();
+            let mut cause = std::error::Error::source(err);
+            while let Some(next) = cause {
+                error = format!("{error}: {next}");
+                cause = next.source();
+            }
+            tracing::debug!(source, error, "reading the guard's maps failed");
         }
     }
 
