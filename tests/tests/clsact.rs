@@ -129,7 +129,7 @@ fn the_daemon_leaves_a_working_clsact_filter_alone_and_puts_back_a_removed_one()
     );
     assert_eq!(sample(&body, "mhr_guard_attached", "uplink=\"ens3\""), Some(1.0), "{body}");
     assert_eq!(
-        sample(&body, "mhr_guard_repairs_total", "what=\"link\""),
+        sample(&body, "mhr_guard_repairs_total", "kind=\"link\""),
         Some(0.0),
         "nothing re-attached: {body}"
     );
@@ -142,5 +142,5 @@ fn the_daemon_leaves_a_working_clsact_filter_alone_and_puts_back_a_removed_one()
     });
     assert_eq!(send_frames(&host.host, "ens3", &spoofed_frame(&host), 1).unwrap(), 1, "enforcing again");
     let body = http_get(&host.host, METRICS_PORT, "/metrics").unwrap().1;
-    assert!(sample(&body, "mhr_guard_repairs_total", "what=\"link\"").unwrap_or(0.0) >= 1.0, "{body}");
+    assert!(sample(&body, "mhr_guard_repairs_total", "kind=\"link\"").unwrap_or(0.0) >= 1.0, "{body}");
 }

@@ -141,8 +141,8 @@ fn removed_pins_are_put_back_the_guard_never_stops_dropping_and_counters_continu
         if maps.is_some() && links.len() == 2 { Ok(()) } else { Err(format!("links {links:?}")) }
     });
     let body = scrape(&host);
-    assert!(sample(&body, "mhr_guard_repairs_total", "what=\"map\"").unwrap_or(0.0) >= 10.0, "{body}");
-    assert_eq!(sample(&body, "mhr_guard_repairs_total", "what=\"link\""), Some(2.0), "{body}");
+    assert!(sample(&body, "mhr_guard_repairs_total", "kind=\"map\"").unwrap_or(0.0) >= 10.0, "{body}");
+    assert_eq!(sample(&body, "mhr_guard_repairs_total", "kind=\"link\""), Some(2.0), "{body}");
     assert_eq!(sample(&body, "mhr_guard_attached", "uplink=\"ens3\""), Some(1.0), "{body}");
     // The same maps: the counters went on through the repair.
     let spoofed_count = "uplink=\"ens3\",family=\"ipv4\",verdict=\"spoofed\"";
@@ -159,7 +159,7 @@ fn a_guard_detached_behind_the_daemons_back_is_seen_and_attached_again() {
     detach_link(&pin);
     eventually("the guard is attached again", Duration::from_secs(5), || {
         let body = scrape(&host);
-        match sample(&body, "mhr_guard_repairs_total", "what=\"link\"") {
+        match sample(&body, "mhr_guard_repairs_total", "kind=\"link\"") {
             Some(count) if count >= 1.0 => Ok(()),
             other => Err(format!("{other:?}")),
         }

@@ -186,13 +186,39 @@ fn metrics_follow_what_exists_across_a_missing_interface_and_reloads() {
     wait_for_default(&lab.host, "ens3", Duration::from_secs(5));
     let scrape = || http_get(&lab.host, METRICS_PORT, "/metrics").expect("metrics served").1;
     let healthy = |body: &str, uplink: &str| {
-        sample(body, "mhr_uplink_healthy", &format!("uplink=\"{uplink}\",family=\"ipv4\",primary=\"false\""))
+        sample(body, "mhr_uplink_healthy", &format!("uplink=\"{uplink}\",family=\"ipv4\""))
     };
     eventually("ens4 healthy", Duration::from_secs(3), || match healthy(&scrape(), "ens4") {
         Some(1.0) => Ok(()),
         other => Err(format!("{other:?}")),
     });
     assert_eq!(sample(&scrape(), "mhr_config_reload_success", ""), Some(1.0));
+
+    let pid = daemon.0.id().to_string();
+    let hangup = || {
+        let sent = std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(sent.success());
+    };
+    let text = std::fs::read_to_string(&config).unwrap();
+    // ens4 becomes the primary: the role is the value of
+    // mhr_uplink_primary, and no series carries it as a label.
+    let swapped = text.replacen("primary = true\n", "", 1).replacen(
+        "interface = \"ens4\"\n",
+        "interface = \"ens4\"\nprimary = true\n",
+        1,
+    );
+    std::fs::write(&config, &swapped).unwrap();
+    hangup();
+    eventually("the primary moved", Duration::from_secs(3), || {
+        let body = scrape();
+        let roles = ["ens3", "ens4"].map(|u| sample(&body, "mhr_uplink_primary", &format!("uplink=\"{u}\"")));
+        let labelled: Vec<&str> = body.lines().filter(|l| l.contains("primary=\"")).collect();
+        if roles == [Some(0.0), Some(1.0)] && labelled.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{roles:?} {labelled:?}"))
+        }
+    });
 
     // The interface goes away: its health says so instead of freezing at 1.
     lab.host.ip(["link", "del", "ens4"]).unwrap();
@@ -203,13 +229,7 @@ fn metrics_follow_what_exists_across_a_missing_interface_and_reloads() {
         }
     });
 
-    let pid = daemon.0.id().to_string();
-    let hangup = || {
-        let sent = std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap();
-        assert!(sent.success());
-    };
     // A broken config: refused, counted, the running one stays.
-    let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, "[[uplink]\n").unwrap();
     hangup();
     eventually("the refused reload is counted", Duration::from_secs(3), || {
@@ -221,7 +241,7 @@ fn metrics_follow_what_exists_across_a_missing_interface_and_reloads() {
         if (ok, failed) == (Some(0.0), Some(1.0)) { Ok(()) } else { Err(format!("{ok:?} {failed:?}")) }
     });
 
-    // ens4 leaves the config: every series naming it goes.
+    // ens4 leaves the config (ens3 primary again): every series naming it goes.
     let start = text.find("[[uplink]]\ninterface = \"ens4\"").unwrap();
     let end = text.find("[health]").unwrap();
     std::fs::write(&config, format!("{}{}", &text[..start], &text[end..])).unwrap();
@@ -233,7 +253,12 @@ fn metrics_follow_what_exists_across_a_missing_interface_and_reloads() {
             .flat_map(|metric| series_of(&body, metric, "ens4"))
             .collect();
         let ok = sample(&body, "mhr_config_reload_success", "");
-        if left.is_empty() && ok == Some(1.0) { Ok(()) } else { Err(format!("{ok:?} {left:?}")) }
+        let primary = sample(&body, "mhr_uplink_primary", "uplink=\"ens3\"");
+        if left.is_empty() && ok == Some(1.0) && primary == Some(1.0) {
+            Ok(())
+        } else {
+            Err(format!("{ok:?} {primary:?} {left:?}"))
+        }
     });
     daemon.kill_9();
 }

@@ -165,7 +165,7 @@ struct Daemon {
     /// Since when the guard has failed to attach or repair, if it does.
     guard_failing_since: Option<Instant>,
     /// The health series exported: uplink, family, primary.
-    exported_health: std::collections::BTreeSet<(String, Family, bool)>,
+    exported_health: std::collections::BTreeSet<(String, Family)>,
     /// Corrections per object, to put back at a bounded rate what another
     /// writer keeps removing.
     fights: fights::Fights,
@@ -241,8 +241,9 @@ pub async fn run_engine(
         settings.interval,
         settings.timeout,
     ));
-    let uplink_names: Vec<&str> = engine.config().uplinks.iter().map(|u| u.interface.as_str()).collect();
-    control.initialise(&uplink_names);
+    let uplinks: Vec<(&str, bool)> =
+        engine.config().uplinks.iter().map(|u| (u.interface.as_str(), u.primary)).collect();
+    control.initialise(&uplinks);
     control.config_reload_success.set(1);
     let mut book = HealthBook::new(settings.clone());
     book.set_probed(crate::health::snapshot::probed(engine.config()));

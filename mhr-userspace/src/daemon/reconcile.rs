@@ -8,7 +8,6 @@ use crate::{
     engine::{EngineError, Planned},
     guard::{Deployment, Guard, GuardError, GuardMaps},
     health::probe::probe_plans,
-    metrics::unix_now,
 };
 
 impl Daemon {
@@ -22,7 +21,7 @@ impl Daemon {
         match self.try_reconcile(trigger).await {
             Ok(changes) => {
                 self.control.reconcile(true);
-                self.control.last_success.set(unix_now());
+                self.control.last_success.set(crate::clock::unix_seconds_f64());
                 // Routing is in place; a guard that cannot load still fails /healthz.
                 let state = match self.guard_retry.error() {
                     Some(error) => HealthState::Failing(format!("the source guard is not running: {error}")),

@@ -45,10 +45,12 @@ impl Daemon {
         if !kept.is_empty() {
             tracing::warn!(settings = ?kept, "these settings take effect when mhr run restarts");
         }
-        let uplinks: Vec<&str> = config.uplinks.iter().map(|u| u.interface.as_str()).collect();
-        for gone in old.uplinks.iter().filter(|u| !uplinks.contains(&u.interface.as_str())) {
+        let uplinks: Vec<(&str, bool)> =
+            config.uplinks.iter().map(|u| (u.interface.as_str(), u.primary)).collect();
+        for gone in old.uplinks.iter().filter(|u| !uplinks.iter().any(|(i, _)| *i == u.interface)) {
             self.control.forget_uplink(&gone.interface);
         }
+        // Sets every configured uplink's role: a new primary moves the 1.
         self.control.initialise(&uplinks);
         self.book.set_probed(crate::health::snapshot::probed(&config));
         tracing::info!(path = %config.path.display(), "config reloaded");
@@ -103,26 +105,22 @@ impl Daemon {
             .collect();
         self.book.retain(|interface, family| routed.iter().any(|(i, f)| i == interface && *f == family));
         let config = self.engine.config();
-        let role =
-            |interface: &str| config.uplinks.iter().find(|u| u.interface == interface).map(|u| u.primary);
+        let configured = |interface: &str| config.uplinks.iter().any(|u| u.interface == interface);
         let mut exported = std::collections::BTreeSet::new();
         for ((interface, family), entry) in self.book.entries() {
-            let primary = role(interface).unwrap_or(false);
-            self.control.uplink_health(interface, family_label(*family), primary, entry);
-            exported.insert((interface.clone(), *family, primary));
+            self.control.uplink_health(interface, family_label(*family), entry);
+            exported.insert((interface.clone(), *family));
         }
         // A configured uplink whose interface is gone stays exported, unhealthy.
-        for (interface, family, _) in &self.exported_health {
-            let known = exported.iter().any(|(i, f, _)| i == interface && f == family);
-            if let (false, Some(primary)) = (known, role(interface)) {
-                self.control.uplink_missing(interface, family_label(*family), primary);
-                exported.insert((interface.clone(), *family, primary));
+        for (interface, family) in &self.exported_health {
+            if !exported.contains(&(interface.clone(), *family)) && configured(interface) {
+                self.control.uplink_missing(interface, family_label(*family));
+                exported.insert((interface.clone(), *family));
             }
         }
-        // Series of a role the uplink no longer has, or of an uplink no longer configured.
-        for (interface, family, primary) in self.exported_health.difference(&exported) {
-            let entirely = !exported.iter().any(|(i, f, _)| i == interface && f == family);
-            self.control.forget_uplink_health(interface, family_label(*family), *primary, entirely);
+        // Series of an uplink no longer configured.
+        for (interface, family) in self.exported_health.difference(&exported) {
+            self.control.forget_uplink_health(interface, family_label(*family));
         }
         self.exported_health = exported;
     }
