@@ -46,7 +46,7 @@ pub fn discover(observed: &Observed, has_lease: impl Fn(&str, u32) -> bool) -> V
                 .map(|r| {
                     let metric = r.metric.unwrap_or(0);
                     let via = r.gateway.map_or_else(|| "on-link".to_owned(), |g| format!("via {g}"));
-                    let protocol = crate::config::protocol_name(r.protocol);
+                    let protocol = crate::config::route_protocol_name(r.protocol);
                     (r.family(), metric, format!("{via} ({protocol}, metric {metric})"))
                 })
                 .collect();

@@ -8,7 +8,7 @@ use mhr_tests::{
     require_root,
 };
 use mhr_userspace::{
-    monitor::{Monitor, MonitorError},
+    counter::{CounterError, EgressCounter},
     tc::{AttachError, AttachMode, Mechanism, interface_index},
 };
 
@@ -19,7 +19,7 @@ fn expected(packets: u64) -> InterfaceCounters {
 }
 
 /// Counters of `interface` as the loaded monitor sees them.
-fn counters(monitor: &Monitor, interface: &str) -> InterfaceCounters {
+fn counters(monitor: &EgressCounter, interface: &str) -> InterfaceCounters {
     let ifindex = interface_index(interface).expect("interface exists");
     monitor.counters_for_ifindex(ifindex).expect("map read")
 }
@@ -31,7 +31,7 @@ fn counts_exact_packets_and_bytes_per_uplink() {
     let monitor = lab
         .host
         .run(|| {
-            let mut monitor = Monitor::load().expect("eBPF object loads");
+            let mut monitor = EgressCounter::load().expect("eBPF object loads");
             for interface in ["ens3", "ens4"] {
                 let attachment = monitor.attach(interface, AttachMode::Auto).expect("attaches");
                 assert_eq!(attachment.mechanism, Mechanism::Tcx, "this kernel has TCX (≥ 6.6)");
@@ -67,7 +67,7 @@ fn clsact_attachment_counts_the_same_and_detaches_on_drop() {
     let filters = || lab.host.tc(["filter", "show", "dev", "ens3", "egress"]).expect("tc lists filters");
     lab.host
         .run(|| {
-            let mut monitor = Monitor::load().expect("eBPF object loads");
+            let mut monitor = EgressCounter::load().expect("eBPF object loads");
             for interface in ["ens3", "ens4"] {
                 let attachment = monitor.attach(interface, AttachMode::Clsact).expect("attaches");
                 assert_eq!(attachment.mechanism, Mechanism::Clsact);
@@ -90,8 +90,8 @@ fn a_program_after_mhr_in_the_tcx_chain_still_sees_every_packet() {
     let (first, second) = lab
         .host
         .run(|| {
-            let mut first = Monitor::load().expect("first instance loads");
-            let mut second = Monitor::load().expect("second instance loads");
+            let mut first = EgressCounter::load().expect("first instance loads");
+            let mut second = EgressCounter::load().expect("second instance loads");
             first.attach("ens3", AttachMode::Tcx).expect("first attaches");
             second.attach("ens3", AttachMode::Tcx).expect("second attaches after it");
             (first, second)
@@ -124,7 +124,7 @@ fn test_run_returns_tcx_next_and_counts_only_the_context_interface() {
     let lab = QuietHost::start(&["ens3", "ens4"]).expect("host starts");
     lab.host
         .run(|| {
-            let mut monitor = Monitor::load().expect("eBPF object loads");
+            let mut monitor = EgressCounter::load().expect("eBPF object loads");
             let ens3 = interface_index("ens3").unwrap();
             let data = frame(60);
             let context = skb_context(ens3);
@@ -152,7 +152,7 @@ fn interfaces_beyond_the_counter_array_are_counted_in_the_overflow_slot() {
         .expect("interface with a large ifindex");
     lab.host
         .run(|| {
-            let mut monitor = Monitor::load().expect("eBPF object loads");
+            let mut monitor = EgressCounter::load().expect("eBPF object loads");
             assert_eq!(interface_index("big0").unwrap(), big_index);
             let data = frame(64);
             let context = skb_context(big_index);
@@ -178,9 +178,9 @@ fn attaching_to_a_missing_interface_names_it_and_attaches_nothing() {
     let lab = QuietHost::start(&["ens3"]).expect("host starts");
     lab.host
         .run(|| {
-            let mut monitor = Monitor::load().expect("eBPF object loads");
+            let mut monitor = EgressCounter::load().expect("eBPF object loads");
             let err = monitor.attach("nosuch0", AttachMode::Auto).expect_err("no such interface");
-            assert!(matches!(err, MonitorError::Attach(AttachError::UnknownInterface(ref name)) if name == "nosuch0"));
+            assert!(matches!(err, CounterError::Attach(AttachError::UnknownInterface(ref name)) if name == "nosuch0"));
             assert_eq!(err.to_string(), "no interface named `nosuch0`");
             assert!(monitor.attachments().is_empty());
         })

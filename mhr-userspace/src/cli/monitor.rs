@@ -3,7 +3,7 @@
 use std::{io::Write, time::Duration};
 
 use crate::{
-    monitor::{InterfaceReport, Monitor},
+    counter::{EgressCounter, InterfaceReport},
     tc::AttachMode,
 };
 use anyhow::Context as _;
@@ -29,7 +29,7 @@ pub fn run(args: &MonitorArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if args.interval.is_zero() {
         anyhow::bail!("--interval must be greater than zero");
     }
-    let mut monitor = Monitor::load()?;
+    let mut monitor = EgressCounter::load()?;
     for interface in &args.interfaces {
         let attachment = monitor.attach(interface, args.attach)?;
         writeln!(
@@ -48,7 +48,7 @@ pub fn run(args: &MonitorArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 }
 
 async fn watch(
-    monitor: &Monitor,
+    monitor: &EgressCounter,
     interval: Duration,
     duration: Option<Duration>,
     out: &mut dyn Write,

@@ -21,7 +21,7 @@ pub use schema::{
     Assume, Config, GuardConfig, GuardMode, HealthConfig, MetricsConfig, Policy, RoutingConfig, SourceRules,
     UplinkConfig,
 };
-pub use validation::{MAX_CONFIG_BYTES, MAX_PROBES_PER_UPLINK, MAX_TOP_OFFENDERS, protocol_name};
+pub use validation::{MAX_CONFIG_BYTES, MAX_PROBES_PER_UPLINK, MAX_TOP_OFFENDERS, route_protocol_name};
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

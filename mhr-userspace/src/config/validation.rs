@@ -44,7 +44,7 @@ const RESERVED_PROTOCOLS: [(u8, &str); 23] = [
 ];
 
 /// The name iproute2 gives a route protocol number (`dhcp`, `ra`, …), or the number.
-pub fn protocol_name(protocol: u8) -> String {
+pub fn route_protocol_name(protocol: u8) -> String {
     RESERVED_PROTOCOLS
         .iter()
         .find(|(number, _)| *number == protocol)

@@ -209,7 +209,7 @@ pub async fn log_flags(ring: RingBuf<MapData>, names_from: GuardMaps, log: FlagL
                 verdict = packet.verdict,
                 src = %packet.source.map(|a| a.to_string()).unwrap_or_default(),
                 dst = %packet.destination.map(|a| a.to_string()).unwrap_or_default(),
-                proto = %crate::guard::flags::protocol_name(packet.protocol),
+                proto = %crate::guard::flags::ip_protocol_name(packet.protocol),
                 sport = packet.source_port,
                 dport = packet.destination_port,
                 len = packet.length,

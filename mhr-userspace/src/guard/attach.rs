@@ -85,7 +85,8 @@ pub(super) fn attach_uplink(
             Err(err) => return Err(failed(uplink)(format!("TCX: {err}"))),
         }
     }
-    let replaced = clsact::attach(program, &uplink.interface, uplink.ifindex).map_err(failed(uplink))?;
+    let replaced = clsact::attach(program, &uplink.interface, uplink.ifindex)
+        .map_err(|err| failed(uplink)(err.to_string()))?;
     Ok((attachment(Mechanism::Clsact, replaced), None))
 }
 

@@ -45,27 +45,42 @@ impl Filter {
     }
 }
 
+/// Why the guard could not be attached as a clsact filter.
+#[derive(Debug, thiserror::Error)]
+pub enum ClsactError {
+    #[error("adding clsact: {0}")]
+    Qdisc(#[source] aya::programs::tc::TcError),
+    #[error("listing clsact filters: {0}")]
+    List(#[source] io::Error),
+    #[error("clsact: {0}")]
+    Filter(#[source] aya::programs::ProgramError),
+    #[error("clsact: {0}")]
+    Existing(#[source] io::Error),
+    #[error("replacing the clsact program: {0}")]
+    Replace(#[source] aya::programs::ProgramError),
+}
+
 /// Attaches `program` as the guard filter on `interface`'s clsact egress,
 /// replacing the program of an existing guard filter in place. Guard
 /// filters left elsewhere (an earlier version's automatic priority) are
 /// removed after. Returns whether a guard filter was there before.
-pub fn attach(program: &mut SchedClassifier, interface: &str, ifindex: u32) -> Result<bool, String> {
-    ensure_clsact(interface).map_err(|err| format!("adding clsact: {err}"))?;
-    let before = guard_filters(ifindex).map_err(|err| format!("listing clsact filters: {err}"))?;
+pub fn attach(program: &mut SchedClassifier, interface: &str, ifindex: u32) -> Result<bool, ClsactError> {
+    ensure_clsact(interface).map_err(ClsactError::Qdisc)?;
+    let before = guard_filters(ifindex).map_err(ClsactError::List)?;
     let ours = |f: &Filter| f.priority == PRIORITY && f.handle == HANDLE;
     let handle = TcHandle::new((HANDLE >> 16) as u16, HANDLE as u16);
     let id = if before.iter().any(ours) {
         let link = SchedClassifierLink::attached(interface, TcAttachType::Egress, PRIORITY, handle, None)
-            .map_err(|err| format!("clsact: {err}"))?;
-        program.attach_to_link(link).map_err(|err| format!("replacing the clsact program: {err}"))?
+            .map_err(ClsactError::Existing)?;
+        program.attach_to_link(link).map_err(ClsactError::Replace)?
     } else {
         let options = NlOptions { priority: PRIORITY, handle, ..NlOptions::default() };
         program
             .attach_with_options(interface, TcAttachType::Egress, TcAttachOptions::Netlink(options))
-            .map_err(|err| format!("clsact: {err}"))?
+            .map_err(ClsactError::Filter)?
     };
     // The filter stays when this process exits (its own persistence).
-    let link = program.take_link(id).map_err(|err| err.to_string())?;
+    let link = program.take_link(id).map_err(ClsactError::Filter)?;
     std::mem::forget(link);
     for stray in before.iter().filter(|f| !ours(f)) {
         detach(interface, stray);

@@ -33,7 +33,7 @@ pub struct FlaggedPacket {
 }
 
 fn serialize_protocol<S: serde::Serializer>(protocol: &u8, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&protocol_name(*protocol))
+    serializer.serialize_str(&ip_protocol_name(*protocol))
 }
 
 impl FlaggedPacket {
@@ -61,7 +61,7 @@ impl FlaggedPacket {
     }
 }
 
-pub fn protocol_name(protocol: u8) -> String {
+pub fn ip_protocol_name(protocol: u8) -> String {
     match protocol {
         1 => "icmp".to_owned(),
         6 => "tcp".to_owned(),
@@ -84,7 +84,7 @@ impl fmt::Display for FlaggedPacket {
             self.verdict,
             show(self.source),
             show(self.destination),
-            protocol_name(self.protocol)
+            ip_protocol_name(self.protocol)
         )?;
         if self.source_port != 0 || self.destination_port != 0 {
             write!(f, " sport={} dport={}", self.source_port, self.destination_port)?;

@@ -1,5 +1,6 @@
-//! `mhr monitor`'s per-interface counter: load its eBPF object, attach the
-//! egress classifier to interfaces, read what it counted.
+//! The plain per-interface egress counter behind `mhr monitor` (not the
+//! guard's monitor mode): load its eBPF object, attach the egress
+//! classifier to interfaces, read what it counted.
 
 use aya::{
     Ebpf, EbpfError,
@@ -14,7 +15,7 @@ use crate::tc::{self, AttachError, AttachMode, Mechanism, interface_index};
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mhr-ebpf"));
 
 #[derive(Debug, thiserror::Error)]
-pub enum MonitorError {
+pub enum CounterError {
     #[error("loading the eBPF object failed (is this root with CAP_BPF?)")]
     Load(#[source] EbpfError),
     #[error("the eBPF object has no program `{0}`")]
@@ -67,43 +68,43 @@ pub struct InterfaceReport {
 /// The loaded eBPF object with its program and maps resolved once.
 ///
 /// Dropping it detaches every attachment it made.
-pub struct Monitor {
+pub struct EgressCounter {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, InterfaceCounters>,
     attachments: Vec<Attachment>,
 }
 
-impl Monitor {
+impl EgressCounter {
     /// Loads the object and its egress program into the kernel (not attached).
-    pub fn load() -> Result<Self, MonitorError> {
+    pub fn load() -> Result<Self, CounterError> {
         Self::load_object(EBPF_OBJECT)
     }
 
-    fn load_object(object: &[u8]) -> Result<Self, MonitorError> {
-        let mut ebpf = Ebpf::load(object).map_err(MonitorError::Load)?;
+    fn load_object(object: &[u8]) -> Result<Self, CounterError> {
+        let mut ebpf = Ebpf::load(object).map_err(CounterError::Load)?;
         let map =
-            ebpf.take_map(INTERFACE_COUNTERS_MAP).ok_or(MonitorError::MissingMap(INTERFACE_COUNTERS_MAP))?;
+            ebpf.take_map(INTERFACE_COUNTERS_MAP).ok_or(CounterError::MissingMap(INTERFACE_COUNTERS_MAP))?;
         let counters = PerCpuArray::try_from(map)
-            .map_err(|source| MonitorError::MapType { name: INTERFACE_COUNTERS_MAP, source })?;
+            .map_err(|source| CounterError::MapType { name: INTERFACE_COUNTERS_MAP, source })?;
         let mut monitor = Self { ebpf, counters, attachments: Vec::new() };
         monitor
             .egress_program()?
             .load()
-            .map_err(|source| MonitorError::ProgramLoad { name: EGRESS_PROGRAM, source })?;
+            .map_err(|source| CounterError::ProgramLoad { name: EGRESS_PROGRAM, source })?;
         Ok(monitor)
     }
 
     /// The egress classifier, for attaching or for `BPF_PROG_TEST_RUN`.
-    pub fn egress_program(&mut self) -> Result<&mut SchedClassifier, MonitorError> {
+    pub fn egress_program(&mut self) -> Result<&mut SchedClassifier, CounterError> {
         self.ebpf
             .program_mut(EGRESS_PROGRAM)
-            .ok_or(MonitorError::MissingProgram(EGRESS_PROGRAM))?
+            .ok_or(CounterError::MissingProgram(EGRESS_PROGRAM))?
             .try_into()
-            .map_err(|source| MonitorError::ProgramType { name: EGRESS_PROGRAM, source })
+            .map_err(|source| CounterError::ProgramType { name: EGRESS_PROGRAM, source })
     }
 
     /// Attaches the egress classifier to `interface`; see [`AttachMode`].
-    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<&Attachment, MonitorError> {
+    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<&Attachment, CounterError> {
         let ifindex = interface_index(interface)?;
         let program = self.egress_program()?;
         let mechanism = tc::attach_egress(program, interface, mode)?;
@@ -116,12 +117,12 @@ impl Monitor {
     }
 
     /// Counters of every attached interface, summed over CPUs.
-    pub fn reports(&self) -> Result<Vec<InterfaceReport>, MonitorError> {
+    pub fn reports(&self) -> Result<Vec<InterfaceReport>, CounterError> {
         self.attachments
             .iter()
             .map(|attachment| {
                 let counters = self.counters_for_ifindex(attachment.ifindex).map_err(|source| {
-                    MonitorError::ReadCounters { interface: attachment.interface.clone(), source }
+                    CounterError::ReadCounters { interface: attachment.interface.clone(), source }
                 })?;
                 Ok(InterfaceReport { attachment: attachment.clone(), counters })
             })
