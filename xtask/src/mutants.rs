@@ -1,6 +1,7 @@
-//! `cargo xtask mutants`: cargo-mutants over the code whose unit tests must
-//! catch a broken change: the planner, the config loader and the guard's
-//! userspace (map updates, flag logging). `--privileged` mutates the
+//! `cargo xtask mutants`: cargo-mutants over the code whose root-free tests
+//! must catch a broken change: the planner, the config loader, the guard's
+//! userspace (map updates, flag logging), and the engine, daemon and
+//! confirm against the scenario tests on the kernel model. `--privileged` mutates the
 //! guard's map I/O instead and runs the guard's namespace tests against
 //! each mutant (root). Optional and slow (one build per mutant); not part
 //! of `cargo xtask test`. Installs cargo-mutants first.
@@ -13,9 +14,14 @@ use crate::cmd;
 const CARGO_MUTANTS_VERSION: &str = "27";
 
 /// What is mutated by default (paths from the workspace root).
-const DEFAULT_FILES: [&str; 6] = [
-    "mhr-userspace/src/plan/mod.rs",
-    "mhr-userspace/src/config.rs",
+const DEFAULT_FILES: [&str; 11] = [
+    "mhr-userspace/src/plan/*.rs",
+    "mhr-userspace/src/config/*.rs",
+    "mhr-userspace/src/engine.rs",
+    "mhr-userspace/src/apply.rs",
+    "mhr-userspace/src/confirm.rs",
+    "mhr-userspace/src/daemon/reconcile.rs",
+    "mhr-userspace/src/daemon/report.rs",
     "mhr-userspace/src/guard/update.rs",
     "mhr-userspace/src/guard/configure.rs",
     "mhr-userspace/src/daemon/flags.rs",
@@ -25,8 +31,8 @@ const DEFAULT_FILES: [&str; 6] = [
 #[derive(Debug, clap::Args)]
 pub struct MutantsArgs {
     /// Source files to mutate (from the workspace root), instead of the
-    /// default set: the planner, config, guard map updates and daemon
-    /// filters (about 450 mutants).
+    /// default set: the planner, config, guard map updates, engine, apply,
+    /// confirm and the daemon's reconcile, reports and filters.
     #[arg(long = "file", value_name = "PATH")]
     files: Vec<String>,
     /// Mutants built and tested at once (each needs its own build
@@ -43,6 +49,9 @@ pub struct MutantsArgs {
     #[arg(long)]
     privileged: bool,
 }
+
+/// The scenario tests (engine, daemon, confirm on the kernel model).
+const SCENARIO_TESTS: [&str; 2] = ["scenarios", "daemon_scenarios"];
 
 /// The guard's namespace tests a privileged run uses.
 const PRIVILEGED_TESTS: [&str; 4] = ["guard_test_run", "guard_traffic", "clsact", "confirm"];
@@ -77,8 +86,12 @@ pub fn run(args: &MutantsArgs) -> anyhow::Result<()> {
         }
         command.args(["--", "--test-threads=1"]);
     } else {
-        // The unit tests: pure planner, config and map-update properties.
+        // The root-free tests: unit tests (planner, config, map-update
+        // properties) and the scenario tests on the kernel model.
         command.args(["--package", "mhr-userspace", "--", "--lib"]);
+        for test in SCENARIO_TESTS {
+            command.args(["--test", test]);
+        }
     }
     // cargo-mutants exits non-zero when mutants survive: that is the
     // finding, reported in target/mutants/mutants.out, not a task failure.
