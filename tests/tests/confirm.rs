@@ -244,6 +244,49 @@ fn after_a_reboot_before_the_deadline_the_next_mhr_command_rolls_back() {
     assert!(!pending_file(&host).exists());
 }
 
+/// The guardian's liveness is its lock, not its pid: a change applied from
+/// a container (a PID namespace of its own) records a pid that names
+/// another process outside, yet an mhr command there sees its guardian
+/// alive and leaves the change pending.
+#[test]
+fn a_guardian_in_another_pid_namespace_is_alive_to_commands_outside() {
+    let host = host_with_a_change_to_try();
+    let applying = host
+        .host
+        .host
+        .command("unshare")
+        .args(["--pid", "--fork"])
+        .arg(mhr_binary())
+        .arg("--config")
+        .arg(&host.config)
+        .args(["apply", "--confirm", "30s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("mhr starts in a PID namespace of its own");
+    wait_applied(&host);
+    eventually("the guardian is recorded", Duration::from_secs(5), || {
+        let record = std::fs::read_to_string(pending_file(&host)).unwrap_or_default();
+        if record.contains("\"guardian\":null") || record.is_empty() { Err(record) } else { Ok(()) }
+    });
+    let changed = snapshot(&host.host.host);
+    // Every routing command first finishes abandoned rollbacks.
+    let status = mhr(&host.host.host, &host.config, &["status"]);
+    assert!(
+        !status.output.contains("rolled back an unconfirmed change"),
+        "the guardian is alive: {status:?}"
+    );
+    assert!(pending_file(&host).exists(), "the change is still pending");
+    assert_eq!(snapshot(&host.host.host), changed);
+    let confirmed = mhr(&host.host.host, &host.config, &["confirm"]);
+    assert!(confirmed.succeeded(), "{confirmed:?}");
+    let (code, output) = finish(applying, Duration::from_secs(5));
+    assert_eq!(code, Some(0), "the waiting apply ends well: {output}");
+    assert_eq!(snapshot(&host.host.host), changed, "the change stays");
+}
+
 #[test]
 fn down_cancels_a_pending_change_and_mhr_run_does_not_bring_it_back() {
     let host = host_with_a_change_to_try();
