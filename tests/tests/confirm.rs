@@ -148,8 +148,16 @@ fn confirm_keeps_the_change_and_nothing_else_may_change_the_host_meanwhile() {
     let mut daemon = spawn(&host.host.host, &host.config, &["run"], Stdio::null());
     std::thread::sleep(Duration::from_secs(1));
     assert!(daemon.try_wait().unwrap().is_none(), "mhr run waits instead of exiting");
+    // Waiting, it is alive and says why (a liveness probe passes), and
+    // the guard's counters are still exported.
     let healthz = mhr_tests::probe::http_get(&host.host.host, METRICS_PORT, "/healthz");
-    assert_eq!(healthz, None, "nothing served while waiting: {healthz:?}");
+    let (status, body) = healthz.expect("/healthz is served while mhr run waits");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("waiting: a change from") && body.contains("pending confirmation"), "{body}");
+    let metrics = mhr_tests::probe::http_get(&host.host.host, METRICS_PORT, "/metrics");
+    let (status, body) = metrics.expect("/metrics is served while mhr run waits");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("mhr_guard_packets_total{"), "the guard's counters: {body}");
 
     let confirmed = mhr(&host.host.host, &host.config, &["confirm"]);
     assert!(confirmed.succeeded(), "{confirmed:?}");

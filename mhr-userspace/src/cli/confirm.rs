@@ -71,13 +71,23 @@ pub(super) async fn finish_abandoned(engine: &Engine, out: &mut dyn Write) -> an
 /// `mhr run` honours confirmations: it finishes an abandoned rollback,
 /// waits while a change is pending (exiting would only make its supervisor
 /// give up on it), and does not apply a config whose change was rolled back.
-pub(super) async fn daemon_may_start(engine: &Engine, config_path: &Path) -> anyhow::Result<()> {
+/// `waiting` hears, once, why it waits (for `/healthz`).
+pub(super) async fn daemon_may_start(
+    engine: &Engine,
+    config_path: &Path,
+    waiting: &dyn Fn(String),
+) -> anyhow::Result<()> {
     let state_dir = &engine.config().routing.state_dir;
     let mut told = false;
     loop {
         finish_abandoned(engine, &mut std::io::stderr()).await?;
         let Some(pending) = confirm::read_pending(state_dir)? else { break };
         if !told {
+            let deadline = confirm::describe_time(pending.deadline_ms.div_ceil(1000));
+            waiting(format!(
+                "a change from {} is pending confirmation (rolled back at {deadline} unless confirmed); mhr run starts after its verdict",
+                pending.config_path.display()
+            ));
             tracing::warn!(
                 config = %pending.config_path.display(),
                 deadline = %confirm::describe_time(pending.deadline_ms.div_ceil(1000)),

@@ -114,6 +114,9 @@ pub enum HealthState {
     /// The first reconcile has not finished.
     #[default]
     Starting,
+    /// Not started yet, on purpose: a change is pending confirmation
+    /// (`mhr run` waits for its verdict). Alive, so `/healthz` answers 200.
+    Waiting(String),
     Ok,
     Failing(String),
 }
@@ -176,6 +179,52 @@ struct Daemon {
     retry_at: Option<Instant>,
 }
 
+/// `/metrics` and `/healthz`, served from before the daemon proper starts:
+/// a `mhr run` that waits for a pending confirmation is alive, says so on
+/// `/healthz`, and keeps exporting the guard's counters meanwhile.
+pub struct Endpoint {
+    control: Arc<ControlMetrics>,
+    health: Arc<Health>,
+}
+
+impl Endpoint {
+    /// Binds `[metrics] listen` and serves there until the process ends.
+    pub async fn start(config: &Config) -> Result<Self, DaemonError> {
+        let control = Arc::new(ControlMetrics::default());
+        let health = Arc::new(Health::default());
+        let collector = GuardCollector::new(config.guard.pin_dir.clone(), config.metrics.top_offenders);
+        let registry = Arc::new(registry(&control, collector));
+        let address = config.metrics.listen;
+        let listener = match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => listener,
+            Err(source) => {
+                // Most likely another `mhr run` serves there: say that, as
+                // the writer lock would have before anything was served.
+                let state_dir = &config.routing.state_dir;
+                if let Err(err @ crate::lock::LockError::DaemonRunning { .. }) =
+                    crate::lock::acquire(state_dir, crate::lock::Role::Run, Duration::ZERO)
+                {
+                    return Err(err.into());
+                }
+                return Err(DaemonError::Metrics { address, source });
+            }
+        };
+        let web = web::Web::load(&config.metrics)?;
+        tokio::spawn(http::serve(listener, registry, Arc::clone(&health), web));
+        tracing::info!(%address, "serving /metrics and /healthz");
+        Ok(Self { control, health })
+    }
+
+    /// `/healthz` says the daemon waits, and why.
+    pub fn waiting(&self, why: String) {
+        self.health.set(HealthState::Waiting(why));
+    }
+
+    pub fn health(&self) -> HealthState {
+        self.health.state()
+    }
+}
+
 /// Runs until `shutdown` completes. Needs a tokio runtime; netlink sockets
 /// are opened in the calling thread's network namespace.
 pub async fn run(
@@ -195,6 +244,19 @@ pub async fn run_with_reloads(
     shutdown: impl Future<Output = ()>,
     reloads: &mut tokio::sync::mpsc::Receiver<Result<Config, String>>,
 ) -> Result<(), DaemonError> {
+    let endpoint = Endpoint::start(&config).await?;
+    run_with_endpoint(&endpoint, config, options, shutdown, reloads).await
+}
+
+/// [`run_with_reloads`], serving on `endpoint` (started by the caller, who
+/// may have served from it while waiting; see [`Endpoint`]).
+pub async fn run_with_endpoint(
+    endpoint: &Endpoint,
+    config: Config,
+    options: DaemonOptions,
+    shutdown: impl Future<Output = ()>,
+    reloads: &mut tokio::sync::mpsc::Receiver<Result<Config, String>>,
+) -> Result<(), DaemonError> {
     // The host's routing is this daemon's from now on: `apply`/`down` are refused.
     let _lock = crate::lock::acquire(&config.routing.state_dir, crate::lock::Role::Run, crate::lock::WAIT)?;
     // A change may have become pending between the caller's check and the
@@ -206,17 +268,9 @@ pub async fn run_with_reloads(
     let mut events = EventSocket::open(options.netlink_buffer)
         .map_err(DaemonError::Events)?
         .with_route_filter(crate::netlink::subscribe::RouteFilter::for_config(&config));
-    let control = Arc::new(ControlMetrics::default());
-    let health = Arc::new(Health::default());
-    let collector = GuardCollector::new(config.guard.pin_dir.clone(), config.metrics.top_offenders);
-    let registry = Arc::new(registry(&control, collector));
-    let address = config.metrics.listen;
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|source| DaemonError::Metrics { address, source })?;
-    let web = web::Web::load(&config.metrics)?;
-    tokio::spawn(http::serve(listener, Arc::clone(&registry), Arc::clone(&health), web));
-    tracing::info!(%address, "serving /metrics and /healthz");
+    let control = Arc::clone(&endpoint.control);
+    let health = Arc::clone(&endpoint.health);
+    health.set(HealthState::Starting);
 
     let settings = config.health.clone();
     let engine = Engine::connect(config)?.tolerant();
