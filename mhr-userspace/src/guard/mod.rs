@@ -21,16 +21,14 @@ pub mod versions;
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    os::fd::{AsFd as _, OwnedFd},
     path::Path,
 };
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::{
-        SchedClassifier, TcAttachType,
-        links::{FdLink, PinnedLink},
-    },
+    programs::{SchedClassifier, TcAttachType},
 };
 use ipnet::IpNet;
 use mhr_common::guard::{EMPTY_PROGRAM, FLAGS_MAP, GUARD_PROGRAM, MAX_OWNERS, MAX_UPLINKS};
@@ -90,8 +88,10 @@ struct Held {
     mechanism: Mechanism,
     interface: String,
     ifindex: u32,
-    /// TCX: the pinned link, held so that it outlives its pin.
-    link: Option<PinnedLink>,
+    /// TCX: a descriptor on the pinned link, held so that the link
+    /// outlives its pin and can be pinned again from it (by a borrowed fd:
+    /// a failed pin must not drop the only handle, which would detach it).
+    link: Option<OwnedFd>,
 }
 
 impl Guard {
@@ -207,11 +207,9 @@ impl Guard {
             if path.exists() {
                 continue;
             }
-            if let Some(link) = held.link.take() {
-                let pinned = FdLink::from(link)
-                    .pin(&path)
-                    .map_err(|source| GuardError::Repin { path: path.clone(), source })?;
-                held.link = Some(pinned);
+            if let Some(link) = &held.link {
+                sys::obj_pin(link.as_fd(), &path)
+                    .map_err(|source| GuardError::RepinLink { path: path.clone(), source })?;
                 repinned.push(format!("link {pin}"));
             }
         }
