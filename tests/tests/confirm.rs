@@ -71,7 +71,7 @@ fn wait_applied(host: &Host) {
 
 fn enforcing(host: &Host) -> bool {
     let maps = GuardMaps::from_pins(&host.dir.pin_dir()).unwrap().expect("guard installed");
-    maps.enforcement().unwrap().values().any(|(enforce, _)| *enforce)
+    maps.enforcement().unwrap().values().any(|enforcement| enforcement.enforces())
 }
 
 fn pending_file(host: &Host) -> PathBuf {

@@ -8,6 +8,7 @@ mod bpffs;
 pub mod clsact;
 mod configure;
 mod deploy;
+mod enforcement;
 mod error;
 pub mod flags;
 pub mod maps;
@@ -34,8 +35,8 @@ use ipnet::IpNet;
 use mhr_common::guard::{EMPTY_PROGRAM, FLAGS_MAP, GUARD_PROGRAM, MAX_OWNERS, MAX_UPLINKS};
 
 pub use attach::{GuardAttachment, pin_prefix, teardown};
-pub use configure::Enforcement;
 pub use deploy::Deployment;
+pub use enforcement::Enforcement;
 pub use error::GuardError;
 pub use maps::{EventCounts, GuardMaps, OffenderReport, PinLayout, VerdictCounts};
 
@@ -62,8 +63,7 @@ pub struct GuardUplink {
     /// The uplink's own addresses.
     pub addresses: Vec<IpAddr>,
     pub allow: Vec<IpNet>,
-    pub enforce: bool,
-    pub enforce_asymmetric: bool,
+    pub enforcement: Enforcement,
     /// Packets start at the IP header (tun, WireGuard, PPP, …).
     pub l3: bool,
 }
