@@ -19,6 +19,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub mod liveness;
+
 use crate::{
     apply,
     engine::{Engine, EngineError},
@@ -43,7 +45,8 @@ pub struct Pending {
     pub config_path: PathBuf,
     /// The config as applied: `confirm` must confirm this one.
     pub config_text: String,
-    /// The guardian process, once started.
+    /// The guardian process, once started: for people (status, messages);
+    /// its liveness is its lock ([`liveness`]).
     pub guardian: Option<u32>,
     pub prior: Prior,
 }
@@ -141,12 +144,11 @@ pub fn clear_rolled_back(state_dir: &Path) -> Result<(), StateError> {
     state::remove_file(&rolled_back_path(state_dir))
 }
 
-/// Whether the guardian of `pending` still runs (its command line names
-/// the record's id: a reused pid after a reboot does not count).
-pub fn guardian_alive(pending: &Pending) -> bool {
-    let Some(pid) = pending.guardian else { return false };
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&pending.id))
+/// Whether the guardian of `pending` still runs: whether it holds its
+/// lock ([`liveness`]). The recorded pid is for people only: it means
+/// nothing in another PID namespace, and a reused pid is another process.
+pub fn guardian_alive(state_dir: &Path, pending: &Pending) -> bool {
+    liveness::guardian_alive(state_dir, &pending.id)
 }
 
 impl Pending {
@@ -259,6 +261,7 @@ pub async fn roll_back(engine: &Engine, pending: &Pending) -> Result<RolledBackR
     };
     state::write_json_durably(&rolled_back_path(state_dir), &marker)?;
     remove_pending(state_dir)?;
+    liveness::remove(state_dir, &pending.id);
     tracing::warn!(
         config = %pending.config_path.display(),
         changes = report.changed,
@@ -288,7 +291,7 @@ pub fn cancel(state_dir: &Path, pending: &Pending) -> Result<(), StateError> {
 pub async fn recover(engine: &Engine) -> Result<bool, ConfirmError> {
     let state_dir = &engine.config().routing.state_dir;
     match read_pending(state_dir)? {
-        Some(pending) if !guardian_alive(&pending) => {
+        Some(pending) if !guardian_alive(state_dir, &pending) => {
             roll_back(engine, &pending).await?;
             Ok(true)
         }

@@ -90,8 +90,7 @@ fn throughput(host: &QuietHost) {
                     ifindex,
                     addresses: own_v4().into_iter().map(IpAddr::V4).collect(),
                     allow: vec![],
-                    enforce: true,
-                    enforce_asymmetric: true,
+                    enforcement: mhr_userspace::guard::Enforcement::DropSpoofedAndAsymmetric,
                     l3: false,
                 };
                 guard.configure(std::slice::from_ref(&uplink)).expect("maps filled");
@@ -140,8 +139,7 @@ fn attach_costs() {
                             interface,
                             addresses: vec![],
                             allow: vec![],
-                            enforce: false,
-                            enforce_asymmetric: false,
+                            enforcement: mhr_userspace::guard::Enforcement::Monitor,
                             l3: false,
                         }
                     })
@@ -216,8 +214,7 @@ fn guard_for(host_ifindex: u32, pin: &Path) -> Guard {
             ifindex: host_ifindex,
             addresses,
             allow: vec!["198.18.0.0/15".parse().unwrap()],
-            enforce: false,
-            enforce_asymmetric: false,
+            enforcement: mhr_userspace::guard::Enforcement::Monitor,
             l3: false,
         },
         // Another managed uplink, so the mismatch path sees a populated owner map.
@@ -226,8 +223,7 @@ fn guard_for(host_ifindex: u32, pin: &Path) -> Guard {
             ifindex: host_ifindex + 1000,
             addresses: vec![IpAddr::V4(Ipv4Addr::new(10, 99, 1, 10))],
             allow: vec![],
-            enforce: false,
-            enforce_asymmetric: false,
+            enforcement: mhr_userspace::guard::Enforcement::Monitor,
             l3: false,
         },
     ];
@@ -372,8 +368,7 @@ fn load_costs(host: &QuietHost) {
                     ifindex,
                     addresses: own_v4().into_iter().map(IpAddr::V4).collect(),
                     allow: vec![],
-                    enforce: false,
-                    enforce_asymmetric: false,
+                    enforcement: mhr_userspace::guard::Enforcement::Monitor,
                     l3: false,
                 };
                 guard.attach(&[uplink], AttachMode::Tcx).expect("guard attached");

@@ -71,7 +71,7 @@ fn wait_applied(host: &Host) {
 
 fn enforcing(host: &Host) -> bool {
     let maps = GuardMaps::from_pins(&host.dir.pin_dir()).unwrap().expect("guard installed");
-    maps.enforcement().unwrap().values().any(|(enforce, _)| *enforce)
+    maps.enforcement().unwrap().values().any(|enforcement| enforcement.enforces())
 }
 
 fn pending_file(host: &Host) -> PathBuf {
@@ -148,8 +148,16 @@ fn confirm_keeps_the_change_and_nothing_else_may_change_the_host_meanwhile() {
     let mut daemon = spawn(&host.host.host, &host.config, &["run"], Stdio::null());
     std::thread::sleep(Duration::from_secs(1));
     assert!(daemon.try_wait().unwrap().is_none(), "mhr run waits instead of exiting");
+    // Waiting, it is alive and says why (a liveness probe passes), and
+    // the guard's counters are still exported.
     let healthz = mhr_tests::probe::http_get(&host.host.host, METRICS_PORT, "/healthz");
-    assert_eq!(healthz, None, "nothing served while waiting: {healthz:?}");
+    let (status, body) = healthz.expect("/healthz is served while mhr run waits");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("waiting: a change from") && body.contains("pending confirmation"), "{body}");
+    let metrics = mhr_tests::probe::http_get(&host.host.host, METRICS_PORT, "/metrics");
+    let (status, body) = metrics.expect("/metrics is served while mhr run waits");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("mhr_guard_packets_total{"), "the guard's counters: {body}");
 
     let confirmed = mhr(&host.host.host, &host.config, &["confirm"]);
     assert!(confirmed.succeeded(), "{confirmed:?}");
@@ -242,6 +250,49 @@ fn after_a_reboot_before_the_deadline_the_next_mhr_command_rolls_back() {
     assert!(status.output.contains("rolled back an unconfirmed change"), "{status:?}");
     assert_eq!(snapshot(&host.host.host), host.before);
     assert!(!pending_file(&host).exists());
+}
+
+/// The guardian's liveness is its lock, not its pid: a change applied from
+/// a container (a PID namespace of its own) records a pid that names
+/// another process outside, yet an mhr command there sees its guardian
+/// alive and leaves the change pending.
+#[test]
+fn a_guardian_in_another_pid_namespace_is_alive_to_commands_outside() {
+    let host = host_with_a_change_to_try();
+    let applying = host
+        .host
+        .host
+        .command("unshare")
+        .args(["--pid", "--fork"])
+        .arg(mhr_binary())
+        .arg("--config")
+        .arg(&host.config)
+        .args(["apply", "--confirm", "30s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("mhr starts in a PID namespace of its own");
+    wait_applied(&host);
+    eventually("the guardian is recorded", Duration::from_secs(5), || {
+        let record = std::fs::read_to_string(pending_file(&host)).unwrap_or_default();
+        if record.contains("\"guardian\":null") || record.is_empty() { Err(record) } else { Ok(()) }
+    });
+    let changed = snapshot(&host.host.host);
+    // Every routing command first finishes abandoned rollbacks.
+    let status = mhr(&host.host.host, &host.config, &["status"]);
+    assert!(
+        !status.output.contains("rolled back an unconfirmed change"),
+        "the guardian is alive: {status:?}"
+    );
+    assert!(pending_file(&host).exists(), "the change is still pending");
+    assert_eq!(snapshot(&host.host.host), changed);
+    let confirmed = mhr(&host.host.host, &host.config, &["confirm"]);
+    assert!(confirmed.succeeded(), "{confirmed:?}");
+    let (code, output) = finish(applying, Duration::from_secs(5));
+    assert_eq!(code, Some(0), "the waiting apply ends well: {output}");
+    assert_eq!(snapshot(&host.host.host), changed, "the change stays");
 }
 
 #[test]

@@ -193,6 +193,53 @@ fn a_guard_that_cannot_be_repaired_fails_healthz_and_the_daemon_exits_for_its_su
     assert!(error.contains("could not be repaired"), "{error}");
 }
 
+/// A link pin that cannot be put back (its directory is no bpffs any more)
+/// leaves the link attached: the daemon holds it by a descriptor of its
+/// own, says why the pin is missing, and pins the same link again once it
+/// can. (Pinning through aya's `FdLink::pin` consumed that handle, so a
+/// failed re-pin detached the guard.)
+#[test]
+fn a_link_pin_that_cannot_be_put_back_leaves_the_guard_attached_until_it_can() {
+    use std::os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _};
+    let (host, dir, mut daemon) = start_guarded();
+    let spoofed = spoofed_frame(&host);
+    let links = dir.pin_dir().join("v1/links");
+    let name = format!("ens3@{}", link_ifindex(&dir, "ens3"));
+    // The bpffs directory, reachable after a tmpfs hides it.
+    let bpffs_links = std::fs::File::open(&links).unwrap();
+    let tmpfs = Mount::tmpfs(&links);
+    // Now remove the link's pin for good: only the daemon's handle is left.
+    let pin = std::ffi::CString::new(std::ffi::OsStr::new(&name).as_bytes()).unwrap();
+    // SAFETY: unlinkat(2) of a name in a directory this test opened.
+    let removed = unsafe { libc::unlinkat(bpffs_links.as_raw_fd(), pin.as_ptr(), 0) };
+    assert_eq!(removed, 0, "removing {name}: {}", std::io::Error::last_os_error());
+    eventually("/healthz names the failed re-pin", Duration::from_secs(5), || {
+        match http_get(&host.host, METRICS_PORT, "/healthz") {
+            Some((503, body)) if body.contains("pinning the link") && body.contains(&name) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    // Several repair rounds failed by now (one a second): the guard stays.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(daemon.exited_within(Duration::ZERO), None, "the daemon stays up: its guard works");
+    assert_eq!(send_frames(&host.host, "ens3", &spoofed, 5).unwrap(), 5, "still dropping spoofed packets");
+    let body = scrape(&host);
+    assert_eq!(sample(&body, "mhr_guard_attached", "uplink=\"ens3\""), Some(1.0), "{body}");
+    assert!(sample(&body, "mhr_guard_failures_total", "reason=\"pin\"").unwrap_or(0.0) >= 1.0, "{body}");
+
+    // The bpffs is back: the same link is pinned again.
+    drop(tmpfs);
+    eventually("the link is pinned again", Duration::from_secs(5), || {
+        if links.join(&name).exists() { Ok(()) } else { Err("no pin".into()) }
+    });
+    wait_healthy(&host.host, Duration::from_secs(5));
+    assert_eq!(send_frames(&host.host, "ens3", &spoofed, 5).unwrap(), 5);
+    let spoofed_count = "uplink=\"ens3\",family=\"ipv4\",verdict=\"spoofed\"";
+    assert_eq!(sample(&scrape(&host), "mhr_guard_packets_total", spoofed_count), Some(10.0));
+    // ens3's pin only: ens4's was hidden under the tmpfs, never removed.
+    assert_eq!(sample(&scrape(&host), "mhr_guard_repairs_total", "what=\"link\""), Some(1.0));
+}
+
 /// The ifindex in the name of `interface`'s link pin.
 fn link_ifindex(dir: &TempDir, interface: &str) -> u32 {
     let links = std::fs::read_dir(dir.pin_dir().join("v1/links")).unwrap();

@@ -266,6 +266,38 @@ fn enforce_mode_drops_spoofed_but_not_asymmetric_by_default() {
     });
 }
 
+/// The config's mode reaches the kernel as one value: `enforce` with
+/// `enforce_asymmetric` drops asymmetric packets too, reads back from the
+/// maps as it was written, and the rollback's write of monitor stops it.
+#[test]
+fn the_configs_mode_is_what_the_program_enforces_and_reads_back_the_same() {
+    use mhr_userspace::{config::Config, guard::Enforcement};
+    in_quiet_host(|| {
+        let mut f = Fixture::new(false);
+        let text = "mode = \"enforce\"\nenforce_asymmetric = true\n[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens4\"\nmode = \"monitor\"\n";
+        let config = Config::parse(text, std::path::Path::new("mhr.toml")).unwrap();
+        let mut uplinks = uplinks(false);
+        for (uplink, configured) in uplinks.iter_mut().zip(&config.uplinks) {
+            uplink.enforcement = config.enforcement(configured);
+        }
+        f.guard.configure(&uplinks).unwrap();
+        let asymmetric = frames::ipv4(ENS4_V4, PEER_V4, UDP, &[]);
+        expect(&mut f, &asymmetric, PacketFamily::Ipv4, Verdict::Asymmetric, TC_ACT_SHOT);
+        let spoofed = frames::ipv4(FOREIGN_V4, PEER_V4, UDP, &[]);
+        expect(&mut f, &spoofed, PacketFamily::Ipv4, Verdict::Spoofed, TC_ACT_SHOT);
+        let modes = f.guard.maps.enforcement().unwrap();
+        let by_name = |name: &str| modes[&interface_index(name).unwrap()];
+        assert_eq!(by_name("ens3"), Enforcement::DropSpoofedAndAsymmetric);
+        assert_eq!(by_name("ens4"), Enforcement::Monitor);
+        // What a rollback writes.
+        let monitor = modes.keys().map(|index| (*index, Enforcement::Monitor)).collect();
+        f.guard.maps.set_enforcement(&monitor).unwrap();
+        expect(&mut f, &asymmetric, PacketFamily::Ipv4, Verdict::Asymmetric, TCX_NEXT);
+        expect(&mut f, &spoofed, PacketFamily::Ipv4, Verdict::Spoofed, TCX_NEXT);
+        assert_eq!(f.guard.maps.enforcement().unwrap(), monitor);
+    });
+}
+
 #[test]
 fn a_corrupt_uplink_entry_fails_open_and_is_counted_even_in_enforce_mode() {
     in_quiet_host(|| {
@@ -375,8 +407,7 @@ fn an_uplink_with_an_ifindex_beyond_the_array_is_guarded_through_the_hash_map() 
                 ifindex: high,
                 addresses: vec![IpAddr::V4(HIGH_V4)],
                 allow: vec![],
-                enforce: true,
-                enforce_asymmetric: false,
+                enforcement: mhr_userspace::guard::Enforcement::DropSpoofed,
                 l3: false,
             });
             f.guard.configure(&uplinks).expect("maps filled");

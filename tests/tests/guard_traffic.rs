@@ -191,8 +191,7 @@ fn an_address_change_updates_the_maps_without_reloading_the_program() {
             ifindex: index("ens3"),
             addresses: vec![host.uplinks[0].address.into(), added.into()],
             allow: vec![],
-            enforce: false,
-            enforce_asymmetric: false,
+            enforcement: mhr_userspace::guard::Enforcement::Monitor,
             l3: false,
         },
         mhr_userspace::guard::GuardUplink {
@@ -200,8 +199,7 @@ fn an_address_change_updates_the_maps_without_reloading_the_program() {
             ifindex: index("ens4"),
             addresses: vec![host.uplinks[1].address.into()],
             allow: vec![],
-            enforce: false,
-            enforce_asymmetric: false,
+            enforcement: mhr_userspace::guard::Enforcement::Monitor,
             l3: false,
         },
     ];
@@ -236,8 +234,7 @@ fn a_slot_given_to_another_uplink_starts_with_nothing_of_the_old_one() {
         ifindex: ens4,
         addresses: vec![host.uplinks[1].address.into()],
         allow: vec![],
-        enforce: false,
-        enforce_asymmetric: false,
+        enforcement: mhr_userspace::guard::Enforcement::Monitor,
         l3: false,
     }];
     for i in 1..mhr_common::guard::MAX_UPLINKS {
@@ -246,8 +243,7 @@ fn a_slot_given_to_another_uplink_starts_with_nothing_of_the_old_one() {
             ifindex: 3000 + i,
             addresses: vec![],
             allow: vec![],
-            enforce: false,
-            enforce_asymmetric: false,
+            enforcement: mhr_userspace::guard::Enforcement::Monitor,
             l3: false,
         });
     }

@@ -53,8 +53,7 @@ fn plant_old_guard_with(host: &QuietHost, dir: &TempDir, mode: AttachMode) -> Op
                 ifindex: interface_index("ens3").unwrap(),
                 addresses: vec![address.into()],
                 allow: Vec::new(),
-                enforce: true,
-                enforce_asymmetric: false,
+                enforcement: mhr_userspace::guard::Enforcement::DropSpoofed,
                 l3: false,
             };
             let mut guard = Guard::load(&old_dir).unwrap();

@@ -7,7 +7,6 @@ use super::{
     plan::{PlanArgs, PlanFormat, print_plan},
 };
 use crate::{
-    config::GuardMode,
     engine::{Engine, Planned},
     guard::Deployment,
     lock,
@@ -82,8 +81,7 @@ pub(super) async fn apply_now(engine: &Engine, args: &ApplyArgs, out: &mut dyn W
     }
     print_active(&planned, out)?;
     if let Some(guard) = &mut guard {
-        let enforced =
-            engine.config().uplinks.iter().any(|u| engine.config().guard_mode(u).0 == GuardMode::Enforce);
+        let enforced = engine.config().uplinks.iter().any(|u| engine.config().enforcement(u).enforces());
         if enforced {
             writeln!(
                 out,
@@ -100,16 +98,11 @@ pub(super) async fn apply_now(engine: &Engine, args: &ApplyArgs, out: &mut dyn W
         let attachments = deployment.apply(guard, &planned.desired)?;
         let mode = |interface: &str| {
             let uplink = engine.config().uplinks.iter().find(|u| u.interface == interface);
-            uplink.map(|u| engine.config().guard_mode(u))
+            uplink.map(|u| engine.config().enforcement(u))
         };
         for attachment in attachments {
             let how = if attachment.replaced { "program replaced, counters kept" } else { "attached" };
-            let (mode, asymmetric) = mode(&attachment.interface).unwrap_or_default();
-            let enforce = match (mode, asymmetric) {
-                (GuardMode::Monitor, _) => "monitor",
-                (GuardMode::Enforce, false) => "enforce (drop spoofed)",
-                (GuardMode::Enforce, true) => "enforce (drop spoofed and asymmetric)",
-            };
+            let enforce = mode(&attachment.interface).unwrap_or_default().describe();
             writeln!(out, "guard: {} {how} via {}, {enforce}", attachment.interface, attachment.mechanism)?;
         }
     }

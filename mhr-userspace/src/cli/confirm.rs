@@ -2,6 +2,7 @@
 //! unconfirmed change back (see [`crate::confirm`]).
 
 use std::{
+    fs::File,
     io::Write,
     os::unix::process::CommandExt as _,
     path::Path,
@@ -15,7 +16,7 @@ use anyhow::Context as _;
 use super::{Outcome, apply::ApplyArgs};
 use crate::{
     config::Config,
-    confirm::{self, ConfirmError, POLL, Pending},
+    confirm::{self, ConfirmError, POLL, Pending, liveness},
     engine::Engine,
     lock,
 };
@@ -35,6 +36,11 @@ pub struct GuardianArgs {
     /// The pending change this guardian watches.
     #[arg(long)]
     id: String,
+    /// The descriptor of the locked `confirm-guardian-<id>.lock`, inherited
+    /// from the applying process: held for the guardian's life, it is the
+    /// guardian's liveness (`confirm::liveness`).
+    #[arg(long)]
+    lock_fd: i32,
 }
 
 /// Refuses a change while another waits for confirmation.
@@ -50,7 +56,8 @@ pub(super) fn refuse_if_pending(engine: &Engine) -> Result<(), ConfirmError> {
 /// and `mhr run` start with it.
 pub(super) async fn finish_abandoned(engine: &Engine, out: &mut dyn Write) -> anyhow::Result<()> {
     let state_dir = &engine.config().routing.state_dir;
-    let abandoned = confirm::read_pending(state_dir)?.filter(|pending| !confirm::guardian_alive(pending));
+    let abandoned =
+        confirm::read_pending(state_dir)?.filter(|pending| !confirm::guardian_alive(state_dir, pending));
     if abandoned.is_none() {
         return Ok(());
     }
@@ -64,13 +71,23 @@ pub(super) async fn finish_abandoned(engine: &Engine, out: &mut dyn Write) -> an
 /// `mhr run` honours confirmations: it finishes an abandoned rollback,
 /// waits while a change is pending (exiting would only make its supervisor
 /// give up on it), and does not apply a config whose change was rolled back.
-pub(super) async fn daemon_may_start(engine: &Engine, config_path: &Path) -> anyhow::Result<()> {
+/// `waiting` hears, once, why it waits (for `/healthz`).
+pub(super) async fn daemon_may_start(
+    engine: &Engine,
+    config_path: &Path,
+    waiting: &dyn Fn(String),
+) -> anyhow::Result<()> {
     let state_dir = &engine.config().routing.state_dir;
     let mut told = false;
     loop {
         finish_abandoned(engine, &mut std::io::stderr()).await?;
         let Some(pending) = confirm::read_pending(state_dir)? else { break };
         if !told {
+            let deadline = confirm::describe_time(pending.deadline_ms.div_ceil(1000));
+            waiting(format!(
+                "a change from {} is pending confirmation (rolled back at {deadline} unless confirmed); mhr run starts after its verdict",
+                pending.config_path.display()
+            ));
             tracing::warn!(
                 config = %pending.config_path.display(),
                 deadline = %confirm::describe_time(pending.deadline_ms.div_ceil(1000)),
@@ -113,16 +130,24 @@ pub(super) async fn apply_with_confirm(
         guardian: None,
         prior: confirm::capture(engine).await?,
     };
+    // The guardian's lock is held before its record exists, by this
+    // process until the guardian inherits it (confirm::liveness): the
+    // record never looks abandoned while someone keeps its promise.
+    let guardian_lock = liveness::take(&state_dir, &pending.id)?;
     // Recorded durably before the guardian exists and before any change: a
     // crash from here on still finds its way back.
     confirm::write_pending(&state_dir, &pending)?;
-    let guarded = spawn_guardian(config_path, &state_dir, &pending.id).and_then(|guardian| {
+    let guarded = spawn_guardian(config_path, &state_dir, &pending.id, &guardian_lock).and_then(|guardian| {
         pending.guardian = Some(guardian);
         confirm::write_pending(&state_dir, &pending).map_err(anyhow::Error::from)
     });
+    // The guardian holds the lock now (or there is none): this copy must
+    // go, or the guardian would look alive for as long as this waits.
+    drop(guardian_lock);
     if let Err(err) = guarded {
         // Nothing changed yet: no record may outlive this.
         let _ = confirm::remove_pending(&state_dir);
+        liveness::remove(&state_dir, &pending.id);
         return Err(err);
     }
     if let Err(err) = super::apply::apply_now(engine, args, out).await {
@@ -164,7 +189,7 @@ async fn wait_for_verdict(
         let overdue = confirm::now_ms() >= pending.deadline_ms + GUARDIAN_GRACE.as_millis() as u64;
         if let Some(current) = &current
             && overdue
-            && !confirm::guardian_alive(current)
+            && !confirm::guardian_alive(state_dir, current)
         {
             // The guardian is gone: this process keeps the promise itself.
             roll_back_locked(engine, current).await?;
@@ -224,6 +249,7 @@ fn confirm_pending(engine: &Engine, config_path: &Path, id: Option<&str>) -> Res
         });
     }
     confirm::remove_pending(state_dir)?;
+    liveness::remove(state_dir, &pending.id);
     // A config confirmed now is no longer one that was rolled back.
     confirm::clear_rolled_back(state_dir)?;
     Ok(pending)
@@ -244,7 +270,7 @@ fn confirm(engine: &Engine, config_path: &Path, out: &mut dyn Write) -> anyhow::
 /// Starts the guardian: this binary, in a session of its own (no
 /// terminal, so the SSH session's hang-up never reaches it), its output
 /// appended to `state_dir/confirm.log`.
-fn spawn_guardian(config_path: &Path, state_dir: &Path, id: &str) -> anyhow::Result<u32> {
+fn spawn_guardian(config_path: &Path, state_dir: &Path, id: &str, lock: &File) -> anyhow::Result<u32> {
     let binary = std::env::current_exe().context("finding the mhr binary for the guardian")?;
     let log_path = state_dir.join("confirm.log");
     let log = std::fs::OpenOptions::new()
@@ -253,10 +279,11 @@ fn spawn_guardian(config_path: &Path, state_dir: &Path, id: &str) -> anyhow::Res
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let mut command = Process::new(binary);
+    let lock_fd = liveness::hand_over(&mut command, lock);
     command
         .arg("--config")
         .arg(config_path)
-        .args(["guardian", "--id", id])
+        .args(["guardian", "--id", id, "--lock-fd", &lock_fd.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
@@ -299,8 +326,10 @@ pub fn guardian(config_path: &Path, args: &GuardianArgs) -> anyhow::Result<Outco
     }
     let config = Config::load(config_path)?;
     let state_dir = config.routing.state_dir.clone();
+    // Held until this process exits: while it is, this guardian is alive.
+    let _lock = liveness::adopt(&state_dir, &args.id, args.lock_fd)?;
     let runtime = super::runtime()?;
-    runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         let engine = Engine::connect(config)?;
         loop {
             let Some(pending) = confirm::read_pending(&state_dir)?.filter(|p| p.id == args.id) else {
@@ -320,5 +349,10 @@ pub fn guardian(config_path: &Path, args: &GuardianArgs) -> anyhow::Result<Outco
             }
             tokio::time::sleep(POLL).await;
         }
-    })
+    });
+    if outcome.is_ok() {
+        // Its record is gone (confirmed, rolled back, cancelled).
+        liveness::remove(&state_dir, &args.id);
+    }
+    outcome
 }

@@ -55,7 +55,7 @@ No colours in log lines.
 The configuration (\fBmhr init \-\-write\fR writes one).
 .TP
 \fB/var/lib/mhr/\fR
-State: remembered gateways, the daemon's health view (health.json, health\-last.json), a pending confirmation and its rollback record, the lock.
+State: remembered gateways, the daemon's health view (health.json, health\-last.json), a pending confirmation, its guardian's lock and its rollback record, the lock.
 .TP
 \fB/etc/iproute2/rt_tables.d/mhr.conf\fR
 The names of mhr's routing tables.

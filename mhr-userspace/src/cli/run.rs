@@ -107,15 +107,19 @@ pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
         });
         tokio::pin!(shutdown);
         let mut reloads = reloads;
+        // Served from now on, waiting for a pending confirmation included:
+        // a daemon that waits is alive, and the guard's counters go on.
+        let endpoint = daemon::Endpoint::start(&config).await.context("mhr run")?;
         loop {
             let engine = crate::engine::Engine::connect(config.clone())?;
-            let may_start = super::confirm::daemon_may_start(&engine, config_path);
+            let waiting = |why| endpoint.waiting(why);
+            let may_start = super::confirm::daemon_may_start(&engine, config_path, &waiting);
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 result = may_start => result?,
             }
-            drop(engine);
-            match daemon::run_with_reloads(config.clone(), options.clone(), &mut shutdown, &mut reloads).await
+            match daemon::run_with_endpoint(&endpoint, engine, options.clone(), &mut shutdown, &mut reloads)
+                .await
             {
                 // Lost a race with `apply --confirm`: wait for its verdict.
                 Err(daemon::DaemonError::PendingConfirmation) => continue,

@@ -97,8 +97,52 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     match state.health.state() {
         HealthState::Ok => (StatusCode::OK, "ok\n".to_owned()),
         HealthState::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_owned()),
+        // Alive and doing what it must (a liveness probe that failed here
+        // would restart a daemon into the same wait): 200, saying so.
+        HealthState::Waiting(why) => (StatusCode::OK, format!("waiting: {why}\n")),
         HealthState::Failing(error) => {
             (StatusCode::SERVICE_UNAVAILABLE, format!("reconcile failing: {error}\n"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    async fn healthz_of(state: HealthState) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let health = Arc::new(Health::default());
+        health.set(state);
+        let web = Web { auth: None, tls: None };
+        tokio::spawn(serve(listener, Arc::default(), health, web));
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    /// A daemon waiting for a pending confirmation is alive: a liveness
+    /// probe must not restart it into the same wait.
+    #[test]
+    fn healthz_is_200_while_waiting_and_503_while_starting_or_failing() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let waiting = healthz_of(HealthState::Waiting("a change is pending".into())).await;
+            assert!(waiting.starts_with("HTTP/1.1 200"), "{waiting}");
+            assert!(waiting.ends_with("waiting: a change is pending\n"), "{waiting}");
+            let starting = healthz_of(HealthState::Starting).await;
+            assert!(starting.starts_with("HTTP/1.1 503"), "{starting}");
+            let failing = healthz_of(HealthState::Failing("no".into())).await;
+            assert!(failing.starts_with("HTTP/1.1 503"), "{failing}");
+            assert!(healthz_of(HealthState::Ok).await.starts_with("HTTP/1.1 200"));
+        });
     }
 }

@@ -113,6 +113,9 @@ pub enum HealthState {
     /// The first reconcile has not finished.
     #[default]
     Starting,
+    /// Not started yet, on purpose: a change is pending confirmation
+    /// (`mhr run` waits for its verdict). Alive, so `/healthz` answers 200.
+    Waiting(String),
     Ok,
     Failing(String),
 }
@@ -175,6 +178,52 @@ struct Daemon {
     retry_at: Option<Instant>,
 }
 
+/// `/metrics` and `/healthz`, served from before the daemon proper starts:
+/// a `mhr run` that waits for a pending confirmation is alive, says so on
+/// `/healthz`, and keeps exporting the guard's counters meanwhile.
+pub struct Endpoint {
+    control: Arc<ControlMetrics>,
+    health: Arc<Health>,
+}
+
+impl Endpoint {
+    /// Binds `[metrics] listen` and serves there until the process ends.
+    pub async fn start(config: &Config) -> Result<Self, DaemonError> {
+        let control = Arc::new(ControlMetrics::default());
+        let health = Arc::new(Health::default());
+        let collector = GuardCollector::new(config.guard.pin_dir.clone(), config.metrics.top_offenders);
+        let registry = Arc::new(registry(&control, collector));
+        let address = config.metrics.listen;
+        let listener = match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => listener,
+            Err(source) => {
+                // Most likely another `mhr run` serves there: say that, as
+                // the writer lock would have before anything was served.
+                let state_dir = &config.routing.state_dir;
+                if let Err(err @ crate::lock::LockError::DaemonRunning { .. }) =
+                    crate::lock::acquire(state_dir, crate::lock::Role::Run, Duration::ZERO)
+                {
+                    return Err(err.into());
+                }
+                return Err(DaemonError::Metrics { address, source });
+            }
+        };
+        let web = web::Web::load(&config.metrics)?;
+        tokio::spawn(http::serve(listener, registry, Arc::clone(&health), web));
+        tracing::info!(%address, "serving /metrics and /healthz");
+        Ok(Self { control, health })
+    }
+
+    /// `/healthz` says the daemon waits, and why.
+    pub fn waiting(&self, why: String) {
+        self.health.set(HealthState::Waiting(why));
+    }
+
+    pub fn health(&self) -> HealthState {
+        self.health.state()
+    }
+}
+
 /// Runs until `shutdown` completes. Needs a tokio runtime; netlink sockets
 /// are opened in the calling thread's network namespace.
 pub async fn run(
@@ -194,12 +243,27 @@ pub async fn run_with_reloads(
     shutdown: impl Future<Output = ()>,
     reloads: &mut tokio::sync::mpsc::Receiver<Result<Config, String>>,
 ) -> Result<(), DaemonError> {
-    run_engine(Engine::connect(config)?, options, shutdown, reloads).await
+    let endpoint = Endpoint::start(&config).await?;
+    run_with_endpoint(&endpoint, Engine::connect(config)?, options, shutdown, reloads).await
 }
 
 /// [`run_with_reloads`] on an engine already connected to its southbound
-/// (the in-memory kernel model in scenario tests).
+/// (the in-memory kernel model in scenario tests), serving on its own
+/// endpoint.
 pub async fn run_engine(
+    engine: Engine,
+    options: DaemonOptions,
+    shutdown: impl Future<Output = ()>,
+    reloads: &mut tokio::sync::mpsc::Receiver<Result<Config, String>>,
+) -> Result<(), DaemonError> {
+    let endpoint = Endpoint::start(engine.config()).await?;
+    run_with_endpoint(&endpoint, engine, options, shutdown, reloads).await
+}
+
+/// [`run_with_reloads`] on `engine`, serving on `endpoint` (started by the
+/// caller, who may have served from it while waiting; see [`Endpoint`]).
+pub async fn run_with_endpoint(
+    endpoint: &Endpoint,
     engine: Engine,
     options: DaemonOptions,
     shutdown: impl Future<Output = ()>,
@@ -218,17 +282,9 @@ pub async fn run_engine(
         .kernel()
         .subscribe(options.netlink_buffer, crate::southbound::RouteFilter::for_config(&config))
         .map_err(DaemonError::Events)?;
-    let control = Arc::new(ControlMetrics::default());
-    let health = Arc::new(Health::default());
-    let collector = GuardCollector::new(config.guard.pin_dir.clone(), config.metrics.top_offenders);
-    let registry = Arc::new(registry(&control, collector));
-    let address = config.metrics.listen;
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|source| DaemonError::Metrics { address, source })?;
-    let web = web::Web::load(&config.metrics)?;
-    tokio::spawn(http::serve(listener, Arc::clone(&registry), Arc::clone(&health), web));
-    tracing::info!(%address, "serving /metrics and /healthz");
+    let control = Arc::clone(&endpoint.control);
+    let health = Arc::clone(&endpoint.health);
+    health.set(HealthState::Starting);
 
     let settings = config.health.clone();
     let engine = engine.tolerant();

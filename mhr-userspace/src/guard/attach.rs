@@ -4,7 +4,7 @@
 //! when configured), a clsact filter, which persists by itself and is
 //! replaced in place too ([`super::clsact`]).
 
-use std::path::Path;
+use std::{os::fd::OwnedFd, path::Path};
 
 use aya::programs::{
     LinkOrder, SchedClassifier, TcAttachType,
@@ -39,14 +39,14 @@ fn failed(uplink: &GuardUplink) -> impl Fn(String) -> GuardError + '_ {
 }
 
 /// Attaches (or replaces the program behind) `uplink`'s link. For TCX also
-/// returns a handle on the pinned link: while it is held the link stays
+/// returns a descriptor on the pinned link: while it is held the link stays
 /// attached even if its pin is removed, and it can be pinned again.
 pub(super) fn attach_uplink(
     program: &mut SchedClassifier,
     uplink: &GuardUplink,
     mode: AttachMode,
     links_dir: &Path,
-) -> Result<(GuardAttachment, Option<PinnedLink>), GuardError> {
+) -> Result<(GuardAttachment, Option<OwnedFd>), GuardError> {
     let attachment = |mechanism, replaced| GuardAttachment {
         interface: uplink.interface.clone(),
         ifindex: uplink.ifindex,
@@ -64,7 +64,7 @@ pub(super) fn attach_uplink(
             .map_err(|err| failed(uplink)(format!("replacing the program: {err}")))?;
         // The program would keep this link's fd; hold it through the pin instead.
         drop(program.take_link(id));
-        let held = PinnedLink::from_pin(&pin)
+        let held = super::sys::obj_get(&pin)
             .map_err(|err| failed(uplink)(format!("opening {}: {err}", pin.display())))?;
         return Ok((attachment(Mechanism::Tcx, true), Some(held)));
     }
@@ -74,9 +74,14 @@ pub(super) fn attach_uplink(
             Ok(id) => {
                 let link = program.take_link(id).map_err(|err| failed(uplink)(err.to_string()))?;
                 let fd_link = FdLink::try_from(link).map_err(|err| failed(uplink)(err.to_string()))?;
-                let held = fd_link
+                let pinned = fd_link
                     .pin(&pin)
                     .map_err(|err| failed(uplink)(format!("pinning {}: {err}", pin.display())))?;
+                // Held as a descriptor of its own (see `Held::link`); the
+                // pin keeps the link while this is opened.
+                let held = super::sys::obj_get(&pin)
+                    .map_err(|err| failed(uplink)(format!("opening {}: {err}", pin.display())))?;
+                drop(pinned);
                 return Ok((attachment(Mechanism::Tcx, false), Some(held)));
             }
             Err(err) if mode == AttachMode::Auto && tcx_unsupported(&err) => {

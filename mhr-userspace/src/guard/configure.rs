@@ -15,7 +15,7 @@ use mhr_common::{
 };
 
 use super::{
-    GuardError, GuardMaps, GuardUplink,
+    Enforcement, GuardError, GuardMaps, GuardUplink,
     maps::{encode_name, map_error},
     update::{self, MapOp, MapState},
 };
@@ -145,8 +145,7 @@ fn wanted_state(uplinks: &[GuardUplink], slots: &BTreeMap<String, u32>) -> MapSt
     for uplink in uplinks {
         let slot = slots[&uplink.interface];
         let mut entry = UplinkGuard { enabled: 1, slot, ..UplinkGuard::DISABLED };
-        entry.enforce = u8::from(uplink.enforce);
-        entry.enforce_asymmetric = u8::from(uplink.enforce_asymmetric);
+        uplink.enforcement.write(&mut entry);
         entry.l3 = u8::from(uplink.l3);
         for address in &uplink.addresses {
             match address {
@@ -200,9 +199,6 @@ fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
     }
 }
 
-/// Enforcement of one guarded interface: (enforce, enforce_asymmetric).
-pub type Enforcement = (bool, bool);
-
 impl GuardMaps {
     /// Per ifindex, how the guard enforces on each enabled interface.
     pub fn enforcement(&self) -> Result<BTreeMap<u32, Enforcement>, GuardError> {
@@ -211,13 +207,13 @@ impl GuardMaps {
             let entry = entry.map_err(map_error("MHR_UPLINKS"))?;
             if entry.enabled != 0 {
                 let index = u32::try_from(index).unwrap_or(u32::MAX);
-                modes.insert(index, (entry.enforce != 0, entry.enforce_asymmetric != 0));
+                modes.insert(index, Enforcement::of(&entry));
             }
         }
         for item in self.uplinks_high.iter() {
             let (index, entry) = item.map_err(map_error("MHR_UPLINKS_HIGH"))?;
             if entry.enabled != 0 {
-                modes.insert(index, (entry.enforce != 0, entry.enforce_asymmetric != 0));
+                modes.insert(index, Enforcement::of(&entry));
             }
         }
         Ok(modes)
@@ -227,9 +223,7 @@ impl GuardMaps {
     /// `modes` does not name only count (monitor).
     pub fn set_enforcement(&mut self, modes: &BTreeMap<u32, Enforcement>) -> Result<(), GuardError> {
         let apply = |index: u32, mut entry: UplinkGuard| {
-            let (enforce, asymmetric) = modes.get(&index).copied().unwrap_or((false, false));
-            entry.enforce = u8::from(enforce);
-            entry.enforce_asymmetric = u8::from(asymmetric);
+            modes.get(&index).copied().unwrap_or_default().write(&mut entry);
             entry
         };
         let mut low = Vec::new();

@@ -3,11 +3,7 @@
 //! it. Kept apart from the routing engine, which knows nothing of it.
 
 use super::{Guard, GuardAttachment, GuardError, GuardUplink};
-use crate::{
-    config::{Config, GuardMode},
-    model::Framing,
-    plan::Desired,
-};
+use crate::{config::Config, model::Framing, plan::Desired};
 
 pub struct Deployment<'a> {
     config: &'a Config,
@@ -29,14 +25,12 @@ impl<'a> Deployment<'a> {
             .filter(|plan| plan.framing != Framing::Other)
             .filter_map(|plan| {
                 let uplink = self.config.uplinks.iter().find(|u| u.interface == plan.interface)?;
-                let (mode, enforce_asymmetric) = self.config.guard_mode(uplink);
                 Some(GuardUplink {
                     interface: plan.interface.clone(),
                     ifindex: plan.index,
                     addresses: plan.addresses.iter().map(|a| a.addr()).collect(),
                     allow: uplink.allow.clone(),
-                    enforce: mode == GuardMode::Enforce,
-                    enforce_asymmetric,
+                    enforcement: self.config.enforcement(uplink),
                     l3: plan.framing == Framing::Ip,
                 })
             })

@@ -61,6 +61,13 @@ pub enum GuardError {
         #[source]
         source: PinError,
     },
+    /// The link stays attached: this instance still holds it.
+    #[error("pinning the link {path} again failed (is {path} still on a bpffs?); the guard stays attached")]
+    RepinLink {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("removing the guard's pins under {path}")]
     Remove {
         path: PathBuf,

@@ -8,6 +8,7 @@ mod bpffs;
 pub mod clsact;
 mod configure;
 mod deploy;
+mod enforcement;
 mod error;
 pub mod flags;
 pub mod maps;
@@ -21,23 +22,21 @@ pub mod versions;
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    os::fd::{AsFd as _, OwnedFd},
     path::Path,
 };
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::{
-        SchedClassifier, TcAttachType,
-        links::{FdLink, PinnedLink},
-    },
+    programs::{SchedClassifier, TcAttachType},
 };
 use ipnet::IpNet;
 use mhr_common::guard::{EMPTY_PROGRAM, FLAGS_MAP, GUARD_PROGRAM, MAX_OWNERS, MAX_UPLINKS};
 
 pub use attach::{GuardAttachment, pin_prefix, teardown};
-pub use configure::Enforcement;
 pub use deploy::Deployment;
+pub use enforcement::Enforcement;
 pub use error::GuardError;
 pub use maps::{EventCounts, GuardMaps, OffenderReport, PinLayout, VerdictCounts};
 
@@ -64,8 +63,7 @@ pub struct GuardUplink {
     /// The uplink's own addresses.
     pub addresses: Vec<IpAddr>,
     pub allow: Vec<IpNet>,
-    pub enforce: bool,
-    pub enforce_asymmetric: bool,
+    pub enforcement: Enforcement,
     /// Packets start at the IP header (tun, WireGuard, PPP, …).
     pub l3: bool,
 }
@@ -90,8 +88,10 @@ struct Held {
     mechanism: Mechanism,
     interface: String,
     ifindex: u32,
-    /// TCX: the pinned link, held so that it outlives its pin.
-    link: Option<PinnedLink>,
+    /// TCX: a descriptor on the pinned link, held so that the link
+    /// outlives its pin and can be pinned again from it (by a borrowed fd:
+    /// a failed pin must not drop the only handle, which would detach it).
+    link: Option<OwnedFd>,
 }
 
 impl Guard {
@@ -207,11 +207,9 @@ impl Guard {
             if path.exists() {
                 continue;
             }
-            if let Some(link) = held.link.take() {
-                let pinned = FdLink::from(link)
-                    .pin(&path)
-                    .map_err(|source| GuardError::Repin { path: path.clone(), source })?;
-                held.link = Some(pinned);
+            if let Some(link) = &held.link {
+                sys::obj_pin(link.as_fd(), &path)
+                    .map_err(|source| GuardError::RepinLink { path: path.clone(), source })?;
                 repinned.push(format!("link {pin}"));
             }
         }

@@ -27,7 +27,7 @@ impl GuardError {
             | Self::Cpus(_) => "load",
             Self::MissingMap(_) | Self::Map { .. } | Self::OpenPin { .. } => "map",
             Self::Attach { .. } => "attach",
-            Self::Repin { .. } | Self::Remove { .. } => "pin",
+            Self::Repin { .. } | Self::RepinLink { .. } | Self::Remove { .. } => "pin",
             Self::TooManyUplinks | Self::TooManyAddresses { .. } => "capacity",
         }
     }

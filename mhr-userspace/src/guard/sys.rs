@@ -6,12 +6,13 @@ use std::{
     ffi::CString,
     io,
     os::{
-        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
         unix::ffi::OsStrExt as _,
     },
     path::Path,
 };
 
+const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
@@ -68,6 +69,17 @@ pub(super) fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     let mut attr = [0u64; 2];
     attr[0] = name.as_ptr() as u64;
     owned(bpf(BPF_OBJ_GET, &mut attr, 16)?)
+}
+
+/// BPF_OBJ_PIN: pins the object behind `fd` at `path`. Unlike aya's
+/// `FdLink::pin`, which consumes the link (and so detaches an unpinned one
+/// when pinning fails), the caller keeps `fd` whatever happens.
+pub(super) fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    let name = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut attr = [0u64; 2];
+    attr[0] = name.as_ptr() as u64;
+    attr[1] = u64::from(fd.as_raw_fd() as u32);
+    bpf(BPF_OBJ_PIN, &mut attr, 16).map(drop)
 }
 
 fn info(fd: &OwnedFd) -> io::Result<InfoHead> {

@@ -45,8 +45,11 @@ pub fn uplinks(enforce: bool) -> Vec<GuardUplink> {
         ifindex: interface_index(interface).unwrap(),
         addresses: vec![IpAddr::V4(v4), IpAddr::V6(v6)],
         allow: allow.iter().map(|prefix| prefix.parse().unwrap()).collect(),
-        enforce,
-        enforce_asymmetric: false,
+        enforcement: if enforce {
+            mhr_userspace::guard::Enforcement::DropSpoofed
+        } else {
+            mhr_userspace::guard::Enforcement::Monitor
+        },
         l3: false,
     };
     vec![uplink("ens3", ENS3_V4, ENS3_V6, &["198.18.0.0/15"]), uplink("ens4", ENS4_V4, ENS4_V6, &[])]
