@@ -16,7 +16,7 @@ use hyper_util::{
 use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 
-use super::{Health, HealthState, web::Web};
+use super::{Service, ServiceState, web::Web};
 use crate::metrics::render;
 
 /// Concurrent connections; a scraper needs one, a few dashboards more.
@@ -29,7 +29,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 struct AppState {
     registry: Arc<Registry>,
-    health: Arc<Health>,
+    health: Arc<Service>,
 }
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -37,7 +37,7 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
-    health: Arc<Health>,
+    health: Arc<Service>,
     web: Web,
 ) {
     let mut app = Router::new()
@@ -95,12 +95,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     match state.health.state() {
-        HealthState::Ok => (StatusCode::OK, "ok\n".to_owned()),
-        HealthState::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_owned()),
+        ServiceState::Ok => (StatusCode::OK, "ok\n".to_owned()),
+        ServiceState::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_owned()),
         // Alive and doing what it must (a liveness probe that failed here
         // would restart a daemon into the same wait): 200, saying so.
-        HealthState::Waiting(why) => (StatusCode::OK, format!("waiting: {why}\n")),
-        HealthState::Failing(error) => {
+        ServiceState::Waiting(why) => (StatusCode::OK, format!("waiting: {why}\n")),
+        ServiceState::Failing(error) => {
             (StatusCode::SERVICE_UNAVAILABLE, format!("reconcile failing: {error}\n"))
         }
     }
@@ -112,10 +112,10 @@ mod tests {
 
     use super::*;
 
-    async fn healthz_of(state: HealthState) -> String {
+    async fn healthz_of(state: ServiceState) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Service::default());
         health.set(state);
         let web = Web { auth: None, tls: None };
         tokio::spawn(serve(listener, Arc::default(), health, web));
@@ -135,14 +135,14 @@ mod tests {
     fn healthz_is_200_while_waiting_and_503_while_starting_or_failing() {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
-            let waiting = healthz_of(HealthState::Waiting("a change is pending".into())).await;
+            let waiting = healthz_of(ServiceState::Waiting("a change is pending".into())).await;
             assert!(waiting.starts_with("HTTP/1.1 200"), "{waiting}");
             assert!(waiting.ends_with("waiting: a change is pending\n"), "{waiting}");
-            let starting = healthz_of(HealthState::Starting).await;
+            let starting = healthz_of(ServiceState::Starting).await;
             assert!(starting.starts_with("HTTP/1.1 503"), "{starting}");
-            let failing = healthz_of(HealthState::Failing("no".into())).await;
+            let failing = healthz_of(ServiceState::Failing("no".into())).await;
             assert!(failing.starts_with("HTTP/1.1 503"), "{failing}");
-            assert!(healthz_of(HealthState::Ok).await.starts_with("HTTP/1.1 200"));
+            assert!(healthz_of(ServiceState::Ok).await.starts_with("HTTP/1.1 200"));
         });
     }
 }

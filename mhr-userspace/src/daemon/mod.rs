@@ -3,85 +3,33 @@
 //! timer trigger a reconcile through the same plan/diff/apply path as
 //! `mhr apply`. Metrics are served over HTTP.
 
+mod endpoint;
 mod fights;
 mod flags;
 mod http;
+mod options;
 mod reconcile;
+mod reload;
 mod report;
 mod rounds;
 pub mod web;
 
-use std::{
-    future::Future,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+pub use endpoint::{Endpoint, Service, ServiceState};
+pub use options::DaemonOptions;
+
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::time::{Instant, sleep_until};
 
-pub use crate::southbound::Event;
 use crate::{
     config::Config,
     engine::{Engine, EngineError, Planned},
     guard::{Guard, retry::GuardRetry},
-    health::HealthBook,
-    health::probe::ProbePlan,
-    metrics::{ControlMetrics, GuardCollector, registry},
+    health::{HealthBook, probe::ProbePlan},
+    metrics::ControlMetrics,
     model::Family,
+    southbound::Event,
 };
-
-#[derive(Clone, Debug)]
-pub struct DaemonOptions {
-    /// Quiet time after a notification before reconciling.
-    pub debounce: Duration,
-    /// Reconcile at the latest this long after the first pending notification.
-    pub max_delay: Duration,
-    /// Periodic full resync: the safety net for anything missed.
-    pub resync: Duration,
-    /// Remove routing and guard on SIGTERM/SIGINT (default: leave them, so
-    /// protection continues while the daemon restarts).
-    pub cleanup_on_exit: bool,
-    /// Attach and keep the source guard.
-    pub guard: bool,
-    /// Kernel receive buffer for notifications (bytes).
-    pub netlink_buffer: usize,
-    /// How often the guard's pins and links are checked against the kernel.
-    pub guard_check: Duration,
-    /// With `exit_when_guard_lost`: exit with an error when the guard
-    /// could not be repaired for this long, so that the supervisor
-    /// restarts mhr.
-    pub guard_repair_deadline: Duration,
-    /// Exit when the guard is lost (see `guard_repair_deadline`). Off by
-    /// default: a restart meets the same cause, and routing must go on;
-    /// the guard is retried with backoff instead (guard::retry).
-    pub exit_when_guard_lost: bool,
-    /// Flag lines a second that reach the log, in all (the rest are counted).
-    pub flag_log_per_second: u32,
-    /// At most one summary line per offender per interval.
-    pub flag_summary_interval: Duration,
-    /// Drop privileges once start-up is done (`crate::sandbox`); `mhr run`
-    /// sets it unless `--no-sandbox`, the library default is off.
-    pub sandbox: Option<crate::sandbox::Unlisted>,
-}
-
-impl Default for DaemonOptions {
-    fn default() -> Self {
-        Self {
-            debounce: Duration::from_millis(20),
-            max_delay: Duration::from_millis(500),
-            resync: Duration::from_secs(60),
-            cleanup_on_exit: false,
-            guard: true,
-            netlink_buffer: 4 << 20,
-            guard_check: Duration::from_secs(1),
-            guard_repair_deadline: Duration::from_secs(30),
-            exit_when_guard_lost: false,
-            flag_log_per_second: 50,
-            flag_summary_interval: Duration::from_secs(10),
-            sandbox: None,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -107,36 +55,6 @@ pub enum DaemonError {
     },
 }
 
-/// The last reconcile's outcome, for `/healthz`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum HealthState {
-    /// The first reconcile has not finished.
-    #[default]
-    Starting,
-    /// Not started yet, on purpose: a change is pending confirmation
-    /// (`mhr run` waits for its verdict). Alive, so `/healthz` answers 200.
-    Waiting(String),
-    Ok,
-    Failing(String),
-}
-
-#[derive(Debug, Default)]
-pub struct Health {
-    state: Mutex<HealthState>,
-}
-
-impl Health {
-    fn set(&self, state: HealthState) {
-        if let Ok(mut current) = self.state.lock() {
-            *current = state;
-        }
-    }
-
-    pub fn state(&self) -> HealthState {
-        self.state.lock().map(|state| state.clone()).unwrap_or(HealthState::Starting)
-    }
-}
-
 /// Why a reconcile ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Trigger {
@@ -158,7 +76,7 @@ struct Daemon {
     /// The guard's failures to load or attach, and when to try again.
     guard_retry: GuardRetry,
     control: Arc<ControlMetrics>,
-    health: Arc<Health>,
+    service: Arc<Service>,
     book: HealthBook,
     /// The last plan: the uplinks health rounds look at.
     last: Option<Planned>,
@@ -176,52 +94,6 @@ struct Daemon {
     removers: Vec<u32>,
     /// When corrections held back by [`fights`] are due.
     retry_at: Option<Instant>,
-}
-
-/// `/metrics` and `/healthz`, served from before the daemon proper starts:
-/// a `mhr run` that waits for a pending confirmation is alive, says so on
-/// `/healthz`, and keeps exporting the guard's counters meanwhile.
-pub struct Endpoint {
-    control: Arc<ControlMetrics>,
-    health: Arc<Health>,
-}
-
-impl Endpoint {
-    /// Binds `[metrics] listen` and serves there until the process ends.
-    pub async fn start(config: &Config) -> Result<Self, DaemonError> {
-        let control = Arc::new(ControlMetrics::default());
-        let health = Arc::new(Health::default());
-        let collector = GuardCollector::new(config.guard.pin_dir.clone(), config.metrics.top_offenders);
-        let registry = Arc::new(registry(&control, collector));
-        let address = config.metrics.listen;
-        let listener = match tokio::net::TcpListener::bind(address).await {
-            Ok(listener) => listener,
-            Err(source) => {
-                // Most likely another `mhr run` serves there: say that, as
-                // the writer lock would have before anything was served.
-                let state_dir = &config.routing.state_dir;
-                if let Err(err @ crate::lock::LockError::DaemonRunning { .. }) =
-                    crate::lock::acquire(state_dir, crate::lock::Role::Run, Duration::ZERO)
-                {
-                    return Err(err.into());
-                }
-                return Err(DaemonError::Metrics { address, source });
-            }
-        };
-        let web = web::Web::load(&config.metrics)?;
-        tokio::spawn(http::serve(listener, registry, Arc::clone(&health), web));
-        tracing::info!(%address, "serving /metrics and /healthz");
-        Ok(Self { control, health })
-    }
-
-    /// `/healthz` says the daemon waits, and why.
-    pub fn waiting(&self, why: String) {
-        self.health.set(HealthState::Waiting(why));
-    }
-
-    pub fn health(&self) -> HealthState {
-        self.health.state()
-    }
 }
 
 /// Runs until `shutdown` completes. Needs a tokio runtime; netlink sockets
@@ -283,8 +155,8 @@ pub async fn run_with_endpoint(
         .subscribe(options.netlink_buffer, crate::southbound::RouteFilter::for_config(&config))
         .map_err(DaemonError::Events)?;
     let control = Arc::clone(&endpoint.control);
-    let health = Arc::clone(&endpoint.health);
-    health.set(HealthState::Starting);
+    let service = Arc::clone(&endpoint.service);
+    service.set(ServiceState::Starting);
 
     let settings = config.health.clone();
     let engine = engine.tolerant();
@@ -315,7 +187,7 @@ pub async fn run_with_endpoint(
         guard: None,
         guard_retry: GuardRetry::default(),
         control,
-        health,
+        service,
         book,
         last: None,
         active,
@@ -396,21 +268,9 @@ pub async fn run_with_endpoint(
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
             }
             Some(reload) = reloads.recv() => {
-                let config = match reload {
-                    Ok(config) => config,
-                    Err(reason) => {
-                        tracing::error!(error = %reason, "reloading the config failed; the running config stays");
-                        daemon.control.config_reloaded(false);
-                        continue;
-                    }
-                };
-                daemon.control.config_reloaded(true);
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                daemon.reload(config);
-                events.set_route_filter(crate::southbound::RouteFilter::for_config(daemon.engine.config()));
-                first_pending = None;
-                daemon.reconcile(Trigger::Reload).await;
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                if daemon.reload_with(reload, events.as_mut()).await {
+                    first_pending = None;
+                }
             }
             _ = guard_check.tick(), if options.guard => {
                 if daemon.guard.is_none() {
@@ -432,7 +292,7 @@ pub async fn run_with_endpoint(
                     && since.elapsed() >= options.guard_repair_deadline
                     && daemon.guard_lost()
                 {
-                    let HealthState::Failing(error) = daemon.health.state() else { continue };
+                    let ServiceState::Failing(error) = daemon.service.state() else { continue };
                     tracing::error!(%error, "the source guard could not be repaired; exiting");
                     let _ = crate::state::retire_health(&daemon.engine.config().routing.state_dir);
                     return Err(DaemonError::GuardLost(options.guard_repair_deadline, error));

@@ -3,7 +3,7 @@
 
 use tokio::time::Instant;
 
-use super::{Daemon, HealthState, Trigger};
+use super::{Daemon, ServiceState, Trigger};
 use crate::{
     engine::{EngineError, Planned},
     guard::{Deployment, Guard, GuardError, GuardMaps},
@@ -24,10 +24,10 @@ impl Daemon {
                 self.control.last_success.set(crate::clock::unix_seconds_f64());
                 // Routing is in place; a guard that cannot load still fails /healthz.
                 let state = match self.guard_retry.error() {
-                    Some(error) => HealthState::Failing(format!("the source guard is not running: {error}")),
-                    None => HealthState::Ok,
+                    Some(error) => ServiceState::Failing(format!("the source guard is not running: {error}")),
+                    None => ServiceState::Ok,
                 };
-                self.health.set(state);
+                self.service.set(state);
                 if changes > 0 {
                     tracing::info!(?trigger, changes, "reconciled");
                 }
@@ -36,7 +36,7 @@ impl Daemon {
                 self.control.reconcile(false);
                 let message = format!("{err:#}");
                 tracing::warn!(?trigger, error = %message, "reconcile failed");
-                self.health.set(HealthState::Failing(message));
+                self.service.set(ServiceState::Failing(message));
             }
         }
     }
