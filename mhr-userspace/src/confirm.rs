@@ -14,7 +14,7 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -101,20 +101,6 @@ pub enum ConfirmError {
     Engine(#[from] EngineError),
 }
 
-pub fn now() -> u64 {
-    now_ms() / 1000
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-pub fn describe_time(unix: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
-}
-
 fn pending_path(state_dir: &Path) -> PathBuf {
     state_dir.join(PENDING_FILE)
 }
@@ -155,7 +141,7 @@ impl Pending {
     pub fn refusal(&self) -> ConfirmError {
         ConfirmError::Pending {
             path: self.config_path.clone(),
-            deadline: describe_time(self.deadline_ms / 1000),
+            deadline: crate::clock::rfc3339(self.deadline_ms / 1000),
             guardian: self.guardian.map_or_else(|| "none".to_owned(), |pid| pid.to_string()),
         }
     }
@@ -254,7 +240,7 @@ pub async fn roll_back(engine: &Engine, pending: &Pending) -> Result<RolledBackR
     let report = restore(engine, &pending.prior).await?;
     let marker = RolledBack {
         id: pending.id.clone(),
-        at: now(),
+        at: crate::clock::unix_seconds(),
         cancelled: false,
         config_path: pending.config_path.clone(),
         config_text: pending.config_text.clone(),
@@ -276,7 +262,7 @@ pub async fn roll_back(engine: &Engine, pending: &Pending) -> Result<RolledBackR
 pub fn cancel(state_dir: &Path, pending: &Pending) -> Result<(), StateError> {
     let marker = RolledBack {
         id: pending.id.clone(),
-        at: now(),
+        at: crate::clock::unix_seconds(),
         cancelled: true,
         config_path: pending.config_path.clone(),
         config_text: pending.config_text.clone(),

@@ -1,5 +1,6 @@
-//! `apply --confirm`, `confirm`, and the guardian that rolls an
-//! unconfirmed change back (see [`crate::confirm`]).
+//! `mhr confirm`, the guardian that rolls an unconfirmed change back, and
+//! what `apply` and `run` ask before they start (see [`crate::confirm`]).
+//! `apply --confirm` itself is `cli::apply::confirmed`.
 
 use std::{
     fs::File,
@@ -7,13 +8,12 @@ use std::{
     os::unix::process::CommandExt as _,
     path::Path,
     process::{Command as Process, Stdio},
-    sync::mpsc,
     time::Duration,
 };
 
 use anyhow::Context as _;
 
-use super::{Outcome, apply::ApplyArgs};
+use super::Outcome;
 use crate::{
     config::Config,
     confirm::{self, ConfirmError, POLL, Pending, liveness},
@@ -27,7 +27,7 @@ const DAEMON_WAIT_POLL: Duration = Duration::from_millis(500);
 const ROLLBACK_RETRY: Duration = Duration::from_secs(1);
 /// How long after the deadline the waiting `apply` finishes the rollback
 /// itself when the guardian is gone.
-const GUARDIAN_GRACE: Duration = Duration::from_secs(5);
+pub(super) const GUARDIAN_GRACE: Duration = Duration::from_secs(5);
 /// How long the guardian waits for the writer lock at the deadline.
 const ROLLBACK_LOCK_WAIT: Duration = Duration::from_secs(30);
 
@@ -83,14 +83,14 @@ pub(super) async fn daemon_may_start(
         finish_abandoned(engine, &mut std::io::stderr()).await?;
         let Some(pending) = confirm::read_pending(state_dir)? else { break };
         if !told {
-            let deadline = confirm::describe_time(pending.deadline_ms.div_ceil(1000));
+            let deadline = crate::clock::rfc3339(pending.deadline_ms.div_ceil(1000));
             waiting(format!(
                 "a change from {} is pending confirmation (rolled back at {deadline} unless confirmed); mhr run starts after its verdict",
                 pending.config_path.display()
             ));
             tracing::warn!(
                 config = %pending.config_path.display(),
-                deadline = %confirm::describe_time(pending.deadline_ms.div_ceil(1000)),
+                deadline = %crate::clock::rfc3339(pending.deadline_ms.div_ceil(1000)),
                 "a change is pending confirmation; mhr run starts once it is confirmed or rolled back"
             );
             told = true;
@@ -102,7 +102,7 @@ pub(super) async fn daemon_may_start(
         if text == marker.config_text {
             return Err(ConfirmError::RolledBack {
                 path: config_path.to_owned(),
-                at: confirm::describe_time(marker.at),
+                at: crate::clock::rfc3339(marker.at),
             }
             .into());
         }
@@ -110,129 +110,14 @@ pub(super) async fn daemon_may_start(
     Ok(())
 }
 
-pub(super) async fn apply_with_confirm(
-    engine: &Engine,
-    config_path: &Path,
-    args: &ApplyArgs,
-    within: Duration,
-    out: &mut dyn Write,
-) -> anyhow::Result<Outcome> {
-    let state_dir = engine.config().routing.state_dir.clone();
-    let lock = lock::acquire(&state_dir, lock::Role::Apply, lock::WAIT)?;
-    refuse_if_pending(engine)?;
-    let config_text = std::fs::read_to_string(config_path)
-        .with_context(|| format!("reading {} for the confirmation record", config_path.display()))?;
-    let mut pending = Pending {
-        id: format!("{}-{}", std::process::id(), confirm::now()),
-        deadline_ms: confirm::now_ms() + u64::try_from(within.as_millis()).unwrap_or(u64::MAX).max(1000),
-        config_path: config_path.to_owned(),
-        config_text,
-        guardian: None,
-        prior: confirm::capture(engine).await?,
-    };
-    // The guardian's lock is held before its record exists, by this
-    // process until the guardian inherits it (confirm::liveness): the
-    // record never looks abandoned while someone keeps its promise.
-    let guardian_lock = liveness::take(&state_dir, &pending.id)?;
-    // Recorded durably before the guardian exists and before any change: a
-    // crash from here on still finds its way back.
-    confirm::write_pending(&state_dir, &pending)?;
-    let guarded = spawn_guardian(config_path, &state_dir, &pending.id, &guardian_lock).and_then(|guardian| {
-        pending.guardian = Some(guardian);
-        confirm::write_pending(&state_dir, &pending).map_err(anyhow::Error::from)
-    });
-    // The guardian holds the lock now (or there is none): this copy must
-    // go, or the guardian would look alive for as long as this waits.
-    drop(guardian_lock);
-    if let Err(err) = guarded {
-        // Nothing changed yet: no record may outlive this.
-        let _ = confirm::remove_pending(&state_dir);
-        liveness::remove(&state_dir, &pending.id);
-        return Err(err);
-    }
-    if let Err(err) = super::apply::apply_now(engine, args, out).await {
-        // apply undid its own routing changes; put the rest back too.
-        let report = confirm::restore(engine, &pending.prior).await?;
-        confirm::remove_pending(&state_dir)?;
-        for failure in report.failed {
-            writeln!(out, "  could not restore: {failure}")?;
-        }
-        return Err(err.context("apply failed; the state before it was restored"));
-    }
-    drop(lock);
-    let deadline = confirm::describe_time(pending.deadline_ms.div_ceil(1000));
-    writeln!(
-        out,
-        "confirm within {}: run `mhr confirm` (or press Enter here); otherwise the state before this change comes back at {deadline}",
-        humantime::format_duration(within)
-    )?;
-    out.flush()?;
-    wait_for_verdict(engine, &pending, out).await
-}
-
-/// Waits until the change is confirmed (Enter here, or `mhr confirm`) or
-/// rolled back by the guardian at the deadline.
-async fn wait_for_verdict(
-    engine: &Engine,
-    pending: &Pending,
-    out: &mut dyn Write,
-) -> anyhow::Result<Outcome> {
-    let state_dir = &engine.config().routing.state_dir;
-    let enter = read_enter();
-    loop {
-        if enter.try_recv().is_ok() {
-            confirm_pending(engine, &pending.config_path, Some(&pending.id))?;
-            writeln!(out, "confirmed")?;
-            return Ok(Outcome::Success);
-        }
-        let current = confirm::read_pending(state_dir)?.filter(|p| p.id == pending.id);
-        let overdue = confirm::now_ms() >= pending.deadline_ms + GUARDIAN_GRACE.as_millis() as u64;
-        if let Some(current) = &current
-            && overdue
-            && !confirm::guardian_alive(state_dir, current)
-        {
-            // The guardian is gone: this process keeps the promise itself.
-            roll_back_locked(engine, current).await?;
-        }
-        let still_pending = confirm::read_pending(state_dir)?.is_some_and(|p| p.id == pending.id);
-        if !still_pending {
-            let marker = confirm::read_rolled_back(state_dir)?.filter(|r| r.id == pending.id);
-            if marker.as_ref().is_some_and(|m| m.cancelled) {
-                anyhow::bail!("cancelled by `mhr down`: mhr's routing and guard were removed");
-            }
-            if marker.is_some() {
-                anyhow::bail!(
-                    "not confirmed by {}: the state before the change was restored",
-                    confirm::describe_time(pending.deadline_ms.div_ceil(1000))
-                );
-            }
-            writeln!(out, "confirmed")?;
-            return Ok(Outcome::Success);
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Enter on the terminal, delivered once. Only a terminal counts: a
-/// script piped into the session must not confirm by its next line.
-fn read_enter() -> mpsc::Receiver<()> {
-    let (sender, receiver) = mpsc::channel();
-    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        return receiver;
-    }
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        if std::io::stdin().read_line(&mut line).is_ok_and(|read| read > 0) {
-            let _ = sender.send(());
-        }
-    });
-    receiver
-}
-
 /// Removes the pending record (under the writer lock): the change stays.
 /// `id` pins the confirmation to one change; `config_path` must be the
 /// config it was applied from, unchanged.
-fn confirm_pending(engine: &Engine, config_path: &Path, id: Option<&str>) -> Result<Pending, ConfirmError> {
+pub(super) fn confirm_pending(
+    engine: &Engine,
+    config_path: &Path,
+    id: Option<&str>,
+) -> Result<Pending, ConfirmError> {
     let state_dir = &engine.config().routing.state_dir;
     let _lock = lock::acquire(state_dir, lock::Role::Confirm, lock::WAIT)?;
     let pending = confirm::read_pending(state_dir)?.ok_or(ConfirmError::NothingPending)?;
@@ -270,7 +155,12 @@ fn confirm(engine: &Engine, config_path: &Path, out: &mut dyn Write) -> anyhow::
 /// Starts the guardian: this binary, in a session of its own (no
 /// terminal, so the SSH session's hang-up never reaches it), its output
 /// appended to `state_dir/confirm.log`.
-fn spawn_guardian(config_path: &Path, state_dir: &Path, id: &str, lock: &File) -> anyhow::Result<u32> {
+pub(super) fn spawn_guardian(
+    config_path: &Path,
+    state_dir: &Path,
+    id: &str,
+    lock: &File,
+) -> anyhow::Result<u32> {
     let binary = std::env::current_exe().context("finding the mhr binary for the guardian")?;
     let log_path = state_dir.join("confirm.log");
     let log = std::fs::OpenOptions::new()
@@ -303,7 +193,7 @@ fn spawn_guardian(config_path: &Path, state_dir: &Path, id: &str, lock: &File) -
 
 /// Rolls `pending` back under the writer lock, unless it was confirmed
 /// (or rolled back) meanwhile.
-async fn roll_back_locked(engine: &Engine, pending: &Pending) -> anyhow::Result<()> {
+pub(super) async fn roll_back_locked(engine: &Engine, pending: &Pending) -> anyhow::Result<()> {
     let state_dir = &engine.config().routing.state_dir;
     let _lock = lock::acquire(state_dir, lock::Role::Rollback, ROLLBACK_LOCK_WAIT)?;
     if confirm::read_pending(state_dir)?.is_some_and(|p| p.id == pending.id) {
@@ -335,7 +225,7 @@ pub fn guardian(config_path: &Path, args: &GuardianArgs) -> anyhow::Result<Outco
             let Some(pending) = confirm::read_pending(&state_dir)?.filter(|p| p.id == args.id) else {
                 return Ok(Outcome::Success);
             };
-            if confirm::now_ms() >= pending.deadline_ms {
+            if crate::clock::unix_millis() >= pending.deadline_ms {
                 // Retried until it happens: giving up would leave the
                 // unconfirmed change in place, the very case this exists for.
                 match roll_back_locked(&engine, &pending).await {

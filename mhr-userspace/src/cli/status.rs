@@ -47,10 +47,6 @@ pub fn run(config_path: &Path, args: &StatusArgs, out: &mut dyn Write) -> anyhow
     })
 }
 
-fn unix_time(seconds: u64) -> std::time::SystemTime {
-    std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)
-}
-
 fn mark(present: bool) -> &'static str {
     if present { "ok     " } else { "MISSING" }
 }
@@ -95,7 +91,10 @@ fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
             };
             let mut line = format!("  {} {state}", health.family);
             if let Some(since) = health.since {
-                line += &format!(", since {}", humantime::format_rfc3339_seconds(unix_time(since)));
+                line += &format!(
+                    ", since {}",
+                    humantime::format_rfc3339_seconds(crate::clock::system_time(since))
+                );
             }
             if let Some(loss) = health.probe_loss {
                 line += &format!(", probe loss {:.0}%", loss * 100.0);

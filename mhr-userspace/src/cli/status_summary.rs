@@ -28,12 +28,9 @@ fn value(status: &Status, uplink: &UplinkStatus, field: &str) -> String {
             (false, false) => "backup".to_owned(),
         },
         "state" => state(uplink),
-        "since" => uplink
-            .health
-            .iter()
-            .filter_map(|h| h.since)
-            .max()
-            .map_or_else(dash, |since| humantime::format_rfc3339_seconds(unix_time(since)).to_string()),
+        "since" => uplink.health.iter().filter_map(|h| h.since).max().map_or_else(dash, |since| {
+            humantime::format_rfc3339_seconds(crate::clock::system_time(since)).to_string()
+        }),
         "active" => {
             let families: Vec<&str> = uplink
                 .health
@@ -88,10 +85,6 @@ fn guard(status: &Status, interface: &str) -> String {
     format!("{}{attached}, {spoofed} spoofed", uplink.mode)
 }
 
-fn unix_time(seconds: u64) -> std::time::SystemTime {
-    std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)
-}
-
 /// The table: a header, a line per uplink, the daemon and a pending
 /// confirmation.
 pub fn print_summary(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -122,7 +115,7 @@ pub fn print_summary(status: &Status, out: &mut dyn Write) -> anyhow::Result<()>
             out,
             "PENDING CONFIRMATION: the change from {} is rolled back at {} unless `mhr confirm`",
             pending.config_path,
-            humantime::format_rfc3339_seconds(unix_time(pending.deadline))
+            humantime::format_rfc3339_seconds(crate::clock::system_time(pending.deadline))
         )?;
     }
     if let Some(path) = &status.rolled_back {

@@ -1,5 +1,7 @@
 //! `mhr apply`: routing, then the guard; with `--confirm`, undone unless confirmed.
 
+mod confirmed;
+
 use std::{io::Write, path::Path};
 
 use super::{
@@ -37,7 +39,7 @@ pub fn run(config_path: &Path, args: &ApplyArgs, out: &mut dyn Write) -> anyhow:
             return Ok(Outcome::Success);
         }
         if let Some(within) = args.confirm {
-            return super::confirm::apply_with_confirm(engine, config_path, args, within, out).await;
+            return confirmed::apply_with_confirm(engine, config_path, args, within, out).await;
         }
         let state_dir = engine.config().routing.state_dir.clone();
         let _lock = lock::acquire(&state_dir, lock::Role::Apply, lock::WAIT)?;
