@@ -44,6 +44,7 @@ async fn apply_installs_the_seed_procedure_planning_again_changes_nothing_and_do
     let down = engine.down().await.expect("down");
     s.step("mhr down");
     assert!(down.failed.is_empty(), "{:?}", down.failed);
+    assert_eq!(down.changed, down.actions.len(), "every removal changed the kernel: {:?}", down.actions);
     assert_eq!(s.model.render(), s.before, "down leaves the host exactly as it was");
     s.finish();
 }
@@ -145,5 +146,46 @@ async fn status_reports_in_sync_after_apply_and_pending_changes_after_a_link_wen
     }
     let ens3 = status.uplinks.iter().find(|u| u.interface == "ens3").expect("ens3 is reported");
     assert!(!ens3.up, "status shows the link down");
+    s.finish();
+}
+
+#[tokio::test]
+async fn a_failed_apply_puts_a_restored_legacy_default_back_aside_and_keeps_one_record_per_route() {
+    use mhr_userspace::model::{MovedRoute, Route};
+    let mut s = Scenario::new("legacy-restore-undone", "seed-host.txt", "seed.toml");
+    // An earlier mhr moved ens4's DHCP default out of main (its record is
+    // on disk, the route is not in the kernel), and one of a link that is
+    // gone now (its record must survive untouched).
+    let host = s.model.host();
+    let ens4_default = host
+        .routes
+        .iter()
+        .find(|r| r.is_default() && r.family() == Family::V4 && r.interface == Some(3))
+        .expect("ens4's default")
+        .clone();
+    s.model.foreign_change(&Change::DeleteRoute(ens4_default.clone()), 0).expect("removed");
+    let records = vec![
+        MovedRoute { interface: "ens4".into(), route: ens4_default.clone() },
+        MovedRoute { interface: "ens9".into(), route: Route { interface: Some(9), ..ens4_default.clone() } },
+    ];
+    let state_dir = s.config.routing.state_dir.clone();
+    mhr_userspace::state::write_moved(&state_dir, &records).expect("records written");
+    let before = s.model.render();
+
+    let engine = s.engine();
+    let planned = engine.plan().await.expect("plans");
+    assert!(
+        planned.actions.iter().any(|a| matches!(a, mhr_userspace::plan::Action::RestoreDefault { .. })),
+        "the plan restores ens4's default: {:?}",
+        planned.actions
+    );
+    let rule = planned.desired.rules.iter().find(|r| r.table == 7101).expect("an ens4 rule").clone();
+    s.model.refuse(Change::AddRule(rule), libc::EPERM);
+    engine.apply(&planned).await.expect_err("the refusal fails the apply");
+    s.step("mhr apply restores ens4's legacy default, then the kernel refuses a rule: all undone");
+    assert_eq!(s.model.render(), before, "the restored default went back aside with the rest");
+    let left = mhr_userspace::state::read_moved(&state_dir).expect("records read");
+    assert_eq!(left.len(), 2, "one record per route, the other link's kept: {left:?}");
+    assert!(left.contains(&records[0]) && left.contains(&records[1]), "{left:?}");
     s.finish();
 }
