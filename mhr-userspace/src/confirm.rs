@@ -30,8 +30,6 @@ use crate::{
     state::{self, StateError},
 };
 
-const PENDING_FILE: &str = "pending-confirm.json";
-const ROLLED_BACK_FILE: &str = "rolled-back.json";
 /// How often the guardian and the waiting `apply` look at the record.
 pub const POLL: Duration = Duration::from_millis(100);
 
@@ -102,11 +100,11 @@ pub enum ConfirmError {
 }
 
 fn pending_path(state_dir: &Path) -> PathBuf {
-    state_dir.join(PENDING_FILE)
+    crate::paths::pending_confirm(state_dir)
 }
 
 fn rolled_back_path(state_dir: &Path) -> PathBuf {
-    state_dir.join(ROLLED_BACK_FILE)
+    crate::paths::rolled_back(state_dir)
 }
 
 pub fn read_pending(state_dir: &Path) -> Result<Option<Pending>, StateError> {

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod model;
 pub mod neighbours;
 pub mod netlink;
+pub mod paths;
 pub mod plan;
 pub mod process_metrics;
 pub mod sandbox;

@@ -71,7 +71,7 @@ impl Drop for WriterLock {
 }
 
 pub fn lock_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("lock")
+    crate::paths::writer_lock(state_dir)
 }
 
 /// Takes the lock for `role`, waiting up to `wait` for another `apply` or

@@ -15,13 +15,6 @@ use serde::Serialize;
 
 use crate::model::{MovedRoute, RememberedGateways};
 
-const TABLES_FILE: &str = "mhr.conf";
-const MOVED_FILE: &str = "moved-routes.json";
-const GATEWAYS_FILE: &str = "gateways.json";
-const HEALTH_FILE: &str = "health.json";
-/// The health view of a daemon that stopped: read by the next start only.
-const RETIRED_HEALTH_FILE: &str = "health-last.json";
-
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("reading {path}")]
@@ -47,11 +40,11 @@ pub enum StateError {
 }
 
 pub fn tables_path(rt_tables_dir: &Path) -> PathBuf {
-    rt_tables_dir.join(TABLES_FILE)
+    crate::paths::table_names(rt_tables_dir)
 }
 
 pub fn moved_path(state_dir: &Path) -> PathBuf {
-    state_dir.join(MOVED_FILE)
+    crate::paths::moved_routes(state_dir)
 }
 
 /// Interface → table, from mhr's rt_tables.d file (empty when absent).
@@ -111,15 +104,15 @@ pub fn read_moved(state_dir: &Path) -> Result<Vec<MovedRoute>, StateError> {
 }
 
 pub fn read_gateways(state_dir: &Path) -> Result<RememberedGateways, StateError> {
-    read_json(&state_dir.join(GATEWAYS_FILE))
+    read_json(&crate::paths::gateways(state_dir))
 }
 
 pub fn write_gateways(state_dir: &Path, gateways: &RememberedGateways) -> Result<(), StateError> {
-    write_json(&state_dir.join(GATEWAYS_FILE), gateways)
+    write_json(&crate::paths::gateways(state_dir), gateways)
 }
 
 pub fn health_path(state_dir: &Path) -> PathBuf {
-    state_dir.join(HEALTH_FILE)
+    crate::paths::health(state_dir)
 }
 
 /// Written every health round: not fsynced (it is a view, not a record).
@@ -137,13 +130,13 @@ pub fn read_health<T: serde::de::DeserializeOwned + Default>(state_dir: &Path) -
 pub fn read_retired_health<T: serde::de::DeserializeOwned + Default>(
     state_dir: &Path,
 ) -> Result<T, StateError> {
-    read_json(&state_dir.join(RETIRED_HEALTH_FILE))
+    read_json(&crate::paths::retired_health(state_dir))
 }
 
 /// Moves a stopping daemon's health view out of the way of `status` and
 /// `apply` (no daemon judges any more), keeping it for the next start.
 pub fn retire_health(state_dir: &Path) -> Result<(), StateError> {
-    let retired = state_dir.join(RETIRED_HEALTH_FILE);
+    let retired = crate::paths::retired_health(state_dir);
     match std::fs::rename(health_path(state_dir), &retired) {
         Err(err) if err.kind() != io::ErrorKind::NotFound => {
             Err(StateError::Write { path: retired, source: err })
@@ -337,9 +330,9 @@ mod tests {
     fn a_corrupt_state_file_is_set_aside_and_read_as_empty() {
         let dir = std::env::temp_dir().join(format!("mhr-corrupt-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(GATEWAYS_FILE), "{ not json").unwrap();
+        std::fs::write(crate::paths::gateways(&dir), "{ not json").unwrap();
         assert!(read_gateways(&dir).unwrap().is_empty());
-        assert!(!dir.join(GATEWAYS_FILE).exists());
+        assert!(!crate::paths::gateways(&dir).exists());
         let aside: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .flatten()

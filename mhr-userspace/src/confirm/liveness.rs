@@ -27,7 +27,7 @@ use std::{
 
 /// The file whose lock is the liveness of the guardian of change `id`.
 pub fn lock_path(state_dir: &Path, id: &str) -> PathBuf {
-    state_dir.join(format!("confirm-guardian-{id}.lock"))
+    crate::paths::guardian_lock(state_dir, id)
 }
 
 #[derive(Debug, thiserror::Error)]

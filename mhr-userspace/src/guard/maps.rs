@@ -15,9 +15,9 @@ use aya::{
 };
 use mhr_common::guard::{
     ALLOW_V4_MAP, ALLOW_V6_MAP, AllowV4, AllowV6, Count, EVENT_COUNTERS_MAP, EVENTS, Event, FAMILIES,
-    FLAG_BUDGET_MAP, FLAGS_MAP, FlagBudget, MAP_LAYOUT_VERSION, MAX_UPLINKS, OFFENDERS_MAP, OWNERS_V4_MAP,
-    OWNERS_V6_MAP, Offender, OffenderKey, PacketFamily, SLOT_NAMES_MAP, UPLINKS_HIGH_MAP, UPLINKS_MAP,
-    UplinkGuard, VERDICT_COUNTERS_MAP, VERDICTS, Verdict, event_slot, verdict_slot,
+    FLAG_BUDGET_MAP, FLAGS_MAP, FlagBudget, MAX_UPLINKS, OFFENDERS_MAP, OWNERS_V4_MAP, OWNERS_V6_MAP,
+    Offender, OffenderKey, PacketFamily, SLOT_NAMES_MAP, UPLINKS_HIGH_MAP, UPLINKS_MAP, UplinkGuard,
+    VERDICT_COUNTERS_MAP, VERDICTS, Verdict, event_slot, verdict_slot,
 };
 use serde::Serialize;
 
@@ -31,15 +31,15 @@ pub struct PinLayout {
 
 impl PinLayout {
     pub fn new(pin_dir: &Path) -> Self {
-        Self { root: pin_dir.join(format!("v{MAP_LAYOUT_VERSION}")) }
+        Self { root: crate::paths::pin_layout(pin_dir) }
     }
 
     pub fn maps(&self) -> PathBuf {
-        self.root.join("maps")
+        crate::paths::pinned_maps(&self.root)
     }
 
     pub fn links(&self) -> PathBuf {
-        self.root.join("links")
+        crate::paths::pinned_links(&self.root)
     }
 }
 
