@@ -187,5 +187,12 @@ async fn a_failed_apply_puts_a_restored_legacy_default_back_aside_and_keeps_one_
     let left = mhr_userspace::state::read_moved(&state_dir).expect("records read");
     assert_eq!(left.len(), 2, "one record per route, the other link's kept: {left:?}");
     assert!(left.contains(&records[0]) && left.contains(&records[1]), "{left:?}");
+
+    s.model.clear_refusals();
+    engine.apply(&engine.plan().await.expect("plans")).await.expect("applies");
+    s.step("mhr apply again, the kernel taking everything");
+    let left = mhr_userspace::state::read_moved(&state_dir).expect("records read");
+    assert_eq!(left, vec![records[1].clone()], "ens4's record goes with its restore; the gone link's stays");
+    assert!(s.model.host().routes.contains(&ens4_default), "ens4's default is back in main");
     s.finish();
 }
