@@ -144,3 +144,36 @@ async fn a_change_the_kernel_refuses_for_one_uplink_leaves_that_uplink_alone_and
     .await;
     s.finish();
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_guard_follows_the_uplinks_learns_a_new_address_and_is_attached_again_where_someone_removed_it() {
+    let mut s = Scenario::new("daemon-guard", "seed-host.txt", "seed.toml");
+    let model = s.model.clone();
+    let engine = s.engine();
+    let options = mhr_userspace::daemon::DaemonOptions { guard: true, ..common::daemon_options() };
+    let guard_on = |interface: &str| model.guard().attached.contains(interface);
+    common::with_daemon_options(engine, options, async {
+        wait_until(&model, PATIENCE, "the guard runs on both uplinks", || {
+            guard_on("ens3") && guard_on("ens4")
+        })
+        .await;
+        s.step("mhr run starts with the guard");
+        let guard = model.guard();
+        assert_eq!(guard.loads, 1);
+        let ens4 = guard.uplinks.iter().find(|u| u.interface == "ens4").expect("ens4 is guarded");
+        assert!(ens4.addresses.contains(&"10.0.4.10".parse().unwrap()), "{ens4:?}");
+
+        model.add_address("ens4", "10.0.4.11/24".parse().unwrap());
+        wait_until(&model, PATIENCE, "the guard learns the new address", || {
+            model.guard().uplinks.iter().any(|u| u.addresses.contains(&"10.0.4.11".parse().unwrap()))
+        })
+        .await;
+
+        model.detach_guard("ens3");
+        wait_until(&model, PATIENCE, "attached again", || guard_on("ens3")).await;
+        s.step("someone detaches the guard from ens3");
+        assert_eq!(model.guard().loads, 1, "repaired in place, not reloaded");
+    })
+    .await;
+    s.finish();
+}

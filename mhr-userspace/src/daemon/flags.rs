@@ -10,11 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{MapData, RingBuf};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::unix::AsyncFd;
 
-use crate::guard::{GuardMaps, flags::FlaggedPacket};
+use crate::guard::flags::{FlagSource, FlaggedPacket};
 
 /// Offenders remembered between summaries; beyond it, new sources are only
 /// logged as first lines (under the cap), never tracked.
@@ -151,7 +150,8 @@ pub struct FlagLog {
 }
 
 /// Runs until the ring buffer's file descriptor fails.
-pub async fn log_flags(ring: RingBuf<MapData>, names_from: GuardMaps, log: FlagLog) {
+pub async fn log_flags(source: FlagSource, log: FlagLog) {
+    let FlagSource { ring, names: names_from } = source;
     let mut cap = LogCap::new(log.per_second);
     let mut offenders = Offenders::new(log.summary_interval, OFFENDER_CAPACITY);
     // SAFETY: the ring buffer owns its map fd, which stays open and the same

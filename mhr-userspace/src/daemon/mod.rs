@@ -24,7 +24,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::{
     config::Config,
     engine::{Engine, EngineError, Planned},
-    guard::{Guard, retry::GuardRetry},
+    guard::retry::GuardRetry,
     health::{HealthBook, probe::ProbePlan},
     metrics::ControlMetrics,
     model::Family,
@@ -72,7 +72,7 @@ enum Trigger {
 
 struct Daemon {
     engine: Engine,
-    guard: Option<Guard>,
+    guard: Option<Box<dyn crate::southbound::guard::GuardPlane>>,
     /// The guard's failures to load or attach, and when to try again.
     guard_retry: GuardRetry,
     control: Arc<ControlMetrics>,

@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use super::{Daemon, ServiceState, Trigger};
 use crate::{
     engine::{EngineError, Planned},
-    guard::{Deployment, Guard, GuardError, GuardMaps},
+    guard::{Deployment, GuardError},
     health::probe::probe_plans,
 };
 
@@ -167,7 +167,7 @@ impl Daemon {
         let uplinks = Deployment::new(self.engine.config()).uplinks(&planned.desired);
         // The maps first: in enforce mode a new address must not be dropped
         // as spoofed while anything else is retried.
-        let configured = guard.configure(&uplinks).map(drop);
+        let configured = guard.configure(&uplinks);
         let repaired = guard.repair_pins();
         if let Ok(repinned) = &repaired {
             for pin in repinned {
@@ -227,28 +227,23 @@ impl Daemon {
             return false;
         }
         let pin_dir = self.engine.config().guard.pin_dir.clone();
-        let loaded = Guard::load(&pin_dir).and_then(|mut guard| Ok((guard.take_flags()?, guard)));
-        let (ring, guard) = match loaded {
+        let loaded = match self.engine.kernel().load_guard(&pin_dir) {
             Ok(loaded) => loaded,
             Err(err) => {
                 self.guard_failed(&err);
                 return false;
             }
         };
-        match GuardMaps::from_pins(&pin_dir) {
-            Ok(Some(names)) => {
-                let log = super::flags::FlagLog {
-                    per_second: options.flag_log_per_second,
-                    summary_interval: options.flag_summary_interval,
-                    lines_suppressed: self.control.flag_lines_suppressed.clone(),
-                    records_folded: self.control.flag_records_folded.clone(),
-                };
-                tokio::spawn(super::flags::log_flags(ring, names, log));
-            }
-            Ok(None) => {}
-            Err(err) => tracing::warn!(error = %err, "flagged packets are not logged"),
+        if let Some(source) = loaded.flags {
+            let log = super::flags::FlagLog {
+                per_second: options.flag_log_per_second,
+                summary_interval: options.flag_summary_interval,
+                lines_suppressed: self.control.flag_lines_suppressed.clone(),
+                records_folded: self.control.flag_records_folded.clone(),
+            };
+            tokio::spawn(super::flags::log_flags(source, log));
         }
-        self.guard = Some(guard);
+        self.guard = Some(loaded.plane);
         self.guard_retry.succeeded();
         true
     }
@@ -268,7 +263,7 @@ impl Daemon {
         // while one still runs would only take it away.
         uplinks.iter().any(|uplink| {
             !guard.attached_in_kernel(&uplink.interface)
-                && Guard::kernel_runs_any_guard(&uplink.interface) == Some(false)
+                && guard.any_guard_runs(&uplink.interface) == Some(false)
         })
     }
 
@@ -298,7 +293,7 @@ impl Daemon {
             Err(err) => tracing::warn!(error = %err, "removing routing failed"),
         }
         if self.guard.take().is_some() {
-            match Deployment::new(self.engine.config()).down() {
+            match self.engine.kernel().remove_guard(self.engine.config()) {
                 Ok(detached) => tracing::info!(?detached, "guard removed"),
                 Err(err) => tracing::warn!(error = %err, "removing the guard failed"),
             }

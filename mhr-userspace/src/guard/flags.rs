@@ -5,7 +5,14 @@ use std::{collections::BTreeMap, fmt, net::IpAddr};
 use mhr_common::guard::{FlagRecord, Verdict};
 use serde::Serialize;
 
-use super::maps::source_address;
+use super::maps::{GuardMaps, source_address};
+
+/// Where a loaded guard's flagged packets come from: its ring buffer, and
+/// its maps to name uplinks by slot.
+pub struct FlagSource {
+    pub ring: aya::maps::RingBuf<aya::maps::MapData>,
+    pub names: GuardMaps,
+}
 
 /// One flagged packet. It has one schema everywhere: `watch` (text and
 /// `--json`) and the daemon's log lines use the same field names:

@@ -96,6 +96,17 @@ impl Southbound for Kernel {
         std::fs::write("/proc/sys/net/ipv6/route/flush", "1")
     }
 
+    fn load_guard(
+        &self,
+        pin_dir: &std::path::Path,
+    ) -> Result<crate::southbound::guard::LoadedGuard, crate::guard::GuardError> {
+        crate::guard::Guard::load_with_flags(pin_dir)
+    }
+
+    fn remove_guard(&self, config: &crate::config::Config) -> Result<Vec<String>, crate::guard::GuardError> {
+        crate::guard::Deployment::new(config).down()
+    }
+
     /// The effective mode: the maximum of `all` and the interface's own.
     fn rp_filter(&self, interface: &str) -> Option<u8> {
         let read = |name: &str| {

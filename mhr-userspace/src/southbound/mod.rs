@@ -10,6 +10,7 @@
 //! side (bpf(2), TC links) is [`crate::guard`]; nothing else touches
 //! rtnetlink or aya.
 
+pub mod guard;
 pub mod model;
 
 use std::{collections::BTreeSet, net::IpAddr, ops::RangeInclusive, time::Duration};
@@ -197,4 +198,10 @@ pub trait Southbound: Send + Sync {
 
     /// `net.ipv4.conf.INTERFACE.rp_filter`, if readable.
     fn rp_filter(&self, interface: &str) -> Option<u8>;
+
+    /// Loads the guard (adopting what is pinned under `pin_dir`).
+    fn load_guard(&self, pin_dir: &std::path::Path) -> Result<guard::LoadedGuard, crate::guard::GuardError>;
+
+    /// Detaches and unpins every guard of `config` (`down`, cleanup on exit).
+    fn remove_guard(&self, config: &crate::config::Config) -> Result<Vec<String>, crate::guard::GuardError>;
 }

@@ -162,11 +162,16 @@ pub async fn wait_until(model: &KernelModel, limit: Duration, what: &str, done: 
 
 /// Runs `steps` while a daemon runs on `engine`, then stops the daemon.
 pub async fn with_daemon<F: Future<Output = ()>>(engine: Engine, steps: F) {
+    with_daemon_options(engine, daemon_options(), steps).await;
+}
+
+/// [`with_daemon`] with these options.
+pub async fn with_daemon_options<F: Future<Output = ()>>(engine: Engine, options: DaemonOptions, steps: F) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (_reload, mut reloads) = tokio::sync::mpsc::channel(1);
     let daemon = mhr_userspace::daemon::run_engine(
         engine,
-        daemon_options(),
+        options,
         async {
             let _ = stopped.await;
         },

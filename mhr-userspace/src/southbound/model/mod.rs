@@ -11,6 +11,7 @@
 //! for deletions. Probes are answered unless the uplink's upstream is
 //! silenced or its path does not leave by it.
 
+pub mod guard;
 mod lookup;
 pub mod text;
 
@@ -65,11 +66,12 @@ struct State {
 #[derive(Default)]
 pub struct KernelModel {
     state: Mutex<State>,
+    guard: Arc<Mutex<guard::GuardState>>,
 }
 
 impl KernelModel {
     pub fn new(host: Observed) -> Arc<Self> {
-        Arc::new(Self { state: Mutex::new(State { host, ..State::default() }) })
+        Arc::new(Self { state: Mutex::new(State { host, ..State::default() }), guard: Arc::default() })
     }
 
     /// A model of the host `text` describes (see [`text`]).
@@ -98,6 +100,23 @@ impl KernelModel {
 
     pub fn multipath_hash_by_flow(&self) -> bool {
         self.state().multipath_hash_by_flow
+    }
+
+    /// The guard as the kernel runs it.
+    pub fn guard(&self) -> guard::GuardState {
+        self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Someone detaches the guard from `interface` (`tc filter del`, a
+    /// removed pin).
+    pub fn detach_guard(&self, interface: &str) {
+        let mut state = self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.attached.remove(interface)
+            && let Some(uplink) = state.uplinks.iter().find(|u| u.interface == interface)
+        {
+            let pin = format!("{}{}", crate::guard::pin_prefix(interface), uplink.ifindex);
+            state.removed.push(pin);
+        }
     }
 
     /// The uplink's upstream stops (or resumes) answering probes.
@@ -446,6 +465,22 @@ impl Southbound for KernelModel {
 
     fn flush_ipv6_route_cache(&self) -> std::io::Result<()> {
         Ok(())
+    }
+
+    fn load_guard(
+        &self,
+        _pin_dir: &std::path::Path,
+    ) -> Result<crate::southbound::guard::LoadedGuard, crate::guard::GuardError> {
+        self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).loads += 1;
+        let plane = Box::new(guard::ModelGuard(Arc::clone(&self.guard)));
+        Ok(crate::southbound::guard::LoadedGuard { plane, flags: None })
+    }
+
+    fn remove_guard(&self, _config: &crate::config::Config) -> Result<Vec<String>, crate::guard::GuardError> {
+        let mut state = self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let removed = std::mem::take(&mut state.attached).into_iter().collect();
+        state.uplinks.clear();
+        Ok(removed)
     }
 
     fn rp_filter(&self, interface: &str) -> Option<u8> {

@@ -1,0 +1,101 @@
+//! The model's guard: it records what the daemon configured and where it
+//! attached, and lets a test take a link away as someone might.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use crate::{
+    guard::{GuardAttachment, GuardError, GuardUplink, pin_prefix},
+    southbound::guard::GuardPlane,
+    tc::{AttachMode, Mechanism},
+};
+
+/// What the guard looks like in the model's kernel.
+#[derive(Clone, Debug, Default)]
+pub struct GuardState {
+    /// Times a guard was loaded.
+    pub loads: usize,
+    /// What its maps describe.
+    pub uplinks: Vec<GuardUplink>,
+    /// Interfaces the guard runs on.
+    pub attached: BTreeSet<String>,
+    /// Pins of links someone removed, not yet noticed.
+    pub removed: Vec<String>,
+}
+
+/// A loaded guard in the model.
+pub struct ModelGuard(pub(super) Arc<Mutex<GuardState>>);
+
+impl ModelGuard {
+    fn state(&self) -> MutexGuard<'_, GuardState> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn pin(interface: &str, ifindex: u32) -> String {
+    format!("{}{ifindex}", pin_prefix(interface))
+}
+
+impl GuardPlane for ModelGuard {
+    fn configure(&mut self, uplinks: &[GuardUplink]) -> Result<(), GuardError> {
+        self.state().uplinks = uplinks.to_vec();
+        Ok(())
+    }
+
+    fn repair_pins(&mut self) -> Result<Vec<String>, GuardError> {
+        Ok(Vec::new())
+    }
+
+    fn forget_detached(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.state().removed)
+    }
+
+    fn held_pins(&self) -> BTreeSet<String> {
+        let state = self.state();
+        state
+            .uplinks
+            .iter()
+            .filter(|u| state.attached.contains(&u.interface))
+            .map(|u| pin(&u.interface, u.ifindex))
+            .collect()
+    }
+
+    fn attach_missing(
+        &mut self,
+        uplinks: &[GuardUplink],
+        _mode: AttachMode,
+    ) -> Result<Vec<GuardAttachment>, GuardError> {
+        let mut state = self.state();
+        let mut attached = Vec::new();
+        for uplink in uplinks {
+            if state.attached.insert(uplink.interface.clone()) {
+                attached.push(GuardAttachment {
+                    interface: uplink.interface.clone(),
+                    ifindex: uplink.ifindex,
+                    mechanism: Mechanism::Tcx,
+                    replaced: false,
+                });
+            }
+        }
+        Ok(attached)
+    }
+
+    fn attached_in_kernel(&mut self, interface: &str) -> bool {
+        self.state().attached.contains(interface)
+    }
+
+    fn any_guard_runs(&self, interface: &str) -> Option<bool> {
+        Some(self.state().attached.contains(interface))
+    }
+
+    fn holds(&self, interface: &str) -> bool {
+        let state = self.state();
+        state.uplinks.iter().any(|u| u.interface == interface)
+    }
+
+    fn pins_intact(&self) -> bool {
+        true
+    }
+}
