@@ -1,77 +1,13 @@
-//! Established TCP connections, from the kernel's sock_diag (netlink),
-//! and which uplink each leaves by: now (a route lookup from its local
+//! Established TCP connections (the southbound lists them) and which
+//! uplink each leaves by: now (a route lookup from its local
 //! address) and under a plan (the uplink that owns its local address, or
 //! main's default).
 
-use std::{
-    io,
-    net::{IpAddr, SocketAddr},
-};
+use std::{io, net::IpAddr};
 
-use netlink_packet_sock_diag::{
-    SockDiagMessage,
-    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
-    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
-};
-use rtnetlink::sys::protocols::NETLINK_SOCK_DIAG;
 use serde::Serialize;
 
-use crate::{model::Family, plan::Desired};
-
-/// An established TCP connection of this host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Connection {
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-}
-
-impl Connection {
-    pub fn family(&self) -> Family {
-        Family::of(&self.local.ip())
-    }
-
-    /// `tcp 10.0.3.10:22 ⇄ 192.0.2.100:51234 (ssh)`.
-    pub fn describe(&self) -> String {
-        let service = if self.local.port() == 22 { " (ssh)" } else { "" };
-        format!("tcp {} ⇄ {}{service}", self.local, self.remote)
-    }
-}
-
-/// Every established TCP connection (IPv4 and IPv6) except loopback ones.
-pub fn established() -> io::Result<Vec<Connection>> {
-    let mut connections = Vec::new();
-    for family in [AF_INET, AF_INET6] {
-        connections.extend(dump(family)?);
-    }
-    connections.retain(|c| !c.local.ip().is_loopback() && !c.remote.ip().is_loopback());
-    connections.sort();
-    connections.dedup();
-    Ok(connections)
-}
-
-fn dump(family: u8) -> io::Result<Vec<Connection>> {
-    let socket_id = if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() };
-    let request = InetRequest {
-        family,
-        protocol: IPPROTO_TCP,
-        extensions: ExtensionFlags::empty(),
-        states: StateFlags::ESTABLISHED,
-        socket_id,
-    };
-    crate::netlink::dump::dump(NETLINK_SOCK_DIAG, SockDiagMessage::InetRequest(request), |message| {
-        match message {
-            SockDiagMessage::InetResponse(response) => {
-                let id = &response.header.socket_id;
-                // IPv4 on dual-stack sockets comes as ::ffff:a.b.c.d.
-                Some(Connection {
-                    local: SocketAddr::new(id.source_address.to_canonical(), id.source_port),
-                    remote: SocketAddr::new(id.destination_address.to_canonical(), id.destination_port),
-                })
-            }
-            _ => None,
-        }
-    })
-}
+use crate::{model::Connection, plan::Desired};
 
 /// Which uplink a connection leaves by once `desired` is in place: the one
 /// that owns its local address (the from-rules), else main's default
@@ -126,7 +62,7 @@ pub async fn paths(
     names: &crate::model::Names,
 ) -> io::Result<Vec<ConnectionPath>> {
     let mut paths = Vec::new();
-    for connection in established()? {
+    for connection in kernel.connections()? {
         let now = crate::southbound::path(kernel, connection.remote.ip(), Some(connection.local.ip()), None)
             .await
             .ok()

@@ -72,7 +72,7 @@ enum Trigger {
 
 struct Daemon {
     engine: Engine,
-    guard: Option<Box<dyn crate::southbound::guard::GuardPlane>>,
+    guard: Option<Box<dyn crate::guard::plane::GuardPlane>>,
     /// The guard's failures to load or attach, and when to try again.
     guard_retry: GuardRetry,
     control: Arc<ControlMetrics>,

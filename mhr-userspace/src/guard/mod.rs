@@ -13,7 +13,7 @@ mod error;
 pub mod flags;
 pub mod maps;
 pub mod pins;
-mod plane;
+pub mod plane;
 pub mod retry;
 mod sys;
 mod tcx_query;

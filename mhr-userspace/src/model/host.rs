@@ -34,18 +34,6 @@ pub enum Framing {
     Other,
 }
 
-impl Framing {
-    pub fn of(link_layer: rtnetlink::packet_route::link::LinkLayerType) -> Self {
-        use LinkLayerType as L;
-        use rtnetlink::packet_route::link::LinkLayerType;
-        match link_layer {
-            L::Ether => Self::Ethernet,
-            L::None | L::Ppp | L::Rawip | L::Tunnel | L::Tunnel6 | L::Sit | L::Ipgre | L::Ip6gre => Self::Ip,
-            _ => Self::Other,
-        }
-    }
-}
-
 /// A global-scope address on a link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Address {

@@ -7,9 +7,11 @@ use std::{collections::BTreeMap, fmt, net::IpAddr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+mod connection;
 mod gateway;
 mod host;
 
+pub use connection::Connection;
 pub use gateway::{Gateway, GatewaySource, LeaseKeeper, RememberedGateway, RememberedGateways};
 pub use host::{Address, Framing, Link, MovedRoute, Observed};
 

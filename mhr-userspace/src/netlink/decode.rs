@@ -44,7 +44,7 @@ pub fn link_from_message(message: &LinkMessage) -> Option<Link> {
         up: flags.contains(LinkFlags::Up),
         carrier: flags.contains(LinkFlags::LowerUp),
         point_to_point: flags.contains(LinkFlags::Pointopoint),
-        framing: Framing::of(message.header.link_layer_type),
+        framing: framing(message.header.link_layer_type),
     })
 }
 
@@ -199,6 +199,17 @@ pub fn rule_from_message(message: &RuleMessage) -> Option<Rule> {
         }
     }
     Some(rule)
+}
+
+/// What a device's packets start with, by its link layer type.
+fn framing(link_layer: rtnetlink::packet_route::link::LinkLayerType) -> Framing {
+    use LinkLayerType as L;
+    use rtnetlink::packet_route::link::LinkLayerType;
+    match link_layer {
+        L::Ether => Framing::Ethernet,
+        L::None | L::Ppp | L::Rawip | L::Tunnel | L::Tunnel6 | L::Sit | L::Ipgre | L::Ip6gre => Framing::Ip,
+        _ => Framing::Other,
+    }
 }
 
 #[cfg(test)]

@@ -96,10 +96,14 @@ impl Southbound for Kernel {
         std::fs::write("/proc/sys/net/ipv6/route/flush", "1")
     }
 
+    fn connections(&self) -> std::io::Result<Vec<crate::model::Connection>> {
+        super::sock_diag::established()
+    }
+
     fn load_guard(
         &self,
         pin_dir: &std::path::Path,
-    ) -> Result<crate::southbound::guard::LoadedGuard, crate::guard::GuardError> {
+    ) -> Result<crate::guard::plane::LoadedGuard, crate::guard::GuardError> {
         crate::guard::Guard::load_with_flags(pin_dir)
     }
 

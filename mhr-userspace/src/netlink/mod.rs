@@ -1,14 +1,14 @@
 //! The real kernel behind [`crate::southbound::Southbound`]: everything
 //! that speaks rtnetlink. Link, address, route, rule and neighbour
 //! messages are encoded and decoded here, route lookups asked and change
-//! notifications subscribed to here; the rest of mhr works on its model.
-//! (`connections` reads sock_diag through [`dump`].)
+//! notifications subscribed to here, established connections listed
+//! (sock_diag); the rest of mhr works on its model.
 
 pub mod decode;
-pub mod dump;
 pub mod encode;
 mod kernel;
 pub mod observe;
+pub mod sock_diag;
 pub mod subscribe;
 
 pub use kernel::Kernel;

@@ -10,7 +10,6 @@
 //! side (bpf(2), TC links) is [`crate::guard`]; nothing else touches
 //! rtnetlink or aya.
 
-pub mod guard;
 pub mod model;
 
 use std::{collections::BTreeSet, net::IpAddr, ops::RangeInclusive, time::Duration};
@@ -199,8 +198,14 @@ pub trait Southbound: Send + Sync {
     /// `net.ipv4.conf.INTERFACE.rp_filter`, if readable.
     fn rp_filter(&self, interface: &str) -> Option<u8>;
 
+    /// Every established TCP connection except loopback ones.
+    fn connections(&self) -> std::io::Result<Vec<crate::model::Connection>>;
+
     /// Loads the guard (adopting what is pinned under `pin_dir`).
-    fn load_guard(&self, pin_dir: &std::path::Path) -> Result<guard::LoadedGuard, crate::guard::GuardError>;
+    fn load_guard(
+        &self,
+        pin_dir: &std::path::Path,
+    ) -> Result<crate::guard::plane::LoadedGuard, crate::guard::GuardError>;
 
     /// Detaches and unpins every guard of `config` (`down`, cleanup on exit).
     fn remove_guard(&self, config: &crate::config::Config) -> Result<Vec<String>, crate::guard::GuardError>;

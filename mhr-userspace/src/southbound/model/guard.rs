@@ -7,8 +7,8 @@ use std::{
 };
 
 use crate::{
+    guard::plane::GuardPlane,
     guard::{GuardAttachment, GuardError, GuardUplink, pin_prefix},
-    southbound::guard::GuardPlane,
     tc::{AttachMode, Mechanism},
 };
 

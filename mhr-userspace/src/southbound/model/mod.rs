@@ -467,13 +467,18 @@ impl Southbound for KernelModel {
         Ok(())
     }
 
+    /// The model carries no sockets.
+    fn connections(&self) -> std::io::Result<Vec<crate::model::Connection>> {
+        Ok(Vec::new())
+    }
+
     fn load_guard(
         &self,
         _pin_dir: &std::path::Path,
-    ) -> Result<crate::southbound::guard::LoadedGuard, crate::guard::GuardError> {
+    ) -> Result<crate::guard::plane::LoadedGuard, crate::guard::GuardError> {
         self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).loads += 1;
         let plane = Box::new(guard::ModelGuard(Arc::clone(&self.guard)));
-        Ok(crate::southbound::guard::LoadedGuard { plane, flags: None })
+        Ok(crate::guard::plane::LoadedGuard { plane, flags: None })
     }
 
     fn remove_guard(&self, _config: &crate::config::Config) -> Result<Vec<String>, crate::guard::GuardError> {
