@@ -194,5 +194,10 @@ async fn a_failed_apply_puts_a_restored_legacy_default_back_aside_and_keeps_one_
     let left = mhr_userspace::state::read_moved(&state_dir).expect("records read");
     assert_eq!(left, vec![records[1].clone()], "ens4's record goes with its restore; the gone link's stays");
     assert!(s.model.host().routes.contains(&ens4_default), "ens4's default is back in main");
+
+    engine.down().await.expect("down");
+    s.step("mhr down: ens9's route cannot go back yet");
+    let left = mhr_userspace::state::read_moved(&state_dir).expect("records read");
+    assert_eq!(left, vec![records[1].clone()], "the record waits for a later down");
     s.finish();
 }
