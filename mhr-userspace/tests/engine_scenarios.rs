@@ -129,3 +129,38 @@ async fn the_daemon_routes_the_uplinks_it_has_while_one_is_missing() {
     .await;
     s.finish();
 }
+
+#[tokio::test]
+async fn the_ipv6_route_cache_is_flushed_after_changes_only() {
+    let s = Scenario::new("unused", "seed-host.txt", "seed.toml");
+    let engine = s.engine();
+    engine.apply(&engine.plan().await.expect("plans")).await.expect("applies");
+    assert_eq!(s.model.ipv6_flushes(), 1, "after apply changed routes");
+    engine.apply(&engine.plan().await.expect("plans")).await.expect("applies");
+    assert_eq!(s.model.ipv6_flushes(), 1, "an apply that changes nothing flushes nothing");
+    engine.down().await.expect("down");
+    assert_eq!(s.model.ipv6_flushes(), 2, "after down removed routes");
+    engine.down().await.expect("down");
+    assert_eq!(s.model.ipv6_flushes(), 2, "a down with nothing to remove flushes nothing");
+}
+
+#[tokio::test]
+async fn records_that_cannot_be_written_never_hold_routing_back_and_say_where() {
+    let mut s = Scenario::new("unused", "seed-host.txt", "seed.toml");
+    let planned = s.engine().plan().await.expect("plans");
+    // A directory that cannot exist: its parent is a file.
+    let blocked = s.config.routing.state_dir.join("not-a-dir");
+    std::fs::write(&blocked, "").expect("a file");
+    s.config.routing.rt_tables_dir = blocked.join("rt_tables.d");
+    let engine = s.engine();
+    let refused = engine.preflight().expect_err("preflight finds the directory unwritable");
+    assert!(
+        mhr_userspace::engine::error_chain(&refused).contains("not-a-dir"),
+        "names it: {}",
+        mhr_userspace::engine::error_chain(&refused)
+    );
+    let applied = engine.apply(&planned).await.expect("routing goes in regardless");
+    assert_eq!(default_via(&s.model, Family::V4), ["ens3"]);
+    let reason = applied.unrecorded.expect("the record that failed is reported");
+    assert!(reason.contains("not-a-dir/rt_tables.d"), "says where, with the cause: {reason}");
+}

@@ -60,6 +60,7 @@ struct State {
     subscribers: Vec<mpsc::UnboundedSender<Notice>>,
     rp_filter: BTreeMap<String, u8>,
     multipath_hash_by_flow: bool,
+    ipv6_flushes: usize,
 }
 
 /// The in-memory kernel. Cheap to share: `Arc<KernelModel>`.
@@ -100,6 +101,11 @@ impl KernelModel {
 
     pub fn multipath_hash_by_flow(&self) -> bool {
         self.state().multipath_hash_by_flow
+    }
+
+    /// Times the IPv6 route cache was flushed.
+    pub fn ipv6_flushes(&self) -> usize {
+        self.state().ipv6_flushes
     }
 
     /// The guard as the kernel runs it.
@@ -464,6 +470,7 @@ impl Southbound for KernelModel {
     }
 
     fn flush_ipv6_route_cache(&self) -> std::io::Result<()> {
+        self.state().ipv6_flushes += 1;
         Ok(())
     }
 
