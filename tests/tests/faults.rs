@@ -237,7 +237,7 @@ fn a_link_pin_that_cannot_be_put_back_leaves_the_guard_attached_until_it_can() {
     let spoofed_count = "uplink=\"ens3\",family=\"ipv4\",verdict=\"spoofed\"";
     assert_eq!(sample(&scrape(&host), "mhr_guard_packets_total", spoofed_count), Some(10.0));
     // ens3's pin only: ens4's was hidden under the tmpfs, never removed.
-    assert_eq!(sample(&scrape(&host), "mhr_guard_repairs_total", "what=\"link\""), Some(1.0));
+    assert_eq!(sample(&scrape(&host), "mhr_guard_repairs_total", "kind=\"link\""), Some(1.0));
 }
 
 /// The ifindex in the name of `interface`'s link pin.

@@ -26,6 +26,9 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbePlan {
     pub interface: String,
+    /// The interface's index when planned: a re-created interface (same
+    /// name, new index) needs new device-bound sockets.
+    pub index: u32,
     pub family: Family,
     /// The uplink's address the probes leave from.
     pub source: IpAddr,
@@ -44,7 +47,10 @@ const PAYLOAD: &[u8] = b"mhr health probe";
 
 /// Sends the probes; keeps one socket per uplink and source address.
 pub struct Prober {
-    clients: BTreeMap<(String, IpAddr), Client>,
+    /// By interface name and index (a socket bound to a device keeps the
+    /// index it was bound to: a re-created interface needs a new one) and
+    /// source.
+    clients: BTreeMap<(String, u32, IpAddr), Client>,
     identifier: u16,
     sequence: u16,
 }
@@ -66,8 +72,8 @@ impl Prober {
     /// `timeout`. An uplink family is answered when any target answers.
     pub async fn round(&mut self, plans: &[ProbePlan], timeout: Duration) -> Vec<ProbeResult> {
         self.sequence = self.sequence.wrapping_add(1);
-        self.clients.retain(|(interface, source), _| {
-            plans.iter().any(|p| p.interface == *interface && p.source == *source)
+        self.clients.retain(|(interface, index, source), _| {
+            plans.iter().any(|p| p.interface == *interface && p.index == *index && p.source == *source)
         });
         for plan in plans {
             if let Err(err) = self.open(plan) {
@@ -78,7 +84,7 @@ impl Prober {
         // Client marks it destroyed for every clone.
         let clients = &self.clients;
         let pings = plans.iter().map(|plan| {
-            let client = clients.get(&(plan.interface.clone(), plan.source));
+            let client = clients.get(&(plan.interface.clone(), plan.index, plan.source));
             probe_plan(client, plan, self.identifier, self.sequence, timeout)
         });
         futures::future::join_all(pings).await
@@ -86,7 +92,7 @@ impl Prober {
 
     fn open(&mut self, plan: &ProbePlan) -> std::io::Result<()> {
         if let std::collections::btree_map::Entry::Vacant(slot) =
-            self.clients.entry((plan.interface.clone(), plan.source))
+            self.clients.entry((plan.interface.clone(), plan.index, plan.source))
         {
             let kind = match plan.family {
                 Family::V4 => ICMP::V4,
@@ -165,7 +171,13 @@ pub fn probe_plans(config: &Config, observed: &Observed) -> Vec<ProbePlan> {
                 Family::V6 => uplink.probe_source6.map(IpAddr::V6),
             };
             if let Some(source) = chosen.or_else(|| probe_source(&addresses, gateway)) {
-                plans.push(ProbePlan { interface: uplink.interface.clone(), family, source, targets });
+                plans.push(ProbePlan {
+                    interface: uplink.interface.clone(),
+                    index: link.index,
+                    family,
+                    source,
+                    targets,
+                });
             }
         }
     }
