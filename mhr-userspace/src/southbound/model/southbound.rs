@@ -1,0 +1,149 @@
+//! The model behind the [`Southbound`] trait, and its notifications.
+
+use std::{collections::BTreeSet, net::IpAddr, sync::Arc, time::Duration};
+
+use tokio::sync::mpsc;
+
+use super::{KernelModel, MHR_PORT, Notice, guard, lookup};
+use crate::{
+    health::{
+        ProbeOutcome,
+        probe::{ProbePlan, ProbeResult},
+    },
+    model::{Observed, Route, rule_command},
+    southbound::{
+        Change, Event, KernelError, Lookup, Notifications, ObserveError, RouteFilter, RouteScope, Southbound,
+    },
+};
+
+struct ModelNotifications {
+    receiver: mpsc::UnboundedReceiver<Notice>,
+    filter: RouteFilter,
+}
+
+#[async_trait::async_trait]
+impl Notifications for ModelNotifications {
+    async fn next(&mut self) -> std::io::Result<Event> {
+        let Some(notice) = self.receiver.recv().await else {
+            return std::future::pending().await;
+        };
+        Ok(match notice {
+            Notice::Route { table, prefix_len, .. } if !self.filter.matters(table, prefix_len) => {
+                Event::Ignored
+            }
+            Notice::Route { removed_by, .. } | Notice::Rule { removed_by } => Event::Changed {
+                added: Vec::new(),
+                removed_by: removed_by.into_iter().filter(|port| *port != 0).collect(),
+            },
+            Notice::Address(added) => {
+                Event::Changed { added: added.into_iter().collect(), removed_by: Vec::new() }
+            }
+            Notice::Link => Event::Changed { added: Vec::new(), removed_by: Vec::new() },
+        })
+    }
+
+    fn set_route_filter(&mut self, filter: RouteFilter) {
+        self.filter = filter;
+    }
+}
+
+#[async_trait::async_trait]
+impl Southbound for KernelModel {
+    async fn observe(&self, _scope: Option<&RouteScope>) -> Result<Observed, ObserveError> {
+        Ok(self.host())
+    }
+
+    async fn failed_neighbours(&self) -> Result<BTreeSet<(u32, IpAddr)>, ObserveError> {
+        Ok(self.state().host.failed_neighbours.clone())
+    }
+
+    async fn change(&self, change: &Change) -> Result<(), KernelError> {
+        let mut state = self.state();
+        state.apply(change, MHR_PORT)?;
+        let names = state.host.names();
+        let made = match change {
+            Change::AddRoute(route) => names.route_command("add", route),
+            Change::ReplaceRoute(route) => names.route_command("replace", route),
+            Change::DeleteRoute(route) => names.route_command("del", route),
+            Change::AddRule(rule) => rule_command("add", rule),
+            Change::DeleteRule(rule) => rule_command("del", rule),
+        };
+        state.made.push(made);
+        Ok(())
+    }
+
+    async fn lookup(&self, query: Lookup) -> Result<Route, KernelError> {
+        let state = self.state();
+        let iif_name =
+            query.iif.and_then(|i| state.host.links.iter().find(|l| l.index == i)).map(|l| &l.name);
+        let rp_filter = iif_name.and_then(|name| state.rp_filter.get(name)).copied().unwrap_or(0);
+        lookup::answer(&state.host, query, rp_filter)
+    }
+
+    fn subscribe(
+        &self,
+        _receive_buffer: usize,
+        filter: RouteFilter,
+    ) -> std::io::Result<Box<dyn Notifications>> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.state().subscribers.push(sender);
+        Ok(Box::new(ModelNotifications { receiver, filter }))
+    }
+
+    /// Answered when the uplink is up with carrier, not silenced, and a
+    /// route through it (probe sockets are bound to their uplink) reaches
+    /// the target.
+    async fn probe(&self, plans: &[ProbePlan], _timeout: Duration) -> Vec<ProbeResult> {
+        let state = self.state();
+        plans
+            .iter()
+            .map(|plan| {
+                let link = state.host.link(&plan.interface);
+                let alive =
+                    link.is_some_and(|l| l.up && l.carrier) && !state.silent.contains(&plan.interface);
+                let index = link.map(|l| l.index);
+                let leaves = |target: &IpAddr| {
+                    lookup::route_via(&state.host, *target, Some(plan.source), index).is_some()
+                };
+                let answered = alive && plan.targets.iter().any(leaves);
+                let outcome = ProbeOutcome { answered, rtt: answered.then(|| Duration::from_millis(1)) };
+                ProbeResult { interface: plan.interface.clone(), family: plan.family, outcome }
+            })
+            .collect()
+    }
+
+    fn hash_multipath_by_flow(&self) -> std::io::Result<()> {
+        self.state().multipath_hash_by_flow = true;
+        Ok(())
+    }
+
+    fn flush_ipv6_route_cache(&self) -> std::io::Result<()> {
+        self.state().ipv6_flushes += 1;
+        Ok(())
+    }
+
+    /// The model carries no sockets.
+    fn connections(&self) -> std::io::Result<Vec<crate::model::Connection>> {
+        Ok(Vec::new())
+    }
+
+    fn load_guard(
+        &self,
+        _pin_dir: &std::path::Path,
+    ) -> Result<crate::guard::plane::LoadedGuard, crate::guard::GuardError> {
+        self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).loads += 1;
+        let plane = Box::new(guard::ModelGuard(Arc::clone(&self.guard)));
+        Ok(crate::guard::plane::LoadedGuard { plane, flags: None })
+    }
+
+    fn remove_guard(&self, _config: &crate::config::Config) -> Result<Vec<String>, crate::guard::GuardError> {
+        let mut state = self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let removed = std::mem::take(&mut state.attached).into_iter().collect();
+        state.uplinks.clear();
+        Ok(removed)
+    }
+
+    fn rp_filter(&self, interface: &str) -> Option<u8> {
+        Some(self.state().rp_filter.get(interface).copied().unwrap_or(0))
+    }
+}
