@@ -61,6 +61,9 @@ pub struct FamilyStatus {
     pub since: Option<u64>,
     pub probe_loss: Option<f64>,
     pub probe_rtt_seconds: Option<f64>,
+    /// Each probe target over `[health] window` (daemon only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<crate::health::targets::TargetStats>,
 }
 
 /// The source guard on one uplink.
@@ -98,8 +101,9 @@ pub struct PacketCount {
 
 pub const TOP_OFFENDERS: usize = 10;
 /// `status --json`'s `version`: 2 lists missing uplinks (`missing`),
-/// `errors`, `daemon`, `confirmation` and `rolled_back`.
-pub const STATUS_VERSION: u32 = 2;
+/// `errors`, `daemon`, `confirmation` and `rolled_back`; 3 adds each probe
+/// target's figures (`health[].targets`).
+pub const STATUS_VERSION: u32 = 3;
 
 /// The daemon, as its health view on disk says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -207,6 +211,7 @@ impl Engine {
                             since: remembered.map(|h| h.since),
                             probe_loss: remembered.and_then(|h| h.probe_loss),
                             probe_rtt_seconds: remembered.and_then(|h| h.probe_rtt_seconds),
+                            targets: remembered.map(|h| h.targets.clone()).unwrap_or_default(),
                         }
                     })
                     .collect(),

@@ -17,6 +17,7 @@ pub(crate) mod process;
 pub mod quiet_host;
 pub mod raw;
 pub mod seed_lab;
+pub mod servers;
 pub mod temp_dir;
 pub mod tun;
 

@@ -29,6 +29,8 @@ const SYSTEM_COMMANDS: &[(&str, &str)] = &[
     ("script", "bsdutils"),
     ("dnsmasq", "dnsmasq-base"),
     ("dhcpcd", "dhcpcd-base"),
+    // The HTTP server HTTP probes reach in the lab (busybox httpd).
+    ("busybox", "busybox"),
     // Real network managers on the lab host (tests/src/managers), each run
     // by the tests in namespaces of its own.
     ("/lib/systemd/systemd-networkd", "systemd"),

@@ -106,6 +106,9 @@ fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
                 line += ", holds main's default";
             }
             writeln!(out, "{line} [{}]", health.judged_by)?;
+            for target in &health.targets {
+                writeln!(out, "    probe {}", target_line(target))?;
+            }
         }
         for object in uplink.rules.iter().chain(&uplink.routes) {
             writeln!(out, "  {} {}", mark(object.present), object.object)?;
@@ -162,4 +165,17 @@ fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One probe target: whether it answered last, its loss, RTT and jitter over the window.
+fn target_line(target: &crate::health::targets::TargetStats) -> String {
+    let answered = if target.answered { "answering" } else { "NOT ANSWERING" };
+    let mut line = format!("{} {answered}, loss {:.0}%", target.target, target.loss * 100.0);
+    if let Some(rtt) = target.rtt_seconds {
+        line += &format!(", rtt {:.1} ms", rtt * 1000.0);
+    }
+    if let Some(jitter) = target.jitter_seconds {
+        line += &format!(", jitter {:.1} ms", jitter * 1000.0);
+    }
+    line
 }

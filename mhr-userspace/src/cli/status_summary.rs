@@ -7,7 +7,8 @@ use std::io::Write;
 use crate::status::{Status, UplinkStatus};
 
 /// The summary's columns, in order; `--fields` picks from them.
-pub const FIELDS: [&str; 8] = ["uplink", "role", "state", "since", "active", "loss", "rtt", "guard"];
+pub const FIELDS: [&str; 9] =
+    ["uplink", "role", "state", "since", "active", "probes", "loss", "rtt", "guard"];
 
 /// Whether an uplink is in a state an operator should look at: missing
 /// (unless optional), blocked, or unhealthy in a family.
@@ -42,6 +43,14 @@ fn value(status: &Status, uplink: &UplinkStatus, field: &str) -> String {
                 })
                 .collect();
             if families.is_empty() { dash() } else { families.join(",") }
+        }
+        "probes" => {
+            let targets: Vec<_> = uplink.health.iter().flat_map(|h| &h.targets).collect();
+            if targets.is_empty() {
+                dash()
+            } else {
+                format!("{}/{}", targets.iter().filter(|t| t.answered).count(), targets.len())
+            }
         }
         "loss" => worst(uplink, |h| h.probe_loss).map_or_else(dash, |loss| format!("{:.0}%", loss * 100.0)),
         "rtt" => {

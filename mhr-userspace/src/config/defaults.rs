@@ -42,6 +42,8 @@ impl Default for HealthConfig {
             down_after: 3,
             up_after: 5,
             assume: Assume::default(),
+            quorum: 1,
+            window: Duration::from_secs(60),
         }
     }
 }

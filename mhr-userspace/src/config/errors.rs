@@ -1,10 +1,7 @@
 //! Config errors: every problem a config file can have, each located at
 //! its `line:column`.
 
-use std::{
-    net::IpAddr,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use mhr_common::guard::MAX_ALLOW;
 
@@ -69,7 +66,11 @@ pub enum ConfigError {
     #[error("uplink `{interface}`: {count} probe targets, at most {MAX_PROBES_PER_UPLINK}")]
     TooManyProbes { interface: String, count: usize },
     #[error("uplink `{interface}`: probe target {target} is not a unicast address")]
-    BadProbe { interface: String, target: IpAddr },
+    BadProbe { interface: String, target: String },
+    #[error(
+        "uplink `{interface}`: quorum must be a whole number from 1 to its {targets} probe targets, not {quorum}"
+    )]
+    BadQuorum { interface: String, quorum: u32, targets: usize },
     #[error("uplink `{interface}`: weight must be a whole number from 1 to {MAX_WEIGHT}, not {weight}")]
     BadWeight { interface: String, weight: u32 },
     #[error("[health] {key} {reason}")]

@@ -9,6 +9,7 @@ mod check;
 mod defaults;
 mod errors;
 mod schema;
+mod target;
 mod validation;
 
 pub use defaults::{
@@ -21,6 +22,7 @@ pub use schema::{
     Assume, Config, GuardConfig, GuardMode, HealthConfig, MetricsConfig, Policy, RoutingConfig, SourceRules,
     UplinkConfig,
 };
+pub use target::{ProbeTarget, TargetError};
 pub use validation::{MAX_CONFIG_BYTES, MAX_PROBES_PER_UPLINK, MAX_TOP_OFFENDERS, route_protocol_name};
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -132,5 +134,7 @@ impl Config {
     }
 }
 
+#[cfg(test)]
+mod probe_tests;
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,7 @@
 //! and the accessors on them.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{Ipv4Addr, Ipv6Addr},
     ops::RangeInclusive,
     path::PathBuf,
     time::Duration,
@@ -11,6 +11,7 @@ use std::{
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use super::target::ProbeTarget;
 use crate::tc::AttachMode;
 
 /// `[metrics]` (the daemon's HTTP endpoint).
@@ -90,7 +91,25 @@ pub struct HealthConfig {
     /// or re-created interface, an uplink added by reload) and nothing it
     /// remembers or a start-up probe round says otherwise.
     pub assume: Assume,
+    /// Probe targets that must answer for a good round (per uplink:
+    /// `quorum`); capped by the targets an uplink has in a family.
+    pub quorum: u32,
+    /// The period each probe target's loss, average round trip and jitter
+    /// are computed over.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
 }
+
+impl HealthConfig {
+    /// How many rounds `window` holds (at least one).
+    pub fn window_rounds(&self) -> usize {
+        let interval = self.interval.as_millis().max(1);
+        (self.window.as_millis().div_ceil(interval)).clamp(1, MAX_WINDOW_ROUNDS as u128) as usize
+    }
+}
+
+/// Bounds each target's remembered rounds (36,000 = 1 h at 100 ms).
+const MAX_WINDOW_ROUNDS: usize = 36_000;
 
 /// `[health] assume`.
 #[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -139,10 +158,13 @@ pub struct UplinkConfig {
     pub mode: Option<GuardMode>,
     /// Per-uplink override of the top-level `enforce_asymmetric`.
     pub enforce_asymmetric: Option<bool>,
-    /// Addresses to ping from this uplink's own address, out of this
-    /// uplink, every health interval (at most 4; any answer is a good round).
+    /// Targets probed from this uplink's own address, out of this uplink,
+    /// every health interval (at most 8): an address (ICMP echo),
+    /// `tcp:ADDRESS:PORT`, `dns:ADDRESS` or `http://ADDRESS/PATH`.
     #[serde(default)]
-    pub probe: Vec<IpAddr>,
+    pub probe: Vec<ProbeTarget>,
+    /// Targets that must answer for a good round (default: `[health] quorum`).
+    pub quorum: Option<u32>,
     /// The lease file of this uplink's DHCP client, when it is not where
     /// dhclient, dhcpcd, networkd or NetworkManager keep it by default
     /// (the gateway is learned from it when no route names it).
@@ -169,8 +191,17 @@ impl UplinkConfig {
         self.weight.unwrap_or(1)
     }
 
-    pub fn probes(&self, family: crate::model::Family) -> impl Iterator<Item = IpAddr> + '_ {
-        self.probe.iter().copied().filter(move |target| crate::model::Family::of(target) == family)
+    pub fn probes(&self, family: crate::model::Family) -> impl Iterator<Item = &ProbeTarget> + '_ {
+        self.probe.iter().filter(move |target| target.family() == family)
+    }
+
+    /// How many of its targets in `family` must answer for a good round:
+    /// the uplink's (or `[health]`'s) quorum, at most the targets there are
+    /// in that family (a global quorum of 2 still lets an uplink with one
+    /// IPv6 target be judged in IPv6).
+    pub fn quorum(&self, health: &HealthConfig, family: crate::model::Family) -> usize {
+        let wanted = self.quorum.unwrap_or(health.quorum).max(1) as usize;
+        wanted.min(self.probes(family).count().max(1))
     }
 }
 

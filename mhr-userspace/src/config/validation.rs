@@ -55,7 +55,7 @@ const MAX_INTERFACE_NAME: usize = 15;
 /// Larger config files are refused before parsing (a config is a few KiB).
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Probe targets per uplink: probes are rate-bounded by design.
-pub const MAX_PROBES_PER_UPLINK: usize = 4;
+pub const MAX_PROBES_PER_UPLINK: usize = 8;
 const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_HEALTH_INTERVAL: Duration = Duration::from_secs(3600);
 const MAX_STREAK: u32 = 100;
@@ -231,10 +231,16 @@ impl Config {
                     ConfigError::TooManyProbes { interface: interface(), count: uplink.probe.len() },
                 ));
             }
-            for (item, &target) in uplink.probe.iter().enumerate().filter(|(_, t)| !is_unicast(t)) {
+            for (item, target) in uplink.probe.iter().enumerate().filter(|(_, t)| !is_unicast(&t.address())) {
                 problems.push((
                     Loc::UplinkItem(index, "probe", item),
-                    ConfigError::BadProbe { interface: interface(), target },
+                    ConfigError::BadProbe { interface: interface(), target: target.to_string() },
+                ));
+            }
+            if let Some(quorum) = uplink.quorum.filter(|&q| q == 0 || q as usize > uplink.probe.len()) {
+                problems.push((
+                    Loc::Uplink(index, "quorum"),
+                    ConfigError::BadQuorum { interface: interface(), quorum, targets: uplink.probe.len() },
                 ));
             }
             if let Some(weight) = uplink.weight.filter(|w| !(1..=MAX_WEIGHT).contains(w)) {
@@ -264,6 +270,22 @@ impl Config {
                     humantime::format_duration(health.interval),
                     humantime::format_duration(health.timeout)
                 ),
+            );
+        }
+        if interval_ok && !(health.interval..=MAX_HEALTH_INTERVAL).contains(&health.window) {
+            bad(
+                "window",
+                format!(
+                    "must be from `interval` ({}) to 1h, not {}",
+                    humantime::format_duration(health.interval),
+                    humantime::format_duration(health.window)
+                ),
+            );
+        }
+        if !(1..=MAX_PROBES_PER_UPLINK as u32).contains(&health.quorum) {
+            bad(
+                "quorum",
+                format!("must be a whole number from 1 to {MAX_PROBES_PER_UPLINK}, not {}", health.quorum),
             );
         }
         for (key, value) in [("down_after", health.down_after), ("up_after", health.up_after)] {

@@ -87,6 +87,8 @@ struct Daemon {
     guard_failing_since: Option<Instant>,
     /// The health series exported: uplink, family, primary.
     exported_health: std::collections::BTreeSet<(String, Family)>,
+    /// Probe targets with loss series, by uplink.
+    exported_targets: std::collections::BTreeSet<(String, String)>,
     /// Corrections per object, to put back at a bounded rate what another
     /// writer keeps removing.
     fights: fights::Fights,
@@ -194,6 +196,7 @@ pub async fn run_with_endpoint(
         probe_plans,
         guard_failing_since: None,
         exported_health: Default::default(),
+        exported_targets: Default::default(),
         fights: fights::Fights::default(),
         removers: Vec::new(),
         retry_at: None,

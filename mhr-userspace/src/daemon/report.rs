@@ -13,6 +13,13 @@ impl Daemon {
     /// state. True when an uplink's health changed (reconcile now).
     pub(super) async fn health_round(&mut self, probes: &[ProbeResult]) -> bool {
         let Some(last) = &self.last else { return false };
+        for result in probes {
+            for answer in &result.targets {
+                if let Some(rtt) = answer.rtt {
+                    self.control.probes.answered(&result.interface, &answer.target.to_string(), rtt);
+                }
+            }
+        }
         let failed = match self.engine.kernel().failed_neighbours().await {
             Ok(failed) => failed,
             Err(err) => {
@@ -75,6 +82,35 @@ impl Daemon {
             self.control.forget_uplink_health(interface, family_label(*family));
         }
         self.exported_health = exported;
+        self.export_target_loss();
+    }
+
+    /// Each probe target's loss; the series of targets no longer configured go.
+    fn export_target_loss(&mut self) {
+        let config = self.engine.config();
+        let mut exported = std::collections::BTreeSet::new();
+        for ((interface, _), entry) in self.book.entries() {
+            for stats in &entry.targets {
+                self.control.probes.loss(interface, &stats.target, stats.loss);
+                exported.insert((interface.clone(), stats.target.clone()));
+            }
+        }
+        let configured = |interface: &str, target: &str| {
+            config
+                .uplinks
+                .iter()
+                .any(|u| u.interface == interface && u.probe.iter().any(|t| t.to_string() == target))
+        };
+        for (interface, target) in &self.exported_targets {
+            if !exported.contains(&(interface.clone(), target.clone())) {
+                if configured(interface, target) {
+                    exported.insert((interface.clone(), target.clone()));
+                } else {
+                    self.control.probes.forget(interface, target);
+                }
+            }
+        }
+        self.exported_targets = exported;
     }
 
     /// Logs an uplink becoming blocked or free again; the metric per uplink.

@@ -57,13 +57,13 @@ pub fn round(
                 Some(Gateway::Via(address)) => failed_neighbours.contains(&(uplink.index, address)),
                 _ => false,
             };
-            let probe = probes
-                .iter()
-                .find(|p| p.interface == uplink.interface && p.family == family)
-                .map(|p| p.outcome);
-            let sample = RoundSample { gateway_unreachable, probe };
+            let result = probes.iter().find(|p| p.interface == uplink.interface && p.family == family);
+            let sample = RoundSample { gateway_unreachable, probe: result.map(|p| p.outcome) };
             let fault = link_fault(uplink, family);
             transitions.extend(book.observe_round(&uplink.interface, family, fault, sample, now));
+            if let Some(result) = result {
+                book.record_targets(&uplink.interface, family, &result.targets);
+            }
         }
     }
     transitions

@@ -14,6 +14,7 @@
 pub mod judge;
 pub mod probe;
 pub mod snapshot;
+pub mod targets;
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -122,6 +123,9 @@ pub struct FamilyHealth {
     /// Fraction of the last probe rounds without an answer (None: no probes).
     pub probe_loss: Option<f64>,
     pub probe_rtt_seconds: Option<f64>,
+    /// Each probe target over `[health] window`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<targets::TargetStats>,
     #[serde(skip)]
     probe_window: VecDeque<bool>,
 }
@@ -136,6 +140,7 @@ impl FamilyHealth {
             failed_rounds: 0,
             probe_loss: None,
             probe_rtt_seconds: None,
+            targets: Vec::new(),
             probe_window: VecDeque::new(),
         }
     }
@@ -143,6 +148,7 @@ impl FamilyHealth {
     fn record_probe(&mut self, probe: Option<ProbeOutcome>) {
         let Some(probe) = probe else {
             self.probe_window.clear();
+            self.targets.clear();
             self.probe_loss = None;
             self.probe_rtt_seconds = None;
             return;
@@ -290,6 +296,14 @@ impl HealthBook {
             }
         }
         None
+    }
+
+    /// Each target's answer in the round, into its figures over `[health] window`.
+    pub fn record_targets(&mut self, interface: &str, family: Family, answers: &[probe::TargetAnswer]) {
+        let rounds = self.settings.window_rounds();
+        if let Some(entry) = self.entries.get_mut(&(interface.to_owned(), family)) {
+            targets::record_round(&mut entry.targets, answers, rounds);
+        }
     }
 
     pub fn is_healthy(&self, interface: &str, family: Family) -> bool {

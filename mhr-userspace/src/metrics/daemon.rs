@@ -58,6 +58,16 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: GuardCollec
         control.probe_loss.clone(),
     );
     registry.register(
+        "mhr_probe_rtt_seconds",
+        "Round-trip time of each answered probe, by uplink and target",
+        control.probes.rtt.clone(),
+    );
+    registry.register(
+        "mhr_probe_loss_ratio",
+        "Fraction of the probe rounds in [health] window the target did not answer, by uplink and target",
+        control.probes.loss.clone(),
+    );
+    registry.register(
         "mhr_failovers",
         "Changes of the uplink holding main's default route, by family",
         control.failovers.clone(),

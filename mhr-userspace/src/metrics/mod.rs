@@ -6,14 +6,17 @@
 //!   the daemon (reconciles, health, failovers, guard repairs).
 //! - `guard`: the data path's, read from the guard's maps on each scrape
 //!   ([`GuardCollector`]).
+//! - `probes`: per probe target, the round-trip histogram and the loss.
 //! - `daemon`: the registry behind `/metrics` and its rendering.
 
 mod daemon;
 mod guard;
+mod probes;
 mod routing;
 
 pub use daemon::{registry, render};
 pub use guard::{DATAPATH_METRICS, GuardCollector};
+pub use probes::ProbeMetrics;
 pub use routing::ControlMetrics;
 
 type Labels = Vec<(String, String)>;

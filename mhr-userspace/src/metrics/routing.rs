@@ -25,6 +25,8 @@ pub struct ControlMetrics {
     pub uplink_active: MetricFamily<Labels, Gauge>,
     pub probe_rtt: MetricFamily<Labels, Gauge<f64, AtomicU64>>,
     pub probe_loss: MetricFamily<Labels, Gauge<f64, AtomicU64>>,
+    /// Per probe target: round trips and loss.
+    pub probes: super::ProbeMetrics,
     pub failovers: MetricFamily<Labels, Counter>,
     pub guard_repairs: MetricFamily<Labels, Counter>,
     /// The guard failed to load or attach, by reason (guard::retry::REASONS).

@@ -36,6 +36,8 @@ fn exported() -> BTreeSet<String> {
     control.guard_repair("map");
     control.initialise(&[("ens3", true)]);
     control.uplink_blocked.get_or_create(&labels([("uplink", "ens3")])).set(0);
+    control.probes.answered("ens3", "tcp:192.0.2.1:443", std::time::Duration::from_millis(3));
+    control.probes.loss("ens3", "tcp:192.0.2.1:443", 0.25);
     let mut registry = registry(&control, GuardCollector::new("/nonexistent".into(), 0));
     // The guard's families as the collector encodes them, from a
     // snapshot with one sample each.
@@ -43,11 +45,23 @@ fn exported() -> BTreeSet<String> {
     sample_names(&render(&registry).unwrap())
 }
 
+/// The metric names in an exposition; a histogram's `_bucket`, `_sum`
+/// and `_count` samples count as the histogram's name.
 fn sample_names(text: &str) -> BTreeSet<String> {
-    text.lines()
+    let mut names: BTreeSet<String> = text
+        .lines()
         .filter(|line| !line.starts_with('#') && !line.is_empty())
         .map(|line| line.split(['{', ' ']).next().unwrap_or_default().to_owned())
-        .collect()
+        .collect();
+    let histograms: Vec<String> =
+        names.iter().filter_map(|name| name.strip_suffix("_bucket")).map(str::to_owned).collect();
+    for histogram in histograms {
+        for suffix in ["_bucket", "_sum", "_count"] {
+            names.remove(&format!("{histogram}{suffix}"));
+        }
+        names.insert(histogram);
+    }
+    names
 }
 
 #[derive(Debug)]
@@ -350,4 +364,20 @@ fn unreadable_pins_are_counted_and_no_guard_is_no_error() {
         assert!(has_sample(&body, &format!("mhr_scrape_errors_total{{source=\"{source}\"}} 0")), "{body}");
     }
     assert!(!has_sample(&body, "mhr_guard_"), "no guard, no guard series:\n{body}");
+}
+
+#[test]
+fn probe_targets_get_a_histogram_and_a_loss_series_until_forgotten() {
+    let control = Arc::new(ControlMetrics::default());
+    control.probes.answered("ens3", "dns:192.0.2.53", std::time::Duration::from_millis(4));
+    control.probes.answered("ens3", "dns:192.0.2.53", std::time::Duration::from_millis(40));
+    control.probes.loss("ens3", "dns:192.0.2.53", 0.5);
+    let text = rendered(&control);
+    let series = "uplink=\"ens3\",target=\"dns:192.0.2.53\"";
+    assert!(text.contains(&format!("\nmhr_probe_rtt_seconds_count{{{series}}} 2\n")), "{text}");
+    assert!(text.contains(&format!("\nmhr_probe_rtt_seconds_bucket{{{series},le=\"0.005\"}} 1\n")), "{text}");
+    assert!(text.contains(&format!("\nmhr_probe_loss_ratio{{{series}}} 0.5\n")), "{text}");
+    control.probes.forget("ens3", "dns:192.0.2.53");
+    let text = rendered(&control);
+    assert!(!text.contains("target=\"dns:192.0.2.53\""), "{text}");
 }

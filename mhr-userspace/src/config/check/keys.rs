@@ -26,7 +26,8 @@ pub(super) enum Kind {
         other: &'static str,
         noun: &'static str,
     },
-    Addresses,
+    /// Probe targets: addresses, `tcp:`, `dns:`, `http://`.
+    ProbeTargets,
     Prefixes,
     Socket,
     /// `user = "bcrypt hash"` pairs.
@@ -93,7 +94,8 @@ const UPLINK: &[(&str, Kind)] = &[
     ("allow", Kind::Prefixes),
     ("mode", Kind::Choice(MODES)),
     ("enforce_asymmetric", Kind::Bool),
-    ("probe", Kind::Addresses),
+    ("probe", Kind::ProbeTargets),
+    ("quorum", Kind::Int { max: U32, words: "a whole number from 1 to the uplink's probe targets" }),
     ("dhcp_lease", Kind::Text),
     ("probe_source", Kind::Ipv4 { other: "probe_source6", noun: "sources" }),
     ("probe_source6", Kind::Ipv6 { other: "probe_source", noun: "sources" }),
@@ -108,6 +110,8 @@ const HEALTH: &[(&str, Kind)] = &[
     ("down_after", Kind::Int { max: U32, words: "a whole number from 1 to 100" }),
     ("up_after", Kind::Int { max: U32, words: "a whole number from 1 to 100" }),
     ("assume", Kind::Choice(&["unhealthy", "healthy"])),
+    ("quorum", Kind::Int { max: U32, words: "a whole number from 1 to 8" }),
+    ("window", Kind::Duration),
 ];
 
 const ROUTING: &[(&str, Kind)] = &[

@@ -243,10 +243,13 @@ impl<'i> Document<'i> {
                     ));
                 }
             }
-            Kind::Addresses | Kind::Prefixes => {
+            Kind::ProbeTargets | Kind::Prefixes => {
                 let Some(items) = value.get_ref().as_array() else {
-                    let example =
-                        if matches!(kind, Kind::Prefixes) { "[\"192.0.2.0/24\"]" } else { "[\"192.0.2.1\"]" };
+                    let example = if matches!(kind, Kind::Prefixes) {
+                        "[\"192.0.2.0/24\"]"
+                    } else {
+                        "[\"192.0.2.1\", \"tcp:192.0.2.1:443\"]"
+                    };
                     bad(format!("{key} must be a list such as {example}, not {written}"));
                     return;
                 };
@@ -254,9 +257,7 @@ impl<'i> Document<'i> {
                     let problem = match (kind, item.get_ref().as_str()) {
                         (_, None) => Some("not a string in double quotes".to_owned()),
                         (Kind::Prefixes, Some(s)) => prefix_problem(s),
-                        (_, Some(s)) => {
-                            s.parse::<IpAddr>().is_err().then(|| "not an IPv4 or IPv6 address".to_owned())
-                        }
+                        (_, Some(s)) => s.parse::<super::ProbeTarget>().err().map(|err| err.to_string()),
                     };
                     if let Some(problem) = problem {
                         let written = self.written(item);

@@ -48,6 +48,8 @@ struct State {
     host: Observed,
     /// Uplinks whose upstream answers no probe.
     silent: BTreeSet<String>,
+    /// Probe targets that answer nobody (a dead server, a filter).
+    silent_targets: BTreeSet<std::net::IpAddr>,
     /// Changes the kernel refuses, with the errno.
     refusals: Vec<(Change, i32)>,
     /// mhr's changes, as `ip` commands, since the last [`KernelModel::take_changes`].
@@ -126,6 +128,15 @@ impl KernelModel {
         match silent {
             true => state.silent.insert(interface.to_owned()),
             false => state.silent.remove(interface),
+        };
+    }
+
+    /// One probe target stops (or resumes) answering, through any uplink.
+    pub fn silence_target(&self, target: std::net::IpAddr, silent: bool) {
+        let mut state = self.state();
+        match silent {
+            true => state.silent_targets.insert(target),
+            false => state.silent_targets.remove(&target),
         };
     }
 

@@ -6,10 +6,7 @@ use tokio::sync::mpsc;
 
 use super::{KernelModel, MHR_PORT, Notice, guard, lookup};
 use crate::{
-    health::{
-        ProbeOutcome,
-        probe::{ProbePlan, ProbeResult},
-    },
+    health::probe::{ProbePlan, ProbeResult, TargetAnswer},
     model::{Observed, Route, rule_command},
     southbound::{
         Change, Event, KernelError, Lookup, Notifications, ObserveError, RouteFilter, RouteScope, Southbound,
@@ -90,9 +87,9 @@ impl Southbound for KernelModel {
         Ok(Box::new(ModelNotifications { receiver, filter }))
     }
 
-    /// Answered when the uplink is up with carrier, not silenced, and a
-    /// route through it (probe sockets are bound to their uplink) reaches
-    /// the target.
+    /// A target answers when the uplink is up with carrier, neither it nor
+    /// the target is silenced, and a route through the uplink (probe
+    /// sockets are bound to it) reaches the target; in a millisecond.
     async fn probe(&self, plans: &[ProbePlan], _timeout: Duration) -> Vec<ProbeResult> {
         let state = self.state();
         plans
@@ -102,12 +99,20 @@ impl Southbound for KernelModel {
                 let alive =
                     link.is_some_and(|l| l.up && l.carrier) && !state.silent.contains(&plan.interface);
                 let index = link.map(|l| l.index);
-                let leaves = |target: &IpAddr| {
-                    lookup::route_via(&state.host, *target, Some(plan.source), index).is_some()
+                let answers = |target: IpAddr| {
+                    alive
+                        && !state.silent_targets.contains(&target)
+                        && lookup::route_via(&state.host, target, Some(plan.source), index).is_some()
                 };
-                let answered = alive && plan.targets.iter().any(leaves);
-                let outcome = ProbeOutcome { answered, rtt: answered.then(|| Duration::from_millis(1)) };
-                ProbeResult { interface: plan.interface.clone(), family: plan.family, outcome }
+                let targets = plan
+                    .targets
+                    .iter()
+                    .map(|target| TargetAnswer {
+                        target: target.clone(),
+                        rtt: answers(target.address()).then(|| Duration::from_millis(1)),
+                    })
+                    .collect();
+                ProbeResult::judged(plan, targets)
             })
             .collect()
     }

@@ -1,0 +1,70 @@
+//! Probe targets, quorum and the statistics window in the config.
+
+use std::{path::Path, time::Duration};
+
+use super::*;
+
+const UPLINK: &str = "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n";
+
+fn message(text: &str) -> String {
+    match Config::parse(text, Path::new("mhr.toml")) {
+        Err(err) => err.to_string(),
+        Ok(_) => panic!("accepted: {text}"),
+    }
+}
+
+#[test]
+fn every_probe_method_reads_into_its_target_and_family() {
+    let text = format!(
+        "{UPLINK}probe = [\"192.0.2.1\", \"tcp:192.0.2.2:443\", \"dns:2001:db8::53\", \"http://192.0.2.4/health\"]\nquorum = 2\n"
+    );
+    let config = Config::parse(&text, Path::new("mhr.toml")).unwrap();
+    let uplink = &config.uplinks[0];
+    let methods: Vec<&str> = uplink.probe.iter().map(ProbeTarget::method).collect();
+    assert_eq!(methods, ["icmp", "tcp", "dns", "http"]);
+    assert_eq!(uplink.probes(crate::model::Family::V4).count(), 3);
+    assert_eq!(uplink.probes(crate::model::Family::V6).count(), 1);
+    // Quorum 2, but the one IPv6 target can still make a good IPv6 round.
+    assert_eq!(uplink.quorum(&config.health, crate::model::Family::V4), 2);
+    assert_eq!(uplink.quorum(&config.health, crate::model::Family::V6), 1);
+    assert_eq!(config.health.quorum, 1, "default");
+    assert_eq!(config.health.window, Duration::from_secs(60), "default");
+    assert_eq!(config.health.window_rounds(), 60);
+}
+
+#[test]
+fn bad_probe_targets_name_the_element_and_what_is_wrong() {
+    let with = |probe: &str| message(&format!("{UPLINK}probe = [\"192.0.2.1\", \"{probe}\"]\n"));
+    let unknown = with("udp:192.0.2.1:53");
+    assert!(unknown.contains("mhr.toml:4:"), "{unknown}");
+    assert!(unknown.contains("probe[1] = \"udp:192.0.2.1:53\": unknown probe scheme \"udp\""), "{unknown}");
+    assert!(with("tcp:192.0.2.1:0").ends_with("port 0 cannot be probed (ports are 1-65535)"));
+    assert!(with("tcp:192.0.2.1").contains("tcp: needs a port"));
+    assert!(with("http://gateway.example/").contains("not names"));
+    let multicast = with("tcp:224.0.0.1:80");
+    assert!(multicast.contains("probe target tcp:224.0.0.1:80 is not a unicast address"), "{multicast}");
+}
+
+#[test]
+fn quorum_and_window_are_refused_out_of_range_naming_the_key() {
+    let uplink_quorum = |quorum: u32| {
+        message(&format!("{UPLINK}probe = [\"192.0.2.1\", \"192.0.2.2\"]\nquorum = {quorum}\n"))
+    };
+    let three = uplink_quorum(3);
+    assert!(
+        three.contains("uplink `ens3`: quorum must be a whole number from 1 to its 2 probe targets, not 3"),
+        "{three}"
+    );
+    assert!(uplink_quorum(0).contains("not 0"));
+    let health = |line: &str| message(&format!("{UPLINK}[health]\n{line}\n"));
+    assert!(health("quorum = 9").contains("[health] quorum must be a whole number from 1 to 8, not 9"));
+    assert!(health("quorum = 0").contains("not 0"));
+    let short = health("interval = \"2s\"\nwindow = \"1s\"");
+    assert!(short.contains("[health] window must be from `interval` (2s) to 1h, not 1s"), "{short}");
+    assert!(health("window = \"2h\"").contains("not 2h"));
+    let ok = format!(
+        "{UPLINK}probe = [\"192.0.2.1\", \"192.0.2.2\"]\nquorum = 2\n[health]\ninterval = \"500ms\"\ntimeout = \"500ms\"\nwindow = \"10s\"\n"
+    );
+    let config = Config::parse(&ok, Path::new("mhr.toml")).unwrap();
+    assert_eq!(config.health.window_rounds(), 20);
+}
