@@ -61,6 +61,11 @@ pub struct FamilyStatus {
     pub since: Option<u64>,
     pub probe_loss: Option<f64>,
     pub probe_rtt_seconds: Option<f64>,
+    /// healthy, degraded or down.
+    pub state: crate::health::quality::UplinkState,
+    /// Why it is degraded (a quality threshold it is over), daemon only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
     /// Each probe target over `[health] window` (daemon only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<crate::health::targets::TargetStats>,
@@ -102,7 +107,8 @@ pub struct PacketCount {
 pub const TOP_OFFENDERS: usize = 10;
 /// `status --json`'s `version`: 2 lists missing uplinks (`missing`),
 /// `errors`, `daemon`, `confirmation` and `rolled_back`; 3 adds each probe
-/// target's figures (`health[].targets`).
+/// target's figures (`health[].targets`), and `health[].state` (healthy,
+/// degraded, down) with `degraded`, why.
 pub const STATUS_VERSION: u32 = 3;
 
 /// The daemon, as its health view on disk says.
@@ -212,6 +218,12 @@ impl Engine {
                             probe_loss: remembered.and_then(|h| h.probe_loss),
                             probe_rtt_seconds: remembered.and_then(|h| h.probe_rtt_seconds),
                             targets: remembered.map(|h| h.targets.clone()).unwrap_or_default(),
+                            state: match (verdict.healthy, verdict.degraded) {
+                                (false, _) => crate::health::quality::UplinkState::Down,
+                                (true, true) => crate::health::quality::UplinkState::Degraded,
+                                (true, false) => crate::health::quality::UplinkState::Healthy,
+                            },
+                            degraded: remembered.and_then(|h| h.degraded.clone()),
                         }
                     })
                     .collect(),

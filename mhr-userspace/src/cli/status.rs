@@ -84,7 +84,10 @@ fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
         }
         for health in &uplink.health {
             let state = match health.fault {
-                None if health.healthy => "healthy".to_owned(),
+                None if health.healthy => match &health.degraded {
+                    Some(reason) => format!("DEGRADED: {reason}"),
+                    None => "healthy".to_owned(),
+                },
                 Some(fault) if health.healthy => format!("healthy ({fault}, not yet confirmed)"),
                 Some(fault) => format!("UNHEALTHY: {fault}"),
                 None => "UNHEALTHY: recovering".to_owned(),

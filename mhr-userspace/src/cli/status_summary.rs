@@ -83,7 +83,12 @@ fn state(uplink: &UplinkStatus) -> String {
             format!("{}: {}", h.family, h.fault.map_or("recovering".to_owned(), |f| f.name().to_owned()))
         })
         .collect();
-    if sick.is_empty() { "healthy".to_owned() } else { format!("UNHEALTHY ({})", sick.join(", ")) }
+    if !sick.is_empty() {
+        return format!("UNHEALTHY ({})", sick.join(", "));
+    }
+    let degraded: Vec<String> =
+        uplink.health.iter().filter(|h| h.degraded.is_some()).map(|h| h.family.to_string()).collect();
+    if degraded.is_empty() { "healthy".to_owned() } else { format!("DEGRADED ({})", degraded.join(", ")) }
 }
 
 fn guard(status: &Status, interface: &str) -> String {

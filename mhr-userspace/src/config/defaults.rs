@@ -44,6 +44,10 @@ impl Default for HealthConfig {
             assume: Assume::default(),
             quorum: 1,
             window: Duration::from_secs(60),
+            latency_high: None,
+            latency_low: None,
+            loss_high: None,
+            loss_low: None,
         }
     }
 }

@@ -68,3 +68,35 @@ fn quorum_and_window_are_refused_out_of_range_naming_the_key() {
     let config = Config::parse(&ok, Path::new("mhr.toml")).unwrap();
     assert_eq!(config.health.window_rounds(), 20);
 }
+
+#[test]
+fn quality_marks_come_in_pairs_with_low_under_high() {
+    let health = |lines: &str| message(&format!("{UPLINK}probe = [\"192.0.2.1\"]\n[health]\n{lines}\n"));
+    let inverted = health("latency_high = \"200ms\"\nlatency_low = \"500ms\"");
+    assert!(
+        inverted.contains("[health] latency_low must be at most latency_high (200ms), not 500ms"),
+        "{inverted}"
+    );
+    assert!(health("latency_high = \"500ms\"").contains("[health] latency_low must go with latency_high"));
+    assert!(health("loss_low = 10").contains("[health] loss_high must go with loss_low"));
+    assert!(
+        health("loss_high = 10\nloss_low = 20")
+            .contains("[health] loss_low must be at most loss_high (10), not 20")
+    );
+    assert!(
+        health("loss_high = 120\nloss_low = 10")
+            .contains("loss_high must be a whole percentage from 0 to 100, not 120")
+    );
+    assert!(health("loss_high = -5\nloss_low = 1").contains("loss_high"), "negative: the key is named");
+    let text = format!(
+        "{UPLINK}[health]\nlatency_high = \"500ms\"\nlatency_low = \"200ms\"\nloss_high = 20\nloss_low = 10\n"
+    );
+    let config = Config::parse(&text, Path::new("mhr.toml")).unwrap();
+    assert_eq!(config.health.latency_high, Some(Duration::from_millis(500)));
+    assert_eq!((config.health.loss_high, config.health.loss_low), (Some(20), Some(10)));
+    assert_eq!(
+        Config::parse(UPLINK, Path::new("mhr.toml")).unwrap().health.latency_high,
+        None,
+        "off by default"
+    );
+}

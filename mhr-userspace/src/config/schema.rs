@@ -98,6 +98,15 @@ pub struct HealthConfig {
     /// are computed over.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
+    /// An uplink whose average probe round trip over `window` passes this
+    /// turns degraded; it is healthy again only under `latency_low`.
+    #[serde(with = "humantime_serde::option")]
+    pub latency_high: Option<Duration>,
+    #[serde(with = "humantime_serde::option")]
+    pub latency_low: Option<Duration>,
+    /// The same for probe loss over `window`, in whole percent.
+    pub loss_high: Option<u32>,
+    pub loss_low: Option<u32>,
 }
 
 impl HealthConfig {

@@ -282,6 +282,40 @@ impl Config {
                 ),
             );
         }
+        let format = |d: Duration| humantime::format_duration(d).to_string();
+        match (health.latency_high, health.latency_low) {
+            (Some(high), Some(low)) if low > high => bad(
+                "latency_low",
+                format!("must be at most latency_high ({}), not {}", format(high), format(low)),
+            ),
+            (Some(high), _) if high.is_zero() || high > MAX_HEALTH_INTERVAL => {
+                bad("latency_high", format!("must be more than 0 and at most 1h, not {}", format(high)))
+            }
+            (Some(_), None) => {
+                bad("latency_low", "must go with latency_high (the mark to recover under)".to_owned())
+            }
+            (None, Some(_)) => {
+                bad("latency_high", "must go with latency_low (the mark to degrade over)".to_owned())
+            }
+            _ => {}
+        }
+        for (key, value) in [("loss_high", health.loss_high), ("loss_low", health.loss_low)] {
+            if let Some(value) = value.filter(|v| *v > 100) {
+                bad(key, format!("must be a whole percentage from 0 to 100, not {value}"));
+            }
+        }
+        match (health.loss_high, health.loss_low) {
+            (Some(high), Some(low)) if low > high && high <= 100 => {
+                bad("loss_low", format!("must be at most loss_high ({high}), not {low}"))
+            }
+            (Some(_), None) => {
+                bad("loss_low", "must go with loss_high (the mark to recover under)".to_owned())
+            }
+            (None, Some(_)) => {
+                bad("loss_high", "must go with loss_low (the mark to degrade over)".to_owned())
+            }
+            _ => {}
+        }
         if !(1..=MAX_PROBES_PER_UPLINK as u32).contains(&health.quorum) {
             bad(
                 "quorum",

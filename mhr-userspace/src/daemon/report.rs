@@ -46,12 +46,18 @@ impl Daemon {
     /// Logs transitions and updates the health metrics.
     pub(super) fn after_health_change(&mut self, transitions: &[Transition], planned: &Planned) {
         for transition in transitions {
-            let state = if transition.healthy { "healthy" } else { "unhealthy" };
-            let reason = transition.fault.map_or_else(|| "recovered".to_owned(), |f| f.to_string());
+            let degraded =
+                self.book.get(&transition.interface, transition.family).and_then(|h| h.degraded.clone());
+            let reason = match (transition.state, transition.fault) {
+                (crate::health::quality::UplinkState::Down, Some(fault)) => fault.to_string(),
+                (crate::health::quality::UplinkState::Degraded, _) => degraded.unwrap_or_default(),
+                _ => "recovered".to_owned(),
+            };
             tracing::info!(
                 uplink = %transition.interface,
                 family = %transition.family,
-                state,
+                state = transition.state.name(),
+                previous = transition.previous.name(),
                 reason,
                 "uplink health changed"
             );

@@ -62,7 +62,7 @@ pub fn round(
             let fault = link_fault(uplink, family);
             transitions.extend(book.observe_round(&uplink.interface, family, fault, sample, now));
             if let Some(result) = result {
-                book.record_targets(&uplink.interface, family, &result.targets);
+                transitions.extend(book.record_targets(&uplink.interface, family, &result.targets, now));
             }
         }
     }

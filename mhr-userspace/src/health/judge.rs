@@ -15,6 +15,9 @@ pub struct FamilyVerdict {
     pub family: Family,
     pub healthy: bool,
     pub fault: Option<Fault>,
+    /// Healthy, but over a quality threshold: main's default only when no
+    /// healthy uplink is left.
+    pub degraded: bool,
 }
 
 /// Decides uplink health for the planner: the daemon's [`crate::health::HealthBook`]
@@ -53,7 +56,7 @@ impl HealthJudge for InstantJudge {
             probe: probe.then_some(crate::health::ProbeOutcome { answered: false, rtt: None }),
         };
         let fault = crate::health::one_shot(link_fault, sample);
-        FamilyVerdict { family, healthy: fault.is_none(), fault }
+        FamilyVerdict { family, healthy: fault.is_none(), fault, degraded: false }
     }
 }
 
@@ -95,6 +98,7 @@ impl HealthJudge for BookJudge<'_> {
             family,
             healthy: entry.is_some_and(|e| e.healthy),
             fault: entry.and_then(|e| e.fault),
+            degraded: entry.is_some_and(|e| e.degraded.is_some()),
         }
     }
 }
@@ -112,7 +116,12 @@ impl HealthJudge for SnapshotJudge {
         gateway_unreachable: bool,
     ) -> FamilyVerdict {
         match self.0.get(interface, family) {
-            Some(entry) => FamilyVerdict { family, healthy: entry.healthy, fault: entry.fault },
+            Some(entry) => FamilyVerdict {
+                family,
+                healthy: entry.healthy,
+                fault: entry.fault,
+                degraded: entry.degraded.is_some(),
+            },
             None => InstantJudge::default().judge(interface, family, link_fault, gateway_unreachable),
         }
     }

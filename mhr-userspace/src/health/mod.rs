@@ -13,6 +13,7 @@
 
 pub mod judge;
 pub mod probe;
+pub mod quality;
 pub mod snapshot;
 pub mod targets;
 
@@ -114,7 +115,7 @@ pub struct FamilyHealth {
     pub healthy: bool,
     /// Why it is unhealthy, or what is failing while hysteresis still holds it healthy.
     pub fault: Option<Fault>,
-    /// Unix seconds of the last change of `healthy`.
+    /// Unix seconds of the last change of its state (healthy, degraded, down).
     pub since: u64,
     /// Consecutive good rounds (counting towards `up_after`).
     pub good_rounds: u32,
@@ -126,6 +127,9 @@ pub struct FamilyHealth {
     /// Each probe target over `[health] window`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<targets::TargetStats>,
+    /// Why it is degraded (over a quality threshold), while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
     #[serde(skip)]
     probe_window: VecDeque<bool>,
 }
@@ -141,7 +145,16 @@ impl FamilyHealth {
             probe_loss: None,
             probe_rtt_seconds: None,
             targets: Vec::new(),
+            degraded: None,
             probe_window: VecDeque::new(),
+        }
+    }
+
+    pub fn state(&self) -> quality::UplinkState {
+        match (self.healthy, &self.degraded) {
+            (false, _) => quality::UplinkState::Down,
+            (true, Some(_)) => quality::UplinkState::Degraded,
+            (true, None) => quality::UplinkState::Healthy,
         }
     }
 
@@ -172,6 +185,8 @@ pub struct Transition {
     pub family: Family,
     pub healthy: bool,
     pub fault: Option<Fault>,
+    pub state: quality::UplinkState,
+    pub previous: quality::UplinkState,
 }
 
 /// The daemon's memory of every uplink family's health.
@@ -250,9 +265,17 @@ impl HealthBook {
         if !entry.healthy {
             return None;
         }
+        let previous = entry.state();
         entry.healthy = false;
         entry.since = now;
-        Some(Transition { interface: interface.to_owned(), family, healthy: false, fault: Some(fault) })
+        Some(Transition {
+            interface: interface.to_owned(),
+            family,
+            healthy: false,
+            fault: Some(fault),
+            state: entry.state(),
+            previous,
+        })
     }
 
     /// One health round: the link's view and what traffic said.
@@ -270,7 +293,15 @@ impl HealthBook {
         if link_fault.is_some() {
             return transition;
         }
-        let to = |healthy, fault| Transition { interface: interface.to_owned(), family, healthy, fault };
+        let previous = entry.state();
+        let to = |entry: &FamilyHealth| Transition {
+            interface: interface.to_owned(),
+            family,
+            healthy: entry.healthy,
+            fault: entry.fault,
+            state: entry.state(),
+            previous,
+        };
         match sample.fault() {
             None => {
                 entry.failed_rounds = 0;
@@ -281,7 +312,7 @@ impl HealthBook {
                     entry.healthy = true;
                     entry.fault = None;
                     entry.since = now;
-                    return Some(to(true, None));
+                    return Some(to(entry));
                 }
             }
             Some(fault) => {
@@ -291,19 +322,42 @@ impl HealthBook {
                 if entry.healthy && entry.failed_rounds >= self.settings.down_after {
                     entry.healthy = false;
                     entry.since = now;
-                    return Some(to(false, Some(fault)));
+                    return Some(to(entry));
                 }
             }
         }
         None
     }
 
-    /// Each target's answer in the round, into its figures over `[health] window`.
-    pub fn record_targets(&mut self, interface: &str, family: Family, answers: &[probe::TargetAnswer]) {
+    /// Each target's answer in the round, into its figures over `[health]
+    /// window`, and the uplink's quality judged by them: a change between
+    /// healthy and degraded is a transition.
+    pub fn record_targets(
+        &mut self,
+        interface: &str,
+        family: Family,
+        answers: &[probe::TargetAnswer],
+        now: u64,
+    ) -> Option<Transition> {
         let rounds = self.settings.window_rounds();
-        if let Some(entry) = self.entries.get_mut(&(interface.to_owned(), family)) {
-            targets::record_round(&mut entry.targets, answers, rounds);
+        let min_rounds = (self.settings.down_after as usize).min(rounds);
+        let entry = self.entries.get_mut(&(interface.to_owned(), family))?;
+        targets::record_round(&mut entry.targets, answers, rounds);
+        let previous = entry.state();
+        entry.degraded =
+            quality::assess(&self.settings, &entry.targets, min_rounds, entry.degraded.as_deref());
+        if entry.state() == previous {
+            return None;
         }
+        entry.since = now;
+        Some(Transition {
+            interface: interface.to_owned(),
+            family,
+            healthy: entry.healthy,
+            fault: entry.fault,
+            state: entry.state(),
+            previous,
+        })
     }
 
     pub fn is_healthy(&self, interface: &str, family: Family) -> bool {

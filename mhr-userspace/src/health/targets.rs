@@ -32,6 +32,11 @@ impl TargetStats {
         Self { target, ..Self::default() }
     }
 
+    /// Rounds in the window so far.
+    pub fn rounds(&self) -> usize {
+        self.samples.len()
+    }
+
     /// One round's answer; `rounds` is how many rounds the window holds.
     pub fn record(&mut self, rtt: Option<f64>, rounds: usize) {
         while self.samples.len() >= rounds.max(1) {

@@ -38,6 +38,11 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: GuardCollec
         control.uplink_healthy.clone(),
     );
     registry.register(
+        "mhr_uplink_state",
+        "1 for the uplink family's state (healthy, degraded, down), 0 for the others",
+        control.uplink_state.clone(),
+    );
+    registry.register(
         "mhr_uplink_primary",
         "1 for the uplink configured as primary, 0 for the other configured uplinks",
         control.uplink_primary.clone(),

@@ -20,6 +20,8 @@ pub struct ControlMetrics {
     pub last_success: Gauge<f64, AtomicU64>,
     pub guard_attached: MetricFamily<Labels, Gauge>,
     pub uplink_healthy: MetricFamily<Labels, Gauge>,
+    /// 1 for the uplink family's state (healthy, degraded, down), 0 for the others.
+    pub uplink_state: MetricFamily<Labels, Gauge>,
     /// 1 for the configured primary, 0 for the other configured uplinks.
     pub uplink_primary: MetricFamily<Labels, Gauge>,
     pub uplink_active: MetricFamily<Labels, Gauge>,
@@ -106,6 +108,7 @@ impl ControlMetrics {
     pub fn uplink_health(&self, uplink: &str, family: &str, health: &crate::health::FamilyHealth) {
         let key = labels([("uplink", uplink), ("family", family)]);
         self.uplink_healthy.get_or_create(&key).set(i64::from(health.healthy));
+        self.set_state(uplink, family, health.state());
         if let Some(rtt) = health.probe_rtt_seconds {
             self.probe_rtt.get_or_create(&key).set(rtt);
         }
@@ -118,6 +121,16 @@ impl ControlMetrics {
     /// the primary fire rather than go quiet.
     pub fn uplink_missing(&self, uplink: &str, family: &str) {
         self.uplink_healthy.get_or_create(&labels([("uplink", uplink), ("family", family)])).set(0);
+        self.set_state(uplink, family, crate::health::quality::UplinkState::Down);
+    }
+
+    /// One series per state, 1 for the current one (the enum-as-gauges
+    /// convention: `mhr_uplink_state{state="degraded"} == 1` selects).
+    fn set_state(&self, uplink: &str, family: &str, current: crate::health::quality::UplinkState) {
+        for state in crate::health::quality::UplinkState::ALL {
+            let key = labels([("uplink", uplink), ("family", family), ("state", state.name())]);
+            self.uplink_state.get_or_create(&key).set(i64::from(state == current));
+        }
     }
 
     /// Removes one uplink family's health, probe and active series (the
@@ -125,6 +138,13 @@ impl ControlMetrics {
     pub fn forget_uplink_health(&self, uplink: &str, family: &str) {
         let key = labels([("uplink", uplink), ("family", family)]);
         self.uplink_healthy.remove(&key);
+        for state in crate::health::quality::UplinkState::ALL {
+            self.uplink_state.remove(&labels([
+                ("uplink", uplink),
+                ("family", family),
+                ("state", state.name()),
+            ]));
+        }
         self.probe_rtt.remove(&key);
         self.probe_loss.remove(&key);
         self.uplink_active.remove(&key);

@@ -198,6 +198,7 @@ pub fn desired(
                         gateway,
                         on_link: gateway_on_link(gateway, &family_addresses),
                         healthy: verdict.healthy,
+                        degraded: verdict.degraded,
                     });
                 }
             }

@@ -22,6 +22,8 @@ pub(super) struct Candidate<'a> {
     /// The gateway sits in one of the uplink's prefixes (or is link-local).
     pub(super) on_link: bool,
     pub(super) healthy: bool,
+    /// Healthy but over a quality threshold.
+    pub(super) degraded: bool,
 }
 
 impl Candidate<'_> {
@@ -96,7 +98,23 @@ pub(super) fn main_default(
         ));
     }
     candidates.sort_by_key(|c| c.order());
-    let healthy: Vec<&Candidate> = candidates.iter().copied().filter(|c| c.healthy).collect();
+    // Degraded uplinks only when no healthy one is left; under balance they
+    // take no new flows while one is.
+    let preferred: Vec<&Candidate> =
+        candidates.iter().copied().filter(|c| c.healthy && !c.degraded).collect();
+    let healthy: Vec<&Candidate> = if preferred.is_empty() {
+        let degraded: Vec<&Candidate> = candidates.iter().copied().filter(|c| c.healthy).collect();
+        if !degraded.is_empty() {
+            let names: Vec<&str> = degraded.iter().map(|c| c.uplink.interface.as_str()).collect();
+            desired.notes.push(format!(
+                "every healthy {family} uplink is degraded ({}): main's default uses them anyway",
+                names.join(", ")
+            ));
+        }
+        degraded
+    } else {
+        preferred
+    };
     let chosen: Vec<&Candidate> = match (config.policy, healthy.first()) {
         (Policy::Failover, Some(first)) => vec![*first],
         (Policy::Balance, Some(_)) => healthy,

@@ -865,7 +865,7 @@ impl HealthJudge for Unhealthy {
     fn judge(&mut self, interface: &str, family: Family, link: Option<Fault>, _: bool) -> FamilyVerdict {
         let sick = self.0.iter().any(|(name, f)| *name == interface && *f == family);
         let fault = link.or(sick.then_some(Fault::ProbesFailing));
-        FamilyVerdict { family, healthy: fault.is_none(), fault }
+        FamilyVerdict { family, healthy: fault.is_none(), fault, degraded: false }
     }
 }
 

@@ -112,6 +112,10 @@ const HEALTH: &[(&str, Kind)] = &[
     ("assume", Kind::Choice(&["unhealthy", "healthy"])),
     ("quorum", Kind::Int { max: U32, words: "a whole number from 1 to 8" }),
     ("window", Kind::Duration),
+    ("latency_high", Kind::Duration),
+    ("latency_low", Kind::Duration),
+    ("loss_high", Kind::Int { max: U32, words: "a whole percentage from 0 to 100" }),
+    ("loss_low", Kind::Int { max: U32, words: "a whole percentage from 0 to 100" }),
 ];
 
 const ROUTING: &[(&str, Kind)] = &[

@@ -50,6 +50,8 @@ struct State {
     silent: BTreeSet<String>,
     /// Probe targets that answer nobody (a dead server, a filter).
     silent_targets: BTreeSet<std::net::IpAddr>,
+    /// Round trips through an uplink's upstream (default 1 ms).
+    rtt: BTreeMap<String, std::time::Duration>,
     /// Changes the kernel refuses, with the errno.
     refusals: Vec<(Change, i32)>,
     /// mhr's changes, as `ip` commands, since the last [`KernelModel::take_changes`].
@@ -129,6 +131,12 @@ impl KernelModel {
             true => state.silent.insert(interface.to_owned()),
             false => state.silent.remove(interface),
         };
+    }
+
+    /// Probes through `interface` take `rtt` to answer from now on (longer
+    /// than the probe timeout: unanswered).
+    pub fn set_rtt(&self, interface: &str, rtt: std::time::Duration) {
+        self.state().rtt.insert(interface.to_owned(), rtt);
     }
 
     /// One probe target stops (or resumes) answering, through any uplink.

@@ -89,8 +89,9 @@ impl Southbound for KernelModel {
 
     /// A target answers when the uplink is up with carrier, neither it nor
     /// the target is silenced, and a route through the uplink (probe
-    /// sockets are bound to it) reaches the target; in a millisecond.
-    async fn probe(&self, plans: &[ProbePlan], _timeout: Duration) -> Vec<ProbeResult> {
+    /// sockets are bound to it) reaches the target; in the uplink's round
+    /// trip ([`KernelModel::set_rtt`], 1 ms unless set) within the timeout.
+    async fn probe(&self, plans: &[ProbePlan], timeout: Duration) -> Vec<ProbeResult> {
         let state = self.state();
         plans
             .iter()
@@ -99,8 +100,10 @@ impl Southbound for KernelModel {
                 let alive =
                     link.is_some_and(|l| l.up && l.carrier) && !state.silent.contains(&plan.interface);
                 let index = link.map(|l| l.index);
+                let rtt = state.rtt.get(&plan.interface).copied().unwrap_or(Duration::from_millis(1));
                 let answers = |target: IpAddr| {
-                    alive
+                    rtt <= timeout
+                        && alive
                         && !state.silent_targets.contains(&target)
                         && lookup::route_via(&state.host, target, Some(plan.source), index).is_some()
                 };
@@ -109,7 +112,7 @@ impl Southbound for KernelModel {
                     .iter()
                     .map(|target| TargetAnswer {
                         target: target.clone(),
-                        rtt: answers(target.address()).then(|| Duration::from_millis(1)),
+                        rtt: answers(target.address()).then_some(rtt),
                     })
                     .collect();
                 ProbeResult::judged(plan, targets)
