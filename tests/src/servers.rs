@@ -103,3 +103,72 @@ impl HttpServer {
         self.process.log()
     }
 }
+
+/// A DNS responder that answers late: this kernel has no `netem`, so delay
+/// on one uplink's path is made here. It answers every query (any name,
+/// any type) with the query's id and no records, `delay` after it came.
+pub struct SlowDnsResponder {
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SlowDnsResponder {
+    pub fn start(netns: &Netns, address: SocketAddr) -> Result<Self> {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicBool, AtomicU64},
+        };
+        let socket = netns
+            .run(move || std::net::UdpSocket::bind(address))?
+            .map_err(LabError::io(format!("binding {address} in {}", netns.name())))?;
+        socket.set_read_timeout(Some(Duration::from_millis(5))).map_err(LabError::io("socket timeout"))?;
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (delay, stopped) = (Arc::clone(&delay_ms), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || serve_late(&socket, &delay, &stopped));
+        Ok(Self { delay_ms, stop, thread: Some(thread) })
+    }
+
+    /// Answers take `delay` from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn serve_late(
+    socket: &std::net::UdpSocket,
+    delay_ms: &std::sync::atomic::AtomicU64,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::sync::atomic::Ordering;
+    let mut pending: Vec<(Instant, Vec<u8>, SocketAddr)> = Vec::new();
+    let mut buffer = [0u8; 512];
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok((length, from)) = socket.recv_from(&mut buffer)
+            && length >= 12
+        {
+            let mut reply = buffer[..length].to_vec();
+            reply[2] |= 0x80; // QR: a response
+            let due = Instant::now() + Duration::from_millis(delay_ms.load(Ordering::Relaxed));
+            pending.push((due, reply, from));
+        }
+        let now = Instant::now();
+        pending.retain(|(due, reply, to)| {
+            if *due > now {
+                return true;
+            }
+            let _ = socket.send_to(reply, to);
+            false
+        });
+    }
+}
+
+impl Drop for SlowDnsResponder {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

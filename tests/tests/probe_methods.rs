@@ -2,7 +2,8 @@
 //! routers: an upstream that drops ICMP keeps a healthy uplink healthy on
 //! its TCP, DNS and HTTP probes (a refused TCP connection counts), one dead
 //! target among several does not fail it, and it fails over when fewer
-//! than its quorum answer.
+//! than its quorum answer; an upstream that answers late turns degraded
+//! and hands main's default to the backup until it is fast again.
 
 mod common;
 
@@ -20,7 +21,7 @@ use mhr_tests::{
     probe::{TcpResponder, http_get},
     require_root,
     seed_lab::{CLIENT, CLIENT6, UPLINKS, routing_section},
-    servers::{DnsServer, HttpServer},
+    servers::{DnsServer, HttpServer, SlowDnsResponder},
 };
 use mhr_userspace::daemon::DaemonOptions;
 
@@ -123,4 +124,57 @@ fn an_upstream_dropping_icmp_stays_healthy_on_tcp_dns_and_http_and_fails_over_be
     let status = mhr(&lab.host, &config, &["status"]);
     assert!(status.output.contains("IPv4 UNHEALTHY: probes failing"), "{}", status.output);
     assert!(status.output.contains(&format!("probe {http_target} NOT ANSWERING")), "{}", status.output);
+}
+
+#[test]
+fn a_slow_upstream_turns_degraded_gives_main_to_the_backup_and_recovers_under_latency_low() {
+    require_root();
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("probe-quality").unwrap();
+    // ens3 probes a DNS responder that answers as late as the test says
+    // (no netem here); ens4 pings the client.
+    let responder = SlowDnsResponder::start(&lab.client, SocketAddr::new(IpAddr::V4(CLIENT), 5353)).unwrap();
+    let target = format!("dns:{CLIENT}:5353");
+    let text = format!(
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\nprobe = [\"{target}\"]\n\n[[uplink]]\ninterface = \"ens4\"\nprobe = [\"{CLIENT}\"]\n\n[health]\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"{INTERVAL_MS}ms\"\ndown_after = {DOWN_AFTER}\nup_after = 2\nwindow = \"1s\"\nlatency_high = \"100ms\"\nlatency_low = \"40ms\"\n\n{}",
+        routing_section(dir.path())
+    );
+    let config = write_config(&dir, &text);
+    let options =
+        DaemonOptions { resync: Duration::from_secs(3600), guard: false, ..DaemonOptions::default() };
+    let _daemon = DaemonThread::start(&lab.host, &config, options);
+    let default_on = |device: &'static str| {
+        eventually(&format!("main's default on {device}"), Duration::from_secs(8), || {
+            let now = main_default(&lab.host);
+            if now == device { Ok(()) } else { Err(now) }
+        })
+    };
+    default_on("ens3");
+
+    // 150 ms answers: within the probe timeout (answered), over latency_high.
+    responder.set_delay(Duration::from_millis(150));
+    let slow_at = Instant::now();
+    default_on("ens4");
+    eprintln!("degraded after {:?} at 150 ms (window 1 s, latency_high 100 ms)", slow_at.elapsed());
+    let body = metrics(&lab.host);
+    let state = |state: &str| {
+        sample(&body, "mhr_uplink_state", &format!("uplink=\"ens3\",family=\"ipv4\",state=\"{state}\""))
+    };
+    assert_eq!(
+        (state("degraded"), state("down"), state("healthy")),
+        (Some(1.0), Some(0.0), Some(0.0)),
+        "{body}"
+    );
+    assert_eq!(loss(&body, &target), Some(0.0), "slow, not lost:\n{body}");
+    let status = mhr(&lab.host, &config, &["status"]);
+    assert!(status.output.contains("IPv4 DEGRADED: latency"), "{}", status.output);
+    assert!(status.output.contains("over latency_high 100 ms"), "{}", status.output);
+
+    // 60 ms: under latency_high, not under latency_low: still degraded.
+    responder.set_delay(Duration::from_millis(60));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(main_default(&lab.host), "ens4", "60 ms is not under latency_low 40 ms");
+
+    responder.set_delay(Duration::ZERO);
+    default_on("ens3");
 }
