@@ -149,6 +149,7 @@ impl Engine {
             moved: self.moved()?,
             gateways: state::read_gateways(&routing.state_dir)?,
             leases: BTreeMap::new(),
+            drained: crate::drain::read(&routing.state_dir, crate::clock::unix_seconds())?,
         })
     }
 

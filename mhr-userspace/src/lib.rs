@@ -12,6 +12,7 @@ pub mod confirm;
 pub mod connections;
 pub mod counter;
 pub mod daemon;
+pub mod drain;
 pub mod engine;
 pub mod guard;
 pub mod health;

@@ -21,6 +21,11 @@ pub fn gateways(state_dir: &Path) -> PathBuf {
     state_dir.join("gateways.json")
 }
 
+/// Drained uplinks (`mhr drain`), with when each drain ends.
+pub fn drained(state_dir: &Path) -> PathBuf {
+    state_dir.join("drained.json")
+}
+
 /// The running daemon's health view (every round).
 pub fn health(state_dir: &Path) -> PathBuf {
     state_dir.join("health.json")

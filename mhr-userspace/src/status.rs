@@ -46,6 +46,9 @@ pub struct UplinkStatus {
     pub missing: bool,
     /// `optional = true`: may be missing.
     pub optional: bool,
+    /// Drained (`mhr drain`): since when and until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drained: Option<crate::drain::Drain>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -108,7 +111,7 @@ pub const TOP_OFFENDERS: usize = 10;
 /// `status --json`'s `version`: 2 lists missing uplinks (`missing`),
 /// `errors`, `daemon`, `confirmation` and `rolled_back`; 3 adds each probe
 /// target's figures (`health[].targets`), and `health[].state` (healthy,
-/// degraded, down) with `degraded`, why.
+/// degraded, down, drained) with `degraded`, why, and `drained`.
 pub const STATUS_VERSION: u32 = 3;
 
 /// The daemon, as its health view on disk says.
@@ -219,6 +222,7 @@ impl Engine {
                             probe_rtt_seconds: remembered.and_then(|h| h.probe_rtt_seconds),
                             targets: remembered.map(|h| h.targets.clone()).unwrap_or_default(),
                             state: match (verdict.healthy, verdict.degraded) {
+                                _ if uplink.drained.is_some() => crate::health::quality::UplinkState::Drained,
                                 (false, _) => crate::health::quality::UplinkState::Down,
                                 (true, true) => crate::health::quality::UplinkState::Degraded,
                                 (true, false) => crate::health::quality::UplinkState::Healthy,
@@ -228,6 +232,7 @@ impl Engine {
                     })
                     .collect(),
                 blocked: uplink.blocked.clone(),
+                drained: uplink.drained,
                 missing: false,
                 optional: self.config().uplinks.iter().any(|u| u.interface == uplink.interface && u.optional),
             })
@@ -251,6 +256,7 @@ impl Engine {
                 routes: Vec::new(),
                 health: Vec::new(),
                 blocked: None,
+                drained: None,
                 missing: true,
                 optional: configured.optional,
             });

@@ -6,6 +6,7 @@ mod check;
 mod confirm;
 mod docs;
 mod down;
+mod drain;
 mod init;
 mod monitor;
 mod plan;
@@ -69,6 +70,12 @@ pub enum Command {
     Down(down::DownArgs),
     /// Uplinks, addresses, gateways, tables, rules, and whether each is as desired.
     Status(status::StatusArgs),
+    /// Take an uplink out of use for maintenance: no main default, balanced
+    /// flows or steering rules; its table and from rules stay. Survives
+    /// restarts; --for ends it by itself.
+    Drain(drain::DrainArgs),
+    /// End an uplink's drain: back in use as its health allows.
+    Undrain(drain::UndrainArgs),
     /// Verify with the kernel's own route lookups that every address answers
     /// through its uplink. Exits non-zero when any check fails.
     Check(check::CheckArgs),
@@ -115,6 +122,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Confirm => confirm::confirm_command(&cli.config, out),
         Command::Down(args) => down::run(&cli.config, args, out),
         Command::Status(args) => status::run(&cli.config, args, out),
+        Command::Drain(args) => drain::drain(&cli.config, args, out),
+        Command::Undrain(args) => drain::undrain(&cli.config, args, out),
         Command::Check(args) => check::run(&cli.config, args, out),
     }
 }

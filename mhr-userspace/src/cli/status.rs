@@ -82,6 +82,17 @@ fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
         if let Some(reason) = &uplink.blocked {
             writeln!(out, "  BLOCKED, left as it is: {reason}")?;
         }
+        if let Some(drain) = &uplink.drained {
+            let time = |t: u64| humantime::format_rfc3339_seconds(crate::clock::system_time(t)).to_string();
+            let until = drain
+                .until
+                .map_or_else(|| "until `mhr undrain`".to_owned(), |t| format!("until {}", time(t)));
+            writeln!(
+                out,
+                "  DRAINED since {} {until}: no main default, balanced flows or steering; table and from rules kept",
+                time(drain.since)
+            )?;
+        }
         for health in &uplink.health {
             let state = match health.fault {
                 None if health.healthy => match &health.degraded {

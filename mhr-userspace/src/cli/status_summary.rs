@@ -72,6 +72,9 @@ fn state(uplink: &UplinkStatus) -> String {
     if uplink.blocked.is_some() {
         return "BLOCKED".to_owned();
     }
+    if uplink.drained.is_some() {
+        return "DRAINED".to_owned();
+    }
     if !uplink.up {
         return "DOWN".to_owned();
     }

@@ -34,13 +34,39 @@ impl Daemon {
             &failed,
             crate::clock::unix_seconds(),
         );
+        let drains_changed = self.drains_changed();
         let last = self.last.take();
         if let Some(last) = &last {
             self.after_health_change(&transitions, last);
         }
         self.last = last;
         self.write_snapshot();
-        !transitions.is_empty()
+        !transitions.is_empty() || drains_changed
+    }
+
+    /// Whether `mhr drain`/`undrain` (or a drain's end) changed what the
+    /// last plan drained: then reconcile now.
+    fn drains_changed(&self) -> bool {
+        let Some(last) = &self.last else { return false };
+        let now = crate::clock::unix_seconds();
+        let drains = match crate::drain::read(&self.engine.config().routing.state_dir, now) {
+            Ok(drains) => drains,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading drained uplinks failed");
+                return false;
+            }
+        };
+        let planned: Vec<(&str, bool)> =
+            last.desired.uplinks.iter().map(|u| (u.interface.as_str(), u.drained.is_some())).collect();
+        let mut changed = false;
+        for (interface, was) in planned {
+            let is = drains.contains_key(interface);
+            if is != was {
+                tracing::info!(uplink = interface, drained = is, "uplink drain changed");
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// Logs transitions and updates the health metrics.
@@ -72,8 +98,11 @@ impl Daemon {
         let config = self.engine.config();
         let configured = |interface: &str| config.uplinks.iter().any(|u| u.interface == interface);
         let mut exported = std::collections::BTreeSet::new();
+        let drained = |interface: &str| {
+            planned.desired.uplinks.iter().any(|u| u.interface == interface && u.drained.is_some())
+        };
         for ((interface, family), entry) in self.book.entries() {
-            self.control.uplink_health(interface, family_label(*family), entry);
+            self.control.uplink_health(interface, family_label(*family), entry, drained(interface));
             exported.insert((interface.clone(), *family));
         }
         // A configured uplink whose interface is gone stays exported, unhealthy.

@@ -21,16 +21,19 @@ pub enum UplinkState {
     Degraded,
     /// Unhealthy: a link fault, failed probe rounds, or unproven.
     Down,
+    /// Taken out of use (`mhr drain`), whatever its health.
+    Drained,
 }
 
 impl UplinkState {
-    pub const ALL: [Self; 3] = [Self::Healthy, Self::Degraded, Self::Down];
+    pub const ALL: [Self; 4] = [Self::Healthy, Self::Degraded, Self::Down, Self::Drained];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Healthy => "healthy",
             Self::Degraded => "degraded",
             Self::Down => "down",
+            Self::Drained => "drained",
         }
     }
 }

@@ -39,7 +39,7 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: GuardCollec
     );
     registry.register(
         "mhr_uplink_state",
-        "1 for the uplink family's state (healthy, degraded, down), 0 for the others",
+        "1 for the uplink family's state (healthy, degraded, down, drained), 0 for the others",
         control.uplink_state.clone(),
     );
     registry.register(

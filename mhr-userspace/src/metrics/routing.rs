@@ -20,7 +20,7 @@ pub struct ControlMetrics {
     pub last_success: Gauge<f64, AtomicU64>,
     pub guard_attached: MetricFamily<Labels, Gauge>,
     pub uplink_healthy: MetricFamily<Labels, Gauge>,
-    /// 1 for the uplink family's state (healthy, degraded, down), 0 for the others.
+    /// 1 for the uplink family's state (healthy, degraded, down, drained), 0 for the others.
     pub uplink_state: MetricFamily<Labels, Gauge>,
     /// 1 for the configured primary, 0 for the other configured uplinks.
     pub uplink_primary: MetricFamily<Labels, Gauge>,
@@ -105,10 +105,17 @@ impl ControlMetrics {
     }
 
     /// Health and probe figures of one uplink family.
-    pub fn uplink_health(&self, uplink: &str, family: &str, health: &crate::health::FamilyHealth) {
+    pub fn uplink_health(
+        &self,
+        uplink: &str,
+        family: &str,
+        health: &crate::health::FamilyHealth,
+        drained: bool,
+    ) {
         let key = labels([("uplink", uplink), ("family", family)]);
         self.uplink_healthy.get_or_create(&key).set(i64::from(health.healthy));
-        self.set_state(uplink, family, health.state());
+        let state = if drained { crate::health::quality::UplinkState::Drained } else { health.state() };
+        self.set_state(uplink, family, state);
         if let Some(rtt) = health.probe_rtt_seconds {
             self.probe_rtt.get_or_create(&key).set(rtt);
         }

@@ -30,7 +30,7 @@ fn exported() -> BTreeSet<String> {
     };
     health.observe_round("ens3", crate::model::Family::V4, None, sample, 1);
     let entry = health.get("ens3", crate::model::Family::V4).unwrap();
-    control.uplink_health("ens3", "ipv4", entry);
+    control.uplink_health("ens3", "ipv4", entry, false);
     control.uplink_active("ens3", "ipv4", true);
     control.failover("ipv4", false);
     control.guard_repair("map");
@@ -148,7 +148,7 @@ fn the_primary_is_a_value_not_a_label_and_a_reload_moves_it() {
     let entry = healthy_entry();
     control.initialise(&[("ens3", true), ("ens4", false)]);
     for uplink in ["ens3", "ens4"] {
-        control.uplink_health(uplink, "ipv4", &entry);
+        control.uplink_health(uplink, "ipv4", &entry, false);
         control.uplink_active(uplink, "ipv4", uplink == "ens3");
     }
     let text = rendered(&control);
@@ -170,7 +170,7 @@ fn a_reload_that_removes_an_uplink_removes_all_its_series() {
     control.initialise(&[("ens3", true), ("ens4", false)]);
     for uplink in ["ens3", "ens4"] {
         for family in ["ipv4", "ipv6"] {
-            control.uplink_health(uplink, family, &entry);
+            control.uplink_health(uplink, family, &entry, false);
             control.uplink_active(uplink, family, uplink == "ens3");
         }
     }

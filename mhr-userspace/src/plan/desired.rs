@@ -43,6 +43,9 @@ pub struct UplinkPlan {
     /// object where they go; the daemon goes on with the other uplinks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocked: Option<String>,
+    /// Drained (`mhr drain`): no main default, balanced flows or steering.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drained: Option<crate::drain::Drain>,
 }
 
 /// What mhr remembers between runs.
@@ -56,6 +59,8 @@ pub struct Memory {
     pub gateways: RememberedGateways,
     /// The router each interface's DHCP lease names (IPv4).
     pub leases: BTreeMap<String, crate::leases::LeaseGateway>,
+    /// Uplinks drained for maintenance (`mhr drain`), in force now.
+    pub drained: crate::drain::Drains,
 }
 
 impl UplinkPlan {
@@ -169,6 +174,7 @@ pub fn desired(
             from_priority: base + 1,
             health: Vec::new(),
             blocked: None,
+            drained: memory.drained.get(&uplink.interface).copied(),
         };
         if !link.up {
             desired
@@ -199,6 +205,7 @@ pub fn desired(
                         on_link: gateway_on_link(gateway, &family_addresses),
                         healthy: verdict.healthy,
                         degraded: verdict.degraded,
+                        drained: memory.drained.contains_key(&uplink.interface),
                     });
                 }
             }

@@ -24,6 +24,8 @@ pub(super) struct Candidate<'a> {
     pub(super) healthy: bool,
     /// Healthy but over a quality threshold.
     pub(super) degraded: bool,
+    /// Drained for maintenance: the last resort.
+    pub(super) drained: bool,
 }
 
 impl Candidate<'_> {
@@ -98,23 +100,24 @@ pub(super) fn main_default(
         ));
     }
     candidates.sort_by_key(|c| c.order());
-    // Degraded uplinks only when no healthy one is left; under balance they
-    // take no new flows while one is.
-    let preferred: Vec<&Candidate> =
-        candidates.iter().copied().filter(|c| c.healthy && !c.degraded).collect();
-    let healthy: Vec<&Candidate> = if preferred.is_empty() {
-        let degraded: Vec<&Candidate> = candidates.iter().copied().filter(|c| c.healthy).collect();
-        if !degraded.is_empty() {
-            let names: Vec<&str> = degraded.iter().map(|c| c.uplink.interface.as_str()).collect();
-            desired.notes.push(format!(
-                "every healthy {family} uplink is degraded ({}): main's default uses them anyway",
-                names.join(", ")
-            ));
-        }
-        degraded
-    } else {
-        preferred
+    // Degraded uplinks only when no healthy one is left (under balance they
+    // take no new flows while one is); drained ones only when nothing else
+    // is healthy: a drain never leaves the host without a way out.
+    let tier = |keep: &dyn Fn(&Candidate) -> bool| -> Vec<&Candidate> {
+        candidates.iter().copied().filter(|c| c.healthy && keep(c)).collect()
     };
+    let mut healthy = tier(&|c| !c.degraded && !c.drained);
+    for (fallback, why) in [(tier(&|c| !c.drained), "degraded"), (tier(&|_| true), "drained")] {
+        if !healthy.is_empty() || fallback.is_empty() {
+            continue;
+        }
+        let names: Vec<&str> = fallback.iter().map(|c| c.uplink.interface.as_str()).collect();
+        desired.notes.push(format!(
+            "every healthy {family} uplink is {why} ({}): main's default uses them anyway",
+            names.join(", ")
+        ));
+        healthy = fallback;
+    }
     let chosen: Vec<&Candidate> = match (config.policy, healthy.first()) {
         (Policy::Failover, Some(first)) => vec![*first],
         (Policy::Balance, Some(_)) => healthy,

@@ -158,6 +158,7 @@ fn memory(registry: &[(&str, u32)], moved: Vec<MovedRoute>) -> Memory {
         moved,
         gateways: Default::default(),
         leases: Default::default(),
+        drained: Default::default(),
     }
 }
 
