@@ -77,6 +77,11 @@ impl Engine {
                 findings.push(main_default(self.kernel().as_ref(), &holders, *family, names).await);
             }
         }
+        for steering in &desired.steering {
+            findings.push(
+                steering_finding(self.kernel().as_ref(), self.config(), desired, steering, names).await,
+            );
+        }
         for neighbour in crate::neighbours::detect(&crate::neighbours::host_root()) {
             if let Some(warning) = neighbour.warning {
                 findings.push(Finding {
@@ -224,6 +229,73 @@ async fn main_default(
             check,
             observed: reason.to_string(),
             advice: "no default route answers; run `mhr apply`".to_owned(),
+        },
+    }
+}
+
+/// A steering rule, checked with the kernel's own lookup of a packet it
+/// selects (`ip route get 203.0.113.1 ipproto tcp dport 443 uid 1000`): it
+/// leaves by the uplink the rule took.
+async fn steering_finding(
+    kernel: &dyn Southbound,
+    config: &crate::config::Config,
+    desired: &Desired,
+    steering: &crate::plan::Steering,
+    names: &Names,
+) -> Finding {
+    let Some(rule) = config.rules.get(steering.rule - 1) else {
+        return Finding {
+            ok: true,
+            check: format!("rule #{}", steering.rule),
+            observed: String::new(),
+            advice: String::new(),
+        };
+    };
+    let selectors = rule.selectors().unwrap_or_default();
+    let family = steering.family;
+    let destination = rule
+        .to
+        .iter()
+        .find(|p| Family::of(&p.addr()) == family)
+        .map_or_else(|| probe(family), |p| p.network());
+    let flow = crate::model::Flow {
+        ipproto: selectors.ipproto,
+        sport: selectors.sport.map(|(first, _)| first),
+        dport: selectors.dport.map(|(first, _)| first),
+        uid: selectors.uid.map(|(first, _)| first),
+        mark: selectors.fwmark.map(|(mark, _)| mark),
+    };
+    let packet = format!(
+        "{destination}{}",
+        selectors.args().replace(" uidrange ", " uid ").replace(" fwmark ", " mark ")
+    );
+    let Some(uplink) = &steering.uplink else {
+        return Finding {
+            ok: true,
+            check: format!("rule #{} ({family}): withdrawn, no usable uplink", steering.rule),
+            observed: format!("{packet} takes main's default"),
+            advice: String::new(),
+        };
+    };
+    let check = format!("rule #{} sends {packet} by {uplink}", steering.rule);
+    let expected = desired.uplinks.iter().find(|u| &u.interface == uplink).map(|u| u.index);
+    let lookup = crate::southbound::Lookup { destination, source: None, iif: None, flow };
+    match kernel.lookup(lookup).await {
+        Ok(route) if route.interface.is_some() && route.interface == expected => {
+            let path = Path { interface: route.interface, gateway: route.gateway };
+            Finding { ok: true, check, observed: show(&path, names), advice: String::new() }
+        }
+        Ok(route) => Finding {
+            ok: false,
+            check,
+            observed: show(&Path { interface: route.interface, gateway: route.gateway }, names),
+            advice: "a rule ahead of mhr's steering rules wins, or the rule is missing: inspect `ip rule`; run `mhr apply`".to_owned(),
+        },
+        Err(reason) => Finding {
+            ok: false,
+            check,
+            observed: reason.to_string(),
+            advice: "the kernel finds no route for it; run `mhr apply`".to_owned(),
         },
     }
 }

@@ -115,6 +115,7 @@ async fn a_change_the_kernel_refuses_for_one_uplink_leaves_that_uplink_alone_and
         destination: None,
         protocol: common::MHR,
         suppress_prefixlength: None,
+        selectors: Default::default(),
         other_selectors: false,
     };
     model.refuse(Change::AddRule(ens4_rule.clone()), libc::EPERM);

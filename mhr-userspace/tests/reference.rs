@@ -4,7 +4,9 @@
 
 use std::{collections::BTreeSet, path::Path};
 
-use mhr_userspace::config::{Config, GuardConfig, HealthConfig, MetricsConfig, RoutingConfig, UplinkConfig};
+use mhr_userspace::config::{
+    Config, GuardConfig, HealthConfig, MetricsConfig, RoutingConfig, SteeringRule, UplinkConfig,
+};
 use serde::de::DeserializeOwned;
 
 const UNKNOWN: &str = "zzzzzzzzzzzzzzzzzzzzzzzz";
@@ -65,6 +67,7 @@ fn every_key_has_a_complete_row_in_its_sections_table() {
         ("[routing]", serde_keys::<RoutingConfig>()),
         ("[guard]", serde_keys::<GuardConfig>()),
         ("[metrics]", serde_keys::<MetricsConfig>()),
+        ("[[rule]]", serde_keys::<SteeringRule>()),
     ];
     let headings: Vec<&str> = sections.iter().map(|(h, _)| h.as_str()).collect();
     assert_eq!(headings, expected.iter().map(|(h, _)| *h).collect::<Vec<_>>());

@@ -32,6 +32,7 @@ async fn apply_installs_the_seed_procedure_planning_again_changes_nothing_and_do
                 destination: destination.parse().unwrap(),
                 source: Some(source.parse().unwrap()),
                 iif: None,
+                flow: Default::default(),
             })
             .await
             .expect("a route");

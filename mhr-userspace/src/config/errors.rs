@@ -73,6 +73,8 @@ pub enum ConfigError {
     BadQuorum { interface: String, quorum: u32, targets: usize },
     #[error("uplink `{interface}`: weight must be a whole number from 1 to {MAX_WEIGHT}, not {weight}")]
     BadWeight { interface: String, weight: u32 },
+    #[error("rule #{rule}: {key} {reason}")]
+    BadRule { rule: usize, key: &'static str, reason: String },
     #[error("[health] {key} {reason}")]
     BadHealth { key: &'static str, reason: String },
     #[error(

@@ -9,6 +9,7 @@ mod check;
 mod defaults;
 mod errors;
 mod schema;
+mod steering;
 mod target;
 mod validation;
 
@@ -22,6 +23,7 @@ pub use schema::{
     Assume, Config, GuardConfig, GuardMode, HealthConfig, MetricsConfig, Policy, RoutingConfig, SourceRules,
     UplinkConfig,
 };
+pub use steering::{MAX_RULES, SteeringRule};
 pub use target::{ProbeTarget, TargetError};
 pub use validation::{MAX_CONFIG_BYTES, MAX_PROBES_PER_UPLINK, MAX_TOP_OFFENDERS, route_protocol_name};
 
@@ -39,6 +41,9 @@ struct RawConfig {
     policy: Policy,
     #[serde(default, rename = "uplink")]
     uplinks: Vec<UplinkConfig>,
+    /// Steering rules, in order.
+    #[serde(default, rename = "rule")]
+    rules: Vec<SteeringRule>,
     #[serde(default)]
     health: HealthConfig,
     #[serde(default)]
@@ -107,6 +112,7 @@ impl Config {
             enforce_asymmetric: raw.enforce_asymmetric,
             policy: raw.policy,
             uplinks: raw.uplinks,
+            rules: raw.rules,
             health: raw.health,
             routing: raw.routing,
             guard: raw.guard,

@@ -100,3 +100,29 @@ fn quality_marks_come_in_pairs_with_low_under_high() {
         "off by default"
     );
 }
+
+#[test]
+fn steering_rules_are_refused_before_any_change_naming_the_rule_and_key() {
+    let two = "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens4\"\n";
+    let with = |rules: &str| message(&format!("{two}{rules}"));
+    let unknown = with("[[rule]]\nproto = \"tcp\"\ndport = 443\nuplink = [\"ens9\"]\n");
+    assert!(unknown.contains("mhr.toml:9:1: rule #1: uplink names `ens9`, which is not a configured uplink (uplinks: ens3, ens4)"), "{unknown}");
+    let port = with("[[rule]]\nproto = \"tcp\"\ndport = 0\nuplink = [\"ens4\"]\n");
+    assert!(port.contains("rule #1: dport must be a port from 1 to 65535"), "{port}");
+    let everything = with("[[rule]]\nuplink = [\"ens4\"]\n");
+    assert!(everything.contains("rule #1: to or another selector is needed"), "{everything}");
+    let shadowed = with(
+        "[[rule]]\nproto = \"tcp\"\nuplink = [\"ens4\"]\n[[rule]]\nproto = \"tcp\"\ndport = 443\nuplink = [\"ens4\"]\n",
+    );
+    assert!(shadowed.contains("rule #2: to can never match: rule #1 selects all it does"), "{shadowed}");
+    let typo = with("[[rule]]\nprot = \"tcp\"\nuplink = [\"ens4\"]\n");
+    assert!(typo.contains("did you mean `proto`?"), "{typo}");
+    let single = with("[rule]\nproto = \"tcp\"\n");
+    assert!(single.contains("write `[[rule]]`"), "{single}");
+    let ok = format!(
+        "{two}[[rule]]\nproto = \"tcp\"\ndport = 443\nuplink = [\"ens4\", \"ens3\"]\n[[rule]]\nto = [\"198.18.0.0/15\"]\nuid = \"1000-1999\"\nuplink = [\"ens4\"]\n"
+    );
+    let config = Config::parse(&ok, Path::new("mhr.toml")).unwrap();
+    assert_eq!(config.rules.len(), 2);
+    assert_eq!(config.rules[1].selectors().unwrap().uid, Some((1000, 1999)));
+}

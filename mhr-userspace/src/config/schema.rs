@@ -290,6 +290,8 @@ pub struct Config {
     pub enforce_asymmetric: bool,
     pub policy: Policy,
     pub uplinks: Vec<UplinkConfig>,
+    /// Steering rules (`[[rule]]`), in order.
+    pub rules: Vec<super::SteeringRule>,
     pub health: HealthConfig,
     pub routing: RoutingConfig,
     pub guard: GuardConfig,

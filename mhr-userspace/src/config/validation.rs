@@ -147,8 +147,10 @@ impl Config {
         }
         if ranges_ok {
             let have = u64::from(routing.priority_range[1] - routing.priority_range[0]) + 1;
-            // Two per uplink, and two for the rules to main's default.
-            let needed = self.uplinks.len() * 2 + 2;
+            // Two per uplink, two for the rules to main's default, and a
+            // block for steering rules when there are any.
+            let steering = if self.rules.is_empty() { 0 } else { super::MAX_RULES };
+            let needed = self.uplinks.len() * 2 + 2 + steering;
             if have < needed as u64 {
                 problems.push((
                     Loc::Section("routing", "priority_range"),
@@ -208,6 +210,7 @@ impl Config {
             }
         }
         self.validate_health(&mut problems);
+        super::steering::validate(self, &mut problems);
         if self.metrics.top_offenders > MAX_TOP_OFFENDERS {
             problems.push((
                 Loc::Section("metrics", "top_offenders"),

@@ -10,10 +10,12 @@ use serde::{Deserialize, Serialize};
 mod connection;
 mod gateway;
 mod host;
+pub mod selectors;
 
 pub use connection::Connection;
 pub use gateway::{Gateway, GatewaySource, LeaseKeeper, RememberedGateway, RememberedGateways};
 pub use host::{Address, Framing, Link, MovedRoute, Observed};
+pub use selectors::{Flow, Selectors};
 
 pub const MAIN_TABLE: u32 = 254;
 pub const SCOPE_UNIVERSE: u8 = 0;
@@ -123,7 +125,10 @@ pub struct Rule {
     /// prefix is N bits or shorter (0: main without its default routes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppress_prefixlength: Option<u32>,
-    /// Selectors mhr does not model (iif, fwmark, …) or an action other
+    /// Steering selectors (ipproto, ports, uid range, fwmark).
+    #[serde(default, skip_serializing_if = "Selectors::is_empty")]
+    pub selectors: Selectors,
+    /// Selectors mhr does not model (iif, oif, tos, …) or an action other
     /// than "lookup": such a rule is never mhr's.
     pub other_selectors: bool,
 }
@@ -185,6 +190,7 @@ pub fn rule_args(rule: &Rule) -> String {
     if let Some(destination) = rule.destination {
         out += &format!(" to {}", host_or_prefix(destination));
     }
+    out += &rule.selectors.args();
     out += &format!(" lookup {}", table_name(rule.table));
     if let Some(length) = rule.suppress_prefixlength {
         out += &format!(" suppress_prefixlength {length}");
@@ -287,6 +293,7 @@ mod tests {
             destination: None,
             protocol: 210,
             suppress_prefixlength: None,
+            selectors: Selectors::default(),
             other_selectors: false,
         };
         assert_eq!(

@@ -168,6 +168,7 @@ pub fn rule_from_message(message: &RuleMessage) -> Option<Rule> {
         destination: None,
         protocol: 0,
         suppress_prefixlength: None,
+        selectors: Default::default(),
         other_selectors: header.action != RuleAction::ToTable || header.tos != 0 || !header.flags.is_empty(),
     };
     for attribute in &message.attributes {
@@ -179,15 +180,23 @@ pub fn rule_from_message(message: &RuleMessage) -> Option<Rule> {
                 rule.destination = IpNet::new(*address, header.dst_len).ok()
             }
             RuleAttribute::Protocol(protocol) => rule.protocol = (*protocol).into(),
+            RuleAttribute::IpProtocol(protocol) => rule.selectors.ipproto = Some(u8::from(*protocol)),
+            RuleAttribute::SourcePortRange(range) => rule.selectors.sport = Some((range.start, range.end)),
+            RuleAttribute::DestinationPortRange(range) => {
+                rule.selectors.dport = Some((range.start, range.end))
+            }
+            RuleAttribute::UidRange(range) => rule.selectors.uid = Some((range.start, range.end)),
+            RuleAttribute::FwMark(mark) => {
+                let mask = rule.selectors.fwmark.map_or(u32::MAX, |(_, mask)| mask);
+                rule.selectors.fwmark = Some((*mark, mask));
+            }
+            RuleAttribute::FwMask(mask) => {
+                let mark = rule.selectors.fwmark.map_or(0, |(mark, _)| mark);
+                rule.selectors.fwmark = Some((mark, *mask));
+            }
             RuleAttribute::Iifname(_)
             | RuleAttribute::Oifname(_)
-            | RuleAttribute::FwMark(_)
-            | RuleAttribute::FwMask(_)
             | RuleAttribute::Goto(_)
-            | RuleAttribute::UidRange(_)
-            | RuleAttribute::IpProtocol(_)
-            | RuleAttribute::SourcePortRange(_)
-            | RuleAttribute::DestinationPortRange(_)
             | RuleAttribute::L3MDev(_)
             | RuleAttribute::TunId(_) => rule.other_selectors = true,
             // The kernel reports these on every rule; u32::MAX means unset.

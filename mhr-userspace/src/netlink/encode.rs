@@ -9,7 +9,7 @@ use rtnetlink::packet_route::{
         RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteNextHop, RouteProtocol, RouteScope,
         RouteType,
     },
-    rule::{RuleAction, RuleAttribute, RuleMessage},
+    rule::{RuleAction, RuleAttribute, RuleMessage, RulePortRange, RuleUidRange},
 };
 
 use crate::{
@@ -107,6 +107,23 @@ pub fn rule_message(rule: &Rule) -> RuleMessage {
     }
     if let Some(length) = rule.suppress_prefixlength {
         attributes.push(RuleAttribute::SuppressPrefixLen(length));
+    }
+    let selectors = &rule.selectors;
+    if let Some(protocol) = selectors.ipproto {
+        attributes.push(RuleAttribute::IpProtocol(protocol.into()));
+    }
+    if let Some((start, end)) = selectors.sport {
+        attributes.push(RuleAttribute::SourcePortRange(RulePortRange { start, end }));
+    }
+    if let Some((start, end)) = selectors.dport {
+        attributes.push(RuleAttribute::DestinationPortRange(RulePortRange { start, end }));
+    }
+    if let Some((start, end)) = selectors.uid {
+        attributes.push(RuleAttribute::UidRange(RuleUidRange { start, end }));
+    }
+    if let Some((mark, mask)) = selectors.fwmark {
+        attributes.push(RuleAttribute::FwMark(mark));
+        attributes.push(RuleAttribute::FwMask(mask));
     }
     attributes.push(RuleAttribute::Protocol(RouteProtocol::from(rule.protocol)));
     message

@@ -67,7 +67,7 @@ impl Southbound for Kernel {
     }
 
     async fn lookup(&self, lookup: Lookup) -> Result<Route, KernelError> {
-        route_lookup(&self.handle, lookup.destination, lookup.source, lookup.iif).await
+        route_lookup(&self.handle, lookup.destination, lookup.source, lookup.iif, &lookup.flow).await
     }
 
     fn subscribe(

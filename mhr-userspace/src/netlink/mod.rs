@@ -50,6 +50,7 @@ pub async fn route_lookup(
     destination: IpAddr,
     source: Option<IpAddr>,
     iif: Option<u32>,
+    flow: &crate::model::Flow,
 ) -> Result<Route, KernelError> {
     let host = |address: IpAddr| if address.is_ipv4() { 32 } else { 128 };
     let invalid = |_| KernelError::Refused(libc::EINVAL);
@@ -62,12 +63,19 @@ pub async fn route_lookup(
     if let Some(iif) = iif {
         builder = builder.input_interface(iif);
     }
-    let messages: Vec<_> = handle
-        .route()
-        .get(builder.build())
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|err| kernel_error(&err))?;
+    let mut message = builder.build();
+    // `ip route get … ipproto tcp dport 443 uid 1000 mark 1`: what steering
+    // rules select on.
+    use rtnetlink::packet_route::route::RouteAttribute;
+    let flow_attributes = [
+        flow.ipproto.map(RouteAttribute::IpProto),
+        flow.sport.map(RouteAttribute::Sport),
+        flow.dport.map(RouteAttribute::Dport),
+        flow.uid.map(RouteAttribute::Uid),
+        flow.mark.map(RouteAttribute::Mark),
+    ];
+    message.attributes.extend(flow_attributes.into_iter().flatten());
+    let messages: Vec<_> =
+        handle.route().get(message).execute().try_collect().await.map_err(|err| kernel_error(&err))?;
     messages.iter().find_map(decode::route_fields).ok_or(KernelError::Refused(libc::ENETUNREACH))
 }

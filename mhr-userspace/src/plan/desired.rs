@@ -94,6 +94,8 @@ pub struct Desired {
     /// plan (the daemon, `status`) goes on past them and lists them here,
     /// so every command reports the same errors.
     pub problems: Vec<PlanError>,
+    /// Where each steering rule sends each family it covers.
+    pub steering: Vec<super::Steering>,
 }
 
 impl Desired {
@@ -240,6 +242,7 @@ pub fn desired(
                 destination,
                 protocol,
                 suppress_prefixlength: None,
+                selectors: Default::default(),
                 other_selectors: false,
             };
             for source in rule_sources(config.routing.source_rules, observed, link.index, &family_addresses) {
@@ -257,6 +260,7 @@ pub fn desired(
         let family_candidates: Vec<&Candidate> = candidates.iter().filter(|c| c.family == family).collect();
         main_default(&mut desired, config, observed, family, family_candidates, strictness)?;
     }
+    super::steer::steer(&mut desired, config);
     restore_moved(&mut desired, observed, &memory.moved);
     for (index, clash) in clashes(config, observed, &desired) {
         if !tolerant {

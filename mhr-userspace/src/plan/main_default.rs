@@ -186,6 +186,7 @@ pub fn default_rules(config: &Config, family: Family) -> [Rule; 2] {
         destination: None,
         protocol: routing.protocol,
         suppress_prefixlength,
+        selectors: Default::default(),
         other_selectors: false,
     };
     [rule(suppress, MAIN_TABLE, Some(0)), rule(lookup, routing.default_table(), None)]

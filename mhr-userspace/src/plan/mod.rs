@@ -7,6 +7,7 @@ mod desired;
 mod diff;
 mod gateway;
 mod main_default;
+mod steer;
 mod tables;
 mod teardown;
 
@@ -15,6 +16,7 @@ pub use clashes::{isolate, owner_of};
 pub use desired::{DEFAULT_TABLE_NAME, Desired, Memory, Strictness, UplinkPlan, desired, rule_sources};
 pub use diff::diff;
 pub use main_default::default_rules;
+pub use steer::Steering;
 pub use teardown::teardown;
 
 use crate::model::Family;

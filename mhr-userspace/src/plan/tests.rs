@@ -65,6 +65,7 @@ fn kernel_rule(family: Family, priority: u32, table: u32) -> Rule {
         destination: None,
         protocol: KERNEL,
         suppress_prefixlength: None,
+        selectors: Default::default(),
         other_selectors: false,
     }
 }
@@ -223,6 +224,7 @@ fn seed_host_gets_a_table_rules_and_one_default_in_main() {
         destination: None,
         protocol: MHR,
         suppress_prefixlength: None,
+        selectors: Default::default(),
         other_selectors: false,
     };
     assert!(desired.rules.contains(&from("10.0.4.0/24", 7101, 7103)));

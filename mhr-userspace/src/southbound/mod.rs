@@ -85,6 +85,8 @@ pub struct Lookup {
     pub source: Option<IpAddr>,
     /// As if received on this interface (reverse-path checks).
     pub iif: Option<u32>,
+    /// The packet's protocol, ports, uid and mark (steering rules).
+    pub flow: crate::model::Flow,
 }
 
 /// Where a lookup says a packet goes.
@@ -102,7 +104,7 @@ pub async fn path(
     source: Option<IpAddr>,
     iif: Option<u32>,
 ) -> Result<Path, KernelError> {
-    let route = kernel.lookup(Lookup { destination, source, iif }).await?;
+    let route = kernel.lookup(Lookup { destination, source, iif, flow: Default::default() }).await?;
     Ok(Path { interface: route.interface, gateway: route.gateway })
 }
 

@@ -34,6 +34,12 @@ pub(super) enum Kind {
     Users,
     Table(Section),
     Uplinks,
+    /// `[[rule]]` tables.
+    Rules,
+    /// Anything: the value's own parser names what is wrong.
+    Any,
+    /// A list of strings.
+    Names,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -44,6 +50,7 @@ pub(super) enum Section {
     Routing,
     Guard,
     Metrics,
+    Rule,
 }
 
 impl Section {
@@ -55,6 +62,7 @@ impl Section {
             Self::Routing => "[routing]",
             Self::Guard => "[guard]",
             Self::Metrics => "[metrics]",
+            Self::Rule => "[[rule]]",
         }
     }
 
@@ -66,6 +74,7 @@ impl Section {
             Self::Routing => ROUTING,
             Self::Guard => GUARD,
             Self::Metrics => METRICS,
+            Self::Rule => RULE,
         }
     }
 }
@@ -78,6 +87,7 @@ const TOP: &[(&str, Kind)] = &[
     ("enforce_asymmetric", Kind::Bool),
     ("policy", Kind::Choice(&["failover", "balance"])),
     ("uplink", Kind::Uplinks),
+    ("rule", Kind::Rules),
     ("health", Kind::Table(Section::Health)),
     ("routing", Kind::Table(Section::Routing)),
     ("guard", Kind::Table(Section::Guard)),
@@ -145,8 +155,25 @@ const METRICS: &[(&str, Kind)] = &[
     ("basic_auth_users", Kind::Users),
 ];
 
-const SECTIONS: [Section; 6] =
-    [Section::Top, Section::Uplink, Section::Health, Section::Routing, Section::Guard, Section::Metrics];
+const RULE: &[(&str, Kind)] = &[
+    ("to", Kind::Prefixes),
+    ("proto", Kind::Any),
+    ("dport", Kind::Any),
+    ("sport", Kind::Any),
+    ("uid", Kind::Any),
+    ("fwmark", Kind::Any),
+    ("uplink", Kind::Names),
+];
+
+const SECTIONS: [Section; 7] = [
+    Section::Top,
+    Section::Uplink,
+    Section::Health,
+    Section::Routing,
+    Section::Guard,
+    Section::Metrics,
+    Section::Rule,
+];
 
 /// The keys of a table by its name (`""` for the top level), for the test
 /// that keeps this schema and serde's structs in step.
@@ -158,6 +185,7 @@ pub(in crate::config) fn known_keys(table: &str) -> Vec<&'static str> {
         "routing" => Section::Routing,
         "guard" => Section::Guard,
         "metrics" => Section::Metrics,
+        "rule" => Section::Rule,
         _ => Section::Top,
     };
     section.keys().iter().map(|(k, _)| *k).collect()

@@ -28,6 +28,8 @@ pub(super) enum Loc {
     Section(&'static str, &'static str),
     Uplink(usize, &'static str),
     UplinkItem(usize, &'static str, usize),
+    /// A key of the `[[rule]]` at this index.
+    Rule(usize, &'static str),
 }
 
 /// A parsed document with its spans.
@@ -79,6 +81,18 @@ impl<'i> Document<'i> {
                         .as_table()
                         .and_then(|t| entry(t, key))
                         .map_or(header.span(), |(k, _)| k.span()),
+                    None => start,
+                }
+            }
+            Loc::Rule(index, key) => {
+                let rule = entry(root, "rule").and_then(|(key, value)| match value.get_ref() {
+                    DeValue::Array(items) => {
+                        items.get(index).and_then(|i| i.get_ref().as_table()).map(|t| (key, t))
+                    }
+                    _ => None,
+                });
+                match rule {
+                    Some((header, table)) => entry(table, key).map_or(header.span(), |(k, _)| k.span()),
                     None => start,
                 }
             }
@@ -286,6 +300,44 @@ impl<'i> Document<'i> {
                     format!("[{key}] is one table: write `[{key}]` on a line of its own, then its keys"),
                 ),
             },
+            Kind::Any => {}
+            Kind::Names => {
+                let strings = value
+                    .get_ref()
+                    .as_array()
+                    .is_some_and(|items| items.iter().all(|i| i.get_ref().as_str().is_some()));
+                if !strings {
+                    bad(format!("{key} must be a list of names such as [\"ens3\", \"ens4\"], not {written}"));
+                }
+            }
+            Kind::Rules => {
+                let Some(items) = value.get_ref().as_array() else {
+                    self.push(
+                        problems,
+                        key_span,
+                        place,
+                        "rules are a list of tables: write `[[rule]]` (two brackets) above each rule's keys"
+                            .to_owned(),
+                    );
+                    return;
+                };
+                for (index, item) in items.iter().enumerate() {
+                    match item.get_ref().as_table() {
+                        Some(table) => self.check_table(
+                            table,
+                            Section::Rule,
+                            &format!("rule #{}: ", index + 1),
+                            problems,
+                        ),
+                        None => self.push(
+                            problems,
+                            item.span(),
+                            "",
+                            "each rule must be a `[[rule]]` table".to_owned(),
+                        ),
+                    }
+                }
+            }
             Kind::Uplinks => {
                 let Some(items) = value.get_ref().as_array() else {
                     self.push(problems, key_span, place, "uplinks are a list of tables: write `[[uplink]]` (two brackets) above each uplink's keys".to_owned());

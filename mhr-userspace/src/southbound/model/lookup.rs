@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use crate::{
-    model::{Family, MAIN_TABLE, Observed, Route, Rule},
+    model::{Family, Flow, MAIN_TABLE, Observed, Route, Rule},
     southbound::{KernelError, Lookup},
 };
 
@@ -14,8 +14,8 @@ use crate::{
 const MAIN_RULE_PRIORITY: u32 = 32766;
 const LOCAL_TABLE: u32 = 255;
 
-/// Whether `rule` selects a packet from `source` to `destination`.
-fn selects(rule: &Rule, destination: IpAddr, source: Option<IpAddr>) -> bool {
+/// Whether `rule` selects a packet of `flow` from `source` to `destination`.
+fn selects(rule: &Rule, destination: IpAddr, source: Option<IpAddr>, flow: &Flow) -> bool {
     let from = match rule.source {
         None => true,
         Some(net) => source.is_some_and(|source| net.contains(&source)),
@@ -23,7 +23,7 @@ fn selects(rule: &Rule, destination: IpAddr, source: Option<IpAddr>) -> bool {
     let to = rule.destination.is_none_or(|net| net.contains(&destination));
     // Selectors the model does not know (iif, fwmark, …) never match
     // here: the model's packets carry none of them.
-    from && to && !rule.other_selectors
+    from && to && rule.selectors.matches(flow) && !rule.other_selectors
 }
 
 /// The best route of `table` for `destination`: the longest prefix, then
@@ -53,6 +53,17 @@ pub fn route_via(
     source: Option<IpAddr>,
     oif: Option<u32>,
 ) -> Option<Route> {
+    route_flow(host, destination, source, oif, &Flow::default())
+}
+
+/// The rule walk for a packet of `flow` (protocol, ports, uid, mark).
+pub fn route_flow(
+    host: &Observed,
+    destination: IpAddr,
+    source: Option<IpAddr>,
+    oif: Option<u32>,
+    flow: &Flow,
+) -> Option<Route> {
     let family = Family::of(&destination);
     let mut rules: Vec<&Rule> =
         host.rules.iter().filter(|r| r.family == family && r.table != LOCAL_TABLE).collect();
@@ -64,13 +75,14 @@ pub fn route_via(
         destination: None,
         protocol: 0,
         suppress_prefixlength: None,
+        selectors: Default::default(),
         other_selectors: false,
     };
     if !rules.iter().any(|r| r.table == MAIN_TABLE && r.suppress_prefixlength.is_none()) {
         rules.push(&main_rule);
     }
     rules.sort_by_key(|r| r.priority);
-    rules.into_iter().filter(|rule| selects(rule, destination, source)).find_map(|rule| {
+    rules.into_iter().filter(|rule| selects(rule, destination, source, flow)).find_map(|rule| {
         let found = best_in_table(host, rule.table, destination, oif)?;
         let suppressed = rule
             .suppress_prefixlength
@@ -109,7 +121,8 @@ pub fn answer(host: &Observed, lookup: Lookup, rp_filter: u8) -> Result<Route, K
             });
         }
     }
-    let mut found = route(host, lookup.destination, lookup.source).ok_or(unreachable)?;
+    let mut found =
+        route_flow(host, lookup.destination, lookup.source, None, &lookup.flow).ok_or(unreachable)?;
     if let Some(first) = found.multipath.first().copied() {
         found.gateway = first.gateway;
         found.interface = Some(first.interface);

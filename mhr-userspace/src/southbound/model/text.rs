@@ -17,7 +17,7 @@ use ipnet::IpNet;
 
 use crate::model::{
     Address, Family, Framing, Link, MAIN_TABLE, NextHop, Observed, Route, Rule, SCOPE_LINK, SCOPE_UNIVERSE,
-    rule_command,
+    rule_command, selectors::parse_range,
 };
 
 const SCOPE_HOST: u8 = 254;
@@ -251,6 +251,7 @@ fn rule(family: Family, args: &[&str]) -> Result<Rule, String> {
         destination: None,
         protocol: 0,
         suppress_prefixlength: None,
+        selectors: Default::default(),
         other_selectors: false,
     };
     let mut rest = args;
@@ -266,6 +267,27 @@ fn rule(family: Family, args: &[&str]) -> Result<Rule, String> {
             "lookup" => rule.table = table(value.ok_or("lookup needs a table")?)?,
             "suppress_prefixlength" => {
                 rule.suppress_prefixlength = Some(number("suppress_prefixlength", value)?)
+            }
+            "ipproto" => {
+                let value = value.ok_or("ipproto needs a value")?;
+                rule.selectors.ipproto =
+                    Some(crate::model::selectors::ipproto_number(value).ok_or("ipproto needs a protocol")?);
+            }
+            "sport" | "dport" | "uidrange" => {
+                let text = value.ok_or("a range needs a value")?;
+                let bad = || format!("{word} {text}: not a range");
+                match *word {
+                    "sport" => rule.selectors.sport = Some(parse_range(text).ok_or_else(bad)?),
+                    "dport" => rule.selectors.dport = Some(parse_range(text).ok_or_else(bad)?),
+                    _ => rule.selectors.uid = Some(parse_range(text).ok_or_else(bad)?),
+                }
+            }
+            "fwmark" => {
+                let text = value.ok_or("fwmark needs a value")?;
+                let hex = |t: &str| u32::from_str_radix(t.trim_start_matches("0x"), 16).ok();
+                let (mark, mask) = text.split_once('/').unwrap_or((text, "0xffffffff"));
+                rule.selectors.fwmark =
+                    Some((hex(mark).ok_or("fwmark: hex")?, hex(mask).ok_or("fwmark: hex")?));
             }
             "priority" | "pref" => rule.priority = number("priority", value)?,
             "protocol" => rule.protocol = number("protocol", value)?,
