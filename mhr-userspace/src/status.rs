@@ -111,7 +111,8 @@ pub const TOP_OFFENDERS: usize = 10;
 /// `status --json`'s `version`: 2 lists missing uplinks (`missing`),
 /// `errors`, `daemon`, `confirmation` and `rolled_back`; 3 adds each probe
 /// target's figures (`health[].targets`), and `health[].state` (healthy,
-/// degraded, down, drained) with `degraded`, why, and `drained`.
+/// degraded, down, drained) with `degraded`, why, and `drained`; and
+/// `steering`, where each `[[rule]]` sends each family.
 pub const STATUS_VERSION: u32 = 3;
 
 /// The daemon, as its health view on disk says.
@@ -143,6 +144,9 @@ pub struct Status {
     pub uplinks: Vec<UplinkStatus>,
     /// Per family, the uplinks holding main's default route.
     pub active: BTreeMap<crate::model::Family, Vec<String>>,
+    /// Where each steering rule (`[[rule]]`) sends each family.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steering: Vec<crate::plan::Steering>,
     /// The rules that send host traffic to mhr's default table (main
     /// without its default routes, then the table).
     pub default_rules: Vec<ObjectStatus>,
@@ -293,6 +297,7 @@ impl Engine {
             version: STATUS_VERSION,
             guard: if stale { None } else { self.guard_status()? },
             active: desired.active.clone(),
+            steering: desired.steering.clone(),
             default_rules,
             uplinks,
             in_sync: planned.actions.is_empty() && desired.problems.is_empty(),

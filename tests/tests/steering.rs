@@ -84,6 +84,8 @@ fn tcp_443_leaves_by_the_backup_and_moves_down_its_list_when_the_backup_fails() 
         check.output
     );
     assert!(check.succeeded(), "{}", check.output);
+    let status = mhr(&lab.host, &config, &["status"]);
+    assert!(status.output.contains("rule #1 (IPv4): ens4"), "{}", status.output);
 
     // ens4 fails: TCP 443 takes the next uplink of its list.
     lab.host.ip(["link", "set", "ens4", "down"]).unwrap();

@@ -131,6 +131,10 @@ fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
     for (family, uplinks) in &status.active {
         writeln!(out, "main's {family} default: {}", uplinks.join(" + "))?;
     }
+    for steering in &status.steering {
+        let target = steering.uplink.as_deref().unwrap_or("withdrawn (no usable uplink): main's default");
+        writeln!(out, "rule #{} ({}): {target}", steering.rule, steering.family)?;
+    }
     for rule in &status.default_rules {
         writeln!(out, "  {} {}", mark(rule.present), rule.object)?;
     }
