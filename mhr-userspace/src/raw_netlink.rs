@@ -6,8 +6,8 @@ use std::{fmt::Debug, io};
 
 use rtnetlink::{
     packet_core::{
-        NLM_F_DUMP, NLM_F_REQUEST, NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-        NetlinkSerializable,
+        NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkDeserializable, NetlinkHeader, NetlinkMessage,
+        NetlinkPayload, NetlinkSerializable,
     },
     sys::{Socket, SocketAddr},
 };
@@ -49,5 +49,31 @@ where
             }
             rest = &rest[length.next_multiple_of(4).min(rest.len())..];
         }
+    }
+}
+
+/// Sends `request` (not a dump) on a new socket of `protocol` and waits for
+/// the kernel's acknowledgement: its error code as an `io::Error`.
+pub fn request<M>(protocol: isize, request: M) -> io::Result<()>
+where
+    M: NetlinkSerializable + NetlinkDeserializable + Debug,
+{
+    let mut socket = Socket::new(protocol)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(request));
+    packet.finalize();
+    let mut bytes = vec![0; packet.buffer_len()];
+    packet.serialize(&mut bytes);
+    socket.send(&bytes, 0)?;
+    let mut buffer = vec![0; 8 * 1024];
+    let size = socket.recv(&mut &mut buffer[..], 0)?;
+    let message = NetlinkMessage::<M>::deserialize(&buffer[..size])
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err.to_string()))?;
+    match message.payload {
+        NetlinkPayload::Error(error) if error.code.is_some() => Err(error.to_io()),
+        _ => Ok(()),
     }
 }

@@ -20,8 +20,8 @@ pub use defaults::{
 use errors::line_column;
 pub use errors::{ConfigError, Located};
 pub use schema::{
-    Assume, Config, GuardConfig, GuardMode, HealthConfig, MetricsConfig, Policy, RoutingConfig, SourceRules,
-    UplinkConfig,
+    Assume, Config, Failback, GuardConfig, GuardMode, HealthConfig, MetricsConfig, Policy, RoutingConfig,
+    SourceRules, UplinkConfig,
 };
 pub use steering::{MAX_RULES, SteeringRule};
 pub use target::{ProbeTarget, TargetError};
@@ -39,6 +39,9 @@ struct RawConfig {
     /// How main's default route is chosen among the healthy uplinks.
     #[serde(default)]
     policy: Policy,
+    /// Connections a failover put on a backup, at fail-back.
+    #[serde(default)]
+    failback: Failback,
     #[serde(default, rename = "uplink")]
     uplinks: Vec<UplinkConfig>,
     /// Steering rules, in order.
@@ -111,6 +114,7 @@ impl Config {
             mode: raw.mode,
             enforce_asymmetric: raw.enforce_asymmetric,
             policy: raw.policy,
+            failback: raw.failback,
             uplinks: raw.uplinks,
             rules: raw.rules,
             health: raw.health,

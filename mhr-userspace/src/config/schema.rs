@@ -72,6 +72,19 @@ impl std::fmt::Display for Policy {
     }
 }
 
+/// What happens to connections a failover put on a backup when the
+/// primary is healthy again.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Failback {
+    /// They stay on the backup until they end.
+    #[default]
+    Keep,
+    /// They are closed (the kernel resets them), so applications
+    /// reconnect through the primary.
+    Reset,
+}
+
 /// `[health]`: how uplink health is judged.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -289,6 +302,7 @@ pub struct Config {
     pub mode: GuardMode,
     pub enforce_asymmetric: bool,
     pub policy: Policy,
+    pub failback: Failback,
     pub uplinks: Vec<UplinkConfig>,
     /// Steering rules (`[[rule]]`), in order.
     pub rules: Vec<super::SteeringRule>,

@@ -4,6 +4,7 @@
 //! `mhr apply`. Metrics are served over HTTP.
 
 mod endpoint;
+mod failback;
 mod fights;
 mod flags;
 mod http;
@@ -82,6 +83,8 @@ struct Daemon {
     last: Option<Planned>,
     /// Per family, the uplinks holding main's default after the last reconcile.
     active: std::collections::BTreeMap<Family, Vec<String>>,
+    /// Connections when main's default left the primary (`failback = "reset"`).
+    failover_snapshots: failback::Snapshots,
     probe_plans: tokio::sync::watch::Sender<Vec<ProbePlan>>,
     /// Since when the guard has failed to attach or repair, if it does.
     guard_failing_since: Option<Instant>,
@@ -197,6 +200,7 @@ pub async fn run_with_endpoint(
         guard_failing_since: None,
         exported_health: Default::default(),
         exported_targets: Default::default(),
+        failover_snapshots: Default::default(),
         fights: fights::Fights::default(),
         removers: Vec::new(),
         retry_at: None,

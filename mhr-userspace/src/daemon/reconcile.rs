@@ -104,7 +104,9 @@ impl Daemon {
         }
         self.control.rules_installed.set(planned.desired.rules.len() as i64);
         self.control.routes_installed.set(planned.desired.routes.len() as i64);
+        let before = self.active.clone();
         self.record_active(&planned);
+        self.failback(&before, &planned);
         self.record_blocked(&planned);
         let _ = self.probe_plans.send(probe_plans(self.engine.config(), &planned.observed));
         self.last = Some(planned);

@@ -73,6 +73,11 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: GuardCollec
         control.probes.loss.clone(),
     );
     registry.register(
+        "mhr_failback_resets",
+        "TCP connections a failover put on a backup, closed when main's default returned to the primary (failback = \"reset\")",
+        control.failback_resets.clone(),
+    );
+    registry.register(
         "mhr_failovers",
         "Changes of the uplink holding main's default route, by family",
         control.failovers.clone(),

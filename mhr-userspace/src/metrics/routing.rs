@@ -30,6 +30,8 @@ pub struct ControlMetrics {
     /// Per probe target: round trips and loss.
     pub probes: super::ProbeMetrics,
     pub failovers: MetricFamily<Labels, Counter>,
+    /// Connections closed at fail-back (`failback = "reset"`).
+    pub failback_resets: Counter,
     pub guard_repairs: MetricFamily<Labels, Counter>,
     /// The guard failed to load or attach, by reason (guard::retry::REASONS).
     pub guard_failures: MetricFamily<Labels, Counter>,

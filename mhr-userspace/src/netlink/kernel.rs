@@ -100,6 +100,14 @@ impl Southbound for Kernel {
         super::sock_diag::established()
     }
 
+    fn listening_ports(&self) -> std::io::Result<std::collections::BTreeSet<u16>> {
+        super::sock_diag::listening_ports()
+    }
+
+    fn destroy_connection(&self, connection: &crate::model::Connection) -> std::io::Result<()> {
+        super::sock_diag::destroy(connection)
+    }
+
     fn load_guard(
         &self,
         pin_dir: &std::path::Path,

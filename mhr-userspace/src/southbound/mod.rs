@@ -203,6 +203,12 @@ pub trait Southbound: Send + Sync {
     /// Every established TCP connection except loopback ones.
     fn connections(&self) -> std::io::Result<Vec<crate::model::Connection>>;
 
+    /// The ports TCP sockets listen on (connections on them came in).
+    fn listening_ports(&self) -> std::io::Result<std::collections::BTreeSet<u16>>;
+
+    /// Closes an established TCP connection (the kernel resets it).
+    fn destroy_connection(&self, connection: &crate::model::Connection) -> std::io::Result<()>;
+
     /// Loads the guard (adopting what is pinned under `pin_dir`).
     fn load_guard(
         &self,

@@ -86,6 +86,7 @@ const TOP: &[(&str, Kind)] = &[
     ("mode", Kind::Choice(MODES)),
     ("enforce_asymmetric", Kind::Bool),
     ("policy", Kind::Choice(&["failover", "balance"])),
+    ("failback", Kind::Choice(&["keep", "reset"])),
     ("uplink", Kind::Uplinks),
     ("rule", Kind::Rules),
     ("health", Kind::Table(Section::Health)),

@@ -52,6 +52,9 @@ struct State {
     silent_targets: BTreeSet<std::net::IpAddr>,
     /// Round trips through an uplink's upstream (default 1 ms).
     rtt: BTreeMap<String, std::time::Duration>,
+    /// Established TCP connections, and the ports sockets listen on.
+    connections: Vec<crate::model::Connection>,
+    listening: BTreeSet<u16>,
     /// Changes the kernel refuses, with the errno.
     refusals: Vec<(Change, i32)>,
     /// mhr's changes, as `ip` commands, since the last [`KernelModel::take_changes`].
@@ -137,6 +140,22 @@ impl KernelModel {
     /// than the probe timeout: unanswered).
     pub fn set_rtt(&self, interface: &str, rtt: std::time::Duration) {
         self.state().rtt.insert(interface.to_owned(), rtt);
+    }
+
+    /// An established TCP connection appears (an application connected, or
+    /// a peer connected to a listening port).
+    pub fn connect(&self, local: std::net::SocketAddr, remote: std::net::SocketAddr) {
+        self.state().connections.push(crate::model::Connection { local, remote });
+    }
+
+    /// A socket listens on `port` (any address).
+    pub fn listen(&self, port: u16) {
+        self.state().listening.insert(port);
+    }
+
+    /// The established connections now.
+    pub fn open_connections(&self) -> Vec<crate::model::Connection> {
+        self.state().connections.clone()
     }
 
     /// One probe target stops (or resumes) answering, through any uplink.

@@ -130,9 +130,25 @@ impl Southbound for KernelModel {
         Ok(())
     }
 
-    /// The model carries no sockets.
+    /// The connections the test opened ([`KernelModel::connect`]).
     fn connections(&self) -> std::io::Result<Vec<crate::model::Connection>> {
-        Ok(Vec::new())
+        Ok(self.state().connections.clone())
+    }
+
+    fn listening_ports(&self) -> std::io::Result<BTreeSet<u16>> {
+        Ok(self.state().listening.clone())
+    }
+
+    /// Removes the connection and records it as `ss -K` would name it.
+    fn destroy_connection(&self, connection: &crate::model::Connection) -> std::io::Result<()> {
+        let mut state = self.state();
+        let before = state.connections.len();
+        state.connections.retain(|c| c != connection);
+        if state.connections.len() == before {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        state.made.push(format!("ss -K src {} dst {}", connection.local, connection.remote));
+        Ok(())
     }
 
     fn load_guard(
