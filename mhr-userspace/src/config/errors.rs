@@ -71,6 +71,10 @@ pub enum ConfigError {
         "uplink `{interface}`: quorum must be a whole number from 1 to its {targets} probe targets, not {quorum}"
     )]
     BadQuorum { interface: String, quorum: u32, targets: usize },
+    #[error(
+        "uplink `{interface}`: probe_interval must be from `[health] interval` ({interval}) to 1h, not {value}"
+    )]
+    BadProbeInterval { interface: String, interval: String, value: String },
     #[error("uplink `{interface}`: weight must be a whole number from 1 to {MAX_WEIGHT}, not {weight}")]
     BadWeight { interface: String, weight: u32 },
     #[error("rule #{rule}: {key} {reason}")]

@@ -126,3 +126,33 @@ fn steering_rules_are_refused_before_any_change_naming_the_rule_and_key() {
     assert_eq!(config.rules.len(), 2);
     assert_eq!(config.rules[1].selectors().unwrap().uid, Some((1000, 1999)));
 }
+
+#[test]
+fn probe_interval_defaults_to_the_health_interval_and_is_bounded_by_it_and_an_hour() {
+    let parse = |text: &str| Config::parse(text, Path::new("mhr.toml"));
+    let config = parse(&format!("{UPLINK}[health]\ninterval = \"2s\"\n")).unwrap();
+    assert_eq!(config.uplinks[0].probe_interval, None);
+    assert_eq!(config.uplinks[0].probe_interval(&config.health), Duration::from_secs(2), "default");
+    for (written, value) in [("2s", 2), ("30s", 30), ("1h", 3600)] {
+        let text = format!("{UPLINK}probe_interval = \"{written}\"\n[health]\ninterval = \"2s\"\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.uplinks[0].probe_interval(&config.health), Duration::from_secs(value));
+    }
+    // Each bound, just past it, named with the key, the uplink and the range.
+    for (written, shown) in [("1999ms", "1s 999ms"), ("3601s", "1h 1s"), ("0s", "0s")] {
+        let text = format!("{UPLINK}probe_interval = \"{written}\"\n[health]\ninterval = \"2s\"\n");
+        assert_eq!(
+            message(&text),
+            format!(
+                "mhr.toml:4:1: uplink `ens3`: probe_interval must be from `[health] interval` (2s) to 1h, not {shown}"
+            )
+        );
+    }
+    let text = format!("{UPLINK}probe_interval = \"often\"\n");
+    let bad = message(&text);
+    assert!(bad.contains("mhr.toml:4:") && bad.contains("probe_interval: durations look like"), "{bad}");
+    // The window of a slower uplink holds fewer of its rounds.
+    let health = parse(UPLINK).unwrap().health;
+    assert_eq!(health.window_rounds_every(Duration::from_secs(10)), 6);
+    assert_eq!(health.window_rounds_every(Duration::from_secs(600)), 1);
+}

@@ -125,7 +125,13 @@ pub struct HealthConfig {
 impl HealthConfig {
     /// How many rounds `window` holds (at least one).
     pub fn window_rounds(&self) -> usize {
-        let interval = self.interval.as_millis().max(1);
+        self.window_rounds_every(self.interval)
+    }
+
+    /// How many probe rounds `window` holds for an uplink probed every
+    /// `interval` (its `probe_interval`; at least one).
+    pub fn window_rounds_every(&self, interval: Duration) -> usize {
+        let interval = interval.as_millis().max(1);
         (self.window.as_millis().div_ceil(interval)).clamp(1, MAX_WINDOW_ROUNDS as u128) as usize
     }
 }
@@ -187,6 +193,11 @@ pub struct UplinkConfig {
     pub probe: Vec<ProbeTarget>,
     /// Targets that must answer for a good round (default: `[health] quorum`).
     pub quorum: Option<u32>,
+    /// How often this uplink's probes are sent (default and minimum:
+    /// `[health] interval`; at most 1h): a metered backup probed less
+    /// often. Its judge counts only the rounds it was probed in.
+    #[serde(default, with = "humantime_serde::option")]
+    pub probe_interval: Option<Duration>,
     /// The lease file of this uplink's DHCP client, when it is not where
     /// dhclient, dhcpcd, networkd or NetworkManager keep it by default
     /// (the gateway is learned from it when no route names it).
@@ -211,6 +222,12 @@ pub struct UplinkConfig {
 impl UplinkConfig {
     pub fn weight(&self) -> u32 {
         self.weight.unwrap_or(1)
+    }
+
+    /// How often this uplink's probes are sent: its `probe_interval`, never
+    /// less than `[health] interval` (a reload keeps the running interval).
+    pub fn probe_interval(&self, health: &HealthConfig) -> Duration {
+        self.probe_interval.unwrap_or(health.interval).max(health.interval)
     }
 
     pub fn probes(&self, family: crate::model::Family) -> impl Iterator<Item = &ProbeTarget> + '_ {

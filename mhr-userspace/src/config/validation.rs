@@ -226,6 +226,8 @@ impl Config {
 
 impl Config {
     fn validate_health(&self, problems: &mut Vec<(Loc, ConfigError)>) {
+        let every = self.health.interval;
+        let interval_ok = (MIN_HEALTH_INTERVAL..=MAX_HEALTH_INTERVAL).contains(&every);
         for (index, uplink) in self.uplinks.iter().enumerate() {
             let interface = || uplink.interface.clone();
             if uplink.probe.len() > MAX_PROBES_PER_UPLINK {
@@ -246,6 +248,19 @@ impl Config {
                     ConfigError::BadQuorum { interface: interface(), quorum, targets: uplink.probe.len() },
                 ));
             }
+            // Against an interval that is itself refused, only the upper bound.
+            let lowest = if interval_ok { every } else { Duration::ZERO };
+            if let Some(value) = uplink.probe_interval.filter(|d| !(lowest..=MAX_HEALTH_INTERVAL).contains(d))
+            {
+                problems.push((
+                    Loc::Uplink(index, "probe_interval"),
+                    ConfigError::BadProbeInterval {
+                        interface: interface(),
+                        interval: humantime::format_duration(every).to_string(),
+                        value: humantime::format_duration(value).to_string(),
+                    },
+                ));
+            }
             if let Some(weight) = uplink.weight.filter(|w| !(1..=MAX_WEIGHT).contains(w)) {
                 problems.push((
                     Loc::Uplink(index, "weight"),
@@ -263,7 +278,6 @@ impl Config {
                 format!("must be from 100ms to 1h, not {}", humantime::format_duration(health.interval)),
             );
         }
-        let interval_ok = (MIN_HEALTH_INTERVAL..=MAX_HEALTH_INTERVAL).contains(&health.interval);
         // Against an interval that is itself refused, only a zero timeout is news.
         if health.timeout.is_zero() || (interval_ok && health.timeout > health.interval) {
             bad(

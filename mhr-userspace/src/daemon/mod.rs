@@ -180,6 +180,7 @@ pub async fn run_with_endpoint(
     control.config_reload_success.set(1);
     let mut book = HealthBook::new(settings.clone());
     book.set_probed(crate::health::snapshot::probed(engine.config()));
+    book.set_cadence(engine.config());
     crate::health::snapshot::remember(
         &mut book,
         &engine.config().routing.state_dir,

@@ -72,6 +72,7 @@ impl Daemon {
         // Sets every configured uplink's role: a new primary moves the 1.
         self.control.initialise(&uplinks);
         self.book.set_probed(crate::health::snapshot::probed(&config));
+        self.book.set_cadence(&config);
         tracing::info!(path = %config.path.display(), "config reloaded");
         self.engine.set_config(config);
     }

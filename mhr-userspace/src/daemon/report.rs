@@ -4,16 +4,16 @@
 use super::{Daemon, family_label, rounds};
 use crate::{
     engine::Planned,
-    health::{Transition, probe::ProbeResult, snapshot::HealthSnapshot},
+    health::{Transition, cadence::ProbeRound, snapshot::HealthSnapshot},
     model::Family,
 };
 
 impl Daemon {
     /// One health round: probes answered or not, the gateways' neighbour
     /// state. True when an uplink's health changed (reconcile now).
-    pub(super) async fn health_round(&mut self, probes: &[ProbeResult]) -> bool {
+    pub(super) async fn health_round(&mut self, probes: &ProbeRound) -> bool {
         let Some(last) = &self.last else { return false };
-        for result in probes {
+        for result in &probes.results {
             for answer in &result.targets {
                 if let Some(rtt) = answer.rtt {
                     self.control.probes.answered(&result.interface, &answer.target.to_string(), rtt);

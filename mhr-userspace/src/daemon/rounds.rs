@@ -8,28 +8,34 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     health::{
         Fault, HealthBook, RoundSample, Transition,
-        probe::{ProbePlan, ProbeResult},
+        cadence::{Cadence, ProbeRound},
+        probe::ProbePlan,
     },
     model::Family,
     plan::{Gateway, UplinkPlan},
 };
 
-/// Sends one probe round per `interval` to whatever `plans` holds, and the
-/// results (possibly none) to `rounds`: the heartbeat of health rounds.
+/// One health round per `interval` over whatever `plans` holds: probes
+/// the uplink families due by their `probe_interval` ([`Cadence`]) and
+/// sends the results (possibly none) and the families skipped to
+/// `rounds`: the heartbeat of health rounds.
 pub async fn probe_rounds(
     kernel: std::sync::Arc<dyn crate::southbound::Southbound>,
     mut plans: watch::Receiver<Vec<ProbePlan>>,
-    rounds: mpsc::Sender<Vec<ProbeResult>>,
+    rounds: mpsc::Sender<ProbeRound>,
     interval: Duration,
     timeout: Duration,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cadence = Cadence::new(interval);
     loop {
-        ticker.tick().await;
+        let now = ticker.tick().await;
         let current = plans.borrow_and_update().clone();
-        let results = kernel.probe(&current, timeout).await;
-        if rounds.send(results).await.is_err() {
+        kernel.keep_probes(&current).await;
+        let (due, skipped) = cadence.due(&current, now);
+        let results = kernel.probe(&due, timeout).await;
+        if rounds.send(ProbeRound { results, skipped }).await.is_err() {
             return;
         }
     }
@@ -45,7 +51,7 @@ fn link_fault(uplink: &UplinkPlan, family: Family) -> Option<Fault> {
 pub fn round(
     book: &mut HealthBook,
     uplinks: &[UplinkPlan],
-    probes: &[ProbeResult],
+    probes: &ProbeRound,
     failed_neighbours: &std::collections::BTreeSet<(u32, std::net::IpAddr)>,
     now: u64,
 ) -> Vec<Transition> {
@@ -57,8 +63,10 @@ pub fn round(
                 Some(Gateway::Via(address)) => failed_neighbours.contains(&(uplink.index, address)),
                 _ => false,
             };
-            let result = probes.iter().find(|p| p.interface == uplink.interface && p.family == family);
-            let sample = RoundSample { gateway_unreachable, probe: result.map(|p| p.outcome) };
+            let result =
+                probes.results.iter().find(|p| p.interface == uplink.interface && p.family == family);
+            let skipped = probes.skipped.contains(&(uplink.interface.clone(), family));
+            let sample = RoundSample { gateway_unreachable, probe: result.map(|p| p.outcome), skipped };
             let fault = link_fault(uplink, family);
             transitions.extend(book.observe_round(&uplink.interface, family, fault, sample, now));
             if let Some(result) = result {

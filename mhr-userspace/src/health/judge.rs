@@ -54,6 +54,7 @@ impl HealthJudge for InstantJudge {
         let sample = crate::health::RoundSample {
             gateway_unreachable,
             probe: probe.then_some(crate::health::ProbeOutcome { answered: false, rtt: None }),
+            skipped: false,
         };
         let fault = crate::health::one_shot(link_fault, sample);
         FamilyVerdict { family, healthy: fault.is_none(), fault, degraded: false }

@@ -11,6 +11,8 @@
 //! disk for `status`, `check` and the next start). The daemon's rounds are
 //! in `daemon::rounds`.
 
+pub mod cadence;
+mod fault;
 pub mod judge;
 pub mod probe;
 pub mod quality;
@@ -19,65 +21,17 @@ pub mod targets;
 
 use std::{
     collections::{BTreeMap, VecDeque},
-    fmt,
     time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
 
+pub use fault::Fault;
+
 use crate::{
     config::{Assume, HealthConfig},
     model::Family,
 };
-
-/// Why an uplink is (or is becoming) unhealthy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Fault {
-    AdminDown,
-    NoCarrier,
-    NoAddress,
-    NoGateway,
-    /// The gateway's neighbour entry (ARP/ND) failed.
-    GatewayUnreachable,
-    ProbesFailing,
-    /// First seen, with probes, under `assume = "unhealthy"`: not yet
-    /// `up_after` good rounds.
-    Unproven,
-}
-
-impl Fault {
-    /// Faults of the link itself: they need no confirmation.
-    pub fn is_immediate(self) -> bool {
-        matches!(self, Self::AdminDown | Self::NoCarrier | Self::NoAddress | Self::NoGateway)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::AdminDown => "admin_down",
-            Self::NoCarrier => "no_carrier",
-            Self::NoAddress => "no_address",
-            Self::NoGateway => "no_gateway",
-            Self::GatewayUnreachable => "gateway_unreachable",
-            Self::ProbesFailing => "probes_failing",
-            Self::Unproven => "unproven",
-        }
-    }
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::AdminDown => "link administratively down",
-            Self::NoCarrier => "no carrier",
-            Self::NoAddress => "no address",
-            Self::NoGateway => "no gateway known",
-            Self::GatewayUnreachable => "gateway unreachable (neighbour entry failed)",
-            Self::ProbesFailing => "probes failing",
-            Self::Unproven => "not proven yet (waiting for up_after good probe rounds)",
-        })
-    }
-}
 
 /// One health round's view of an uplink family, besides the link itself.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -86,6 +40,10 @@ pub struct RoundSample {
     /// `None` without probe targets; else whether any target answered,
     /// and the fastest answer.
     pub probe: Option<ProbeOutcome>,
+    /// Its probes were not due this round (a `probe_interval` longer than
+    /// `[health] interval`): its judge and probe figures stand; only the
+    /// link and the gateway's neighbour state count.
+    pub skipped: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -197,11 +155,25 @@ pub struct HealthBook {
     /// Uplink families with probe targets: under `assume = "unhealthy"`
     /// they start unproven.
     probed: std::collections::BTreeSet<(String, Family)>,
+    /// Each uplink's `probe_interval` where it is not `[health] interval`.
+    cadence: BTreeMap<String, Duration>,
 }
 
 impl HealthBook {
     pub fn new(settings: HealthConfig) -> Self {
-        Self { settings, entries: BTreeMap::new(), probed: Default::default() }
+        Self { settings, entries: BTreeMap::new(), probed: Default::default(), cadence: BTreeMap::new() }
+    }
+
+    /// Each uplink's probe cadence (from the config): its targets' figures
+    /// span `[health] window` in its own rounds.
+    pub fn set_cadence(&mut self, config: &crate::config::Config) {
+        let settings = &self.settings;
+        self.cadence = config
+            .uplinks
+            .iter()
+            .map(|u| (u.interface.clone(), u.probe_interval(settings)))
+            .filter(|(_, every)| *every != settings.interval)
+            .collect();
     }
 
     /// Which uplink families have probe targets (from the config).
@@ -289,8 +261,10 @@ impl HealthBook {
     ) -> Option<Transition> {
         let transition = self.observe_link(interface, family, link_fault, now);
         let entry = self.entries.get_mut(&(interface.to_owned(), family))?;
-        entry.record_probe(sample.probe);
-        if link_fault.is_some() {
+        if !sample.skipped {
+            entry.record_probe(sample.probe);
+        }
+        if link_fault.is_some() || (sample.skipped && !sample.gateway_unreachable) {
             return transition;
         }
         let previous = entry.state();
@@ -339,7 +313,8 @@ impl HealthBook {
         answers: &[probe::TargetAnswer],
         now: u64,
     ) -> Option<Transition> {
-        let rounds = self.settings.window_rounds();
+        let every = self.cadence.get(interface).copied().unwrap_or(self.settings.interval);
+        let rounds = self.settings.window_rounds_every(every);
         let min_rounds = (self.settings.down_after as usize).min(rounds);
         let entry = self.entries.get_mut(&(interface.to_owned(), family))?;
         targets::record_round(&mut entry.targets, answers, rounds);

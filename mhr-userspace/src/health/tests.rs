@@ -8,6 +8,7 @@ fn probe(answered: bool) -> RoundSample {
     RoundSample {
         gateway_unreachable: false,
         probe: Some(ProbeOutcome { answered, rtt: answered.then_some(Duration::from_millis(2)) }),
+        skipped: false,
     }
 }
 
@@ -101,7 +102,7 @@ fn probe_failures_need_down_after_consecutive_rounds() {
 fn an_unreachable_gateway_counts_like_a_failed_round() {
     let mut book = book();
     book.observe_link("a", Family::V6, None, 0);
-    let unreachable = RoundSample { gateway_unreachable: true, probe: None };
+    let unreachable = RoundSample { gateway_unreachable: true, ..RoundSample::default() };
     for now in 1..3 {
         assert_eq!(book.observe_round("a", Family::V6, None, unreachable, now), None);
     }
@@ -143,4 +144,39 @@ fn one_shot_takes_the_link_first_then_the_round() {
     assert_eq!(one_shot(None, probe(false)), Some(Fault::ProbesFailing));
     assert_eq!(one_shot(None, probe(true)), None);
     assert_eq!(one_shot(None, RoundSample::default()), None);
+}
+
+#[test]
+fn skipped_rounds_keep_the_judge_and_the_probe_figures_but_a_failed_gateway_counts() {
+    let mut book = book();
+    book.observe_link("lte0", Family::V4, None, 0);
+    let skipped = RoundSample { skipped: true, ..RoundSample::default() };
+    // Two failed probe rounds, then many skipped ones: still healthy.
+    for now in 1..3 {
+        assert_eq!(book.observe_round("lte0", Family::V4, None, probe(false), now), None);
+    }
+    for now in 3..30 {
+        assert_eq!(book.observe_round("lte0", Family::V4, None, skipped, now), None);
+    }
+    let entry = book.get("lte0", Family::V4).unwrap();
+    assert_eq!((entry.healthy, entry.failed_rounds, entry.probe_loss), (true, 2, Some(1.0)));
+    // The third probed round turns it.
+    let down = book.observe_round("lte0", Family::V4, None, probe(false), 30).expect("down");
+    assert_eq!((down.healthy, down.fault), (false, Some(Fault::ProbesFailing)));
+    // Skipped rounds do not bring it back either.
+    for now in 31..40 {
+        assert_eq!(book.observe_round("lte0", Family::V4, None, skipped, now), None);
+    }
+    assert_eq!(book.get("lte0", Family::V4).unwrap().good_rounds, 0);
+    // A failed gateway neighbour counts in every round, as without a cadence.
+    let mut book = self::book();
+    book.observe_link("lte0", Family::V4, None, 0);
+    let unreachable = RoundSample { gateway_unreachable: true, skipped: true, ..RoundSample::default() };
+    for now in 1..3 {
+        assert_eq!(book.observe_round("lte0", Family::V4, None, unreachable, now), None);
+    }
+    assert!(book.observe_round("lte0", Family::V4, None, unreachable, 3).is_some());
+    // So does the link.
+    let link = book.observe_round("lte0", Family::V6, Some(Fault::NoCarrier), skipped, 4);
+    assert!(link.is_none() && !book.is_healthy("lte0", Family::V6));
 }

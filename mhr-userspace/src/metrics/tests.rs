@@ -27,6 +27,7 @@ fn exported() -> BTreeSet<String> {
             answered: true,
             rtt: Some(std::time::Duration::from_millis(1)),
         }),
+        skipped: false,
     };
     health.observe_round("ens3", crate::model::Family::V4, None, sample, 1);
     let entry = health.get("ens3", crate::model::Family::V4).unwrap();
@@ -133,6 +134,7 @@ fn healthy_entry() -> crate::health::FamilyHealth {
             answered: true,
             rtt: Some(std::time::Duration::from_millis(1)),
         }),
+        skipped: false,
     };
     health.observe_round("ens3", crate::model::Family::V4, None, sample, 1);
     health.get("ens3", crate::model::Family::V4).unwrap().clone()

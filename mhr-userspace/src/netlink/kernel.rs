@@ -82,6 +82,10 @@ impl Southbound for Kernel {
         self.prober.lock().await.round(plans, timeout).await
     }
 
+    async fn keep_probes(&self, plans: &[ProbePlan]) {
+        self.prober.lock().await.retain(plans);
+    }
+
     fn hash_multipath_by_flow(&self) -> std::io::Result<()> {
         for family in ["ipv4", "ipv6"] {
             let path = format!("/proc/sys/net/{family}/fib_multipath_hash_policy");

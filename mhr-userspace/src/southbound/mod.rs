@@ -191,6 +191,10 @@ pub trait Southbound: Send + Sync {
     /// `timeout`, leaving by its uplink from its source address.
     async fn probe(&self, plans: &[ProbePlan], timeout: Duration) -> Vec<ProbeResult>;
 
+    /// Keeps what probing needs (sockets) for `plans` only: the daemon's
+    /// current plans, whether due this round or not.
+    async fn keep_probes(&self, _plans: &[ProbePlan]) {}
+
     /// Multipath routes hash flows on the L4 five-tuple (balance).
     fn hash_multipath_by_flow(&self) -> std::io::Result<()>;
 

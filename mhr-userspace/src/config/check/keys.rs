@@ -107,6 +107,7 @@ const UPLINK: &[(&str, Kind)] = &[
     ("enforce_asymmetric", Kind::Bool),
     ("probe", Kind::ProbeTargets),
     ("quorum", Kind::Int { max: U32, words: "a whole number from 1 to the uplink's probe targets" }),
+    ("probe_interval", Kind::Duration),
     ("dhcp_lease", Kind::Text),
     ("probe_source", Kind::Ipv4 { other: "probe_source6", noun: "sources" }),
     ("probe_source6", Kind::Ipv6 { other: "probe_source", noun: "sources" }),

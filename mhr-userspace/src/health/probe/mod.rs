@@ -38,6 +38,8 @@ pub struct ProbePlan {
     pub targets: Vec<ProbeTarget>,
     /// Targets that must answer for a good round (1..=targets).
     pub quorum: usize,
+    /// How often the daemon sends them: the uplink's `probe_interval`.
+    pub interval: Duration,
 }
 
 /// One target's answer in one round.
@@ -110,6 +112,7 @@ pub fn probe_plans(config: &Config, observed: &Observed) -> Vec<ProbePlan> {
                     family,
                     source,
                     quorum: uplink.quorum(&config.health, family),
+                    interval: uplink.probe_interval(&config.health),
                     targets,
                 });
             }

@@ -32,13 +32,20 @@ impl Prober {
         Self { clients: BTreeMap::new(), identifier: std::process::id() as u16, sequence: 0 }
     }
 
-    /// One round: every plan's targets at once, each waiting at most
-    /// `timeout`; each plan judged by its quorum.
-    pub async fn round(&mut self, plans: &[ProbePlan], timeout: Duration) -> Vec<ProbeResult> {
-        self.sequence = self.sequence.wrapping_add(1);
+    /// Keeps the sockets of `plans` only (the daemon's current plans, due
+    /// this round or not): those of uplinks no longer probed are closed.
+    pub fn retain(&mut self, plans: &[ProbePlan]) {
         self.clients.retain(|(interface, index, source), _| {
             plans.iter().any(|p| p.interface == *interface && p.index == *index && p.source == *source)
         });
+    }
+
+    /// One round: every plan's targets at once, each waiting at most
+    /// `timeout`; each plan judged by its quorum. Sockets stay open for
+    /// the next rounds until [`Prober::retain`] closes them (an uplink not
+    /// due this round keeps its own).
+    pub async fn round(&mut self, plans: &[ProbePlan], timeout: Duration) -> Vec<ProbeResult> {
+        self.sequence = self.sequence.wrapping_add(1);
         for plan in plans.iter().filter(|p| p.targets.iter().any(|t| matches!(t, ProbeTarget::Icmp(_)))) {
             let key = (plan.interface.clone(), plan.index, plan.source);
             if let std::collections::btree_map::Entry::Vacant(slot) = self.clients.entry(key) {

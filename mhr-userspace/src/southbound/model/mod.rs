@@ -63,6 +63,8 @@ struct State {
     rp_filter: BTreeMap<String, u8>,
     multipath_hash_by_flow: bool,
     ipv6_flushes: usize,
+    /// Probes sent out of each interface (one per target per round).
+    probes_sent: BTreeMap<String, usize>,
 }
 
 /// The in-memory kernel. Cheap to share: `Arc<KernelModel>`.
@@ -103,6 +105,11 @@ impl KernelModel {
 
     pub fn multipath_hash_by_flow(&self) -> bool {
         self.state().multipath_hash_by_flow
+    }
+
+    /// Probes sent out of `interface` so far (one per target per round).
+    pub fn probes_sent(&self, interface: &str) -> usize {
+        self.state().probes_sent.get(interface).copied().unwrap_or(0)
     }
 
     /// Times the IPv6 route cache was flushed.

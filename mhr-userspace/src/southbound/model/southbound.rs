@@ -92,7 +92,10 @@ impl Southbound for KernelModel {
     /// sockets are bound to it) reaches the target; in the uplink's round
     /// trip ([`KernelModel::set_rtt`], 1 ms unless set) within the timeout.
     async fn probe(&self, plans: &[ProbePlan], timeout: Duration) -> Vec<ProbeResult> {
-        let state = self.state();
+        let mut state = self.state();
+        for plan in plans {
+            *state.probes_sent.entry(plan.interface.clone()).or_default() += plan.targets.len();
+        }
         plans
             .iter()
             .map(|plan| {
