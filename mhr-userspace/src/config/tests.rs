@@ -509,7 +509,7 @@ fn unknown_keys_at_every_level_get_the_nearest_known_one() {
     );
     assert_eq!(
         message(&format!("{UPLINK}interval = \"2s\"\n")),
-        "mhr.toml:4:1: uplink `ens3`: unknown key `interval`; it belongs in [health]"
+        "mhr.toml:4:1: uplink `ens3`: unknown key `interval`; it belongs in [health]; an uplink's own cadence is `probe_interval`"
     );
 }
 

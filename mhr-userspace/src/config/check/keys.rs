@@ -205,6 +205,9 @@ pub(super) fn unknown_hint(section: Section, key: &str) -> String {
         .iter()
         .find(|s| **s != section && **s != Section::Top && s.keys().iter().any(|(k, _)| *k == key))
     {
+        if section == Section::Uplink && key == "interval" {
+            return "; it belongs in [health]; an uplink's own cadence is `probe_interval`".to_owned();
+        }
         return format!("; it belongs in {}", other.name());
     }
     let keys = || section.keys().iter().map(|(k, _)| *k).filter(|k| *k != "datapath");
