@@ -63,11 +63,12 @@ impl Engine {
         let probes = crate::health::probe::probe_plans(self.config(), observed);
         for uplink in &desired.uplinks {
             for verdict in &uplink.health {
-                let source = probes
+                let every = self.config().health.interval;
+                let probe = probes
                     .iter()
                     .find(|p| p.interface == uplink.interface && p.family == verdict.family)
-                    .map(|p| p.source);
-                findings.push(health_finding(uplink, verdict, desired, source));
+                    .map(|p| (p.source, (p.interval != every).then_some(p.interval)));
+                findings.push(health_finding(uplink, verdict, desired, probe));
             }
         }
         for (family, active) in &desired.active {
@@ -178,12 +179,13 @@ async fn source_lookup(
     }
 }
 
-/// `probe_source`: the address the uplink's probes leave from, if it has any.
+/// `probe`: the address the uplink's probes leave from, if it has any,
+/// and its own `probe_interval` where that is not `[health] interval`.
 fn health_finding(
     uplink: &UplinkPlan,
     verdict: &FamilyVerdict,
     desired: &Desired,
-    probe_source: Option<IpAddr>,
+    probe: Option<(IpAddr, Option<std::time::Duration>)>,
 ) -> Finding {
     let check = format!("{} is healthy for {}", uplink.interface, verdict.family);
     let mut observed = match verdict.fault {
@@ -191,8 +193,12 @@ fn health_finding(
         None => "recovering".to_owned(),
         Some(fault) => fault.to_string(),
     };
-    if let Some(source) = probe_source {
-        observed += &format!(" (probes from {source})");
+    match probe {
+        Some((source, None)) => observed += &format!(" (probes from {source})"),
+        Some((source, Some(every))) => {
+            observed += &format!(" (probes from {source} every {})", humantime::format_duration(every))
+        }
+        None => {}
     }
     let advice = if verdict.healthy {
         String::new()

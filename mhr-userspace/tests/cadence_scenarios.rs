@@ -23,6 +23,7 @@ async fn a_backup_with_a_longer_probe_interval_is_probed_less_and_judged_by_its_
         snapshot.get("ens4", Family::V4).map(|health| health.healthy)
     };
     let engine = s.engine();
+    let checker = s.engine();
     with_daemon(engine, async {
         wait_until(&model, PATIENCE, "mhr run installs the default", || {
             default_via(&model, Family::V4) == ["ens3"] && backup_healthy() == Some(true)
@@ -58,5 +59,14 @@ async fn a_backup_with_a_longer_probe_interval_is_probed_less_and_judged_by_its_
         s.step("ens4's upstream answers again");
     })
     .await;
+    // `mhr check` names the backup's own cadence, not the primary's.
+    let report = checker.check(false).await.expect("checks");
+    let health: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| f.check.ends_with("is healthy for IPv4"))
+        .map(|f| f.observed.as_str())
+        .collect();
+    assert_eq!(health, ["healthy (probes from 10.0.3.10)", "healthy (probes from 10.0.4.10 every 10s)"]);
     s.finish();
 }
