@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    daemon::DaemonThread,
+    daemon::{DaemonThread, eventually},
     managed::{self, AfterFlap, Removes},
     mhr,
 };
@@ -60,8 +60,12 @@ fn a_network_manager_restart_under_mhr_run_leaves_mhrs_rules_and_routes_alone() 
     let config = managed::config(&dir, [None, None]);
     let daemon = DaemonThread::start(host, &config, managed::options());
     managed::wait_leaves_by(host, "ens3", Duration::from_secs(5), "the daemon converged");
+    // NetworkManager's own default leaves by ens3 too: wait for mhr's rules.
+    eventually("two uplink rules and the two default rules", Duration::from_secs(5), || {
+        let rules = managed::mhrs_rules(host);
+        if rules.len() == 4 { Ok(()) } else { Err(format!("{rules:#?}")) }
+    });
     let (rules, routes) = (managed::mhrs_rules(host), managed::mhrs_routes(host));
-    assert_eq!(rules.len(), 4, "two uplink rules and the two default rules: {rules:#?}");
 
     let restarted = || managed.manager.restart().unwrap();
     managed::mhr_is_whole_and_quiet_after(&managed, &rules, &routes, "its restart", Removes::No, restarted);
