@@ -463,7 +463,7 @@ fn status_names_one_uplink_on_request_and_its_json_carries_a_schema_version() {
     );
     let json: serde_json::Value =
         serde_json::from_str(&mhr(&lab.host, &config, &["status", "--json", "ens3"]).output).unwrap();
-    assert_eq!(json["version"], 2);
+    assert_eq!(json["version"], 3);
     assert_eq!(json["uplinks"].as_array().map(Vec::len), Some(1));
     assert!(mhr(&lab.host, &config, &["down"]).succeeded());
 }

@@ -36,7 +36,7 @@ fn a_missing_uplink_is_the_same_error_in_plan_and_status_and_optional_lets_every
     assert_eq!(only.output, "ens5\tbackup\tMISSING\n", "{only:?}");
     let json = mhr(&lab.host, &strict, &["status", "--json"]);
     let parsed: serde_json::Value = serde_json::from_str(&json.output).unwrap();
-    assert_eq!(parsed["version"], 2);
+    assert_eq!(parsed["version"], 3);
     assert_eq!(parsed["uplinks"][2]["interface"], "ens5");
     assert_eq!(parsed["uplinks"][2]["missing"], true);
     assert_eq!(parsed["errors"][0], refusal.as_str());
