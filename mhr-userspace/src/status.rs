@@ -83,7 +83,7 @@ pub struct GuardUplinkStatus {
     pub attached: bool,
     /// How it is attached (`tcx` or `clsact`), when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub attachment: Option<crate::tc::Mechanism>,
+    pub attachment: Option<crate::guard::tc::Mechanism>,
     pub mode: crate::config::GuardMode,
     pub enforce_asymmetric: bool,
     /// Packets and bytes by verdict (all families), and by family.
@@ -338,13 +338,13 @@ impl Engine {
             let (mode, enforce_asymmetric) = self.config().guard_mode(uplink);
             let prefix = crate::guard::pin_prefix(&uplink.interface);
             let attachment = if pinned.iter().any(|name| name.starts_with(&prefix)) {
-                Some(crate::tc::Mechanism::Tcx)
+                Some(crate::guard::tc::Mechanism::Tcx)
             } else {
-                crate::tc::interface_index(&uplink.interface)
+                crate::guard::tc::interface_index(&uplink.interface)
                     .ok()
                     .and_then(|ifindex| crate::guard::clsact::guard_filters(ifindex).ok())
                     .is_some_and(|filters| !filters.is_empty())
-                    .then_some(crate::tc::Mechanism::Clsact)
+                    .then_some(crate::guard::tc::Mechanism::Clsact)
             };
             uplinks.push(GuardUplinkStatus {
                 interface: uplink.interface.clone(),

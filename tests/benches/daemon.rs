@@ -369,7 +369,7 @@ fn latency_and_rss(binary: &PathBuf) {
     let dir = TempDir::new("bench-daemon").unwrap();
     let config = dir.path().join("mhr.toml");
     std::fs::write(&config, mhr_config(dir.path())).unwrap();
-    let ens4 = lab.host.run(|| mhr_userspace::tc::interface_index("ens4").unwrap()).unwrap();
+    let ens4 = lab.host.run(|| mhr_userspace::guard::tc::interface_index("ens4").unwrap()).unwrap();
 
     // Baseline first, without a daemon: until the address shows in a dump.
     let (base_adds, base_removes) = measure(&lab, ens4, Watch::Address);

@@ -22,8 +22,8 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use mhr_common::guard::{EMPTY_PROGRAM, GUARD_PROGRAM};
 use mhr_tests::{quiet_host::QuietHost, require_root};
 use mhr_userspace::{
+    guard::tc::{AttachMode, interface_index},
     guard::{Guard, GuardUplink, teardown},
-    tc::{AttachMode, interface_index},
 };
 
 const REPEAT: u32 = 2_000_000;
@@ -119,7 +119,7 @@ const ATTACH_UPLINKS: usize = 32;
 fn attach_costs() {
     use aya::programs::{LinkOrder, TcAttachType, tc::TcAttachOptions};
     use mhr_common::guard::EMPTY_PROGRAM;
-    use mhr_userspace::tc::AttachMode;
+    use mhr_userspace::guard::tc::AttachMode;
 
     let many = mhr_tests::many_uplinks::ManyUplinks::start(ATTACH_UPLINKS, 1, 0).expect("bench host");
     let mut raw = Vec::new();

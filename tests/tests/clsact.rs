@@ -23,11 +23,11 @@ use mhr_tests::{
 };
 use mhr_userspace::{
     daemon::DaemonOptions,
+    guard::tc::interface_index,
     guard::{
         GuardMaps,
         clsact::{self, Filter},
     },
-    tc::interface_index,
 };
 
 const FOREIGN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 66);

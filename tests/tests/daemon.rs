@@ -23,7 +23,7 @@ use mhr_tests::{
     require_root,
     seed_lab::{mhr_config, routing_section},
 };
-use mhr_userspace::{daemon::DaemonOptions, guard::GuardMaps, tc::interface_index};
+use mhr_userspace::{daemon::DaemonOptions, guard::GuardMaps, guard::tc::interface_index};
 
 const CONVERGE: Duration = Duration::from_secs(10);
 

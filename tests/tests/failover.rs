@@ -275,7 +275,7 @@ fn down_always_finishes_and_names_what_must_wait() {
     let config = write_config(&dir, &config_text(&dir, "", false));
     // An earlier mhr moved ens4's IPv4 default out of main and recorded it.
     lab.host.ip(["route", "del", "default", "via", "10.0.4.1", "dev", "ens4"]).unwrap();
-    let index: u32 = lab.host.run(|| mhr_userspace::tc::interface_index("ens4").unwrap()).unwrap();
+    let index: u32 = lab.host.run(|| mhr_userspace::guard::tc::interface_index("ens4").unwrap()).unwrap();
     let record = format!(
         r#"[{{"interface":"ens4","route":{{"table":254,"destination":"0.0.0.0/0","gateway":"10.0.4.1","interface":{index},"source":null,"protocol":4,"scope":0,"metric":200,"onlink":false}}}}]"#
     );

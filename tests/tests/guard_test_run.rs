@@ -15,7 +15,7 @@ use mhr_common::{
     guard::{Count, GUARD_PROGRAM, PacketFamily, TC_ACT_SHOT, Verdict, ipv6_words},
 };
 use mhr_tests::{quiet_host::QuietHost, require_root};
-use mhr_userspace::{guard::GuardUplink, tc::interface_index};
+use mhr_userspace::{guard::GuardUplink, guard::tc::interface_index};
 
 /// Runs `frame` and asserts the verdict counter it lands in moved by exactly
 /// one packet of the frame's length, and nothing else did.

@@ -182,7 +182,7 @@ fn an_address_change_updates_the_maps_without_reloading_the_program() {
 
     // Rewrite the pinned maps only: no program is loaded or attached.
     let index = |name: &'static str| {
-        host.host.run(move || mhr_userspace::tc::interface_index(name).unwrap()).unwrap()
+        host.host.run(move || mhr_userspace::guard::tc::interface_index(name).unwrap()).unwrap()
     };
     let mut maps = GuardMaps::from_pins(&dir.pin_dir()).unwrap().unwrap();
     let uplinks = [
@@ -228,7 +228,7 @@ fn a_slot_given_to_another_uplink_starts_with_nothing_of_the_old_one() {
 
     // ens3 leaves; ens4 and as many new uplinks as there are slots: one of
     // them takes ens3's slot.
-    let ens4 = host.host.run(|| mhr_userspace::tc::interface_index("ens4").unwrap()).unwrap();
+    let ens4 = host.host.run(|| mhr_userspace::guard::tc::interface_index("ens4").unwrap()).unwrap();
     let mut uplinks = vec![mhr_userspace::guard::GuardUplink {
         interface: "ens4".into(),
         ifindex: ens4,

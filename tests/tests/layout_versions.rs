@@ -25,8 +25,8 @@ use mhr_tests::{
     require_root,
 };
 use mhr_userspace::{
+    guard::tc::{AttachMode, interface_index},
     guard::{Guard, GuardUplink},
-    tc::{AttachMode, interface_index},
 };
 
 const NEW_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 77);

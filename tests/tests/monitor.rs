@@ -8,8 +8,8 @@ use mhr_tests::{
     require_root,
 };
 use mhr_userspace::{
-    counter::{CounterError, EgressCounter},
-    tc::{AttachError, AttachMode, Mechanism, interface_index},
+    guard::counter::{CounterError, EgressCounter},
+    guard::tc::{AttachError, AttachMode, Mechanism, interface_index},
 };
 
 const PAYLOAD: usize = 100;

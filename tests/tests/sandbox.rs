@@ -14,7 +14,7 @@ use common::{
     mhr, write_config,
 };
 use mhr_tests::{Netns, SeedLab, TempDir, probe::http_get, require_root, seed_lab::mhr_config};
-use mhr_userspace::tc::interface_index;
+use mhr_userspace::guard::tc::interface_index;
 
 const CONVERGE: Duration = Duration::from_secs(10);
 

@@ -16,7 +16,7 @@ use common::{
 };
 use mhr_common::{MAX_IFINDEX, guard::UPLINKS_MAP};
 use mhr_tests::{TempDir, mount::Mount, probe::http_get, quiet_host::QuietHost, require_root};
-use mhr_userspace::{daemon::DaemonOptions, guard::Guard, tc::interface_index};
+use mhr_userspace::{daemon::DaemonOptions, guard::Guard, guard::tc::interface_index};
 
 #[test]
 fn a_pinned_map_of_the_wrong_value_size_is_named_in_one_line_and_replaced_by_apply() {

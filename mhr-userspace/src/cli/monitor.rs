@@ -2,7 +2,7 @@
 
 use std::{io::Write, time::Duration};
 
-use crate::{
+use crate::guard::{
     counter::{EgressCounter, InterfaceReport},
     tc::AttachMode,
 };

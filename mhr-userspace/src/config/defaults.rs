@@ -4,7 +4,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use super::{Assume, GuardConfig, HealthConfig, MetricsConfig, RoutingConfig, SourceRules};
-use crate::tc::AttachMode;
+use crate::guard::tc::AttachMode;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mhr/mhr.toml";
 

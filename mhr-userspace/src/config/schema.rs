@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::target::ProbeTarget;
-use crate::tc::AttachMode;
+use crate::guard::tc::AttachMode;
 
 /// `[metrics]` (the daemon's HTTP endpoint).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

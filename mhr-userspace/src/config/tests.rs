@@ -3,7 +3,7 @@ use std::{path::PathBuf, time::Duration};
 use mhr_common::guard::MAX_ALLOW;
 
 use super::*;
-use crate::tc::AttachMode;
+use crate::guard::tc::AttachMode;
 
 /// A file with one problem gives that problem, so tests match on it.
 fn parse(text: &str) -> Result<Config, ConfigError> {

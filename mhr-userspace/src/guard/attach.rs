@@ -12,8 +12,8 @@ use aya::programs::{
     tc::{SchedClassifierLink, TcAttachOptions},
 };
 
+use super::tc::{AttachMode, Mechanism, tcx_unsupported};
 use super::{GuardError, GuardUplink, clsact};
-use crate::tc::{AttachMode, Mechanism, tcx_unsupported};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuardAttachment {
@@ -127,7 +127,7 @@ pub fn teardown(pin_dir: &Path, interfaces: &[String]) -> Result<Vec<String>, Gu
         }
     }
     for interface in interfaces {
-        let Ok(ifindex) = crate::tc::interface_index(interface) else { continue };
+        let Ok(ifindex) = super::tc::interface_index(interface) else { continue };
         if clsact::detach_all(interface, ifindex) {
             detached.push(format!("{interface} (clsact)"));
         }

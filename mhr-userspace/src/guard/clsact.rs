@@ -20,7 +20,7 @@ use rtnetlink::{
     sys::protocols::NETLINK_ROUTE,
 };
 
-use crate::tc::ensure_clsact;
+use super::tc::ensure_clsact;
 
 /// The guard filter's priority on clsact egress: after filters other tools
 /// add with explicit low priorities, before the kernel's automatic 49152.

@@ -7,6 +7,7 @@ mod attach;
 mod bpffs;
 pub mod clsact;
 mod configure;
+pub mod counter;
 mod deploy;
 mod enforcement;
 mod error;
@@ -16,6 +17,7 @@ pub mod pins;
 pub mod plane;
 pub mod retry;
 mod sys;
+pub mod tc;
 mod tcx_query;
 pub mod update;
 pub mod versions;
@@ -41,7 +43,7 @@ pub use enforcement::Enforcement;
 pub use error::GuardError;
 pub use maps::{EventCounts, GuardMaps, OffenderReport, PinLayout, VerdictCounts};
 
-use crate::tc::{AttachMode, Mechanism};
+use tc::{AttachMode, Mechanism};
 
 /// The guard's eBPF object, built by `build.rs` from mhr-ebpf's `mhr-guard`.
 static GUARD_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mhr-guard"));
@@ -247,7 +249,7 @@ impl Guard {
         }
         // By id only: opening programs by id needs CAP_SYS_ADMIN, which the
         // sandboxed daemon does not keep.
-        let ids = tcx_query::egress_program_ids(crate::tc::interface_index(interface).ok()?).ok()?;
+        let ids = tcx_query::egress_program_ids(tc::interface_index(interface).ok()?).ok()?;
         Some(ids.contains(&id))
     }
 
@@ -255,7 +257,7 @@ impl Guard {
     /// egress (TCX or clsact), this instance's or an earlier one's
     /// (`None`: cannot ask).
     pub fn kernel_runs_any_guard(interface: &str) -> Option<bool> {
-        let ifindex = crate::tc::interface_index(interface).ok()?;
+        let ifindex = tc::interface_index(interface).ok()?;
         if !clsact::guard_filters(ifindex).ok()?.is_empty() {
             return Some(true);
         }

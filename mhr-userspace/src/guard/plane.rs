@@ -5,8 +5,8 @@
 
 use std::{collections::BTreeSet, path::Path};
 
+use super::tc::AttachMode;
 use super::{Guard, GuardAttachment, GuardError, GuardMaps, GuardUplink, flags::FlagSource};
-use crate::tc::AttachMode;
 
 /// A loaded guard.
 pub trait GuardPlane: Send {

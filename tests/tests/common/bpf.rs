@@ -8,7 +8,7 @@ use std::{
     path::Path,
 };
 
-use mhr_userspace::tc::interface_index;
+use mhr_userspace::guard::tc::interface_index;
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_OBJ_PIN: libc::c_long = 6;

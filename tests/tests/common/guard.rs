@@ -13,8 +13,8 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use mhr_common::guard::GUARD_PROGRAM;
 use mhr_tests::{quiet_host::QuietHost, require_root};
 use mhr_userspace::{
+    guard::tc::interface_index,
     guard::{Guard, GuardMaps, GuardUplink, VerdictCounts, flags::FlaggedPacket, teardown},
-    tc::interface_index,
 };
 
 pub const ENS3_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 10);

@@ -6,9 +6,9 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use crate::{
-    guard::plane::GuardPlane,
-    guard::{GuardAttachment, GuardError, GuardUplink, pin_prefix},
+use crate::guard::{
+    GuardAttachment, GuardError, GuardUplink, pin_prefix,
+    plane::GuardPlane,
     tc::{AttachMode, Mechanism},
 };
 

@@ -9,7 +9,7 @@ use aya::{
 };
 use mhr_common::{EGRESS_PROGRAM, INTERFACE_COUNTERS_MAP, InterfaceCounters, counter_slot};
 
-use crate::tc::{self, AttachError, AttachMode, Mechanism, interface_index};
+use super::tc::{self, AttachError, AttachMode, Mechanism, interface_index};
 
 /// The eBPF object built by `build.rs` from the mhr-ebpf crate.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mhr-ebpf"));
