@@ -51,7 +51,7 @@ pub struct MutantsArgs {
 }
 
 /// The scenario tests (engine, daemon, confirm on the kernel model).
-const SCENARIO_TESTS: [&str; 3] = ["scenarios", "engine_scenarios", "daemon_scenarios"];
+const SCENARIO_TESTS: [&str; 4] = ["scenarios", "engine_scenarios", "daemon_scenarios", "daemon_decisions"];
 
 /// The guard's namespace tests a privileged run uses.
 const PRIVILEGED_TESTS: [&str; 4] = ["guard_test_run", "guard_traffic", "clsact", "confirm"];

@@ -23,6 +23,8 @@ pub struct GuardState {
     pub attached: BTreeSet<String>,
     /// Pins of links someone removed, not yet noticed.
     pub removed: Vec<String>,
+    /// Interfaces the kernel refuses to attach the guard to.
+    pub refused: BTreeSet<String>,
 }
 
 /// A loaded guard in the model.
@@ -70,6 +72,12 @@ impl GuardPlane for ModelGuard {
         let mut state = self.state();
         let mut attached = Vec::new();
         for uplink in uplinks {
+            if state.refused.contains(&uplink.interface) {
+                return Err(GuardError::Attach {
+                    interface: uplink.interface.clone(),
+                    reason: "refused by the kernel model".to_owned(),
+                });
+            }
             if state.attached.insert(uplink.interface.clone()) {
                 attached.push(GuardAttachment {
                     interface: uplink.interface.clone(),

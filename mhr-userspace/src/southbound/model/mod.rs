@@ -134,6 +134,16 @@ impl KernelModel {
         }
     }
 
+    /// The kernel refuses (or takes again) the guard's attachment to
+    /// `interface`.
+    pub fn refuse_guard(&self, interface: &str, refused: bool) {
+        let mut state = self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match refused {
+            true => state.refused.insert(interface.to_owned()),
+            false => state.refused.remove(interface),
+        };
+    }
+
     /// The uplink's upstream stops (or resumes) answering probes.
     pub fn silence(&self, interface: &str, silent: bool) {
         let mut state = self.state();
