@@ -12,9 +12,8 @@
 //! hash-threshold multipath moves.
 
 use std::{
-    io::Write as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
 use mhr_tests::{Netns, TempDir, many_uplinks::ManyUplinks, require_root};
@@ -37,11 +36,11 @@ fn main() {
         let config = dir.path().join("balance.toml");
         std::fs::write(&config, format!("policy = \"balance\"\n{}", host.mhr_config(dir.path()))).unwrap();
         mhr(&binary, &host.host, &config, &["apply", "--no-guard"]);
-        let before = uplinks(&host.host);
+        let before = uplinks(&host.host, &dir);
         let failed_name = ManyUplinks::interface(failed);
         host.host.ip(["link", "set", &failed_name, "down"]).unwrap();
         mhr(&binary, &host.host, &config, &["apply", "--no-guard"]);
-        let after = uplinks(&host.host);
+        let after = uplinks(&host.host, &dir);
         assert_eq!(before.len(), after.len());
         let on_failed = before.iter().filter(|u| **u == failed_name).count();
         let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
@@ -59,19 +58,13 @@ fn main() {
 }
 
 /// The uplink each flow leaves by, per `ip route get` (one `ip -batch`).
-fn uplinks(host: &Netns) -> Vec<String> {
+fn uplinks(host: &Netns, dir: &TempDir) -> Vec<String> {
     let commands: String = (0..FLOWS)
         .map(|flow| format!("route get {DESTINATION} ipproto tcp sport {} dport 443\n", 20000 + flow))
         .collect();
-    let mut child = host
-        .command("ip")
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("ip -batch");
-    child.stdin.take().expect("stdin").write_all(commands.as_bytes()).expect("writing the lookups");
-    let output = child.wait_with_output().expect("ip -batch output");
+    let batch = dir.path().join("lookups.batch");
+    std::fs::write(&batch, commands).expect("writing the lookups");
+    let output = host.command("ip").arg("-batch").arg(&batch).output().expect("ip -batch");
     let text = String::from_utf8_lossy(&output.stdout);
     let words: Vec<&str> = text.split_whitespace().collect();
     let found: Vec<String> = words.windows(2).filter(|w| w[0] == "dev").map(|w| w[1].to_owned()).collect();
