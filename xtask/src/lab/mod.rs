@@ -26,6 +26,7 @@ use mhr_tests::{
 use crate::cmd;
 
 mod demos;
+mod policy;
 mod static_host;
 
 use demos::{daemon_demo, print_defaults, safe_apply_demo};
@@ -133,6 +134,9 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
 
     println!("\n== a safe change over SSH: apply --confirm undoes itself unless confirmed");
     safe_apply_demo(&lab, &mhr, dir.path())?;
+
+    println!("\n== traffic policy: a steering rule sends HTTPS through the backup");
+    policy::traffic_policy_demo(&lab, &mhr, dir.path())?;
 
     drop(responder);
     if args.keep {
