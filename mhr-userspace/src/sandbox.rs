@@ -295,6 +295,24 @@ pub fn allowed_syscalls() -> Vec<i64> {
         // The guard: maps, pins, links, queries.
         libc::SYS_bpf,
         libc::SYS_perf_event_open,
+        // [[hook]] programs: starting one (in a process group of its own),
+        // waiting for it, killing it at its timeout. The filter is inherited
+        // across execve, so these are also what a hook's shell needs to run
+        // commands of its own (see docs/configuration.md#hooks).
+        libc::SYS_execve,
+        libc::SYS_execveat,
+        libc::SYS_wait4,
+        libc::SYS_waitid,
+        libc::SYS_kill,
+        libc::SYS_setpgid,
+        libc::SYS_getpgid,
+        libc::SYS_getppid,
+        libc::SYS_pidfd_open,
+        libc::SYS_pidfd_send_signal,
+        libc::SYS_chdir,
+        libc::SYS_fchdir,
+        // A hook's shell waits for its jobs here (dash spins on EPERM).
+        libc::SYS_rt_sigsuspend,
     ];
     #[cfg(target_arch = "x86_64")]
     list.extend([
@@ -315,6 +333,11 @@ pub fn allowed_syscalls() -> Vec<i64> {
         libc::SYS_poll,
         libc::SYS_epoll_wait,
         libc::SYS_getdents,
+        // A hook's shell.
+        libc::SYS_vfork,
+        libc::SYS_fork,
+        libc::SYS_getpgrp,
+        libc::SYS_alarm,
     ]);
     list
 }
@@ -365,3 +388,7 @@ mod tests {
         assert_ne!(unlisted, -1);
     }
 }
+
+#[cfg(test)]
+#[path = "sandbox_hook_tests.rs"]
+mod hook_tests;

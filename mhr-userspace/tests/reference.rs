@@ -5,7 +5,7 @@
 use std::{collections::BTreeSet, path::Path};
 
 use mhr_userspace::config::{
-    Config, GuardConfig, HealthConfig, MetricsConfig, RoutingConfig, SteeringRule, UplinkConfig,
+    Config, GuardConfig, HealthConfig, HookConfig, MetricsConfig, RoutingConfig, SteeringRule, UplinkConfig,
 };
 use serde::de::DeserializeOwned;
 
@@ -68,6 +68,7 @@ fn every_key_has_a_complete_row_in_its_sections_table() {
         ("[guard]", serde_keys::<GuardConfig>()),
         ("[metrics]", serde_keys::<MetricsConfig>()),
         ("[[rule]]", serde_keys::<SteeringRule>()),
+        ("[[hook]]", serde_keys::<HookConfig>()),
     ];
     let headings: Vec<&str> = sections.iter().map(|(h, _)| h.as_str()).collect();
     assert_eq!(headings, expected.iter().map(|(h, _)| *h).collect::<Vec<_>>());

@@ -79,6 +79,8 @@ pub enum ConfigError {
     BadWeight { interface: String, weight: u32 },
     #[error("rule #{rule}: {key} {reason}")]
     BadRule { rule: usize, key: &'static str, reason: String },
+    #[error("hook #{hook}: {key} {reason}")]
+    BadHook { hook: usize, key: &'static str, reason: String },
     #[error("[health] {key} {reason}")]
     BadHealth { key: &'static str, reason: String },
     #[error(

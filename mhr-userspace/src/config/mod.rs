@@ -8,6 +8,7 @@ use serde::Deserialize;
 mod check;
 mod defaults;
 mod errors;
+mod hooks;
 mod schema;
 mod steering;
 mod target;
@@ -19,6 +20,9 @@ pub use defaults::{
 };
 use errors::line_column;
 pub use errors::{ConfigError, Located};
+pub use hooks::{
+    DEFAULT_HOOK_TIMEOUT, HookConfig, HookEvent, MAX_HOOK_TIMEOUT, MAX_HOOKS, MIN_HOOK_TIMEOUT, exec_problem,
+};
 pub use schema::{
     Assume, Config, Failback, GuardConfig, GuardMode, HealthConfig, MetricsConfig, Policy, RoutingConfig,
     SourceRules, UplinkConfig,
@@ -47,6 +51,9 @@ struct RawConfig {
     /// Steering rules, in order.
     #[serde(default, rename = "rule")]
     rules: Vec<SteeringRule>,
+    /// Programs run on uplink events.
+    #[serde(default, rename = "hook")]
+    hooks: Vec<HookConfig>,
     #[serde(default)]
     health: HealthConfig,
     #[serde(default)]
@@ -117,6 +124,7 @@ impl Config {
             failback: raw.failback,
             uplinks: raw.uplinks,
             rules: raw.rules,
+            hooks: raw.hooks,
             health: raw.health,
             routing: raw.routing,
             guard: raw.guard,
@@ -144,6 +152,8 @@ impl Config {
     }
 }
 
+#[cfg(test)]
+mod hook_tests;
 #[cfg(test)]
 mod probe_tests;
 #[cfg(test)]

@@ -323,6 +323,8 @@ pub struct Config {
     pub uplinks: Vec<UplinkConfig>,
     /// Steering rules (`[[rule]]`), in order.
     pub rules: Vec<super::SteeringRule>,
+    /// Hooks (`[[hook]]`), in order.
+    pub hooks: Vec<super::HookConfig>,
     pub health: HealthConfig,
     pub routing: RoutingConfig,
     pub guard: GuardConfig,

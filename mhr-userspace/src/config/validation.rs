@@ -211,6 +211,7 @@ impl Config {
         }
         self.validate_health(&mut problems);
         super::steering::validate(self, &mut problems);
+        super::hooks::validate(self, &mut problems);
         if self.metrics.top_offenders > MAX_TOP_OFFENDERS {
             problems.push((
                 Loc::Section("metrics", "top_offenders"),

@@ -7,6 +7,7 @@ mod endpoint;
 mod failback;
 mod fights;
 mod flags;
+pub mod hooks;
 mod http;
 mod options;
 mod reconcile;
@@ -99,6 +100,12 @@ struct Daemon {
     removers: Vec<u32>,
     /// When corrections held back by [`fights`] are due.
     retry_at: Option<Instant>,
+    /// `[[hook]]` programs, and the state changes they have not yet seen
+    /// (fired once the reconcile after them knows main's default).
+    hooks: hooks::Hooks,
+    hook_pending: Vec<crate::health::Transition>,
+    /// Uplinks drained at the last reconcile (`drained` fires on a new one).
+    hook_drained: std::collections::BTreeSet<String>,
 }
 
 /// Runs until `shutdown` completes. Needs a tokio runtime; netlink sockets
@@ -188,6 +195,7 @@ pub async fn run_with_endpoint(
     );
     rounds::startup_round(&engine, &mut book, settings.timeout).await;
     let active = std::collections::BTreeMap::new();
+    let control_runs = control.hook_runs.clone();
     let mut daemon = Daemon {
         engine,
         guard: None,
@@ -205,6 +213,9 @@ pub async fn run_with_endpoint(
         fights: fights::Fights::default(),
         removers: Vec::new(),
         retry_at: None,
+        hooks: hooks::Hooks::new(config.hooks.clone(), control_runs, options.hook_events.clone()),
+        hook_pending: Vec::new(),
+        hook_drained: Default::default(),
     };
     if options.guard {
         daemon.load_guard(&options);

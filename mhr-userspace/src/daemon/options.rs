@@ -34,6 +34,9 @@ pub struct DaemonOptions {
     /// Drop privileges once start-up is done (`crate::sandbox`); `mhr run`
     /// sets it unless `--no-sandbox`, the library default is off.
     pub sandbox: Option<crate::sandbox::Unlisted>,
+    /// Receives every hook event the daemon fires (tests of its wiring);
+    /// the hooks run as well.
+    pub hook_events: Option<tokio::sync::mpsc::UnboundedSender<super::hooks::HookRun>>,
 }
 
 impl Default for DaemonOptions {
@@ -51,6 +54,7 @@ impl Default for DaemonOptions {
             flag_log_per_second: 50,
             flag_summary_interval: Duration::from_secs(10),
             sandbox: None,
+            hook_events: None,
         }
     }
 }

@@ -74,6 +74,7 @@ impl Daemon {
         self.book.set_probed(crate::health::snapshot::probed(&config));
         self.book.set_cadence(&config);
         tracing::info!(path = %config.path.display(), "config reloaded");
+        self.hooks.set_hooks(config.hooks.clone());
         self.engine.set_config(config);
     }
 }

@@ -1,7 +1,7 @@
 //! What the daemon learns besides reconciling: health rounds, and how they
 //! show in logs, metrics and the health view.
 
-use super::{Daemon, family_label, rounds};
+use super::{Daemon, family_label, hooks, rounds};
 use crate::{
     engine::Planned,
     health::{Transition, cadence::ProbeRound, snapshot::HealthSnapshot},
@@ -88,6 +88,7 @@ impl Daemon {
                 "uplink health changed"
             );
         }
+        self.hook_pending.extend(transitions.iter().cloned());
         let routed: Vec<(String, Family)> = planned
             .desired
             .uplinks
@@ -174,6 +175,7 @@ impl Daemon {
     /// Counts and logs a change of the uplink holding main's default.
     pub(super) fn record_active(&mut self, planned: &Planned) {
         let active = &planned.desired.active;
+        let before_all = self.active.clone();
         for family in [Family::V4, Family::V6] {
             let before = self.active.get(&family);
             let now = active.get(&family);
@@ -208,6 +210,7 @@ impl Daemon {
                 }
             }
         }
+        self.fire_hooks(&before_all, planned);
         self.active = active.clone();
     }
 
@@ -218,6 +221,92 @@ impl Daemon {
         if let Err(err) = crate::state::write_health(&self.engine.config().routing.state_dir, &snapshot) {
             self.control.state_write_errors.inc();
             tracing::debug!(error = %crate::engine::error_chain(&err), "writing the health snapshot failed");
+        }
+    }
+
+    /// Fires the hooks of the state changes since the last reconcile, of
+    /// uplinks newly drained, and of main's default moving: after the
+    /// plan, so that `MHR_ACTIVE_UPLINK` is where main's default is now.
+    /// Returns at once (the hooks run on their own tasks).
+    fn fire_hooks(&mut self, before: &std::collections::BTreeMap<Family, Vec<String>>, planned: &Planned) {
+        use crate::{config::HookEvent, health::quality::UplinkState};
+        let active = &planned.desired.active;
+        let holder = |family: Family| active.get(&family).map(|u| u.join("+")).unwrap_or_default();
+        let state = |book: &crate::health::HealthBook, uplink: &str, family: Family| {
+            let drained =
+                planned.desired.uplinks.iter().any(|u| u.interface == uplink && u.drained.is_some());
+            match book.get(uplink, family) {
+                _ if drained => UplinkState::Drained,
+                Some(entry) => entry.state(),
+                None => UplinkState::Down,
+            }
+        };
+        let pending = std::mem::take(&mut self.hook_pending);
+        let mut runs = Vec::new();
+        for transition in pending.iter().filter(|t| t.state != t.previous) {
+            let event = match transition.state {
+                UplinkState::Healthy => HookEvent::Up,
+                UplinkState::Degraded => HookEvent::Degraded,
+                UplinkState::Down => HookEvent::Down,
+                UplinkState::Drained => HookEvent::Drained,
+            };
+            runs.push(hooks::HookRun {
+                event,
+                uplink: transition.interface.clone(),
+                family: transition.family,
+                state: transition.state.name(),
+                previous: transition.previous.name(),
+                active: holder(transition.family),
+            });
+        }
+        let drained: std::collections::BTreeSet<String> = planned
+            .desired
+            .uplinks
+            .iter()
+            .filter(|u| u.drained.is_some())
+            .map(|u| u.interface.clone())
+            .collect();
+        for uplink in planned.desired.uplinks.iter().filter(|u| !self.hook_drained.contains(&u.interface)) {
+            if uplink.drained.is_none() {
+                continue;
+            }
+            for family in uplink.health.iter().map(|h| h.family) {
+                let previous =
+                    self.book.get(&uplink.interface, family).map_or(UplinkState::Down, |e| e.state());
+                runs.push(hooks::HookRun {
+                    event: HookEvent::Drained,
+                    uplink: uplink.interface.clone(),
+                    family,
+                    state: UplinkState::Drained.name(),
+                    previous: previous.name(),
+                    active: holder(family),
+                });
+            }
+        }
+        self.hook_drained = drained;
+        // Main's default moved: MHR_UPLINK is the uplink it left.
+        for family in [Family::V4, Family::V6] {
+            let (Some(from), now) = (before.get(&family), active.get(&family)) else { continue };
+            if Some(from) == now {
+                continue;
+            }
+            let left = from.join("+");
+            let now_state = from.first().map_or(UplinkState::Down, |u| state(&self.book, u, family));
+            let previous = pending
+                .iter()
+                .find(|t| t.family == family && from.contains(&t.interface))
+                .map_or(now_state, |t| t.previous);
+            runs.push(hooks::HookRun {
+                event: HookEvent::Failover,
+                uplink: left,
+                family,
+                state: now_state.name(),
+                previous: previous.name(),
+                active: holder(family),
+            });
+        }
+        for run in &runs {
+            drop(self.hooks.fire(run));
         }
     }
 }

@@ -78,6 +78,11 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: GuardCollec
         control.failback_resets.clone(),
     );
     registry.register(
+        "mhr_hook_runs",
+        "Runs of [[hook]] programs, by event and result (ok, failed, timeout, skipped: all slots busy)",
+        control.hook_runs.clone(),
+    );
+    registry.register(
         "mhr_failovers",
         "Changes of the uplink holding main's default route, by family",
         control.failovers.clone(),

@@ -19,9 +19,9 @@ pub use guard::{DATAPATH_METRICS, GuardCollector};
 pub use probes::ProbeMetrics;
 pub use routing::ControlMetrics;
 
-type Labels = Vec<(String, String)>;
+pub(crate) type Labels = Vec<(String, String)>;
 
-fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Labels {
+pub(crate) fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Labels {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 

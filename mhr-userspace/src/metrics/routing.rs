@@ -32,6 +32,8 @@ pub struct ControlMetrics {
     pub failovers: MetricFamily<Labels, Counter>,
     /// Connections closed at fail-back (`failback = "reset"`).
     pub failback_resets: Counter,
+    /// `[[hook]]` runs, by event and result (ok, failed, timeout, skipped).
+    pub hook_runs: MetricFamily<Labels, Counter>,
     pub guard_repairs: MetricFamily<Labels, Counter>,
     /// The guard failed to load or attach, by reason (guard::retry::REASONS).
     pub guard_failures: MetricFamily<Labels, Counter>,

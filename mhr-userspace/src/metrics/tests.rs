@@ -34,6 +34,7 @@ fn exported() -> BTreeSet<String> {
     control.uplink_health("ens3", "ipv4", entry, false);
     control.uplink_active("ens3", "ipv4", true);
     control.failover("ipv4", false);
+    control.hook_runs.get_or_create(&labels([("event", "down"), ("result", "ok")])).inc();
     control.guard_repair("map");
     control.initialise(&[("ens3", true)]);
     control.uplink_blocked.get_or_create(&labels([("uplink", "ens3")])).set(0);

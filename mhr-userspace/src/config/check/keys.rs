@@ -36,6 +36,10 @@ pub(super) enum Kind {
     Uplinks,
     /// `[[rule]]` tables.
     Rules,
+    /// `[[hook]]` tables.
+    Hooks,
+    /// A list of these strings.
+    Choices(&'static [&'static str]),
     /// Anything: the value's own parser names what is wrong.
     Any,
     /// A list of strings.
@@ -51,6 +55,7 @@ pub(super) enum Section {
     Guard,
     Metrics,
     Rule,
+    Hook,
 }
 
 impl Section {
@@ -63,6 +68,7 @@ impl Section {
             Self::Guard => "[guard]",
             Self::Metrics => "[metrics]",
             Self::Rule => "[[rule]]",
+            Self::Hook => "[[hook]]",
         }
     }
 
@@ -75,6 +81,7 @@ impl Section {
             Self::Guard => GUARD,
             Self::Metrics => METRICS,
             Self::Rule => RULE,
+            Self::Hook => HOOK,
         }
     }
 }
@@ -89,6 +96,7 @@ const TOP: &[(&str, Kind)] = &[
     ("failback", Kind::Choice(&["keep", "reset"])),
     ("uplink", Kind::Uplinks),
     ("rule", Kind::Rules),
+    ("hook", Kind::Hooks),
     ("health", Kind::Table(Section::Health)),
     ("routing", Kind::Table(Section::Routing)),
     ("guard", Kind::Table(Section::Guard)),
@@ -167,7 +175,15 @@ const RULE: &[(&str, Kind)] = &[
     ("uplink", Kind::Names),
 ];
 
-const SECTIONS: [Section; 7] = [
+const HOOK: &[(&str, Kind)] = &[
+    ("on", Kind::Choices(crate::config::HookEvent::NAMES)),
+    ("exec", Kind::Text),
+    ("args", Kind::Any),
+    ("timeout", Kind::Duration),
+    ("uplink", Kind::Names),
+];
+
+const SECTIONS: [Section; 8] = [
     Section::Top,
     Section::Uplink,
     Section::Health,
@@ -175,6 +191,7 @@ const SECTIONS: [Section; 7] = [
     Section::Guard,
     Section::Metrics,
     Section::Rule,
+    Section::Hook,
 ];
 
 /// The keys of a table by its name (`""` for the top level), for the test
@@ -188,6 +205,7 @@ pub(in crate::config) fn known_keys(table: &str) -> Vec<&'static str> {
         "guard" => Section::Guard,
         "metrics" => Section::Metrics,
         "rule" => Section::Rule,
+        "hook" => Section::Hook,
         _ => Section::Top,
     };
     section.keys().iter().map(|(k, _)| *k).collect()

@@ -17,6 +17,8 @@ pub(in crate::config) enum Loc {
     UplinkItem(usize, &'static str, usize),
     /// A key of the `[[rule]]` at this index.
     Rule(usize, &'static str),
+    /// A key of the `[[hook]]` at this index.
+    Hook(usize, &'static str),
 }
 
 impl Document<'_> {
@@ -50,8 +52,9 @@ impl Document<'_> {
                     None => start,
                 }
             }
-            Loc::Rule(index, key) => {
-                let rule = entry(root, "rule").and_then(|(key, value)| match value.get_ref() {
+            Loc::Rule(index, key) | Loc::Hook(index, key) => {
+                let name = if matches!(loc, Loc::Hook(..)) { "hook" } else { "rule" };
+                let rule = entry(root, name).and_then(|(key, value)| match value.get_ref() {
                     DeValue::Array(items) => {
                         items.get(index).and_then(|i| i.get_ref().as_table()).map(|t| (key, t))
                     }

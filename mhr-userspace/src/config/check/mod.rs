@@ -240,31 +240,50 @@ impl<'i> Document<'i> {
                     bad(format!("{key} must be a list of names such as [\"ens3\", \"ens4\"], not {written}"));
                 }
             }
-            Kind::Rules => {
+            Kind::Rules | Kind::Hooks => {
+                let (noun, section) = match kind {
+                    Kind::Hooks => ("hook", Section::Hook),
+                    _ => ("rule", Section::Rule),
+                };
                 let Some(items) = value.get_ref().as_array() else {
                     self.push(
                         problems,
                         key_span,
                         place,
-                        "rules are a list of tables: write `[[rule]]` (two brackets) above each rule's keys"
-                            .to_owned(),
+                        format!("{noun}s are a list of tables: write `[[{noun}]]` (two brackets) above each {noun}'s keys"),
                     );
                     return;
                 };
                 for (index, item) in items.iter().enumerate() {
                     match item.get_ref().as_table() {
-                        Some(table) => self.check_table(
-                            table,
-                            Section::Rule,
-                            &format!("rule #{}: ", index + 1),
-                            problems,
-                        ),
+                        Some(table) => {
+                            self.check_table(table, section, &format!("{noun} #{}: ", index + 1), problems)
+                        }
                         None => self.push(
                             problems,
                             item.span(),
                             "",
-                            "each rule must be a `[[rule]]` table".to_owned(),
+                            format!("each {noun} must be a `[[{noun}]]` table"),
                         ),
+                    }
+                }
+            }
+            Kind::Choices(choices) => {
+                let Some(items) = value.get_ref().as_array() else {
+                    let list = choices.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+                    bad(format!("{key} must be a list of {list}, not {written}"));
+                    return;
+                };
+                for (index, item) in items.iter().enumerate() {
+                    if !item.get_ref().as_str().is_some_and(|s| choices.contains(&s)) {
+                        let list = choices.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+                        let written = self.written(item);
+                        self.push(
+                            problems,
+                            item.span(),
+                            place,
+                            format!("{key}[{index}] = {written} is not one of {list}"),
+                        );
                     }
                 }
             }

@@ -1,0 +1,97 @@
+//! `[[hook]]` wiring in the daemon, on the in-memory kernel model in paused
+//! time: a silent primary fires `down` for it and `failover` naming the
+//! backup as the active uplink, and a hook that runs far longer than a
+//! reconcile does not hold the failover back.
+
+mod common;
+
+use std::{os::unix::fs::PermissionsExt as _, time::Duration};
+
+use common::{Scenario, default_via, wait_until, with_daemon_options};
+use mhr_userspace::{
+    config::{HookConfig, HookEvent},
+    daemon::{DaemonOptions, hooks::HookRun},
+    model::Family,
+};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_primary_fires_down_and_failover_to_the_backup_without_waiting_for_the_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = dir.path().join("slow-hook");
+    // Runs for ten minutes (its timeout), far longer than any reconcile.
+    std::fs::write(&exec, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&exec, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut s = Scenario::new("daemon-hooks", "seed-host.txt", "seed.toml");
+    s.config.hooks = vec![HookConfig {
+        on: vec![HookEvent::Down, HookEvent::Up, HookEvent::Failover],
+        exec,
+        args: Vec::new(),
+        timeout: Some(Duration::from_secs(600)),
+        uplink: Vec::new(),
+    }];
+    let model = s.model.clone();
+    let engine = s.engine();
+    let (sender, mut seen) = tokio::sync::mpsc::unbounded_channel::<HookRun>();
+    let options = DaemonOptions { hook_events: Some(sender), ..common::daemon_options() };
+    with_daemon_options(engine, options, async {
+        wait_until(&model, PATIENCE, "mhr run installs the default", || {
+            default_via(&model, Family::V4) == ["ens3"]
+        })
+        .await;
+        // Whatever start-up fired (uplinks proving themselves) is not under test.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        while seen.try_recv().is_ok() {}
+
+        model.silence("ens3", true);
+        let silent_at = tokio::time::Instant::now();
+        wait_until(&model, PATIENCE, "fails over", || default_via(&model, Family::V4) == ["ens4"]).await;
+        let took = silent_at.elapsed();
+        // As without hooks (daemon_scenarios): down_after = 3 rounds of 1 s.
+        assert!(took <= Duration::from_secs(5), "failed over after {took:?}: a hook held the reconcile");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut runs = Vec::new();
+        while let Ok(run) = seen.try_recv() {
+            runs.push(run);
+        }
+        let down = HookRun {
+            event: HookEvent::Down,
+            uplink: "ens3".to_owned(),
+            family: Family::V4,
+            state: "down",
+            previous: "healthy",
+            active: "ens4".to_owned(),
+        };
+        let failover = HookRun {
+            event: HookEvent::Failover,
+            uplink: "ens3".to_owned(),
+            family: Family::V4,
+            state: "down",
+            previous: "healthy",
+            active: "ens4".to_owned(),
+        };
+        assert_eq!(runs, vec![down, failover]);
+        assert_eq!(run_env(&runs[1], "MHR_ACTIVE_UPLINK"), "ens4");
+
+        model.silence("ens3", false);
+        wait_until(&model, PATIENCE, "fails back", || default_via(&model, Family::V4) == ["ens3"]).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut back = Vec::new();
+        while let Ok(run) = seen.try_recv() {
+            back.push((run.event, run.uplink, run.state, run.active));
+        }
+        assert_eq!(
+            back,
+            vec![
+                (HookEvent::Up, "ens3".to_owned(), "healthy", "ens3".to_owned()),
+                (HookEvent::Failover, "ens4".to_owned(), "healthy", "ens3".to_owned()),
+            ]
+        );
+    })
+    .await;
+}
+
+fn run_env(run: &HookRun, name: &str) -> String {
+    run.environment().into_iter().find(|(key, _)| *key == name).map(|(_, value)| value).unwrap_or_default()
+}
