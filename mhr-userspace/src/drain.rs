@@ -43,7 +43,7 @@ pub fn drain(
 ) -> Result<Drain, StateError> {
     let mut drains = read(state_dir, now)?;
     let since = drains.get(uplink).map_or(now, |d| d.since);
-    let drain = Drain { since, until: duration.map(|d| now + d.as_secs().max(1)) };
+    let drain = Drain { since, until: duration.map(|d| now.saturating_add(d.as_secs().max(1))) };
     drains.insert(uplink.to_owned(), drain);
     write(state_dir, &drains)?;
     Ok(drain)
@@ -86,5 +86,8 @@ mod tests {
         assert!(crate::paths::drained(state).exists(), "ens4's drain runs until 160");
         assert!(undrain(state, "ens4", 131).unwrap());
         assert!(!crate::paths::drained(state).exists(), "no drains: no file");
+        let forever = drain(state, "ens3", u64::MAX - 5, Some(Duration::from_secs(60))).unwrap();
+        assert_eq!(forever.until, Some(u64::MAX), "saturates, no overflow");
+        assert_eq!(crate::clock::rfc3339(u64::MAX), format!("@{}", u64::MAX), "no panic past 9999");
     }
 }

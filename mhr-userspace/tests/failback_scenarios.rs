@@ -65,3 +65,11 @@ async fn keep_closes_nothing() {
     assert_eq!(left.len(), 4, "failback = \"keep\" (the default): {left:?}");
     s.finish();
 }
+
+#[tokio::test(start_paused = true)]
+async fn reset_leaves_a_connection_a_steering_rule_keeps_on_the_backup() {
+    let mut s = Scenario::new("failback-steer", "seed-host.txt", "failback-steer.toml");
+    let left = fail_over_and_back(&mut s).await;
+    assert_eq!(left.len(), 4, "TCP 443 goes by ens4 whatever the default: not closed: {left:?}");
+    s.finish();
+}

@@ -48,7 +48,16 @@ fn next_step(config: &Config) -> &'static str {
     }
 }
 
+/// Longer drains are refused: they are meant to end (undrain ends any).
+const MAX_DRAIN: Duration = Duration::from_secs(366 * 24 * 3600);
+
 pub fn drain(config_path: &Path, args: &DrainArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    if let Some(duration) = args.duration.filter(|d| *d > MAX_DRAIN || d.is_zero()) {
+        bail!(
+            "--for {}: a drain lasts from 1s to a year (without --for it lasts until `mhr undrain`); nothing changed",
+            humantime::format_duration(duration)
+        );
+    }
     let config = Config::load(config_path)?;
     configured(&config, &args.uplink)?;
     let state_dir = &config.routing.state_dir;
@@ -57,7 +66,7 @@ pub fn drain(config_path: &Path, args: &DrainArgs, out: &mut dyn Write) -> anyho
     let drain = crate::drain::drain(state_dir, &args.uplink, now, args.duration)?;
     let until = drain.until.map_or_else(
         || "until `mhr undrain`".to_owned(),
-        |until| format!("until {}", humantime::format_rfc3339_seconds(crate::clock::system_time(until))),
+        |until| format!("until {}", crate::clock::rfc3339(until)),
     );
     writeln!(
         out,

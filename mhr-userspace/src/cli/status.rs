@@ -83,7 +83,7 @@ fn print_status(status: &Status, out: &mut dyn Write) -> anyhow::Result<()> {
             writeln!(out, "  BLOCKED, left as it is: {reason}")?;
         }
         if let Some(drain) = &uplink.drained {
-            let time = |t: u64| humantime::format_rfc3339_seconds(crate::clock::system_time(t)).to_string();
+            let time = crate::clock::rfc3339;
             let until = drain
                 .until
                 .map_or_else(|| "until `mhr undrain`".to_owned(), |t| format!("until {}", time(t)));

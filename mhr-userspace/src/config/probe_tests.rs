@@ -108,7 +108,7 @@ fn steering_rules_are_refused_before_any_change_naming_the_rule_and_key() {
     let unknown = with("[[rule]]\nproto = \"tcp\"\ndport = 443\nuplink = [\"ens9\"]\n");
     assert!(unknown.contains("mhr.toml:9:1: rule #1: uplink names `ens9`, which is not a configured uplink (uplinks: ens3, ens4)"), "{unknown}");
     let port = with("[[rule]]\nproto = \"tcp\"\ndport = 0\nuplink = [\"ens4\"]\n");
-    assert!(port.contains("rule #1: dport must be a port from 1 to 65535"), "{port}");
+    assert!(port.contains("rule #1: dport must be a port from 1 to 65534"), "{port}");
     let everything = with("[[rule]]\nuplink = [\"ens4\"]\n");
     assert!(everything.contains("rule #1: to or another selector is needed"), "{everything}");
     let shadowed = with(

@@ -136,7 +136,8 @@ impl SteeringRule {
         }
         for (key, value) in [("dport", &self.dport), ("sport", &self.sport)] {
             let Some(value) = value else { continue };
-            match range::<u16>(key, value, 1, 65535, "a port") {
+            // The kernel refuses a rule port range that ends at 65535.
+            match range::<u16>(key, value, 1, 65534, "a port") {
                 Ok(ports) if key == "dport" => selectors.dport = Some(ports),
                 Ok(ports) => selectors.sport = Some(ports),
                 Err(problem) => problems.push(problem),
@@ -164,14 +165,19 @@ impl SteeringRule {
         if problems.is_empty() { Ok(selectors) } else { Err(problems) }
     }
 
-    /// The families the rule steers: those of its `to` prefixes, or both.
+    /// The families the rule steers: those of its `to` prefixes (or both),
+    /// less the one its protocol does not exist in (ICMP is IPv4's, ICMPv6
+    /// IPv6's).
     pub fn families(&self) -> Vec<Family> {
-        if self.to.is_empty() {
-            return vec![Family::V4, Family::V6];
-        }
+        let only = match self.selectors().ok().and_then(|s| s.ipproto) {
+            Some(1) => Some(Family::V4),
+            Some(58) => Some(Family::V6),
+            _ => None,
+        };
         [Family::V4, Family::V6]
             .into_iter()
-            .filter(|f| self.to.iter().any(|p| Family::of(&p.addr()) == *f))
+            .filter(|f| self.to.is_empty() || self.to.iter().any(|p| Family::of(&p.addr()) == *f))
+            .filter(|f| only.is_none_or(|only| only == *f))
             .collect()
     }
 
@@ -270,14 +276,21 @@ mod tests {
         let range = rule("proto = 17\nsport = \"5000-5100\"").selectors().unwrap();
         assert_eq!((range.ipproto, range.sport), (Some(17), Some((5000, 5100))));
         assert_eq!(rule("to = [\"2001:db8::/32\"]").families(), [Family::V6]);
-        assert_eq!(rule("proto = \"icmp\"").families(), [Family::V4, Family::V6]);
+        assert_eq!(rule("proto = \"udp\"").families(), [Family::V4, Family::V6]);
+        assert_eq!(rule("proto = \"icmp\"").families(), [Family::V4], "ICMP is IPv4's");
+        assert_eq!(rule("proto = \"ipv6-icmp\"").families(), [Family::V6]);
     }
 
     #[test]
     fn bad_selectors_name_the_key_and_the_range() {
         let problems = |text: &str| rule(text).selectors().unwrap_err();
         assert_eq!(problems("proto = \"tcp\"\ndport = 0")[0].0, "dport");
-        assert!(problems("proto = \"tcp\"\ndport = 0")[0].1.contains("a port from 1 to 65535"));
+        assert!(problems("proto = \"tcp\"\ndport = 0")[0].1.contains("a port from 1 to 65534"));
+        assert_eq!(
+            problems("proto = \"tcp\"\nsport = \"32768-65535\"")[0].0,
+            "sport",
+            "the kernel refuses 65535"
+        );
         assert!(problems("proto = \"tcp\"\ndport = \"900-100\"")[0].1.contains("not \"900-100\""));
         assert!(problems("proto = \"gre\"")[0].1.contains("not \"gre\""));
         assert_eq!(

@@ -4,7 +4,9 @@
 //! primary instead of staying on a metered backup for hours. Which ones:
 //! connections on a backup's addresses that were not there when the
 //! failover happened (so the failover put them there) and whose local
-//! port nothing listens on (so they went out, not came in). A daemon
+//! port nothing listens on (so they went out, not came in), and that the
+//! kernel would now send by the primary (a steering rule may keep some on
+//! the backup on purpose). A daemon
 //! restarted mid-failover has no such snapshot and closes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,7 +15,8 @@ use super::Daemon;
 use crate::{
     config::{Failback, Policy},
     engine::Planned,
-    model::{Connection, Family},
+    model::{Connection, Family, Flow},
+    southbound::Lookup,
 };
 
 /// The connections there were when main's default left the primary.
@@ -21,7 +24,7 @@ pub(super) type Snapshots = BTreeMap<Family, BTreeSet<Connection>>;
 
 impl Daemon {
     /// After a reconcile that moved main's default (`before` → now).
-    pub(super) fn failback(&mut self, before: &BTreeMap<Family, Vec<String>>, planned: &Planned) {
+    pub(super) async fn failback(&mut self, before: &BTreeMap<Family, Vec<String>>, planned: &Planned) {
         let config = self.engine.config();
         if config.failback != Failback::Reset || config.policy != Policy::Failover {
             self.failover_snapshots.clear();
@@ -66,8 +69,25 @@ impl Daemon {
                     .filter(|c| c.family() == family && backups.contains(&c.local.ip()))
                     .filter(|c| !snapshot.contains(c) && !listening.contains(&c.local.port()))
                     .collect();
+                let primary_index =
+                    planned.desired.uplinks.iter().find(|u| u.interface == primary).map(|u| u.index);
                 let mut closed = 0;
                 for connection in &moved {
+                    // Only what the kernel would now send by the primary: a
+                    // steering rule may keep a connection on the backup on
+                    // purpose (it would only reconnect there).
+                    let flow = Flow {
+                        ipproto: Some(libc::IPPROTO_TCP as u8),
+                        sport: Some(connection.local.port()),
+                        dport: Some(connection.remote.port()),
+                        ..Flow::default()
+                    };
+                    let lookup =
+                        Lookup { destination: connection.remote.ip(), source: None, iif: None, flow };
+                    let now_by = kernel.lookup(lookup).await.ok().and_then(|route| route.interface);
+                    if now_by.is_none() || now_by != primary_index {
+                        continue;
+                    }
                     match kernel.destroy_connection(connection) {
                         Ok(()) => closed += 1,
                         Err(err) => tracing::debug!(connection = %connection.describe(), %err, "not closed"),

@@ -106,7 +106,7 @@ impl Daemon {
         self.control.routes_installed.set(planned.desired.routes.len() as i64);
         let before = self.active.clone();
         self.record_active(&planned);
-        self.failback(&before, &planned);
+        self.failback(&before, &planned).await;
         self.record_blocked(&planned);
         let _ = self.probe_plans.send(probe_plans(self.engine.config(), &planned.observed));
         self.last = Some(planned);

@@ -120,6 +120,8 @@ impl FamilyHealth {
         let Some(probe) = probe else {
             self.probe_window.clear();
             self.targets.clear();
+            // Without probes there is no quality to judge: not degraded.
+            self.degraded = None;
             self.probe_loss = None;
             self.probe_rtt_seconds = None;
             return;

@@ -71,7 +71,13 @@ pub(super) fn steer(desired: &mut Desired, config: &Config) {
             let destinations: Vec<Option<ipnet::IpNet>> = if rule.to.is_empty() {
                 vec![None]
             } else {
-                rule.to.iter().filter(|p| Family::of(&p.addr()) == family).map(|p| Some(*p)).collect()
+                // A /0 is "any destination": the kernel stores and reports
+                // it without a destination, and so must the plan.
+                rule.to
+                    .iter()
+                    .filter(|p| Family::of(&p.addr()) == family)
+                    .map(|p| Some(*p).filter(|p| p.prefix_len() > 0))
+                    .collect()
             };
             for destination in destinations {
                 desired.rules.insert(Rule {
