@@ -75,7 +75,8 @@ impl Engine {
             let holders: Vec<&UplinkPlan> =
                 desired.uplinks.iter().filter(|u| active.contains(&u.interface)).collect();
             if !holders.is_empty() {
-                findings.push(main_default(self.kernel().as_ref(), &holders, *family, names).await);
+                let uid = neutral_uid(self.config());
+                findings.push(main_default(self.kernel().as_ref(), &holders, *family, names, uid).await);
             }
         }
         for steering in &desired.steering {
@@ -212,15 +213,35 @@ fn health_finding(
     Finding { ok: verdict.healthy, check, observed, advice }
 }
 
+/// A uid no steering rule selects, for lookups that stand for traffic in
+/// general: this process runs as root (uid 0), which a rule for
+/// `uid = "0-999"` would catch.
+fn neutral_uid(config: &crate::config::Config) -> Option<u32> {
+    let ranges: Vec<(u32, u32)> =
+        config.rules.iter().filter_map(|r| r.selectors().ok().and_then(|s| s.uid)).collect();
+    if ranges.is_empty() {
+        return None;
+    }
+    [65534, 4_294_967_294, 99_999, 1]
+        .into_iter()
+        .find(|uid| !ranges.iter().any(|(a, b)| (a..=b).contains(&uid)))
+}
+
 async fn main_default(
     kernel: &dyn Southbound,
     holders: &[&UplinkPlan],
     family: Family,
     names: &Names,
+    uid: Option<u32>,
 ) -> Finding {
     let expected: Vec<String> = holders.iter().map(|u| u.interface.clone()).collect();
     let check = format!("main's {family} default route leaves by {}", expected.join(" or "));
-    match lookup(kernel, probe(family), None, None).await {
+    let flow = crate::model::Flow { uid, ..Default::default() };
+    let found = kernel
+        .lookup(crate::southbound::Lookup { destination: probe(family), source: None, iif: None, flow })
+        .await
+        .map(|route| Path { interface: route.interface, gateway: route.gateway });
+    match found {
         Ok(path) if holders.iter().any(|u| path.interface == Some(u.index)) => {
             Finding { ok: true, check, observed: show(&path, names), advice: String::new() }
         }
@@ -268,13 +289,25 @@ async fn steering_finding(
         ipproto: selectors.ipproto,
         sport: selectors.sport.map(|(first, _)| first),
         dport: selectors.dport.map(|(first, _)| first),
-        uid: selectors.uid.map(|(first, _)| first),
+        uid: selectors.uid.map(|(first, _)| first).or_else(|| neutral_uid(config)),
         mark: selectors.fwmark.map(|(mark, _)| mark),
     };
-    let packet = format!(
-        "{destination}{}",
-        selectors.args().replace(" uidrange ", " uid ").replace(" fwmark ", " mark ")
-    );
+    // What `ip route get` is asked: the first port, uid and mark of each range.
+    let mut packet = destination.to_string();
+    if let Some(number) = flow.ipproto {
+        packet += &format!(" ipproto {}", crate::model::selectors::ipproto_name(number));
+    }
+    for (word, value) in [("sport", flow.sport.map(u32::from)), ("dport", flow.dport.map(u32::from))] {
+        if let Some(value) = value {
+            packet += &format!(" {word} {value}");
+        }
+    }
+    if let Some(uid) = selectors.uid.map(|(first, _)| first) {
+        packet += &format!(" uid {uid}");
+    }
+    if let Some(mark) = flow.mark {
+        packet += &format!(" mark {mark:#x}");
+    }
     let Some(uplink) = &steering.uplink else {
         return Finding {
             ok: true,

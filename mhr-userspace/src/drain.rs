@@ -41,6 +41,7 @@ pub fn drain(
     now: u64,
     duration: Option<std::time::Duration>,
 ) -> Result<Drain, StateError> {
+    let _lock = lock(state_dir)?;
     let mut drains = read(state_dir, now)?;
     let since = drains.get(uplink).map_or(now, |d| d.since);
     let drain = Drain { since, until: duration.map(|d| now.saturating_add(d.as_secs().max(1))) };
@@ -51,10 +52,25 @@ pub fn drain(
 
 /// Ends `uplink`'s drain; whether there was one in force.
 pub fn undrain(state_dir: &Path, uplink: &str, now: u64) -> Result<bool, StateError> {
+    let _lock = lock(state_dir)?;
     let mut drains = read(state_dir, now)?;
     let was = drains.remove(uplink).is_some();
     write(state_dir, &drains)?;
     Ok(was)
+}
+
+/// Held while a drain is read, changed and written: two `mhr drain` at
+/// once must not lose one. Not the writer lock, which `mhr run` holds.
+fn lock(state_dir: &Path) -> Result<std::fs::File, StateError> {
+    let path = crate::paths::drained(state_dir).with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StateError::Write { path: path.clone(), source })?;
+    file.lock().map_err(|source| StateError::Write { path, source })?;
+    Ok(file)
 }
 
 fn write(state_dir: &Path, drains: &Drains) -> Result<(), StateError> {

@@ -67,3 +67,17 @@ async fn https_leaves_by_the_backup_moves_down_its_list_and_a_single_uplink_rule
     .await;
     s.finish();
 }
+
+/// `check` runs as root: its lookups for main's default must not be caught
+/// by a rule for uid 0, and the rule itself is checked with a uid it selects.
+#[tokio::test]
+async fn check_passes_with_a_rule_for_root_and_the_system_users() {
+    let s = Scenario::new("steer-uid", "seed-host.txt", "steer-uid.toml");
+    let engine = s.engine();
+    engine.apply(&engine.plan().await.expect("plans")).await.expect("applies");
+    let report = engine.check(false).await.expect("checks");
+    let failed: Vec<_> = report.findings.iter().filter(|f| !f.ok).collect();
+    assert!(failed.is_empty(), "check passes: {failed:#?}");
+    let rule = report.findings.iter().find(|f| f.check.contains("rule #1 sends 203.0.113.1 uid 0 by ens4"));
+    assert!(rule.is_some_and(|f| f.ok), "{:#?}", report.findings);
+}
