@@ -12,22 +12,32 @@ use rtnetlink::{
     sys::{Socket, SocketAddr},
 };
 
+/// A new socket of `protocol`, connected to the kernel, with `request`
+/// (flagged `flags`) sent on it.
+fn send<M>(protocol: isize, flags: u16, request: M) -> io::Result<Socket>
+where
+    M: NetlinkSerializable + Debug,
+{
+    let mut socket = Socket::new(protocol)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(request));
+    packet.finalize();
+    let mut bytes = vec![0; packet.buffer_len()];
+    packet.serialize(&mut bytes);
+    socket.send(&bytes, 0)?;
+    Ok(socket)
+}
+
 /// Sends `request` as a dump on a new socket of `protocol` and returns what
 /// `keep` makes of each reply.
 pub fn dump<M, T>(protocol: isize, request: M, mut keep: impl FnMut(M) -> Option<T>) -> io::Result<Vec<T>>
 where
     M: NetlinkSerializable + NetlinkDeserializable + Debug,
 {
-    let mut socket = Socket::new(protocol)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(request));
-    packet.finalize();
-    let mut bytes = vec![0; packet.buffer_len()];
-    packet.serialize(&mut bytes);
-    socket.send(&bytes, 0)?;
+    let socket = send(protocol, NLM_F_REQUEST | NLM_F_DUMP, request)?;
 
     let malformed = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
     let mut found = Vec::new();
@@ -58,16 +68,7 @@ pub fn request<M>(protocol: isize, request: M) -> io::Result<()>
 where
     M: NetlinkSerializable + NetlinkDeserializable + Debug,
 {
-    let mut socket = Socket::new(protocol)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_ACK;
-    let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(request));
-    packet.finalize();
-    let mut bytes = vec![0; packet.buffer_len()];
-    packet.serialize(&mut bytes);
-    socket.send(&bytes, 0)?;
+    let socket = send(protocol, NLM_F_REQUEST | NLM_F_ACK, request)?;
     let mut buffer = vec![0; 8 * 1024];
     let size = socket.recv(&mut &mut buffer[..], 0)?;
     let message = NetlinkMessage::<M>::deserialize(&buffer[..size])

@@ -11,30 +11,16 @@ use std::{
 };
 
 use common::{
-    daemon::{DaemonThread, METRICS_PORT, eventually, sample},
+    daemon::{DaemonThread, METRICS_PORT, sample, wait_default_v4},
     mhr, write_config,
 };
 use mhr_tests::{
-    Netns, SeedLab, TempDir,
+    SeedLab, TempDir,
     probe::{TcpResponder, http_get, tcp_exchange},
     require_root,
     seed_lab::{UPLINKS, routing_section},
 };
 use mhr_userspace::daemon::DaemonOptions;
-
-fn main_default(host: &Netns) -> String {
-    let routes =
-        host.ip(["-4", "route", "show", "default", "table", "7199", "proto", "210"]).unwrap_or_default();
-    let words: Vec<&str> = routes.split_whitespace().collect();
-    words.windows(2).filter(|pair| pair[0] == "dev").map(|pair| pair[1]).collect::<Vec<_>>().join("+")
-}
-
-fn default_on(host: &Netns, device: &'static str) {
-    eventually(&format!("main's default on {device}"), Duration::from_secs(5), || {
-        let now = main_default(host);
-        if now == device { Ok(()) } else { Err(now) }
-    });
-}
 
 #[test]
 fn a_drained_primary_gives_up_main_keeps_answering_on_its_address_and_comes_back() {
@@ -49,13 +35,13 @@ fn a_drained_primary_gives_up_main_keeps_answering_on_its_address_and_comes_back
     let options =
         DaemonOptions { resync: Duration::from_secs(3600), guard: false, ..DaemonOptions::default() };
     let _daemon = DaemonThread::start(&lab.host, &config, options);
-    default_on(&lab.host, "ens3");
+    wait_default_v4(&lab.host, "ens3", Duration::from_secs(5));
     let _responder = TcpResponder::start(&lab.host, 8080).unwrap();
 
     let drained = mhr(&lab.host, &config, &["drain", "ens3", "--for", "1h"]);
     assert!(drained.succeeded(), "{drained:?}");
     assert!(drained.output.contains("ens3 drained until"), "{}", drained.output);
-    default_on(&lab.host, "ens4");
+    wait_default_v4(&lab.host, "ens4", Duration::from_secs(5));
     // The client still reaches the host on ens3's address, and the reply
     // leaves by ens3 (its router masquerades nothing inbound: a reply by
     // ens4 would never reach the client with ens3's address).
@@ -72,7 +58,7 @@ fn a_drained_primary_gives_up_main_keeps_answering_on_its_address_and_comes_back
 
     let undrained = mhr(&lab.host, &config, &["undrain", "ens3"]);
     assert!(undrained.output.contains("ens3 undrained"), "{}", undrained.output);
-    default_on(&lab.host, "ens3");
+    wait_default_v4(&lab.host, "ens3", Duration::from_secs(5));
     let again = mhr(&lab.host, &config, &["undrain", "ens3"]);
     assert!(again.succeeded() && again.output.contains("was not drained"), "{again:?}");
     let unknown = mhr(&lab.host, &config, &["drain", "ens9"]);

@@ -12,7 +12,7 @@ use std::{
 };
 
 use common::{
-    daemon::{DaemonThread, METRICS_PORT, eventually, sample},
+    daemon::{DaemonThread, METRICS_PORT, eventually, sample, wait_default_v4},
     write_config,
 };
 use mhr_tests::{
@@ -22,20 +22,6 @@ use mhr_tests::{
     seed_lab::{CLIENT, routing_section},
 };
 use mhr_userspace::daemon::DaemonOptions;
-
-fn main_default(host: &Netns) -> String {
-    let routes =
-        host.ip(["-4", "route", "show", "default", "table", "7199", "proto", "210"]).unwrap_or_default();
-    let words: Vec<&str> = routes.split_whitespace().collect();
-    words.windows(2).filter(|pair| pair[0] == "dev").map(|pair| pair[1]).collect::<Vec<_>>().join("+")
-}
-
-fn default_on(host: &Netns, device: &'static str) {
-    eventually(&format!("main's default on {device}"), Duration::from_secs(8), || {
-        let now = main_default(host);
-        if now == device { Ok(()) } else { Err(now) }
-    });
-}
 
 /// A server in the client's namespace that accepts and holds every
 /// connection open, sending nothing.
@@ -91,18 +77,18 @@ fn connections_the_failover_put_on_the_backup_are_reset_at_fail_back() {
     let options =
         DaemonOptions { resync: Duration::from_secs(3600), guard: false, ..DaemonOptions::default() };
     let _daemon = DaemonThread::start(&lab.host, &config, options);
-    default_on(&lab.host, "ens3");
+    wait_default_v4(&lab.host, "ens3", Duration::from_secs(8));
     let mut before = connect(&lab.host, 7000);
     assert_eq!(before.local_addr().unwrap().ip(), IpAddr::V4("10.0.3.10".parse().unwrap()));
 
     lab.silence_upstream(0).unwrap();
-    default_on(&lab.host, "ens4");
+    wait_default_v4(&lab.host, "ens4", Duration::from_secs(8));
     let mut during = connect(&lab.host, 7000);
     assert_eq!(during.local_addr().unwrap().ip(), IpAddr::V4("10.0.4.10".parse().unwrap()), "by the backup");
     assert!(open(&mut during));
 
     lab.restore_upstream(0).unwrap();
-    default_on(&lab.host, "ens3");
+    wait_default_v4(&lab.host, "ens3", Duration::from_secs(8));
     eventually("the failover's connection is reset", Duration::from_secs(3), || {
         if open(&mut during) { Err("still open".to_owned()) } else { Ok(()) }
     });

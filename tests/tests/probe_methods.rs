@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::{
-    daemon::{DaemonThread, METRICS_PORT, eventually, sample},
+    daemon::{DaemonThread, METRICS_PORT, eventually, mhr_default_v4, sample, wait_default_v4},
     mhr, write_config,
 };
 use mhr_tests::{
@@ -31,14 +31,6 @@ const TCP_PORT: u16 = 8443;
 /// Nothing listens there: the client's kernel refuses the connection.
 const CLOSED_PORT: u16 = 9;
 const HTTP_PORT: u16 = 8080;
-
-/// The interface(s) holding mhr's IPv4 default (its default table).
-fn main_default(host: &Netns) -> String {
-    let routes =
-        host.ip(["-4", "route", "show", "default", "table", "7199", "proto", "210"]).unwrap_or_default();
-    let words: Vec<&str> = routes.split_whitespace().collect();
-    words.windows(2).filter(|pair| pair[0] == "dev").map(|pair| pair[1]).collect::<Vec<_>>().join("+")
-}
 
 fn metrics(host: &Netns) -> String {
     http_get(host, METRICS_PORT, "/metrics").expect("metrics served").1
@@ -71,10 +63,7 @@ fn an_upstream_dropping_icmp_stays_healthy_on_tcp_dns_and_http_and_fails_over_be
     let options =
         DaemonOptions { resync: Duration::from_secs(3600), guard: false, ..DaemonOptions::default() };
     let _daemon = DaemonThread::start(&lab.host, &config, options);
-    eventually("ens3 holds main's default", Duration::from_secs(5), || {
-        let device = main_default(&lab.host);
-        if device == "ens3" { Ok(()) } else { Err(device) }
-    });
+    wait_default_v4(&lab.host, "ens3", Duration::from_secs(5));
 
     // ens3's upstream drops ICMP (both families) from now on.
     let ruleset = "table inet mhr_lab_icmp {\n  chain forward {\n    type filter hook forward priority -10; policy accept;\n    meta l4proto { icmp, ipv6-icmp } counter drop\n  }\n}\n";
@@ -98,7 +87,7 @@ fn an_upstream_dropping_icmp_stays_healthy_on_tcp_dns_and_http_and_fails_over_be
         assert!(answers.is_some_and(|n| n >= 2.0 * DOWN_AFTER as f64), "{target}'s round trips: {answers:?}");
     }
     assert_eq!(sample(&body, "mhr_failovers_total", "family=\"ipv4\""), Some(0.0), "{body}");
-    assert_eq!(main_default(&lab.host), "ens3", "one dead target among five, quorum 3: still healthy");
+    assert_eq!(mhr_default_v4(&lab.host), "ens3", "one dead target among five, quorum 3: still healthy");
     // The probes left through ens3's router (which masquerades to its
     // floating address), never through ens4's.
     let (ens3, ens4) = (UPLINKS[0].floating.to_string(), UPLINKS[1].floating.to_string());
@@ -113,10 +102,7 @@ fn an_upstream_dropping_icmp_stays_healthy_on_tcp_dns_and_http_and_fails_over_be
     let failed = Instant::now();
     dns.stop();
     http.fail_health().unwrap();
-    eventually("main's default moves to ens4", Duration::from_secs(5), || {
-        let device = main_default(&lab.host);
-        if device == "ens4" { Ok(()) } else { Err(device) }
-    });
+    wait_default_v4(&lab.host, "ens4", Duration::from_secs(5));
     let took = failed.elapsed();
     let minimum = Duration::from_millis(INTERVAL_MS * DOWN_AFTER);
     eprintln!("failover on DNS and HTTP probes failing took {took:?} (configured minimum {minimum:?})");
@@ -143,12 +129,7 @@ fn a_slow_upstream_turns_degraded_gives_main_to_the_backup_and_recovers_under_la
     let options =
         DaemonOptions { resync: Duration::from_secs(3600), guard: false, ..DaemonOptions::default() };
     let _daemon = DaemonThread::start(&lab.host, &config, options);
-    let default_on = |device: &'static str| {
-        eventually(&format!("main's default on {device}"), Duration::from_secs(8), || {
-            let now = main_default(&lab.host);
-            if now == device { Ok(()) } else { Err(now) }
-        })
-    };
+    let default_on = |device| wait_default_v4(&lab.host, device, Duration::from_secs(8));
     default_on("ens3");
 
     // 150 ms answers: within the probe timeout (answered), over latency_high.
@@ -173,7 +154,7 @@ fn a_slow_upstream_turns_degraded_gives_main_to_the_backup_and_recovers_under_la
     // 60 ms: under latency_high, not under latency_low: still degraded.
     responder.set_delay(Duration::from_millis(60));
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(main_default(&lab.host), "ens4", "60 ms is not under latency_low 40 ms");
+    assert_eq!(mhr_default_v4(&lab.host), "ens4", "60 ms is not under latency_low 40 ms");
 
     responder.set_delay(Duration::ZERO);
     default_on("ens3");

@@ -188,3 +188,20 @@ impl Drop for DaemonProcess {
         self.kill_9();
     }
 }
+
+/// The interface(s) holding mhr's IPv4 default (in its default table
+/// 7199), `+`-joined under balance.
+pub fn mhr_default_v4(host: &Netns) -> String {
+    let routes =
+        host.ip(["-4", "route", "show", "default", "table", "7199", "proto", "210"]).unwrap_or_default();
+    let words: Vec<&str> = routes.split_whitespace().collect();
+    words.windows(2).filter(|pair| pair[0] == "dev").map(|pair| pair[1]).collect::<Vec<_>>().join("+")
+}
+
+/// Waits until mhr's IPv4 default leaves by `device`.
+pub fn wait_default_v4(host: &Netns, device: &str, within: Duration) {
+    eventually(&format!("main's default on {device}"), within, || {
+        let now = mhr_default_v4(host);
+        if now == device { Ok(()) } else { Err(now) }
+    });
+}
