@@ -21,10 +21,11 @@ pub const EVENT_COUNTERS_MAP: &str = "MHR_EVENTS";
 pub const OFFENDERS_MAP: &str = "MHR_OFFENDERS";
 pub const FLAGS_MAP: &str = "MHR_FLAGS";
 pub const FLAG_BUDGET_MAP: &str = "MHR_FLAG_BUDGET";
+pub const STEER_MAP: &str = "MHR_STEER";
 
 /// Bumped whenever a map's layout changes: it is part of the pin path, so
 /// a new layout never reuses a pinned map of the old one.
-pub const MAP_LAYOUT_VERSION: u32 = 1;
+pub const MAP_LAYOUT_VERSION: u32 = 2;
 
 /// Uplinks the guard can tell apart (counter slots).
 pub const MAX_UPLINKS: u32 = 64;
@@ -48,6 +49,13 @@ pub const MAX_IPV6_EXTENSIONS: usize = 6;
 
 /// TC verdict that drops the packet (TCX_DROP has the same value).
 pub const TC_ACT_SHOT: i32 = 2;
+/// TC verdict of a redirect (TCX_REDIRECT has the same value).
+pub const TC_ACT_REDIRECT: i32 = 7;
+/// `skb->tc_index` of a packet the guard steered: the owner's guard sees
+/// it again on its egress and passes it uncounted (it was counted once, as
+/// steered). tc_index only fed the tcindex classifier and dsmark qdisc,
+/// which Linux 6.3 removed.
+pub const STEERED_MARK: u32 = 0x6d68;
 
 /// What the guard concluded about one egress packet.
 #[repr(u8)]
@@ -64,13 +72,29 @@ pub enum Verdict {
     NonIp = 4,
     /// Truncated or malformed headers; passed.
     Malformed = 5,
+    /// Asymmetric, and redirected (steer mode) to the uplink that owns the
+    /// source; counted on the uplink the routing sent it to, not again on
+    /// its owner.
+    Steered = 6,
+    /// Asymmetric in steer mode but not steerable (the owner is down or
+    /// has no gateway, or the frame is VLAN-tagged): passed, or dropped
+    /// with `enforce_asymmetric`.
+    SteerFailed = 7,
 }
 
-pub const VERDICTS: usize = 6;
+pub const VERDICTS: usize = 8;
 
 impl Verdict {
-    pub const ALL: [Self; VERDICTS] =
-        [Self::Ok, Self::Exempt, Self::Asymmetric, Self::Spoofed, Self::NonIp, Self::Malformed];
+    pub const ALL: [Self; VERDICTS] = [
+        Self::Ok,
+        Self::Exempt,
+        Self::Asymmetric,
+        Self::Spoofed,
+        Self::NonIp,
+        Self::Malformed,
+        Self::Steered,
+        Self::SteerFailed,
+    ];
 
     pub fn from_u8(value: u8) -> Option<Self> {
         Self::ALL.get(usize::from(value)).copied()
@@ -84,12 +108,14 @@ impl Verdict {
             Self::Spoofed => "spoofed",
             Self::NonIp => "non_ip",
             Self::Malformed => "malformed",
+            Self::Steered => "steered",
+            Self::SteerFailed => "steer_failed",
         }
     }
 
     /// Verdicts that are flagged and tracked as offenders.
     pub fn is_offence(self) -> bool {
-        matches!(self, Self::Asymmetric | Self::Spoofed)
+        matches!(self, Self::Asymmetric | Self::Spoofed | Self::Steered | Self::SteerFailed)
     }
 }
 
@@ -173,7 +199,9 @@ pub struct UplinkGuard {
     pub l3: u8,
     /// Counter slot (0..MAX_UPLINKS).
     pub slot: u32,
-    pub _pad2: u32,
+    /// 1 in steer mode: asymmetric packets go to their owner ([`SteerTarget`]).
+    pub steer: u8,
+    pub _pad2: [u8; 3],
     /// Own IPv4 addresses, network byte order as in the packet.
     pub v4: [u32; INLINE_V4],
     /// Own IPv6 addresses as two native-endian words of the packet bytes
@@ -203,10 +231,36 @@ impl UplinkGuard {
         allow_v6: 0,
         l3: 0,
         slot: 0,
-        _pad2: 0,
+        steer: 0,
+        _pad2: [0; 3],
         v4: [0; INLINE_V4],
         v6: [[0; 2]; INLINE_V6],
     };
+}
+
+/// Where steer mode sends an asymmetric packet whose source an uplink
+/// owns, indexed by the owner's slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SteerTarget {
+    pub ifindex: u32,
+    /// 1 when IPv4 / IPv6 packets may be steered here (the uplink is up,
+    /// healthy for the family and has a gateway or needs none).
+    pub v4: u8,
+    pub v6: u8,
+    /// 1 for an L3 uplink (bpf_redirect, no neighbour).
+    pub l3: u8,
+    pub _pad: u8,
+    /// Gateways, network byte order (unused on L3 uplinks).
+    pub gateway_v4: [u8; 4],
+    pub gateway_v6: [u8; 16],
+}
+
+const _: () = assert!(size_of::<SteerTarget>() == 28);
+
+impl SteerTarget {
+    pub const NONE: Self =
+        Self { ifindex: 0, v4: 0, v6: 0, l3: 0, _pad: 0, gateway_v4: [0; 4], gateway_v6: [0; 16] };
 }
 
 /// Packets and bytes (one CPU's share).
@@ -322,6 +376,7 @@ mod user {
     unsafe impl aya::Pod for Offender {}
     unsafe impl aya::Pod for FlagRecord {}
     unsafe impl aya::Pod for FlagBudget {}
+    unsafe impl aya::Pod for SteerTarget {}
 }
 
 #[cfg(test)]
@@ -351,6 +406,6 @@ mod tests {
         for family in PacketFamily::ALL {
             assert_eq!(PacketFamily::from_u8(family as u8), Some(family));
         }
-        assert_eq!(Verdict::from_u8(6), None);
+        assert_eq!(Verdict::from_u8(8), None);
     }
 }

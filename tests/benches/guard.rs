@@ -92,6 +92,7 @@ fn throughput(host: &QuietHost) {
                     allow: vec![],
                     enforcement: mhr_userspace::guard::Enforcement::DropSpoofedAndAsymmetric,
                     l3: false,
+                    steer_to: Default::default(),
                 };
                 guard.configure(std::slice::from_ref(&uplink)).expect("maps filled");
                 guard.attach(&[uplink], AttachMode::Tcx).expect("guard attached");
@@ -141,6 +142,7 @@ fn attach_costs() {
                             allow: vec![],
                             enforcement: mhr_userspace::guard::Enforcement::Monitor,
                             l3: false,
+                            steer_to: Default::default(),
                         }
                     })
                     .collect();
@@ -216,6 +218,7 @@ fn guard_for(host_ifindex: u32, pin: &Path) -> Guard {
             allow: vec!["198.18.0.0/15".parse().unwrap()],
             enforcement: mhr_userspace::guard::Enforcement::Monitor,
             l3: false,
+            steer_to: Default::default(),
         },
         // Another managed uplink, so the mismatch path sees a populated owner map.
         GuardUplink {
@@ -225,6 +228,7 @@ fn guard_for(host_ifindex: u32, pin: &Path) -> Guard {
             allow: vec![],
             enforcement: mhr_userspace::guard::Enforcement::Monitor,
             l3: false,
+            steer_to: Default::default(),
         },
     ];
     guard.configure(&uplinks).expect("maps filled");
@@ -370,6 +374,7 @@ fn load_costs(host: &QuietHost) {
                     allow: vec![],
                     enforcement: mhr_userspace::guard::Enforcement::Monitor,
                     l3: false,
+                    steer_to: Default::default(),
                 };
                 guard.attach(&[uplink], AttachMode::Tcx).expect("guard attached");
                 guard

@@ -12,32 +12,10 @@ use common::{
 };
 use mhr_common::{
     MAX_IFINDEX, TCX_NEXT,
-    guard::{Count, GUARD_PROGRAM, PacketFamily, TC_ACT_SHOT, Verdict, ipv6_words},
+    guard::{GUARD_PROGRAM, PacketFamily, TC_ACT_SHOT, Verdict, ipv6_words},
 };
 use mhr_tests::{quiet_host::QuietHost, require_root};
 use mhr_userspace::{guard::GuardUplink, guard::tc::interface_index};
-
-/// Runs `frame` and asserts the verdict counter it lands in moved by exactly
-/// one packet of the frame's length, and nothing else did.
-fn expect(fixture: &mut Fixture, frame: &[u8], family: PacketFamily, verdict: Verdict, code: i32) {
-    let before = fixture.counts();
-    assert_eq!(fixture.run(frame), code, "{family:?} {verdict:?}");
-    let after = fixture.counts();
-    for f in PacketFamily::ALL {
-        for v in Verdict::ALL {
-            let delta = Count {
-                packets: after.get(f, v).packets - before.get(f, v).packets,
-                bytes: after.get(f, v).bytes - before.get(f, v).bytes,
-            };
-            let wanted = if (f, v) == (family, verdict) {
-                Count { packets: 1, bytes: frame.len() as u64 }
-            } else {
-                Count::default()
-            };
-            assert_eq!(delta, wanted, "counter {f:?}/{v:?} after a {family:?} {verdict:?} frame");
-        }
-    }
-}
 
 #[test]
 fn ipv4_verdicts() {
@@ -409,6 +387,7 @@ fn an_uplink_with_an_ifindex_beyond_the_array_is_guarded_through_the_hash_map() 
                 allow: vec![],
                 enforcement: mhr_userspace::guard::Enforcement::DropSpoofed,
                 l3: false,
+                steer_to: Default::default(),
             });
             f.guard.configure(&uplinks).expect("maps filled");
             let slot = f.slot("hi0");

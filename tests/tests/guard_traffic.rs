@@ -193,6 +193,7 @@ fn an_address_change_updates_the_maps_without_reloading_the_program() {
             allow: vec![],
             enforcement: mhr_userspace::guard::Enforcement::Monitor,
             l3: false,
+            steer_to: Default::default(),
         },
         mhr_userspace::guard::GuardUplink {
             interface: "ens4".into(),
@@ -201,6 +202,7 @@ fn an_address_change_updates_the_maps_without_reloading_the_program() {
             allow: vec![],
             enforcement: mhr_userspace::guard::Enforcement::Monitor,
             l3: false,
+            steer_to: Default::default(),
         },
     ];
     maps.configure(&uplinks).unwrap();
@@ -236,6 +238,7 @@ fn a_slot_given_to_another_uplink_starts_with_nothing_of_the_old_one() {
         allow: vec![],
         enforcement: mhr_userspace::guard::Enforcement::Monitor,
         l3: false,
+        steer_to: Default::default(),
     }];
     for i in 1..mhr_common::guard::MAX_UPLINKS {
         uplinks.push(mhr_userspace::guard::GuardUplink {
@@ -245,6 +248,7 @@ fn a_slot_given_to_another_uplink_starts_with_nothing_of_the_old_one() {
             allow: vec![],
             enforcement: mhr_userspace::guard::Enforcement::Monitor,
             l3: false,
+            steer_to: Default::default(),
         });
     }
     maps.configure(&uplinks).unwrap();

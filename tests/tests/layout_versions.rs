@@ -55,6 +55,7 @@ fn plant_old_guard_with(host: &QuietHost, dir: &TempDir, mode: AttachMode) -> Op
                 allow: Vec::new(),
                 enforcement: mhr_userspace::guard::Enforcement::DropSpoofed,
                 l3: false,
+                steer_to: Default::default(),
             };
             let mut guard = Guard::load(&old_dir).unwrap();
             guard.configure(std::slice::from_ref(&uplink)).unwrap();

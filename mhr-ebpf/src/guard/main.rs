@@ -9,6 +9,7 @@
 #![no_main]
 
 mod skb;
+mod steer;
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_coarse_ns,
@@ -21,7 +22,7 @@ use mhr_common::{
     guard::{
         AllowV4, AllowV6, Count, EVENT_SLOTS, Event, FLAGS_PER_CPU_PER_SECOND, FLAGS_RING_BYTES, FlagBudget,
         FlagRecord, INLINE_V4, INLINE_V6, MAX_ALLOW, MAX_HIGH_IFINDEXES, MAX_OFFENDERS, MAX_OWNERS,
-        MAX_UPLINKS, Offender, OffenderKey, PacketFamily, TC_ACT_SHOT, UplinkGuard, VERDICT_SLOTS, Verdict,
+        MAX_UPLINKS, Offender, OffenderKey, PacketFamily, TC_ACT_REDIRECT, TC_ACT_SHOT, UplinkGuard, VERDICT_SLOTS, Verdict,
         event_slot, verdict_slot,
     },
     packet::{self, Details, Parsed, Source},
@@ -74,6 +75,9 @@ pub fn mhr_guard(ctx: TcContext) -> i32 {
     if guard.enabled == 0 {
         return TCX_NEXT;
     }
+    if steer::arrived(&ctx) {
+        return TCX_NEXT;
+    }
     if guard.slot >= MAX_UPLINKS {
         // Only a corrupt entry gets here: pass, counted against slot 0.
         bump(0, Event::Errors);
@@ -81,7 +85,12 @@ pub fn mhr_guard(ctx: TcContext) -> i32 {
     }
     let skb = Skb(&ctx);
     let parsed = if guard.l3 != 0 { packet::parse_l3(&skb) } else { packet::parse(&skb) };
-    let (family, verdict) = classify(guard, &parsed);
+    let (family, mut verdict, owner) = classify(guard, &parsed);
+    let mut steer_to = None;
+    if guard.steer != 0 && verdict == Verdict::Asymmetric {
+        steer_to = steer::target(&ctx, guard, family, &parsed, owner);
+        verdict = if steer_to.is_some() { Verdict::Steered } else { Verdict::SteerFailed };
+    }
     let length = u64::from(ctx.len());
     let counted = count(guard.slot, family, verdict, length);
     // The kernel's stack never sends these; a source hidden behind a third
@@ -93,7 +102,10 @@ pub fn mhr_guard(ctx: TcContext) -> i32 {
     if !verdict.is_offence() {
         return TCX_NEXT;
     }
-    let enforced = guard.enforce != 0 && (verdict == Verdict::Spoofed || guard.enforce_asymmetric != 0);
+    // Steered packets are delivered, never dropped; one that could not be
+    // steered is handled as an asymmetric one.
+    let enforced = guard.enforce != 0
+        && (verdict == Verdict::Spoofed || (guard.enforce_asymmetric != 0 && verdict != Verdict::Steered));
     // The coarse clock (jiffies resolution) is enough for first/last seen
     // and one-second flag windows, and much cheaper than the precise one.
     // SAFETY: the helper has no preconditions.
@@ -108,6 +120,13 @@ pub fn mhr_guard(ctx: TcContext) -> i32 {
     if offence.dropped && flagged {
         bump(guard.slot, Event::Dropped);
         return TC_ACT_SHOT;
+    }
+    if let Some(target) = steer_to {
+        if steer::redirect(&ctx, guard, family, target) {
+            return TC_ACT_REDIRECT;
+        }
+        // Fails open like every internal error: the packet passes.
+        bump(guard.slot, Event::Errors);
     }
     TCX_NEXT
 }
@@ -125,21 +144,29 @@ struct Offence<'a> {
     parsed: &'a Parsed,
 }
 
+/// The family, the verdict and, for an asymmetric packet, the slot of the
+/// uplink that owns the source.
 #[inline(always)]
-fn classify(guard: &UplinkGuard, parsed: &Parsed) -> (PacketFamily, Verdict) {
+fn classify(guard: &UplinkGuard, parsed: &Parsed) -> (PacketFamily, Verdict, u32) {
     match parsed {
-        Parsed::NonIp => (PacketFamily::Other, Verdict::NonIp),
-        Parsed::Malformed(family) => (*family, Verdict::Malformed),
-        Parsed::TooManyTags => (PacketFamily::Other, Verdict::Malformed),
-        Parsed::Ip { source: Source::V4(source), .. } => (PacketFamily::Ipv4, classify_v4(guard, *source)),
-        Parsed::Ip { source: Source::V6(source), .. } => (PacketFamily::Ipv6, classify_v6(guard, source)),
+        Parsed::NonIp => (PacketFamily::Other, Verdict::NonIp, 0),
+        Parsed::Malformed(family) => (*family, Verdict::Malformed, 0),
+        Parsed::TooManyTags => (PacketFamily::Other, Verdict::Malformed, 0),
+        Parsed::Ip { source: Source::V4(source), .. } => {
+            let (verdict, owner) = classify_v4(guard, *source);
+            (PacketFamily::Ipv4, verdict, owner)
+        }
+        Parsed::Ip { source: Source::V6(source), .. } => {
+            let (verdict, owner) = classify_v6(guard, source);
+            (PacketFamily::Ipv6, verdict, owner)
+        }
     }
 }
 
 #[inline(always)]
-fn classify_v4(guard: &UplinkGuard, source: u32) -> Verdict {
+fn classify_v4(guard: &UplinkGuard, source: u32) -> (Verdict, u32) {
     if source == 0 {
-        return Verdict::Exempt;
+        return (Verdict::Exempt, 0);
     }
     let count = usize::from(guard.v4_count).min(INLINE_V4);
     for i in 0..INLINE_V4 {
@@ -147,7 +174,7 @@ fn classify_v4(guard: &UplinkGuard, source: u32) -> Verdict {
             break;
         }
         if guard.v4[i] == source {
-            return Verdict::Ok;
+            return (Verdict::Ok, 0);
         }
     }
     mismatch_v4(guard.slot, guard.allow_v4 != 0, source)
@@ -156,25 +183,25 @@ fn classify_v4(guard: &UplinkGuard, source: u32) -> Verdict {
 /// Not one of the inline addresses: an owner lookup, then (only for
 /// uplinks that have them) the allow prefixes.
 #[inline(never)]
-fn mismatch_v4(slot: u32, has_allow: bool, source: u32) -> Verdict {
+fn mismatch_v4(slot: u32, has_allow: bool, source: u32) -> (Verdict, u32) {
     // SAFETY: the value is read once, right away.
-    let verdict = match unsafe { OWNERS_V4.get(source) } {
-        Some(owner) if *owner == slot => return Verdict::Ok,
-        Some(_) => Verdict::Asymmetric,
-        None => Verdict::Spoofed,
+    let (verdict, owner) = match unsafe { OWNERS_V4.get(source) } {
+        Some(owner) if *owner == slot => return (Verdict::Ok, 0),
+        Some(owner) => (Verdict::Asymmetric, *owner),
+        None => (Verdict::Spoofed, 0),
     };
     let key = Key::new(32 + 32, AllowV4 { slot: slot.to_be_bytes(), address: source.to_ne_bytes() });
-    if has_allow && ALLOW_V4.get(key).is_some() { Verdict::Ok } else { verdict }
+    if has_allow && ALLOW_V4.get(key).is_some() { (Verdict::Ok, 0) } else { (verdict, owner) }
 }
 
 #[inline(always)]
-fn classify_v6(guard: &UplinkGuard, source: &[u64; 2]) -> Verdict {
+fn classify_v6(guard: &UplinkGuard, source: &[u64; 2]) -> (Verdict, u32) {
     if source[0] == 0 && source[1] == 0 {
-        return Verdict::Exempt;
+        return (Verdict::Exempt, 0);
     }
     let first = source[0].to_ne_bytes();
     if first[0] == 0xfe && first[1] & 0xc0 == 0x80 {
-        return Verdict::Exempt;
+        return (Verdict::Exempt, 0);
     }
     let count = usize::from(guard.v6_count).min(INLINE_V6);
     for i in 0..INLINE_V6 {
@@ -182,28 +209,28 @@ fn classify_v6(guard: &UplinkGuard, source: &[u64; 2]) -> Verdict {
             break;
         }
         if guard.v6[i][0] == source[0] && guard.v6[i][1] == source[1] {
-            return Verdict::Ok;
+            return (Verdict::Ok, 0);
         }
     }
     mismatch_v6(guard.slot, guard.allow_v6 != 0, source)
 }
 
 #[inline(never)]
-fn mismatch_v6(slot: u32, has_allow: bool, source: &[u64; 2]) -> Verdict {
+fn mismatch_v6(slot: u32, has_allow: bool, source: &[u64; 2]) -> (Verdict, u32) {
     // SAFETY: the value is read once, right away.
-    let verdict = match unsafe { OWNERS_V6.get(source) } {
-        Some(owner) if *owner == slot => return Verdict::Ok,
-        Some(_) => Verdict::Asymmetric,
-        None => Verdict::Spoofed,
+    let (verdict, owner) = match unsafe { OWNERS_V6.get(source) } {
+        Some(owner) if *owner == slot => return (Verdict::Ok, 0),
+        Some(owner) => (Verdict::Asymmetric, *owner),
+        None => (Verdict::Spoofed, 0),
     };
     if !has_allow {
-        return verdict;
+        return (verdict, owner);
     }
     let mut address = [0u8; 16];
     address[..8].copy_from_slice(&source[0].to_ne_bytes());
     address[8..].copy_from_slice(&source[1].to_ne_bytes());
     let key = Key::new(32 + 128, AllowV6 { slot: slot.to_be_bytes(), address });
-    if ALLOW_V6.get(key).is_some() { Verdict::Ok } else { verdict }
+    if ALLOW_V6.get(key).is_some() { (Verdict::Ok, 0) } else { (verdict, owner) }
 }
 
 /// False on an internal error (counted).

@@ -39,6 +39,10 @@ pub enum GuardMode {
     Monitor,
     /// Drop `spoofed` (and `asymmetric` with `enforce_asymmetric`).
     Enforce,
+    /// Drop `spoofed`; send `asymmetric` packets out of the uplink that
+    /// owns their source (`steered`), or, when that cannot be done, count
+    /// them `steer_failed` and pass them (drop with `enforce_asymmetric`).
+    Steer,
 }
 
 impl std::fmt::Display for GuardMode {
@@ -46,6 +50,7 @@ impl std::fmt::Display for GuardMode {
         f.write_str(match self {
             Self::Monitor => "monitor",
             Self::Enforce => "enforce",
+            Self::Steer => "steer",
         })
     }
 }

@@ -82,7 +82,7 @@ fn guard_modes_default_globally_and_per_uplink() {
     assert_eq!(config.guard.pin_dir, PathBuf::from("/sys/fs/bpf/x"));
     assert_eq!(
         message("mode = \"block\"\n[[uplink]]\ninterface = \"a\"\nprimary = true\n"),
-        "mhr.toml:1:8: mode must be \"monitor\" or \"enforce\", not \"block\""
+        "mhr.toml:1:8: mode must be \"monitor\", \"enforce\" or \"steer\", not \"block\""
     );
 }
 

@@ -11,7 +11,9 @@ use aya::maps::{MapError, lpm_trie::Key};
 use ipnet::IpNet;
 use mhr_common::{
     MAX_IFINDEX,
-    guard::{AllowV4, AllowV6, INLINE_V4, INLINE_V6, MAX_UPLINKS, UplinkGuard, ipv6_words},
+    guard::{
+        AllowV4, AllowV6, INLINE_V4, INLINE_V6, MAX_UPLINKS, STEER_MAP, SteerTarget, UplinkGuard, ipv6_words,
+    },
 };
 
 use super::{
@@ -31,7 +33,28 @@ impl GuardMaps {
         for op in update::plan(&current, &wanted, &reclaimed) {
             self.run(&op)?;
         }
+        self.set_steer_targets(uplinks, &slots)?;
         Ok(slots)
+    }
+
+    /// Where steer mode sends each slot's packets; slots no uplink holds
+    /// send none. Written after the owners: a packet that meets a stale or
+    /// empty entry is counted `steer_failed` and passes, never misrouted
+    /// to a removed uplink's index for long.
+    fn set_steer_targets(&mut self, uplinks: &[GuardUplink], slots: &BTreeMap<String, u32>) -> Result<(), GuardError> {
+        let mut entries = vec![SteerTarget::NONE; MAX_UPLINKS as usize];
+        for uplink in uplinks {
+            if let Some(entry) = slots.get(&uplink.interface).and_then(|slot| entries.get_mut(*slot as usize)) {
+                *entry = uplink.steer_to.entry(uplink.ifindex, uplink.l3);
+            }
+        }
+        for (slot, entry) in (0..MAX_UPLINKS).zip(entries) {
+            let current = self.steer.get(&slot, 0).map_err(map_error(STEER_MAP))?;
+            if current != entry {
+                self.steer.set(slot, entry, 0).map_err(map_error(STEER_MAP))?;
+            }
+        }
+        Ok(())
     }
 
     /// What the maps hold now (enabled entries, owners, allow prefixes).

@@ -15,7 +15,7 @@ impl<'a> Deployment<'a> {
     }
 
     /// What the guard protects: every planned uplink whose packets it can
-    /// parse (Ethernet or bare IP) with its current addresses, `allow`
+    /// parse (Ethernet or bare IP) with the addresses it holds, `allow`
     /// prefixes and mode. Other link types are left unguarded rather than
     /// misread.
     pub fn uplinks(&self, desired: &Desired) -> Vec<GuardUplink> {
@@ -28,10 +28,13 @@ impl<'a> Deployment<'a> {
                 Some(GuardUplink {
                     interface: plan.interface.clone(),
                     ifindex: plan.index,
-                    addresses: plan.addresses.iter().map(|a| a.addr()).collect(),
+                    // A down uplink's addresses are still its own: a packet
+                    // from one elsewhere is asymmetric, not spoofed.
+                    addresses: plan.held.clone(),
                     allow: uplink.allow.clone(),
                     enforcement: self.config.enforcement(uplink),
                     l3: plan.framing == Framing::Ip,
+                    steer_to: super::SteerRoute::of(plan),
                 })
             })
             .collect()

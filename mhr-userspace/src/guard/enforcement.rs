@@ -13,8 +13,9 @@ use crate::config::{Config, GuardMode, UplinkConfig};
 /// What the guard does with an uplink's offenders.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 // As `[enforce, enforce_asymmetric]`: the form confirmation records
-// (`pending-confirm.json`) had before this type, so that either reads both.
-#[serde(from = "(bool, bool)", into = "(bool, bool)")]
+// (`pending-confirm.json`) had before this type, so that either reads both;
+// steer mode adds a third element.
+#[serde(from = "Record", into = "Record")]
 pub enum Enforcement {
     /// Count and flag; every packet passes.
     #[default]
@@ -23,6 +24,40 @@ pub enum Enforcement {
     DropSpoofed,
     /// Drop spoofed and asymmetric packets.
     DropSpoofedAndAsymmetric,
+    /// Drop spoofed packets, steer asymmetric ones to their owner; those
+    /// that cannot be steered pass, or are dropped when `drop_unsteerable`.
+    Steer { drop_unsteerable: bool },
+}
+
+/// The serialised form: a pair before steer mode, a triple with it.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Record {
+    Pair(bool, bool),
+    Triple(bool, bool, bool),
+}
+
+impl From<Record> for Enforcement {
+    fn from(record: Record) -> Self {
+        match record {
+            Record::Pair(enforce, asymmetric) | Record::Triple(enforce, asymmetric, false) => {
+                Self::from((enforce, asymmetric))
+            }
+            Record::Triple(_, asymmetric, true) => Self::Steer { drop_unsteerable: asymmetric },
+        }
+    }
+}
+
+impl From<Enforcement> for Record {
+    fn from(enforcement: Enforcement) -> Self {
+        match enforcement {
+            Enforcement::Steer { drop_unsteerable } => Self::Triple(true, drop_unsteerable, true),
+            other => {
+                let (enforce, asymmetric) = other.into();
+                Self::Pair(enforce, asymmetric)
+            }
+        }
+    }
 }
 
 impl Enforcement {
@@ -37,19 +72,35 @@ impl Enforcement {
             Self::Monitor => "monitor",
             Self::DropSpoofed => "enforce (drop spoofed)",
             Self::DropSpoofedAndAsymmetric => "enforce (drop spoofed and asymmetric)",
+            Self::Steer { drop_unsteerable: false } => "steer (drop spoofed, steer asymmetric)",
+            Self::Steer { drop_unsteerable: true } => {
+                "steer (drop spoofed, steer asymmetric, drop what cannot be steered)"
+            }
         }
     }
 
     /// Sets the map entry's fields (the eBPF program reads `enforce`, and
-    /// `enforce_asymmetric` only when `enforce` is set).
+    /// `enforce_asymmetric` only when `enforce` is set; `steer` steers
+    /// asymmetric packets whatever the others say).
     pub fn write(self, entry: &mut UplinkGuard) {
-        let (enforce, asymmetric) = self.into();
+        let (enforce, asymmetric, steer) = match self {
+            Self::Steer { drop_unsteerable } => (true, drop_unsteerable, true),
+            other => {
+                let (enforce, asymmetric) = other.into();
+                (enforce, asymmetric, false)
+            }
+        };
         entry.enforce = u8::from(enforce);
         entry.enforce_asymmetric = u8::from(asymmetric);
+        entry.steer = u8::from(steer);
     }
 
     /// What a map entry enforces (the kernel's reading of its fields).
     pub fn of(entry: &UplinkGuard) -> Self {
+        if entry.steer != 0 {
+            // Steer mode always drops spoofed packets (it writes enforce).
+            return Self::Steer { drop_unsteerable: entry.enforce != 0 && entry.enforce_asymmetric != 0 };
+        }
         Self::from((entry.enforce != 0, entry.enforce_asymmetric != 0))
     }
 }
@@ -66,12 +117,15 @@ impl From<(bool, bool)> for Enforcement {
     }
 }
 
+/// (enforce, enforce_asymmetric); steer mode as the enforce mode it falls
+/// back to.
 impl From<Enforcement> for (bool, bool) {
     fn from(enforcement: Enforcement) -> Self {
         match enforcement {
             Enforcement::Monitor => (false, false),
             Enforcement::DropSpoofed => (true, false),
             Enforcement::DropSpoofedAndAsymmetric => (true, true),
+            Enforcement::Steer { drop_unsteerable } => (true, drop_unsteerable),
         }
     }
 }
@@ -80,8 +134,10 @@ impl Config {
     /// The guard's enforcement on `uplink`: its `mode` and
     /// `enforce_asymmetric`, each the global one unless the uplink sets it.
     pub fn enforcement(&self, uplink: &UplinkConfig) -> Enforcement {
-        let (mode, asymmetric) = self.guard_mode(uplink);
-        Enforcement::from((mode == GuardMode::Enforce, asymmetric))
+        match self.guard_mode(uplink) {
+            (GuardMode::Steer, asymmetric) => Enforcement::Steer { drop_unsteerable: asymmetric },
+            (mode, asymmetric) => Enforcement::from((mode == GuardMode::Enforce, asymmetric)),
+        }
     }
 }
 
@@ -89,8 +145,13 @@ impl Config {
 mod tests {
     use super::*;
 
-    const ALL: [Enforcement; 3] =
-        [Enforcement::Monitor, Enforcement::DropSpoofed, Enforcement::DropSpoofedAndAsymmetric];
+    const ALL: [Enforcement; 5] = [
+        Enforcement::Monitor,
+        Enforcement::DropSpoofed,
+        Enforcement::DropSpoofedAndAsymmetric,
+        Enforcement::Steer { drop_unsteerable: false },
+        Enforcement::Steer { drop_unsteerable: true },
+    ];
 
     #[test]
     fn the_map_entry_gives_back_what_was_written() {
@@ -109,12 +170,18 @@ mod tests {
         // Asymmetric without enforce drops nothing in the kernel: monitor.
         entry.enforce_asymmetric = 1;
         assert_eq!(Enforcement::of(&entry), Enforcement::Monitor);
+        Enforcement::Steer { drop_unsteerable: false }.write(&mut entry);
+        assert_eq!((entry.enforce, entry.enforce_asymmetric, entry.steer), (1, 0, 1), "steer drops spoofed");
+        Enforcement::DropSpoofed.write(&mut entry);
+        assert_eq!(entry.steer, 0, "leaving steer mode clears the flag");
     }
 
     #[test]
     fn confirmation_records_keep_their_form() {
         let json = serde_json::to_string(&ALL).unwrap();
-        assert_eq!(json, "[[false,false],[true,false],[true,true]]");
+        assert_eq!(json, "[[false,false],[true,false],[true,true],[true,false,true],[true,true,true]]");
+        let read: Vec<Enforcement> = serde_json::from_str(&json).unwrap();
+        assert_eq!(read, ALL);
         let read: Vec<Enforcement> = serde_json::from_str("[[false,true],[true,false],[true,true]]").unwrap();
         assert_eq!(
             read,
@@ -136,12 +203,20 @@ enforce_asymmetric = false
 [[uplink]]
 interface = "c0"
 mode = "monitor"
+[[uplink]]
+interface = "d0"
+mode = "steer"
 "#;
         let config = Config::parse(text, std::path::Path::new("mhr.toml")).unwrap();
         let modes: Vec<Enforcement> = config.uplinks.iter().map(|u| config.enforcement(u)).collect();
         assert_eq!(
             modes,
-            [Enforcement::DropSpoofedAndAsymmetric, Enforcement::DropSpoofed, Enforcement::Monitor]
+            [
+                Enforcement::DropSpoofedAndAsymmetric,
+                Enforcement::DropSpoofed,
+                Enforcement::Monitor,
+                Enforcement::Steer { drop_unsteerable: true }
+            ]
         );
     }
 }

@@ -16,7 +16,8 @@ use aya::{
 use mhr_common::guard::{
     ALLOW_V4_MAP, ALLOW_V6_MAP, AllowV4, AllowV6, Count, EVENT_COUNTERS_MAP, EVENTS, Event, FAMILIES,
     FLAG_BUDGET_MAP, FLAGS_MAP, FlagBudget, MAX_UPLINKS, OFFENDERS_MAP, OWNERS_V4_MAP, OWNERS_V6_MAP,
-    Offender, OffenderKey, PacketFamily, SLOT_NAMES_MAP, UPLINKS_HIGH_MAP, UPLINKS_MAP, UplinkGuard,
+    Offender, OffenderKey, PacketFamily, SLOT_NAMES_MAP, STEER_MAP, SteerTarget, UPLINKS_HIGH_MAP, UPLINKS_MAP,
+    UplinkGuard,
     VERDICT_COUNTERS_MAP, VERDICTS, Verdict, event_slot, verdict_slot,
 };
 use serde::Serialize;
@@ -55,6 +56,8 @@ pub struct GuardMaps {
     pub events: PerCpuArray<MapData, u64>,
     pub flag_budget: PerCpuArray<MapData, FlagBudget>,
     pub offenders: PerCpuHashMap<MapData, OffenderKey, Offender>,
+    /// Owner slot → where steer mode sends its packets.
+    pub steer: Array<MapData, SteerTarget>,
 }
 
 impl std::fmt::Debug for GuardMaps {
@@ -100,6 +103,7 @@ impl GuardMaps {
             events: typed(get(EVENT_COUNTERS_MAP)?, EVENT_COUNTERS_MAP)?,
             flag_budget: typed(get(FLAG_BUDGET_MAP)?, FLAG_BUDGET_MAP)?,
             offenders: typed(get(OFFENDERS_MAP)?, OFFENDERS_MAP)?,
+            steer: typed(get(STEER_MAP)?, STEER_MAP)?,
         })
     }
 

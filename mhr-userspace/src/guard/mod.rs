@@ -16,6 +16,7 @@ pub mod maps;
 pub mod pins;
 pub mod plane;
 pub mod retry;
+mod steer;
 mod sys;
 pub mod tc;
 mod tcx_query;
@@ -42,6 +43,7 @@ pub use deploy::Deployment;
 pub use enforcement::Enforcement;
 pub use error::GuardError;
 pub use maps::{EventCounts, GuardMaps, OffenderReport, PinLayout, VerdictCounts};
+pub use steer::{SteerRoute, SteerVia};
 
 use tc::{AttachMode, Mechanism};
 
@@ -69,6 +71,8 @@ pub struct GuardUplink {
     pub enforcement: Enforcement,
     /// Packets start at the IP header (tun, WireGuard, PPP, …).
     pub l3: bool,
+    /// Where steer mode sends packets whose source this uplink owns.
+    pub steer_to: SteerRoute,
 }
 
 /// The loaded guard object with its maps.

@@ -1,7 +1,10 @@
 //! The desired state: every uplink's table and rules, main's default, and
 //! what mhr remembers between runs ([`desired`] computes it).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -46,6 +49,10 @@ pub struct UplinkPlan {
     /// Drained (`mhr drain`): no main default, balanced flows or steering.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drained: Option<crate::drain::Drain>,
+    /// Every address the interface holds, routed or not (a link that is
+    /// down keeps its addresses): whose source a packet carries.
+    #[serde(skip)]
+    pub held: Vec<IpAddr>,
 }
 
 /// What mhr remembers between runs.
@@ -177,6 +184,7 @@ pub fn desired(
             health: Vec::new(),
             blocked: None,
             drained: memory.drained.get(&uplink.interface).copied(),
+            held: observed.addresses_of(link.index).map(|a| a.address).collect(),
         };
         if !link.up {
             desired

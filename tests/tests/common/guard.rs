@@ -10,11 +10,13 @@ use std::{
 };
 
 use aya::programs::{TestRun as _, TestRunOptions};
-use mhr_common::guard::GUARD_PROGRAM;
+use mhr_common::guard::{Count, GUARD_PROGRAM, PacketFamily, Verdict};
 use mhr_tests::{quiet_host::QuietHost, require_root};
 use mhr_userspace::{
     guard::tc::interface_index,
-    guard::{Guard, GuardMaps, GuardUplink, VerdictCounts, flags::FlaggedPacket, teardown},
+    guard::{
+        Enforcement, Guard, GuardMaps, GuardUplink, SteerRoute, VerdictCounts, flags::FlaggedPacket, teardown,
+    },
 };
 
 pub const ENS3_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 10);
@@ -40,30 +42,38 @@ pub struct Fixture {
 /// ens3 (with an `allow` prefix) and ens4, each with one IPv4 and one IPv6
 /// address.
 pub fn uplinks(enforce: bool) -> Vec<GuardUplink> {
-    let uplink = |interface: &str, v4, v6, allow: &[&str]| GuardUplink {
+    uplinks_in(if enforce { Enforcement::DropSpoofed } else { Enforcement::Monitor }, SteerRoute::default())
+}
+
+/// The same, in `enforcement`, ens4 taking steered packets as `ens4_steer` says.
+pub fn uplinks_in(enforcement: Enforcement, ens4_steer: SteerRoute) -> Vec<GuardUplink> {
+    let uplink = |interface: &str, v4, v6, allow: &[&str], steer_to| GuardUplink {
         interface: interface.into(),
         ifindex: interface_index(interface).unwrap(),
         addresses: vec![IpAddr::V4(v4), IpAddr::V6(v6)],
         allow: allow.iter().map(|prefix| prefix.parse().unwrap()).collect(),
-        enforcement: if enforce {
-            mhr_userspace::guard::Enforcement::DropSpoofed
-        } else {
-            mhr_userspace::guard::Enforcement::Monitor
-        },
+        enforcement,
         l3: false,
+        steer_to,
     };
-    vec![uplink("ens3", ENS3_V4, ENS3_V6, &["198.18.0.0/15"]), uplink("ens4", ENS4_V4, ENS4_V6, &[])]
+    vec![
+        uplink("ens3", ENS3_V4, ENS3_V6, &["198.18.0.0/15"], SteerRoute::default()),
+        uplink("ens4", ENS4_V4, ENS4_V6, &[], ens4_steer),
+    ]
 }
 
 impl Fixture {
     pub fn new(enforce: bool) -> Self {
+        Self::with(uplinks(enforce))
+    }
+
+    pub fn with(uplinks: Vec<GuardUplink>) -> Self {
         let pin_dir = PathBuf::from(format!(
             "/sys/fs/bpf/mhr-test-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let mut guard = Guard::load(&pin_dir).expect("guard loads");
-        let uplinks = uplinks(enforce);
         let ens3 = uplinks[0].ifindex;
         guard.configure(&uplinks).expect("maps filled");
         Self { guard, pin_dir, ens3 }
@@ -127,4 +137,26 @@ pub fn in_quiet_host(test: impl FnOnce() + Send) {
     require_root();
     let host = QuietHost::start(&["ens3", "ens4"]).expect("host starts");
     host.host.run(test).unwrap();
+}
+
+/// Runs `frame` and asserts the verdict counter it lands in moved by exactly
+/// one packet of the frame's length, and nothing else did.
+pub fn expect(fixture: &mut Fixture, frame: &[u8], family: PacketFamily, verdict: Verdict, code: i32) {
+    let before = fixture.counts();
+    assert_eq!(fixture.run(frame), code, "{family:?} {verdict:?}");
+    let after = fixture.counts();
+    for f in PacketFamily::ALL {
+        for v in Verdict::ALL {
+            let delta = Count {
+                packets: after.get(f, v).packets - before.get(f, v).packets,
+                bytes: after.get(f, v).bytes - before.get(f, v).bytes,
+            };
+            let wanted = if (f, v) == (family, verdict) {
+                Count { packets: 1, bytes: frame.len() as u64 }
+            } else {
+                Count::default()
+            };
+            assert_eq!(delta, wanted, "counter {f:?}/{v:?} after a {family:?} {verdict:?} frame");
+        }
+    }
 }

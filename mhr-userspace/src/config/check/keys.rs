@@ -87,7 +87,7 @@ impl Section {
 }
 
 pub(super) const U32: u64 = u32::MAX as u64;
-const MODES: &[&str] = &["monitor", "enforce"];
+const MODES: &[&str] = &["monitor", "enforce", "steer"];
 
 const TOP: &[(&str, Kind)] = &[
     ("mode", Kind::Choice(MODES)),
