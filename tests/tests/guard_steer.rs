@@ -111,7 +111,9 @@ fn listener(netns: &Netns, interface: &str) -> UdpSocket {
 }
 
 fn socket_on(netns: &Netns, interface: &str, address: SocketAddr) -> UdpSocket {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, setsockopt, socket, sockopt};
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, bind, setsockopt, socket, sockopt,
+    };
     let interface = std::ffi::OsString::from(interface);
     netns
         .run(move || {
@@ -163,7 +165,11 @@ fn an_asymmetric_packet_leaves_by_its_owners_router_and_is_counted_steered_once(
     let (ens3_address, ens4_address) = (host.uplinks[0].address, host.uplinks[1].address);
     assert_eq!(send_frames(&host.host, "ens3", &frame_from(&host, 0, ens3_address), 2).unwrap(), 0);
     assert_eq!(send_frames(&host.host, "ens3", &frame_from(&host, 0, ens4_address), 5).unwrap(), 0);
-    assert_eq!(send_frames(&host.host, "ens3", &frame_from(&host, 0, FOREIGN), 3).unwrap(), 3, "spoofed dropped");
+    assert_eq!(
+        send_frames(&host.host, "ens3", &frame_from(&host, 0, FOREIGN), 3).unwrap(),
+        3,
+        "spoofed dropped"
+    );
     // An application bound to ens3 (SO_BINDTODEVICE) that uses ens4's address.
     let bound = socket_on(&host.host, "ens3", SocketAddr::new(IpAddr::V4(ens4_address), 0));
     for _ in 0..4 {
@@ -251,7 +257,10 @@ fn packets_are_steered_into_and_out_of_an_l3_uplink() {
     assert_eq!(send_frames(&host.host, "ens3", &frame_from(&host, 0, tun_address), 3).unwrap(), 0);
     let into_tun = tun.drain(Duration::from_millis(300));
     assert_eq!(into_tun.len(), 3, "{into_tun:?}");
-    assert!(into_tun.iter().all(|p| p[0] == 0x45 && p[12..16] == tun_address.octets()), "bare IPv4 from tun0's address");
+    assert!(
+        into_tun.iter().all(|p| p[0] == 0x45 && p[12..16] == tun_address.octets()),
+        "bare IPv4 from tun0's address"
+    );
     assert_eq!(received(&router3), 0);
 
     // ens3's address out of tun0: a MAC header is pushed, ens3's router gets it.
@@ -261,7 +270,13 @@ fn packets_are_steered_into_and_out_of_an_l3_uplink() {
     }
     assert_eq!(received(&router3), 2, "steered from the L3 uplink to ens3's router");
     assert!(tun.drain(Duration::from_millis(200)).is_empty(), "nothing left by tun0");
-    assert_eq!(counts(&dir.pin_dir(), "ens3").get(PacketFamily::Ipv4, Verdict::Steered).packets, 3);
-    assert_eq!(counts(&dir.pin_dir(), "tun0").get(PacketFamily::Ipv4, Verdict::Steered).packets, 2);
+    let (ens3, tun0) = (counts(&dir.pin_dir(), "ens3"), counts(&dir.pin_dir(), "tun0"));
+    assert_eq!(ens3.get(PacketFamily::Ipv4, Verdict::Steered).packets, 3);
+    assert_eq!(tun0.get(PacketFamily::Ipv4, Verdict::Steered).packets, 2);
+    assert_eq!(
+        [ens3.total(Verdict::Ok).packets, tun0.total(Verdict::Ok).packets],
+        [0, 0],
+        "the owners do not count steered packets again"
+    );
     assert!(mhr(&host.host, &config, &["down"]).succeeded());
 }

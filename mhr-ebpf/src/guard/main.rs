@@ -22,8 +22,8 @@ use mhr_common::{
     guard::{
         AllowV4, AllowV6, Count, EVENT_SLOTS, Event, FLAGS_PER_CPU_PER_SECOND, FLAGS_RING_BYTES, FlagBudget,
         FlagRecord, INLINE_V4, INLINE_V6, MAX_ALLOW, MAX_HIGH_IFINDEXES, MAX_OFFENDERS, MAX_OWNERS,
-        MAX_UPLINKS, Offender, OffenderKey, PacketFamily, TC_ACT_REDIRECT, TC_ACT_SHOT, UplinkGuard, VERDICT_SLOTS, Verdict,
-        event_slot, verdict_slot,
+        MAX_UPLINKS, Offender, OffenderKey, PacketFamily, TC_ACT_REDIRECT, TC_ACT_SHOT, UplinkGuard,
+        VERDICT_SLOTS, Verdict, event_slot, verdict_slot,
     },
     packet::{self, Details, Parsed, Source},
 };

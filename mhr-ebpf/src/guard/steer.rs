@@ -105,17 +105,23 @@ fn neighbour(target: &SteerTarget, family: PacketFamily) -> i64 {
     let mut params = match family {
         PacketFamily::Ipv4 => bpf_redir_neigh {
             nh_family: AF_INET,
-            __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 { ipv4_nh: u32::from_ne_bytes(target.gateway_v4) },
+            __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 {
+                ipv4_nh: u32::from_ne_bytes(target.gateway_v4),
+            },
         },
         _ => {
             let g = target.gateway_v6;
             let word = |i: usize| u32::from_ne_bytes([g[i], g[i + 1], g[i + 2], g[i + 3]]);
             bpf_redir_neigh {
                 nh_family: AF_INET6,
-                __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 { ipv6_nh: [word(0), word(4), word(8), word(12)] },
+                __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 {
+                    ipv6_nh: [word(0), word(4), word(8), word(12)],
+                },
             }
         }
     };
     // SAFETY: `params` lives across the call and its size is passed.
-    unsafe { bpf_redirect_neigh(target.ifindex, &mut params, core::mem::size_of::<bpf_redir_neigh>() as i32, 0) }
+    unsafe {
+        bpf_redirect_neigh(target.ifindex, &mut params, core::mem::size_of::<bpf_redir_neigh>() as i32, 0)
+    }
 }

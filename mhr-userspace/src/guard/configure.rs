@@ -41,10 +41,15 @@ impl GuardMaps {
     /// send none. Written after the owners: a packet that meets a stale or
     /// empty entry is counted `steer_failed` and passes, never misrouted
     /// to a removed uplink's index for long.
-    fn set_steer_targets(&mut self, uplinks: &[GuardUplink], slots: &BTreeMap<String, u32>) -> Result<(), GuardError> {
+    fn set_steer_targets(
+        &mut self,
+        uplinks: &[GuardUplink],
+        slots: &BTreeMap<String, u32>,
+    ) -> Result<(), GuardError> {
         let mut entries = vec![SteerTarget::NONE; MAX_UPLINKS as usize];
         for uplink in uplinks {
-            if let Some(entry) = slots.get(&uplink.interface).and_then(|slot| entries.get_mut(*slot as usize)) {
+            if let Some(entry) = slots.get(&uplink.interface).and_then(|slot| entries.get_mut(*slot as usize))
+            {
                 *entry = uplink.steer_to.entry(uplink.ifindex, uplink.l3);
             }
         }

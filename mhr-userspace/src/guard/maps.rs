@@ -16,9 +16,8 @@ use aya::{
 use mhr_common::guard::{
     ALLOW_V4_MAP, ALLOW_V6_MAP, AllowV4, AllowV6, Count, EVENT_COUNTERS_MAP, EVENTS, Event, FAMILIES,
     FLAG_BUDGET_MAP, FLAGS_MAP, FlagBudget, MAX_UPLINKS, OFFENDERS_MAP, OWNERS_V4_MAP, OWNERS_V6_MAP,
-    Offender, OffenderKey, PacketFamily, SLOT_NAMES_MAP, STEER_MAP, SteerTarget, UPLINKS_HIGH_MAP, UPLINKS_MAP,
-    UplinkGuard,
-    VERDICT_COUNTERS_MAP, VERDICTS, Verdict, event_slot, verdict_slot,
+    Offender, OffenderKey, PacketFamily, SLOT_NAMES_MAP, STEER_MAP, SteerTarget, UPLINKS_HIGH_MAP,
+    UPLINKS_MAP, UplinkGuard, VERDICT_COUNTERS_MAP, VERDICTS, Verdict, event_slot, verdict_slot,
 };
 use serde::Serialize;
 

@@ -255,7 +255,7 @@ mod tests {
         assert_eq!(shape(UPLINKS_MAP), Some(uplinks_shape()));
         let ring = shape(FLAGS_MAP).unwrap();
         assert_eq!((ring.value_size, ring.max_entries), (0, FLAGS_RING_BYTES));
-        assert_eq!(maps.len(), 12, "{maps:?}");
+        assert_eq!(maps.len(), 13, "{maps:?}");
     }
 
     #[test]

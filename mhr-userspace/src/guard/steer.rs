@@ -30,6 +30,21 @@ pub struct SteerRoute {
     pub ipv6: Option<SteerVia>,
 }
 
+impl std::fmt::Display for SteerRoute {
+    /// `IPv4 via 192.0.2.1, IPv6 onto the device`, or `nothing`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        for (family, via) in [("IPv4", self.ipv4), ("IPv6", self.ipv6)] {
+            match via {
+                Some(SteerVia::Gateway(gateway)) => parts.push(format!("{family} via {gateway}")),
+                Some(SteerVia::Device) => parts.push(format!("{family} onto the device")),
+                None => {}
+            }
+        }
+        if parts.is_empty() { f.write_str("nothing") } else { f.write_str(&parts.join(", ")) }
+    }
+}
+
 impl SteerRoute {
     /// From the uplink's plan: up with carrier, healthy for the family (or
     /// not judged), and with a gateway unless packets start at IP.

@@ -142,7 +142,8 @@ mod tests {
     #[test]
     fn other_versions_are_the_v_number_directories_but_this_builds() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["v0", "v2", "v10", "maps", "v", "vx1", &format!("v{MAP_LAYOUT_VERSION}")] {
+        assert_eq!(MAP_LAYOUT_VERSION, 2, "the names below are around this version");
+        for name in ["v0", "v1", "v10", "maps", "v", "vx1", &format!("v{MAP_LAYOUT_VERSION}")] {
             std::fs::create_dir(dir.path().join(name)).unwrap();
         }
         std::fs::write(dir.path().join("v3"), b"").unwrap();
@@ -150,6 +151,6 @@ mod tests {
             .iter()
             .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(found, ["v0", "v10", "v2"]);
+        assert_eq!(found, ["v0", "v1", "v10"]);
     }
 }

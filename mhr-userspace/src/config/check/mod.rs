@@ -134,7 +134,11 @@ impl<'i> Document<'i> {
             }
             Kind::Choice(choices) => {
                 if !value.get_ref().as_str().is_some_and(|s| choices.contains(&s)) {
-                    let list = choices.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(" or ");
+                    let quoted: Vec<String> = choices.iter().map(|c| format!("\"{c}\"")).collect();
+                    let list = match quoted.split_last() {
+                        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+                        _ => quoted.join(""),
+                    };
                     bad(format!("{key} must be {list}, not {written}"));
                 }
             }
