@@ -51,11 +51,16 @@ pub const MAX_IPV6_EXTENSIONS: usize = 6;
 pub const TC_ACT_SHOT: i32 = 2;
 /// TC verdict of a redirect (TCX_REDIRECT has the same value).
 pub const TC_ACT_REDIRECT: i32 = 7;
-/// `skb->tc_index` of a packet the guard steered: the owner's guard sees
-/// it again on its egress and passes it uncounted (it was counted once, as
-/// steered). tc_index only fed the tcindex classifier and dsmark qdisc,
-/// which Linux 6.3 removed.
-pub const STEERED_MARK: u32 = 0x6d68;
+/// `skb->tc_index` of a packet the guard steered to the interface
+/// `ifindex`: the owner's guard sees it again on its egress and passes it
+/// uncounted (it was counted once, as steered). Tied to the target, so a
+/// packet seen again where it was caught (BPF_PROG_TEST_RUN's repeats) is
+/// still judged. tc_index only fed the tcindex classifier and dsmark
+/// qdisc, which Linux 6.3 removed.
+#[inline(always)]
+pub fn steered_mark(ifindex: u32) -> u32 {
+    0x8000 | (ifindex & 0x7fff)
+}
 
 /// What the guard concluded about one egress packet.
 #[repr(u8)]

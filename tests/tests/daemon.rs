@@ -27,6 +27,18 @@ use mhr_userspace::{daemon::DaemonOptions, guard::GuardMaps, guard::tc::interfac
 
 const CONVERGE: Duration = Duration::from_secs(10);
 
+/// The addresses `interface` holds, link-local ones aside.
+fn held_addresses(netns: &Netns, interface: &str) -> Result<Vec<String>, String> {
+    let text = netns.ip(["-j", "addr", "show", "dev", interface]).map_err(|e| e.to_string())?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+    let info = json[0]["addr_info"].as_array().cloned().unwrap_or_default();
+    Ok(info
+        .iter()
+        .filter(|a| a["scope"] != "link")
+        .filter_map(|a| a["local"].as_str().map(str::to_owned))
+        .collect())
+}
+
 /// Converged: `apply` would change nothing, and the guard's maps and links
 /// hold exactly the current uplinks (by ifindex) with exactly their current
 /// addresses (IPv4 and IPv6, inline and in the owner maps).
@@ -38,11 +50,12 @@ fn converged(netns: &Netns, config: &std::path::Path, pin_dir: &std::path::Path)
         return Err(format!("pending: {}", json["pending"]));
     }
     let maps = GuardMaps::from_pins(pin_dir).map_err(|e| e.to_string())?.ok_or("no guard")?;
-    let links: Vec<String> = std::fs::read_dir(pin_dir.join("v1/links"))
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let links: Vec<String> =
+        std::fs::read_dir(pin_dir.join(format!("v{}/links", mhr_common::guard::MAP_LAYOUT_VERSION)))
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
     for uplink in json["uplinks"].as_array().ok_or("no uplinks")? {
         let name = uplink["interface"].as_str().ok_or("no name")?;
         let index = uplink["index"].as_u64().ok_or("no index")? as u32;
@@ -53,13 +66,18 @@ fn converged(netns: &Netns, config: &std::path::Path, pin_dir: &std::path::Path)
         if entry.enabled == 0 {
             return Err(format!("guard map entry for {name}@{index} disabled"));
         }
-        let mut addresses: Vec<String> = uplink["addresses"]
-            .as_array()
-            .ok_or("no addresses")?
-            .iter()
-            .filter_map(|a| a.as_str())
-            .map(|a| a.split('/').next().unwrap_or(a).to_owned())
-            .collect();
+        // A down link routes none of its addresses, but they stay its own.
+        let mut addresses: Vec<String> = if uplink["up"] == false {
+            held_addresses(netns, name)?
+        } else {
+            uplink["addresses"]
+                .as_array()
+                .ok_or("no addresses")?
+                .iter()
+                .filter_map(|a| a.as_str())
+                .map(|a| a.split('/').next().unwrap_or(a).to_owned())
+                .collect()
+        };
         let mut mapped: Vec<String> = entry.v4[..usize::from(entry.v4_count)]
             .iter()
             .map(|w| Ipv4Addr::from(w.to_ne_bytes()).to_string())
@@ -274,7 +292,11 @@ fn scraped_metrics_match_the_packets_sent_exactly() {
     );
     assert!(sample(&body, "mhr_last_successful_reconcile_timestamp_seconds", "").unwrap_or(0.0) > 1.7e9);
     assert!(body.contains("mhr_build_info{version=\""));
-    assert_eq!(body.matches("mhr_guard_packets_total{").count(), 2 * 3 * 6, "labels bounded by uplinks");
+    assert_eq!(
+        body.matches("mhr_guard_packets_total{").count(),
+        2 * 3 * mhr_common::guard::VERDICTS,
+        "labels bounded by uplinks"
+    );
     for name in mhr_userspace::metrics::DATAPATH_METRICS {
         assert!(
             body.contains(&format!("\n{name}{{")) || body.contains(&format!("\n{name} ")),

@@ -133,11 +133,13 @@ fn removed_pins_are_put_back_the_guard_never_stops_dropping_and_counters_continu
     );
     eventually("the pins are back", Duration::from_secs(5), || {
         let maps = GuardMaps::from_pins(&dir.pin_dir()).map_err(|e| e.to_string())?;
-        let links: Vec<String> = std::fs::read_dir(dir.pin_dir().join("v1/links"))
-            .map_err(|e| e.to_string())?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
+        let links: Vec<String> = std::fs::read_dir(
+            dir.pin_dir().join(format!("v{}/links", mhr_common::guard::MAP_LAYOUT_VERSION)),
+        )
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
         if maps.is_some() && links.len() == 2 { Ok(()) } else { Err(format!("links {links:?}")) }
     });
     let body = scrape(&host);
@@ -155,7 +157,11 @@ fn removed_pins_are_put_back_the_guard_never_stops_dropping_and_counters_continu
 fn a_guard_detached_behind_the_daemons_back_is_seen_and_attached_again() {
     let (host, dir, _daemon) = start_guarded();
     let spoofed = spoofed_frame(&host);
-    let pin = dir.pin_dir().join(format!("v1/links/ens3@{}", link_ifindex(&dir, "ens3")));
+    let pin = dir.pin_dir().join(format!(
+        "v{}/links/ens3@{}",
+        mhr_common::guard::MAP_LAYOUT_VERSION,
+        link_ifindex(&dir, "ens3")
+    ));
     detach_link(&pin);
     eventually("the guard is attached again", Duration::from_secs(5), || {
         let body = scrape(&host);
@@ -171,7 +177,11 @@ fn a_guard_detached_behind_the_daemons_back_is_seen_and_attached_again() {
 #[test]
 fn a_guard_that_cannot_be_repaired_fails_healthz_and_the_daemon_exits_for_its_supervisor() {
     let (host, dir, mut daemon) = start_guarded();
-    let pin = dir.pin_dir().join(format!("v1/links/ens3@{}", link_ifindex(&dir, "ens3")));
+    let pin = dir.pin_dir().join(format!(
+        "v{}/links/ens3@{}",
+        mhr_common::guard::MAP_LAYOUT_VERSION,
+        link_ifindex(&dir, "ens3")
+    ));
     let link = open_pin(&pin);
     // Nothing can be pinned there any more (not a bpffs), and a removed map
     // pin makes the daemon try.
@@ -203,7 +213,7 @@ fn a_link_pin_that_cannot_be_put_back_leaves_the_guard_attached_until_it_can() {
     use std::os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _};
     let (host, dir, mut daemon) = start_guarded();
     let spoofed = spoofed_frame(&host);
-    let links = dir.pin_dir().join("v1/links");
+    let links = dir.pin_dir().join(format!("v{}/links", mhr_common::guard::MAP_LAYOUT_VERSION));
     let name = format!("ens3@{}", link_ifindex(&dir, "ens3"));
     // The bpffs directory, reachable after a tmpfs hides it.
     let bpffs_links = std::fs::File::open(&links).unwrap();
@@ -242,7 +252,9 @@ fn a_link_pin_that_cannot_be_put_back_leaves_the_guard_attached_until_it_can() {
 
 /// The ifindex in the name of `interface`'s link pin.
 fn link_ifindex(dir: &TempDir, interface: &str) -> u32 {
-    let links = std::fs::read_dir(dir.pin_dir().join("v1/links")).unwrap();
+    let links =
+        std::fs::read_dir(dir.pin_dir().join(format!("v{}/links", mhr_common::guard::MAP_LAYOUT_VERSION)))
+            .unwrap();
     links
         .flatten()
         .find_map(|entry| {

@@ -63,7 +63,8 @@ fn plant_old_guard_with(host: &QuietHost, dir: &TempDir, mode: AttachMode) -> Op
         })
         .unwrap();
     std::fs::create_dir_all(&pin_dir).unwrap();
-    std::fs::rename(old.join("v1"), pin_dir.join("v0")).unwrap();
+    std::fs::rename(old.join(format!("v{}", mhr_common::guard::MAP_LAYOUT_VERSION)), pin_dir.join("v0"))
+        .unwrap();
     std::fs::remove_dir(&old).unwrap();
     host.host.ip(["addr", "add", &format!("{NEW_ADDRESS}/24"), "dev", "ens3"]).unwrap();
     let links = std::fs::read_dir(pin_dir.join("v0/links")).unwrap().flatten().map(|e| e.path());

@@ -107,7 +107,8 @@ fn after_start_up_only_the_kept_capabilities_remain_and_the_daemon_still_works()
     lab.recreate_uplink(1).unwrap();
     let new_index = host.run(|| interface_index("ens4").unwrap()).unwrap();
     assert_ne!(old_index, new_index);
-    let pin = dir.pin_dir().join(format!("v1/links/ens4@{new_index}"));
+    let pin =
+        dir.pin_dir().join(format!("v{}/links/ens4@{}", mhr_common::guard::MAP_LAYOUT_VERSION, new_index));
     eventually("the guard attached to the re-created ens4", CONVERGE, || {
         in_sync(host, &config)?;
         let body = metrics(host);
@@ -184,7 +185,10 @@ fn a_sandboxed_daemon_cleans_up_on_exit() {
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(status.success(), "{status}: {log}");
     assert_eq!(common::snapshot(&lab.host), before, "everything removed:\n{log}");
-    let links = std::fs::read_dir(dir.pin_dir().join("v1/links")).map(|d| d.count()).unwrap_or(0);
+    let links =
+        std::fs::read_dir(dir.pin_dir().join(format!("v{}/links", mhr_common::guard::MAP_LAYOUT_VERSION)))
+            .map(|d| d.count())
+            .unwrap_or(0);
     assert_eq!(links, 0, "no guard link left pinned:\n{log}");
     assert!(!dir.pin_dir().exists(), "the emptied pin directories are removed (rmdir):\n{log}");
     assert!(!log.contains("Operation not permitted"), "{log}");

@@ -40,7 +40,7 @@ fn a_pinned_map_of_the_wrong_value_size_is_named_in_one_line_and_replaced_by_app
     assert!(apply.succeeded(), "{apply:?}");
     let expected = format!(
         "pinned map {UPLINKS_MAP} under {} has value size {}, expected {UPLINK_VALUE}: another mhr's",
-        dir.pin_dir().join("v1/maps").display(),
+        dir.pin_dir().join(format!("v{}/maps", mhr_common::guard::MAP_LAYOUT_VERSION)).display(),
         UPLINK_VALUE - 16
     );
     let named = lines_naming(&apply.output, UPLINKS_MAP);
@@ -95,7 +95,7 @@ fn a_stale_pin_another_tools_link_still_uses_is_refused_by_name_until_purged() {
     let error = apply.error();
     let expected = format!(
         "pinned map {UPLINKS_MAP} under {} has value size {}, expected {UPLINK_VALUE}: another mhr's, still used by link ",
-        dir.pin_dir().join("v1/maps").display(),
+        dir.pin_dir().join(format!("v{}/maps", mhr_common::guard::MAP_LAYOUT_VERSION)).display(),
         UPLINK_VALUE - 16
     );
     assert!(
@@ -136,7 +136,8 @@ fn a_stale_pin_only_mhrs_own_pinned_link_uses_is_replaced_and_that_link_runs_the
     let map = pin_array(&uplinks_pin(&dir), UPLINK_VALUE - 16, MAX_IFINDEX);
     // As a build with another map layout but the same version left it.
     let ifindex = host.host.run(|| interface_index("ens3").unwrap()).unwrap();
-    let link_pin = dir.pin_dir().join(format!("v1/links/ens3@{ifindex}"));
+    let link_pin =
+        dir.pin_dir().join(format!("v{}/links/ens3@{}", mhr_common::guard::MAP_LAYOUT_VERSION, ifindex));
     host.host.run(|| pin(&attach_user_of(&map, "ens3"), &link_pin)).unwrap();
 
     let apply = mhr(&host.host, &config, &["apply"]);

@@ -75,7 +75,7 @@ pub fn mhr_guard(ctx: TcContext) -> i32 {
     if guard.enabled == 0 {
         return TCX_NEXT;
     }
-    if steer::arrived(&ctx) {
+    if steer::arrived(&ctx, ifindex) {
         return TCX_NEXT;
     }
     if guard.slot >= MAX_UPLINKS {

@@ -12,7 +12,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use mhr_common::{
-    guard::{MAX_UPLINKS, PacketFamily, STEERED_MARK, SteerTarget, TC_ACT_REDIRECT, UplinkGuard},
+    guard::{MAX_UPLINKS, PacketFamily, SteerTarget, TC_ACT_REDIRECT, UplinkGuard, steered_mark},
     packet::Parsed,
 };
 
@@ -23,15 +23,15 @@ const ETH_HEADER: usize = 14;
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 
-/// A packet another uplink's guard steered here: it was counted there.
-/// Clears the mark so that nothing after this sees it.
+/// A packet another uplink's guard steered here (to `ifindex`): it was
+/// counted there. Clears the mark so that nothing after this sees it.
 #[inline(always)]
-pub fn arrived(ctx: &TcContext) -> bool {
+pub fn arrived(ctx: &TcContext, ifindex: u32) -> bool {
     // SAFETY: reading and writing a field of the context the kernel handed
     // us; tc_index is writable for TC programs.
     unsafe {
         let skb = ctx.skb.skb;
-        if (*skb).tc_index != STEERED_MARK {
+        if (*skb).tc_index != steered_mark(ifindex) {
             return false;
         }
         (*skb).tc_index = 0;
@@ -95,7 +95,7 @@ pub fn redirect(ctx: &TcContext, guard: &UplinkGuard, family: PacketFamily, targ
     }
     // SAFETY: writing a field of our context; the redirect happens once
     // the program returns, so the owner's guard sees the mark.
-    unsafe { (*skb).tc_index = STEERED_MARK };
+    unsafe { (*skb).tc_index = steered_mark(target.ifindex) };
     true
 }
 

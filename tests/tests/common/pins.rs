@@ -12,7 +12,7 @@ use super::write_config;
 pub const UPLINK_VALUE: u32 = size_of::<UplinkGuard>() as u32;
 
 pub fn uplinks_pin(dir: &TempDir) -> PathBuf {
-    dir.pin_dir().join("v1/maps").join(UPLINKS_MAP)
+    dir.pin_dir().join(format!("v{}/maps", mhr_common::guard::MAP_LAYOUT_VERSION)).join(UPLINKS_MAP)
 }
 
 pub fn config(dir: &TempDir, mode: &str) -> PathBuf {
