@@ -48,6 +48,8 @@ impl Default for HealthConfig {
             latency_low: None,
             loss_high: None,
             loss_low: None,
+            passive: false,
+            rx_silence: Duration::from_secs(2),
         }
     }
 }

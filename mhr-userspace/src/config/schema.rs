@@ -125,6 +125,12 @@ pub struct HealthConfig {
     /// The same for probe loss over `window`, in whole percent.
     pub loss_high: Option<u32>,
     pub loss_low: Option<u32>,
+    /// Judge uplinks from live traffic too: one that keeps sending and
+    /// receives nothing for `rx_silence` is failed at once, without waiting
+    /// for probe rounds.
+    pub passive: bool,
+    #[serde(with = "humantime_serde")]
+    pub rx_silence: Duration,
 }
 
 impl HealthConfig {

@@ -300,6 +300,10 @@ impl Config {
                 ),
             );
         }
+        if !(MIN_HEALTH_INTERVAL..=MAX_HEALTH_INTERVAL).contains(&health.rx_silence) {
+            let silence = humantime::format_duration(health.rx_silence);
+            bad("rx_silence", format!("must be from 100ms to 1h, not {silence}"));
+        }
         let format = |d: Duration| humantime::format_duration(d).to_string();
         match (health.latency_high, health.latency_low) {
             (Some(high), Some(low)) if low > high => bad(

@@ -10,6 +10,7 @@ mod flags;
 pub mod hooks;
 mod http;
 mod options;
+mod passive;
 mod reconcile;
 mod reload;
 mod report;
@@ -106,6 +107,8 @@ struct Daemon {
     hook_pending: Vec<crate::health::Transition>,
     /// Uplinks drained at the last reconcile (`drained` fires on a new one).
     hook_drained: std::collections::BTreeSet<String>,
+    /// Each uplink's receive silence (`[health] passive`).
+    passive: crate::health::passive::PassiveWatch,
 }
 
 /// Runs until `shutdown` completes. Needs a tokio runtime; netlink sockets
@@ -216,6 +219,7 @@ pub async fn run_with_endpoint(
         hooks: hooks::Hooks::new(config.hooks.clone(), control_runs, options.hook_events.clone()),
         hook_pending: Vec::new(),
         hook_drained: Default::default(),
+        passive: crate::health::passive::PassiveWatch::new(settings.rx_silence),
     };
     if options.guard {
         daemon.load_guard(&options);
@@ -243,6 +247,8 @@ pub async fn run_with_endpoint(
 
     tokio::pin!(shutdown);
     let mut resync = tokio::time::interval_at(Instant::now() + options.resync, options.resync);
+    let mut passive_sample = tokio::time::interval(passive::sample_every(settings.rx_silence));
+    passive_sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first_pending: Option<Instant> = None;
     let far = Duration::from_secs(365 * 24 * 3600);
     loop {
@@ -315,6 +321,12 @@ pub async fn run_with_endpoint(
                     tracing::error!(%error, "the source guard could not be repaired; exiting");
                     let _ = crate::state::retire_health(&daemon.engine.config().routing.state_dir);
                     return Err(DaemonError::GuardLost(options.guard_repair_deadline, error));
+                }
+            }
+            _ = passive_sample.tick() => {
+                if daemon.passive_round().await {
+                    first_pending = None;
+                    daemon.reconcile(Trigger::Health).await;
                 }
             }
             Some(results) = rounds.recv() => {

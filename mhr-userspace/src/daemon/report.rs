@@ -27,11 +27,14 @@ impl Daemon {
                 Default::default()
             }
         };
+        let passive = self.engine.config().health.passive.then_some(&self.passive);
+        let silent = |interface: &str| passive.is_some_and(|watch| watch.silent(interface));
         let transitions = rounds::round(
             &mut self.book,
             &last.desired.uplinks,
             probes,
             &failed,
+            &silent,
             crate::clock::unix_seconds(),
         );
         let drains_changed = self.drains_changed();

@@ -53,6 +53,7 @@ pub fn round(
     uplinks: &[UplinkPlan],
     probes: &ProbeRound,
     failed_neighbours: &std::collections::BTreeSet<(u32, std::net::IpAddr)>,
+    silent: &dyn Fn(&str) -> bool,
     now: u64,
 ) -> Vec<Transition> {
     let mut transitions = Vec::new();
@@ -66,7 +67,9 @@ pub fn round(
             let result =
                 probes.results.iter().find(|p| p.interface == uplink.interface && p.family == family);
             let skipped = probes.skipped.contains(&(uplink.interface.clone(), family));
-            let sample = RoundSample { gateway_unreachable, probe: result.map(|p| p.outcome), skipped };
+            let rx_silent = silent(&uplink.interface);
+            let sample =
+                RoundSample { gateway_unreachable, probe: result.map(|p| p.outcome), skipped, rx_silent };
             let fault = link_fault(uplink, family);
             transitions.extend(book.observe_round(&uplink.interface, family, fault, sample, now));
             if let Some(result) = result {

@@ -18,6 +18,9 @@ pub enum Fault {
     /// First seen, with probes, under `assume = "unhealthy"`: not yet
     /// `up_after` good rounds.
     Unproven,
+    /// `[health] passive`: it kept sending and received nothing for
+    /// `rx_silence`.
+    RxSilent,
 }
 
 impl Fault {
@@ -35,6 +38,7 @@ impl Fault {
             Self::GatewayUnreachable => "gateway_unreachable",
             Self::ProbesFailing => "probes_failing",
             Self::Unproven => "unproven",
+            Self::RxSilent => "rx_silent",
         }
     }
 }
@@ -49,6 +53,7 @@ impl fmt::Display for Fault {
             Self::GatewayUnreachable => "gateway unreachable (neighbour entry failed)",
             Self::ProbesFailing => "probes failing",
             Self::Unproven => "not proven yet (waiting for up_after good probe rounds)",
+            Self::RxSilent => "sending but receiving nothing (rx_silence)",
         })
     }
 }

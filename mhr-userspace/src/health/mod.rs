@@ -14,6 +14,7 @@
 pub mod cadence;
 mod fault;
 pub mod judge;
+pub mod passive;
 pub mod probe;
 pub mod quality;
 pub mod snapshot;
@@ -44,6 +45,9 @@ pub struct RoundSample {
     /// `[health] interval`): its judge and probe figures stand; only the
     /// link and the gateway's neighbour state count.
     pub skipped: bool,
+    /// `[health] passive`: it sends into silence, or failed for it and has
+    /// received nothing since.
+    pub rx_silent: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -56,6 +60,8 @@ impl RoundSample {
     fn fault(&self) -> Option<Fault> {
         if self.gateway_unreachable {
             Some(Fault::GatewayUnreachable)
+        } else if self.rx_silent {
+            Some(Fault::RxSilent)
         } else if self.probe.is_some_and(|p| !p.answered) {
             Some(Fault::ProbesFailing)
         } else {
@@ -266,7 +272,7 @@ impl HealthBook {
         if !sample.skipped {
             entry.record_probe(sample.probe);
         }
-        if link_fault.is_some() || (sample.skipped && !sample.gateway_unreachable) {
+        if link_fault.is_some() || (sample.skipped && !sample.gateway_unreachable && !sample.rx_silent) {
             return transition;
         }
         let previous = entry.state();
@@ -303,6 +309,32 @@ impl HealthBook {
             }
         }
         None
+    }
+
+    /// `[health] passive` found `interface` sending into silence: every
+    /// family it carries fails at once (no rounds to wait for), and counts
+    /// good rounds again only once something is received.
+    pub fn observe_silence(&mut self, interface: &str, now: u64) -> Vec<Transition> {
+        let mut transitions = Vec::new();
+        for ((name, family), entry) in self.entries.iter_mut().filter(|((name, _), _)| name == interface) {
+            entry.good_rounds = 0;
+            entry.fault = Some(Fault::RxSilent);
+            if !entry.healthy {
+                continue;
+            }
+            let previous = entry.state();
+            entry.healthy = false;
+            entry.since = now;
+            transitions.push(Transition {
+                interface: name.clone(),
+                family: *family,
+                healthy: false,
+                fault: entry.fault,
+                state: entry.state(),
+                previous,
+            });
+        }
+        transitions
     }
 
     /// Each target's answer in the round, into its figures over `[health]

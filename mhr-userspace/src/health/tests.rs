@@ -9,6 +9,7 @@ fn probe(answered: bool) -> RoundSample {
         gateway_unreachable: false,
         probe: Some(ProbeOutcome { answered, rtt: answered.then_some(Duration::from_millis(2)) }),
         skipped: false,
+        rx_silent: false,
     }
 }
 

@@ -63,6 +63,11 @@ pub fn registry(control: &std::sync::Arc<ControlMetrics>, collector: GuardCollec
         control.probe_loss.clone(),
     );
     registry.register(
+        "mhr_uplink_rx_silence_seconds",
+        "How long the uplink has been sending with nothing received (0 while it receives or sends nothing)",
+        control.rx_silence.clone(),
+    );
+    registry.register(
         "mhr_probe_rtt_seconds",
         "Round-trip time of each answered probe, by uplink and target",
         control.probes.rtt.clone(),

@@ -27,6 +27,8 @@ pub struct ControlMetrics {
     pub uplink_active: MetricFamily<Labels, Gauge>,
     pub probe_rtt: MetricFamily<Labels, Gauge<f64, AtomicU64>>,
     pub probe_loss: MetricFamily<Labels, Gauge<f64, AtomicU64>>,
+    /// Seconds the uplink has been sending with nothing received.
+    pub rx_silence: MetricFamily<Labels, Gauge<f64, AtomicU64>>,
     /// Per probe target: round trips and loss.
     pub probes: super::ProbeMetrics,
     pub failovers: MetricFamily<Labels, Counter>,
@@ -165,6 +167,7 @@ impl ControlMetrics {
     pub fn forget_uplink(&self, uplink: &str) {
         let key = labels([("uplink", uplink)]);
         self.guard_attached.remove(&key);
+        self.rx_silence.remove(&key);
         self.uplink_blocked.remove(&key);
         self.uplink_primary.remove(&key);
         for family in ["ipv4", "ipv6"] {

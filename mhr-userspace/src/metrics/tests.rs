@@ -28,12 +28,14 @@ fn exported() -> BTreeSet<String> {
             rtt: Some(std::time::Duration::from_millis(1)),
         }),
         skipped: false,
+        rx_silent: false,
     };
     health.observe_round("ens3", crate::model::Family::V4, None, sample, 1);
     let entry = health.get("ens3", crate::model::Family::V4).unwrap();
     control.uplink_health("ens3", "ipv4", entry, false);
     control.uplink_active("ens3", "ipv4", true);
     control.failover("ipv4", false);
+    control.rx_silence.get_or_create(&labels([("uplink", "ens3")])).set(0.5);
     control.hook_runs.get_or_create(&labels([("event", "down"), ("result", "ok")])).inc();
     control.guard_repair("map");
     control.initialise(&[("ens3", true)]);
@@ -136,6 +138,7 @@ fn healthy_entry() -> crate::health::FamilyHealth {
             rtt: Some(std::time::Duration::from_millis(1)),
         }),
         skipped: false,
+        rx_silent: false,
     };
     health.observe_round("ens3", crate::model::Family::V4, None, sample, 1);
     health.get("ens3", crate::model::Family::V4).unwrap().clone()
@@ -176,6 +179,7 @@ fn a_reload_that_removes_an_uplink_removes_all_its_series() {
             control.uplink_health(uplink, family, &entry, false);
             control.uplink_active(uplink, family, uplink == "ens3");
         }
+        control.rx_silence.get_or_create(&labels([("uplink", uplink)])).set(0.0);
     }
     assert!(rendered(&control).contains("uplink=\"ens3\""));
     // What Daemon::reload does when ens3 leaves and ens4 becomes primary.

@@ -50,6 +50,13 @@ impl Southbound for Kernel {
         observe::failed_neighbours(&self.handle).await
     }
 
+    async fn link_counters(
+        &self,
+        interfaces: &[u32],
+    ) -> Result<std::collections::BTreeMap<u32, crate::health::passive::LinkCounters>, ObserveError> {
+        observe::link_counters(&self.handle, interfaces).await
+    }
+
     async fn change(&self, change: &Change) -> Result<(), KernelError> {
         let route = self.handle.route();
         let outcome = match change {

@@ -5,12 +5,17 @@ use std::{collections::BTreeSet, net::IpAddr};
 
 use futures::TryStreamExt as _;
 use rtnetlink::packet_route::{
-    address::AddressMessage, link::LinkMessage, neighbour::NeighbourMessage, route::RouteAttribute,
-    route::RouteMessage, rule::RuleMessage,
+    address::AddressMessage,
+    link::{LinkAttribute, LinkMessage},
+    neighbour::NeighbourMessage,
+    route::RouteAttribute,
+    route::RouteMessage,
+    rule::RuleMessage,
 };
 use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 
 use crate::{
+    health::passive::LinkCounters,
     model::{MAIN_TABLE, Observed, Route, Rule},
     netlink::{decode, encode::kernel_error},
     southbound::{ObserveError, RouteScope},
@@ -26,6 +31,39 @@ pub async fn failed_neighbours(handle: &Handle) -> Result<BTreeSet<(u32, IpAddr)
     let messages: Vec<NeighbourMessage> =
         handle.neighbours().get().execute().try_collect().await.map_err(failed("neighbours"))?;
     Ok(messages.iter().filter_map(decode::failed_neighbour).collect())
+}
+
+/// Packets each of `interfaces` sent and received, unicast (the kernel's
+/// 64-bit counters less multicast): one request per interface, not a dump
+/// of every link of a host that may have thousands.
+pub async fn link_counters(
+    handle: &Handle,
+    interfaces: &[u32],
+) -> Result<std::collections::BTreeMap<u32, LinkCounters>, ObserveError> {
+    let mut counters = std::collections::BTreeMap::new();
+    for index in interfaces {
+        let messages: Result<Vec<LinkMessage>, _> =
+            handle.link().get().match_index(*index).execute().try_collect().await;
+        let messages = match messages {
+            Ok(messages) => messages,
+            // Gone meanwhile: no counters, not an error.
+            Err(err)
+                if kernel_error(&err).is_missing() || kernel_error(&err).errno() == Some(libc::ENODEV) =>
+            {
+                continue;
+            }
+            Err(err) => return Err(failed("link counters")(err)),
+        };
+        let stats = messages.iter().flat_map(|m| m.attributes.iter()).find_map(|attribute| match attribute {
+            LinkAttribute::Stats64(stats) => Some(stats),
+            _ => None,
+        });
+        if let Some(stats) = stats {
+            let rx_packets = stats.rx_packets.saturating_sub(stats.multicast);
+            counters.insert(*index, LinkCounters { tx_packets: stats.tx_packets, rx_packets });
+        }
+    }
+    Ok(counters)
 }
 
 /// Protocols of the routes DHCP clients, router advertisements and

@@ -12,7 +12,12 @@
 
 pub mod model;
 
-use std::{collections::BTreeSet, net::IpAddr, ops::RangeInclusive, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    ops::RangeInclusive,
+    time::Duration,
+};
 
 use crate::{
     health::probe::{ProbePlan, ProbeResult},
@@ -221,4 +226,11 @@ pub trait Southbound: Send + Sync {
 
     /// Detaches and unpins every guard of `config` (`down`, cleanup on exit).
     fn remove_guard(&self, config: &crate::config::Config) -> Result<Vec<String>, crate::guard::GuardError>;
+
+    /// Packets each interface sent and received (unicast), by ifindex, of
+    /// the interfaces asked for: `[health] passive` samples them.
+    async fn link_counters(
+        &self,
+        interfaces: &[u32],
+    ) -> Result<BTreeMap<u32, crate::health::passive::LinkCounters>, ObserveError>;
 }

@@ -136,6 +136,8 @@ const HEALTH: &[(&str, Kind)] = &[
     ("latency_low", Kind::Duration),
     ("loss_high", Kind::Int { max: U32, words: "a whole percentage from 0 to 100" }),
     ("loss_low", Kind::Int { max: U32, words: "a whole percentage from 0 to 100" }),
+    ("passive", Kind::Bool),
+    ("rx_silence", Kind::Duration),
 ];
 
 const ROUTING: &[(&str, Kind)] = &[

@@ -65,6 +65,11 @@ struct State {
     ipv6_flushes: usize,
     /// Probes sent out of each interface (one per target per round).
     probes_sent: BTreeMap<String, usize>,
+    /// Interfaces a live stream leaves by, and every interface's packets
+    /// sent and received (a stream sends on every sample; its upstream,
+    /// unless silent, answers).
+    streams: BTreeSet<String>,
+    counters: BTreeMap<String, crate::health::passive::LinkCounters>,
 }
 
 /// The in-memory kernel. Cheap to share: `Arc<KernelModel>`.
@@ -150,6 +155,15 @@ impl KernelModel {
         match silent {
             true => state.silent.insert(interface.to_owned()),
             false => state.silent.remove(interface),
+        };
+    }
+
+    /// A live stream leaves by `interface` (or stops).
+    pub fn stream(&self, interface: &str, on: bool) {
+        let mut state = self.state();
+        match on {
+            true => state.streams.insert(interface.to_owned()),
+            false => state.streams.remove(interface),
         };
     }
 

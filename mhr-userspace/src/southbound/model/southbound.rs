@@ -54,6 +54,30 @@ impl Southbound for KernelModel {
         Ok(self.state().host.failed_neighbours.clone())
     }
 
+    async fn link_counters(
+        &self,
+        interfaces: &[u32],
+    ) -> Result<std::collections::BTreeMap<u32, crate::health::passive::LinkCounters>, ObserveError> {
+        let mut state = self.state();
+        let mut counters = std::collections::BTreeMap::new();
+        for index in interfaces {
+            let Some(name) = state.host.links.iter().find(|l| l.index == *index).map(|l| l.name.clone())
+            else {
+                continue;
+            };
+            let (streaming, silent) = (state.streams.contains(&name), state.silent.contains(&name));
+            let entry = state.counters.entry(name).or_default();
+            if streaming {
+                entry.tx_packets += 10;
+                if !silent {
+                    entry.rx_packets += 10;
+                }
+            }
+            counters.insert(*index, *entry);
+        }
+        Ok(counters)
+    }
+
     async fn change(&self, change: &Change) -> Result<(), KernelError> {
         let mut state = self.state();
         state.apply(change, MHR_PORT)?;
@@ -95,6 +119,13 @@ impl Southbound for KernelModel {
         let mut state = self.state();
         for plan in plans {
             *state.probes_sent.entry(plan.interface.clone()).or_default() += plan.targets.len();
+            // Probes are traffic too: sent, and answered unless silent.
+            let silent = state.silent.contains(&plan.interface);
+            let counters = state.counters.entry(plan.interface.clone()).or_default();
+            counters.tx_packets += plan.targets.len() as u64;
+            if !silent {
+                counters.rx_packets += plan.targets.len() as u64;
+            }
         }
         plans
             .iter()

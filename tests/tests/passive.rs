@@ -1,0 +1,123 @@
+//! Passive health on the seed lab: a TCP stream runs through ens3, then
+//! ens3's router stops forwarding (link, carrier and ARP stay fine). With
+//! `[health] passive`, the stream's unanswered retransmissions fail ens3
+//! within `rx_silence`, well before the probe rounds could; once the
+//! router forwards again, probes bring ens3 back.
+
+mod common;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use common::{
+    daemon::{DaemonThread, METRICS_PORT, mhr_default_v4, sample, wait_default_v4},
+    mhr, write_config,
+};
+use mhr_tests::{
+    Netns, TempDir,
+    probe::http_get,
+    require_root,
+    seed_lab::{CLIENT, SeedLab, routing_section},
+};
+use mhr_userspace::daemon::DaemonOptions;
+
+const INTERVAL_MS: u64 = 1000;
+const DOWN_AFTER: u64 = 3;
+const RX_SILENCE_MS: u64 = 500;
+
+fn config(dir: &TempDir, passive: bool) -> std::path::PathBuf {
+    let probe = format!("probe = [\"{CLIENT}\"]\n");
+    let text = format!(
+        "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n{probe}\n[[uplink]]\ninterface = \"ens4\"\n{probe}\n[health]\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"500ms\"\ndown_after = {DOWN_AFTER}\nup_after = 3\npassive = {passive}\nrx_silence = \"{RX_SILENCE_MS}ms\"\n\n{}",
+        routing_section(dir.path())
+    );
+    write_config(dir, &text)
+}
+
+/// A TCP sink on the client, and a writer on the host that sends into it
+/// until `stop` (write errors and stalls are the point, not failures).
+fn stream(host: &Netns, client: &Netns, stop: &AtomicBool) {
+    let listener = client.run(|| TcpListener::bind((CLIENT, 0)).unwrap()).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let Ok((mut socket, _)) = listener.accept() else { return };
+            let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut buffer = [0u8; 65536];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(0) = socket.read(&mut buffer) {
+                    return;
+                }
+            }
+        });
+        host.run(|| {
+            let address = SocketAddr::from((CLIENT, port));
+            let mut socket = TcpStream::connect_timeout(&address, Duration::from_secs(2)).unwrap();
+            socket.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+            let chunk = vec![0x5a; 16 * 1024];
+            while !stop.load(Ordering::Relaxed) {
+                if socket.write(&chunk).is_err() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        })
+        .unwrap();
+    });
+}
+
+/// Starts the lab, the daemon and a stream through ens3; silences ens3's
+/// upstream and returns how long main's default took to reach ens4.
+fn failover_under_a_stream(passive: bool, check: impl FnOnce(&SeedLab, &std::path::Path)) -> Duration {
+    let lab = SeedLab::start().unwrap();
+    let dir = TempDir::new("passive").unwrap();
+    let config = config(&dir, passive);
+    let options =
+        DaemonOptions { guard: false, resync: Duration::from_secs(3600), ..DaemonOptions::default() };
+    let _daemon = DaemonThread::start(&lab.host, &config, options);
+    wait_default_v4(&lab.host, "ens3", Duration::from_secs(10));
+    let stop = AtomicBool::new(false);
+    let took = std::thread::scope(|scope| {
+        scope.spawn(|| stream(&lab.host, &lab.client, &stop));
+        // The stream runs, answered: nothing fails.
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(mhr_default_v4(&lab.host), "ens3", "an answered stream is no silence");
+        lab.silence_upstream(0).unwrap();
+        let silent_at = Instant::now();
+        wait_default_v4(&lab.host, "ens4", Duration::from_secs(10));
+        let took = silent_at.elapsed();
+        check(&lab, &config);
+        stop.store(true, Ordering::Relaxed);
+        took
+    });
+    lab.restore_upstream(0).unwrap();
+    wait_default_v4(&lab.host, "ens3", Duration::from_secs(15));
+    took
+}
+
+#[test]
+fn a_silent_upstream_under_a_tcp_stream_fails_over_within_rx_silence_and_comes_back_by_probes() {
+    require_root();
+    let took = failover_under_a_stream(true, |lab, config| {
+        let status = mhr(&lab.host, config, &["status", "--json"]);
+        let json: serde_json::Value = serde_json::from_str(&status.output).expect("status --json");
+        assert_eq!(json["uplinks"][0]["health"][0]["fault"], "rx_silent", "{}", status.output);
+        let body = http_get(&lab.host, METRICS_PORT, "/metrics").expect("metrics served").1;
+        let silence = sample(&body, "mhr_uplink_rx_silence_seconds", "uplink=\"ens3\"");
+        assert!(silence.is_some_and(|s| s >= RX_SILENCE_MS as f64 / 1000.0), "{silence:?}");
+        let healthy = sample(&body, "mhr_uplink_rx_silence_seconds", "uplink=\"ens4\"");
+        assert!(
+            healthy.is_some_and(|s| s < RX_SILENCE_MS as f64 / 1000.0),
+            "ens4 receives what it sends: {healthy:?}"
+        );
+    });
+    let probes_alone = Duration::from_millis(INTERVAL_MS * (DOWN_AFTER - 1));
+    eprintln!(
+        "passive failover took {took:?} (rx_silence {RX_SILENCE_MS} ms; probes alone need {probes_alone:?}+)"
+    );
+    assert!(took >= Duration::from_millis(RX_SILENCE_MS), "{took:?}");
+    assert!(took < probes_alone, "{took:?}: not before the probe rounds could have");
+}
