@@ -2,7 +2,8 @@
 //! ens3's router stops forwarding (link, carrier and ARP stay fine). With
 //! `[health] passive`, the stream's unanswered retransmissions fail ens3
 //! within `rx_silence`, well before the probe rounds could; once the
-//! router forwards again, probes bring ens3 back.
+//! router forwards again, probes bring ens3 back. The guard's TCP
+//! tracepoints count the stream's round trips and retransmissions.
 
 mod common;
 
@@ -26,7 +27,11 @@ use mhr_tests::{
 use mhr_userspace::daemon::DaemonOptions;
 
 const INTERVAL_MS: u64 = 1000;
-const DOWN_AFTER: u64 = 3;
+/// Probes alone need at least 4 s. Passive needs `rx_silence`, twice
+/// when the router's unicast ARP exchange with the host (its neighbour
+/// entry expiring) lands in the silence and restarts it (seen: 1.3 and
+/// 2.3 s in about one run of ten).
+const DOWN_AFTER: u64 = 5;
 const RX_SILENCE_MS: u64 = 500;
 
 fn config(dir: &TempDir, passive: bool) -> std::path::PathBuf {
@@ -75,8 +80,8 @@ fn failover_under_a_stream(passive: bool, check: impl FnOnce(&SeedLab, &std::pat
     let lab = SeedLab::start().unwrap();
     let dir = TempDir::new("passive").unwrap();
     let config = config(&dir, passive);
-    let options =
-        DaemonOptions { guard: false, resync: Duration::from_secs(3600), ..DaemonOptions::default() };
+    // The guard carries the TCP tracepoints.
+    let options = DaemonOptions { resync: Duration::from_secs(3600), ..DaemonOptions::default() };
     let _daemon = DaemonThread::start(&lab.host, &config, options);
     wait_default_v4(&lab.host, "ens3", Duration::from_secs(10));
     let stop = AtomicBool::new(false);
@@ -108,6 +113,21 @@ fn a_silent_upstream_under_a_tcp_stream_fails_over_within_rx_silence_and_comes_b
         let body = http_get(&lab.host, METRICS_PORT, "/metrics").expect("metrics served").1;
         let silence = sample(&body, "mhr_uplink_rx_silence_seconds", "uplink=\"ens3\"");
         assert!(silence.is_some_and(|s| s >= RX_SILENCE_MS as f64 / 1000.0), "{silence:?}");
+        // The stream's segments gave ens3 round trips (a veth: well under
+        // 100 ms each) and its unanswered ones retransmissions.
+        let ens3 = "uplink=\"ens3\"";
+        let samples = sample(&body, "mhr_uplink_tcp_rtt_seconds_count", ens3).unwrap_or_default();
+        let total = sample(&body, "mhr_uplink_tcp_rtt_seconds_sum", ens3).unwrap_or_default();
+        assert!(samples > 10.0 && total / samples < 0.1, "{samples} samples, {total} s in all\n{body}");
+        let fast = sample(&body, "mhr_uplink_tcp_rtt_seconds_bucket", "uplink=\"ens3\",le=\"0.064\"");
+        assert!(fast.is_some_and(|f| f > 0.0), "{fast:?}");
+        let retransmits = sample(&body, "mhr_uplink_tcp_retransmits_total", ens3);
+        assert!(retransmits.is_some_and(|r| r >= 1.0), "{retransmits:?}");
+        assert_eq!(
+            sample(&body, "mhr_uplink_tcp_rtt_seconds_count", "uplink=\"ens4\""),
+            Some(0.0),
+            "no TCP on ens4"
+        );
         let healthy = sample(&body, "mhr_uplink_rx_silence_seconds", "uplink=\"ens4\"");
         assert!(
             healthy.is_some_and(|s| s < RX_SILENCE_MS as f64 / 1000.0),

@@ -4,6 +4,7 @@
 use core::mem::size_of;
 
 mod records;
+pub mod tcp;
 
 pub use records::*;
 

@@ -10,6 +10,7 @@
 
 mod skb;
 mod steer;
+mod tcp;
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_coarse_ns,

@@ -245,7 +245,14 @@ impl Daemon {
             };
             tokio::spawn(super::flags::log_flags(source, log));
         }
-        self.guard = Some(loaded.plane);
+        let mut plane = loaded.plane;
+        // Before the sandbox: attaching tracepoints needs what loading does.
+        if self.engine.config().health.passive
+            && let Err(err) = plane.watch_tcp(true)
+        {
+            tracing::warn!(error = %err, "passive TCP quality is off: its tracepoints could not be attached");
+        }
+        self.guard = Some(plane);
         self.guard_retry.succeeded();
         true
     }

@@ -84,4 +84,14 @@ pub enum GuardError {
         #[source]
         source: std::io::Error,
     },
+    #[error("no tracefs with TCP events (mount one at /sys/kernel/tracing)")]
+    NoTracefs,
+    #[error("reading the tracepoint format {path}")]
+    TraceFormat {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the tracepoint format {path} has no field `{field}`")]
+    TraceField { path: PathBuf, field: &'static str },
 }

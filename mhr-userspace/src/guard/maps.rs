@@ -17,7 +17,9 @@ use mhr_common::guard::{
     ALLOW_V4_MAP, ALLOW_V6_MAP, AllowV4, AllowV6, Count, EVENT_COUNTERS_MAP, EVENTS, Event, FAMILIES,
     FLAG_BUDGET_MAP, FLAGS_MAP, FlagBudget, MAX_UPLINKS, OFFENDERS_MAP, OWNERS_V4_MAP, OWNERS_V6_MAP,
     Offender, OffenderKey, PacketFamily, SLOT_NAMES_MAP, STEER_MAP, SteerTarget, UPLINKS_HIGH_MAP,
-    UPLINKS_MAP, UplinkGuard, VERDICT_COUNTERS_MAP, VERDICTS, Verdict, event_slot, verdict_slot,
+    UPLINKS_MAP, UplinkGuard, VERDICT_COUNTERS_MAP, VERDICTS, Verdict, event_slot,
+    tcp::{TCP_LAYOUT_MAP, TCP_RETRANSMITS_MAP, TCP_RTT_MAP},
+    verdict_slot,
 };
 use serde::Serialize;
 
@@ -57,6 +59,8 @@ pub struct GuardMaps {
     pub offenders: PerCpuHashMap<MapData, OffenderKey, Offender>,
     /// Owner slot → where steer mode sends its packets.
     pub steer: Array<MapData, SteerTarget>,
+    /// Passive TCP quality (`None` in pins made before it).
+    pub tcp: Option<super::tcp::TcpMaps>,
 }
 
 impl std::fmt::Debug for GuardMaps {
@@ -103,6 +107,14 @@ impl GuardMaps {
             flag_budget: typed(get(FLAG_BUDGET_MAP)?, FLAG_BUDGET_MAP)?,
             offenders: typed(get(OFFENDERS_MAP)?, OFFENDERS_MAP)?,
             steer: typed(get(STEER_MAP)?, STEER_MAP)?,
+            tcp: match (get(TCP_LAYOUT_MAP), get(TCP_RTT_MAP), get(TCP_RETRANSMITS_MAP)) {
+                (Ok(layout), Ok(rtt), Ok(retransmits)) => Some(super::tcp::TcpMaps {
+                    layout: typed(layout, TCP_LAYOUT_MAP)?,
+                    rtt: typed(rtt, TCP_RTT_MAP)?,
+                    retransmits: typed(retransmits, TCP_RETRANSMITS_MAP)?,
+                }),
+                _ => None,
+            },
         })
     }
 
@@ -203,7 +215,7 @@ impl GuardMaps {
             // Evicted meanwhile by the LRU: fine.
             let _ = self.offenders.remove(key);
         }
-        Ok(())
+        self.clear_tcp_slot(slot, cpus)
     }
 }
 

@@ -19,6 +19,7 @@ pub mod retry;
 mod steer;
 mod sys;
 pub mod tc;
+pub mod tcp;
 mod tcx_query;
 pub mod update;
 pub mod versions;
@@ -89,6 +90,8 @@ pub struct Guard {
     map_pins: Vec<(String, MapData)>,
     /// What loading found wrong with the pins and put right, one line each.
     pin_notes: Vec<String>,
+    /// The TCP tracepoints' links, while attached (passive health).
+    tcp_links: Vec<(&'static str, aya::programs::trace_point::TracePointLinkId)>,
 }
 
 struct Held {
@@ -120,7 +123,15 @@ impl Guard {
             .map_err(|source| GuardError::Load { pin_dir: pin_dir.to_owned(), source: Box::new(source) })?;
         let map_pins = bpffs::open_pinned_maps(&layout.maps())?;
         let maps = GuardMaps::from_ebpf(&mut ebpf)?;
-        let mut guard = Self { ebpf, maps, layout, attached: Default::default(), map_pins, pin_notes };
+        let mut guard = Self {
+            ebpf,
+            maps,
+            layout,
+            attached: Default::default(),
+            map_pins,
+            pin_notes,
+            tcp_links: Vec::new(),
+        };
         guard
             .program(GUARD_PROGRAM)?
             .load()

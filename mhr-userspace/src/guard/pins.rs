@@ -255,7 +255,10 @@ mod tests {
         assert_eq!(shape(UPLINKS_MAP), Some(uplinks_shape()));
         let ring = shape(FLAGS_MAP).unwrap();
         assert_eq!((ring.value_size, ring.max_entries), (0, FLAGS_RING_BYTES));
-        assert_eq!(maps.len(), 13, "{maps:?}");
+        let rtt = shape(mhr_common::guard::tcp::TCP_RTT_MAP).unwrap();
+        let value = size_of::<mhr_common::guard::tcp::TcpRtt>() as u32;
+        assert_eq!((rtt.value_size, rtt.max_entries), (value, mhr_common::guard::MAX_UPLINKS));
+        assert_eq!(maps.len(), 16, "{maps:?}");
     }
 
     #[test]

@@ -34,6 +34,11 @@ pub trait GuardPlane: Send {
     fn holds(&self, interface: &str) -> bool;
     /// Whether every pin is where it belongs.
     fn pins_intact(&self) -> bool;
+    /// Attaches (`true`) or detaches the passive TCP tracepoints. Attaching
+    /// needs the privileges of loading, so only before the sandbox.
+    fn watch_tcp(&mut self, on: bool) -> Result<(), GuardError>;
+    /// Whether the TCP tracepoints are attached.
+    fn watches_tcp(&self) -> bool;
 }
 
 /// A guard just loaded, and where its flagged packets come from (none in
@@ -101,5 +106,18 @@ impl GuardPlane for Guard {
 
     fn pins_intact(&self) -> bool {
         Guard::pins_intact(self)
+    }
+
+    fn watch_tcp(&mut self, on: bool) -> Result<(), GuardError> {
+        if on {
+            Guard::watch_tcp(self)
+        } else {
+            Guard::unwatch_tcp(self);
+            Ok(())
+        }
+    }
+
+    fn watches_tcp(&self) -> bool {
+        Guard::watches_tcp(self)
     }
 }

@@ -26,7 +26,9 @@ impl GuardError {
             | Self::Program { .. }
             | Self::Cpus(_) => "load",
             Self::MissingMap(_) | Self::Map { .. } | Self::OpenPin { .. } => "map",
-            Self::Attach { .. } => "attach",
+            Self::Attach { .. } | Self::NoTracefs | Self::TraceFormat { .. } | Self::TraceField { .. } => {
+                "attach"
+            }
             Self::Repin { .. } | Self::RepinLink { .. } | Self::Remove { .. } => "pin",
             Self::TooManyUplinks | Self::TooManyAddresses { .. } => "capacity",
         }

@@ -18,6 +18,7 @@ use super::{Labels, labels};
 use crate::guard::{
     GuardError, GuardMaps,
     maps::{EventCounts, OffenderReport, VerdictCounts},
+    tcp::TcpCounts,
 };
 
 /// What the collector reads from the guard: its pinned maps in the daemon,
@@ -28,6 +29,9 @@ pub(super) trait GuardSource {
     fn event_counts(&self, slot: u32) -> Result<EventCounts, GuardError>;
     fn offender_entries(&self) -> Result<usize, GuardError>;
     fn offenders(&self, names: &BTreeMap<u32, String>) -> Result<Vec<OffenderReport>, GuardError>;
+    /// One uplink's TCP figures; `None` while passive TCP quality was
+    /// never on.
+    fn tcp_counts(&self, slot: u32) -> Result<Option<TcpCounts>, GuardError>;
 }
 
 impl GuardSource for GuardMaps {
@@ -55,14 +59,18 @@ impl GuardSource for GuardMaps {
     fn offenders(&self, names: &BTreeMap<u32, String>) -> Result<Vec<OffenderReport>, GuardError> {
         GuardMaps::offenders(self, names)
     }
+
+    fn tcp_counts(&self, slot: u32) -> Result<Option<TcpCounts>, GuardError> {
+        GuardMaps::tcp_counts(self, slot)
+    }
 }
 
 /// The parts of a scrape that can fail on their own, as the `source` label
 /// of `mhr_scrape_errors_total`: the pins (nothing else could be read), the
 /// slot names (no per-uplink series), an uplink's verdict counters (its
 /// packets and bytes), its event counters (drops, flags, errors), the
-/// offender table (its size and the top offenders).
-pub const SCRAPE_SOURCES: [&str; 5] = ["pins", "slot_names", "verdicts", "events", "offenders"];
+/// offender table (its size and the top offenders), the TCP figures.
+pub const SCRAPE_SOURCES: [&str; 6] = ["pins", "slot_names", "verdicts", "events", "offenders", "tcp"];
 
 /// Opens what the collector reads; `None` when no guard is installed.
 type Open = dyn Fn() -> Result<Option<Box<dyn GuardSource>>, GuardError> + Send + Sync;
@@ -165,6 +173,7 @@ pub(super) struct Snapshot {
     /// `None` when the offender table could not be read.
     pub(super) offenders: Option<i64>,
     pub(super) top: Vec<(Labels, i64)>,
+    pub(super) tcp: Vec<(Labels, TcpCounts)>,
 }
 
 impl GuardCollector {
@@ -214,6 +223,11 @@ impl GuardCollector {
                     snapshot.errors.push((uplink_label, events.errors));
                 }
                 Err(err) => self.failed(failed, "events", &err),
+            }
+            match maps.tcp_counts(*slot) {
+                Ok(Some(counts)) => snapshot.tcp.push((labels([("uplink", uplink)]), counts)),
+                Ok(None) => {}
+                Err(err) => self.failed(failed, "tcp", &err),
             }
         }
         match maps.offender_entries() {
@@ -294,6 +308,7 @@ pub(super) fn encode_snapshot(
             "Capacity of the offender table",
             &[(Labels::new(), i64::from(MAX_OFFENDERS))],
         )?;
+        super::tcp::encode(e, &s.tcp)?;
         if top {
             gauge_family(
                 e,
@@ -308,7 +323,9 @@ pub(super) fn encode_snapshot(
 
 /// Names the data-path collector exports (as rendered, counters with
 /// `_total`): dashboards and alerts may use these.
-pub const DATAPATH_METRICS: [&str; 10] = [
+pub const DATAPATH_METRICS: [&str; 12] = [
+    "mhr_uplink_tcp_rtt_seconds",
+    "mhr_uplink_tcp_retransmits_total",
     "mhr_scrape_errors_total",
     "mhr_guard_packets_total",
     "mhr_guard_bytes_total",

@@ -7,12 +7,15 @@
 //! - `guard`: the data path's, read from the guard's maps on each scrape
 //!   ([`GuardCollector`]).
 //! - `probes`: per probe target, the round-trip histogram and the loss.
+//! - `tcp`: per uplink, passive TCP round trips and retransmissions (part
+//!   of the guard's scrape).
 //! - `daemon`: the registry behind `/metrics` and its rendering.
 
 mod daemon;
 mod guard;
 mod probes;
 mod routing;
+mod tcp;
 
 pub use daemon::{registry, render};
 pub use guard::{DATAPATH_METRICS, GuardCollector};

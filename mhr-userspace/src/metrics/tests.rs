@@ -83,6 +83,7 @@ impl Collector for GuardSample {
             errors: one,
             offenders: Some(1),
             top: vec![(labels([("uplink", "ens3"), ("source", "192.0.2.66")]), 1)],
+            tcp: vec![(labels([("uplink", "ens3")]), crate::guard::tcp::TcpCounts::default())],
         };
         encode_snapshot(encoder, Some(&snapshot), true, &[(labels([("source", "pins")]), 0)])
     }
@@ -320,6 +321,14 @@ impl GuardSource for FakeGuard {
             last_seen_ns: 0,
         }])
     }
+
+    fn tcp_counts(&self, slot: u32) -> Result<Option<crate::guard::tcp::TcpCounts>, GuardError> {
+        self.fail("tcp")?;
+        let mut counts = crate::guard::tcp::TcpCounts { retransmits: 4, ..Default::default() };
+        counts.rtt_buckets[2] = 3;
+        counts.rtt_sum_us = 2400;
+        Ok((slot == 1).then_some(counts))
+    }
 }
 
 /// The body of two scrapes (the second) of a collector over `open`.
@@ -343,12 +352,16 @@ fn a_failed_map_read_leaves_out_only_its_part_and_counts_once_per_scrape() {
         ("verdicts", "mhr_guard_packets_total{uplink=\"ens4\",family=\"ipv4\",verdict=\"ok\"} 7"),
         ("events", "mhr_guard_dropped_packets_total{uplink=\"ens4\"} 2"),
         ("offenders", "mhr_guard_offenders 3"),
+        ("tcp", "mhr_uplink_tcp_retransmits_total{uplink=\"ens4\"} 4"),
+        ("tcp", "mhr_uplink_tcp_rtt_seconds_bucket{uplink=\"ens4\",le=\"0.001\"} 3"),
+        ("tcp", "mhr_uplink_tcp_rtt_seconds_bucket{uplink=\"ens4\",le=\"0.0005\"} 0"),
+        ("tcp", "mhr_uplink_tcp_rtt_seconds_sum{uplink=\"ens4\"} 0.0024"),
         (
             "offenders",
             "mhr_guard_top_offender_packets{uplink=\"ens3\",source=\"192.0.2.66\",verdict=\"spoofed\"} 5",
         ),
     ];
-    for failing in ["slot_names", "verdicts", "events", "offenders"] {
+    for failing in ["slot_names", "verdicts", "events", "offenders", "tcp"] {
         let body = scrape_twice(move || Ok(Some(Box::new(FakeGuard { failing }) as Box<dyn GuardSource>)));
         for source in SCRAPE_SOURCES {
             let count = if source == failing { 2 } else { 0 };

@@ -25,6 +25,8 @@ pub struct GuardState {
     pub removed: Vec<String>,
     /// Interfaces the kernel refuses to attach the guard to.
     pub refused: BTreeSet<String>,
+    /// The passive TCP tracepoints are attached.
+    pub tcp_watch: bool,
 }
 
 /// A loaded guard in the model.
@@ -105,5 +107,14 @@ impl GuardPlane for ModelGuard {
 
     fn pins_intact(&self) -> bool {
         true
+    }
+
+    fn watch_tcp(&mut self, on: bool) -> Result<(), GuardError> {
+        self.state().tcp_watch = on;
+        Ok(())
+    }
+
+    fn watches_tcp(&self) -> bool {
+        self.state().tcp_watch
     }
 }
