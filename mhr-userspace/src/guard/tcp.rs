@@ -154,7 +154,7 @@ fn trace_layout() -> Result<TcpTraceLayout, GuardError> {
 }
 
 /// The offset of `name` in a tracepoint's format text, from a line like
-/// `field:__u8 saddr[28];	offset:8;	size:28;	signed:0;`.
+/// `field:__u8 saddr[28]; offset:8; size:28; signed:0;`.
 fn field_offset(format: &str, name: &str) -> Option<u16> {
     format.lines().find_map(|line| {
         let mut parts = line.trim().split(';').map(str::trim);
