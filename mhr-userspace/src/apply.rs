@@ -56,9 +56,32 @@ const IN_FLIGHT: usize = 64;
 
 /// Each action's outcome, in order, with up to [`IN_FLIGHT`] requests in
 /// flight.
+///
+/// Nexthop requests go over a socket of their own, so one waits for every
+/// request before it and the ones after it wait for it: a group exists
+/// before the route that uses it, a route is gone before its group.
 async fn pipelined<'a>(
     kernel: &dyn Southbound,
     actions: impl IntoIterator<Item = &'a Action>,
+    state_dir: &Path,
+) -> Vec<(&'a Action, Result<Effect, ActionError>)> {
+    let mut outcomes = Vec::new();
+    let mut run: Vec<&'a Action> = Vec::new();
+    for action in actions {
+        if action.is_nexthop() {
+            outcomes.extend(in_flight(kernel, std::mem::take(&mut run), state_dir).await);
+            outcomes.push((action, execute_one(kernel, action, state_dir).await));
+        } else {
+            run.push(action);
+        }
+    }
+    outcomes.extend(in_flight(kernel, run, state_dir).await);
+    outcomes
+}
+
+async fn in_flight<'a>(
+    kernel: &dyn Southbound,
+    actions: Vec<&'a Action>,
     state_dir: &Path,
 ) -> Vec<(&'a Action, Result<Effect, ActionError>)> {
     futures::stream::iter(actions)
@@ -161,6 +184,13 @@ async fn execute_one(
                 let _ = update_moved(state_dir, |moved| moved.retain(|m| m != &record));
             }
             outcome
+        }
+        Action::AddNexthop { nexthop } => changed(kernel.change(&Change::AddNexthop(nexthop.clone())).await),
+        Action::ReplaceNexthop { new, .. } => {
+            changed(kernel.change(&Change::ReplaceNexthop(new.clone())).await)
+        }
+        Action::DeleteNexthop { nexthop } => {
+            tolerate_missing(kernel.change(&Change::DeleteNexthop(nexthop.clone())).await)
         }
         Action::RestoreDefault { route, interface } => {
             let outcome = changed(kernel.change(&Change::AddRoute(route.clone())).await)?;

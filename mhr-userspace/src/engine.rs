@@ -234,9 +234,10 @@ impl Engine {
             .map_err(EngineError::from)
             .and_then(|()| self.remember_gateways(&planned.desired));
         if self.config.policy == crate::config::Policy::Balance
-            && let Err(err) = self.kernel.hash_multipath_by_flow()
+            && let Err(err) = self.kernel.set_multipath_hash(self.config.balance_hash)
         {
-            tracing::warn!(%err, "setting fib_multipath_hash_policy to 1 (L4) failed; flows hash by address only");
+            let hash = self.config.balance_hash;
+            tracing::warn!(%err, ?hash, "setting fib_multipath_hash_policy failed; the kernel's hash stays");
         }
         if changed > 0 {
             self.flush_ipv6_cache();

@@ -145,6 +145,7 @@ mod tests {
             metric: Some(metric),
             onlink: false,
             multipath: Vec::new(),
+            nexthop_group: None,
         }
     }
 

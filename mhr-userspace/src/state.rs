@@ -314,6 +314,7 @@ mod tests {
             metric: Some(200),
             onlink: false,
             multipath: Vec::new(),
+            nexthop_group: None,
         };
         let moved = vec![MovedRoute { interface: "ens4".into(), route }];
         write_moved(&dir, &moved).unwrap();

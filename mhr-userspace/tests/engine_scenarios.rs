@@ -98,19 +98,23 @@ async fn apply_remembers_the_gateways_it_learned() {
 }
 
 #[tokio::test]
-async fn balance_spreads_host_traffic_by_weight_and_hashes_flows_by_their_ports() {
+async fn balance_spreads_host_traffic_by_weight_and_hashes_on_the_destination() {
     let mut s = Scenario::new("balance", "seed-host.txt", "balance.toml");
     let engine = s.engine();
     engine.apply(&engine.plan().await.expect("plans")).await.expect("applies");
     s.step("mhr apply under policy = \"balance\"");
     assert_eq!(default_via(&s.model, Family::V4), ["ens3", "ens4"]);
-    assert!(s.model.multipath_hash_by_flow(), "fib_multipath_hash_policy is set to hash on L4");
+    assert_eq!(
+        s.model.multipath_hash(),
+        Some(mhr_userspace::config::BalanceHash::Destination),
+        "fib_multipath_hash_policy is set to hash on the destination"
+    );
     s.finish();
 
     let failover = Scenario::new("unused", "seed-host.txt", "seed.toml");
     let engine = failover.engine();
     engine.apply(&engine.plan().await.expect("plans")).await.expect("applies");
-    assert!(!failover.model.multipath_hash_by_flow(), "failover leaves the host's hash policy alone");
+    assert_eq!(failover.model.multipath_hash(), None, "failover leaves the host's hash policy alone");
 }
 
 #[tokio::test(start_paused = true)]

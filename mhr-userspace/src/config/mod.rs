@@ -24,8 +24,8 @@ pub use hooks::{
     DEFAULT_HOOK_TIMEOUT, HookConfig, HookEvent, MAX_HOOK_TIMEOUT, MAX_HOOKS, MIN_HOOK_TIMEOUT, exec_problem,
 };
 pub use schema::{
-    Assume, Config, Failback, GuardConfig, GuardMode, HealthConfig, MetricsConfig, Policy, RoutingConfig,
-    SourceRules, UplinkConfig,
+    Assume, BalanceHash, Config, Failback, GuardConfig, GuardMode, HealthConfig, MetricsConfig, Policy,
+    RoutingConfig, SourceRules, UplinkConfig,
 };
 pub use steering::{MAX_RULES, SteeringRule};
 pub use target::{ProbeTarget, TargetError};
@@ -46,6 +46,9 @@ struct RawConfig {
     /// Connections a failover put on a backup, at fail-back.
     #[serde(default)]
     failback: Failback,
+    /// What balance hashes on: the destination, or the whole flow.
+    #[serde(default)]
+    balance_hash: BalanceHash,
     #[serde(default, rename = "uplink")]
     uplinks: Vec<UplinkConfig>,
     /// Steering rules, in order.
@@ -122,6 +125,7 @@ impl Config {
             enforce_asymmetric: raw.enforce_asymmetric,
             policy: raw.policy,
             failback: raw.failback,
+            balance_hash: raw.balance_hash,
             uplinks: raw.uplinks,
             rules: raw.rules,
             hooks: raw.hooks,

@@ -63,8 +63,8 @@ pub enum Policy {
     /// next healthy one by `priority` (then config order).
     #[default]
     Failover,
-    /// A multipath default over every healthy uplink, by `weight`; flows
-    /// stay on one uplink (L4 hash).
+    /// A default over every healthy uplink, by `weight` (a resilient
+    /// nexthop group); a flow stays on one uplink (`balance_hash`).
     Balance,
 }
 
@@ -75,6 +75,20 @@ impl std::fmt::Display for Policy {
             Self::Balance => "balance",
         })
     }
+}
+
+/// What `policy = "balance"` hashes a packet on to pick its uplink.
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BalanceHash {
+    /// The destination address alone: every connection to one destination
+    /// leaves by one uplink, with one source address (sites that tie a
+    /// session to the client's address keep working).
+    #[default]
+    Destination,
+    /// Addresses, protocol and ports: connections to one destination
+    /// spread over the uplinks.
+    Flow,
 }
 
 /// What happens to connections a failover put on a backup when the
@@ -330,6 +344,7 @@ pub struct Config {
     pub mode: GuardMode,
     pub enforce_asymmetric: bool,
     pub policy: Policy,
+    pub balance_hash: BalanceHash,
     pub failback: Failback,
     pub uplinks: Vec<UplinkConfig>,
     /// Steering rules (`[[rule]]`), in order.

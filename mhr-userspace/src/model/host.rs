@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, net::IpAddr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::{Family, Gateway, Names, Route, Rule};
+use super::{Family, Gateway, Names, Nexthop, Route, Rule};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Link {
@@ -64,6 +64,9 @@ pub struct Observed {
     /// Deprecated addresses, and IPv6 temporary (privacy) ones: (ifindex,
     /// address). Never what probes leave from.
     pub unpreferred: BTreeSet<(u32, IpAddr)>,
+    /// Nexthop objects; None where the kernel has none (before 5.3) or
+    /// refused to list them.
+    pub nexthops: Option<Vec<Nexthop>>,
 }
 
 impl Observed {

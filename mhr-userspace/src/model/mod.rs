@@ -10,11 +10,13 @@ use serde::{Deserialize, Serialize};
 mod connection;
 mod gateway;
 mod host;
+pub mod nexthop;
 pub mod selectors;
 
 pub use connection::Connection;
 pub use gateway::{Gateway, GatewaySource, LeaseKeeper, RememberedGateway, RememberedGateways};
 pub use host::{Address, Framing, Link, MovedRoute, Observed};
+pub use nexthop::{GroupMember, Nexthop, NexthopKind};
 pub use selectors::{Flow, Selectors};
 
 pub const MAIN_TABLE: u32 = 254;
@@ -81,6 +83,11 @@ pub struct Route {
     /// empty); empty for a single-path route.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub multipath: Vec<NextHop>,
+    /// The nexthop object the route uses (`nhid`, a resilient group under
+    /// balance). The kernel still reports the group's next hops in
+    /// `multipath` (or `gateway` and `interface` for one): so does mhr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nexthop_group: Option<u32>,
 }
 
 /// One next hop of a multipath route.
@@ -144,7 +151,24 @@ impl Names {
 
     /// `ip route …` arguments after the verb.
     pub fn route_args(&self, route: &Route) -> String {
+        self.route_args_with(route, true)
+    }
+
+    /// `hops`: a route on a nexthop object also names the next hops the
+    /// group has now (as `ip route show` does; `ip route add` takes the id
+    /// alone).
+    fn route_args_with(&self, route: &Route, hops: bool) -> String {
         let mut out = if route.is_default() { "default".to_owned() } else { route.destination.to_string() };
+        if let Some(id) = route.nexthop_group {
+            out += &format!(" nhid {id}");
+            if !hops {
+                out += &format!(" proto {} table {}", route.protocol, table_name(route.table));
+                if let Some(metric) = route.metric {
+                    out += &format!(" metric {metric}");
+                }
+                return out;
+            }
+        }
         if let Some(gateway) = route.gateway {
             out += &format!(" via {gateway}");
         }
@@ -176,7 +200,7 @@ impl Names {
 
     /// The `ip` command that performs `verb` (add/del) on `route`.
     pub fn route_command(&self, verb: &str, route: &Route) -> String {
-        format!("ip {} route {verb} {}", route.family().ip_flag(), self.route_args(route))
+        format!("ip {} route {verb} {}", route.family().ip_flag(), self.route_args_with(route, false))
     }
 }
 
@@ -235,6 +259,7 @@ mod tests {
             metric: None,
             onlink: false,
             multipath: Vec::new(),
+            nexthop_group: None,
         };
         assert_eq!(
             names().route_command("add", &connected),
@@ -251,6 +276,7 @@ mod tests {
             metric: Some(1024),
             onlink: false,
             multipath: Vec::new(),
+            nexthop_group: None,
         };
         assert_eq!(
             names().route_command("del", &default6),
@@ -275,12 +301,19 @@ mod tests {
                 NextHop { gateway: Some("10.0.3.1".parse().unwrap()), interface: 2, weight: 1 },
                 NextHop { gateway: Some("10.0.4.1".parse().unwrap()), interface: 3, weight: 3 },
             ],
+            nexthop_group: None,
         };
         assert_eq!(
             names.route_command("add", &route),
             "ip -4 route add default metric 50 proto 210 table main nexthop via 10.0.3.1 dev ens3 weight 1 nexthop via 10.0.4.1 dev ens4 weight 3"
         );
         assert_eq!(route.next_hops().count(), 2);
+        let grouped = Route { nexthop_group: Some(9), ..route };
+        assert_eq!(
+            names.route_command("replace", &grouped),
+            "ip -4 route replace default nhid 9 proto 210 table main metric 50"
+        );
+        assert!(names.route_args(&grouped).ends_with("nexthop via 10.0.4.1 dev ens4 weight 3"));
     }
 
     #[test]

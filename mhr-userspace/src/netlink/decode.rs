@@ -120,6 +120,7 @@ pub fn route_fields(message: &RouteMessage) -> Option<Route> {
         metric: None,
         onlink: header.flags.contains(RouteFlags::Onlink),
         multipath: Vec::new(),
+        nexthop_group: None,
     };
     for attribute in &message.attributes {
         match attribute {
@@ -133,6 +134,7 @@ pub fn route_fields(message: &RouteMessage) -> Option<Route> {
             RouteAttribute::PrefSource(address) => route.source = ip_of(address),
             RouteAttribute::Priority(metric) => route.metric = Some(*metric),
             RouteAttribute::MultiPath(hops) => route.multipath = hops.iter().filter_map(next_hop).collect(),
+            RouteAttribute::NhId(id) => route.nexthop_group = Some(*id),
             _ => {}
         }
     }

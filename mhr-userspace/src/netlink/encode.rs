@@ -51,13 +51,21 @@ pub fn route_message(route: &Route) -> RouteMessage {
     header.protocol = RouteProtocol::from(route.protocol);
     header.scope = RouteScope::from(route.scope);
     header.kind = RouteType::Unicast;
-    if route.onlink {
+    if route.onlink && route.nexthop_group.is_none() {
         header.flags |= RouteFlags::Onlink;
     }
     let attributes = &mut message.attributes;
     attributes.push(RouteAttribute::Table(route.table));
     if !route.is_default() {
         attributes.push(RouteAttribute::Destination(route_address(route.destination.addr())));
+    }
+    if let Some(metric) = route.metric {
+        attributes.push(RouteAttribute::Priority(metric));
+    }
+    if let Some(id) = route.nexthop_group {
+        // The group says where: the kernel refuses a gateway or device too.
+        attributes.push(RouteAttribute::NhId(id));
+        return message;
     }
     if let Some(gateway) = route.gateway {
         attributes.push(RouteAttribute::Gateway(route_address(gateway)));
@@ -67,9 +75,6 @@ pub fn route_message(route: &Route) -> RouteMessage {
     }
     if let Some(source) = route.source {
         attributes.push(RouteAttribute::PrefSource(route_address(source)));
-    }
-    if let Some(metric) = route.metric {
-        attributes.push(RouteAttribute::Priority(metric));
     }
     if !route.multipath.is_empty() {
         let hops = route.multipath.iter().map(|hop| {

@@ -7,7 +7,7 @@ use rtnetlink::Handle;
 
 use super::{
     encode::{kernel_error, route_message, rule_message},
-    observe, route_lookup,
+    nexthop, observe, route_lookup,
     subscribe::EventSocket,
 };
 use crate::{
@@ -69,6 +69,9 @@ impl Southbound for Kernel {
                 request.execute().await
             }
             Change::DeleteRule(rule) => self.handle.rule().del(rule_message(rule)).execute().await,
+            Change::AddNexthop(nexthop) => return nexthop::change(nexthop::Verb::Add, nexthop),
+            Change::ReplaceNexthop(nexthop) => return nexthop::change(nexthop::Verb::Replace, nexthop),
+            Change::DeleteNexthop(nexthop) => return nexthop::change(nexthop::Verb::Delete, nexthop),
         };
         outcome.map_err(|err| kernel_error(&err))
     }
@@ -93,11 +96,21 @@ impl Southbound for Kernel {
         self.prober.lock().await.retain(plans);
     }
 
-    fn hash_multipath_by_flow(&self) -> std::io::Result<()> {
+    fn set_multipath_hash(&self, hash: crate::config::BalanceHash) -> std::io::Result<()> {
+        // Policy 3 hashes on the fields chosen (Linux 5.12); 0x0002 is the
+        // destination address. Policy 1 is the L4 five-tuple.
+        let settings: &[(&str, &str)] = match hash {
+            crate::config::BalanceHash::Destination => {
+                &[("fib_multipath_hash_fields", "0x0002"), ("fib_multipath_hash_policy", "3")]
+            }
+            crate::config::BalanceHash::Flow => &[("fib_multipath_hash_policy", "1")],
+        };
         for family in ["ipv4", "ipv6"] {
-            let path = format!("/proc/sys/net/{family}/fib_multipath_hash_policy");
-            if std::fs::read_to_string(&path)?.trim() != "1" {
-                std::fs::write(&path, "1")?;
+            for (name, value) in settings {
+                let path = format!("/proc/sys/net/{family}/{name}");
+                if sysctl_number(&std::fs::read_to_string(&path)?) != sysctl_number(value) {
+                    std::fs::write(&path, value)?;
+                }
             }
         }
         Ok(())
@@ -140,5 +153,15 @@ impl Southbound for Kernel {
                 .ok()
         };
         Some(read("all")?.max(read(interface)?))
+    }
+}
+
+/// A sysctl's number, decimal or `0x` hexadecimal as the kernel writes
+/// `fib_multipath_hash_fields`.
+fn sysctl_number(text: &str) -> Option<u32> {
+    let text = text.trim();
+    match text.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
     }
 }

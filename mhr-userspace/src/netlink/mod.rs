@@ -7,6 +7,7 @@
 pub mod decode;
 pub mod encode;
 mod kernel;
+pub mod nexthop;
 pub mod observe;
 pub mod sock_diag;
 pub mod subscribe;

@@ -18,7 +18,7 @@ use crate::{
     health::passive::LinkCounters,
     model::{MAIN_TABLE, Observed, Route, Rule},
     netlink::{decode, encode::kernel_error},
-    southbound::{ObserveError, RouteScope},
+    southbound::{KernelError, ObserveError, RouteScope},
 };
 
 fn failed(what: &'static str) -> impl Fn(rtnetlink::Error) -> ObserveError {
@@ -116,7 +116,20 @@ pub async fn observe_scoped(
             .filter_map(decode::address_from_message)
             .map(|a| (a.interface, a.address))
             .collect(),
+        nexthops: nexthops()?,
     })
+}
+
+/// The nexthop objects; None from a kernel that has none (before 5.3).
+fn nexthops() -> Result<Option<Vec<crate::model::Nexthop>>, ObserveError> {
+    match super::nexthop::dump() {
+        Ok(found) => Ok(Some(found)),
+        Err(source @ KernelError::Transport(_)) => Err(ObserveError { what: "nexthops", source }),
+        Err(refused) => {
+            tracing::debug!(%refused, "the kernel lists no nexthop objects");
+            Ok(None)
+        }
+    }
 }
 
 async fn scoped_routes(

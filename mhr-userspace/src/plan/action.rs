@@ -5,7 +5,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::Desired;
-use crate::model::{Names, Route, Rule, rule_args};
+use crate::model::{Names, Nexthop, Route, Rule, rule_args};
 
 /// One change to the kernel.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -38,6 +38,19 @@ pub enum Action {
         route: Route,
         interface: String,
     },
+    AddNexthop {
+        nexthop: Nexthop,
+    },
+    /// A nexthop whose id stays: a group's members, a member's gateway.
+    /// Replacing a resilient group in place keeps the buckets of the
+    /// members that stay.
+    ReplaceNexthop {
+        old: Nexthop,
+        new: Nexthop,
+    },
+    DeleteNexthop {
+        nexthop: Nexthop,
+    },
 }
 
 impl Action {
@@ -51,12 +64,20 @@ impl Action {
             Self::DeleteRule { rule } => Self::AddRule { rule },
             Self::ReleaseDefault { route, interface } => Self::RestoreDefault { route, interface },
             Self::RestoreDefault { route, interface } => Self::ReleaseDefault { route, interface },
+            Self::AddNexthop { nexthop } => Self::DeleteNexthop { nexthop },
+            Self::ReplaceNexthop { old, new } => Self::ReplaceNexthop { old: new, new: old },
+            Self::DeleteNexthop { nexthop } => Self::AddNexthop { nexthop },
         }
+    }
+
+    /// Whether this changes a nexthop object (not a route or rule).
+    pub fn is_nexthop(&self) -> bool {
+        matches!(self, Self::AddNexthop { .. } | Self::ReplaceNexthop { .. } | Self::DeleteNexthop { .. })
     }
 
     /// A short name for metrics (`mhr_drift_corrections_total{kind}`).
     /// Every value of [`Action::kind`], for metrics initialised at zero.
-    pub const KINDS: [&'static str; 7] = [
+    pub const KINDS: [&'static str; 10] = [
         "route_added",
         "route_replaced",
         "route_deleted",
@@ -64,6 +85,9 @@ impl Action {
         "rule_deleted",
         "default_moved",
         "default_restored",
+        "nexthop_added",
+        "nexthop_replaced",
+        "nexthop_deleted",
     ];
 
     /// Whether this action undoes drift (someone changed what mhr keeps)
@@ -77,6 +101,9 @@ impl Action {
             Self::AddRule { rule } => before.rules.contains(rule),
             Self::DeleteRule { rule } => !before.rules.contains(rule),
             Self::ReleaseDefault { .. } | Self::RestoreDefault { .. } => false,
+            Self::AddNexthop { nexthop } => before.nexthops.contains(nexthop),
+            Self::ReplaceNexthop { new, .. } => before.nexthops.contains(new),
+            Self::DeleteNexthop { nexthop } => !before.nexthops.contains(nexthop),
         }
     }
 
@@ -89,6 +116,9 @@ impl Action {
             Self::DeleteRule { .. } => "rule_deleted",
             Self::ReleaseDefault { .. } => "default_moved",
             Self::RestoreDefault { .. } => "default_restored",
+            Self::AddNexthop { .. } => "nexthop_added",
+            Self::ReplaceNexthop { .. } => "nexthop_replaced",
+            Self::DeleteNexthop { .. } => "nexthop_deleted",
         }
     }
 
@@ -104,6 +134,9 @@ impl Action {
             }
             Self::AddRule { rule } => crate::model::rule_command("add", rule),
             Self::DeleteRule { rule } => crate::model::rule_command("del", rule),
+            Self::AddNexthop { nexthop } => nexthop.command("add", names),
+            Self::ReplaceNexthop { new, .. } => new.command("replace", names),
+            Self::DeleteNexthop { nexthop } => format!("ip nexthop del id {}", nexthop.id),
         }
     }
 
@@ -126,6 +159,11 @@ impl Action {
             Self::RestoreDefault { route, interface } => {
                 format!("restore {interface}'s default route to main: {}", names.route_args(route))
             }
+            Self::AddNexthop { nexthop } => format!("add nexthop {}", nexthop.args(names)),
+            Self::ReplaceNexthop { old, new } => {
+                format!("replace nexthop {} with {}", old.args(names), new.args(names))
+            }
+            Self::DeleteNexthop { nexthop } => format!("delete nexthop {}", nexthop.args(names)),
         }
     }
 }

@@ -43,7 +43,11 @@ pub fn owner_of(desired: &Desired, action: &Action) -> Option<usize> {
         | Action::DeleteRoute { route }
         | Action::ReplaceRoute { new: route, .. } => (route.table, None),
         Action::AddRule { rule } | Action::DeleteRule { rule } => (rule.table, Some(rule.priority)),
-        Action::ReleaseDefault { .. } | Action::RestoreDefault { .. } => return None,
+        Action::ReleaseDefault { .. }
+        | Action::RestoreDefault { .. }
+        | Action::AddNexthop { .. }
+        | Action::ReplaceNexthop { .. }
+        | Action::DeleteNexthop { .. } => return None,
     };
     desired.uplinks.iter().position(|uplink| {
         uplink.table == table

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     config::{Config, SourceRules},
     health::judge::{FamilyVerdict, HealthJudge, link_fault},
-    model::{Address, Family, Framing, MovedRoute, Observed, RememberedGateways, Route, Rule},
+    model::{Address, Family, Framing, MovedRoute, Nexthop, Observed, RememberedGateways, Route, Rule},
 };
 
 /// The name of mhr's default table in rt_tables.d (`ip rule` shows it).
@@ -90,6 +90,8 @@ pub struct Desired {
     pub uplinks: Vec<UplinkPlan>,
     pub routes: BTreeSet<Route>,
     pub rules: BTreeSet<Rule>,
+    /// Nexthop objects (balance's resilient group and its members).
+    pub nexthops: BTreeSet<Nexthop>,
     pub restore: Vec<MovedRoute>,
     /// Per family, the uplinks holding main's default route (several under
     /// `policy = "balance"`).

@@ -7,8 +7,8 @@ use super::{Desired, Gateway, GatewaySource, PlanError, Strictness, route_key};
 use crate::{
     config::{Config, Policy, UplinkConfig},
     model::{
-        Family, IPV6_DEFAULT_METRIC, MAIN_TABLE, MovedRoute, NextHop, Observed, Route, Rule, SCOPE_LINK,
-        SCOPE_UNIVERSE, rule_args,
+        Family, GroupMember, IPV6_DEFAULT_METRIC, MAIN_TABLE, MovedRoute, NextHop, Nexthop, NexthopKind,
+        Observed, Route, Rule, SCOPE_LINK, SCOPE_UNIVERSE, nexthop, rule_args,
     },
 };
 
@@ -134,6 +134,9 @@ pub(super) fn main_default(
                     .active
                     .insert(family, kept.next_hops().map(|h| names.interface(h.interface)).collect());
                 desired.routes.insert(kept.clone());
+                if let Some(group) = kept.nexthop_group {
+                    keep_group(desired, observed, group, protocol);
+                }
                 desired.rules.extend(rules);
                 return Ok(());
             }
@@ -155,6 +158,7 @@ pub(super) fn main_default(
         metric: (family == Family::V6).then_some(IPV6_DEFAULT_METRIC),
         onlink: false,
         multipath: Vec::new(),
+        nexthop_group: None,
     };
     if let [only] = chosen.as_slice() {
         let hop = only.next_hop();
@@ -166,6 +170,22 @@ pub(super) fn main_default(
         }
     } else {
         route.multipath = chosen.iter().map(|c| c.next_hop()).collect();
+    }
+    if config.policy == Policy::Balance {
+        match resilient_group(observed, family, &chosen, protocol) {
+            Ok(nexthops) => {
+                route = Route {
+                    nexthop_group: Some(nexthop::group_id(family)),
+                    scope: SCOPE_UNIVERSE,
+                    onlink: false,
+                    ..route
+                };
+                desired.nexthops.extend(nexthops);
+            }
+            Err(why) => desired.notes.push(format!(
+                "{family} balance uses a plain multipath route ({why}): losing an uplink moves flows between the others too"
+            )),
+        }
     }
     desired.active.insert(family, chosen.iter().map(|c| c.uplink.interface.clone()).collect());
     desired.routes.insert(route);
@@ -229,4 +249,55 @@ pub(super) fn restore_moved(desired: &mut Desired, observed: &Observed, moved: &
         }
         desired.restore.push(MovedRoute { interface: record.interface.clone(), route });
     }
+}
+
+/// Balance's resilient group over `chosen` and a nexthop per member, or
+/// why there can be none (a kernel without nexthop objects, an id someone
+/// else holds).
+fn resilient_group(
+    observed: &Observed,
+    family: Family,
+    chosen: &[&Candidate],
+    protocol: u8,
+) -> Result<Vec<Nexthop>, String> {
+    let Some(present) = &observed.nexthops else {
+        return Err("the kernel lists no nexthop objects (Linux 5.13 has resilient groups)".to_owned());
+    };
+    let mut members = Vec::new();
+    let mut nexthops = Vec::new();
+    for candidate in chosen {
+        let hop = candidate.next_hop();
+        let id = nexthop::member_id(candidate.position, family);
+        members.push(GroupMember { id, weight: hop.weight });
+        let onlink = !candidate.on_link && hop.gateway.is_some();
+        let kind = NexthopKind::Via { family, gateway: hop.gateway, interface: hop.interface, onlink };
+        nexthops.push(Nexthop { id, protocol, kind });
+    }
+    nexthops.push(Nexthop {
+        id: nexthop::group_id(family),
+        protocol,
+        kind: NexthopKind::Resilient {
+            members,
+            buckets: nexthop::GROUP_BUCKETS,
+            idle_timer: nexthop::GROUP_IDLE_TIMER,
+            unbalanced_timer: nexthop::GROUP_UNBALANCED_TIMER,
+        },
+    });
+    if let Some(taken) =
+        present.iter().find(|n| n.protocol != protocol && nexthops.iter().any(|m| m.id == n.id))
+    {
+        return Err(format!("nexthop id {} is taken by protocol {}", taken.id, taken.protocol));
+    }
+    Ok(nexthops)
+}
+
+/// Keeps mhr's group `id` and its members as they are (the default they
+/// carry is kept for want of a healthy uplink).
+fn keep_group(desired: &mut Desired, observed: &Observed, id: u32, protocol: u8) {
+    let owned: Vec<&Nexthop> =
+        observed.nexthops.iter().flatten().filter(|n| n.protocol == protocol).collect();
+    let Some(group) = owned.iter().find(|n| n.id == id) else { return };
+    let members: Vec<u32> = group.members().iter().map(|m| m.id).collect();
+    desired.nexthops.insert((*group).clone());
+    desired.nexthops.extend(owned.iter().filter(|n| members.contains(&n.id)).map(|n| (*n).clone()));
 }

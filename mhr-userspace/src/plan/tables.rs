@@ -85,6 +85,7 @@ pub(super) fn table_routes(
         metric,
         onlink: false,
         multipath: Vec::new(),
+        nexthop_group: None,
     };
     let source_for = |address: &Address| (family == Family::V4).then_some(address.address);
     let mut seen = BTreeSet::new();

@@ -46,5 +46,7 @@ pub fn teardown(observed: &Observed, protocol: u8, moved: &[MovedRoute]) -> Vec<
             .filter(|r| r.protocol == protocol && !replaced.contains(r))
             .map(|route| Action::DeleteRoute { route: route.clone() }),
     );
+    let owned = observed.nexthops.iter().flatten().filter(|n| n.protocol == protocol);
+    actions.extend(super::diff::delete_nexthops(owned));
     actions
 }

@@ -53,6 +53,7 @@ fn route(
         metric,
         onlink: false,
         multipath: Vec::new(),
+        nexthop_group: None,
     }
 }
 
@@ -110,6 +111,7 @@ fn seed_host() -> Observed {
         rules,
         failed_neighbours: Default::default(),
         unpreferred: Default::default(),
+        nexthops: None,
     }
 }
 
@@ -148,6 +150,24 @@ fn after(observed: &Observed, actions: &[Action]) -> Observed {
                 next.rules.push(rule.clone());
             }
             Action::DeleteRule { rule } => next.rules.retain(|r| r != rule),
+            Action::AddNexthop { nexthop } => {
+                let list = next.nexthops.get_or_insert_default();
+                assert!(!list.iter().any(|n| n.id == nexthop.id), "EEXIST adding {nexthop:?}");
+                for member in nexthop.members() {
+                    assert!(list.iter().any(|n| n.id == member.id), "a group before its member {member:?}");
+                }
+                list.push(nexthop.clone());
+            }
+            Action::ReplaceNexthop { old, new } => {
+                let list = next.nexthops.get_or_insert_default();
+                let slot = list.iter().position(|n| n == old).expect("replacing a nexthop that exists");
+                list[slot] = new.clone();
+            }
+            Action::DeleteNexthop { nexthop } => {
+                let used = next.routes.iter().any(|r| r.nexthop_group == Some(nexthop.id));
+                assert!(!used, "deleting a group a route still uses: {nexthop:?}");
+                next.nexthops.get_or_insert_default().retain(|n| n != nexthop);
+            }
         }
     }
     next
@@ -1373,6 +1393,8 @@ mod properties {
             Action::ReplaceRoute { old, new } => old.protocol == MHR && new.protocol == MHR,
             Action::AddRule { rule } | Action::DeleteRule { rule } => rule.protocol == MHR,
             Action::ReleaseDefault { .. } | Action::RestoreDefault { .. } => false,
+            Action::AddNexthop { nexthop } | Action::DeleteNexthop { nexthop } => nexthop.protocol == MHR,
+            Action::ReplaceNexthop { old, new } => old.protocol == MHR && new.protocol == MHR,
         })
     }
 
@@ -1402,3 +1424,5 @@ mod properties {
         }
     }
 }
+
+mod balance;

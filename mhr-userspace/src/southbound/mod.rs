@@ -21,7 +21,7 @@ use std::{
 
 use crate::{
     health::probe::{ProbePlan, ProbeResult},
-    model::{Address, Observed, Route, Rule},
+    model::{Address, Nexthop, Observed, Route, Rule},
 };
 
 /// A request the kernel refused (with its errno), or one that never got an
@@ -64,6 +64,10 @@ pub enum Change {
     DeleteRoute(Route),
     AddRule(Rule),
     DeleteRule(Rule),
+    AddNexthop(Nexthop),
+    /// Replaces the nexthop with the same id in place.
+    ReplaceNexthop(Nexthop),
+    DeleteNexthop(Nexthop),
 }
 
 /// Which routing tables mhr reads. A host may carry a BGP table or a
@@ -200,8 +204,9 @@ pub trait Southbound: Send + Sync {
     /// current plans, whether due this round or not.
     async fn keep_probes(&self, _plans: &[ProbePlan]) {}
 
-    /// Multipath routes hash flows on the L4 five-tuple (balance).
-    fn hash_multipath_by_flow(&self) -> std::io::Result<()>;
+    /// What multipath routes and groups hash packets on (balance):
+    /// `fib_multipath_hash_policy` and `fib_multipath_hash_fields`.
+    fn set_multipath_hash(&self, hash: crate::config::BalanceHash) -> std::io::Result<()>;
 
     /// Drops the IPv6 route cache (IPv4 has had none since Linux 3.6).
     fn flush_ipv6_route_cache(&self) -> std::io::Result<()>;

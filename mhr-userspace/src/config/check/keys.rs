@@ -94,6 +94,7 @@ const TOP: &[(&str, Kind)] = &[
     ("enforce_asymmetric", Kind::Bool),
     ("policy", Kind::Choice(&["failover", "balance"])),
     ("failback", Kind::Choice(&["keep", "reset"])),
+    ("balance_hash", Kind::Choice(&["destination", "flow"])),
     ("uplink", Kind::Uplinks),
     ("rule", Kind::Rules),
     ("hook", Kind::Hooks),

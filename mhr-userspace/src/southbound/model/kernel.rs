@@ -39,6 +39,7 @@ impl State {
             metric: (!v4).then_some(IPV6_PREFIX_METRIC),
             onlink: false,
             multipath: Vec::new(),
+            nexthop_group: None,
         };
         if !self.host.routes.iter().any(|r| key(r) == key(&route)) {
             self.host.routes.push(route.clone());
@@ -59,16 +60,19 @@ impl State {
                 if self.host.routes.iter().any(|r| key(r) == key(route)) {
                     return Err(KernelError::Refused(libc::EEXIST));
                 }
-                self.check_route(route)?;
+                let route = self.checked_route(route)?;
                 self.host.routes.push(route.clone());
-                self.route_notice(route, None);
+                self.route_notice(&route, None);
             }
             Change::ReplaceRoute(route) => {
-                self.check_route(route)?;
-                self.host.routes.retain(|r| key(r) != key(route));
+                let route = self.checked_route(route)?;
+                self.host.routes.retain(|r| key(r) != key(&route));
                 self.host.routes.push(route.clone());
-                self.route_notice(route, None);
+                self.route_notice(&route, None);
             }
+            Change::AddNexthop(nexthop) => self.add_nexthop(nexthop, false)?,
+            Change::ReplaceNexthop(nexthop) => self.add_nexthop(nexthop, true)?,
+            Change::DeleteNexthop(nexthop) => self.delete_nexthop(nexthop.id)?,
             Change::DeleteRoute(route) => {
                 let found = self.host.routes.iter().position(|r| deletes(route, r));
                 let Some(slot) = found else { return Err(KernelError::Refused(libc::ESRCH)) };
@@ -99,6 +103,16 @@ impl State {
             prefix_len: route.destination.prefix_len(),
             removed_by,
         });
+    }
+
+    /// The route as the kernel keeps it, if it takes it: a route on a
+    /// group needs the group (its nexthops were checked when added).
+    fn checked_route(&self, route: &Route) -> Result<Route, KernelError> {
+        if route.nexthop_group.is_some() {
+            return self.expanded(route);
+        }
+        self.check_route(route)?;
+        Ok(route.clone())
     }
 
     /// What the kernel checks before it adds an IPv4 route (IPv6 takes

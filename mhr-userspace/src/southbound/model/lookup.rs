@@ -118,6 +118,7 @@ pub fn answer(host: &Observed, lookup: Lookup, rp_filter: u8) -> Result<Route, K
                 metric: None,
                 onlink: false,
                 multipath: Vec::new(),
+                nexthop_group: None,
             });
         }
     }

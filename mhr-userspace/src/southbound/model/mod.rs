@@ -14,6 +14,7 @@
 pub mod guard;
 mod kernel;
 mod lookup;
+mod nexthops;
 mod southbound;
 pub mod text;
 
@@ -61,7 +62,7 @@ struct State {
     made: Vec<String>,
     subscribers: Vec<mpsc::UnboundedSender<Notice>>,
     rp_filter: BTreeMap<String, u8>,
-    multipath_hash_by_flow: bool,
+    multipath_hash: Option<crate::config::BalanceHash>,
     ipv6_flushes: usize,
     /// Probes sent out of each interface (one per target per round).
     probes_sent: BTreeMap<String, usize>,
@@ -108,8 +109,9 @@ impl KernelModel {
         std::mem::take(&mut self.state().made)
     }
 
-    pub fn multipath_hash_by_flow(&self) -> bool {
-        self.state().multipath_hash_by_flow
+    /// What balance asked multipath routes to hash on, if it did.
+    pub fn multipath_hash(&self) -> Option<crate::config::BalanceHash> {
+        self.state().multipath_hash
     }
 
     /// Probes sent out of `interface` so far (one per target per round).
@@ -223,7 +225,10 @@ impl KernelModel {
         link.carrier = carrier;
         state.notify(Notice::Link);
         if was_up && !up {
-            state.remove_routes(|r| r.next_hops().any(|hop| hop.interface == index));
+            state.nexthops_gone_with_link(index);
+            state.remove_routes(|r| {
+                r.nexthop_group.is_none() && r.next_hops().any(|hop| hop.interface == index)
+            });
         }
         if !was_up && up {
             let addresses: Vec<Address> = state.host.addresses_of(index).copied().collect();
@@ -251,7 +256,8 @@ impl KernelModel {
     pub fn remove_link(&self, name: &str) {
         let mut state = self.state();
         let Some(index) = state.host.link(name).map(|l| l.index) else { return };
-        state.remove_routes(|r| r.next_hops().any(|hop| hop.interface == index));
+        state.nexthops_gone_with_link(index);
+        state.remove_routes(|r| r.nexthop_group.is_none() && r.next_hops().any(|hop| hop.interface == index));
         state.host.addresses.retain(|a| a.interface != index);
         state.host.links.retain(|l| l.index != index);
         state.notify(Notice::Link);

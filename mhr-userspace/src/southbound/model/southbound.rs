@@ -88,6 +88,9 @@ impl Southbound for KernelModel {
             Change::DeleteRoute(route) => names.route_command("del", route),
             Change::AddRule(rule) => rule_command("add", rule),
             Change::DeleteRule(rule) => rule_command("del", rule),
+            Change::AddNexthop(nexthop) => nexthop.command("add", &names),
+            Change::ReplaceNexthop(nexthop) => nexthop.command("replace", &names),
+            Change::DeleteNexthop(nexthop) => format!("ip nexthop del id {}", nexthop.id),
         };
         state.made.push(made);
         Ok(())
@@ -154,8 +157,8 @@ impl Southbound for KernelModel {
             .collect()
     }
 
-    fn hash_multipath_by_flow(&self) -> std::io::Result<()> {
-        self.state().multipath_hash_by_flow = true;
+    fn set_multipath_hash(&self, hash: crate::config::BalanceHash) -> std::io::Result<()> {
+        self.state().multipath_hash = Some(hash);
         Ok(())
     }
 

@@ -62,17 +62,32 @@ pub fn parse(text: &str) -> Result<Observed, TextError> {
                 let family = family(flag).map_err(fail)?;
                 host.routes.push(route(&host, family, args).map_err(fail)?);
             }
+            ["ip", "nexthop", "add", args @ ..] => {
+                let nexthop =
+                    super::nexthops::parse(None, args, |name| index_of(&host, name)).map_err(fail)?;
+                host.nexthops.get_or_insert_default().push(nexthop);
+            }
+            ["ip", flag, "nexthop", "add", args @ ..] => {
+                let family = family(flag).map_err(fail)?;
+                let nexthop =
+                    super::nexthops::parse(Some(family), args, |name| index_of(&host, name)).map_err(fail)?;
+                host.nexthops.get_or_insert_default().push(nexthop);
+            }
             ["ip", flag, "rule", "add", args @ ..] => {
                 let family = family(flag).map_err(fail)?;
                 host.rules.push(rule(family, args).map_err(fail)?);
             }
             _ => {
                 return Err(fail(
-                    "not a link, addr, neighbour-failed, ip route add or ip rule add line".into(),
+                    "not a link, addr, neighbour-failed, ip nexthop add, ip route add or ip rule add line"
+                        .into(),
                 ));
             }
         }
     }
+    // This kernel has nexthop objects (Linux 5.13+), whether any are there or not.
+    host.nexthops.get_or_insert_default();
+    super::nexthops::expand_parsed(&mut host);
     Ok(host)
 }
 
@@ -116,6 +131,7 @@ pub fn render(host: &Observed) -> String {
         }
         out += "\n";
     }
+    out += &super::nexthops::render(host);
     let mut routes = host.routes.clone();
     routes.sort_by_key(|r| (r.family(), r.table, r.destination, r.metric, r.protocol));
     for route in &routes {
@@ -194,6 +210,7 @@ fn route(host: &Observed, family: Family, args: &[&str]) -> Result<Route, String
         metric: None,
         onlink: false,
         multipath: Vec::new(),
+        nexthop_group: None,
     };
     while let Some((word, after)) = rest.split_first() {
         rest = after;
@@ -218,6 +235,7 @@ fn route(host: &Observed, family: Family, args: &[&str]) -> Result<Route, String
                 route.onlink = true;
                 take = false;
             }
+            "nhid" => route.nexthop_group = Some(number("nhid", value)?),
             "nexthop" => {
                 let mut hop = NextHop { gateway: None, interface: 0, weight: 1 };
                 take = false;
