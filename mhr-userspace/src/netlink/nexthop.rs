@@ -136,10 +136,10 @@ pub fn decode(payload: &[u8]) -> Option<Nexthop> {
     let family = *payload.first()?;
     let protocol = *payload.get(2)?;
     let flags = u32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?);
-    let attributes = attributes(payload.get(NHMSG..)?);
-    let id = attributes.iter().find(|(kind, _)| *kind == NHA_ID).and_then(|(_, v)| u32_of(v))?;
+    let found = attributes(payload.get(NHMSG..)?);
+    let id = found.iter().find(|(kind, _)| *kind == NHA_ID).and_then(|(_, v)| u32_of(v))?;
     let find =
-        |wanted: u16| attributes.iter().find(|(kind, _)| *kind & !NLA_F_NESTED == wanted).map(|(_, v)| *v);
+        |wanted: u16| found.iter().find(|(kind, _)| *kind & !NLA_F_NESTED == wanted).map(|(_, v)| *v);
     let kind = if let Some(group) = find(NHA_GROUP) {
         let group_type =
             find(NHA_GROUP_TYPE).and_then(|v| Some(u16::from_ne_bytes(v.get(..2)?.try_into().ok()?)));
