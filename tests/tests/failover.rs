@@ -236,27 +236,22 @@ fn balance_spreads_flows_over_both_uplinks_and_replies_stay_symmetric() {
     assert!(applied.output.contains("main's IPv4 default: ens3 + ens4"), "{}", applied.output);
     assert_eq!(main_default(&lab.host, "-4"), "ens3+ens4");
     assert_eq!(main_default(&lab.host, "-6"), "ens3+ens4");
-    // Flows (by L4 hash) leave by both uplinks.
-    let mut devices = std::collections::BTreeSet::new();
-    for port in 10000..10064 {
+    // Destinations (balance_hash = "destination") spread over both
+    // uplinks; every flow to one destination takes one uplink.
+    let leaves_by = |destination: &str, port: u16| {
+        let port = port.to_string();
         let route = lab
             .host
-            .ip([
-                "route",
-                "get",
-                &CLIENT.to_string(),
-                "ipproto",
-                "udp",
-                "sport",
-                &port.to_string(),
-                "dport",
-                "53",
-            ])
+            .ip(["route", "get", destination, "ipproto", "udp", "sport", &port, "dport", "53"])
             .unwrap();
-        let device = route.split_whitespace().skip_while(|w| *w != "dev").nth(1).unwrap_or("").to_owned();
-        devices.insert(device);
-    }
-    assert_eq!(devices.into_iter().collect::<Vec<_>>(), vec!["ens3", "ens4"]);
+        route.split_whitespace().skip_while(|w| *w != "dev").nth(1).unwrap_or("").to_owned()
+    };
+    let by_destination: std::collections::BTreeSet<String> =
+        (1..64).map(|host| leaves_by(&format!("198.51.100.{host}"), 10000)).collect();
+    assert_eq!(by_destination.into_iter().collect::<Vec<_>>(), vec!["ens3", "ens4"]);
+    let by_port: std::collections::BTreeSet<String> =
+        (10000..10064).map(|port| leaves_by(&CLIENT.to_string(), port)).collect();
+    assert_eq!(by_port.len(), 1, "one destination, one uplink: {by_port:?}");
     // Replies from each uplink's address still leave by that uplink.
     let check = mhr(&lab.host, &config, &["check"]);
     assert!(check.succeeded(), "{}", check.output);

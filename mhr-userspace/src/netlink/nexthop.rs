@@ -138,8 +138,7 @@ pub fn decode(payload: &[u8]) -> Option<Nexthop> {
     let flags = u32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?);
     let found = attributes(payload.get(NHMSG..)?);
     let id = found.iter().find(|(kind, _)| *kind == NHA_ID).and_then(|(_, v)| u32_of(v))?;
-    let find =
-        |wanted: u16| found.iter().find(|(kind, _)| *kind & !NLA_F_NESTED == wanted).map(|(_, v)| *v);
+    let find = |wanted: u16| found.iter().find(|(kind, _)| *kind & !NLA_F_NESTED == wanted).map(|(_, v)| *v);
     let kind = if let Some(group) = find(NHA_GROUP) {
         let group_type =
             find(NHA_GROUP_TYPE).and_then(|v| Some(u16::from_ne_bytes(v.get(..2)?.try_into().ok()?)));
