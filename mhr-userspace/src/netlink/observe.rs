@@ -120,8 +120,13 @@ pub async fn observe_scoped(
     })
 }
 
-/// The nexthop objects; None from a kernel that has none (before 5.3).
+/// The nexthop objects; None from a kernel without resilient groups
+/// (before 5.13: balance then keeps a plain multipath route).
 fn nexthops() -> Result<Option<Vec<crate::model::Nexthop>>, ObserveError> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    if !has_resilient_groups(&release) {
+        return Ok(None);
+    }
     match super::nexthop::dump() {
         Ok(found) => Ok(Some(found)),
         Err(source @ KernelError::Transport(_)) => Err(ObserveError { what: "nexthops", source }),
@@ -208,4 +213,25 @@ async fn dump_routes(
         );
     }
     Ok(routes)
+}
+
+/// Whether a kernel `release` (`6.18.44-…`) is 5.13 or later.
+fn has_resilient_groups(release: &str) -> bool {
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (5, 13),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn resilient_groups_come_with_linux_5_13() {
+        assert!(super::has_resilient_groups("6.18.44-fc-v1045"));
+        assert!(super::has_resilient_groups("5.13.0"));
+        assert!(!super::has_resilient_groups("5.12.19-generic"));
+        assert!(!super::has_resilient_groups("4.19.0"));
+        assert!(!super::has_resilient_groups(""));
+    }
 }

@@ -261,7 +261,7 @@ fn resilient_group(
     protocol: u8,
 ) -> Result<Vec<Nexthop>, String> {
     let Some(present) = &observed.nexthops else {
-        return Err("the kernel lists no nexthop objects (Linux 5.13 has resilient groups)".to_owned());
+        return Err("the kernel has no resilient nexthop groups (Linux 5.13)".to_owned());
     };
     let mut members = Vec::new();
     let mut nexthops = Vec::new();
