@@ -11,6 +11,7 @@ pub const TCP_RETRANSMIT_PROGRAM: &str = "mhr_tcp_retransmit";
 pub const TCP_LAYOUT_MAP: &str = "MHR_TCP_LAYOUT";
 pub const TCP_RTT_MAP: &str = "MHR_TCP_RTT";
 pub const TCP_RETRANSMITS_MAP: &str = "MHR_TCP_RETRANS";
+pub const TCP_SENT_MAP: &str = "MHR_TCP_SENT";
 
 /// Round-trip buckets: upper bounds of 250 µs × 2^i, the last one
 /// unbounded (250 µs … 4.096 s, then +Inf).
@@ -62,7 +63,11 @@ pub struct TcpTraceLayout {
     pub retransmit_family: u16,
     pub retransmit_saddr: u16,
     pub retransmit_saddr_v6: u16,
-    pub _pad: [u16; 2],
+    /// 1 while the tracepoints are attached: the guard then also counts
+    /// the TCP segments each uplink sends from its own addresses (the
+    /// retransmission ratio's denominator); 0 costs the guard nothing.
+    pub count_sent: u16,
+    pub _pad: u16,
 }
 
 const _: () = assert!(size_of::<TcpTraceLayout>() == 16);

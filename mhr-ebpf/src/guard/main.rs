@@ -101,6 +101,9 @@ pub fn mhr_guard(ctx: TcContext) -> i32 {
         return TC_ACT_SHOT;
     }
     if !verdict.is_offence() {
+        if verdict == Verdict::Ok {
+            tcp::count_sent(&skb, &parsed, family, guard.slot);
+        }
         return TCX_NEXT;
     }
     // Steered packets are delivered, never dropped; one that could not be

@@ -9,12 +9,15 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
     programs::TracePointContext,
 };
-use mhr_common::guard::{
-    MAX_UPLINKS, ipv6_words,
-    tcp::{TcpRtt, TcpTraceLayout, rtt_bucket},
+use mhr_common::{
+    guard::{
+        MAX_UPLINKS, PacketFamily, ipv6_words,
+        tcp::{TcpRtt, TcpTraceLayout, rtt_bucket},
+    },
+    packet::{Packet as _, Parsed},
 };
 
-use crate::{OWNERS_V4, OWNERS_V6};
+use crate::{OWNERS_V4, OWNERS_V6, skb::Skb};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -26,6 +29,41 @@ static TCP_LAYOUT: Array<TcpTraceLayout> = Array::pinned(1, 0);
 static TCP_RTT: PerCpuArray<TcpRtt> = PerCpuArray::pinned(MAX_UPLINKS, 0);
 #[map(name = "MHR_TCP_RETRANS")]
 static TCP_RETRANSMITS: PerCpuArray<u64> = PerCpuArray::pinned(MAX_UPLINKS, 0);
+/// TCP segments each uplink sent from its own addresses (the guard's `ok`
+/// packets that carry TCP, a GSO packet as its segments), per CPU: the
+/// retransmission ratio's denominator. Counted only while the tracepoints
+/// are attached.
+#[map(name = "MHR_TCP_SENT")]
+static TCP_SENT: PerCpuArray<u64> = PerCpuArray::pinned(MAX_UPLINKS, 0);
+
+const IPPROTO_TCP: u8 = 6;
+
+/// Counts a packet the guard passed as the uplink's own when it is TCP
+/// (the IP header's protocol: an IPv6 segment behind extension headers is
+/// not counted, as the kernel's TCP stack never sends one).
+#[inline(always)]
+pub fn count_sent(skb: &Skb, parsed: &Parsed, family: PacketFamily, slot: u32) {
+    let Some(layout) = TCP_LAYOUT.get(0) else { return };
+    if layout.count_sent == 0 {
+        return;
+    }
+    let Parsed::Ip { l3, .. } = parsed else { return };
+    let at = match family {
+        PacketFamily::Ipv4 => *l3 + 9,
+        PacketFamily::Ipv6 => *l3 + 6,
+        _ => return,
+    };
+    if skb.load::<u8>(at) != Some(IPPROTO_TCP) {
+        return;
+    }
+    // A GSO packet carries several segments: count what goes on the wire.
+    // SAFETY: reading a field of the context the kernel handed us.
+    let segments = unsafe { (*skb.0.skb.skb).gso_segs }.max(1);
+    if let Some(count) = TCP_SENT.get_ptr_mut(slot) {
+        // SAFETY: this CPU's slot of a pre-allocated per-CPU array.
+        unsafe { *count += u64::from(segments) };
+    }
+}
 
 #[tracepoint]
 pub fn mhr_tcp_probe(ctx: TracePointContext) -> u32 {

@@ -50,6 +50,9 @@ impl Default for HealthConfig {
             loss_low: None,
             passive: false,
             rx_silence: Duration::from_secs(2),
+            retransmit_percent: 10,
+            retransmit_window: Duration::from_secs(10),
+            probe_when_idle: false,
         }
     }
 }

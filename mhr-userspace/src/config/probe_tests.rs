@@ -102,6 +102,32 @@ fn quality_marks_come_in_pairs_with_low_under_high() {
 }
 
 #[test]
+fn passive_health_keys_are_checked_and_probe_when_idle_needs_passive() {
+    let health = |lines: &str| message(&format!("{UPLINK}probe = [\"192.0.2.1\"]\n[health]\n{lines}\n"));
+    let idle = health("probe_when_idle = true");
+    assert!(idle.contains("[health] probe_when_idle needs `passive = true`"), "{idle}");
+    let percent = health("passive = true\nretransmit_percent = 101");
+    assert!(
+        percent.contains("retransmit_percent must be a whole percentage from 0 to 100, not 101"),
+        "{percent}"
+    );
+    let short = health("passive = true\nretransmit_window = \"500ms\"");
+    assert!(short.contains("[health] retransmit_window must be from 1s to 1h, not 500ms"), "{short}");
+    assert!(health("retransmit_window = \"2h\"").contains("not 2h"));
+    let text = format!(
+        "{UPLINK}[health]\npassive = true\nprobe_when_idle = true\nretransmit_percent = 0\nretransmit_window = \"1s\"\n"
+    );
+    let config = Config::parse(&text, Path::new("mhr.toml")).unwrap();
+    assert!(config.health.probe_when_idle);
+    assert_eq!(config.health.retransmit_percent, 0, "0: retransmissions judge nothing");
+    let defaults = Config::parse(UPLINK, Path::new("mhr.toml")).unwrap().health;
+    assert_eq!(
+        (defaults.retransmit_percent, defaults.retransmit_window, defaults.probe_when_idle),
+        (10, Duration::from_secs(10), false)
+    );
+}
+
+#[test]
 fn steering_rules_are_refused_before_any_change_naming_the_rule_and_key() {
     let two = "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[[uplink]]\ninterface = \"ens4\"\n";
     let with = |rules: &str| message(&format!("{two}{rules}"));

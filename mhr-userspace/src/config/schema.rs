@@ -145,6 +145,15 @@ pub struct HealthConfig {
     pub passive: bool,
     #[serde(with = "humantime_serde")]
     pub rx_silence: Duration,
+    /// With `passive`: an uplink whose TCP connections retransmit more than
+    /// this percentage of the segments they send over `retransmit_window`
+    /// is failed at once (0: retransmissions judge nothing).
+    pub retransmit_percent: u32,
+    #[serde(with = "humantime_serde")]
+    pub retransmit_window: Duration,
+    /// With `passive`: probe an uplink only while it receives no traffic
+    /// (what it receives vouches for it), to spare metered links.
+    pub probe_when_idle: bool,
 }
 
 impl HealthConfig {

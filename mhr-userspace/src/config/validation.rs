@@ -57,6 +57,8 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Probe targets per uplink: probes are rate-bounded by design.
 pub const MAX_PROBES_PER_UPLINK: usize = 8;
 const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
+/// A window holds enough TCP segments to judge a ratio only from about a second.
+const MIN_RETRANSMIT_WINDOW: Duration = Duration::from_secs(1);
 const MAX_HEALTH_INTERVAL: Duration = Duration::from_secs(3600);
 const MAX_STREAK: u32 = 100;
 /// A multipath next hop's weight is one byte in the kernel (weight − 1).
@@ -303,6 +305,20 @@ impl Config {
         if !(MIN_HEALTH_INTERVAL..=MAX_HEALTH_INTERVAL).contains(&health.rx_silence) {
             let silence = humantime::format_duration(health.rx_silence);
             bad("rx_silence", format!("must be from 100ms to 1h, not {silence}"));
+        }
+        if !(MIN_RETRANSMIT_WINDOW..=MAX_HEALTH_INTERVAL).contains(&health.retransmit_window) {
+            let window = humantime::format_duration(health.retransmit_window);
+            bad("retransmit_window", format!("must be from 1s to 1h, not {window}"));
+        }
+        if health.retransmit_percent > 100 {
+            let percent = health.retransmit_percent;
+            bad("retransmit_percent", format!("must be a whole percentage from 0 to 100, not {percent}"));
+        }
+        if health.probe_when_idle && !health.passive {
+            bad(
+                "probe_when_idle",
+                "needs `passive = true` (traffic must be judged while probes are not sent)".to_owned(),
+            );
         }
         let format = |d: Duration| humantime::format_duration(d).to_string();
         match (health.latency_high, health.latency_low) {

@@ -107,8 +107,10 @@ struct Daemon {
     hook_pending: Vec<crate::health::Transition>,
     /// Uplinks drained at the last reconcile (`drained` fires on a new one).
     hook_drained: std::collections::BTreeSet<String>,
-    /// Each uplink's receive silence (`[health] passive`).
+    /// Each uplink's receive silence and retransmissions (`[health] passive`).
     passive: crate::health::passive::PassiveWatch,
+    /// Uplinks that carry traffic, for the probe task (`probe_when_idle`).
+    busy: tokio::sync::watch::Sender<std::collections::BTreeSet<String>>,
 }
 
 /// Runs until `shutdown` completes. Needs a tokio runtime; netlink sockets
@@ -177,9 +179,10 @@ pub async fn run_with_endpoint(
     let engine = engine.tolerant();
     let (probe_plans, plans) = tokio::sync::watch::channel(Vec::new());
     let (round_sender, mut rounds) = tokio::sync::mpsc::channel(4);
+    let (busy, busy_now) = tokio::sync::watch::channel(Default::default());
     tokio::spawn(rounds::probe_rounds(
         std::sync::Arc::clone(engine.kernel()),
-        plans,
+        rounds::ProbeInputs { plans, busy: busy_now },
         round_sender,
         settings.interval,
         settings.timeout,
@@ -219,7 +222,8 @@ pub async fn run_with_endpoint(
         hooks: hooks::Hooks::new(config.hooks.clone(), control_runs, options.hook_events.clone()),
         hook_pending: Vec::new(),
         hook_drained: Default::default(),
-        passive: crate::health::passive::PassiveWatch::new(settings.rx_silence),
+        passive: passive::watch(&settings),
+        busy,
     };
     if options.guard {
         daemon.load_guard(&options);

@@ -1,16 +1,49 @@
-//! The daemon's passive health: samples the uplinks' packet counters,
-//! exports how long each has been sending into silence, and under
-//! `[health] passive` fails one at once when it passes `rx_silence`.
+//! The daemon's passive health: samples the uplinks' packet counters and
+//! the guard's TCP counters, exports how long each uplink has been sending
+//! into silence, and under `[health] passive` fails one at once when it
+//! passes `rx_silence` or `retransmit_percent`. With `probe_when_idle` it
+//! tells the probe task which uplinks carry traffic.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use super::Daemon;
-use crate::health::passive::LinkCounters;
+use crate::{
+    config::HealthConfig,
+    health::{
+        Fault,
+        passive::{LinkCounters, PassiveWatch, RetransmitRule, TcpTotals},
+    },
+};
 
 /// How often the counters are sampled: a quarter of `rx_silence`, within
 /// 50 ms and 1 s, so a silence is seen at most a quarter late.
 pub fn sample_every(rx_silence: Duration) -> Duration {
     (rx_silence / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+/// The watch `[health]` asks for.
+pub fn watch(settings: &HealthConfig) -> PassiveWatch {
+    let retransmit = (settings.retransmit_percent > 0).then(|| RetransmitRule {
+        ratio: f64::from(settings.retransmit_percent) / 100.0,
+        window: settings.retransmit_window,
+    });
+    PassiveWatch::new(settings.rx_silence, retransmit)
+}
+
+/// An uplink carries traffic (`probe_when_idle`) when it received at
+/// least [`busy_packets`] over the last two samples.
+pub fn busy_span(settings: &HealthConfig) -> Duration {
+    2 * sample_every(settings.rx_silence)
+}
+
+/// Received packets that show an uplink carries traffic: more than the
+/// replies to its own probes could be (up to 8 packets per target, an
+/// HTTP probe's exchange), and more than a neighbour exchange.
+pub fn busy_packets(config: &crate::config::Config, interface: &str) -> u64 {
+    let targets = config.uplinks.iter().find(|u| u.interface == interface).map_or(0, |u| {
+        u.probes(crate::model::Family::V4).count() + u.probes(crate::model::Family::V6).count()
+    });
+    8 * targets as u64 + 8
 }
 
 impl Daemon {
@@ -25,26 +58,48 @@ impl Daemon {
                 return false;
             }
         };
-        let by_name: std::collections::BTreeMap<String, LinkCounters> = last
+        let by_name: BTreeMap<String, LinkCounters> = last
             .desired
             .uplinks
             .iter()
             .filter_map(|u| counters.get(&u.index).map(|c| (u.interface.clone(), *c)))
             .collect();
+        let tcp = self.tcp_totals(&by_name);
         let now = tokio::time::Instant::now();
         let silenced = self.passive.observe(&by_name, now);
+        let retransmitting = self.passive.observe_tcp(&tcp, now);
         for interface in self.passive.interfaces() {
             let key = crate::metrics::labels([("uplink", interface)]);
             self.control.rx_silence.get_or_create(&key).set(self.passive.silence_seconds(interface, now));
         }
-        if !self.engine.config().health.passive || silenced.is_empty() {
+        let settings = &self.engine.config().health;
+        if settings.probe_when_idle {
+            let span = busy_span(settings);
+            let busy = last
+                .desired
+                .uplinks
+                .iter()
+                .filter(|u| {
+                    let packets = busy_packets(self.engine.config(), &u.interface);
+                    self.passive.busy(&u.interface, now, span, packets)
+                })
+                .map(|u| u.interface.clone())
+                .collect();
+            self.busy.send_replace(busy);
+        }
+        if !settings.passive {
             return false;
         }
         let unix_now = crate::clock::unix_seconds();
         let mut transitions = Vec::new();
         for interface in &silenced {
             tracing::warn!(uplink = %interface, "sending with nothing received for rx_silence: failing it");
-            transitions.extend(self.book.observe_silence(interface, unix_now));
+            transitions.extend(self.book.observe_passive(interface, Fault::RxSilent, unix_now));
+        }
+        for interface in retransmitting.iter().filter(|name| !silenced.contains(name)) {
+            let ratio = self.passive.retransmit_ratio(interface).unwrap_or_default();
+            tracing::warn!(uplink = %interface, ratio, "TCP retransmitting over retransmit_percent: failing it");
+            transitions.extend(self.book.observe_passive(interface, Fault::Retransmitting, unix_now));
         }
         if transitions.is_empty() {
             return false;
@@ -56,5 +111,24 @@ impl Daemon {
         self.last = last;
         self.write_snapshot();
         true
+    }
+
+    /// The guard's TCP counters for the uplinks sampled (none without the
+    /// guard's tracepoints).
+    fn tcp_totals(&self, uplinks: &BTreeMap<String, LinkCounters>) -> BTreeMap<String, TcpTotals> {
+        let Some(guard) = self.guard.as_ref().filter(|guard| guard.watches_tcp()) else {
+            return BTreeMap::new();
+        };
+        match guard.tcp_counts() {
+            Ok(counts) => counts
+                .into_iter()
+                .filter(|(name, _)| uplinks.contains_key(name))
+                .map(|(name, c)| (name, TcpTotals { sent: c.segments_sent, retransmits: c.retransmits }))
+                .collect(),
+            Err(err) => {
+                tracing::warn!(error = %err, "reading the guard's TCP counters failed");
+                BTreeMap::new()
+            }
+        }
     }
 }

@@ -247,9 +247,10 @@ impl Daemon {
         }
         let mut plane = loaded.plane;
         // Before the sandbox: attaching tracepoints needs what loading does.
-        if self.engine.config().health.passive
-            && let Err(err) = plane.watch_tcp(true)
-        {
+        // Without passive health, whatever an earlier instance left counting
+        // is switched off.
+        let passive = self.engine.config().health.passive;
+        if let Err(err) = plane.watch_tcp(passive) {
             tracing::warn!(error = %err, "passive TCP quality is off: its tracepoints could not be attached");
         }
         self.guard = Some(plane);

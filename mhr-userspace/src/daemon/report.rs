@@ -27,14 +27,23 @@ impl Daemon {
                 Default::default()
             }
         };
-        let passive = self.engine.config().health.passive.then_some(&self.passive);
-        let silent = |interface: &str| passive.is_some_and(|watch| watch.silent(interface));
+        let settings = &self.engine.config().health;
+        let passive = settings.passive.then_some(&self.passive);
+        let passive_fault = |interface: &str| passive.and_then(|watch| watch.fault(interface));
+        let (now, span) = (tokio::time::Instant::now(), super::passive::busy_span(settings));
+        let idle_probing = settings.probe_when_idle.then_some(&self.passive);
+        let config = self.engine.config();
+        let busy = |interface: &str| {
+            let packets = super::passive::busy_packets(config, interface);
+            idle_probing.is_some_and(|watch| watch.busy(interface, now, span, packets))
+        };
+        let traffic = rounds::Traffic { passive_fault: &passive_fault, busy: &busy };
         let transitions = rounds::round(
             &mut self.book,
             &last.desired.uplinks,
             probes,
             &failed,
-            &silent,
+            &traffic,
             crate::clock::unix_seconds(),
         );
         let drains_changed = self.drains_changed();

@@ -1,7 +1,7 @@
 //! The daemon's health rounds: the probe task, one round over the uplinks
 //! of the last plan, and the probe round before the first reconcile.
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use tokio::sync::{mpsc, watch};
 
@@ -15,13 +15,20 @@ use crate::{
     plan::{Gateway, UplinkPlan},
 };
 
+/// What the probe task follows: the probes of the last plan, and the
+/// uplinks that carry traffic (`probe_when_idle`; always empty without).
+pub struct ProbeInputs {
+    pub plans: watch::Receiver<Vec<ProbePlan>>,
+    pub busy: watch::Receiver<BTreeSet<String>>,
+}
+
 /// One health round per `interval` over whatever `plans` holds: probes
-/// the uplink families due by their `probe_interval` ([`Cadence`]) and
-/// sends the results (possibly none) and the families skipped to
-/// `rounds`: the heartbeat of health rounds.
+/// the uplink families due by their `probe_interval` ([`Cadence`]) and not
+/// busy, and sends the results (possibly none) and the families skipped
+/// to `rounds`: the heartbeat of health rounds.
 pub async fn probe_rounds(
     kernel: std::sync::Arc<dyn crate::southbound::Southbound>,
-    mut plans: watch::Receiver<Vec<ProbePlan>>,
+    mut inputs: ProbeInputs,
     rounds: mpsc::Sender<ProbeRound>,
     interval: Duration,
     timeout: Duration,
@@ -31,9 +38,13 @@ pub async fn probe_rounds(
     let mut cadence = Cadence::new(interval);
     loop {
         let now = ticker.tick().await;
-        let current = plans.borrow_and_update().clone();
+        let current = inputs.plans.borrow_and_update().clone();
         kernel.keep_probes(&current).await;
-        let (due, skipped) = cadence.due(&current, now);
+        let (due, mut skipped) = cadence.due(&current, now);
+        let busy = inputs.busy.borrow_and_update().clone();
+        let (busy, due): (Vec<ProbePlan>, Vec<ProbePlan>) =
+            due.into_iter().partition(|plan| busy.contains(&plan.interface));
+        skipped.extend(busy.into_iter().map(|plan| (plan.interface, plan.family)));
         let results = kernel.probe(&due, timeout).await;
         if rounds.send(ProbeRound { results, skipped }).await.is_err() {
             return;
@@ -47,13 +58,22 @@ fn link_fault(uplink: &UplinkPlan, family: Family) -> Option<Fault> {
     crate::health::judge::link_fault(uplink.up, uplink.carrier, has_address, uplink.gateway(family).is_some())
 }
 
+/// What traffic says of an uplink in a round (by interface).
+pub struct Traffic<'a> {
+    /// What passive health holds against it.
+    pub passive_fault: &'a dyn Fn(&str) -> Option<Fault>,
+    /// It receives traffic, which vouches for it when its probes were
+    /// skipped (`probe_when_idle`).
+    pub busy: &'a dyn Fn(&str) -> bool,
+}
+
 /// One health round over the uplink families of the last plan.
 pub fn round(
     book: &mut HealthBook,
     uplinks: &[UplinkPlan],
     probes: &ProbeRound,
-    failed_neighbours: &std::collections::BTreeSet<(u32, std::net::IpAddr)>,
-    silent: &dyn Fn(&str) -> bool,
+    failed_neighbours: &BTreeSet<(u32, std::net::IpAddr)>,
+    traffic: &Traffic,
     now: u64,
 ) -> Vec<Transition> {
     let mut transitions = Vec::new();
@@ -67,9 +87,13 @@ pub fn round(
             let result =
                 probes.results.iter().find(|p| p.interface == uplink.interface && p.family == family);
             let skipped = probes.skipped.contains(&(uplink.interface.clone(), family));
-            let rx_silent = silent(&uplink.interface);
-            let sample =
-                RoundSample { gateway_unreachable, probe: result.map(|p| p.outcome), skipped, rx_silent };
+            let sample = RoundSample {
+                gateway_unreachable,
+                probe: result.map(|p| p.outcome),
+                skipped,
+                passive: (traffic.passive_fault)(&uplink.interface),
+                busy: skipped && (traffic.busy)(&uplink.interface),
+            };
             let fault = link_fault(uplink, family);
             transitions.extend(book.observe_round(&uplink.interface, family, fault, sample, now));
             if let Some(result) = result {

@@ -18,7 +18,7 @@ use mhr_common::guard::{
     FLAG_BUDGET_MAP, FLAGS_MAP, FlagBudget, MAX_UPLINKS, OFFENDERS_MAP, OWNERS_V4_MAP, OWNERS_V6_MAP,
     Offender, OffenderKey, PacketFamily, SLOT_NAMES_MAP, STEER_MAP, SteerTarget, UPLINKS_HIGH_MAP,
     UPLINKS_MAP, UplinkGuard, VERDICT_COUNTERS_MAP, VERDICTS, Verdict, event_slot,
-    tcp::{TCP_LAYOUT_MAP, TCP_RETRANSMITS_MAP, TCP_RTT_MAP},
+    tcp::{TCP_LAYOUT_MAP, TCP_RETRANSMITS_MAP, TCP_RTT_MAP, TCP_SENT_MAP},
     verdict_slot,
 };
 use serde::Serialize;
@@ -107,11 +107,12 @@ impl GuardMaps {
             flag_budget: typed(get(FLAG_BUDGET_MAP)?, FLAG_BUDGET_MAP)?,
             offenders: typed(get(OFFENDERS_MAP)?, OFFENDERS_MAP)?,
             steer: typed(get(STEER_MAP)?, STEER_MAP)?,
-            tcp: match (get(TCP_LAYOUT_MAP), get(TCP_RTT_MAP), get(TCP_RETRANSMITS_MAP)) {
-                (Ok(layout), Ok(rtt), Ok(retransmits)) => Some(super::tcp::TcpMaps {
+            tcp: match (get(TCP_LAYOUT_MAP), get(TCP_RTT_MAP), get(TCP_RETRANSMITS_MAP), get(TCP_SENT_MAP)) {
+                (Ok(layout), Ok(rtt), Ok(retransmits), Ok(sent)) => Some(super::tcp::TcpMaps {
                     layout: typed(layout, TCP_LAYOUT_MAP)?,
                     rtt: typed(rtt, TCP_RTT_MAP)?,
                     retransmits: typed(retransmits, TCP_RETRANSMITS_MAP)?,
+                    sent: typed(sent, TCP_SENT_MAP)?,
                 }),
                 _ => None,
             },

@@ -258,7 +258,9 @@ mod tests {
         let rtt = shape(mhr_common::guard::tcp::TCP_RTT_MAP).unwrap();
         let value = size_of::<mhr_common::guard::tcp::TcpRtt>() as u32;
         assert_eq!((rtt.value_size, rtt.max_entries), (value, mhr_common::guard::MAX_UPLINKS));
-        assert_eq!(maps.len(), 16, "{maps:?}");
+        let sent = shape(mhr_common::guard::tcp::TCP_SENT_MAP).unwrap();
+        assert_eq!((sent.value_size, sent.max_entries), (8, mhr_common::guard::MAX_UPLINKS));
+        assert_eq!(maps.len(), 17, "{maps:?}");
     }
 
     #[test]

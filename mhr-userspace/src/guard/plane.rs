@@ -3,10 +3,13 @@
 //! one; the kernel model (`southbound::model`) has one that records what
 //! it was told.
 
-use std::{collections::BTreeSet, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
 
 use super::tc::AttachMode;
-use super::{Guard, GuardAttachment, GuardError, GuardMaps, GuardUplink, flags::FlagSource};
+use super::{Guard, GuardAttachment, GuardError, GuardMaps, GuardUplink, flags::FlagSource, tcp::TcpCounts};
 
 /// A loaded guard.
 pub trait GuardPlane: Send {
@@ -39,6 +42,9 @@ pub trait GuardPlane: Send {
     fn watch_tcp(&mut self, on: bool) -> Result<(), GuardError>;
     /// Whether the TCP tracepoints are attached.
     fn watches_tcp(&self) -> bool;
+    /// Each uplink's TCP figures by interface (empty while the tracepoints
+    /// never ran).
+    fn tcp_counts(&self) -> Result<BTreeMap<String, TcpCounts>, GuardError>;
 }
 
 /// A guard just loaded, and where its flagged packets come from (none in
@@ -119,5 +125,15 @@ impl GuardPlane for Guard {
 
     fn watches_tcp(&self) -> bool {
         Guard::watches_tcp(self)
+    }
+
+    fn tcp_counts(&self) -> Result<BTreeMap<String, TcpCounts>, GuardError> {
+        let mut counts = BTreeMap::new();
+        for (slot, interface) in self.maps.slot_names()? {
+            if let Some(tcp) = self.maps.tcp_counts(slot)? {
+                counts.insert(interface, tcp);
+            }
+        }
+        Ok(counts)
     }
 }

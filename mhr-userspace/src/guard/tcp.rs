@@ -11,7 +11,7 @@ use aya::{
 };
 use mhr_common::guard::tcp::{
     RTT_BUCKETS, TCP_LAYOUT_MAP, TCP_PROBE_PROGRAM, TCP_RETRANSMIT_PROGRAM, TCP_RETRANSMITS_MAP, TCP_RTT_MAP,
-    TcpRtt, TcpTraceLayout,
+    TCP_SENT_MAP, TcpRtt, TcpTraceLayout,
 };
 
 use super::{Guard, GuardError, GuardMaps, maps::map_error};
@@ -26,6 +26,9 @@ pub struct TcpCounts {
     pub rtt_buckets: [u64; RTT_BUCKETS],
     pub rtt_sum_us: u64,
     pub retransmits: u64,
+    /// TCP segments sent from the uplink's own addresses (counted while
+    /// the tracepoints are attached).
+    pub segments_sent: u64,
 }
 
 impl TcpCounts {
@@ -39,6 +42,7 @@ pub struct TcpMaps {
     pub layout: Array<MapData, TcpTraceLayout>,
     pub rtt: PerCpuArray<MapData, TcpRtt>,
     pub retransmits: PerCpuArray<MapData, u64>,
+    pub sent: PerCpuArray<MapData, u64>,
 }
 
 impl GuardMaps {
@@ -58,6 +62,7 @@ impl GuardMaps {
         }
         counts.retransmits =
             tcp.retransmits.get(&slot, 0).map_err(map_error(TCP_RETRANSMITS_MAP))?.iter().sum();
+        counts.segments_sent = tcp.sent.get(&slot, 0).map_err(map_error(TCP_SENT_MAP))?.iter().sum();
         Ok(Some(counts))
     }
 
@@ -67,8 +72,9 @@ impl GuardMaps {
         let rtt =
             aya::maps::PerCpuValues::try_from(vec![TcpRtt::default(); cpus]).map_err(GuardError::Cpus)?;
         tcp.rtt.set(slot, rtt, 0).map_err(map_error(TCP_RTT_MAP))?;
-        let zero = aya::maps::PerCpuValues::try_from(vec![0u64; cpus]).map_err(GuardError::Cpus)?;
-        tcp.retransmits.set(slot, zero, 0).map_err(map_error(TCP_RETRANSMITS_MAP))
+        let zero = || aya::maps::PerCpuValues::try_from(vec![0u64; cpus]).map_err(GuardError::Cpus);
+        tcp.retransmits.set(slot, zero()?, 0).map_err(map_error(TCP_RETRANSMITS_MAP))?;
+        tcp.sent.set(slot, zero()?, 0).map_err(map_error(TCP_SENT_MAP))
     }
 }
 
@@ -102,11 +108,21 @@ impl Guard {
         Ok(())
     }
 
-    /// Detaches the TCP tracepoints.
+    /// Detaches the TCP tracepoints, and stops the guard counting sent
+    /// segments (also what an earlier instance left on).
     pub fn unwatch_tcp(&mut self) {
         for (name, link) in std::mem::take(&mut self.tcp_links) {
             if let Ok(program) = self.tracepoint(name) {
                 let _ = program.detach(link);
+            }
+        }
+        if let Some(tcp) = self.maps.tcp.as_mut()
+            && let Ok(mut layout) = tcp.layout.get(&0, 0)
+            && layout.count_sent != 0
+        {
+            layout.count_sent = 0;
+            if let Err(err) = tcp.layout.set(0, layout, 0) {
+                tracing::warn!(error = %err, "the guard still counts sent TCP segments");
             }
         }
     }
@@ -149,7 +165,8 @@ fn trace_layout() -> Result<TcpTraceLayout, GuardError> {
         retransmit_family: field(&retransmit_path, &retransmit, "family")?,
         retransmit_saddr: field(&retransmit_path, &retransmit, "saddr")?,
         retransmit_saddr_v6: field(&retransmit_path, &retransmit, "saddr_v6")?,
-        _pad: [0; 2],
+        count_sent: 1,
+        _pad: 0,
     })
 }
 

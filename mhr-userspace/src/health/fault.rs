@@ -21,6 +21,9 @@ pub enum Fault {
     /// `[health] passive`: it kept sending and received nothing for
     /// `rx_silence`.
     RxSilent,
+    /// `[health] passive`: more than `retransmit_ratio` of the TCP
+    /// segments it sent over `retransmit_window` were retransmissions.
+    Retransmitting,
 }
 
 impl Fault {
@@ -39,6 +42,7 @@ impl Fault {
             Self::ProbesFailing => "probes_failing",
             Self::Unproven => "unproven",
             Self::RxSilent => "rx_silent",
+            Self::Retransmitting => "retransmitting",
         }
     }
 }
@@ -54,6 +58,7 @@ impl fmt::Display for Fault {
             Self::ProbesFailing => "probes failing",
             Self::Unproven => "not proven yet (waiting for up_after good probe rounds)",
             Self::RxSilent => "sending but receiving nothing (rx_silence)",
+            Self::Retransmitting => "TCP retransmitting over retransmit_ratio",
         })
     }
 }

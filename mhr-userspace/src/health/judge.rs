@@ -55,7 +55,8 @@ impl HealthJudge for InstantJudge {
             gateway_unreachable,
             probe: probe.then_some(crate::health::ProbeOutcome { answered: false, rtt: None }),
             skipped: false,
-            rx_silent: false,
+            passive: None,
+            busy: false,
         };
         let fault = crate::health::one_shot(link_fault, sample);
         FamilyVerdict { family, healthy: fault.is_none(), fault, degraded: false }

@@ -45,9 +45,12 @@ pub struct RoundSample {
     /// `[health] interval`): its judge and probe figures stand; only the
     /// link and the gateway's neighbour state count.
     pub skipped: bool,
-    /// `[health] passive`: it sends into silence, or failed for it and has
-    /// received nothing since.
-    pub rx_silent: bool,
+    /// `[health] passive`: it sends into silence (or failed for it and has
+    /// received nothing since), or its TCP retransmits over the threshold.
+    pub passive: Option<Fault>,
+    /// `probe_when_idle`: its probes were not sent because it carries
+    /// traffic, and what it received this round vouches for it.
+    pub busy: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -60,8 +63,8 @@ impl RoundSample {
     fn fault(&self) -> Option<Fault> {
         if self.gateway_unreachable {
             Some(Fault::GatewayUnreachable)
-        } else if self.rx_silent {
-            Some(Fault::RxSilent)
+        } else if let Some(fault) = self.passive {
+            Some(fault)
         } else if self.probe.is_some_and(|p| !p.answered) {
             Some(Fault::ProbesFailing)
         } else {
@@ -272,7 +275,8 @@ impl HealthBook {
         if !sample.skipped {
             entry.record_probe(sample.probe);
         }
-        if link_fault.is_some() || (sample.skipped && !sample.gateway_unreachable && !sample.rx_silent) {
+        let judged = sample.gateway_unreachable || sample.passive.is_some() || sample.busy;
+        if link_fault.is_some() || (sample.skipped && !judged) {
             return transition;
         }
         let previous = entry.state();
@@ -311,14 +315,15 @@ impl HealthBook {
         None
     }
 
-    /// `[health] passive` found `interface` sending into silence: every
-    /// family it carries fails at once (no rounds to wait for), and counts
-    /// good rounds again only once something is received.
-    pub fn observe_silence(&mut self, interface: &str, now: u64) -> Vec<Transition> {
+    /// `[health] passive` found `interface` sending into silence or
+    /// retransmitting over the threshold (`fault`): every family it
+    /// carries fails at once (no rounds to wait for), and counts good
+    /// rounds again only once the passive fault is gone.
+    pub fn observe_passive(&mut self, interface: &str, fault: Fault, now: u64) -> Vec<Transition> {
         let mut transitions = Vec::new();
         for ((name, family), entry) in self.entries.iter_mut().filter(|((name, _), _)| name == interface) {
             entry.good_rounds = 0;
-            entry.fault = Some(Fault::RxSilent);
+            entry.fault = Some(fault);
             if !entry.healthy {
                 continue;
             }

@@ -9,7 +9,8 @@ fn probe(answered: bool) -> RoundSample {
         gateway_unreachable: false,
         probe: Some(ProbeOutcome { answered, rtt: answered.then_some(Duration::from_millis(2)) }),
         skipped: false,
-        rx_silent: false,
+        passive: None,
+        busy: false,
     }
 }
 

@@ -323,9 +323,10 @@ pub(super) fn encode_snapshot(
 
 /// Names the data-path collector exports (as rendered, counters with
 /// `_total`): dashboards and alerts may use these.
-pub const DATAPATH_METRICS: [&str; 12] = [
+pub const DATAPATH_METRICS: [&str; 13] = [
     "mhr_uplink_tcp_rtt_seconds",
     "mhr_uplink_tcp_retransmits_total",
+    "mhr_uplink_tcp_segments_sent_total",
     "mhr_scrape_errors_total",
     "mhr_guard_packets_total",
     "mhr_guard_bytes_total",

@@ -1,5 +1,6 @@
 //! Passive TCP quality per uplink, from the guard's tracepoint maps: the
-//! round-trip histogram and the retransmission counter.
+//! round-trip histogram, the retransmissions and the segments sent
+//! (their ratio is what `[health] retransmit_ratio` judges).
 
 use mhr_common::guard::tcp::{RTT_BUCKETS, rtt_bucket_bound_seconds};
 use prometheus_client::{
@@ -48,6 +49,15 @@ pub(super) fn encode(
     )?;
     for (labels, counts) in rows {
         ConstCounter::new(counts.retransmits).encode(family.encode_family(labels)?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "mhr_uplink_tcp_segments_sent",
+        "TCP segments the uplink sent from its own addresses, retransmissions included",
+        None,
+        MetricType::Counter,
+    )?;
+    for (labels, counts) in rows {
+        ConstCounter::new(counts.segments_sent).encode(family.encode_family(labels)?)?;
     }
     Ok(())
 }

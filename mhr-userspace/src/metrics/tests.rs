@@ -28,7 +28,8 @@ fn exported() -> BTreeSet<String> {
             rtt: Some(std::time::Duration::from_millis(1)),
         }),
         skipped: false,
-        rx_silent: false,
+        passive: None,
+        busy: false,
     };
     health.observe_round("ens3", crate::model::Family::V4, None, sample, 1);
     let entry = health.get("ens3", crate::model::Family::V4).unwrap();
@@ -139,7 +140,8 @@ fn healthy_entry() -> crate::health::FamilyHealth {
             rtt: Some(std::time::Duration::from_millis(1)),
         }),
         skipped: false,
-        rx_silent: false,
+        passive: None,
+        busy: false,
     };
     health.observe_round("ens3", crate::model::Family::V4, None, sample, 1);
     health.get("ens3", crate::model::Family::V4).unwrap().clone()

@@ -202,6 +202,18 @@ impl SeedLab {
         )
     }
 
+    /// Router `index` drops `percent` of what it forwards, at random, both
+    /// ways: a lossy upstream (this kernel has no netem). Undone by
+    /// [`SeedLab::restore_upstream`].
+    pub fn lossy_upstream(&self, index: usize, percent: u32) -> Result<()> {
+        nft(
+            &self.routers[index],
+            &format!(
+                "table inet mhr_lab_block {{\n  chain forward {{\n    type filter hook forward priority -20; policy accept;\n    numgen random mod 100 < {percent} drop\n  }}\n}}\n"
+            ),
+        )
+    }
+
     /// Undoes [`SeedLab::silence_upstream`].
     pub fn restore_upstream(&self, index: usize) -> Result<()> {
         nft(&self.routers[index], "delete table inet mhr_lab_block\n")

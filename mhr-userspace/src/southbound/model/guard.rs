@@ -2,7 +2,7 @@
 //! attached, and lets a test take a link away as someone might.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -10,6 +10,7 @@ use crate::guard::{
     GuardAttachment, GuardError, GuardUplink, pin_prefix,
     plane::GuardPlane,
     tc::{AttachMode, Mechanism},
+    tcp::TcpCounts,
 };
 
 /// What the guard looks like in the model's kernel.
@@ -27,6 +28,9 @@ pub struct GuardState {
     pub refused: BTreeSet<String>,
     /// The passive TCP tracepoints are attached.
     pub tcp_watch: bool,
+    /// What the tracepoints and the guard counted, by interface (a test
+    /// sets them as traffic would).
+    pub tcp: BTreeMap<String, TcpCounts>,
 }
 
 /// A loaded guard in the model.
@@ -116,5 +120,10 @@ impl GuardPlane for ModelGuard {
 
     fn watches_tcp(&self) -> bool {
         self.state().tcp_watch
+    }
+
+    fn tcp_counts(&self) -> Result<BTreeMap<String, TcpCounts>, GuardError> {
+        let state = self.state();
+        Ok(if state.tcp_watch { state.tcp.clone() } else { BTreeMap::new() })
     }
 }

@@ -71,6 +71,8 @@ struct State {
     /// unless silent, answers).
     streams: BTreeSet<String>,
     counters: BTreeMap<String, crate::health::passive::LinkCounters>,
+    /// Percent of a stream's TCP segments retransmitted, by interface.
+    tcp_loss: BTreeMap<String, u32>,
 }
 
 /// The in-memory kernel. Cheap to share: `Arc<KernelModel>`.
@@ -167,6 +169,13 @@ impl KernelModel {
             true => state.streams.insert(interface.to_owned()),
             false => state.streams.remove(interface),
         };
+    }
+
+    /// `percent` of the TCP segments a stream sends by `interface` are
+    /// retransmissions from now on (the guard's TCP counters, while its
+    /// tracepoints are attached, count 100 segments per sample).
+    pub fn tcp_loss(&self, interface: &str, percent: u32) {
+        self.state().tcp_loss.insert(interface.to_owned(), percent);
     }
 
     /// Probes through `interface` take `rtt` to answer from now on (longer

@@ -66,6 +66,15 @@ impl Southbound for KernelModel {
                 continue;
             };
             let (streaming, silent) = (state.streams.contains(&name), state.silent.contains(&name));
+            let loss = state.tcp_loss.get(&name).copied().unwrap_or_default();
+            if streaming {
+                let mut guard = self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if guard.tcp_watch {
+                    let tcp = guard.tcp.entry(name.clone()).or_default();
+                    tcp.segments_sent += 100;
+                    tcp.retransmits += u64::from(if silent { 100 } else { loss });
+                }
+            }
             let entry = state.counters.entry(name).or_default();
             if streaming {
                 entry.tx_packets += 10;
