@@ -8,6 +8,7 @@ use serde::Deserialize;
 mod check;
 mod defaults;
 mod errors;
+mod health_validation;
 mod hooks;
 mod schema;
 mod steering;
