@@ -19,6 +19,7 @@ pub mod raw;
 pub mod seed_lab;
 pub mod servers;
 pub mod temp_dir;
+pub mod traffic;
 pub mod tun;
 
 use std::process::{Command, Output};

@@ -8,8 +8,6 @@
 mod common;
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -19,10 +17,11 @@ use common::{
     mhr, write_config,
 };
 use mhr_tests::{
-    Netns, TempDir,
+    TempDir,
     probe::http_get,
     require_root,
     seed_lab::{CLIENT, SeedLab, routing_section},
+    traffic::{StopOnDrop, stream_until},
 };
 use mhr_userspace::daemon::DaemonOptions;
 
@@ -47,47 +46,6 @@ fn config_with(dir: &TempDir, passive_keys: &str) -> std::path::PathBuf {
     write_config(dir, &text)
 }
 
-/// A TCP sink on the client, and a writer on the host that sends into it
-/// until `stop` (write errors and stalls are the point, not failures).
-fn stream(host: &Netns, client: &Netns, stop: &AtomicBool) {
-    let listener = client.run(|| TcpListener::bind((CLIENT, 0)).unwrap()).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let Ok((mut socket, _)) = listener.accept() else { return };
-            let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
-            let mut buffer = [0u8; 65536];
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok(0) = socket.read(&mut buffer) {
-                    return;
-                }
-            }
-        });
-        host.run(|| {
-            let address = SocketAddr::from((CLIENT, port));
-            let mut socket = TcpStream::connect_timeout(&address, Duration::from_secs(2)).unwrap();
-            socket.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
-            let chunk = vec![0x5a; 16 * 1024];
-            while !stop.load(Ordering::Relaxed) {
-                if socket.write(&chunk).is_err() {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        })
-        .unwrap();
-    });
-}
-
-/// Stops the stream when dropped: a failed assertion ends the scope
-/// instead of leaving it waiting for the stream.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 /// Starts the lab, the daemon and a stream through ens3; silences ens3's
 /// upstream and returns how long main's default took to reach ens4.
 fn failover_under_a_stream(passive: bool, check: impl FnOnce(&SeedLab, &std::path::Path)) -> Duration {
@@ -100,7 +58,7 @@ fn failover_under_a_stream(passive: bool, check: impl FnOnce(&SeedLab, &std::pat
     wait_default_v4(&lab.host, "ens3", Duration::from_secs(10));
     let stop = AtomicBool::new(false);
     let took = std::thread::scope(|scope| {
-        scope.spawn(|| stream(&lab.host, &lab.client, &stop));
+        scope.spawn(|| stream_until(&lab.host, &lab.client, CLIENT.into(), &stop));
         let _stop = StopOnDrop(&stop);
         // The stream runs, answered: nothing fails.
         std::thread::sleep(Duration::from_secs(2));
@@ -179,7 +137,7 @@ fn a_lossy_upstream_under_a_tcp_stream_fails_over_by_its_retransmissions() {
     wait_default_v4(&lab.host, "ens3", Duration::from_secs(10));
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        scope.spawn(|| stream(&lab.host, &lab.client, &stop));
+        scope.spawn(|| stream_until(&lab.host, &lab.client, CLIENT.into(), &stop));
         let _stop = StopOnDrop(&stop);
         std::thread::sleep(Duration::from_secs(5));
         assert_eq!(mhr_default_v4(&lab.host), "ens3", "a clean stream retransmits next to nothing");
@@ -198,7 +156,9 @@ fn a_lossy_upstream_under_a_tcp_stream_fails_over_by_its_retransmissions() {
         let after = tcp(&body);
         let (sent, retransmits) = (after.0 - before.0, after.1 - before.1);
         eprintln!("while lossy: {retransmits} retransmitted of {sent} segments sent");
-        assert!(sent >= 100.0 && retransmits > 0.1 * sent, "{retransmits} of {sent}\n{body}");
+        // The daemon judged a window over 10 %; from the loss's start on
+        // (its first window partly clean), well over the clean stream's.
+        assert!(sent >= 100.0 && retransmits > 0.05 * sent, "{retransmits} of {sent}\n{body}");
         stop.store(true, Ordering::Relaxed);
     });
     lab.restore_upstream(0).unwrap();

@@ -38,7 +38,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // They and the daemon's come from bench targets that use the library
     // in-process (BPF_PROG_TEST_RUN, netlink probes).
     cmd::run(cmd::cargo().args(["bench", "--package", "mhr-tests", "--bench", "guard"]))?;
-    for bench in ["daemon", "rules", "foreign", "coexistence", "balance", "probes", "steer"] {
+    for bench in ["daemon", "rules", "foreign", "coexistence", "balance", "probes", "steer", "passive"] {
         cmd::run(
             cmd::cargo().args(["bench", "--package", "mhr-tests", "--bench", bench]).env("MHR_BIN", &mhr),
         )?;
