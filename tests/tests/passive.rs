@@ -118,16 +118,16 @@ fn a_silent_upstream_under_a_tcp_stream_fails_over_within_rx_silence_and_comes_b
     assert!(took < probes_alone, "{took:?}: not before the probe rounds could have");
 }
 
-/// A router that drops a fifth of what it forwards, both ways: probes
+/// A router that drops a fifth of what it forwards upstream: probes
 /// mostly get through (five lost in a row are needed to fail), while the
-/// stream retransmits well over 10 % of its segments. Silence is judged
+/// stream retransmits far over 5 % of its segments. Silence is judged
 /// only after an hour here, so retransmissions alone fail ens3.
 #[test]
 fn a_lossy_upstream_under_a_tcp_stream_fails_over_by_its_retransmissions() {
     require_root();
     let lab = SeedLab::start().unwrap();
     let dir = TempDir::new("passive-loss").unwrap();
-    let keys = "passive = true\nrx_silence = \"1h\"\nretransmit_percent = 10\nretransmit_window = \"2s\"\n";
+    let keys = "passive = true\nrx_silence = \"1h\"\nretransmit_percent = 5\nretransmit_window = \"2s\"\n";
     let config = config_with(&dir, keys);
     let options = DaemonOptions { resync: Duration::from_secs(3600), ..DaemonOptions::default() };
     // Loss per segment, as on a wire: a veth hands GSO packets on whole,
@@ -148,7 +148,7 @@ fn a_lossy_upstream_under_a_tcp_stream_fails_over_by_its_retransmissions() {
         };
         let before = tcp(&http_get(&lab.host, METRICS_PORT, "/metrics").expect("metrics served").1);
         lab.lossy_upstream(0, 20).unwrap();
-        wait_default_v4(&lab.host, "ens4", Duration::from_secs(15));
+        wait_default_v4(&lab.host, "ens4", Duration::from_secs(20));
         let status = mhr(&lab.host, &config, &["status", "--json"]);
         let json: serde_json::Value = serde_json::from_str(&status.output).expect("status --json");
         assert_eq!(json["uplinks"][0]["health"][0]["fault"], "retransmitting", "{}", status.output);
@@ -156,9 +156,9 @@ fn a_lossy_upstream_under_a_tcp_stream_fails_over_by_its_retransmissions() {
         let after = tcp(&body);
         let (sent, retransmits) = (after.0 - before.0, after.1 - before.1);
         eprintln!("while lossy: {retransmits} retransmitted of {sent} segments sent");
-        // The daemon judged a window over 10 %; from the loss's start on
+        // The daemon judged a window over 5 %; from the loss's start on
         // (its first window partly clean), well over the clean stream's.
-        assert!(sent >= 100.0 && retransmits > 0.05 * sent, "{retransmits} of {sent}\n{body}");
+        assert!(sent >= 100.0 && retransmits > 0.03 * sent, "{retransmits} of {sent}\n{body}");
         stop.store(true, Ordering::Relaxed);
     });
     lab.restore_upstream(0).unwrap();

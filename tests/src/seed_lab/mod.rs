@@ -202,14 +202,15 @@ impl SeedLab {
         )
     }
 
-    /// Router `index` drops `percent` of what it forwards, at random, both
-    /// ways: a lossy upstream (this kernel has no netem). Undone by
-    /// [`SeedLab::restore_upstream`].
+    /// Router `index` drops `percent` of what it forwards to the internet
+    /// client, at random: a lossy upstream (this kernel has no netem).
+    /// Replies come back whole, so a sender's retransmissions follow the
+    /// loss closely. Undone by [`SeedLab::restore_upstream`].
     pub fn lossy_upstream(&self, index: usize, percent: u32) -> Result<()> {
         nft(
             &self.routers[index],
             &format!(
-                "table inet mhr_lab_block {{\n  chain forward {{\n    type filter hook forward priority -20; policy accept;\n    numgen random mod 100 < {percent} drop\n  }}\n}}\n"
+                "table inet mhr_lab_block {{\n  chain forward {{\n    type filter hook forward priority -20; policy accept;\n    ip daddr {CLIENT} numgen random mod 100 < {percent} drop\n  }}\n}}\n"
             ),
         )
     }
