@@ -62,7 +62,7 @@ pub fn undrain(state_dir: &Path, uplink: &str, now: u64) -> Result<bool, StateEr
 /// Held while a drain is read, changed and written: two `mhr drain` at
 /// once must not lose one. Not the writer lock, which `mhr run` holds.
 fn lock(state_dir: &Path) -> Result<std::fs::File, StateError> {
-    let path = crate::paths::drained(state_dir).with_extension("lock");
+    let path = crate::paths::drained_lock(state_dir);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -26,7 +26,6 @@ pub mod netlink;
 pub mod paths;
 pub mod plan;
 pub mod process_metrics;
-pub mod raw_netlink;
 pub mod sandbox;
 pub mod southbound;
 pub mod state;

@@ -26,6 +26,11 @@ pub fn drained(state_dir: &Path) -> PathBuf {
     state_dir.join("drained.json")
 }
 
+/// Serialises `mhr drain`/`undrain` (not the writer lock).
+pub fn drained_lock(state_dir: &Path) -> PathBuf {
+    state_dir.join("drained.lock")
+}
+
 /// The running daemon's health view (every round).
 pub fn health(state_dir: &Path) -> PathBuf {
     state_dir.join("health.json")

@@ -3,8 +3,8 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use super::AttachMode;
 use super::{Assume, GuardConfig, HealthConfig, MetricsConfig, RoutingConfig, SourceRules};
-use crate::guard::tc::AttachMode;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mhr/mhr.toml";
 

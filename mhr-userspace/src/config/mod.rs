@@ -25,8 +25,8 @@ pub use hooks::{
     DEFAULT_HOOK_TIMEOUT, HookConfig, HookEvent, MAX_HOOK_TIMEOUT, MAX_HOOKS, MIN_HOOK_TIMEOUT, exec_problem,
 };
 pub use schema::{
-    Assume, BalanceHash, Config, Failback, GuardConfig, GuardMode, HealthConfig, MetricsConfig, Policy,
-    RoutingConfig, SourceRules, UplinkConfig,
+    Assume, AttachMode, BalanceHash, Config, Failback, GuardConfig, GuardMode, HealthConfig, MetricsConfig,
+    Policy, RoutingConfig, SourceRules, UplinkConfig,
 };
 pub use steering::{MAX_RULES, SteeringRule};
 pub use target::{ProbeTarget, TargetError};

@@ -12,7 +12,6 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::target::ProbeTarget;
-use crate::guard::tc::AttachMode;
 
 /// `[metrics]` (the daemon's HTTP endpoint).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -368,4 +367,15 @@ pub struct Config {
     /// each (a top-level key written after an `[[uplink]]` header lands in
     /// that uplink). [`Config::load`] logs them.
     pub warnings: Vec<String>,
+}
+
+/// How the guard attaches (`[guard] attach`); `Auto` tries TCX and falls
+/// back to clsact when the kernel does not support TCX links.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    #[default]
+    Auto,
+    Tcx,
+    Clsact,
 }

@@ -2,8 +2,8 @@ use std::{path::PathBuf, time::Duration};
 
 use mhr_common::guard::MAX_ALLOW;
 
+use super::AttachMode;
 use super::*;
-use crate::guard::tc::AttachMode;
 
 /// A file with one problem gives that problem, so tests match on it.
 fn parse(text: &str) -> Result<Config, ConfigError> {

@@ -29,16 +29,9 @@ pub enum AttachError {
     },
 }
 
-/// How to attach; `Auto` tries TCX and falls back to clsact when the kernel
-/// does not support TCX links.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachMode {
-    #[default]
-    Auto,
-    Tcx,
-    Clsact,
-}
+/// How to attach: a config value (`[guard] attach`), defined with the
+/// config so that the config does not import the guard.
+pub use crate::config::AttachMode;
 
 /// The mechanism an attachment ended up using.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
