@@ -22,6 +22,15 @@ fn quick_start() -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The `mhr status --brief` sample the README shows after the quick start:
+/// its header and uplink lines.
+fn readme_status_sample() -> Vec<&'static str> {
+    let readme = include_str!("../../README.md");
+    let after = readme.find("mhr status --brief` once applied").expect("the README shows status");
+    let block = readme[after..].split("```").nth(1).expect("a sample block");
+    block.lines().filter(|line| line.starts_with("UPLINK") || line.starts_with("ens")).collect()
+}
+
 #[test]
 fn the_readmes_quick_start_works_step_by_step() {
     require_root();
@@ -84,7 +93,16 @@ fn the_readmes_quick_start_works_step_by_step() {
                 );
                 assert!(text.contains("applied"), "{text}");
             }
-            "status" => assert!(output.starts_with("UPLINK"), "{output}"),
+            "status" => {
+                // The README's sample has the real columns and uplinks.
+                let sample = readme_status_sample();
+                let words = |line: &str| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+                let lines: Vec<&str> = output.lines().collect();
+                assert_eq!(words(lines[0]), words(sample[0]), "the sample's header\n{output}");
+                for (real, shown) in lines[1..].iter().zip(&sample[1..]) {
+                    assert_eq!(words(real)[..3], words(shown)[..3], "uplink, role, state\n{output}");
+                }
+            }
             _ => {}
         }
     }

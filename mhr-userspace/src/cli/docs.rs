@@ -70,8 +70,21 @@ The source guard's pinned maps and links.
 pub fn manpage(out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let command = Cli::command();
     let page = clap_mangen::Man::new(command.clone()).section("8");
-    page.render(out)?;
-    for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+    // Every section but clap_mangen's SUBCOMMANDS, which names a page per
+    // command (mhr-apply(8), …) that is not shipped: the commands are
+    // listed here and described in sections of this page.
+    page.render_title(out)?;
+    page.render_name_section(out)?;
+    page.render_synopsis_section(out)?;
+    page.render_description_section(out)?;
+    page.render_options_section(out)?;
+    writeln!(out, ".SH COMMANDS")?;
+    for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set() && sub.get_name() != "help") {
+        let about = sub.get_about().map(|about| about.to_string()).unwrap_or_default();
+        writeln!(out, ".TP\n\\fBmhr {}\\fR\n{}", sub.get_name(), roff_escape(&about))?;
+    }
+    page.render_version_section(out)?;
+    for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set() && sub.get_name() != "help") {
         writeln!(out, ".SH \"MHR {}\"", sub.get_name().to_uppercase())?;
         let page = clap_mangen::Man::new(sub.clone());
         page.render_description_section(out)?;
@@ -79,6 +92,16 @@ pub fn manpage(out: &mut dyn Write) -> anyhow::Result<Outcome> {
     }
     out.write_all(MAN_TAIL.as_bytes())?;
     Ok(Outcome::Success)
+}
+
+/// Text as roff shows it literally: backslashes and hyphens escaped, no
+/// line starting with a control character.
+fn roff_escape(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    match escaped.chars().next() {
+        Some('.' | '\'') => format!("\\&{escaped}"),
+        _ => escaped,
+    }
 }
 
 #[cfg(test)]
@@ -108,6 +131,13 @@ mod tests {
         }
         assert!(roff.contains("confirm"), "apply's --confirm documented");
         assert!(!roff.contains("GUARDIAN"));
+        // Only mhr(8) is shipped: no page per command is named.
+        for sub in Cli::command().get_subcommands() {
+            let page = format!("mhr\\-{}(8)", sub.get_name());
+            assert!(!roff.contains(&page), "{page} is named but not shipped");
+        }
+        assert!(!roff.contains("SUBCOMMANDS"), "{roff}");
+        assert!(roff.contains(".SH COMMANDS") && roff.contains("\\fBmhr apply\\fR"), "{roff}");
         for section in [".SH \"EXIT STATUS\"", ".SH ENVIRONMENT", ".SH FILES", ".SH \"SEE ALSO\""] {
             assert!(roff.contains(section), "{section} missing");
         }
