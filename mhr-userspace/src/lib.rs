@@ -26,6 +26,7 @@ pub mod netlink;
 pub mod paths;
 pub mod plan;
 pub mod process_metrics;
+pub mod raw_netlink;
 pub mod sandbox;
 pub mod southbound;
 pub mod state;

@@ -137,7 +137,7 @@ pub fn guard_filters(ifindex: u32) -> io::Result<Vec<Filter>> {
 fn egress_filters(ifindex: u32) -> io::Result<Vec<Filter>> {
     let mut request = TcMessage::with_index(i32::try_from(ifindex).map_err(io::Error::other)?);
     request.header.parent = NlHandle::from(CLSACT_EGRESS);
-    crate::netlink::raw::dump(NETLINK_ROUTE, RouteNetlinkMessage::GetTrafficFilter(request), |message| {
+    crate::raw_netlink::dump(NETLINK_ROUTE, RouteNetlinkMessage::GetTrafficFilter(request), |message| {
         match message {
             RouteNetlinkMessage::NewTrafficFilter(filter) => bpf_filter(&filter),
             _ => None,

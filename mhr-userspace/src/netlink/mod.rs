@@ -9,7 +9,6 @@ pub mod encode;
 mod kernel;
 pub mod nexthop;
 pub mod observe;
-pub mod raw;
 pub mod sock_diag;
 pub mod subscribe;
 

@@ -34,7 +34,7 @@ fn dump(family: u8) -> io::Result<Vec<Connection>> {
         states: StateFlags::ESTABLISHED,
         socket_id,
     };
-    crate::netlink::raw::dump(NETLINK_SOCK_DIAG, SockDiagMessage::InetRequest(request), |message| {
+    crate::raw_netlink::dump(NETLINK_SOCK_DIAG, SockDiagMessage::InetRequest(request), |message| {
         match message {
             SockDiagMessage::InetResponse(response) => {
                 let id = &response.header.socket_id;
@@ -63,7 +63,7 @@ pub fn listening_ports() -> io::Result<std::collections::BTreeSet<u16>> {
             socket_id,
         };
         let found =
-            crate::netlink::raw::dump(NETLINK_SOCK_DIAG, SockDiagMessage::InetRequest(request), |message| {
+            crate::raw_netlink::dump(NETLINK_SOCK_DIAG, SockDiagMessage::InetRequest(request), |message| {
                 match message {
                     SockDiagMessage::InetResponse(response) => Some(response.header.socket_id.source_port),
                     _ => None,
@@ -93,7 +93,7 @@ pub fn destroy(connection: &Connection) -> io::Result<()> {
         states: StateFlags::all(),
         socket_id,
     };
-    crate::netlink::raw::request(
+    crate::raw_netlink::request(
         NETLINK_SOCK_DIAG,
         SockDiagDestroy::new(SockDiagMessage::InetRequest(request)),
     )
