@@ -51,7 +51,21 @@ pub struct MutantsArgs {
 }
 
 /// The scenario tests (engine, daemon, confirm on the kernel model).
-const SCENARIO_TESTS: [&str; 4] = ["scenarios", "engine_scenarios", "daemon_scenarios", "daemon_decisions"];
+const SCENARIO_TESTS: [&str; 13] = [
+    "scenarios",
+    "engine_scenarios",
+    "daemon_scenarios",
+    "daemon_decisions",
+    "cadence_scenarios",
+    "drain_scenarios",
+    "failback_scenarios",
+    "guard_steer_scenarios",
+    "hook_scenarios",
+    "passive_scenarios",
+    "quality_scenarios",
+    "steer_scenarios",
+    "cli_errors",
+];
 
 /// The guard's namespace tests a privileged run uses.
 const PRIVILEGED_TESTS: [&str; 4] = ["guard_test_run", "guard_traffic", "clsact", "confirm"];
