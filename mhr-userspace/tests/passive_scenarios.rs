@@ -116,7 +116,7 @@ async fn tcp_retransmitting_over_the_threshold_fails_over_within_a_window_and_co
 }
 
 #[tokio::test(start_paused = true)]
-async fn probe_when_idle_spares_an_uplink_that_carries_traffic_and_its_traffic_vouches_for_it() {
+async fn probe_when_idle_spares_a_healthy_uplink_that_carries_traffic_and_probes_a_failed_one() {
     let mut s = Scenario::new("passive-idle", "seed-host.txt", "passive-idle.toml");
     let model = s.model.clone();
     with_daemon(s.engine(), async {
@@ -137,14 +137,24 @@ async fn probe_when_idle_spares_an_uplink_that_carries_traffic_and_its_traffic_v
         wait_until(&model, PATIENCE, "failover to ens4", || default_via(&model, Family::V4) == ["ens4"])
             .await;
         s.step("ens3's upstream goes silent under the stream");
-        // Its upstream answers again, and the stream's replies vouch for
-        // it: back after up_after rounds without a probe.
+        // Its upstream answers again. A failed uplink is probed, busy or
+        // not: its probes bring it back after up_after rounds.
         let probes = model.probes_sent("ens3");
         model.silence("ens3", false);
         wait_until(&model, PATIENCE, "fail-back to ens3", || default_via(&model, Family::V4) == ["ens3"])
             .await;
-        assert_eq!(model.probes_sent("ens3"), probes, "traffic, not probes, brought it back");
+        assert!(
+            model.probes_sent("ens3") >= probes + 3,
+            "a failed uplink is probed while it carries traffic"
+        );
         s.step("ens3's upstream answers the stream again");
+
+        // Healthy and busy again: spared, its traffic vouching for it.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let probes = model.probes_sent("ens3");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(model.probes_sent("ens3"), probes, "a healthy busy uplink is not probed");
+        assert_eq!(default_via(&model, Family::V4), ["ens3"], "and stays healthy without probes");
 
         model.stream("ens3", false);
         tokio::time::sleep(Duration::from_secs(5)).await;

@@ -29,9 +29,9 @@ static TCP_LAYOUT: Array<TcpTraceLayout> = Array::pinned(1, 0);
 static TCP_RTT: PerCpuArray<TcpRtt> = PerCpuArray::pinned(MAX_UPLINKS, 0);
 #[map(name = "MHR_TCP_RETRANS")]
 static TCP_RETRANSMITS: PerCpuArray<u64> = PerCpuArray::pinned(MAX_UPLINKS, 0);
-/// TCP segments each uplink sent from its own addresses (the guard's `ok`
-/// packets that carry TCP, a GSO packet as its segments), per CPU: the
-/// retransmission ratio's denominator. Counted only while the tracepoints
+/// TCP segments each uplink's own connections sent from its addresses (the
+/// guard's `ok` packets that carry TCP and a socket, a GSO packet as its
+/// segments), per CPU: the retransmission ratio's denominator. Counted only while the tracepoints
 /// are attached.
 #[map(name = "MHR_TCP_SENT")]
 static TCP_SENT: PerCpuArray<u64> = PerCpuArray::pinned(MAX_UPLINKS, 0);
@@ -54,6 +54,12 @@ pub fn count_sent(skb: &Skb, parsed: &Parsed, family: PacketFamily, slot: u32) {
         _ => return,
     };
     if skb.load::<u8>(at) != Some(IPPROTO_TCP) {
+        return;
+    }
+    // Only this host's own connections, as the retransmissions are:
+    // forwarded (NATed) TCP has no socket.
+    // SAFETY: reading a field of the context the kernel handed us.
+    if unsafe { (*skb.0.skb.skb).__bindgen_anon_2.sk }.is_null() {
         return;
     }
     // A GSO packet carries several segments: count what goes on the wire.

@@ -97,9 +97,13 @@ impl Config {
             let window = humantime::format_duration(health.retransmit_window);
             bad("retransmit_window", format!("must be from 1s to 1h, not {window}"));
         }
-        if health.retransmit_percent > 100 {
+        if health.retransmit_percent > 99 {
+            // 100 could never be passed: it would be off without saying so.
             let percent = health.retransmit_percent;
-            bad("retransmit_percent", format!("must be a whole percentage from 0 to 100, not {percent}"));
+            bad(
+                "retransmit_percent",
+                format!("must be a whole percentage from 0 (off) to 99, not {percent}"),
+            );
         }
         if health.probe_when_idle && !health.passive {
             bad(

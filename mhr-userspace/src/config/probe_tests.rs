@@ -106,9 +106,9 @@ fn passive_health_keys_are_checked_and_probe_when_idle_needs_passive() {
     let health = |lines: &str| message(&format!("{UPLINK}probe = [\"192.0.2.1\"]\n[health]\n{lines}\n"));
     let idle = health("probe_when_idle = true");
     assert!(idle.contains("[health] probe_when_idle needs `passive = true`"), "{idle}");
-    let percent = health("passive = true\nretransmit_percent = 101");
+    let percent = health("passive = true\nretransmit_percent = 100");
     assert!(
-        percent.contains("retransmit_percent must be a whole percentage from 0 to 100, not 101"),
+        percent.contains("retransmit_percent must be a whole percentage from 0 (off) to 99, not 100"),
         "{percent}"
     );
     let short = health("passive = true\nretransmit_window = \"500ms\"");

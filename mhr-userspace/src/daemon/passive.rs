@@ -31,10 +31,8 @@ pub fn watch(settings: &HealthConfig) -> PassiveWatch {
 }
 
 /// An uplink carries traffic (`probe_when_idle`) when it received at
-/// least [`busy_packets`] over the last two samples.
-pub fn busy_span(settings: &HealthConfig) -> Duration {
-    2 * sample_every(settings.rx_silence)
-}
+/// least [`busy_packets`] over the last this many samples.
+pub const BUSY_SAMPLES: usize = 2;
 
 /// Received packets that show an uplink carries traffic: more than the
 /// replies to its own probes could be (up to 8 packets per target, an
@@ -49,12 +47,17 @@ pub fn busy_packets(config: &crate::config::Config, interface: &str) -> u64 {
 impl Daemon {
     /// One sample. True when an uplink failed (reconcile now).
     pub(super) async fn passive_round(&mut self) -> bool {
-        let Some(last) = &self.last else { return false };
+        let Some(last) = &self.last else {
+            self.busy.send_replace(Default::default());
+            return false;
+        };
         let indexes: Vec<u32> = last.desired.uplinks.iter().map(|u| u.index).collect();
         let counters = match self.engine.kernel().link_counters(&indexes).await {
             Ok(counters) => counters,
             Err(err) => {
                 tracing::warn!(error = %err, "reading the uplinks' packet counters failed");
+                // Nothing shows any uplink carries traffic: probe them all.
+                self.busy.send_replace(Default::default());
                 return false;
             }
         };
@@ -67,21 +70,29 @@ impl Daemon {
         let tcp = self.tcp_totals(&by_name);
         let now = tokio::time::Instant::now();
         let silenced = self.passive.observe(&by_name, now);
-        let retransmitting = self.passive.observe_tcp(&tcp, now);
+        // A failed read judges nothing (and forgets no window).
+        let retransmitting = tcp.map(|tcp| self.passive.observe_tcp(&tcp, now)).unwrap_or_default();
         for interface in self.passive.interfaces() {
             let key = crate::metrics::labels([("uplink", interface)]);
             self.control.rx_silence.get_or_create(&key).set(self.passive.silence_seconds(interface, now));
         }
         let settings = &self.engine.config().health;
         if settings.probe_when_idle {
-            let span = busy_span(settings);
+            // Only a healthy uplink is spared: one that is unhealthy or
+            // degraded needs its probes to come back.
+            let well = |interface: &str| {
+                self.book
+                    .entries()
+                    .filter(|((name, _), _)| name == interface)
+                    .all(|(_, health)| health.state() == crate::health::quality::UplinkState::Healthy)
+            };
             let busy = last
                 .desired
                 .uplinks
                 .iter()
                 .filter(|u| {
                     let packets = busy_packets(self.engine.config(), &u.interface);
-                    self.passive.busy(&u.interface, now, span, packets)
+                    well(&u.interface) && self.passive.busy(&u.interface, BUSY_SAMPLES, packets)
                 })
                 .map(|u| u.interface.clone())
                 .collect();
@@ -96,7 +107,7 @@ impl Daemon {
             tracing::warn!(uplink = %interface, "sending with nothing received for rx_silence: failing it");
             transitions.extend(self.book.observe_passive(interface, Fault::RxSilent, unix_now));
         }
-        for interface in retransmitting.iter().filter(|name| !silenced.contains(name)) {
+        for interface in retransmitting.iter().filter(|name| !self.passive.silent(name)) {
             let ratio = self.passive.retransmit_ratio(interface).unwrap_or_default();
             tracing::warn!(uplink = %interface, ratio, "TCP retransmitting over retransmit_percent: failing it");
             transitions.extend(self.book.observe_passive(interface, Fault::Retransmitting, unix_now));
@@ -114,20 +125,22 @@ impl Daemon {
     }
 
     /// The guard's TCP counters for the uplinks sampled (none without the
-    /// guard's tracepoints).
-    fn tcp_totals(&self, uplinks: &BTreeMap<String, LinkCounters>) -> BTreeMap<String, TcpTotals> {
+    /// guard's tracepoints); `None` when they could not be read.
+    fn tcp_totals(&self, uplinks: &BTreeMap<String, LinkCounters>) -> Option<BTreeMap<String, TcpTotals>> {
         let Some(guard) = self.guard.as_ref().filter(|guard| guard.watches_tcp()) else {
-            return BTreeMap::new();
+            return Some(BTreeMap::new());
         };
         match guard.tcp_counts() {
-            Ok(counts) => counts
-                .into_iter()
-                .filter(|(name, _)| uplinks.contains_key(name))
-                .map(|(name, c)| (name, TcpTotals { sent: c.segments_sent, retransmits: c.retransmits }))
-                .collect(),
+            Ok(counts) => Some(
+                counts
+                    .into_iter()
+                    .filter(|(name, _)| uplinks.contains_key(name))
+                    .map(|(name, c)| (name, TcpTotals { sent: c.segments_sent, retransmits: c.retransmits }))
+                    .collect(),
+            ),
             Err(err) => {
                 tracing::warn!(error = %err, "reading the guard's TCP counters failed");
-                BTreeMap::new()
+                None
             }
         }
     }

@@ -30,14 +30,7 @@ impl Daemon {
         let settings = &self.engine.config().health;
         let passive = settings.passive.then_some(&self.passive);
         let passive_fault = |interface: &str| passive.and_then(|watch| watch.fault(interface));
-        let (now, span) = (tokio::time::Instant::now(), super::passive::busy_span(settings));
-        let idle_probing = settings.probe_when_idle.then_some(&self.passive);
-        let config = self.engine.config();
-        let busy = |interface: &str| {
-            let packets = super::passive::busy_packets(config, interface);
-            idle_probing.is_some_and(|watch| watch.busy(interface, now, span, packets))
-        };
-        let traffic = rounds::Traffic { passive_fault: &passive_fault, busy: &busy };
+        let traffic = rounds::Traffic { passive_fault: &passive_fault };
         let transitions = rounds::round(
             &mut self.book,
             &last.desired.uplinks,

@@ -41,12 +41,14 @@ pub async fn probe_rounds(
         let current = inputs.plans.borrow_and_update().clone();
         kernel.keep_probes(&current).await;
         let (due, mut skipped) = cadence.due(&current, now);
-        let busy = inputs.busy.borrow_and_update().clone();
+        let busy_now = inputs.busy.borrow_and_update().clone();
         let (busy, due): (Vec<ProbePlan>, Vec<ProbePlan>) =
-            due.into_iter().partition(|plan| busy.contains(&plan.interface));
-        skipped.extend(busy.into_iter().map(|plan| (plan.interface, plan.family)));
+            due.into_iter().partition(|plan| busy_now.contains(&plan.interface));
+        let busy: BTreeSet<(String, Family)> =
+            busy.into_iter().map(|plan| (plan.interface, plan.family)).collect();
+        skipped.extend(busy.iter().cloned());
         let results = kernel.probe(&due, timeout).await;
-        if rounds.send(ProbeRound { results, skipped }).await.is_err() {
+        if rounds.send(ProbeRound { results, skipped, busy }).await.is_err() {
             return;
         }
     }
@@ -62,9 +64,6 @@ fn link_fault(uplink: &UplinkPlan, family: Family) -> Option<Fault> {
 pub struct Traffic<'a> {
     /// What passive health holds against it.
     pub passive_fault: &'a dyn Fn(&str) -> Option<Fault>,
-    /// It receives traffic, which vouches for it when its probes were
-    /// skipped (`probe_when_idle`).
-    pub busy: &'a dyn Fn(&str) -> bool,
 }
 
 /// One health round over the uplink families of the last plan.
@@ -92,7 +91,7 @@ pub fn round(
                 probe: result.map(|p| p.outcome),
                 skipped,
                 passive: (traffic.passive_fault)(&uplink.interface),
-                busy: skipped && (traffic.busy)(&uplink.interface),
+                busy: probes.busy.contains(&(uplink.interface.clone(), family)),
             };
             let fault = link_fault(uplink, family);
             transitions.extend(book.observe_round(&uplink.interface, family, fault, sample, now));

@@ -107,12 +107,13 @@ impl GuardMaps {
             flag_budget: typed(get(FLAG_BUDGET_MAP)?, FLAG_BUDGET_MAP)?,
             offenders: typed(get(OFFENDERS_MAP)?, OFFENDERS_MAP)?,
             steer: typed(get(STEER_MAP)?, STEER_MAP)?,
-            tcp: match (get(TCP_LAYOUT_MAP), get(TCP_RTT_MAP), get(TCP_RETRANSMITS_MAP), get(TCP_SENT_MAP)) {
-                (Ok(layout), Ok(rtt), Ok(retransmits), Ok(sent)) => Some(super::tcp::TcpMaps {
+            tcp: match (get(TCP_LAYOUT_MAP), get(TCP_RTT_MAP), get(TCP_RETRANSMITS_MAP)) {
+                (Ok(layout), Ok(rtt), Ok(retransmits)) => Some(super::tcp::TcpMaps {
                     layout: typed(layout, TCP_LAYOUT_MAP)?,
                     rtt: typed(rtt, TCP_RTT_MAP)?,
                     retransmits: typed(retransmits, TCP_RETRANSMITS_MAP)?,
-                    sent: typed(sent, TCP_SENT_MAP)?,
+                    // Absent in pins made before it: the rest still counts.
+                    sent: get(TCP_SENT_MAP).ok().map(|sent| typed(sent, TCP_SENT_MAP)).transpose()?,
                 }),
                 _ => None,
             },

@@ -42,7 +42,8 @@ pub struct TcpMaps {
     pub layout: Array<MapData, TcpTraceLayout>,
     pub rtt: PerCpuArray<MapData, TcpRtt>,
     pub retransmits: PerCpuArray<MapData, u64>,
-    pub sent: PerCpuArray<MapData, u64>,
+    /// `None` in pins made before it.
+    pub sent: Option<PerCpuArray<MapData, u64>>,
 }
 
 impl GuardMaps {
@@ -62,7 +63,9 @@ impl GuardMaps {
         }
         counts.retransmits =
             tcp.retransmits.get(&slot, 0).map_err(map_error(TCP_RETRANSMITS_MAP))?.iter().sum();
-        counts.segments_sent = tcp.sent.get(&slot, 0).map_err(map_error(TCP_SENT_MAP))?.iter().sum();
+        if let Some(sent) = &tcp.sent {
+            counts.segments_sent = sent.get(&slot, 0).map_err(map_error(TCP_SENT_MAP))?.iter().sum();
+        }
         Ok(Some(counts))
     }
 
@@ -74,7 +77,10 @@ impl GuardMaps {
         tcp.rtt.set(slot, rtt, 0).map_err(map_error(TCP_RTT_MAP))?;
         let zero = || aya::maps::PerCpuValues::try_from(vec![0u64; cpus]).map_err(GuardError::Cpus);
         tcp.retransmits.set(slot, zero()?, 0).map_err(map_error(TCP_RETRANSMITS_MAP))?;
-        tcp.sent.set(slot, zero()?, 0).map_err(map_error(TCP_SENT_MAP))
+        match &mut tcp.sent {
+            Some(sent) => sent.set(slot, zero()?, 0).map_err(map_error(TCP_SENT_MAP)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -19,6 +19,9 @@ use crate::model::Family;
 pub struct ProbeRound {
     pub results: Vec<ProbeResult>,
     pub skipped: BTreeSet<(String, Family)>,
+    /// Of those skipped, the ones skipped because they carry traffic
+    /// (`probe_when_idle`): that traffic vouches for them this round.
+    pub busy: BTreeSet<(String, Family)>,
 }
 
 /// When each uplink family was last probed.

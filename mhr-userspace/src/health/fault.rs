@@ -21,7 +21,7 @@ pub enum Fault {
     /// `[health] passive`: it kept sending and received nothing for
     /// `rx_silence`.
     RxSilent,
-    /// `[health] passive`: more than `retransmit_ratio` of the TCP
+    /// `[health] passive`: more than `retransmit_percent` of the TCP
     /// segments it sent over `retransmit_window` were retransmissions.
     Retransmitting,
 }
@@ -58,7 +58,7 @@ impl fmt::Display for Fault {
             Self::ProbesFailing => "probes failing",
             Self::Unproven => "not proven yet (waiting for up_after good probe rounds)",
             Self::RxSilent => "sending but receiving nothing (rx_silence)",
-            Self::Retransmitting => "TCP retransmitting over retransmit_ratio",
+            Self::Retransmitting => "TCP retransmitting over retransmit_percent",
         })
     }
 }

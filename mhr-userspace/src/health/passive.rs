@@ -1,6 +1,6 @@
 //! Passive health (`[health] passive`): an uplink that keeps sending and
 //! receives nothing for `rx_silence` has a silent upstream, and one whose
-//! TCP connections retransmit more than `retransmit_ratio` of what they
+//! TCP connections retransmit more than `retransmit_percent` of what they
 //! send over `retransmit_window` has a lossy one, whatever the probe
 //! rounds have said so far. Fed the interfaces' packet counters (the
 //! kernel counts every packet already) and the guard's TCP counters.
@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use super::Fault;
 
-/// Samples of received packets kept per uplink (`probe_when_idle`'s span
-/// is at most two of them).
+/// Samples of received packets kept per uplink (`probe_when_idle` looks
+/// back over at most three).
 const HISTORY_SAMPLES: usize = 4;
 
 /// Fewer TCP segments than this in a window judge nothing (a handful of
@@ -42,13 +42,13 @@ struct RxWatch {
     /// (nothing else shows the upstream is back once traffic has moved
     /// away from it).
     awaiting_rx: bool,
-    /// The last few samples' times and received counts, oldest first.
-    history: VecDeque<(Instant, u64)>,
+    /// The last few samples' received counts, oldest first.
+    history: VecDeque<u64>,
 }
 
 impl RxWatch {
     fn new(counters: LinkCounters, now: Instant) -> Self {
-        let history = VecDeque::from([(now, counters.rx_packets)]);
+        let history = VecDeque::from([counters.rx_packets]);
         Self { last: counters, last_rx_at: now, sending: false, awaiting_rx: false, history }
     }
 
@@ -68,14 +68,15 @@ impl RxWatch {
         if self.history.len() == HISTORY_SAMPLES {
             self.history.pop_front();
         }
-        self.history.push_back((now, counters.rx_packets));
+        self.history.push_back(counters.rx_packets);
         self.last = counters;
     }
 
-    /// Packets received since the oldest sample within `span` of `now`.
-    fn received_within(&self, now: Instant, span: Duration) -> u64 {
-        let since = self.history.iter().find(|(at, _)| now.saturating_duration_since(*at) <= span);
-        since.map_or(0, |(_, rx)| self.last.rx_packets.saturating_sub(*rx))
+    /// Packets received over the last `samples` samples (fewer when fewer
+    /// were taken).
+    fn received_over(&self, samples: usize) -> u64 {
+        let since = self.history.len().saturating_sub(1 + samples);
+        self.history.get(since).map_or(0, |rx| self.last.rx_packets.saturating_sub(*rx))
     }
 
     /// How long it has been sending with nothing received; zero while it
@@ -193,12 +194,12 @@ impl PassiveWatch {
     }
 
     /// Whether `interface` carries traffic that vouches for it
-    /// (`probe_when_idle`): it received at least `packets` in the last
-    /// `span`, and is not silent.
-    pub fn busy(&self, interface: &str, now: Instant, span: Duration, packets: u64) -> bool {
+    /// (`probe_when_idle`): it received at least `packets` over the last
+    /// `samples` samples, and is not silent.
+    pub fn busy(&self, interface: &str, samples: usize, packets: u64) -> bool {
         self.watches
             .get(interface)
-            .is_some_and(|watch| !watch.awaiting_rx && watch.received_within(now, span) >= packets)
+            .is_some_and(|watch| !watch.awaiting_rx && watch.received_over(samples) >= packets)
     }
 
     /// Takes one sample of every uplink's counters (by interface name);
@@ -355,27 +356,27 @@ mod tests {
     }
 
     #[test]
-    fn busy_means_more_received_than_probes_explain_in_the_span_and_not_silent() {
+    fn busy_means_more_received_than_probes_explain_over_the_last_samples_and_not_silent() {
         let start = Instant::now();
         let at = |ms| start + Duration::from_millis(ms);
-        let span = Duration::from_millis(250);
         let mut watch = PassiveWatch::new(Duration::from_millis(500), None);
         watch.observe(&sample(0, 0), at(0));
         watch.observe(&sample(5, 5), at(125));
-        assert!(!watch.busy("ens3", at(125), span, 16), "5 packets: a probe's replies");
+        assert!(!watch.busy("ens3", 2, 16), "5 packets: a probe's replies");
         watch.observe(&sample(50, 50), at(250));
-        assert!(watch.busy("ens3", at(250), span, 16), "50 packets in 250 ms");
-        // The same total seen later: nothing new within the span.
+        assert!(watch.busy("ens3", 2, 16), "50 packets over two samples");
+        assert!(watch.busy("ens3", 1, 16), "45 of them in the last");
+        // The same total seen twice more: nothing new over two samples.
         watch.observe(&sample(50, 50), at(375));
+        assert!(watch.busy("ens3", 2, 16), "still within two samples");
         watch.observe(&sample(50, 50), at(500));
-        watch.observe(&sample(50, 50), at(625));
-        assert!(!watch.busy("ens3", at(625), span, 16));
+        assert!(!watch.busy("ens3", 2, 16));
         // Sending into silence is never busy.
-        for step in 6..12u64 {
+        for step in 5..12u64 {
             watch.observe(&sample(100 + step, 50), at(step * 125));
         }
         assert!(watch.silent("ens3"));
-        assert!(!watch.busy("ens3", at(1375), span, 0));
-        assert!(!watch.busy("ens9", at(1375), span, 0), "an unknown uplink is not busy");
+        assert!(!watch.busy("ens3", 2, 0));
+        assert!(!watch.busy("ens9", 2, 0), "an unknown uplink is not busy");
     }
 }

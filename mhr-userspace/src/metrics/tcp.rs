@@ -1,6 +1,6 @@
 //! Passive TCP quality per uplink, from the guard's tracepoint maps: the
 //! round-trip histogram, the retransmissions and the segments sent
-//! (their ratio is what `[health] retransmit_ratio` judges).
+//! (their ratio is what `[health] retransmit_percent` judges).
 
 use mhr_common::guard::tcp::{RTT_BUCKETS, rtt_bucket_bound_seconds};
 use prometheus_client::{

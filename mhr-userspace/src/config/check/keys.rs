@@ -139,7 +139,7 @@ const HEALTH: &[(&str, Kind)] = &[
     ("loss_low", Kind::Int { max: U32, words: "a whole percentage from 0 to 100" }),
     ("passive", Kind::Bool),
     ("rx_silence", Kind::Duration),
-    ("retransmit_percent", Kind::Int { max: U32, words: "a whole percentage from 0 to 100" }),
+    ("retransmit_percent", Kind::Int { max: U32, words: "a whole percentage from 0 (off) to 99" }),
     ("retransmit_window", Kind::Duration),
     ("probe_when_idle", Kind::Bool),
 ];
