@@ -64,8 +64,9 @@ pub struct TcpTraceLayout {
     pub retransmit_saddr: u16,
     pub retransmit_saddr_v6: u16,
     /// 1 while the tracepoints are attached: the guard then also counts
-    /// the TCP segments each uplink sends from its own addresses (the
-    /// retransmission ratio's denominator); 0 costs the guard nothing.
+    /// the TCP segments the host's connections send from each uplink's
+    /// addresses (the retransmission ratio's denominator); 0 costs the
+    /// guard one array read per packet it passes.
     pub count_sent: u16,
     pub _pad: u16,
 }

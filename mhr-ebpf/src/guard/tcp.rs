@@ -29,10 +29,10 @@ static TCP_LAYOUT: Array<TcpTraceLayout> = Array::pinned(1, 0);
 static TCP_RTT: PerCpuArray<TcpRtt> = PerCpuArray::pinned(MAX_UPLINKS, 0);
 #[map(name = "MHR_TCP_RETRANS")]
 static TCP_RETRANSMITS: PerCpuArray<u64> = PerCpuArray::pinned(MAX_UPLINKS, 0);
-/// TCP segments each uplink's own connections sent from its addresses (the
-/// guard's `ok` packets that carry TCP and a socket, a GSO packet as its
-/// segments), per CPU: the retransmission ratio's denominator. Counted only while the tracepoints
-/// are attached.
+/// TCP segments the host's own connections sent from each uplink's
+/// addresses (the guard's `ok` packets that carry TCP and a socket, a GSO
+/// packet as its segments), per CPU: the retransmission ratio's
+/// denominator. Counted only while the tracepoints are attached.
 #[map(name = "MHR_TCP_SENT")]
 static TCP_SENT: PerCpuArray<u64> = PerCpuArray::pinned(MAX_UPLINKS, 0);
 
