@@ -178,3 +178,28 @@ async fn the_guard_follows_the_uplinks_learns_a_new_address_and_is_attached_agai
     .await;
     s.finish();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_gateway_neighbour_entry_fails_the_uplink_over_rounds_and_its_recovery_brings_it_back() {
+    let mut s = Scenario::new("daemon-gateway-neighbour", "seed-host.txt", "seed.toml");
+    let model = s.model.clone();
+    let gateway: std::net::IpAddr = "10.0.3.1".parse().unwrap();
+    with_daemon(s.engine(), async {
+        wait_until(&model, PATIENCE, "mhr run installs the default", || {
+            default_via(&model, Family::V4) == ["ens3"]
+        })
+        .await;
+        // Probes still answer here: only the neighbour entry says the
+        // gateway is gone.
+        model.fail_neighbour("ens3", gateway, true);
+        let failed_at = tokio::time::Instant::now();
+        wait_until(&model, PATIENCE, "fails over", || default_via(&model, Family::V4) == ["ens4"]).await;
+        assert!(failed_at.elapsed() >= Duration::from_secs(2), "down_after rounds, not at once");
+        s.step("ens3's gateway neighbour entry fails");
+        model.fail_neighbour("ens3", gateway, false);
+        wait_until(&model, PATIENCE, "fails back", || default_via(&model, Family::V4) == ["ens3"]).await;
+        s.step("the entry recovers");
+    })
+    .await;
+    s.finish();
+}

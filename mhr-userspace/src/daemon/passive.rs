@@ -145,3 +145,45 @@ impl Daemon {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, Path::new("mhr.toml")).expect("a valid config")
+    }
+
+    #[test]
+    fn busy_means_more_than_eight_packets_a_probe_target_and_eight_more() {
+        let config = config(
+            "[[uplink]]\ninterface = \"ens3\"\nprimary = true\nprobe = [\"192.0.2.1\", \"tcp:192.0.2.2:443\"]\n\
+             [[uplink]]\ninterface = \"ens4\"\n",
+        );
+        assert_eq!(busy_packets(&config, "ens3"), 24, "two targets");
+        assert_eq!(busy_packets(&config, "ens4"), 8, "no targets: a neighbour exchange");
+        assert_eq!(busy_packets(&config, "ens9"), 8, "not configured");
+    }
+
+    #[test]
+    fn retransmit_percent_zero_judges_nothing_and_ten_fails_over_ten() {
+        let totals =
+            |sent, retransmits| BTreeMap::from([("ens3".to_owned(), TcpTotals { sent, retransmits })]);
+        let start = Instant::now();
+        let window = |watch: &mut PassiveWatch| {
+            watch.observe_tcp(&totals(0, 0), start);
+            watch.observe_tcp(&totals(1000, 500), start + Duration::from_secs(10))
+        };
+        let off = config(
+            "[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[health]\npassive = true\nretransmit_percent = 0\n",
+        );
+        assert!(window(&mut watch(&off.health)).is_empty(), "0: off, even at 50 %");
+        let on = config("[[uplink]]\ninterface = \"ens3\"\nprimary = true\n[health]\npassive = true\n");
+        assert_eq!(window(&mut watch(&on.health)), ["ens3"], "the default 10 % over a 10 s window");
+    }
+}
