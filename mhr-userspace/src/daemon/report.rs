@@ -30,13 +30,12 @@ impl Daemon {
         let settings = &self.engine.config().health;
         let passive = settings.passive.then_some(&self.passive);
         let passive_fault = |interface: &str| passive.and_then(|watch| watch.fault(interface));
-        let traffic = rounds::Traffic { passive_fault: &passive_fault };
         let transitions = rounds::round(
             &mut self.book,
             &last.desired.uplinks,
             probes,
             &failed,
-            &traffic,
+            &passive_fault,
             crate::clock::unix_seconds(),
         );
         let drains_changed = self.drains_changed();

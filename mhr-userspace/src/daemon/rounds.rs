@@ -60,19 +60,14 @@ fn link_fault(uplink: &UplinkPlan, family: Family) -> Option<Fault> {
     crate::health::judge::link_fault(uplink.up, uplink.carrier, has_address, uplink.gateway(family).is_some())
 }
 
-/// What traffic says of an uplink in a round (by interface).
-pub struct Traffic<'a> {
-    /// What passive health holds against it.
-    pub passive_fault: &'a dyn Fn(&str) -> Option<Fault>,
-}
-
-/// One health round over the uplink families of the last plan.
+/// One health round over the uplink families of the last plan;
+/// `passive_fault` says what passive health holds against an uplink.
 pub fn round(
     book: &mut HealthBook,
     uplinks: &[UplinkPlan],
     probes: &ProbeRound,
     failed_neighbours: &BTreeSet<(u32, std::net::IpAddr)>,
-    traffic: &Traffic,
+    passive_fault: &dyn Fn(&str) -> Option<Fault>,
     now: u64,
 ) -> Vec<Transition> {
     let mut transitions = Vec::new();
@@ -90,7 +85,7 @@ pub fn round(
                 gateway_unreachable,
                 probe: result.map(|p| p.outcome),
                 skipped,
-                passive: (traffic.passive_fault)(&uplink.interface),
+                passive: passive_fault(&uplink.interface),
                 busy: probes.busy.contains(&(uplink.interface.clone(), family)),
             };
             let fault = link_fault(uplink, family);

@@ -41,23 +41,34 @@ pub(super) fn encode(
     for (labels, counts) in rows {
         RttHistogram(counts).encode(family.encode_family(labels)?)?;
     }
-    let mut family = encoder.encode_descriptor(
+    counter(
+        encoder,
+        rows,
         "mhr_uplink_tcp_retransmits",
         "TCP segments retransmitted by connections on the uplink's addresses",
-        None,
-        MetricType::Counter,
+        |counts| counts.retransmits,
     )?;
-    for (labels, counts) in rows {
-        ConstCounter::new(counts.retransmits).encode(family.encode_family(labels)?)?;
-    }
-    let mut family = encoder.encode_descriptor(
+    counter(
+        encoder,
+        rows,
         "mhr_uplink_tcp_segments_sent",
         "TCP segments the uplink sent from its own addresses, retransmissions included",
-        None,
-        MetricType::Counter,
+        |counts| counts.segments_sent,
     )?;
+    Ok(())
+}
+
+/// One counter family: a series per uplink.
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    rows: &[(Labels, TcpCounts)],
+    name: &str,
+    help: &str,
+    value: impl Fn(&TcpCounts) -> u64,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (labels, counts) in rows {
-        ConstCounter::new(counts.segments_sent).encode(family.encode_family(labels)?)?;
+        ConstCounter::new(value(counts)).encode(family.encode_family(labels)?)?;
     }
     Ok(())
 }
