@@ -17,27 +17,38 @@ pub enum ApplyError {
     /// `action` is the failed action (`failed`) as people read it;
     /// `rollback` lists the undo steps that failed too.
     #[error("{action} failed: {error}{}", rollback_note(.rollback))]
-    Action { action: String, failed: Box<Action>, error: ActionError, rollback: Vec<String> },
+    Action { action: String, failed: Box<Action>, error: ActionError, rollback: Vec<UndoFailed> },
     #[error(transparent)]
     State(#[from] StateError),
 }
 
 /// Why one action could not be done.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ActionError {
     #[error(transparent)]
     Kernel(#[from] KernelError),
     /// The record of a moved default route could not be written, so the
     /// route was left where it is.
-    #[error("recording the moved route: {0}")]
-    Record(String),
+    #[error("recording the moved route: {}", crate::error_chain(.0))]
+    Record(StateError),
 }
 
-fn rollback_note(rollback: &[String]) -> String {
+/// An undo step of a failed apply that failed too: the host keeps that
+/// part of the apply.
+#[derive(Debug, thiserror::Error)]
+#[error("{action}: {error}")]
+pub struct UndoFailed {
+    /// The undo step as people read it.
+    pub action: String,
+    pub error: ActionError,
+}
+
+fn rollback_note(rollback: &[UndoFailed]) -> String {
     if rollback.is_empty() {
         "; every change this apply made was undone".to_owned()
     } else {
-        format!("; undoing earlier changes also failed: {}", rollback.join("; "))
+        let failed: Vec<String> = rollback.iter().map(ToString::to_string).collect();
+        format!("; undoing earlier changes also failed: {}", failed.join("; "))
     }
 }
 
@@ -103,20 +114,24 @@ pub async fn execute(
     let outcomes = pipelined(kernel, actions, state_dir).await;
     let done: Vec<&Action> =
         outcomes.iter().filter(|(_, o)| matches!(o, Ok(Effect::Changed))).map(|(a, _)| *a).collect();
-    let Some((action, Err(error))) = outcomes.iter().find(|(_, o)| o.is_err()) else {
+    let Some((action, error)) =
+        outcomes.into_iter().find_map(|(action, outcome)| Some((action, outcome.err()?)))
+    else {
         return Ok(done.len());
     };
     let undo: Vec<Action> = done.iter().rev().map(|earlier| earlier.inverse()).collect();
-    let rollback: Vec<String> = pipelined(kernel, &undo, state_dir)
+    let rollback: Vec<UndoFailed> = pipelined(kernel, &undo, state_dir)
         .await
         .into_iter()
-        .filter_map(|(undo, outcome)| Some(format!("{}: {}", undo.describe(names), outcome.err()?)))
+        .filter_map(|(undo, outcome)| {
+            Some(UndoFailed { action: undo.describe(names), error: outcome.err()? })
+        })
         .collect();
     tracing::warn!(action = %action.describe(names), %error, undone = done.len(), "apply failed");
     Err(ApplyError::Action {
         action: action.describe(names),
-        failed: Box::new((*action).clone()),
-        error: error.clone(),
+        failed: Box::new(action.clone()),
+        error,
         rollback,
     })
 }
@@ -178,7 +193,7 @@ async fn execute_one(
                 });
                 moved.push(record.clone());
             })
-            .map_err(|err| ActionError::Record(err.to_string()))?;
+            .map_err(ActionError::Record)?;
             let outcome = delete_route(kernel, route).await;
             if outcome.is_err() {
                 let _ = update_moved(state_dir, |moved| moved.retain(|m| m != &record));
@@ -197,7 +212,7 @@ async fn execute_one(
             update_moved(state_dir, |moved| {
                 moved.retain(|m| !(m.interface == *interface && same_default(&m.route, route)));
             })
-            .map_err(|err| ActionError::Record(err.to_string()))?;
+            .map_err(ActionError::Record)?;
             Ok(outcome)
         }
     }
@@ -228,5 +243,24 @@ fn tolerate_missing(result: Result<(), KernelError>) -> Result<Effect, ActionErr
         Ok(()) => Ok(Effect::Changed),
         Err(err) if err.is_missing() => Ok(Effect::AlreadyDone),
         Err(err) => Err(err.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_that_cannot_be_written_says_where_and_why_once() {
+        let full = StateError::Write {
+            path: "/var/lib/mhr/moved-routes.json".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        let text = ActionError::Record(full).to_string();
+        let cause = std::io::Error::from_raw_os_error(libc::ENOSPC).to_string();
+        assert_eq!(
+            text,
+            format!("recording the moved route: writing /var/lib/mhr/moved-routes.json: {cause}")
+        );
     }
 }

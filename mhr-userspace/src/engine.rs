@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
-    apply::{self, ApplyError},
+    apply::{self, ActionError, ApplyError},
     config::{Config, ConfigError},
     guard::GuardError,
     health::judge::{HealthJudge, InstantJudge, SnapshotJudge},
@@ -246,7 +246,7 @@ impl Engine {
             actions: describe(&planned.actions, &planned.names),
             changed,
             failed: Vec::new(),
-            unrecorded: recorded.err().map(|err| error_chain(&err)),
+            unrecorded: recorded.err().map(|err| crate::error_chain(&err)),
         })
     }
 
@@ -261,12 +261,16 @@ impl Engine {
                 Err(EngineError::Apply(err)) => err,
                 other => return other,
             };
-            let ApplyError::Action { action, failed, error, .. } = &err else { return Err(err.into()) };
+            // Only the kernel's refusal of an uplink's own object isolates
+            // that uplink; a record mhr could not write is the host's trouble.
+            let ApplyError::Action { action, failed, error: ActionError::Kernel(error), .. } = &err else {
+                return Err(err.into());
+            };
             let owner = plan::owner_of(&planned.desired, failed)
                 .filter(|index| planned.desired.uplinks[*index].blocked.is_none());
             let Some(index) = owner else { return Err(err.into()) };
             let interface = planned.desired.uplinks[index].interface.clone();
-            let problem = PlanError::Refused { interface, action: action.clone(), error: error.to_string() };
+            let problem = PlanError::Refused { interface, action: action.clone(), error: error.clone() };
             plan::isolate(&mut planned.desired, &planned.observed, protocol, index, &problem);
             planned.desired.problems.push(problem);
             planned.actions = plan::diff(&planned.desired, &planned.observed, protocol);
@@ -346,17 +350,6 @@ impl Engine {
         }
         Ok(())
     }
-}
-
-/// An error and its sources, one sentence: `writing X: No space left on device`.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text += &format!(": {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 fn describe(actions: &[Action], names: &Names) -> Vec<String> {

@@ -32,3 +32,14 @@ pub mod southbound;
 pub mod state;
 pub mod status;
 pub mod trust;
+
+/// An error and its sources, one sentence: `writing X: No space left on device`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text += &format!(": {cause}");
+        source = cause.source();
+    }
+    text
+}

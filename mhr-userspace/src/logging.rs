@@ -22,8 +22,8 @@ const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 /// that is neither a level nor a filter with a target is refused, with
 /// the nearest level: `inof` would otherwise be a target that matches
 /// nothing and turn logging off.
-pub fn filter(level: Option<&str>, environment: Option<&str>) -> Result<EnvFilter, String> {
-    let (given, source) = match (level, environment) {
+pub fn filter(level: Option<&str>, environment: Option<&str>) -> Result<EnvFilter, FilterError> {
+    let (given, option) = match (level, environment) {
         (Some(level), _) => (level, "--log-level"),
         (None, Some(environment)) => (environment, "MHR_LOG"),
         (None, None) => return Ok(EnvFilter::new(DEFAULT_FILTER)),
@@ -33,12 +33,23 @@ pub fn filter(level: Option<&str>, environment: Option<&str>) -> Result<EnvFilte
         if bare && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
             let nearest =
                 LEVELS.iter().min_by_key(|l| strsim::levenshtein(l, directive)).copied().unwrap_or("info");
-            return Err(format!(
-                "{source} {given}: `{directive}` is not a level (off, error, warn, info, debug, trace) nor a filter such as `warn,mhr_userspace::daemon=debug`; did you mean `{nearest}`?"
-            ));
+            let (given, directive) = (given.to_owned(), directive.to_owned());
+            return Err(FilterError::NotALevel { option, given, directive, nearest });
         }
     }
-    EnvFilter::try_new(given).map_err(|err| format!("{source} {given}: {err}"))
+    EnvFilter::try_new(given).map_err(|error| FilterError::Invalid { option, given: given.to_owned(), error })
+}
+
+/// A log filter that cannot be used, naming where it came from
+/// (`--log-level` or `MHR_LOG`).
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error(
+        "{option} {given}: `{directive}` is not a level (off, error, warn, info, debug, trace) nor a filter such as `warn,mhr_userspace::daemon=debug`; did you mean `{nearest}`?"
+    )]
+    NotALevel { option: &'static str, given: String, directive: String, nearest: &'static str },
+    #[error("{option} {given}: {error}")]
+    Invalid { option: &'static str, given: String, error: tracing_subscriber::filter::ParseError },
 }
 
 /// Text lines for journald: `<priority>LEVEL target: message fields`.
@@ -78,16 +89,16 @@ mod tests {
 
     #[test]
     fn a_misspelt_level_is_refused_with_the_nearest_one_and_filters_pass() {
-        let err = filter(Some("inof"), None).unwrap_err();
+        let err = filter(Some("inof"), None).unwrap_err().to_string();
         assert!(err.contains("`inof` is not a level") && err.ends_with("did you mean `info`?"), "{err}");
-        let err = filter(None, Some("warn,degub")).unwrap_err();
+        let err = filter(None, Some("warn,degub")).unwrap_err().to_string();
         assert!(err.starts_with("MHR_LOG warn,degub:") && err.ends_with("`debug`?"), "{err}");
         for good in ["info", "WARN", "off", "warn,mhr_userspace::daemon=debug", "mhr_userspace=trace"] {
             assert!(filter(Some(good), None).is_ok(), "{good}");
         }
         assert_eq!(
-            filter(None, None).map(|f| f.to_string()),
-            Ok("mhr_userspace::daemon=info,warn".to_owned())
+            filter(None, None).map(|f| f.to_string()).ok(),
+            Some("mhr_userspace::daemon=info,warn".to_owned())
         );
     }
 

@@ -371,17 +371,25 @@ impl Engine {
     }
 }
 
+/// An uplink named on the command line that the config does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("`{name}` is not a configured uplink (uplinks: {})", configured.join(", "))]
+pub struct UnknownUplink {
+    pub name: String,
+    pub configured: Vec<String>,
+}
+
 impl Status {
     /// Only the uplinks named (and their guard lines); unknown names are an error.
-    pub fn only(mut self, interfaces: &[String]) -> Result<Self, String> {
+    pub fn only(mut self, interfaces: &[String]) -> Result<Self, UnknownUplink> {
         if interfaces.is_empty() {
             return Ok(self);
         }
         if let Some(unknown) =
             interfaces.iter().find(|name| !self.uplinks.iter().any(|u| &u.interface == *name))
         {
-            let known: Vec<&str> = self.uplinks.iter().map(|u| u.interface.as_str()).collect();
-            return Err(format!("`{unknown}` is not a configured uplink (uplinks: {})", known.join(", ")));
+            let configured = self.uplinks.iter().map(|u| u.interface.clone()).collect();
+            return Err(UnknownUplink { name: unknown.clone(), configured });
         }
         self.uplinks.retain(|u| interfaces.contains(&u.interface));
         if let Some(guard) = &mut self.guard {

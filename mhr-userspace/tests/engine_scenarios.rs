@@ -159,9 +159,9 @@ async fn records_that_cannot_be_written_never_hold_routing_back_and_say_where() 
     let engine = s.engine();
     let refused = engine.preflight().expect_err("preflight finds the directory unwritable");
     assert!(
-        mhr_userspace::engine::error_chain(&refused).contains("not-a-dir"),
+        mhr_userspace::error_chain(&refused).contains("not-a-dir"),
         "names it: {}",
-        mhr_userspace::engine::error_chain(&refused)
+        mhr_userspace::error_chain(&refused)
     );
     let applied = engine.apply(&planned).await.expect("routing goes in regardless");
     assert_eq!(default_via(&s.model, Family::V4), ["ens3"]);

@@ -28,8 +28,8 @@ pub struct StatusArgs {
 
 pub fn run(config_path: &Path, args: &StatusArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     super::with_engine(config_path, out, async |engine, out| {
-        super::status_summary::check_fields(&args.fields).map_err(anyhow::Error::msg)?;
-        let status = engine.status().await?.only(&args.uplinks).map_err(anyhow::Error::msg)?;
+        super::status_summary::check_fields(&args.fields)?;
+        let status = engine.status().await?.only(&args.uplinks)?;
         if args.json {
             writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
         } else if !args.fields.is_empty() {

@@ -156,10 +156,17 @@ pub fn print_fields(status: &Status, fields: &[String], out: &mut dyn Write) -> 
     Ok(())
 }
 
+/// A `--fields` word that is not a column.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown field `{field}`; the fields are {}", FIELDS.join(", "))]
+pub struct UnknownField {
+    pub field: String,
+}
+
 /// Refuses a field that is not a column, naming the allowed ones.
-pub fn check_fields(fields: &[String]) -> Result<(), String> {
+pub fn check_fields(fields: &[String]) -> Result<(), UnknownField> {
     match fields.iter().find(|f| !FIELDS.contains(&f.as_str())) {
-        Some(unknown) => Err(format!("unknown field `{unknown}`; the fields are {}", FIELDS.join(", "))),
+        Some(unknown) => Err(UnknownField { field: unknown.clone() }),
         None => Ok(()),
     }
 }

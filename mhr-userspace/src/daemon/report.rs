@@ -224,7 +224,7 @@ impl Daemon {
         snapshot.guard_error = self.guard_retry.error().map(str::to_owned);
         if let Err(err) = crate::state::write_health(&self.engine.config().routing.state_dir, &snapshot) {
             self.control.state_write_errors.inc();
-            tracing::debug!(error = %crate::engine::error_chain(&err), "writing the health snapshot failed");
+            tracing::debug!(error = %crate::error_chain(&err), "writing the health snapshot failed");
         }
     }
 

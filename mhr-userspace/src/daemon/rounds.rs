@@ -106,7 +106,7 @@ pub async fn startup_round(engine: &crate::engine::Engine, book: &mut HealthBook
     let observed = match engine.observe().await {
         Ok(observed) => observed,
         Err(err) => {
-            tracing::warn!(error = %crate::engine::error_chain(&err), "observing for the start-up probe round failed");
+            tracing::warn!(error = %crate::error_chain(&err), "observing for the start-up probe round failed");
             return;
         }
     };

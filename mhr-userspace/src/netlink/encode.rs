@@ -24,10 +24,16 @@ const TABLE_IN_ATTRIBUTE: u8 = 0;
 pub fn kernel_error(err: &rtnetlink::Error) -> KernelError {
     match err {
         rtnetlink::Error::NetlinkError(message) => match message.raw_code() {
-            0 => KernelError::Transport(err.to_string()),
+            0 => KernelError::Unreadable("an acknowledgement where an error was expected"),
             code => KernelError::Refused(-code),
         },
-        other => KernelError::Transport(other.to_string()),
+        rtnetlink::Error::RequestFailed => KernelError::NoAnswer { errno: None },
+        rtnetlink::Error::UnexpectedMessage(_) => KernelError::Unreadable("a message of an unexpected type"),
+        rtnetlink::Error::NamespaceError(_) => KernelError::Unreadable("a namespace error"),
+        rtnetlink::Error::InvalidHardwareAddress(_)
+        | rtnetlink::Error::InvalidIp(_)
+        | rtnetlink::Error::InvalidAddress(..)
+        | rtnetlink::Error::InvalidNla(_) => KernelError::Unreadable("an attribute that does not decode"),
     }
 }
 
@@ -132,4 +138,43 @@ pub fn rule_message(rule: &Rule) -> RuleMessage {
     }
     attributes.push(RuleAttribute::Protocol(RouteProtocol::from(rule.protocol)));
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroI32;
+
+    use rtnetlink::packet_core::ErrorMessage;
+
+    use super::*;
+
+    #[test]
+    fn the_kernels_refusal_keeps_its_errno_and_a_lost_answer_has_none() {
+        let mut nack = ErrorMessage::default();
+        nack.code = NonZeroI32::new(-libc::EEXIST);
+        let refused = kernel_error(&rtnetlink::Error::NetlinkError(nack));
+        assert_eq!(refused, KernelError::Refused(libc::EEXIST));
+        assert!(!refused.is_transport());
+
+        let closed = kernel_error(&rtnetlink::Error::RequestFailed);
+        assert_eq!(closed, KernelError::NoAnswer { errno: None });
+        assert!(closed.is_transport() && closed.errno().is_none());
+        assert_eq!(closed.to_string(), "no answer from the kernel: the netlink connection closed");
+
+        let garbled = kernel_error(&rtnetlink::Error::InvalidNla("x".to_owned()));
+        assert!(matches!(garbled, KernelError::Unreadable(_)) && garbled.is_transport());
+        assert!(kernel_error(&rtnetlink::Error::NetlinkError(ErrorMessage::default())).is_transport());
+    }
+
+    #[test]
+    fn a_failed_socket_names_its_errno() {
+        let failed = KernelError::NoAnswer { errno: Some(libc::ENOBUFS) };
+        assert_eq!(
+            failed.to_string(),
+            format!(
+                "no answer from the kernel: the netlink socket failed: {}",
+                std::io::Error::from_raw_os_error(libc::ENOBUFS)
+            )
+        );
+    }
 }

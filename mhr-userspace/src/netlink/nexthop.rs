@@ -187,7 +187,7 @@ fn open() -> Result<Socket, KernelError> {
 }
 
 fn transport(err: std::io::Error) -> KernelError {
-    KernelError::Transport(format!("nexthop socket: {err}"))
+    KernelError::NoAnswer { errno: err.raw_os_error() }
 }
 
 /// The messages of one datagram: (type, payload after the header).
@@ -214,7 +214,7 @@ fn error_code(payload: &[u8]) -> Result<(), KernelError> {
         .get(..4)
         .and_then(|b| b.try_into().ok())
         .map(i32::from_ne_bytes)
-        .ok_or_else(|| KernelError::Transport("short netlink error message".to_owned()))?;
+        .ok_or(KernelError::Unreadable("a netlink error message shorter than its code"))?;
     match code {
         0 => Ok(()),
         code => Err(KernelError::Refused(-code)),

@@ -18,7 +18,7 @@ use crate::{
     health::passive::LinkCounters,
     model::{MAIN_TABLE, Observed, Route, Rule},
     netlink::{decode, encode::kernel_error},
-    southbound::{KernelError, ObserveError, RouteScope},
+    southbound::{ObserveError, RouteScope},
 };
 
 fn failed(what: &'static str) -> impl Fn(rtnetlink::Error) -> ObserveError {
@@ -129,7 +129,7 @@ fn nexthops() -> Result<Option<Vec<crate::model::Nexthop>>, ObserveError> {
     }
     match super::nexthop::dump() {
         Ok(found) => Ok(Some(found)),
-        Err(source @ KernelError::Transport(_)) => Err(ObserveError { what: "nexthops", source }),
+        Err(source) if source.is_transport() => Err(ObserveError { what: "nexthops", source }),
         Err(refused) => {
             tracing::debug!(%refused, "the kernel lists no nexthop objects");
             Ok(None)

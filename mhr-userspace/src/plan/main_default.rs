@@ -251,6 +251,15 @@ pub(super) fn restore_moved(desired: &mut Desired, observed: &Observed, moved: &
     }
 }
 
+/// Why balance falls back to a plain multipath route.
+#[derive(Debug, thiserror::Error)]
+enum NoResilientGroup {
+    #[error("the kernel has no resilient nexthop groups (Linux 5.13)")]
+    Unsupported,
+    #[error("nexthop id {id} is taken by protocol {protocol}")]
+    IdTaken { id: u32, protocol: u8 },
+}
+
 /// Balance's resilient group over `chosen` and a nexthop per member, or
 /// why there can be none (a kernel without nexthop objects, an id someone
 /// else holds).
@@ -259,9 +268,9 @@ fn resilient_group(
     family: Family,
     chosen: &[&Candidate],
     protocol: u8,
-) -> Result<Vec<Nexthop>, String> {
+) -> Result<Vec<Nexthop>, NoResilientGroup> {
     let Some(present) = &observed.nexthops else {
-        return Err("the kernel has no resilient nexthop groups (Linux 5.13)".to_owned());
+        return Err(NoResilientGroup::Unsupported);
     };
     let mut members = Vec::new();
     let mut nexthops = Vec::new();
@@ -286,7 +295,7 @@ fn resilient_group(
     if let Some(taken) =
         present.iter().find(|n| n.protocol != protocol && nexthops.iter().any(|m| m.id == n.id))
     {
-        return Err(format!("nexthop id {} is taken by protocol {}", taken.id, taken.protocol));
+        return Err(NoResilientGroup::IdTaken { id: taken.id, protocol: taken.protocol });
     }
     Ok(nexthops)
 }

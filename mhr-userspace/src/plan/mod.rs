@@ -19,8 +19,8 @@ pub use main_default::default_rules;
 pub use steer::Steering;
 pub use teardown::teardown;
 
-use crate::model::Family;
 pub use crate::model::{Gateway, GatewaySource};
+use crate::{model::Family, southbound::KernelError};
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
@@ -39,7 +39,7 @@ pub enum PlanError {
     #[error("no free table left in table_range {start}–{end} for `{interface}`")]
     TablesExhausted { start: u32, end: u32, interface: String },
     #[error("the kernel refused `{action}` for `{interface}`: {error}")]
-    Refused { interface: String, action: String, error: String },
+    Refused { interface: String, action: String, error: KernelError },
 }
 
 #[cfg(test)]
