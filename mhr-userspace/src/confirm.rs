@@ -210,22 +210,22 @@ pub async fn restore(engine: &Engine, prior: &Prior) -> Result<RolledBackReport,
     let mut report = RolledBackReport { changed: outcome.changed, failed: outcome.failed };
     report.failed.extend(lost);
     if let Err(err) = state::write_tables(&routing.rt_tables_dir, &prior.tables) {
-        report.failed.push(format!("{err:#}"));
+        report.failed.push(crate::error_chain(&err));
     }
     match &prior.guard {
         None => {
             if let Err(err) = Deployment::new(engine.config()).down() {
-                report.failed.push(format!("removing the guard: {err:#}"));
+                report.failed.push(format!("removing the guard: {}", crate::Chain(&err)));
             }
         }
         Some(modes) => match GuardMaps::from_pins(&config.guard.pin_dir) {
             Ok(Some(mut maps)) => {
                 if let Err(err) = maps.set_enforcement(modes) {
-                    report.failed.push(format!("restoring the guard's modes: {err:#}"));
+                    report.failed.push(format!("restoring the guard's modes: {}", crate::Chain(&err)));
                 }
             }
             Ok(None) => report.failed.push("the guard's pins are gone; nothing to restore".to_owned()),
-            Err(err) => report.failed.push(format!("opening the guard: {err:#}")),
+            Err(err) => report.failed.push(format!("opening the guard: {}", crate::Chain(&err))),
         },
     }
     Ok(report)

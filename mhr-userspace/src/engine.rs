@@ -237,7 +237,7 @@ impl Engine {
             && let Err(err) = self.kernel.set_multipath_hash(self.config.balance_hash)
         {
             let hash = self.config.balance_hash;
-            tracing::warn!(%err, ?hash, "setting fib_multipath_hash_policy failed; the kernel's hash stays");
+            tracing::warn!(error = %crate::Chain(&err), ?hash, "setting fib_multipath_hash_policy failed; the kernel's hash stays");
         }
         if changed > 0 {
             self.flush_ipv6_cache();
@@ -316,7 +316,7 @@ impl Engine {
         let outcome = apply::execute_all(self.kernel.as_ref(), &actions, &names, &routing.state_dir).await;
         let mut failed = outcome.failed;
         if let Err(err) = state::write_tables(&routing.rt_tables_dir, &BTreeMap::new()) {
-            failed.push(format!("{err:#}"));
+            failed.push(crate::error_chain(&err));
         }
         // A moved route whose owner put it back meanwhile needs no restore.
         let back = |record: &MovedRoute| {
@@ -359,7 +359,7 @@ fn describe(actions: &[Action], names: &Names) -> Vec<String> {
 impl Engine {
     fn flush_ipv6_cache(&self) {
         if let Err(err) = self.kernel.flush_ipv6_route_cache() {
-            tracing::warn!(%err, "flushing the IPv6 route cache failed");
+            tracing::warn!(error = %crate::Chain(&err), "flushing the IPv6 route cache failed");
         }
     }
 }

@@ -35,11 +35,40 @@ pub mod trust;
 
 /// An error and its sources, one sentence: `writing X: No space left on device`.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text += &format!(": {cause}");
-        source = cause.source();
+    Chain(err).to_string()
+}
+
+/// Displays an error with its sources (`{}` of a thiserror type shows only
+/// its own words; `{:#}` is anyhow's and does nothing here): for logs,
+/// `error = %Chain(&err)`.
+pub struct Chain<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
-    text
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::southbound::{KernelError, ObserveError};
+
+    #[test]
+    fn a_chain_names_each_cause_once() {
+        let err = ObserveError { what: "routes", source: KernelError::Refused(libc::EPERM) };
+        let cause = std::io::Error::from_raw_os_error(libc::EPERM);
+        assert_eq!(crate::error_chain(&err), format!("reading routes from the kernel failed: {cause}"));
+        let wrapped = crate::engine::EngineError::from(err);
+        assert_eq!(
+            crate::Chain(&wrapped).to_string(),
+            format!("reading routes from the kernel failed: {cause}"),
+            "a transparent wrapper adds nothing"
+        );
+    }
 }

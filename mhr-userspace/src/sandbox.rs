@@ -41,21 +41,21 @@ pub enum Unlisted {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("reading the {set:?} capability set: {source}")]
+    #[error("reading the {set:?} capability set")]
     Read { set: CapSet, source: caps::errors::CapsError },
-    #[error("dropping {cap} from the capability bounding set: {source}")]
+    #[error("dropping {cap} from the capability bounding set")]
     Bounding { cap: Capability, source: caps::errors::CapsError },
-    #[error("setting the {set:?} capability set to [{kept}]: {source}")]
+    #[error("setting the {set:?} capability set to [{kept}]")]
     Set { set: CapSet, kept: String, source: caps::errors::CapsError },
     #[error("thread {tid} still holds [{extra}] after the capability drop")]
     ThreadKeeps { tid: i32, extra: String },
-    #[error("listing the daemon's threads in /proc/self/task: {0}")]
+    #[error("listing the daemon's threads in /proc/self/task")]
     Threads(#[source] std::io::Error),
-    #[error("seccomp does not support this architecture ({arch}): {source}")]
+    #[error("seccomp does not support this architecture ({arch})")]
     Arch { arch: &'static str, source: seccompiler::BackendError },
-    #[error("building the seccomp filter: {0}")]
+    #[error("building the seccomp filter")]
     Filter(#[source] seccompiler::BackendError),
-    #[error("installing the seccomp filter on every thread: {0}")]
+    #[error("installing the seccomp filter on every thread")]
     Install(#[source] seccompiler::Error),
 }
 

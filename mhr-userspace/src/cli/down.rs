@@ -43,7 +43,7 @@ pub fn run(config_path: &Path, args: &DownArgs, out: &mut dyn Write) -> anyhow::
                         writeln!(out, "guard: purged: {line}")?;
                     }
                 }
-                Err(err) => failed.push(format!("purging the guard's pins: {err:#}")),
+                Err(err) => failed.push(format!("purging the guard's pins: {}", crate::Chain(&err))),
             }
         }
         match Deployment::new(engine.config()).down() {
@@ -52,7 +52,7 @@ pub fn run(config_path: &Path, args: &DownArgs, out: &mut dyn Write) -> anyhow::
                     writeln!(out, "guard: {line}")?;
                 }
             }
-            Err(err) => failed.push(format!("removing the guard: {err:#}")),
+            Err(err) => failed.push(format!("removing the guard: {}", crate::Chain(&err))),
         }
         if !failed.is_empty() {
             writeln!(out, "down finished, but {} step(s) could not be done now:", failed.len())?;

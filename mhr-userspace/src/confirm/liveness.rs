@@ -56,7 +56,7 @@ pub fn guardian_alive(state_dir: &Path, id: &str) -> bool {
         Ok(()) => false,
         Err(TryLockError::WouldBlock) => true,
         Err(TryLockError::Error(err)) => {
-            tracing::warn!(%err, id, "checking the confirmation guardian's lock failed; taking it as gone");
+            tracing::warn!(error = %crate::Chain(&err), id, "checking the confirmation guardian's lock failed; taking it as gone");
             false
         }
     }

@@ -45,7 +45,7 @@ impl Daemon {
                         self.failover_snapshots.insert(family, snapshot);
                     }
                     Err(err) => {
-                        tracing::warn!(%err, "listing connections at failover failed: fail-back will close none")
+                        tracing::warn!(error = %crate::Chain(&err), "listing connections at failover failed: fail-back will close none")
                     }
                 }
             } else if !was && is {
@@ -60,7 +60,7 @@ impl Daemon {
                 let (connections, listening) = match (kernel.connections(), kernel.listening_ports()) {
                     (Ok(connections), Ok(listening)) => (connections, listening),
                     (Err(err), _) | (_, Err(err)) => {
-                        tracing::warn!(%err, "listing connections at fail-back failed: none closed");
+                        tracing::warn!(error = %crate::Chain(&err), "listing connections at fail-back failed: none closed");
                         continue;
                     }
                 };
@@ -90,7 +90,9 @@ impl Daemon {
                     }
                     match kernel.destroy_connection(connection) {
                         Ok(()) => closed += 1,
-                        Err(err) => tracing::debug!(connection = %connection.describe(), %err, "not closed"),
+                        Err(err) => {
+                            tracing::debug!(connection = %connection.describe(), error = %crate::Chain(&err), "not closed")
+                        }
                     }
                 }
                 self.control.failback_resets.inc_by(closed);

@@ -160,7 +160,7 @@ pub async fn log_flags(source: FlagSource, log: FlagLog) {
     let mut ring = match registered {
         Ok(ring) => ring,
         Err(err) => {
-            tracing::error!(%err, "cannot poll the flag ring buffer; flagged packets are not logged");
+            tracing::error!(error = %crate::Chain(&err), "cannot poll the flag ring buffer; flagged packets are not logged");
             return;
         }
     };
@@ -187,7 +187,7 @@ pub async fn log_flags(source: FlagSource, log: FlagLog) {
         let mut ready = match readable {
             Ok(ready) => ready,
             Err(err) => {
-                tracing::error!(%err, "polling the flag ring buffer failed");
+                tracing::error!(error = %crate::Chain(&err), "polling the flag ring buffer failed");
                 return;
             }
         };

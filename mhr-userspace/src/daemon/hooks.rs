@@ -160,7 +160,7 @@ pub async fn execute(hook: &HookConfig, run: &HookRun) -> Report {
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(err) => {
-            tracing::warn!(hook = %exec, uplink = %run.uplink, event = %run.event, error = %err, "hook could not start");
+            tracing::warn!(hook = %exec, uplink = %run.uplink, event = %run.event, error = %crate::Chain(&err), "hook could not start");
             return Report { outcome: Outcome::Failed, lines: Vec::new() };
         }
     };
@@ -185,7 +185,7 @@ pub async fn execute(hook: &HookConfig, run: &HookRun) -> Report {
             Outcome::Failed
         }
         Ok(Err(err)) => {
-            tracing::warn!(hook = %exec, uplink = %run.uplink, event = %run.event, error = %err, "waiting for the hook failed");
+            tracing::warn!(hook = %exec, uplink = %run.uplink, event = %run.event, error = %crate::Chain(&err), "waiting for the hook failed");
             Outcome::Failed
         }
         Err(_) => {

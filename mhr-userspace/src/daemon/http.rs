@@ -57,7 +57,7 @@ pub async fn serve(
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(err) => {
-                tracing::warn!(%err, "accepting a metrics connection failed");
+                tracing::warn!(error = %crate::Chain(&err), "accepting a metrics connection failed");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }

@@ -44,7 +44,7 @@ pub enum DaemonError {
     PendingConfirmation,
     #[error("the source guard could not be repaired for {0:?}; exiting so the supervisor restarts mhr: {1}")]
     GuardLost(Duration, String),
-    #[error("dropping privileges failed (`mhr run --no-sandbox` runs without): {0}")]
+    #[error("dropping privileges failed (`mhr run --no-sandbox` runs without)")]
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error(transparent)]
     Web(#[from] web::WebError),
@@ -279,7 +279,7 @@ pub async fn run_with_endpoint(
                     daemon.reconcile(Trigger::Overrun).await;
                 }
                 Err(err) => {
-                    tracing::warn!(%err, "reading netlink notifications failed; resyncing");
+                    tracing::warn!(error = %crate::Chain(&err), "reading netlink notifications failed; resyncing");
                     first_pending = None;
                     daemon.reconcile(Trigger::Overrun).await;
                 }

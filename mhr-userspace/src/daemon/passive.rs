@@ -55,7 +55,7 @@ impl Daemon {
         let counters = match self.engine.kernel().link_counters(&indexes).await {
             Ok(counters) => counters,
             Err(err) => {
-                tracing::warn!(error = %err, "reading the uplinks' packet counters failed");
+                tracing::warn!(error = %crate::Chain(&err), "reading the uplinks' packet counters failed");
                 // Nothing shows any uplink carries traffic: probe them all.
                 self.busy.send_replace(Default::default());
                 return false;
@@ -139,7 +139,7 @@ impl Daemon {
                     .collect(),
             ),
             Err(err) => {
-                tracing::warn!(error = %err, "reading the guard's TCP counters failed");
+                tracing::warn!(error = %crate::Chain(&err), "reading the guard's TCP counters failed");
                 None
             }
         }

@@ -34,7 +34,7 @@ impl Daemon {
             }
             Err(err) => {
                 self.control.reconcile(false);
-                let message = format!("{err:#}");
+                let message = crate::error_chain(&err);
                 tracing::warn!(?trigger, error = %message, "reconcile failed");
                 self.service.set(ServiceState::Failing(message));
             }
@@ -218,7 +218,7 @@ impl Daemon {
             }
         }
         if learned && let Err(err) = guard.configure(&uplinks) {
-            tracing::warn!(error = %err, "adding a new address to the guard failed; the reconcile retries");
+            tracing::warn!(error = %crate::Chain(&err), "adding a new address to the guard failed; the reconcile retries");
         }
     }
 
@@ -251,7 +251,7 @@ impl Daemon {
         // is switched off.
         let passive = self.engine.config().health.passive;
         if let Err(err) = plane.watch_tcp(passive) {
-            tracing::warn!(error = %err, "passive TCP quality is off: its tracepoints could not be attached");
+            tracing::warn!(error = %crate::Chain(&err), "passive TCP quality is off: its tracepoints could not be attached");
         }
         self.guard = Some(plane);
         self.guard_retry.succeeded();
@@ -262,7 +262,7 @@ impl Daemon {
     fn guard_failed(&mut self, err: &GuardError) {
         let wait = self.guard_retry.failed(std::time::Instant::now(), err);
         self.control.guard_failure(err.reason());
-        tracing::warn!(error = %err, reason = err.reason(), retry_in = ?wait, "the source guard failed; routing goes on, retrying");
+        tracing::warn!(error = %crate::Chain(&err), reason = err.reason(), retry_in = ?wait, "the source guard failed; routing goes on, retrying");
     }
 
     /// Whether an uplink the guard should be on runs without it.
@@ -300,12 +300,12 @@ impl Daemon {
     pub(super) async fn cleanup(&mut self) {
         match self.engine.down().await {
             Ok(applied) => tracing::info!(changes = applied.changed, "routing removed"),
-            Err(err) => tracing::warn!(error = %err, "removing routing failed"),
+            Err(err) => tracing::warn!(error = %crate::Chain(&err), "removing routing failed"),
         }
         if self.guard.take().is_some() {
             match self.engine.kernel().remove_guard(self.engine.config()) {
                 Ok(detached) => tracing::info!(?detached, "guard removed"),
-                Err(err) => tracing::warn!(error = %err, "removing the guard failed"),
+                Err(err) => tracing::warn!(error = %crate::Chain(&err), "removing the guard failed"),
             }
         }
     }

@@ -23,7 +23,7 @@ impl Daemon {
         let failed = match self.engine.kernel().failed_neighbours().await {
             Ok(failed) => failed,
             Err(err) => {
-                tracing::warn!(error = %err, "reading neighbours for the health round failed");
+                tracing::warn!(error = %crate::Chain(&err), "reading neighbours for the health round failed");
                 Default::default()
             }
         };
@@ -56,7 +56,7 @@ impl Daemon {
         let drains = match crate::drain::read(&self.engine.config().routing.state_dir, now) {
             Ok(drains) => drains,
             Err(err) => {
-                tracing::warn!(error = %err, "reading drained uplinks failed");
+                tracing::warn!(error = %crate::Chain(&err), "reading drained uplinks failed");
                 return false;
             }
         };

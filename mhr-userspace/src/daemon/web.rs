@@ -28,7 +28,7 @@ pub enum WebError {
     Certificate { path: PathBuf, reason: String },
     #[error("[metrics] tls_key {path}: {reason}")]
     Key { path: PathBuf, reason: String },
-    #[error("[metrics] tls_cert and tls_key do not make a TLS server: {0}")]
+    #[error("[metrics] tls_cert and tls_key do not make a TLS server")]
     Tls(#[source] rustls::Error),
 }
 

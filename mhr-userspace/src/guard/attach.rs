@@ -13,7 +13,7 @@ use aya::programs::{
 };
 
 use super::tc::{AttachMode, Mechanism, tcx_unsupported};
-use super::{GuardError, GuardUplink, clsact};
+use super::{AttachStep, GuardError, GuardUplink, clsact};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuardAttachment {
@@ -34,8 +34,12 @@ pub fn pin_prefix(interface: &str) -> String {
     format!("{}@", interface.replace('.', "_"))
 }
 
-fn failed(uplink: &GuardUplink) -> impl Fn(String) -> GuardError + '_ {
-    move |reason| GuardError::Attach { interface: uplink.interface.clone(), reason }
+/// The error of `uplink`'s failed `step`.
+fn failed<E: std::error::Error + Send + Sync + 'static>(
+    uplink: &GuardUplink,
+    step: AttachStep,
+) -> impl FnOnce(E) -> GuardError + '_ {
+    move |source| GuardError::Attach { interface: uplink.interface.clone(), step, source: Box::new(source) }
 }
 
 /// Attaches (or replaces the program behind) `uplink`'s link. For TCX also
@@ -55,43 +59,37 @@ pub(super) fn attach_uplink(
     };
     let pin = links_dir.join(pin_name(uplink));
     if mode != AttachMode::Clsact && pin.exists() {
-        let pinned = PinnedLink::from_pin(&pin)
-            .map_err(|err| failed(uplink)(format!("opening {}: {err}", pin.display())))?;
+        let pinned = PinnedLink::from_pin(&pin).map_err(failed(uplink, AttachStep::OpenPin(pin.clone())))?;
         let link = SchedClassifierLink::try_from(FdLink::from(pinned))
-            .map_err(|err| failed(uplink)(format!("{} is not a TC link: {err}", pin.display())))?;
-        let id = program
-            .attach_to_link(link)
-            .map_err(|err| failed(uplink)(format!("replacing the program: {err}")))?;
+            .map_err(failed(uplink, AttachStep::NotTcLink(pin.clone())))?;
+        let id = program.attach_to_link(link).map_err(failed(uplink, AttachStep::Replace))?;
         // The program would keep this link's fd; hold it through the pin instead.
         drop(program.take_link(id));
-        let held = super::sys::obj_get(&pin)
-            .map_err(|err| failed(uplink)(format!("opening {}: {err}", pin.display())))?;
+        let held = super::sys::obj_get(&pin).map_err(failed(uplink, AttachStep::OpenPin(pin.clone())))?;
         return Ok((attachment(Mechanism::Tcx, true), Some(held)));
     }
     if mode != AttachMode::Clsact {
         let options = TcAttachOptions::TcxOrder(LinkOrder::default());
         match program.attach_with_options(&uplink.interface, TcAttachType::Egress, options) {
             Ok(id) => {
-                let link = program.take_link(id).map_err(|err| failed(uplink)(err.to_string()))?;
-                let fd_link = FdLink::try_from(link).map_err(|err| failed(uplink)(err.to_string()))?;
-                let pinned = fd_link
-                    .pin(&pin)
-                    .map_err(|err| failed(uplink)(format!("pinning {}: {err}", pin.display())))?;
+                let link = program.take_link(id).map_err(failed(uplink, AttachStep::TakeLink))?;
+                let fd_link = FdLink::try_from(link).map_err(failed(uplink, AttachStep::TakeLink))?;
+                let pinned = fd_link.pin(&pin).map_err(failed(uplink, AttachStep::Pin(pin.clone())))?;
                 // Held as a descriptor of its own (see `Held::link`); the
                 // pin keeps the link while this is opened.
-                let held = super::sys::obj_get(&pin)
-                    .map_err(|err| failed(uplink)(format!("opening {}: {err}", pin.display())))?;
+                let held =
+                    super::sys::obj_get(&pin).map_err(failed(uplink, AttachStep::OpenPin(pin.clone())))?;
                 drop(pinned);
                 return Ok((attachment(Mechanism::Tcx, false), Some(held)));
             }
             Err(err) if mode == AttachMode::Auto && tcx_unsupported(&err) => {
-                tracing::info!(interface = %uplink.interface, error = %err, "TCX unavailable, falling back to clsact");
+                tracing::info!(interface = %uplink.interface, error = %crate::Chain(&err), "TCX unavailable, falling back to clsact");
             }
-            Err(err) => return Err(failed(uplink)(format!("TCX: {err}"))),
+            Err(err) => return Err(failed(uplink, AttachStep::Tcx)(err)),
         }
     }
     let replaced = clsact::attach(program, &uplink.interface, uplink.ifindex)
-        .map_err(|err| failed(uplink)(err.to_string()))?;
+        .map_err(failed(uplink, AttachStep::Clsact))?;
     Ok((attachment(Mechanism::Clsact, replaced), None))
 }
 

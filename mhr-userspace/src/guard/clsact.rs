@@ -48,15 +48,15 @@ impl Filter {
 /// Why the guard could not be attached as a clsact filter.
 #[derive(Debug, thiserror::Error)]
 pub enum ClsactError {
-    #[error("adding clsact: {0}")]
+    #[error("adding the clsact qdisc")]
     Qdisc(#[source] aya::programs::tc::TcError),
-    #[error("listing clsact filters: {0}")]
+    #[error("listing clsact filters")]
     List(#[source] io::Error),
-    #[error("clsact: {0}")]
+    #[error("attaching the clsact filter")]
     Filter(#[source] aya::programs::ProgramError),
-    #[error("clsact: {0}")]
+    #[error("reading the existing clsact filter")]
     Existing(#[source] io::Error),
-    #[error("replacing the clsact program: {0}")]
+    #[error("replacing the clsact program")]
     Replace(#[source] aya::programs::ProgramError),
 }
 
@@ -117,8 +117,16 @@ pub(super) fn detach_programs(
 fn detach(interface: &str, filter: &Filter) {
     let handle = TcHandle::new((filter.handle >> 16) as u16, filter.handle as u16);
     let link = SchedClassifierLink::attached(interface, TcAttachType::Egress, filter.priority, handle, None);
-    if let Err(err) = link.map_err(|e| e.to_string()).and_then(|l| l.detach().map_err(|e| e.to_string())) {
-        tracing::warn!(interface, priority = filter.priority, error = %err, "removing a guard clsact filter failed");
+    let failed = |err: &dyn std::error::Error| {
+        tracing::warn!(interface, priority = filter.priority, error = %crate::Chain(err), "removing a guard clsact filter failed");
+    };
+    match link {
+        Ok(link) => {
+            if let Err(err) = link.detach() {
+                failed(&err);
+            }
+        }
+        Err(err) => failed(&err),
     }
 }
 

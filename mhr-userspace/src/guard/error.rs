@@ -47,8 +47,13 @@ pub enum GuardError {
     NotBpffs { path: PathBuf, found: PathBuf },
     #[error("counting CPUs")]
     Cpus(#[source] std::io::Error),
-    #[error("attaching the guard to `{interface}` failed: {reason}")]
-    Attach { interface: String, reason: String },
+    #[error("attaching the guard to `{interface}` failed: {step}")]
+    Attach {
+        interface: String,
+        step: AttachStep,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("opening the pinned map {path}")]
     OpenPin {
         path: PathBuf,
@@ -94,4 +99,37 @@ pub enum GuardError {
     },
     #[error("the tracepoint format {path} has no field `{field}`")]
     TraceField { path: PathBuf, field: &'static str },
+}
+
+/// The step of attaching an uplink's guard that failed.
+#[derive(Debug)]
+pub enum AttachStep {
+    /// Opening the link pinned by an earlier instance.
+    OpenPin(PathBuf),
+    /// The pin holds something other than a TC link.
+    NotTcLink(PathBuf),
+    /// Putting the new program behind the pinned link.
+    Replace,
+    /// Taking the new link from the program.
+    TakeLink,
+    /// Pinning the new link.
+    Pin(PathBuf),
+    /// Attaching through TCX.
+    Tcx,
+    /// Attaching as a clsact filter.
+    Clsact,
+}
+
+impl std::fmt::Display for AttachStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::OpenPin(path) => write!(f, "opening {}", path.display()),
+            Self::NotTcLink(path) => write!(f, "{} is not a TC link", path.display()),
+            Self::Replace => f.write_str("replacing the program"),
+            Self::TakeLink => f.write_str("taking the new link"),
+            Self::Pin(path) => write!(f, "pinning {}", path.display()),
+            Self::Tcx => f.write_str("TCX"),
+            Self::Clsact => f.write_str("clsact"),
+        }
+    }
 }

@@ -42,7 +42,7 @@ use mhr_common::guard::{EMPTY_PROGRAM, FLAGS_MAP, GUARD_PROGRAM, MAX_OWNERS, MAX
 pub use attach::{GuardAttachment, pin_prefix, teardown};
 pub use deploy::Deployment;
 pub use enforcement::Enforcement;
-pub use error::GuardError;
+pub use error::{AttachStep, GuardError};
 pub use maps::{EventCounts, GuardMaps, OffenderReport, PinLayout, VerdictCounts};
 pub use steer::{SteerRoute, SteerVia};
 

@@ -65,7 +65,7 @@ impl Guard {
             Ok(Some(names)) => Some(FlagSource { ring, names }),
             Ok(None) => None,
             Err(err) => {
-                tracing::warn!(error = %err, "flagged packets are not logged");
+                tracing::warn!(error = %crate::Chain(&err), "flagged packets are not logged");
                 None
             }
         };

@@ -51,7 +51,7 @@ impl GuardRetry {
         self.failures = self.failures.saturating_add(1);
         self.next = Some(now + wait);
         self.reason = Some(error.reason());
-        self.error = Some(format!("{error}"));
+        self.error = Some(crate::error_chain(error));
         wait
     }
 
@@ -86,7 +86,11 @@ mod tests {
     use super::*;
 
     fn attach_error() -> GuardError {
-        GuardError::Attach { interface: "ens3".into(), reason: "TCX: busy".into() }
+        GuardError::Attach {
+            interface: "ens3".into(),
+            step: crate::guard::AttachStep::Tcx,
+            source: Box::new(std::io::Error::from_raw_os_error(libc::EBUSY)),
+        }
     }
 
     #[test]
@@ -110,7 +114,10 @@ mod tests {
         let mut retry = GuardRetry::default();
         retry.failed(Instant::now(), &attach_error());
         assert_eq!(retry.reason(), Some("attach"));
-        assert_eq!(retry.error(), Some("attaching the guard to `ens3` failed: TCX: busy"));
+        // The words and the kernel's answer behind them.
+        let busy = std::io::Error::from_raw_os_error(libc::EBUSY);
+        let expected = format!("attaching the guard to `ens3` failed: TCX: {busy}");
+        assert_eq!(retry.error(), Some(expected.as_str()));
         let bpffs = GuardError::NotBpffs { path: "/tmp/x".into(), found: "/tmp".into() };
         assert_eq!(bpffs.reason(), "bpffs");
         assert!(REASONS.contains(&bpffs.reason()) && REASONS.contains(&GuardError::TooManyUplinks.reason()));

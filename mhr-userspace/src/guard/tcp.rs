@@ -128,7 +128,7 @@ impl Guard {
         {
             layout.count_sent = 0;
             if let Err(err) = tcp.layout.set(0, layout, 0) {
-                tracing::warn!(error = %err, "the guard still counts sent TCP segments");
+                tracing::warn!(error = %crate::Chain(&err), "the guard still counts sent TCP segments");
             }
         }
     }

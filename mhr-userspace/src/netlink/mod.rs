@@ -36,7 +36,7 @@ fn filtering_connection() -> std::io::Result<Option<Handle>> {
     use rtnetlink::sys::AsyncSocket as _;
     let (mut connection, handle, _) = rtnetlink::new_connection()?;
     if let Err(err) = connection.socket_mut().socket_mut().set_netlink_get_strict_chk(true) {
-        tracing::info!(%err, "no strict netlink dump checking: reading every routing table");
+        tracing::info!(error = %crate::Chain(&err), "no strict netlink dump checking: reading every routing table");
         return Ok(None);
     }
     tokio::spawn(connection);

@@ -68,7 +68,7 @@ impl KernelError {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("reading {what} from the kernel failed: {source}")]
+#[error("reading {what} from the kernel failed")]
 pub struct ObserveError {
     pub what: &'static str,
     pub source: KernelError,

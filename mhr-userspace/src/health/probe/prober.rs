@@ -54,7 +54,7 @@ impl Prober {
                         slot.insert(client);
                     }
                     Err(err) => {
-                        tracing::debug!(interface = %plan.interface, source = %plan.source, %err, "probe socket")
+                        tracing::debug!(interface = %plan.interface, source = %plan.source, error = %crate::Chain(&err), "probe socket")
                     }
                 }
             }
@@ -77,7 +77,7 @@ impl Prober {
                 };
                 let rtt = answer
                     .inspect_err(
-                        |err| tracing::trace!(interface = %plan.interface, %target, %err, "probe unanswered"),
+                        |err| tracing::trace!(interface = %plan.interface, %target, error = %crate::Chain(&err), "probe unanswered"),
                     )
                     .ok();
                 TargetAnswer { target: target.clone(), rtt }

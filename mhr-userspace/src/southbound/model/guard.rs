@@ -7,7 +7,7 @@ use std::{
 };
 
 use crate::guard::{
-    GuardAttachment, GuardError, GuardUplink, pin_prefix,
+    AttachStep, GuardAttachment, GuardError, GuardUplink, pin_prefix,
     plane::GuardPlane,
     tc::{AttachMode, Mechanism},
     tcp::TcpCounts,
@@ -81,7 +81,8 @@ impl GuardPlane for ModelGuard {
             if state.refused.contains(&uplink.interface) {
                 return Err(GuardError::Attach {
                     interface: uplink.interface.clone(),
-                    reason: "refused by the kernel model".to_owned(),
+                    step: AttachStep::Tcx,
+                    source: Box::new(std::io::Error::from_raw_os_error(libc::EPERM)),
                 });
             }
             if state.attached.insert(uplink.interface.clone()) {
