@@ -10,12 +10,14 @@ use serde::{Deserialize, Serialize};
 mod connection;
 mod gateway;
 mod host;
+mod kernel_error;
 pub mod nexthop;
 pub mod selectors;
 
 pub use connection::Connection;
 pub use gateway::{Gateway, GatewaySource, LeaseKeeper, RememberedGateway, RememberedGateways};
 pub use host::{Address, Framing, Link, MovedRoute, Observed};
+pub use kernel_error::KernelError;
 pub use nexthop::{GroupMember, Nexthop, NexthopKind};
 pub use selectors::{Flow, Selectors};
 

@@ -19,8 +19,8 @@ pub use main_default::default_rules;
 pub use steer::Steering;
 pub use teardown::teardown;
 
+use crate::model::{Family, KernelError};
 pub use crate::model::{Gateway, GatewaySource};
-use crate::{model::Family, southbound::KernelError};
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
