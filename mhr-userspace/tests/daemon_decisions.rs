@@ -91,6 +91,26 @@ async fn down_cancels_a_pending_change_and_remembers_its_config_as_cancelled() {
     assert_eq!(marker.config_text, record.config_text);
 }
 
+#[tokio::test]
+async fn a_pending_change_is_refused_with_its_deadline_and_a_new_apply_forgets_a_rollback() {
+    let s = Scenario::new("unused", "seed-host.txt", "seed.toml");
+    let state_dir = s.config.routing.state_dir.clone();
+    let mut record = pending(&s, "20-4", confirm::Prior::default());
+    // 2023-11-14T22:13:20.500Z: the refusal names the second.
+    record.deadline_ms = 1_700_000_000_500;
+    let refusal = record.refusal().to_string();
+    assert!(refusal.contains(&mhr_userspace::clock::rfc3339(1_700_000_000)), "{refusal}");
+
+    confirm::cancel(&state_dir, &record).expect("cancels");
+    assert!(confirm::read_rolled_back(&state_dir).expect("reads").is_some());
+    confirm::clear_rolled_back(&state_dir).expect("clears");
+    assert_eq!(
+        confirm::read_rolled_back(&state_dir).expect("reads").map(|r| r.id),
+        None,
+        "an explicit apply takes the config back: it is no longer one rolled back"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn mhr_run_does_not_start_over_a_pending_change() {
     let s = Scenario::new("confirm-daemon", "seed-host.txt", "seed.toml");

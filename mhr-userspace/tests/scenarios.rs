@@ -130,6 +130,22 @@ async fn a_rollback_restores_what_mhr_had_before_an_apply() {
 }
 
 #[tokio::test]
+async fn a_rollback_puts_back_the_routing_mhr_had_before_not_a_bare_host() {
+    let s = Scenario::new("unused", "seed-host.txt", "seed.toml");
+    let engine = s.engine();
+    engine.apply(&engine.plan().await.expect("plans")).await.expect("applies");
+    let routed = s.model.render();
+    let prior = mhr_userspace::confirm::capture(&engine).await.expect("captures");
+    assert!(!prior.rules.is_empty() && !prior.routes.is_empty(), "mhr's rules and routes are captured");
+    // The change to roll back: everything of mhr's gone.
+    engine.down().await.expect("down");
+    assert_ne!(s.model.render(), routed);
+    let report = mhr_userspace::confirm::restore(&engine, &prior).await.expect("restores");
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(s.model.render(), routed, "mhr's earlier rules and routes are back, exactly");
+}
+
+#[tokio::test]
 async fn status_reports_in_sync_after_apply_and_pending_changes_after_a_link_went_down() {
     let mut s = Scenario::new("status", "seed-host.txt", "seed.toml");
     let engine = s.engine();

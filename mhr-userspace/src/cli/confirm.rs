@@ -141,7 +141,6 @@ pub(super) fn confirm_pending(
 }
 
 /// `mhr confirm`.
-/// `mhr confirm`.
 pub(super) fn confirm_command(config_path: &Path, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     super::with_engine(config_path, out, async |engine, out| confirm(engine, config_path, out))
 }
