@@ -245,7 +245,7 @@ pub async fn run_with_endpoint(
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let mut watchdog_usec = 0;
     let watchdog_enabled = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
-    let mut watchdog = tokio::time::interval(Duration::from_micros(watchdog_usec.max(2_000_000) / 2));
+    let mut watchdog = tokio::time::interval(watchdog_feed_every(watchdog_usec));
     let mut guard_check = tokio::time::interval(options.guard_check);
     guard_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -352,9 +352,28 @@ pub async fn run_with_endpoint(
     Ok(())
 }
 
+/// How often to feed systemd's watchdog: twice per period, so that one late
+/// tick is not a restart (sd_watchdog_enabled(3)); every second when the
+/// period is shorter than two (or there is none).
+fn watchdog_feed_every(watchdog_usec: u64) -> Duration {
+    Duration::from_micros(watchdog_usec.max(2_000_000) / 2)
+}
+
 fn family_label(family: Family) -> &'static str {
     match family {
         Family::V4 => "ipv4",
         Family::V6 => "ipv6",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_is_fed_twice_per_period_and_at_most_every_second() {
+        assert_eq!(watchdog_feed_every(30_000_000), Duration::from_secs(15));
+        assert_eq!(watchdog_feed_every(500_000), Duration::from_secs(1));
+        assert_eq!(watchdog_feed_every(0), Duration::from_secs(1));
     }
 }
