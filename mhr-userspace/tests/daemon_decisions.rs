@@ -232,6 +232,53 @@ async fn mhr_run_exits_when_the_guard_stays_lost_past_the_repair_deadline() {
     assert!(mhr_userspace::paths::retired_health(state_dir).exists(), "its health view is retired");
 }
 
+/// The guard failure `mhr status` and /healthz report, from the daemon's
+/// health view.
+fn reported_guard_error(state_dir: &std::path::Path) -> Option<String> {
+    let view: mhr_userspace::health::snapshot::HealthSnapshot =
+        mhr_userspace::state::read_health(state_dir).unwrap_or_default();
+    view.guard_error
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_guard_failure_is_reported_while_it_lasts_and_forgotten_once_the_guard_runs() {
+    let s = Scenario::new("unused", "seed-host.txt", "seed.toml");
+    let model = s.model.clone();
+    let state_dir = s.config.routing.state_dir.clone();
+    model.refuse_guard_load(true);
+    let options = DaemonOptions { guard: true, ..common::daemon_options() };
+    common::with_daemon_options(s.engine(), options, async {
+        wait_until(&model, PATIENCE, "routing runs without the guard", || {
+            default_via(&model, Family::V4) == ["ens3"]
+        })
+        .await;
+        // Reconciles that succeed without a guard do not make its failure go away.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let reported = reported_guard_error(&state_dir);
+        assert!(reported.as_deref().is_some_and(|e| e.contains("bpffs")), "the load failure: {reported:?}");
+        assert!(model.guard().attached.is_empty());
+
+        model.refuse_guard_load(false);
+        wait_until(&model, PATIENCE, "the guard loads, attaches and the failure is forgotten", || {
+            model.guard().attached.len() == 2 && reported_guard_error(&state_dir).is_none()
+        })
+        .await;
+
+        model.refuse_guard("ens3", true);
+        model.detach_guard("ens3");
+        wait_until(&model, PATIENCE, "the attach failure is reported", || {
+            reported_guard_error(&state_dir).is_some_and(|e| e.contains("ens3"))
+        })
+        .await;
+        model.refuse_guard("ens3", false);
+        wait_until(&model, PATIENCE, "ens3 is guarded again and the failure forgotten", || {
+            model.guard().attached.contains("ens3") && reported_guard_error(&state_dir).is_none()
+        })
+        .await;
+    })
+    .await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn cleanup_on_exit_removes_routing_and_the_guard() {
     let mut s = Scenario::new("daemon-cleanup", "seed-host.txt", "seed.toml");

@@ -225,7 +225,7 @@ impl Daemon {
     /// Loads the guard and starts its flag log; on failure routing goes on
     /// and the load is retried with backoff. True once loaded.
     pub(super) fn load_guard(&mut self, options: &super::DaemonOptions) -> bool {
-        if !self.guard_retry.due(std::time::Instant::now()) {
+        if !self.guard_retry.due(now()) {
             return false;
         }
         let pin_dir = self.engine.config().guard.pin_dir.clone();
@@ -260,7 +260,7 @@ impl Daemon {
 
     /// Counts and logs a guard failure and schedules the next try.
     fn guard_failed(&mut self, err: &GuardError) {
-        let wait = self.guard_retry.failed(std::time::Instant::now(), err);
+        let wait = self.guard_retry.failed(now(), err);
         self.control.guard_failure(err.reason());
         tracing::warn!(error = %crate::Chain(&err), reason = err.reason(), retry_in = ?wait, "the source guard failed; routing goes on, retrying");
     }
@@ -281,7 +281,7 @@ impl Daemon {
     pub(super) fn guard_needs_repair(&mut self) -> bool {
         let Some(guard) = &mut self.guard else { return false };
         if self.guard_failing_since.is_some() {
-            return self.guard_retry.due(std::time::Instant::now());
+            return self.guard_retry.due(now());
         }
         if !guard.pins_intact() {
             return true;
@@ -309,4 +309,10 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Now on the daemon's clock (tokio's: the same as the system's, but one a
+/// scenario test can pause and advance), for the guard's retry backoff.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }

@@ -26,6 +26,8 @@ pub struct GuardState {
     pub removed: Vec<String>,
     /// Interfaces the kernel refuses to attach the guard to.
     pub refused: BTreeSet<String>,
+    /// Loading the guard fails (no bpffs, say).
+    pub load_refused: bool,
     /// The passive TCP tracepoints are attached.
     pub tcp_watch: bool,
     /// What the tracepoints and the guard counted, by interface (a test

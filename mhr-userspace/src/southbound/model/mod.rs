@@ -153,6 +153,11 @@ impl KernelModel {
         };
     }
 
+    /// Loading the guard fails (or works again).
+    pub fn refuse_guard_load(&self, refused: bool) {
+        self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).load_refused = refused;
+    }
+
     /// The uplink's upstream stops (or resumes) answering probes.
     pub fn silence(&self, interface: &str, silent: bool) {
         let mut state = self.state();

@@ -199,9 +199,14 @@ impl Southbound for KernelModel {
 
     fn load_guard(
         &self,
-        _pin_dir: &std::path::Path,
+        pin_dir: &std::path::Path,
     ) -> Result<crate::guard::plane::LoadedGuard, crate::guard::GuardError> {
-        self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).loads += 1;
+        let mut state = self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.load_refused {
+            return Err(crate::guard::GuardError::NotBpffs { path: pin_dir.to_owned(), found: "/".into() });
+        }
+        state.loads += 1;
+        drop(state);
         let plane = Box::new(guard::ModelGuard(Arc::clone(&self.guard)));
         Ok(crate::guard::plane::LoadedGuard { plane, flags: None })
     }
