@@ -240,9 +240,24 @@ fn reported_guard_error(state_dir: &std::path::Path) -> Option<String> {
     view.guard_error
 }
 
+/// The daemon's /healthz answer: its status line and body.
+async fn healthz(address: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connects to the endpoint");
+    stream.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").await.expect("sends");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("reads");
+    let status = answer.lines().next().unwrap_or_default().to_owned();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default().trim().to_owned();
+    format!("{status} | {body}")
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_guard_failure_is_reported_while_it_lasts_and_forgotten_once_the_guard_runs() {
-    let s = Scenario::new("unused", "seed-host.txt", "seed.toml");
+    let mut s = Scenario::new("unused", "seed-host.txt", "seed.toml");
+    // A port known in advance, to ask /healthz.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("a port");
+    s.config.metrics.listen = free;
     let model = s.model.clone();
     let state_dir = s.config.routing.state_dir.clone();
     model.refuse_guard_load(true);
@@ -257,12 +272,19 @@ async fn a_guard_failure_is_reported_while_it_lasts_and_forgotten_once_the_guard
         let reported = reported_guard_error(&state_dir);
         assert!(reported.as_deref().is_some_and(|e| e.contains("bpffs")), "the load failure: {reported:?}");
         assert!(model.guard().attached.is_empty());
+        let health = healthz(free).await;
+        assert!(
+            health.contains(" 503 ") && health.contains("the source guard is not running"),
+            "routing runs, but /healthz fails while the guard does not: {health}"
+        );
 
         model.refuse_guard_load(false);
         wait_until(&model, PATIENCE, "the guard loads, attaches and the failure is forgotten", || {
             model.guard().attached.len() == 2 && reported_guard_error(&state_dir).is_none()
         })
         .await;
+        let health = healthz(free).await;
+        assert!(health.contains(" 200 ") && health.ends_with("| ok"), "{health}");
 
         model.refuse_guard("ens3", true);
         model.detach_guard("ens3");
