@@ -176,6 +176,37 @@ mod tests {
     }
 
     #[test]
+    fn the_guardian_adopts_the_held_lock_it_inherited_and_closes_it_on_exec() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = take(dir.path(), "9-1").unwrap();
+        // What the guardian inherits: the same open lock, close-on-exec
+        // cleared (dup(2) clears it, as hand_over does in the child).
+        // SAFETY: dup(2) of an open descriptor.
+        let inherited = unsafe { libc::dup(lock.as_raw_fd()) };
+        // SAFETY: F_GETFD reads the flags of a descriptor this test owns.
+        assert_eq!(unsafe { libc::fcntl(inherited, libc::F_GETFD) }, 0, "inherited without FD_CLOEXEC");
+        let adopted = adopt(dir.path(), "9-1", inherited).expect("the held lock of this change is adopted");
+        // SAFETY: as above.
+        let flags = unsafe { libc::fcntl(adopted.as_raw_fd(), libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC, "nothing the guardian starts keeps it");
+        drop(lock);
+        assert!(guardian_alive(dir.path(), "9-1"), "the adopted descriptor holds the lock alone");
+        drop(adopted);
+        assert!(!guardian_alive(dir.path(), "9-1"));
+    }
+
+    #[test]
+    fn the_lock_file_opened_but_not_held_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(take(dir.path(), "9-2").unwrap());
+        // The right file, but nobody holds its lock: the applying process
+        // died before the guardian started.
+        let unheld = File::open(lock_path(dir.path(), "9-2")).unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(unheld);
+        assert!(matches!(adopt(dir.path(), "9-2", fd), Err(GuardianLockError::NotTheLock { .. })));
+    }
+
+    #[test]
     fn a_descriptor_that_is_not_the_lock_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let other = File::create(dir.path().join("other")).unwrap();
