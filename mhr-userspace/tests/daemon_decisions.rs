@@ -129,7 +129,9 @@ async fn mhr_run_does_not_start_over_a_pending_change() {
 
 #[tokio::test(start_paused = true)]
 async fn a_rule_another_writer_keeps_deleting_is_put_back_at_a_bounded_rate_and_in_the_end_for_good() {
-    let s = Scenario::new("daemon-fight", "seed-host.txt", "seed.toml");
+    let mut s = Scenario::new("daemon-fight", "seed-host.txt", "seed.toml");
+    let endpoint = free_port();
+    s.config.metrics.listen = endpoint;
     let model = s.model.clone();
     common::with_daemon(s.engine(), async {
         wait_until(&model, PATIENCE, "mhr run installs the default", || {
@@ -160,6 +162,17 @@ async fn a_rule_another_writer_keeps_deleting_is_put_back_at_a_bounded_rate_and_
         // At once, three corrections would make some 140 in ten seconds;
         // paced (the third contested, then 1 s, 2 s, 4 s apart) about 6.
         assert!((4..=8).contains(&removals), "{removals} corrections in ten seconds of constant removal");
+        // What the metrics say of it: each put-back a correction, the held-back
+        // ones counted, one object contested.
+        let corrections =
+            metric(endpoint, "mhr_drift_corrections_total{kind=\"rule_added\"}").await.unwrap_or(0.0);
+        assert!(
+            (f64::from(removals - 1)..=f64::from(removals)).contains(&corrections),
+            "{corrections} corrections counted for {removals} removals"
+        );
+        let deferred = metric(endpoint, "mhr_drift_corrections_deferred_total").await.unwrap_or(0.0);
+        assert!(deferred >= 1.0, "held-back corrections are counted: {deferred}");
+        assert_eq!(metric(endpoint, "mhr_drift_contested_objects").await, Some(1.0));
         // The writer stops: the held-back correction is made when due,
         // without waiting for the periodic resync (a minute).
         wait_until(&model, Duration::from_secs(20), "put back for good", || {
@@ -240,23 +253,41 @@ fn reported_guard_error(state_dir: &std::path::Path) -> Option<String> {
     view.guard_error
 }
 
-/// The daemon's /healthz answer: its status line and body.
-async fn healthz(address: std::net::SocketAddr) -> String {
+/// A port for the daemon's endpoint, known in advance so that a test can
+/// ask it.
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("a port")
+}
+
+/// The daemon's answer to GET `path`: its status line and body.
+async fn get(address: std::net::SocketAddr, path: &str) -> (String, String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::net::TcpStream::connect(address).await.expect("connects to the endpoint");
-    stream.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").await.expect("sends");
+    stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.expect("sends");
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await.expect("reads");
     let status = answer.lines().next().unwrap_or_default().to_owned();
-    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default().trim().to_owned();
-    format!("{status} | {body}")
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}
+
+/// /healthz as one line: status and body.
+async fn healthz(address: std::net::SocketAddr) -> String {
+    let (status, body) = get(address, "/healthz").await;
+    format!("{status} | {}", body.trim())
+}
+
+/// The value of the series `series` (name and labels, as exposed) in
+/// /metrics.
+async fn metric(address: std::net::SocketAddr, series: &str) -> Option<f64> {
+    let (_, body) = get(address, "/metrics").await;
+    body.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_guard_failure_is_reported_while_it_lasts_and_forgotten_once_the_guard_runs() {
     let mut s = Scenario::new("unused", "seed-host.txt", "seed.toml");
-    // A port known in advance, to ask /healthz.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("a port");
+    let free = free_port();
     s.config.metrics.listen = free;
     let model = s.model.clone();
     let state_dir = s.config.routing.state_dir.clone();
