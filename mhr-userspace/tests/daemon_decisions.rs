@@ -333,6 +333,52 @@ async fn a_guard_failure_is_reported_while_it_lasts_and_forgotten_once_the_guard
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_guard_in_place_costs_no_reconcile_and_a_failing_one_still_running_is_not_lost() {
+    let mut s = Scenario::new("unused", "seed-host.txt", "seed.toml");
+    let endpoint = free_port();
+    s.config.metrics.listen = endpoint;
+    let model = s.model.clone();
+    let deadline = Duration::from_secs(5);
+    let options = DaemonOptions {
+        guard: true,
+        exit_when_guard_lost: true,
+        guard_repair_deadline: deadline,
+        ..common::daemon_options()
+    };
+    let (_reload, mut reloads) = tokio::sync::mpsc::channel(1);
+    let daemon = mhr_userspace::daemon::run_engine(s.engine(), options, std::future::pending(), &mut reloads);
+    let steps = async {
+        wait_until(&model, PATIENCE, "the guard runs on both uplinks", || model.guard().attached.len() == 2)
+            .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let reconciles = || metric(endpoint, "mhr_reconciles_total{result=\"ok\"}");
+        let before = reconciles().await;
+        // Ten guard checks (one a second) with nothing to repair.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(reconciles().await, before, "an intact guard is checked, not reconciled");
+
+        // Attaching to ens3 fails from now on, but the guard still runs
+        // there: failing, not lost.
+        model.refuse_guard("ens3", true);
+        model.add_address("ens4", "10.0.4.11/24".parse().unwrap());
+        tokio::time::sleep(deadline * 4).await;
+        assert!(model.guard().attached.contains("ens3"));
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::select! {
+            outcome = daemon => Some(outcome),
+            () = steps => None,
+        }
+    })
+    .await;
+    match outcome {
+        Ok(None) => {}
+        Ok(Some(exited)) => panic!("mhr run exited though its guard still runs: {exited:?}"),
+        Err(_) => panic!("the steps did not finish"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn cleanup_on_exit_removes_routing_and_the_guard() {
     let mut s = Scenario::new("daemon-cleanup", "seed-host.txt", "seed.toml");
     let model = s.model.clone();
