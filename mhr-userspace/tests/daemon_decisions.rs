@@ -328,6 +328,8 @@ async fn a_guard_failure_is_reported_while_it_lasts_and_forgotten_once_the_guard
             model.guard().attached.contains("ens3") && reported_guard_error(&state_dir).is_none()
         })
         .await;
+        let repairs = metric(free, "mhr_guard_repairs_total{kind=\"link\"}").await;
+        assert_eq!(repairs, Some(1.0), "the link someone removed is counted as repaired, once");
     })
     .await;
 }
