@@ -99,6 +99,9 @@ struct Daemon {
     fights: fights::Fights,
     /// Netlink ports that deleted rules or routes since the last reconcile.
     removers: Vec<u32>,
+    /// Pins of guard links someone removed, until attached again (an
+    /// attach may fail first): their return is a repair.
+    removed_links: std::collections::BTreeSet<String>,
     /// When corrections held back by [`fights`] are due.
     retry_at: Option<Instant>,
     /// `[[hook]]` programs, and the state changes they have not yet seen
@@ -218,6 +221,7 @@ pub async fn run_with_endpoint(
         failover_snapshots: Default::default(),
         fights: fights::Fights::default(),
         removers: Vec::new(),
+        removed_links: Default::default(),
         retry_at: None,
         hooks: hooks::Hooks::new(config.hooks.clone(), control_runs, options.hook_events.clone()),
         hook_pending: Vec::new(),

@@ -177,15 +177,16 @@ impl Daemon {
                 self.control.guard_repair(pin.split(' ').next().unwrap_or("map"));
             }
         }
-        let detached = guard.forget_detached();
+        self.removed_links.extend(guard.forget_detached());
         let held_before = guard.held_pins();
         let mode = self.engine.config().guard.attach;
         let attached = repaired.and(configured).and_then(|()| guard.attach_missing(&uplinks, mode));
+        let pin_of =
+            |interface: &str, ifindex: u32| format!("{}{ifindex}", crate::guard::pin_prefix(interface));
         if let Ok(attached) = &attached {
             for attachment in attached {
-                let pin =
-                    format!("{}{}", crate::guard::pin_prefix(&attachment.interface), attachment.ifindex);
-                if held_before.contains(&pin) || detached.contains(&pin) {
+                let pin = pin_of(&attachment.interface, attachment.ifindex);
+                if self.removed_links.remove(&pin) || held_before.contains(&pin) {
                     tracing::warn!(uplink = %attachment.interface, "the guard's link was removed; attached it again");
                     self.control.guard_repair("link");
                 } else if counts_as_drift {
@@ -193,6 +194,8 @@ impl Daemon {
                 }
             }
         }
+        // An uplink no longer guarded (or re-created) has no link to repair.
+        self.removed_links.retain(|pin| uplinks.iter().any(|u| pin_of(&u.interface, u.ifindex) == *pin));
         for uplink in &self.engine.config().uplinks {
             let on = guard.attached_in_kernel(&uplink.interface);
             let labels = vec![("uplink".to_owned(), uplink.interface.clone())];
