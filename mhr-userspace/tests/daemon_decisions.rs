@@ -400,6 +400,49 @@ async fn cleanup_on_exit_removes_routing_and_the_guard() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_reload_that_drops_an_uplink_drops_its_metric_series_and_keeps_the_others() {
+    let mut s = Scenario::new("unused", "seed-host.txt", "seed.toml");
+    let endpoint = free_port();
+    s.config.metrics.listen = endpoint;
+    let model = s.model.clone();
+    let mut reloaded: Config = s.config.clone();
+    reloaded.uplinks.retain(|uplink| uplink.interface == "ens3");
+    let (reload, mut reloads) = tokio::sync::mpsc::channel(1);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = mhr_userspace::daemon::run_engine(
+        s.engine(),
+        common::daemon_options(),
+        async {
+            let _ = stopped.await;
+        },
+        &mut reloads,
+    );
+    let series = |uplink: &'static str| async move {
+        let (_, body) = get(endpoint, "/metrics").await;
+        body.lines().filter(|line| line.contains(&format!("uplink=\"{uplink}\""))).count()
+    };
+    let steps = async {
+        wait_until(&model, PATIENCE, "mhr run routes both uplinks", || {
+            model.host().rules.iter().any(|r| r.table == 7101)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (ens3, ens4) = (series("ens3").await, series("ens4").await);
+        assert!(ens3 > 0 && ens4 > 0, "both uplinks have series: {ens3}, {ens4}");
+        reload.send(Ok(reloaded)).await.expect("sends");
+        wait_until(&model, PATIENCE, "ens4's table is gone", || {
+            !model.host().rules.iter().any(|r| r.table == 7101)
+        })
+        .await;
+        assert_eq!(series("ens4").await, 0, "nothing is exported for an uplink no longer configured");
+        assert!(series("ens3").await > 0, "ens3 keeps its series");
+        let _ = stop.send(());
+    };
+    let (outcome, ()) = tokio::join!(daemon, steps);
+    outcome.expect("the daemon ran and stopped cleanly");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_reload_takes_the_new_primary_and_keeps_what_waits_for_a_restart() {
     let mut s = Scenario::new("daemon-reload", "seed-host.txt", "seed.toml");
     let model = s.model.clone();
