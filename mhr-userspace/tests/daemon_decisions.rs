@@ -9,7 +9,7 @@ mod common;
 
 use std::{path::PathBuf, time::Duration};
 
-use common::{Scenario, default_via, wait_until};
+use common::{Scenario, default_via, free_port, get, metric, wait_until};
 use mhr_userspace::{
     config::Config,
     confirm::{self, Pending},
@@ -253,35 +253,10 @@ fn reported_guard_error(state_dir: &std::path::Path) -> Option<String> {
     view.guard_error
 }
 
-/// A port for the daemon's endpoint, known in advance so that a test can
-/// ask it.
-fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("a port")
-}
-
-/// The daemon's answer to GET `path`: its status line and body.
-async fn get(address: std::net::SocketAddr, path: &str) -> (String, String) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connects to the endpoint");
-    stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.expect("sends");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.expect("reads");
-    let status = answer.lines().next().unwrap_or_default().to_owned();
-    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    (status, body)
-}
-
 /// /healthz as one line: status and body.
 async fn healthz(address: std::net::SocketAddr) -> String {
     let (status, body) = get(address, "/healthz").await;
     format!("{status} | {}", body.trim())
-}
-
-/// The value of the series `series` (name and labels, as exposed) in
-/// /metrics.
-async fn metric(address: std::net::SocketAddr, series: &str) -> Option<f64> {
-    let (_, body) = get(address, "/metrics").await;
-    body.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[tokio::test(start_paused = true)]

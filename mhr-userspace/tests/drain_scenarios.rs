@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Scenario, default_via, wait_until, with_daemon};
+use common::{Scenario, default_via, free_port, metric, wait_until, with_daemon};
 use mhr_userspace::model::Family;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -20,6 +20,8 @@ fn now() -> u64 {
 #[tokio::test(start_paused = true)]
 async fn a_drained_primary_hands_main_to_the_backup_keeps_its_rules_and_comes_back() {
     let mut s = Scenario::new("drain-primary", "seed-host.txt", "seed.toml");
+    let endpoint = free_port();
+    s.config.metrics.listen = endpoint;
     let model = s.model.clone();
     let state_dir = s.config.routing.state_dir.clone();
     let engine = s.engine();
@@ -42,6 +44,11 @@ async fn a_drained_primary_hands_main_to_the_backup_keeps_its_rules_and_comes_ba
             drained_at.elapsed()
         );
         s.step("mhr drain ens3");
+        let drained = |uplink: &str| {
+            format!("mhr_uplink_state{{uplink=\"{uplink}\",family=\"ipv4\",state=\"drained\"}}")
+        };
+        let states = (metric(endpoint, &drained("ens3")).await, metric(endpoint, &drained("ens4")).await);
+        assert_eq!(states, (Some(1.0), Some(0.0)), "the state metric says which one is drained");
         let rules = model.render();
         assert!(
             rules.contains("ip -4 rule add from 10.0.3.0/24 lookup 7100"),
@@ -69,6 +76,10 @@ async fn a_drained_primary_hands_main_to_the_backup_keeps_its_rules_and_comes_ba
     .await;
 
     // A new daemon (a restart) keeps the drain.
+    // On the same port: the first daemon's endpoint stopped serving with it
+    // (at the runtime's next turn).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(std::net::TcpListener::bind(endpoint).is_ok(), "the stopped daemon's endpoint is gone");
     let engine = s.engine();
     with_daemon(engine, async {
         tokio::time::sleep(Duration::from_secs(5)).await;

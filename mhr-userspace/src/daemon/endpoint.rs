@@ -50,6 +50,14 @@ impl Service {
 pub struct Endpoint {
     pub(super) control: Arc<ControlMetrics>,
     pub(super) service: Arc<Service>,
+    /// The listener's task: it serves as long as the endpoint lives.
+    server: tokio::task::AbortHandle,
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
 }
 
 impl Endpoint {
@@ -75,9 +83,9 @@ impl Endpoint {
             }
         };
         let web = web::Web::load(&config.metrics)?;
-        tokio::spawn(http::serve(listener, registry, Arc::clone(&service), web));
+        let server = tokio::spawn(http::serve(listener, registry, Arc::clone(&service), web)).abort_handle();
         tracing::info!(%address, "serving /metrics and /healthz");
-        Ok(Self { control, service })
+        Ok(Self { control, service, server })
     }
 
     /// `/healthz` says the daemon waits, and why.

@@ -184,3 +184,28 @@ pub async fn with_daemon_options<F: Future<Output = ()>>(engine: Engine, options
     let (outcome, ()) = tokio::join!(daemon, steps);
     outcome.expect("the daemon ran and stopped cleanly");
 }
+
+/// A port for the daemon's endpoint, known in advance so that a test can
+/// ask it.
+pub fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("a port")
+}
+
+/// The daemon's answer to GET `path`: its status line and body.
+pub async fn get(address: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connects to the endpoint");
+    stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.expect("sends");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("reads");
+    let status = answer.lines().next().unwrap_or_default().to_owned();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}
+
+/// The value of the series `series` (name and labels, as exposed) in
+/// /metrics.
+pub async fn metric(address: std::net::SocketAddr, series: &str) -> Option<f64> {
+    let (_, body) = get(address, "/metrics").await;
+    body.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
