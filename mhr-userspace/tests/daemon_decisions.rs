@@ -404,6 +404,9 @@ async fn a_reload_that_drops_an_uplink_drops_its_metric_series_and_keeps_the_oth
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (ens3, ens4) = (series("ens3").await, series("ens4").await);
         assert!(ens3 > 0 && ens4 > 0, "both uplinks have series: {ens3}, {ens4}");
+        let healthy = "mhr_uplink_healthy{uplink=\"ens3\",family=\"ipv4\"}";
+        let loss = "mhr_probe_loss_ratio{uplink=\"ens3\",target=\"192.0.2.1\"}";
+        assert_eq!((metric(endpoint, healthy).await, metric(endpoint, loss).await), (Some(1.0), Some(0.0)));
         reload.send(Ok(reloaded)).await.expect("sends");
         wait_until(&model, PATIENCE, "ens4's table is gone", || {
             !model.host().rules.iter().any(|r| r.table == 7101)
@@ -411,6 +414,13 @@ async fn a_reload_that_drops_an_uplink_drops_its_metric_series_and_keeps_the_oth
         .await;
         assert_eq!(series("ens4").await, 0, "nothing is exported for an uplink no longer configured");
         assert!(series("ens3").await > 0, "ens3 keeps its series");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            (metric(endpoint, healthy).await, metric(endpoint, loss).await),
+            (Some(1.0), Some(0.0)),
+            "ens3 is still exported healthy, its target answering"
+        );
+        assert_eq!(series("ens4").await, 0, "and nothing of ens4 came back");
         let _ = stop.send(());
     };
     let (outcome, ()) = tokio::join!(daemon, steps);
