@@ -111,6 +111,31 @@ pub async fn execute(
     names: &Names,
     state_dir: &Path,
 ) -> Result<usize, ApplyError> {
+    execute_undoing(kernel, actions, names, state_dir, &|_, _, _| true).await.map_err(|failed| failed.error)
+}
+
+/// A failed [`execute_undoing`]: the first failed action, and how many
+/// changes were kept.
+#[derive(Debug)]
+pub struct PartlyApplied {
+    pub error: ApplyError,
+    pub kept: usize,
+}
+
+/// Which changes a failure undoes: `undo(failed, why, done)` for each
+/// change `done` made.
+pub type UndoSet<'a> = dyn Fn(&Action, &ActionError, &Action) -> bool + 'a;
+
+/// [`execute`], except that a failure undoes only the changes `undo` picks
+/// (an uplink's own, when the kernel refused one of its objects) and keeps
+/// the others, counted in [`PartlyApplied::kept`].
+pub async fn execute_undoing(
+    kernel: &dyn Southbound,
+    actions: &[Action],
+    names: &Names,
+    state_dir: &Path,
+    undo: &UndoSet<'_>,
+) -> Result<usize, PartlyApplied> {
     let outcomes = pipelined(kernel, actions, state_dir).await;
     let done: Vec<&Action> =
         outcomes.iter().filter(|(_, o)| matches!(o, Ok(Effect::Changed))).map(|(a, _)| *a).collect();
@@ -119,21 +144,24 @@ pub async fn execute(
     else {
         return Ok(done.len());
     };
-    let undo: Vec<Action> = done.iter().rev().map(|earlier| earlier.inverse()).collect();
-    let rollback: Vec<UndoFailed> = pipelined(kernel, &undo, state_dir)
+    let (undone, kept): (Vec<&Action>, Vec<&Action>) =
+        done.iter().partition(|earlier| undo(action, &error, earlier));
+    let inverse: Vec<Action> = undone.iter().rev().map(|earlier| earlier.inverse()).collect();
+    let rollback: Vec<UndoFailed> = pipelined(kernel, &inverse, state_dir)
         .await
         .into_iter()
         .filter_map(|(undo, outcome)| {
             Some(UndoFailed { action: undo.describe(names), error: outcome.err()? })
         })
         .collect();
-    tracing::warn!(action = %action.describe(names), %error, undone = done.len(), "apply failed");
-    Err(ApplyError::Action {
+    tracing::warn!(action = %action.describe(names), %error, undone = undone.len(), kept = kept.len(), "apply failed");
+    let error = ApplyError::Action {
         action: action.describe(names),
         failed: Box::new(action.clone()),
         error,
         rollback,
-    })
+    };
+    Err(PartlyApplied { error, kept: kept.len() })
 }
 
 /// What a best-effort run did.

@@ -230,6 +230,13 @@ impl Engine {
         let changed =
             apply::execute(self.kernel.as_ref(), &planned.actions, &planned.names, &routing.state_dir)
                 .await?;
+        Ok(self.applied(planned, changed))
+    }
+
+    /// After routing went in: records table names and gateways, sets the
+    /// multipath hash, flushes the IPv6 route cache if anything changed.
+    fn applied(&self, planned: &Planned, changed: usize) -> Applied {
+        let routing = &self.config.routing;
         let recorded = state::write_tables(&routing.rt_tables_dir, &planned.tables)
             .map_err(EngineError::from)
             .and_then(|()| self.remember_gateways(&planned.desired));
@@ -242,38 +249,68 @@ impl Engine {
         if changed > 0 {
             self.flush_ipv6_cache();
         }
-        Ok(Applied {
+        Applied {
             actions: describe(&planned.actions, &planned.names),
             changed,
             failed: Vec::new(),
             unrecorded: recorded.err().map(|err| crate::error_chain(&err)),
-        })
+        }
     }
 
     /// [`Engine::apply`] that, when the kernel refuses one uplink's object,
-    /// leaves that uplink as it is (like a clash) and applies the rest:
-    /// one uplink's trouble never holds back the others (the daemon).
-    /// `planned` ends as what was applied; its blocked uplinks say why.
+    /// undoes only that uplink's changes and leaves it as it was (like a
+    /// clash), keeping every other change: one uplink's trouble never holds
+    /// back, or churns, the others (the daemon). Any other failure undoes
+    /// everything, as `apply` does. `planned` ends as what was applied
+    /// (observed again after a refusal); its blocked uplinks say why.
     pub async fn apply_isolating(&self, planned: &mut Planned) -> Result<Applied, EngineError> {
-        let protocol = self.config.routing.protocol;
+        let routing = &self.config.routing;
+        let mut kept = 0;
+        // The host before this apply: an isolated uplink is left as it was
+        // then, even if a change of its made in an earlier round stayed.
+        let mut before: Option<Observed> = None;
         loop {
-            let err = match self.apply(planned).await {
-                Err(EngineError::Apply(err)) => err,
-                other => return other,
+            let desired = &planned.desired;
+            let isolated = |failed: &Action, why: &ActionError| {
+                matches!(why, ActionError::Kernel(_))
+                    .then(|| plan::owner_of(desired, failed))
+                    .flatten()
+                    .filter(|index| desired.uplinks[*index].blocked.is_none())
             };
-            // Only the kernel's refusal of an uplink's own object isolates
-            // that uplink; a record mhr could not write is the host's trouble.
-            let ApplyError::Action { action, failed, error: ActionError::Kernel(error), .. } = &err else {
-                return Err(err.into());
+            let undo = |failed: &Action, why: &ActionError, done: &Action| match isolated(failed, why) {
+                Some(owner) => plan::owner_of(desired, done) == Some(owner),
+                None => true,
             };
-            let owner = plan::owner_of(&planned.desired, failed)
-                .filter(|index| planned.desired.uplinks[*index].blocked.is_none());
-            let Some(index) = owner else { return Err(err.into()) };
+            let outcome = apply::execute_undoing(
+                self.kernel.as_ref(),
+                &planned.actions,
+                &planned.names,
+                &routing.state_dir,
+                &undo,
+            )
+            .await;
+            let failure = match outcome {
+                Ok(changed) => return Ok(self.applied(planned, kept + changed)),
+                Err(failure) => failure,
+            };
+            let ApplyError::Action { action, failed, error: ActionError::Kernel(error), .. } = &failure.error
+            else {
+                return Err(failure.error.into());
+            };
+            let Some(index) = isolated(failed, &ActionError::Kernel(error.clone())) else {
+                return Err(failure.error.into());
+            };
+            kept += failure.kept;
             let interface = planned.desired.uplinks[index].interface.clone();
             let problem = PlanError::Refused { interface, action: action.clone(), error: error.clone() };
-            plan::isolate(&mut planned.desired, &planned.observed, protocol, index, &problem);
+            // The others' changes stayed: plan the rest from the host as it is now.
+            let before = before.get_or_insert_with(|| planned.observed.clone());
+            let observed = self.observe().await?;
+            plan::isolate(&mut planned.desired, before, routing.protocol, index, &problem);
             planned.desired.problems.push(problem);
-            planned.actions = plan::diff(&planned.desired, &planned.observed, protocol);
+            planned.actions = plan::diff(&planned.desired, &observed, routing.protocol);
+            planned.names = observed.names();
+            planned.observed = observed;
         }
     }
 

@@ -126,7 +126,15 @@ async fn a_change_the_kernel_refuses_for_one_uplink_leaves_that_uplink_alone_and
                 && model.host().rules.iter().any(|r| r.table == 7100 && r.protocol == common::MHR)
         })
         .await;
-        s.step("mhr run starts; the kernel refuses ens4's IPv4 rule (EPERM)");
+        let changes = s.step("mhr run starts; the kernel refuses ens4's IPv4 rule (EPERM)");
+        // Only ens4's changes are undone: nothing of ens3 or of main's
+        // default is deleted on the way (no churn for the working uplink).
+        let deleted: Vec<&String> = changes.iter().filter(|c| c.contains(" del ")).collect();
+        assert!(!deleted.is_empty(), "ens4's changes are undone: {changes:#?}");
+        assert!(
+            deleted.iter().all(|c| c.contains("ens4") || c.contains("7101") || c.contains("2001:db8:4::")),
+            "only ens4's objects are deleted: {deleted:#?}"
+        );
         let host = model.host();
         assert!(
             !host.rules.iter().any(|r| r.table == 7101) && !host.routes.iter().any(|r| r.table == 7101),

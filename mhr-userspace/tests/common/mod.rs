@@ -64,17 +64,19 @@ impl Scenario {
         Engine::new(self.config.clone(), kernel)
     }
 
-    /// Records the changes mhr made since the last step under `title`.
-    pub fn step(&mut self, title: &str) {
+    /// Records the changes mhr made since the last step under `title`;
+    /// returns them.
+    pub fn step(&mut self, title: &str) -> Vec<String> {
         self.transcript += &format!("\n## {title}\n");
         let changes = self.model.take_changes();
         if changes.is_empty() {
             self.transcript += "(mhr changed nothing)\n";
         }
-        for change in changes {
-            self.transcript += &change;
+        for change in &changes {
+            self.transcript += change;
             self.transcript += "\n";
         }
+        changes
     }
 
     /// A line of what mhr said (an error, a finding) in the transcript.
