@@ -168,3 +168,46 @@ async fn records_that_cannot_be_written_never_hold_routing_back_and_say_where() 
     let reason = applied.unrecorded.expect("the record that failed is reported");
     assert!(reason.contains("not-a-dir/rt_tables.d"), "says where, with the cause: {reason}");
 }
+
+#[tokio::test]
+async fn two_refused_uplinks_are_each_left_as_they_were_with_nothing_of_theirs_half_installed() {
+    let s = Scenario::new("unused", "seed-host.txt", "seed.toml");
+    let engine = s.engine();
+    let mut planned = engine.plan().await.expect("plans");
+    let from_rule = |table: u32, family: Family| {
+        planned
+            .actions
+            .iter()
+            .find_map(|action| match action {
+                mhr_userspace::plan::Action::AddRule { rule }
+                    if rule.table == table && rule.family == family && rule.source.is_some() =>
+                {
+                    Some(rule.clone())
+                }
+                _ => None,
+            })
+            .expect("a from rule")
+    };
+    // Different families: the first refusal is of one uplink, the other's
+    // changes in that round stay, and it is refused in the next.
+    s.model.refuse(Change::AddRule(from_rule(7101, Family::V4)), libc::EPERM);
+    s.model.refuse(Change::AddRule(from_rule(7100, Family::V6)), libc::EPERM);
+    engine.apply_isolating(&mut planned).await.expect("applies what it can");
+    let host = s.model.host();
+    let theirs: Vec<String> = host
+        .routes
+        .iter()
+        .filter(|r| [7100, 7101].contains(&r.table))
+        .map(|r| format!("{r:?}"))
+        .chain(host.rules.iter().filter(|r| [7100, 7101].contains(&r.table)).map(|r| format!("{r:?}")))
+        .collect();
+    assert!(theirs.is_empty(), "both uplinks as they were before (nothing): {theirs:#?}");
+    let blocked: Vec<&str> = planned
+        .desired
+        .uplinks
+        .iter()
+        .filter(|u| u.blocked.is_some())
+        .map(|u| u.interface.as_str())
+        .collect();
+    assert_eq!(blocked, ["ens3", "ens4"]);
+}
