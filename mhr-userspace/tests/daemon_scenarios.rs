@@ -106,6 +106,8 @@ async fn a_rule_another_writer_deletes_is_put_back_and_their_port_does_not_matte
 #[tokio::test(start_paused = true)]
 async fn a_change_the_kernel_refuses_for_one_uplink_leaves_that_uplink_alone_and_routes_the_others() {
     let mut s = Scenario::new("daemon-refused-uplink", "seed-host.txt", "seed.toml");
+    let endpoint = common::free_port();
+    s.config.metrics.listen = endpoint;
     let model = s.model.clone();
     let ens4_rule = mhr_userspace::model::Rule {
         family: Family::V4,
@@ -140,6 +142,14 @@ async fn a_change_the_kernel_refuses_for_one_uplink_leaves_that_uplink_alone_and
             !host.rules.iter().any(|r| r.table == 7101) && !host.routes.iter().any(|r| r.table == 7101),
             "ens4 is left as it was: nothing of its table half-installed"
         );
+        let blocked = |uplink: &str| format!("mhr_uplink_blocked{{uplink=\"{uplink}\"}}");
+        let metric = |series: String| async move { common::metric(endpoint, &series).await };
+        assert_eq!((metric(blocked("ens3")).await, metric(blocked("ens4")).await), (Some(0.0), Some(1.0)));
+        // Where main's default is, per uplink; no failover counted for a start.
+        let active = |uplink: &str| format!("mhr_uplink_active{{uplink=\"{uplink}\",family=\"ipv4\"}}");
+        assert_eq!((metric(active("ens3")).await, metric(active("ens4")).await), (Some(1.0), Some(0.0)));
+        let failovers = "mhr_failovers_total{family=\"ipv4\"}".to_owned();
+        assert_eq!(metric(failovers.clone()).await.unwrap_or(0.0), 0.0, "a start is no failover");
 
         model.clear_refusals();
         // The next notification (here: an address appearing) retries it.
@@ -149,6 +159,8 @@ async fn a_change_the_kernel_refuses_for_one_uplink_leaves_that_uplink_alone_and
         })
         .await;
         s.step("the kernel takes it again; an address appears on ens4");
+        assert_eq!(metric(blocked("ens4")).await, Some(0.0), "ens4 is no longer blocked");
+        assert_eq!(metric(failovers).await.unwrap_or(0.0), 0.0, "nor is a reconcile");
     })
     .await;
     s.finish();
