@@ -24,7 +24,7 @@ pub mod liveness;
 use crate::{
     apply,
     engine::{Engine, EngineError},
-    guard::{Deployment, Enforcement, GuardMaps},
+    guard::{Enforcement, GuardMaps},
     model::{Route, Rule},
     plan::{self, Desired},
     state::{self, StateError},
@@ -214,7 +214,9 @@ pub async fn restore(engine: &Engine, prior: &Prior) -> Result<RolledBackReport,
     }
     match &prior.guard {
         None => {
-            if let Err(err) = Deployment::new(engine.config()).down() {
+            // Through the southbound: a scenario on the kernel model must
+            // not detach anything from the machine's own interfaces.
+            if let Err(err) = engine.kernel().remove_guard(engine.config()) {
                 report.failed.push(format!("removing the guard: {}", crate::Chain(&err)));
             }
         }
