@@ -84,7 +84,7 @@ impl Engine {
                 steering_finding(self.kernel().as_ref(), self.config(), desired, steering, names).await,
             );
         }
-        for neighbour in crate::neighbours::detect(&crate::neighbours::host_root()) {
+        for neighbour in self.neighbours() {
             if let Some(warning) = neighbour.warning {
                 findings.push(Finding {
                     ok: false,

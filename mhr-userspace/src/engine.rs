@@ -67,6 +67,9 @@ pub struct Engine {
     config: Config,
     kernel: Arc<dyn Southbound>,
     strictness: Strictness,
+    /// Where the host's own files are read (network managers, DHCP
+    /// leases); None: the machine's (`MHR_HOST_ROOT` for the managers).
+    host_root: Option<std::path::PathBuf>,
 }
 
 impl Engine {
@@ -79,7 +82,20 @@ impl Engine {
 
     /// An engine on any southbound (the in-memory kernel model in tests).
     pub fn new(config: Config, kernel: Arc<dyn Southbound>) -> Self {
-        Self { config, kernel, strictness: Strictness::Strict }
+        Self { config, kernel, strictness: Strictness::Strict, host_root: None }
+    }
+
+    /// Reads the host's files (network managers, DHCP leases) under `root`
+    /// instead of the machine's: a scenario's host is not this machine.
+    pub fn with_host_root(mut self, root: std::path::PathBuf) -> Self {
+        self.host_root = Some(root);
+        self
+    }
+
+    /// The network managers beside mhr on this host.
+    pub fn neighbours(&self) -> Vec<crate::neighbours::Neighbour> {
+        let root = self.host_root.clone().unwrap_or_else(crate::neighbours::host_root);
+        crate::neighbours::detect(&root)
     }
 
     /// The routing tables mhr reads: main, the tables uplinks hold or
@@ -209,7 +225,8 @@ impl Engine {
             .iter()
             .filter_map(|u| Some((u.interface.clone(), u.dhcp_lease.clone()?)))
             .collect();
-        memory.leases = crate::leases::gateways(std::path::Path::new("/"), &observed.links, &explicit);
+        let root = self.host_root.as_deref().unwrap_or(std::path::Path::new("/"));
+        memory.leases = crate::leases::gateways(root, &observed.links, &explicit);
         let desired = plan::desired(&self.config, &observed, &memory, strictness, judge)?;
         let actions = plan::diff(&desired, &observed, self.config.routing.protocol);
         Ok(Planned {

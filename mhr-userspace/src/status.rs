@@ -307,7 +307,7 @@ impl Engine {
                 .iter()
                 .cloned()
                 .chain(
-                    crate::neighbours::detect(&crate::neighbours::host_root())
+                    self.neighbours()
                         .into_iter()
                         .filter_map(|n| Some(format!("{}; {}", n.warning?, n.advice))),
                 )

@@ -116,6 +116,32 @@ async fn check_passes_after_apply_and_names_a_rule_another_writer_deleted() {
 }
 
 #[tokio::test]
+async fn check_reads_the_network_managers_of_the_scenarios_host_not_of_this_machine() {
+    let s = Scenario::new("unused", "seed-host.txt", "seed.toml");
+    let engine = s.engine();
+    engine.apply(&engine.plan().await.expect("plans")).await.expect("applies");
+    let failed = |report: &mhr_userspace::check::CheckReport| {
+        report
+            .findings
+            .iter()
+            .filter(|f| !f.ok)
+            .map(|f| format!("{}: {}", f.check, f.advice))
+            .collect::<Vec<_>>()
+    };
+    let quiet = failed(&engine.check(false).await.expect("checks"));
+    assert!(quiet.is_empty(), "whatever this machine runs, the scenario's host runs no manager: {quiet:#?}");
+    // The scenario's host gets a systemd-networkd config, at its defaults.
+    let network = s.host_root().join("etc/systemd/network");
+    std::fs::create_dir_all(&network).expect("creates");
+    std::fs::write(network.join("10-ens3.network"), "[Match]\nName=ens3\n").expect("writes");
+    let warned = failed(&engine.check(false).await.expect("checks"));
+    assert!(
+        warned.iter().any(|f| f.contains("ManageForeignRoutes=no")),
+        "networkd at its defaults is named: {warned:#?}"
+    );
+}
+
+#[tokio::test]
 async fn a_rollback_restores_what_mhr_had_before_an_apply() {
     let mut s = Scenario::new("confirm-restore", "seed-host.txt", "seed.toml");
     let engine = s.engine();

@@ -61,7 +61,15 @@ impl Scenario {
 
     pub fn engine(&self) -> Engine {
         let kernel: Arc<dyn mhr_userspace::southbound::Southbound> = self.model.clone();
-        Engine::new(self.config.clone(), kernel)
+        // The scenario's host has no network manager and no lease files,
+        // whatever this machine runs.
+        Engine::new(self.config.clone(), kernel).with_host_root(self.host_root())
+    }
+
+    /// Where the scenario's host keeps its files (/etc, /proc, leases):
+    /// empty unless a test writes there.
+    pub fn host_root(&self) -> PathBuf {
+        self._dir.path().join("host")
     }
 
     /// Records the changes mhr made since the last step under `title`;
