@@ -46,6 +46,11 @@ pub fn writer_lock(state_dir: &Path) -> PathBuf {
     state_dir.join("lock")
 }
 
+/// The confirmation guardian's log (it runs detached: its lines go here).
+pub fn confirm_log(state_dir: &Path) -> PathBuf {
+    state_dir.join("confirm.log")
+}
+
 /// The change waiting for `mhr confirm`.
 pub fn pending_confirm(state_dir: &Path) -> PathBuf {
     state_dir.join("pending-confirm.json")

@@ -161,7 +161,7 @@ pub(super) fn spawn_guardian(
     lock: &File,
 ) -> anyhow::Result<u32> {
     let binary = std::env::current_exe().context("finding the mhr binary for the guardian")?;
-    let log_path = state_dir.join("confirm.log");
+    let log_path = crate::paths::confirm_log(state_dir);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

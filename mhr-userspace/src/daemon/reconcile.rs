@@ -181,8 +181,7 @@ impl Daemon {
         let held_before = guard.held_pins();
         let mode = self.engine.config().guard.attach;
         let attached = repaired.and(configured).and_then(|()| guard.attach_missing(&uplinks, mode));
-        let pin_of =
-            |interface: &str, ifindex: u32| format!("{}{ifindex}", crate::guard::pin_prefix(interface));
+        let pin_of = |interface: &str, ifindex: u32| crate::guard::link_pin(interface, ifindex);
         if let Ok(attached) = &attached {
             for attachment in attached {
                 let pin = pin_of(&attachment.interface, attachment.ifindex);

@@ -25,7 +25,13 @@ pub struct GuardAttachment {
 }
 
 pub(super) fn pin_name(uplink: &GuardUplink) -> String {
-    format!("{}{}", pin_prefix(&uplink.interface), uplink.ifindex)
+    link_pin(&uplink.interface, uplink.ifindex)
+}
+
+/// The name of the pin holding `interface`'s link (`interface@ifindex`): a
+/// re-created interface, with another ifindex, gets a pin of its own.
+pub fn link_pin(interface: &str, ifindex: u32) -> String {
+    format!("{}{ifindex}", pin_prefix(interface))
 }
 
 /// The start of an interface's link pin name. bpffs refuses names with

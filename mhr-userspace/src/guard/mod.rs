@@ -39,7 +39,7 @@ use aya::{
 use ipnet::IpNet;
 use mhr_common::guard::{EMPTY_PROGRAM, FLAGS_MAP, GUARD_PROGRAM, MAX_OWNERS, MAX_UPLINKS};
 
-pub use attach::{GuardAttachment, pin_prefix, teardown};
+pub use attach::{GuardAttachment, link_pin, pin_prefix, teardown};
 pub use deploy::Deployment;
 pub use enforcement::Enforcement;
 pub use error::{AttachStep, GuardError};

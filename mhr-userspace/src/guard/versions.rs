@@ -11,7 +11,6 @@ use std::{
 };
 
 use aya::programs::{loaded_links, loaded_programs};
-use mhr_common::guard::MAP_LAYOUT_VERSION;
 
 use super::{
     GuardError, clsact,
@@ -21,7 +20,8 @@ use super::{
 /// The layout version directories (`v<N>`) under `pin_dir` other than
 /// this build's.
 pub fn other_versions(pin_dir: &Path) -> Vec<PathBuf> {
-    let current = format!("v{MAP_LAYOUT_VERSION}");
+    let current = crate::paths::pin_layout(pin_dir);
+    let current = current.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     let is_version = |name: &str| {
         name.strip_prefix('v').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     };
@@ -137,6 +137,8 @@ pub fn remove_tree(path: &Path) -> Result<Vec<String>, GuardError> {
 
 #[cfg(test)]
 mod tests {
+    use mhr_common::guard::MAP_LAYOUT_VERSION;
+
     use super::*;
 
     #[test]

@@ -7,7 +7,7 @@ use std::{
 };
 
 use crate::guard::{
-    AttachStep, GuardAttachment, GuardError, GuardUplink, pin_prefix,
+    AttachStep, GuardAttachment, GuardError, GuardUplink,
     plane::GuardPlane,
     tc::{AttachMode, Mechanism},
     tcp::TcpCounts,
@@ -45,7 +45,7 @@ impl ModelGuard {
 }
 
 fn pin(interface: &str, ifindex: u32) -> String {
-    format!("{}{ifindex}", pin_prefix(interface))
+    crate::guard::link_pin(interface, ifindex)
 }
 
 impl GuardPlane for ModelGuard {

@@ -138,7 +138,7 @@ impl KernelModel {
         if state.attached.remove(interface)
             && let Some(uplink) = state.uplinks.iter().find(|u| u.interface == interface)
         {
-            let pin = format!("{}{}", crate::guard::pin_prefix(interface), uplink.ifindex);
+            let pin = crate::guard::link_pin(interface, uplink.ifindex);
             state.removed.push(pin);
         }
     }
