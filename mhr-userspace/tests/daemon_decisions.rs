@@ -454,7 +454,8 @@ async fn a_reload_takes_the_new_primary_and_keeps_what_waits_for_a_restart() {
         })
         .await;
         s.step("mhr run starts");
-        reload.send(Err("line 3: not a config".to_owned())).await.expect("sends");
+        let broken = Config::parse("line 3: not a config", std::path::Path::new("mhr.toml"));
+        reload.send(Err(broken.expect_err("not a config"))).await.expect("sends");
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(default_via(&model, Family::V4), ["ens3"], "a refused reload changes nothing");
         s.step("a reload with a broken config");

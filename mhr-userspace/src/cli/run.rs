@@ -94,7 +94,7 @@ pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<()> {
         let path = config_path.to_owned();
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
-                let loaded = Config::load(&path).map_err(|err| err.to_string()).map(|mut config| {
+                let loaded = Config::load(&path).map(|mut config| {
                     if let Some(listen) = metrics_listen {
                         config.metrics.listen = listen;
                     }

@@ -123,7 +123,7 @@ pub async fn run(
     options: DaemonOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let (_keep, mut reloads) = tokio::sync::mpsc::channel::<Result<Config, String>>(1);
+    let (_keep, mut reloads) = tokio::sync::mpsc::channel::<Result<Config, crate::config::ConfigError>>(1);
     run_with_reloads(config, options, shutdown, &mut reloads).await
 }
 
@@ -133,7 +133,7 @@ pub async fn run_with_reloads(
     config: Config,
     options: DaemonOptions,
     shutdown: impl Future<Output = ()>,
-    reloads: &mut tokio::sync::mpsc::Receiver<Result<Config, String>>,
+    reloads: &mut tokio::sync::mpsc::Receiver<Result<Config, crate::config::ConfigError>>,
 ) -> Result<(), DaemonError> {
     let endpoint = Endpoint::start(&config).await?;
     run_with_endpoint(&endpoint, Engine::connect(config)?, options, shutdown, reloads).await
@@ -146,7 +146,7 @@ pub async fn run_engine(
     engine: Engine,
     options: DaemonOptions,
     shutdown: impl Future<Output = ()>,
-    reloads: &mut tokio::sync::mpsc::Receiver<Result<Config, String>>,
+    reloads: &mut tokio::sync::mpsc::Receiver<Result<Config, crate::config::ConfigError>>,
 ) -> Result<(), DaemonError> {
     let endpoint = Endpoint::start(engine.config()).await?;
     run_with_endpoint(&endpoint, engine, options, shutdown, reloads).await
@@ -159,7 +159,7 @@ pub async fn run_with_endpoint(
     engine: Engine,
     options: DaemonOptions,
     shutdown: impl Future<Output = ()>,
-    reloads: &mut tokio::sync::mpsc::Receiver<Result<Config, String>>,
+    reloads: &mut tokio::sync::mpsc::Receiver<Result<Config, crate::config::ConfigError>>,
 ) -> Result<(), DaemonError> {
     let config = engine.config().clone();
     // The host's routing is this daemon's from now on: `apply`/`down` are refused.

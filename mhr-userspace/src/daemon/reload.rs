@@ -9,13 +9,13 @@ impl Daemon {
     /// True when it was taken (a reconcile ran).
     pub(super) async fn reload_with(
         &mut self,
-        reload: Result<Config, String>,
+        reload: Result<Config, crate::config::ConfigError>,
         events: &mut dyn Notifications,
     ) -> bool {
         let config = match reload {
             Ok(config) => config,
             Err(reason) => {
-                tracing::error!(error = %reason, "reloading the config failed; the running config stays");
+                tracing::error!(error = %crate::Chain(&reason), "reloading the config failed; the running config stays");
                 self.control.config_reloaded(false);
                 return false;
             }
