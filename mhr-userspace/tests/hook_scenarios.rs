@@ -95,3 +95,55 @@ async fn a_silent_primary_fires_down_and_failover_to_the_backup_without_waiting_
 fn run_env(run: &HookRun, name: &str) -> String {
     run.environment().into_iter().find(|(key, _)| *key == name).map(|(_, value)| value).unwrap_or_default()
 }
+
+#[tokio::test(start_paused = true)]
+async fn draining_the_primary_fires_drained_once_and_a_failover_leaving_a_drained_uplink() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = dir.path().join("hook");
+    std::fs::write(&exec, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&exec, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut s = Scenario::new("unused", "seed-host.txt", "seed.toml");
+    s.config.hooks = vec![HookConfig {
+        on: vec![HookEvent::Drained, HookEvent::Failover],
+        exec,
+        args: Vec::new(),
+        timeout: Some(Duration::from_secs(10)),
+        uplink: Vec::new(),
+    }];
+    let model = s.model.clone();
+    let state_dir = s.config.routing.state_dir.clone();
+    let engine = s.engine();
+    let (sender, mut seen) = tokio::sync::mpsc::unbounded_channel::<HookRun>();
+    let options = DaemonOptions { hook_events: Some(sender), ..common::daemon_options() };
+    with_daemon_options(engine, options, async {
+        wait_until(&model, PATIENCE, "mhr run installs the default", || {
+            default_via(&model, Family::V4) == ["ens3"]
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        while seen.try_recv().is_ok() {}
+
+        let now = mhr_userspace::clock::unix_seconds();
+        mhr_userspace::drain::drain(&state_dir, "ens3", now, None).unwrap();
+        wait_until(&model, PATIENCE, "drained", || default_via(&model, Family::V4) == ["ens4"]).await;
+        // Rounds and reconciles go on: a drain fires once.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let mut runs = Vec::new();
+        while let Ok(run) = seen.try_recv() {
+            runs.push((run.event, run.uplink, run.family, run.state, run.previous, run.active));
+        }
+        let expected: Vec<_> = [Family::V4, Family::V6]
+            .into_iter()
+            .flat_map(|family| {
+                [
+                    (HookEvent::Drained, "ens3".to_owned(), family, "drained", "healthy", "ens4".to_owned()),
+                    (HookEvent::Failover, "ens3".to_owned(), family, "drained", "drained", "ens4".to_owned()),
+                ]
+            })
+            .collect();
+        let mut sorted = runs.clone();
+        sorted.sort_by_key(|run| (run.2, run.0 != HookEvent::Drained));
+        assert_eq!(sorted, expected, "as fired: {runs:#?}");
+    })
+    .await;
+}
