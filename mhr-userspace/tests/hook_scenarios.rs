@@ -144,6 +144,11 @@ async fn draining_the_primary_fires_drained_once_and_a_failover_leaving_a_draine
         let mut sorted = runs.clone();
         sorted.sort_by_key(|run| (run.2, run.0 != HookEvent::Drained));
         assert_eq!(sorted, expected, "as fired: {runs:#?}");
+        // Another reconcile (an address appears): the drain is not news.
+        model.add_address("ens4", "10.0.4.11/24".parse().unwrap());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let again: Vec<HookRun> = std::iter::from_fn(|| seen.try_recv().ok()).collect();
+        assert!(again.is_empty(), "nothing more fires: {again:#?}");
     })
     .await;
 }
