@@ -14,14 +14,19 @@ use crate::cmd;
 const CARGO_MUTANTS_VERSION: &str = "27";
 
 /// What is mutated by default (paths from the workspace root).
-const DEFAULT_FILES: [&str; 11] = [
+const DEFAULT_FILES: [&str; 16] = [
     "mhr-userspace/src/plan/*.rs",
     "mhr-userspace/src/config/*.rs",
-    "mhr-userspace/src/engine.rs",
+    "mhr-userspace/src/engine/*.rs",
     "mhr-userspace/src/apply.rs",
     "mhr-userspace/src/confirm.rs",
+    "mhr-userspace/src/confirm/liveness.rs",
+    "mhr-userspace/src/daemon/mod.rs",
     "mhr-userspace/src/daemon/reconcile.rs",
+    "mhr-userspace/src/daemon/reload.rs",
     "mhr-userspace/src/daemon/report.rs",
+    "mhr-userspace/src/daemon/rounds.rs",
+    "mhr-userspace/src/daemon/passive.rs",
     "mhr-userspace/src/guard/update.rs",
     "mhr-userspace/src/guard/configure.rs",
     "mhr-userspace/src/daemon/flags.rs",
@@ -32,7 +37,9 @@ const DEFAULT_FILES: [&str; 11] = [
 pub struct MutantsArgs {
     /// Source files to mutate (from the workspace root), instead of the
     /// default set: the planner, config, guard map updates, engine, apply,
-    /// confirm and the daemon's reconcile, reports and filters.
+    /// confirm and its guardian's lock, and the daemon (event loop,
+    /// reconcile, reloads, reports, health rounds, passive health, flag
+    /// filters).
     #[arg(long = "file", value_name = "PATH")]
     files: Vec<String>,
     /// Mutants built and tested at once (each needs its own build
