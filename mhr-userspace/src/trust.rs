@@ -15,8 +15,8 @@ use std::{
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrustError {
-    #[error("checking who can write {path}: {reason}")]
-    Stat { path: PathBuf, reason: String },
+    #[error("checking who can write {path}: {}", std::io::Error::from_raw_os_error(*.errno))]
+    Stat { path: PathBuf, errno: i32 },
     #[error(
         "{path} is writable by {whom} (mode {mode:04o}), so others could change mhr's routing; mhr refuses it: run `chmod go-w {path}`"
     )]
@@ -32,7 +32,7 @@ pub enum TrustError {
 pub fn check(path: &Path) -> Result<(), TrustError> {
     let stat_error = |path: &Path, err: std::io::Error| TrustError::Stat {
         path: path.to_owned(),
-        reason: err.to_string(),
+        errno: err.raw_os_error().unwrap_or(libc::EIO),
     };
     let real = std::fs::canonicalize(path).map_err(|err| stat_error(path, err))?;
     // SAFETY: geteuid has no preconditions and cannot fail.

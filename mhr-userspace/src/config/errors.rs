@@ -14,8 +14,10 @@ use super::{MAX_CONFIG_BYTES, MAX_PROBES_PER_UPLINK, MAX_TOP_OFFENDERS, validati
 pub enum ConfigError {
     #[error(transparent)]
     Untrusted(#[from] crate::trust::TrustError),
-    #[error("cannot read config {path}: {reason}")]
-    Read { path: PathBuf, reason: String },
+    #[error("cannot read config {path}: {}", std::io::Error::from_raw_os_error(*.errno))]
+    Read { path: PathBuf, errno: i32 },
+    #[error("cannot read config {path}: it is not UTF-8 text")]
+    NotText { path: PathBuf },
     #[error(
         "no config at {path}: `mhr init` prints one from the uplinks this host has, `mhr init --write` writes it there"
     )]

@@ -73,8 +73,10 @@ impl Config {
     /// Reads at most [`MAX_CONFIG_BYTES`] (`/dev/zero` is refused, not read
     /// until memory runs out).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let read_error =
-            |err: std::io::Error| ConfigError::Read { path: path.to_owned(), reason: err.to_string() };
+        let read_error = |err: std::io::Error| ConfigError::Read {
+            path: path.to_owned(),
+            errno: err.raw_os_error().unwrap_or(libc::EIO),
+        };
         let file = std::fs::File::open(path).map_err(|err| match err.kind() {
             std::io::ErrorKind::NotFound => ConfigError::Missing { path: path.to_owned() },
             _ => read_error(err),
@@ -84,8 +86,7 @@ impl Config {
         if bytes.len() as u64 > MAX_CONFIG_BYTES {
             return Err(ConfigError::TooLarge { path: path.to_owned(), size: bytes.len() as u64 });
         }
-        let text = String::from_utf8(bytes)
-            .map_err(|_| ConfigError::Read { path: path.to_owned(), reason: "not UTF-8 text".to_owned() })?;
+        let text = String::from_utf8(bytes).map_err(|_| ConfigError::NotText { path: path.to_owned() })?;
         // Whoever can write the config decides the host's routing.
         crate::trust::check(path)?;
         let config = Self::parse(&text, path)?;

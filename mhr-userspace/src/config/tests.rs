@@ -614,3 +614,16 @@ fn line_column_counts_from_one() {
     assert_eq!(line_column("ab\ncd", 0), (1, 1));
     assert_eq!(line_column("ab\ncd", 4), (2, 2));
 }
+
+#[test]
+fn an_unreadable_config_names_the_path_and_the_systems_answer() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let binary = dir.path().join("mhr.toml");
+    std::fs::write(&binary, [0xff, 0xfe, b'\n']).expect("writes");
+    assert_eq!(Config::load(&binary), Err(ConfigError::NotText { path: binary.clone() }));
+    // A directory opens, but does not read.
+    let err = Config::load(dir.path()).expect_err("a directory is no config");
+    assert_eq!(err, ConfigError::Read { path: dir.path().to_owned(), errno: libc::EISDIR });
+    let cause = std::io::Error::from_raw_os_error(libc::EISDIR);
+    assert_eq!(err.to_string(), format!("cannot read config {}: {cause}", dir.path().display()));
+}

@@ -24,10 +24,20 @@ use crate::config::MetricsConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
-    #[error("[metrics] tls_cert {path}: {reason}")]
-    Certificate { path: PathBuf, reason: String },
-    #[error("[metrics] tls_key {path}: {reason}")]
-    Key { path: PathBuf, reason: String },
+    #[error("[metrics] tls_cert {path}")]
+    Certificate {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("[metrics] tls_cert {path}: no PEM certificate in it")]
+    NoCertificate { path: PathBuf },
+    #[error("[metrics] tls_key {path}")]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
     #[error("[metrics] tls_cert and tls_key do not make a TLS server")]
     Tls(#[source] rustls::Error),
 }
@@ -64,16 +74,16 @@ impl Web {
 }
 
 fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, WebError> {
-    let certificate_error = |reason: String| WebError::Certificate { path: cert.to_owned(), reason };
+    let certificate_error = |source| WebError::Certificate { path: cert.to_owned(), source };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|err| certificate_error(err.to_string()))?
+        .map_err(certificate_error)?
         .collect::<Result<_, _>>()
-        .map_err(|err| certificate_error(err.to_string()))?;
+        .map_err(certificate_error)?;
     if chain.is_empty() {
-        return Err(certificate_error("no PEM certificate in it".to_owned()));
+        return Err(WebError::NoCertificate { path: cert.to_owned() });
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|err| WebError::Key { path: key.to_owned(), reason: err.to_string() })?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|source| WebError::Key { path: key.to_owned(), source })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

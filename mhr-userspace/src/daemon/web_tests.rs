@@ -143,7 +143,7 @@ fn unreadable_certificates_and_keys_are_named() {
     };
     assert!(matches!(with(&missing, &key), WebError::Certificate { path, .. } if path == missing));
     assert!(matches!(with(&cert, &missing), WebError::Key { path, .. } if path == missing));
-    assert!(matches!(with(&key, &key), WebError::Certificate { .. }), "a key is no certificate");
+    assert!(matches!(with(&key, &key), WebError::NoCertificate { .. }), "a key is no certificate");
 }
 
 #[test]
