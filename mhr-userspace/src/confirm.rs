@@ -24,7 +24,7 @@ pub mod liveness;
 use crate::{
     apply,
     engine::{Engine, EngineError},
-    guard::{Enforcement, GuardMaps},
+    guard::Enforcement,
     model::{Route, Rule},
     plan::{self, Desired},
     state::{self, StateError},
@@ -151,7 +151,7 @@ pub async fn capture(engine: &Engine) -> Result<Prior, EngineError> {
     let protocol = config.routing.protocol;
     let observed = engine.observe().await?;
     let registry = state::read_tables(&config.routing.rt_tables_dir)?;
-    let guard = GuardMaps::from_pins(&config.guard.pin_dir)?.map(|maps| maps.enforcement()).transpose()?;
+    let guard = engine.kernel().guard_enforcement(&config.guard.pin_dir)?;
     Ok(Prior {
         interfaces: observed.links.iter().map(|link| (link.index, link.name.clone())).collect(),
         rules: observed.rules.into_iter().filter(|r| r.protocol == protocol).collect(),
@@ -220,14 +220,10 @@ pub async fn restore(engine: &Engine, prior: &Prior) -> Result<RolledBackReport,
                 report.failed.push(format!("removing the guard: {}", crate::Chain(&err)));
             }
         }
-        Some(modes) => match GuardMaps::from_pins(&config.guard.pin_dir) {
-            Ok(Some(mut maps)) => {
-                if let Err(err) = maps.set_enforcement(modes) {
-                    report.failed.push(format!("restoring the guard's modes: {}", crate::Chain(&err)));
-                }
-            }
-            Ok(None) => report.failed.push("the guard's pins are gone; nothing to restore".to_owned()),
-            Err(err) => report.failed.push(format!("opening the guard: {}", crate::Chain(&err))),
+        Some(modes) => match engine.kernel().set_guard_enforcement(&config.guard.pin_dir, modes) {
+            Ok(true) => {}
+            Ok(false) => report.failed.push("the guard's pins are gone; nothing to restore".to_owned()),
+            Err(err) => report.failed.push(format!("restoring the guard's modes: {}", crate::Chain(&err))),
         },
     }
     Ok(report)

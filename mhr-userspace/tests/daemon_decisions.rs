@@ -477,3 +477,33 @@ async fn a_reload_takes_the_new_primary_and_keeps_what_waits_for_a_restart() {
     );
     s.finish();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_puts_the_guards_modes_back_and_removes_a_guard_the_change_installed() {
+    use mhr_userspace::{guard::Enforcement, southbound::Southbound as _};
+    let s = Scenario::new("unused", "seed-host.txt", "seed.toml");
+    let model = s.model.clone();
+    let pin_dir = s.config.guard.pin_dir.clone();
+    let options = DaemonOptions { guard: true, ..common::daemon_options() };
+    common::with_daemon_options(s.engine(), options, async {
+        wait_until(&model, PATIENCE, "the guard runs on both uplinks", || model.guard().attached.len() == 2)
+            .await;
+    })
+    .await;
+    let engine = s.engine();
+    let prior = confirm::capture(&engine).await.expect("captures");
+    let modes = prior.guard.clone().expect("the installed guard's modes are captured");
+    assert_eq!(modes.values().copied().collect::<Vec<_>>(), [Enforcement::Monitor; 2]);
+    // The change to roll back: the guard enforcing.
+    let enforced = modes.keys().map(|ifindex| (*ifindex, Enforcement::DropSpoofed)).collect();
+    assert!(model.set_guard_enforcement(&pin_dir, &enforced).expect("sets"));
+    let report = confirm::restore(&engine, &prior).await.expect("restores");
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(model.guard_enforcement(&pin_dir).expect("reads"), Some(modes), "the modes as before");
+
+    // Before a change that installed the guard there was none: it goes.
+    let bare = confirm::Prior { guard: None, ..prior };
+    confirm::restore(&engine, &bare).await.expect("restores");
+    assert!(model.guard().attached.is_empty(), "{:?}", model.guard());
+    assert_eq!(model.guard_enforcement(&pin_dir).expect("reads"), None);
+}

@@ -143,6 +143,24 @@ impl Southbound for Kernel {
         crate::guard::Deployment::new(config).down()
     }
 
+    fn guard_enforcement(
+        &self,
+        pin_dir: &std::path::Path,
+    ) -> Result<Option<std::collections::BTreeMap<u32, crate::guard::Enforcement>>, crate::guard::GuardError>
+    {
+        crate::guard::GuardMaps::from_pins(pin_dir)?.map(|maps| maps.enforcement()).transpose()
+    }
+
+    fn set_guard_enforcement(
+        &self,
+        pin_dir: &std::path::Path,
+        modes: &std::collections::BTreeMap<u32, crate::guard::Enforcement>,
+    ) -> Result<bool, crate::guard::GuardError> {
+        let Some(mut maps) = crate::guard::GuardMaps::from_pins(pin_dir)? else { return Ok(false) };
+        maps.set_enforcement(modes)?;
+        Ok(true)
+    }
+
     /// The effective mode: the maximum of `all` and the interface's own.
     fn rp_filter(&self, interface: &str) -> Option<u8> {
         let read = |name: &str| {

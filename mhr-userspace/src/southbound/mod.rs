@@ -211,6 +211,21 @@ pub trait Southbound: Send + Sync {
     /// Detaches and unpins every guard of `config` (`down`, cleanup on exit).
     fn remove_guard(&self, config: &crate::config::Config) -> Result<Vec<String>, crate::guard::GuardError>;
 
+    /// The installed guard's enforcement per ifindex, as its maps say (what
+    /// a rollback restores); None: no guard is installed under `pin_dir`.
+    fn guard_enforcement(
+        &self,
+        pin_dir: &std::path::Path,
+    ) -> Result<Option<BTreeMap<u32, crate::guard::Enforcement>>, crate::guard::GuardError>;
+
+    /// Puts the installed guard's enforcement back (a rollback); false: no
+    /// guard is installed under `pin_dir`.
+    fn set_guard_enforcement(
+        &self,
+        pin_dir: &std::path::Path,
+        modes: &BTreeMap<u32, crate::guard::Enforcement>,
+    ) -> Result<bool, crate::guard::GuardError>;
+
     /// Packets each interface sent and received (unicast), by ifindex, of
     /// the interfaces asked for: `[health] passive` samples them.
     async fn link_counters(

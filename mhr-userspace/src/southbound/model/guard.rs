@@ -28,6 +28,9 @@ pub struct GuardState {
     pub refused: BTreeSet<String>,
     /// Loading the guard fails (no bpffs, say).
     pub load_refused: bool,
+    /// The installed guard's enforcement per ifindex; None: no guard
+    /// installed.
+    pub enforcement: Option<BTreeMap<u32, crate::guard::Enforcement>>,
     /// The passive TCP tracepoints are attached.
     pub tcp_watch: bool,
     /// What the tracepoints and the guard counted, by interface (a test
@@ -50,6 +53,10 @@ fn pin(interface: &str, ifindex: u32) -> String {
 
 impl GuardPlane for ModelGuard {
     fn configure(&mut self, uplinks: &[GuardUplink]) -> Result<(), GuardError> {
+        let mut state = self.state();
+        // What the real guard's uplink map holds: each uplink's mode.
+        state.enforcement = Some(uplinks.iter().map(|u| (u.ifindex, u.enforcement)).collect());
+        drop(state);
         self.state().uplinks = uplinks.to_vec();
         Ok(())
     }

@@ -215,7 +215,27 @@ impl Southbound for KernelModel {
         let mut state = self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let removed = std::mem::take(&mut state.attached).into_iter().collect();
         state.uplinks.clear();
+        state.enforcement = None;
         Ok(removed)
+    }
+
+    fn guard_enforcement(
+        &self,
+        _pin_dir: &std::path::Path,
+    ) -> Result<Option<std::collections::BTreeMap<u32, crate::guard::Enforcement>>, crate::guard::GuardError>
+    {
+        Ok(self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).enforcement.clone())
+    }
+
+    fn set_guard_enforcement(
+        &self,
+        _pin_dir: &std::path::Path,
+        modes: &std::collections::BTreeMap<u32, crate::guard::Enforcement>,
+    ) -> Result<bool, crate::guard::GuardError> {
+        let mut state = self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(installed) = &mut state.enforcement else { return Ok(false) };
+        installed.clone_from(modes);
+        Ok(true)
     }
 
     fn rp_filter(&self, interface: &str) -> Option<u8> {
