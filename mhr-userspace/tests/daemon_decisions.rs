@@ -9,7 +9,7 @@ mod common;
 
 use std::{path::PathBuf, time::Duration};
 
-use common::{Scenario, default_via, free_port, get, metric, wait_until};
+use common::{Scenario, default_via, get, metric, wait_until};
 use mhr_userspace::{
     config::Config,
     confirm::{self, Pending},
@@ -130,8 +130,7 @@ async fn mhr_run_does_not_start_over_a_pending_change() {
 #[tokio::test(start_paused = true)]
 async fn a_rule_another_writer_keeps_deleting_is_put_back_at_a_bounded_rate_and_in_the_end_for_good() {
     let mut s = Scenario::new("daemon-fight", "seed-host.txt", "seed.toml");
-    let endpoint = free_port();
-    s.config.metrics.listen = endpoint;
+    let endpoint = s.serve_on_known_port();
     let model = s.model.clone();
     common::with_daemon(s.engine(), async {
         wait_until(&model, PATIENCE, "mhr run installs the default", || {
@@ -208,17 +207,22 @@ async fn the_guard_learns_a_new_address_before_the_debounced_reconcile() {
     .await;
 }
 
+/// A daemon with the guard that exits once it is lost for `deadline`.
+fn exiting_when_guard_lost(deadline: Duration) -> DaemonOptions {
+    DaemonOptions {
+        guard: true,
+        exit_when_guard_lost: true,
+        guard_repair_deadline: deadline,
+        ..common::daemon_options()
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn mhr_run_exits_when_the_guard_stays_lost_past_the_repair_deadline() {
     let s = Scenario::new("daemon-guard-lost", "seed-host.txt", "seed.toml");
     let model = s.model.clone();
     let deadline = Duration::from_secs(5);
-    let options = DaemonOptions {
-        guard: true,
-        exit_when_guard_lost: true,
-        guard_repair_deadline: deadline,
-        ..common::daemon_options()
-    };
+    let options = exiting_when_guard_lost(deadline);
     let (_reload, mut reloads) = tokio::sync::mpsc::channel(1);
     let daemon = mhr_userspace::daemon::run_engine(s.engine(), options, std::future::pending(), &mut reloads);
     let lost_at = std::cell::Cell::new(None);
@@ -262,8 +266,7 @@ async fn healthz(address: std::net::SocketAddr) -> String {
 #[tokio::test(start_paused = true)]
 async fn a_guard_failure_is_reported_while_it_lasts_and_forgotten_once_the_guard_runs() {
     let mut s = Scenario::new("unused", "seed-host.txt", "seed.toml");
-    let free = free_port();
-    s.config.metrics.listen = free;
+    let free = s.serve_on_known_port();
     let model = s.model.clone();
     let state_dir = s.config.routing.state_dir.clone();
     model.refuse_guard_load(true);
@@ -312,16 +315,10 @@ async fn a_guard_failure_is_reported_while_it_lasts_and_forgotten_once_the_guard
 #[tokio::test(start_paused = true)]
 async fn a_guard_in_place_costs_no_reconcile_and_a_failing_one_still_running_is_not_lost() {
     let mut s = Scenario::new("unused", "seed-host.txt", "seed.toml");
-    let endpoint = free_port();
-    s.config.metrics.listen = endpoint;
+    let endpoint = s.serve_on_known_port();
     let model = s.model.clone();
     let deadline = Duration::from_secs(5);
-    let options = DaemonOptions {
-        guard: true,
-        exit_when_guard_lost: true,
-        guard_repair_deadline: deadline,
-        ..common::daemon_options()
-    };
+    let options = exiting_when_guard_lost(deadline);
     let (_reload, mut reloads) = tokio::sync::mpsc::channel(1);
     let daemon = mhr_userspace::daemon::run_engine(s.engine(), options, std::future::pending(), &mut reloads);
     let steps = async {
@@ -377,8 +374,7 @@ async fn cleanup_on_exit_removes_routing_and_the_guard() {
 #[tokio::test(start_paused = true)]
 async fn a_reload_that_drops_an_uplink_drops_its_metric_series_and_keeps_the_others() {
     let mut s = Scenario::new("unused", "seed-host.txt", "seed.toml");
-    let endpoint = free_port();
-    s.config.metrics.listen = endpoint;
+    let endpoint = s.serve_on_known_port();
     let model = s.model.clone();
     let mut reloaded: Config = s.config.clone();
     reloaded.uplinks.retain(|uplink| uplink.interface == "ens3");

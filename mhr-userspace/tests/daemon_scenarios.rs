@@ -106,8 +106,7 @@ async fn a_rule_another_writer_deletes_is_put_back_and_their_port_does_not_matte
 #[tokio::test(start_paused = true)]
 async fn a_change_the_kernel_refuses_for_one_uplink_leaves_that_uplink_alone_and_routes_the_others() {
     let mut s = Scenario::new("daemon-refused-uplink", "seed-host.txt", "seed.toml");
-    let endpoint = common::free_port();
-    s.config.metrics.listen = endpoint;
+    let endpoint = s.serve_on_known_port();
     let model = s.model.clone();
     let ens4_rule = mhr_userspace::model::Rule {
         family: Family::V4,

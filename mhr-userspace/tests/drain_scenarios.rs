@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Scenario, default_via, free_port, metric, wait_until, with_daemon};
+use common::{Scenario, default_via, metric, wait_until, with_daemon};
 use mhr_userspace::model::Family;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -20,8 +20,7 @@ fn now() -> u64 {
 #[tokio::test(start_paused = true)]
 async fn a_drained_primary_hands_main_to_the_backup_keeps_its_rules_and_comes_back() {
     let mut s = Scenario::new("drain-primary", "seed-host.txt", "seed.toml");
-    let endpoint = free_port();
-    s.config.metrics.listen = endpoint;
+    let endpoint = s.serve_on_known_port();
     let model = s.model.clone();
     let state_dir = s.config.routing.state_dir.clone();
     let engine = s.engine();

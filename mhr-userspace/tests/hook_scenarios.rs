@@ -19,18 +19,10 @@ const PATIENCE: Duration = Duration::from_secs(30);
 #[tokio::test(start_paused = true)]
 async fn a_silent_primary_fires_down_and_failover_to_the_backup_without_waiting_for_the_hook() {
     let dir = tempfile::tempdir().unwrap();
-    let exec = dir.path().join("slow-hook");
-    // Runs for ten minutes (its timeout), far longer than any reconcile.
-    std::fs::write(&exec, "#!/bin/sh\nexec sleep 600\n").unwrap();
-    std::fs::set_permissions(&exec, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut s = Scenario::new("daemon-hooks", "seed-host.txt", "seed.toml");
-    s.config.hooks = vec![HookConfig {
-        on: vec![HookEvent::Down, HookEvent::Up, HookEvent::Failover],
-        exec,
-        args: Vec::new(),
-        timeout: Some(Duration::from_secs(600)),
-        uplink: Vec::new(),
-    }];
+    // Runs for ten minutes (its timeout), far longer than any reconcile.
+    let events = vec![HookEvent::Down, HookEvent::Up, HookEvent::Failover];
+    s.config.hooks = vec![hook(dir.path(), "exec sleep 600", events, Duration::from_secs(600))];
     let model = s.model.clone();
     let engine = s.engine();
     let (sender, mut seen) = tokio::sync::mpsc::unbounded_channel::<HookRun>();
@@ -92,6 +84,14 @@ async fn a_silent_primary_fires_down_and_failover_to_the_backup_without_waiting_
     .await;
 }
 
+/// A hook on `on` running the shell line `body`, written under `dir`.
+fn hook(dir: &std::path::Path, body: &str, on: Vec<HookEvent>, timeout: Duration) -> HookConfig {
+    let exec = dir.join("hook");
+    std::fs::write(&exec, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&exec, std::fs::Permissions::from_mode(0o755)).unwrap();
+    HookConfig { on, exec, args: Vec::new(), timeout: Some(timeout), uplink: Vec::new() }
+}
+
 fn run_env(run: &HookRun, name: &str) -> String {
     run.environment().into_iter().find(|(key, _)| *key == name).map(|(_, value)| value).unwrap_or_default()
 }
@@ -99,17 +99,9 @@ fn run_env(run: &HookRun, name: &str) -> String {
 #[tokio::test(start_paused = true)]
 async fn draining_the_primary_fires_drained_once_and_a_failover_leaving_a_drained_uplink() {
     let dir = tempfile::tempdir().unwrap();
-    let exec = dir.path().join("hook");
-    std::fs::write(&exec, "#!/bin/sh\nexit 0\n").unwrap();
-    std::fs::set_permissions(&exec, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut s = Scenario::new("unused", "seed-host.txt", "seed.toml");
-    s.config.hooks = vec![HookConfig {
-        on: vec![HookEvent::Drained, HookEvent::Failover],
-        exec,
-        args: Vec::new(),
-        timeout: Some(Duration::from_secs(10)),
-        uplink: Vec::new(),
-    }];
+    let events = vec![HookEvent::Drained, HookEvent::Failover];
+    s.config.hooks = vec![hook(dir.path(), "exit 0", events, Duration::from_secs(10))];
     let model = s.model.clone();
     let state_dir = s.config.routing.state_dir.clone();
     let engine = s.engine();

@@ -181,10 +181,9 @@ impl Daemon {
         let held_before = guard.held_pins();
         let mode = self.engine.config().guard.attach;
         let attached = repaired.and(configured).and_then(|()| guard.attach_missing(&uplinks, mode));
-        let pin_of = |interface: &str, ifindex: u32| crate::guard::link_pin(interface, ifindex);
         if let Ok(attached) = &attached {
             for attachment in attached {
-                let pin = pin_of(&attachment.interface, attachment.ifindex);
+                let pin = crate::guard::link_pin(&attachment.interface, attachment.ifindex);
                 if self.removed_links.remove(&pin) || held_before.contains(&pin) {
                     tracing::warn!(uplink = %attachment.interface, "the guard's link was removed; attached it again");
                     self.control.guard_repair("link");
@@ -194,7 +193,8 @@ impl Daemon {
             }
         }
         // An uplink no longer guarded (or re-created) has no link to repair.
-        self.removed_links.retain(|pin| uplinks.iter().any(|u| pin_of(&u.interface, u.ifindex) == *pin));
+        self.removed_links
+            .retain(|pin| uplinks.iter().any(|u| crate::guard::link_pin(&u.interface, u.ifindex) == *pin));
         for uplink in &self.engine.config().uplinks {
             let on = guard.attached_in_kernel(&uplink.interface);
             let labels = vec![("uplink".to_owned(), uplink.interface.clone())];

@@ -62,15 +62,13 @@ impl Engine {
         let mut before: Option<Observed> = None;
         loop {
             let desired = &planned.desired;
-            let isolated = |failed: &Action, why: &ActionError| {
-                matches!(why, ActionError::Kernel(_))
-                    .then(|| plan::owner_of(desired, failed))
-                    .flatten()
-                    .filter(|index| desired.uplinks[*index].blocked.is_none())
+            // The uplink a refused action belongs to, unless already blocked.
+            let owner = |failed: &Action| {
+                plan::owner_of(desired, failed).filter(|index| desired.uplinks[*index].blocked.is_none())
             };
-            let undo = |failed: &Action, why: &ActionError, done: &Action| match isolated(failed, why) {
-                Some(owner) => plan::owner_of(desired, done) == Some(owner),
-                None => true,
+            let undo = |failed: &Action, why: &ActionError, done: &Action| match (why, owner(failed)) {
+                (ActionError::Kernel(_), Some(index)) => plan::owner_of(desired, done) == Some(index),
+                _ => true,
             };
             let outcome = apply::execute_undoing(
                 self.kernel.as_ref(),
@@ -88,7 +86,7 @@ impl Engine {
             else {
                 return Err(failure.error.into());
             };
-            let Some(index) = isolated(failed, &ActionError::Kernel(error.clone())) else {
+            let Some(index) = owner(failed) else {
                 return Err(failure.error.into());
             };
             kept += failure.kept;

@@ -66,6 +66,14 @@ impl Scenario {
         Engine::new(self.config.clone(), kernel).with_host_root(self.host_root())
     }
 
+    /// Serves the daemon's endpoint on a port known in advance, so that a
+    /// test can ask /metrics and /healthz; returns its address.
+    pub fn serve_on_known_port(&mut self) -> std::net::SocketAddr {
+        let address = free_port();
+        self.config.metrics.listen = address;
+        address
+    }
+
     /// Where the scenario's host keeps its files (/etc, /proc, leases):
     /// empty unless a test writes there.
     pub fn host_root(&self) -> PathBuf {
